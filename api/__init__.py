@@ -1,0 +1,1 @@
+"""crashd's outside: the REST API, the WebSocket feed, authentication, limits and CLI."""
