@@ -1,0 +1,1 @@
+"""crashd's benchmark suite: ``python -m bench NAME``; each NAME is a module here."""
