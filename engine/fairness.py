@@ -25,6 +25,7 @@ secret, and its (de)serialisation lives with the caller.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -73,9 +74,16 @@ def _salt_bytes(salt: str) -> bytes:
         raise FairnessError("salt must be ASCII text") from None
 
 
+@functools.lru_cache(maxsize=16)
+def _keyed_hmac(salt: str) -> "hmac.HMAC":
+    # Keying HMAC costs two compressions; a round reuses the same salt forever.
+    return hmac.new(_salt_bytes(salt), digestmod=hashlib.sha256)
+
+
 def crash_point(game_hash: str, salt: str) -> int:
     """The crash point of a game, in integer hundredths (``374`` is 3.74x)."""
-    digest = hmac.new(_salt_bytes(salt), parse_hash(game_hash, "game hash"), hashlib.sha256)
+    digest = _keyed_hmac(salt).copy()
+    digest.update(parse_hash(game_hash, "game hash"))
     r = int(digest.hexdigest()[: _NBITS // 4], 16)
     x = r / 2**_NBITS
     # Float on purpose, exactly as the JavaScript verifiers evaluate it.
