@@ -1,0 +1,920 @@
+"""The round state machine: pure, sans-IO, like h11's connection object.
+
+A ``Round`` never reads a clock, does I/O or draws randomness. Time arrives as an
+argument (``now_ms``, integer milliseconds of the engine clock, never going backwards);
+commands go in as method calls; events come out as lists; ``next_deadline_ms()`` says
+when the driver must call ``advance`` again. A ``Sequencer`` strings rounds together:
+it draws each round's game from the chain, holds the queue of bets placed for the next
+round, and numbers every event with one contiguous ``seq``.
+
+Rules (DESIGN.md, docs/round-engine.md):
+
+* Phases go ``betting -> running -> crashed -> ended`` (or ``-> voided``), by the
+  ``TRANSITIONS`` table; which command is legal in which phase is the ``COMMANDS``
+  table. A refused command yields one ``Rejected`` event with a stable reason code and
+  changes nothing else.
+* The crash instant is fixed when the round starts running: ``start + ms_at(C)``, from
+  the exact curve inverse, not quantised to ticks.
+* Above the multiplier axis, everything that is *due* happens in multiplier order:
+  auto-cashouts at their target ``A``, the max-profit force point ``F``, the crash at
+  ``C``. At a tie, cashouts come first, so a target equal to the crash point wins.
+  Each happens at the exact millisecond its multiplier is reached, whenever the driver
+  gets round to handling it.
+* A manual cashout is priced at ``now_ms`` and accepted iff ``now_ms`` is strictly
+  before the crash instant.
+
+The crash point and game hash sit in private attributes and appear only in ``Crashed``
+and ``RoundVoided``, and in a snapshot taken after one of them. ``next_deadline_ms()``
+*does* depend on the crash instant: it is for the driver's timer only, never publish it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Hashable, Iterator, Mapping
+
+from engine.curve import MAX_MULTIPLIER, MIN_MULTIPLIER, ms_at, multiplier_at
+from engine.events import (
+    AutoCashoutChanged,
+    BetAccepted,
+    BetLost,
+    BetRefunded,
+    BettingOpened,
+    CashedOut,
+    Crashed,
+    Event,
+    Rejected,
+    RoundSettled,
+    RoundVoided,
+    RunningStarted,
+    Stopped,
+    Tick,
+    TooLate,
+    public_value,
+)
+from engine.fairness import crash_point as fair_crash_point
+from engine.rules import RoundConfig
+
+MIN_AUTO_CASHOUT = 101
+"""1.01x: the lowest auto-cashout target (1.00x would only return the stake)."""
+
+
+class Phase(str, Enum):
+    BETTING = "betting"
+    """Open for bets; auto-cashout targets may be set or cancelled."""
+    RUNNING = "running"
+    """The multiplier rises; cashouts are accepted, new bets go to the next round."""
+    CRASHED = "crashed"
+    """Crashed and settled; the hash is revealed; the pause before the next round."""
+    ENDED = "ended"
+    """The pause is over; the sequencer replaces the round with the next one."""
+    VOIDED = "voided"
+    """Called off by the operator: open bets refunded."""
+
+
+class Trigger(str, Enum):
+    """What moves a round from one phase to another."""
+
+    CLOSE_BETTING = "close_betting"
+    CRASH = "crash"
+    END_PAUSE = "end_pause"
+    VOID = "void"
+
+
+TRANSITIONS: Mapping[Phase, Mapping[Trigger, Phase]] = {
+    Phase.BETTING: {Trigger.CLOSE_BETTING: Phase.RUNNING, Trigger.VOID: Phase.VOIDED},
+    Phase.RUNNING: {Trigger.CRASH: Phase.CRASHED, Trigger.VOID: Phase.VOIDED},
+    Phase.CRASHED: {Trigger.END_PAUSE: Phase.ENDED},
+    Phase.ENDED: {},
+    Phase.VOIDED: {},
+}
+
+
+class Command(str, Enum):
+    PLACE_BET = "place_bet"
+    SET_AUTO_CASHOUT = "set_auto_cashout"
+    CANCEL_AUTO_CASHOUT = "cancel_auto_cashout"
+    CASH_OUT = "cash_out"
+    VOID = "void"
+
+
+# Reason codes: stable snake_case strings, the same ones the API returns as ``code``.
+ROUND_CLOSED = "round_closed"
+ROUND_NOT_RUNNING = "round_not_running"
+ROUND_VOIDED = "round_voided"
+ROUND_SETTLED = "round_settled"
+ROUND_FULL = "round_full"
+TOO_LATE = "too_late"
+UNKNOWN_TICKET = "unknown_ticket"
+DUPLICATE_TICKET = "duplicate_ticket"
+STAKE_TOO_SMALL = "stake_too_small"
+STAKE_TOO_LARGE = "stake_too_large"
+TOO_MANY_BETS = "too_many_bets"
+ALREADY_CASHED_OUT = "already_cashed_out"
+BET_REFUNDED = "bet_refunded"
+INVALID_TARGET = "invalid_target"
+ENGINE_STOPPING = "engine_stopping"
+
+REASONS = frozenset({
+    ROUND_CLOSED, ROUND_NOT_RUNNING, ROUND_VOIDED, ROUND_SETTLED, ROUND_FULL, TOO_LATE,
+    UNKNOWN_TICKET, DUPLICATE_TICKET, STAKE_TOO_SMALL, STAKE_TOO_LARGE, TOO_MANY_BETS,
+    ALREADY_CASHED_OUT, BET_REFUNDED, INVALID_TARGET, ENGINE_STOPPING,
+})
+
+LEGAL = None
+"""In ``COMMANDS``: the command is legal in this phase (it may still be refused for a
+reason of the bet itself, e.g. ``stake_too_small`` or ``already_cashed_out``)."""
+
+COMMANDS: Mapping[Phase, Mapping[Command, str | None]] = {
+    Phase.BETTING: {
+        Command.PLACE_BET: LEGAL,
+        Command.SET_AUTO_CASHOUT: LEGAL,
+        Command.CANCEL_AUTO_CASHOUT: LEGAL,
+        Command.CASH_OUT: ROUND_NOT_RUNNING,
+        Command.VOID: LEGAL,
+    },
+    Phase.RUNNING: {
+        Command.PLACE_BET: ROUND_CLOSED,  # the sequencer queues it for the next round
+        Command.SET_AUTO_CASHOUT: ROUND_CLOSED,
+        Command.CANCEL_AUTO_CASHOUT: ROUND_CLOSED,
+        Command.CASH_OUT: LEGAL,
+        Command.VOID: LEGAL,
+    },
+    # After the crash a cashout is still *answered* from the bet's outcome: too late
+    # for a bet that lost, already_cashed_out for one that won. Never silence.
+    Phase.CRASHED: {
+        Command.PLACE_BET: ROUND_CLOSED,
+        Command.SET_AUTO_CASHOUT: ROUND_CLOSED,
+        Command.CANCEL_AUTO_CASHOUT: ROUND_CLOSED,
+        Command.CASH_OUT: LEGAL,
+        Command.VOID: ROUND_SETTLED,
+    },
+    Phase.ENDED: {
+        Command.PLACE_BET: ROUND_CLOSED,
+        Command.SET_AUTO_CASHOUT: ROUND_CLOSED,
+        Command.CANCEL_AUTO_CASHOUT: ROUND_CLOSED,
+        Command.CASH_OUT: LEGAL,
+        Command.VOID: ROUND_SETTLED,
+    },
+    Phase.VOIDED: {
+        Command.PLACE_BET: ROUND_VOIDED,
+        Command.SET_AUTO_CASHOUT: ROUND_VOIDED,
+        Command.CANCEL_AUTO_CASHOUT: ROUND_VOIDED,
+        Command.CASH_OUT: LEGAL,
+        Command.VOID: ROUND_VOIDED,
+    },
+}
+
+PUBLIC_STATUS: Mapping[Phase, str] = {
+    Phase.BETTING: "betting",
+    Phase.RUNNING: "running",
+    Phase.CRASHED: "crashed",
+    Phase.ENDED: "crashed",
+    Phase.VOIDED: "voided",
+}
+"""``status`` in ``GET /game/state``; ``voided`` only shows while the engine stops."""
+
+
+def _check_tables() -> None:
+    for phase in Phase:
+        assert phase in TRANSITIONS and phase in COMMANDS and phase in PUBLIC_STATUS
+        assert set(COMMANDS[phase]) == set(Command), phase
+        for reason in COMMANDS[phase].values():
+            assert reason is LEGAL or reason in REASONS, reason
+
+
+_check_tables()
+
+
+class BetState(str, Enum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+    REFUNDED = "refunded"
+
+
+@dataclass(slots=True)
+class Bet:
+    """One funded bet. Mutable, private to the round or the sequencer's queue."""
+
+    ticket: str
+    user: Hashable
+    stake: int
+    auto_cashout: int | None
+    placed_at_ms: int
+    state: BetState = BetState.OPEN
+    multiplier: int | None = None
+    payout: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BetInfo:
+    """What anyone may see of a bet (the auto-cashout target stays private)."""
+
+    ticket: str
+    user: Hashable
+    stake: int
+    status: str
+    cashed_out_at: int | None
+    payout: int | None
+
+    def to_public_dict(self) -> dict[str, object]:
+        return {
+            "ticket": self.ticket,
+            "user": public_value(self.user),
+            "stake": self.stake,
+            "status": self.status,
+            "cashed_out_at": self.cashed_out_at,
+            "payout": self.payout,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSnapshot:
+    """The state behind ``GET /game/state``. Crash point and hash are ``None`` until
+    the round has crashed (or was voided)."""
+
+    round_id: int
+    status: str
+    now_ms: int
+    elapsed_ms: int
+    multiplier: int
+    betting_closes_at_ms: int
+    started_at_ms: int | None
+    crashed_at_ms: int | None
+    pause_ends_at_ms: int | None
+    crash_point: int | None
+    game_hash: str | None
+    participants: tuple[BetInfo, ...]
+    next_round_bets: int
+
+    def to_public_dict(self) -> dict[str, object]:
+        return {
+            "round_id": self.round_id,
+            "status": self.status,
+            "now_ms": self.now_ms,
+            "elapsed_ms": self.elapsed_ms,
+            "current_multiplier": self.multiplier,
+            "betting_closes_at_ms": self.betting_closes_at_ms,
+            "started_at_ms": self.started_at_ms,
+            "crashed_at_ms": self.crashed_at_ms,
+            "pause_ends_at_ms": self.pause_ends_at_ms,
+            "crash_point": self.crash_point,
+            "game_hash": self.game_hash,
+            "participant_count": len(self.participants),
+            "participants": [p.to_public_dict() for p in self.participants],
+            "next_round_bets": self.next_round_bets,
+        }
+
+
+class SeqCounter:
+    """The one source of ``seq`` numbers, shared by a sequencer and its rounds."""
+
+    __slots__ = ("next",)
+
+    def __init__(self, first: int = 1) -> None:
+        assert first >= 1
+        self.next = first
+
+    def take(self) -> int:
+        value = self.next
+        self.next += 1
+        return value
+
+
+def check_new_bet(config: RoundConfig, stake: int, auto_cashout: int | None) -> str | None:
+    """Limits every bet must meet, in the order the reasons are reported."""
+    if stake < config.min_stake:
+        return STAKE_TOO_SMALL
+    if stake > config.max_stake:
+        return STAKE_TOO_LARGE
+    return check_target(auto_cashout)
+
+
+def check_target(target: int | None) -> str | None:
+    if target is not None and not MIN_AUTO_CASHOUT <= target <= MAX_MULTIPLIER:
+        return INVALID_TARGET
+    return None
+
+
+class Round:
+    """One game of the chain, from its betting window to the end of its crash pause."""
+
+    def __init__(
+        self,
+        *,
+        round_id: int,
+        game_hash: str,
+        crash_point: int,
+        config: RoundConfig,
+        opens_at_ms: int,
+        seq: SeqCounter,
+    ) -> None:
+        assert crash_point >= MIN_MULTIPLIER
+        self.round_id = round_id
+        self.config = config
+        self.phase = Phase.BETTING
+        self.opens_at_ms = opens_at_ms
+        self.closes_at_ms = opens_at_ms + config.betting_ms
+        self.started_at_ms: int | None = None
+        self.crashed_at_ms: int | None = None
+        self.pause_ends_at_ms: int | None = None
+        self.ended_at_ms: int | None = None
+        # Secret until the crash: never put these in an event or snapshot before it.
+        self._game_hash = game_hash
+        self._crash_point = crash_point
+        # Where the curve stops: the engine prices nothing above MAX_MULTIPLIER.
+        self._stop_multiplier = min(crash_point, MAX_MULTIPLIER)
+        self._crash_at_ms: int | None = None
+        self._seq = seq
+        self._now_ms = opens_at_ms
+        self._opened = False
+        self._bets: dict[str, Bet] = {}
+        self._user_bets: dict[Hashable, int] = {}
+        self._autos: list[tuple[int, int, str]] = []  # heap of (target, order, ticket)
+        self.total_stake = 0
+        self.open_stake = 0
+        self.total_payout = 0
+        self._last_force_point: int | None = None
+
+    # -- introspection -------------------------------------------------------------
+
+    @property
+    def now_ms(self) -> int:
+        return self._now_ms
+
+    @property
+    def bets(self) -> Mapping[str, Bet]:
+        return self._bets
+
+    def next_deadline_ms(self) -> int | None:
+        """When ``advance`` must next be called; ``None`` once the round is over.
+
+        Secret-bearing while running (it can be the crash instant): driver-only."""
+        if self.phase is Phase.BETTING:
+            return self.closes_at_ms
+        if self.phase is Phase.RUNNING:
+            multiplier, _, _ = self._next_point()
+            assert self.started_at_ms is not None
+            return self.started_at_ms + ms_at(multiplier)
+        if self.phase is Phase.CRASHED:
+            return self.pause_ends_at_ms
+        return None
+
+    def revealed(self) -> tuple[int, str] | None:
+        """``(crash_point, game_hash)`` once public (crashed or voided), else ``None``."""
+        if self.phase in (Phase.CRASHED, Phase.ENDED, Phase.VOIDED):
+            return self._crash_point, self._game_hash
+        return None
+
+    def snapshot(self, now_ms: int, next_round_bets: int = 0) -> RoundSnapshot:
+        """The public state at ``now_ms``; the caller must have advanced to it."""
+        assert now_ms >= self._now_ms
+        deadline = self.next_deadline_ms()
+        assert deadline is None or now_ms < deadline, "advance() before snapshot()"
+        elapsed, multiplier = 0, MIN_MULTIPLIER
+        if self.phase is Phase.RUNNING:
+            assert self.started_at_ms is not None
+            elapsed = now_ms - self.started_at_ms
+            multiplier = multiplier_at(elapsed)
+        elif self.phase in (Phase.CRASHED, Phase.ENDED):
+            elapsed = ms_at(self._stop_multiplier)
+            multiplier = self._stop_multiplier
+        revealed = self.revealed()
+        return RoundSnapshot(
+            round_id=self.round_id,
+            status=PUBLIC_STATUS[self.phase],
+            now_ms=now_ms,
+            elapsed_ms=elapsed,
+            multiplier=multiplier,
+            betting_closes_at_ms=self.closes_at_ms,
+            started_at_ms=self.started_at_ms,
+            crashed_at_ms=self.crashed_at_ms,
+            pause_ends_at_ms=self.pause_ends_at_ms,
+            crash_point=revealed[0] if revealed else None,
+            game_hash=revealed[1] if revealed else None,
+            participants=tuple(
+                BetInfo(b.ticket, b.user, b.stake, b.state.value, b.multiplier, b.payout)
+                for b in self._bets.values()
+            ),
+            next_round_bets=next_round_bets,
+        )
+
+    # -- time ----------------------------------------------------------------------
+
+    def open(self, carried: list[Bet]) -> list[Event]:
+        """Open for bets, taking the bets queued for this round (already accepted)."""
+        assert not self._opened
+        self._opened = True
+        assert len(carried) <= self.config.max_bets_per_round
+        for bet in carried:
+            assert bet.state is BetState.OPEN and bet.ticket not in self._bets
+            self._add_bet(bet)
+        return [BettingOpened(self._seq.take(), self.opens_at_ms, self.round_id,
+                              closes_at_ms=self.closes_at_ms, bets=len(carried))]
+
+    def advance(self, now_ms: int) -> list[Event]:
+        """Everything due at or before ``now_ms``, each at its own exact instant."""
+        assert self._opened
+        assert now_ms >= self._now_ms, f"time went backwards: {now_ms} < {self._now_ms}"
+        self._now_ms = now_ms
+        events: list[Event] = []
+        # Bound: every pass changes the phase or settles at least one bet.
+        for _ in range(len(self._bets) + 4):
+            if self.phase is Phase.BETTING:
+                if now_ms < self.closes_at_ms:
+                    break
+                late = now_ms - self.closes_at_ms
+                start = self.closes_at_ms if late <= self.config.max_lateness_ms else now_ms
+                self._start_running(start, events)
+            elif self.phase is Phase.RUNNING:
+                assert self.started_at_ms is not None
+                multiplier, rank, ticket = self._next_point()
+                instant = self.started_at_ms + ms_at(multiplier)
+                if instant > now_ms:
+                    break
+                if rank == 0:
+                    assert ticket is not None
+                    heapq.heappop(self._autos)
+                    self._cash_out(self._bets[ticket], multiplier, "auto", instant, events)
+                elif rank == 1:
+                    for bet in [b for b in self._bets.values() if b.state is BetState.OPEN]:
+                        self._cash_out(bet, multiplier, "forced", instant, events)
+                else:
+                    self._crash(instant, events)
+            elif self.phase is Phase.CRASHED:
+                assert self.pause_ends_at_ms is not None
+                if now_ms < self.pause_ends_at_ms:
+                    break
+                self._transition(Trigger.END_PAUSE)
+                self.ended_at_ms = self.pause_ends_at_ms
+            else:
+                break
+        else:
+            raise AssertionError("advance() did not converge")
+        return events
+
+    def tick(self, now_ms: int) -> list[Event]:
+        """Advance, then report the multiplier at ``now_ms`` if still running."""
+        events = self.advance(now_ms)
+        if self.phase is Phase.RUNNING:
+            assert self.started_at_ms is not None
+            elapsed = now_ms - self.started_at_ms
+            multiplier = multiplier_at(elapsed)
+            assert multiplier < self._stop_multiplier or self._crash_at_ms is None
+            events.append(Tick(self._seq.take(), now_ms, self.round_id,
+                               elapsed_ms=elapsed, multiplier=multiplier))
+        return events
+
+    # -- commands ------------------------------------------------------------------
+
+    def place_bet(self, now_ms: int, ticket: str, user: Hashable, stake: int,
+                  auto_cashout: int | None = None) -> list[Event]:
+        events = self.advance(now_ms)
+        reason = COMMANDS[self.phase][Command.PLACE_BET]
+        if reason is LEGAL and ticket in self._bets:
+            reason = DUPLICATE_TICKET
+        if reason is LEGAL:
+            reason = check_new_bet(self.config, stake, auto_cashout)
+        if reason is LEGAL and self._user_bets.get(user, 0) >= self.config.max_bets_per_user:
+            reason = TOO_MANY_BETS
+        if reason is LEGAL and len(self._bets) >= self.config.max_bets_per_round:
+            reason = ROUND_FULL
+        if reason is not LEGAL:
+            events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, reason))
+            return events
+        self._add_bet(Bet(ticket, user, stake, auto_cashout, now_ms))
+        events.append(BetAccepted(self._seq.take(), now_ms, self.round_id, ticket=ticket,
+                                  user=user, stake=stake, auto_cashout=auto_cashout,
+                                  queued=False))
+        return events
+
+    def set_auto_cashout(self, now_ms: int, ticket: str, target: int | None) -> list[Event]:
+        """Set (or, with ``None``, cancel) a bet's auto-cashout target; betting only."""
+        command = Command.SET_AUTO_CASHOUT if target is not None else Command.CANCEL_AUTO_CASHOUT
+        events = self.advance(now_ms)
+        bet = self._bets.get(ticket)
+        reason = UNKNOWN_TICKET if bet is None else COMMANDS[self.phase][command]
+        if reason is LEGAL:
+            reason = check_target(target)
+        if reason is not LEGAL:
+            events.append(self._reject(now_ms, command, ticket, bet.user if bet else None, reason))
+            return events
+        assert bet is not None and bet.state is BetState.OPEN
+        bet.auto_cashout = target
+        events.append(AutoCashoutChanged(self._seq.take(), now_ms, self.round_id,
+                                         ticket=ticket, user=bet.user, target=target))
+        return events
+
+    def cash_out(self, now_ms: int, ticket: str) -> list[Event]:
+        """A manual cashout, priced at ``now_ms``: exactly one answer, always."""
+        events = self.advance(now_ms)
+        bet = self._bets.get(ticket)
+        reason = UNKNOWN_TICKET if bet is None else COMMANDS[self.phase][Command.CASH_OUT]
+        if reason is not LEGAL:
+            events.append(self._reject(now_ms, Command.CASH_OUT, ticket,
+                                       bet.user if bet else None, reason))
+            return events
+        assert bet is not None
+        if bet.state is BetState.WON:
+            events.append(self._reject(now_ms, Command.CASH_OUT, ticket, bet.user,
+                                       ALREADY_CASHED_OUT))
+        elif bet.state is BetState.REFUNDED:
+            events.append(self._reject(now_ms, Command.CASH_OUT, ticket, bet.user, BET_REFUNDED))
+        elif bet.state is BetState.LOST:
+            events.append(TooLate(self._seq.take(), now_ms, self.round_id, ticket=ticket,
+                                  user=bet.user, crashed_at=self._stop_multiplier))
+        else:
+            # Open bets exist only while running: the crash settles every one of them.
+            assert self.phase is Phase.RUNNING and self.started_at_ms is not None
+            assert self._crash_at_ms is not None and now_ms < self._crash_at_ms
+            multiplier = multiplier_at(now_ms - self.started_at_ms)
+            assert multiplier < self._stop_multiplier
+            self._cash_out(bet, multiplier, "manual", now_ms, events)
+        return events
+
+    def void(self, now_ms: int, reason: str) -> list[Event]:
+        """Call the round off: refund every open bet, reveal the burnt game."""
+        events = self.advance(now_ms)
+        refusal = COMMANDS[self.phase][Command.VOID]
+        if refusal is not LEGAL:
+            events.append(self._reject(now_ms, Command.VOID, None, None, refusal))
+            return events
+        self._transition(Trigger.VOID)
+        self.ended_at_ms = now_ms
+        refunded = 0
+        for bet in self._bets.values():
+            if bet.state is BetState.OPEN:
+                bet.state = BetState.REFUNDED
+                self.open_stake -= bet.stake
+                refunded += 1
+                events.append(BetRefunded(self._seq.take(), now_ms, self.round_id,
+                                          ticket=bet.ticket, user=bet.user, stake=bet.stake,
+                                          reason=reason))
+        assert self.open_stake == 0
+        events.append(RoundVoided(self._seq.take(), now_ms, self.round_id, reason=reason,
+                                  refunded=refunded, crash_point=self._crash_point,
+                                  game_hash=self._game_hash))
+        return events
+
+    # -- internals -----------------------------------------------------------------
+
+    def _transition(self, trigger: Trigger) -> None:
+        nxt = TRANSITIONS[self.phase].get(trigger)
+        assert nxt is not None, f"illegal transition {trigger.value} from {self.phase.value}"
+        self.phase = nxt
+
+    def _reject(self, now_ms: int, command: Command, ticket: str | None,
+                user: Hashable | None, reason: str) -> Rejected:
+        assert reason in REASONS
+        return Rejected(self._seq.take(), now_ms, self.round_id, command=command.value,
+                        ticket=ticket, user=user, reason=reason)
+
+    def _add_bet(self, bet: Bet) -> None:
+        self._bets[bet.ticket] = bet
+        self._user_bets[bet.user] = self._user_bets.get(bet.user, 0) + 1
+        self.total_stake += bet.stake
+        self.open_stake += bet.stake
+
+    def _start_running(self, at_ms: int, events: list[Event]) -> None:
+        self._transition(Trigger.CLOSE_BETTING)
+        self.started_at_ms = at_ms
+        self._crash_at_ms = at_ms + ms_at(self._stop_multiplier)
+        # Targets cannot change once running, so the heap is built once.
+        self._autos = [(b.auto_cashout, i, b.ticket) for i, b in enumerate(self._bets.values())
+                       if b.auto_cashout is not None]
+        heapq.heapify(self._autos)
+        events.append(RunningStarted(self._seq.take(), at_ms, self.round_id,
+                                     bets=len(self._bets), total_stake=self.total_stake))
+
+    def force_point(self) -> int | None:
+        """The largest multiplier at which cashing out every open bet keeps the round's
+        total payout within ``total_stake + max_profit``; ``None`` when there is no cap,
+        no open bet, or the point lies beyond the curve.
+
+        Bounded with the exact rational ``open_stake * m / 100`` (at least the sum of
+        the floored payouts), so it is integer arithmetic, O(1), and never over the cap.
+        """
+        if self.config.max_profit is None or self.open_stake == 0:
+            return None
+        headroom = self.total_stake + self.config.max_profit - self.total_payout
+        point = 100 * headroom // self.open_stake
+        assert point >= MIN_MULTIPLIER, (headroom, self.open_stake)
+        return point if point <= MAX_MULTIPLIER else None
+
+    def _next_point(self) -> tuple[int, int, str | None]:
+        """The next thing due on the multiplier axis: ``(multiplier, rank, ticket)``,
+        rank 0 an auto-cashout, 1 the force point, 2 the crash; ties go to lower rank."""
+        autos = self._autos
+        while autos and self._bets[autos[0][2]].state is not BetState.OPEN:
+            heapq.heappop(autos)  # cashed out by hand or forced: drop lazily
+        best: tuple[int, int, str | None] = (self._stop_multiplier, 2, None)
+        if autos and autos[0][0] <= best[0]:
+            best = (autos[0][0], 0, autos[0][2])
+        force = self.force_point()
+        if force is not None and (force, 1, None) < best:
+            best = (force, 1, None)
+        return best
+
+    def _cash_out(self, bet: Bet, multiplier: int, kind: str, at_ms: int,
+                  events: list[Event]) -> None:
+        assert bet.state is BetState.OPEN and self.phase is Phase.RUNNING
+        assert self.started_at_ms is not None
+        assert MIN_MULTIPLIER <= multiplier <= self._stop_multiplier
+        force_before = self.force_point()
+        payout = bet.stake * multiplier // 100
+        bet.state, bet.multiplier, bet.payout = BetState.WON, multiplier, payout
+        self.open_stake -= bet.stake
+        self.total_payout += payout
+        if self.config.max_profit is not None:
+            assert self.total_payout <= self.total_stake + self.config.max_profit
+            # Cashing out at or below the force point can only push it later.
+            force_after = self.force_point()
+            assert force_before is None or force_after is None or force_after >= force_before
+        events.append(CashedOut(self._seq.take(), at_ms, self.round_id, ticket=bet.ticket,
+                                user=bet.user, stake=bet.stake, multiplier=multiplier,
+                                payout=payout, elapsed_ms=at_ms - self.started_at_ms,
+                                kind=kind))
+
+    def _crash(self, at_ms: int, events: list[Event]) -> None:
+        assert at_ms == self._crash_at_ms
+        self._transition(Trigger.CRASH)
+        self.crashed_at_ms = at_ms
+        self.pause_ends_at_ms = at_ms + self.config.pause_ms
+        events.append(Crashed(self._seq.take(), at_ms, self.round_id,
+                              crash_point=self._crash_point, multiplier=self._stop_multiplier,
+                              elapsed_ms=ms_at(self._stop_multiplier),
+                              game_hash=self._game_hash,
+                              pause_ends_at_ms=self.pause_ends_at_ms))
+        winners = 0
+        for bet in self._bets.values():
+            if bet.state is BetState.OPEN:
+                bet.state = BetState.LOST
+                self.open_stake -= bet.stake
+                events.append(BetLost(self._seq.take(), at_ms, self.round_id,
+                                      ticket=bet.ticket, user=bet.user, stake=bet.stake))
+            elif bet.state is BetState.WON:
+                winners += 1
+        assert self.open_stake == 0
+        events.append(RoundSettled(self._seq.take(), at_ms, self.round_id,
+                                   bets=len(self._bets), winners=winners,
+                                   total_stake=self.total_stake,
+                                   total_payout=self.total_payout))
+
+
+@dataclass(slots=True)
+class _Queue:
+    """Bets accepted for the round after the current one, in arrival order."""
+
+    bets: dict[str, Bet] = field(default_factory=dict)
+    per_user: dict[Hashable, int] = field(default_factory=dict)
+
+    def add(self, bet: Bet) -> None:
+        self.bets[bet.ticket] = bet
+        self.per_user[bet.user] = self.per_user.get(bet.user, 0) + 1
+
+    def take_all(self) -> list[Bet]:
+        bets = list(self.bets.values())
+        self.bets.clear()
+        self.per_user.clear()
+        return bets
+
+
+class Sequencer:
+    """Round after round along the chain: pure, like ``Round``.
+
+    Round ``N`` plays game ``N`` of the chain, so a revealed hash's chain position is
+    its round id. ``games`` yields ``(game_number, game_hash)`` from ``first_game`` on.
+    Bets placed while a round runs (or in its crash pause) are accepted for the next
+    round (``BetAccepted.queued``) and carried into it when it opens.
+    """
+
+    def __init__(self, *, config: RoundConfig, games: Iterator[tuple[int, str]], salt: str,
+                 first_game: int, first_seq: int = 1) -> None:
+        assert first_game >= 1
+        self.config = config
+        self.salt = salt
+        self._games = games
+        self._next_game = first_game
+        self._seq = SeqCounter(first_seq)
+        self._queue = _Queue()
+        self._current: Round | None = None
+        self.previous: Round | None = None
+        self.stopping = False
+        self.finished = False
+        self.rounds_played = 0
+
+    @property
+    def current(self) -> Round:
+        assert self._current is not None, "start() first"
+        return self._current
+
+    @property
+    def next_seq(self) -> int:
+        return self._seq.next
+
+    @property
+    def next_game(self) -> int:
+        """The first game number no round has used: where a restart resumes."""
+        return self._next_game
+
+    @property
+    def queued(self) -> Mapping[str, Bet]:
+        return self._queue.bets
+
+    def start(self, now_ms: int) -> list[Event]:
+        assert self._current is None
+        events: list[Event] = []
+        self._open_round(now_ms, events)
+        return events
+
+    def next_deadline_ms(self) -> int | None:
+        if self.finished:
+            return None
+        deadline = self.current.next_deadline_ms()
+        assert deadline is not None
+        return deadline
+
+    def advance(self, now_ms: int) -> list[Event]:
+        events: list[Event] = []
+        if self.finished:
+            return events
+        # Bound: a long stall may cross a few rounds; each pass ends one.
+        for _ in range(1_000_000):
+            current = self.current
+            events += current.advance(now_ms)
+            if self.stopping and current.phase in (Phase.CRASHED, Phase.ENDED):
+                assert current.crashed_at_ms is not None
+                self._finish(current.crashed_at_ms, events)
+                break
+            if current.phase is not Phase.ENDED:
+                break
+            assert current.ended_at_ms is not None
+            late = now_ms - current.ended_at_ms
+            opens = current.ended_at_ms if late <= self.config.max_lateness_ms else now_ms
+            self._open_round(opens, events)
+            if self.finished:
+                break
+        else:
+            raise AssertionError("Sequencer.advance did not converge")
+        return events
+
+    def tick(self, now_ms: int) -> list[Event]:
+        events = self.advance(now_ms)
+        if not self.finished:
+            events += self.current.tick(now_ms)
+        return events
+
+    def place_bet(self, now_ms: int, ticket: str, user: Hashable, stake: int,
+                  auto_cashout: int | None = None) -> list[Event]:
+        events = self.advance(now_ms)
+        if self.stopping or self.finished:
+            events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, ENGINE_STOPPING))
+            return events
+        current = self.current
+        if ticket in self._queue.bets or (self.previous and ticket in self.previous.bets):
+            events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, DUPLICATE_TICKET))
+            return events
+        if current.phase is Phase.BETTING:
+            events += current.place_bet(now_ms, ticket, user, stake, auto_cashout)
+            return events
+        # Betting is closed: the bet is for the next round.
+        reason = DUPLICATE_TICKET if ticket in current.bets else None
+        if reason is None:
+            reason = check_new_bet(self.config, stake, auto_cashout)
+        if reason is None and self._queue.per_user.get(user, 0) >= self.config.max_bets_per_user:
+            reason = TOO_MANY_BETS
+        if reason is None and len(self._queue.bets) >= self.config.max_bets_per_round:
+            reason = ROUND_FULL
+        if reason is not None:
+            events.append(Rejected(self._seq.take(), now_ms, self._next_game,
+                                   command=Command.PLACE_BET.value, ticket=ticket, user=user,
+                                   reason=reason))
+            return events
+        self._queue.add(Bet(ticket, user, stake, auto_cashout, now_ms))
+        events.append(BetAccepted(self._seq.take(), now_ms, self._next_game, ticket=ticket,
+                                  user=user, stake=stake, auto_cashout=auto_cashout,
+                                  queued=True))
+        return events
+
+    def set_auto_cashout(self, now_ms: int, ticket: str, target: int | None) -> list[Event]:
+        """Set a target, or cancel it with ``None`` (same as ``cancel_auto_cashout``)."""
+        events = self.advance(now_ms)
+        command = Command.SET_AUTO_CASHOUT if target is not None else Command.CANCEL_AUTO_CASHOUT
+        queued = self._queue.bets.get(ticket)
+        if queued is not None:
+            reason = check_target(target)
+            if reason is not None:
+                events.append(Rejected(self._seq.take(), now_ms, self._next_game,
+                                       command=command.value, ticket=ticket,
+                                       user=queued.user, reason=reason))
+            else:
+                queued.auto_cashout = target
+                events.append(AutoCashoutChanged(self._seq.take(), now_ms, self._next_game,
+                                                 ticket=ticket, user=queued.user,
+                                                 target=target))
+            return events
+        round_ = self._round_of(ticket)
+        if round_ is None:
+            events.append(self._reject(now_ms, command, ticket, None, UNKNOWN_TICKET))
+        else:
+            events += round_.set_auto_cashout(now_ms, ticket, target)
+        return events
+
+    def cancel_auto_cashout(self, now_ms: int, ticket: str) -> list[Event]:
+        return self.set_auto_cashout(now_ms, ticket, None)
+
+    def cash_out(self, now_ms: int, ticket: str) -> list[Event]:
+        events = self.advance(now_ms)
+        queued = self._queue.bets.get(ticket)
+        if queued is not None:
+            events.append(Rejected(self._seq.take(), now_ms, self._next_game,
+                                   command=Command.CASH_OUT.value, ticket=ticket,
+                                   user=queued.user, reason=ROUND_NOT_RUNNING))
+            return events
+        round_ = self._round_of(ticket)
+        if round_ is None:
+            events.append(self._reject(now_ms, Command.CASH_OUT, ticket, None, UNKNOWN_TICKET))
+        else:
+            events += round_.cash_out(now_ms, ticket)
+        return events
+
+    def stop(self, now_ms: int, *, void: bool = False, reason: str = "engine_stopping") -> list[Event]:
+        """Accept no more bets; refund the queue; finish after the current round crashes,
+        or at once (voiding the current round) with ``void``."""
+        events = self.advance(now_ms)
+        if self.finished:
+            return events
+        self.stopping = True
+        self._refund_queue(now_ms, reason, events)
+        current = self.current
+        if void and current.phase in (Phase.BETTING, Phase.RUNNING):
+            events += current.void(now_ms, reason)
+        if current.phase in (Phase.CRASHED, Phase.ENDED, Phase.VOIDED):
+            self._finish(now_ms, events)
+        return events
+
+    def void_round(self, now_ms: int, reason: str) -> list[Event]:
+        """Void the current round and carry on with the next one."""
+        events = self.advance(now_ms)
+        if self.finished:
+            return events
+        current = self.current
+        events += current.void(now_ms, reason)
+        if current.phase is Phase.VOIDED:
+            if self.stopping:
+                self._finish(now_ms, events)
+            else:
+                self._open_round(now_ms, events)
+        return events
+
+    def snapshot(self, now_ms: int) -> RoundSnapshot:
+        return self.current.snapshot(now_ms, next_round_bets=len(self._queue.bets))
+
+    # -- internals -----------------------------------------------------------------
+
+    def _round_of(self, ticket: str) -> Round | None:
+        if self._current is not None and ticket in self._current.bets:
+            return self._current
+        if self.previous is not None and ticket in self.previous.bets:
+            return self.previous
+        return None
+
+    def _reject(self, now_ms: int, command: Command, ticket: str | None,
+                user: Hashable | None, reason: str) -> Rejected:
+        round_id = self._current.round_id if self._current is not None else self._next_game
+        return Rejected(self._seq.take(), now_ms, round_id, command=command.value,
+                        ticket=ticket, user=user, reason=reason)
+
+    def _open_round(self, at_ms: int, events: list[Event]) -> None:
+        game = next(self._games, None)
+        if game is None:  # the chain is used up: nothing more can be played fairly
+            self.stopping = True
+            self._refund_queue(at_ms, "chain_exhausted", events)
+            self._finish(at_ms, events)
+            return
+        number, game_hash = game
+        assert number == self._next_game, f"chain gave game {number}, expected {self._next_game}"
+        self._next_game += 1
+        if self._current is not None:
+            self.previous = self._current
+            self.rounds_played += 1
+        self._current = Round(round_id=number, game_hash=game_hash,
+                              crash_point=fair_crash_point(game_hash, self.salt),
+                              config=self.config, opens_at_ms=at_ms, seq=self._seq)
+        events += self._current.open(self._queue.take_all())
+
+    def _refund_queue(self, now_ms: int, reason: str, events: list[Event]) -> None:
+        for bet in self._queue.take_all():
+            bet.state = BetState.REFUNDED
+            events.append(BetRefunded(self._seq.take(), now_ms, self._next_game,
+                                      ticket=bet.ticket, user=bet.user, stake=bet.stake,
+                                      reason=reason))
+
+    def _finish(self, at_ms: int, events: list[Event]) -> None:
+        assert not self.finished and not self._queue.bets
+        self.finished = True
+        last = self._current.round_id if self._current is not None else self._next_game - 1
+        events.append(Stopped(self._seq.take(), at_ms, last, next_game=self._next_game))
