@@ -1,0 +1,28 @@
+"""The live WebSocket feed: ``serve_feed`` on a dedicated listener, fed by ``engine.hub``.
+
+Protocol and close codes: docs/feed.md. Integration::
+
+    hub = Hub(snapshot=engine_state_for_channel)
+    port = await nursery.start(serve_feed, hub, "127.0.0.1", 8001, authenticate)
+    hub.publish("live_multiplier", {"type": "tick", ...})   # from the tick task
+"""
+
+from __future__ import annotations
+
+from api.feed.auth import SCOPE_BALANCE, SCOPE_GAME_STATE, Authenticate, Principal, user_channel
+from api.feed.protocol import CloseCode
+from api.feed.server import DEFAULT_FEED_PORT, FEED_PATH, FeedConfig, FeedServer, serve_feed
+
+__all__ = [
+    "Authenticate",
+    "CloseCode",
+    "DEFAULT_FEED_PORT",
+    "FEED_PATH",
+    "FeedConfig",
+    "FeedServer",
+    "Principal",
+    "SCOPE_BALANCE",
+    "SCOPE_GAME_STATE",
+    "serve_feed",
+    "user_channel",
+]

@@ -1,0 +1,183 @@
+"""The feed's application protocol, sans I/O: close codes, client messages, replies.
+
+Clients send small JSON text frames (``auth``, ``subscribe``, ``unsubscribe``, ``ack``);
+``parse_client_message`` turns one into a typed message or raises ``ClientError``
+carrying the stable error ``code`` the server answers with. Server control messages
+are built here too; channel messages are built by the hub. Nothing in this module
+touches a socket or a clock (the rate limiter takes ``now`` as an argument).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from engine.hub import encode_json
+from engine.wsframe import encode_text
+
+
+class CloseCode(IntEnum):
+    """Close codes the feed sends. 1xxx are RFC 6455's; 4xxx are the feed's own."""
+
+    NORMAL = 1000
+    """The client closed, or asked to."""
+    GOING_AWAY = 1001
+    """The server is shutting down; reconnect (with ``resume``) after a short delay."""
+    PROTOCOL_ERROR = 1002
+    """The bytes were not valid WebSocket framing (garbage, unmasked client frame…)."""
+    INVALID_PAYLOAD = 1007
+    """A text frame was not valid UTF-8."""
+    MESSAGE_TOO_BIG = 1009
+    """A client message exceeded ``max_message_bytes``."""
+    TRY_AGAIN_LATER = 1013
+    """The server is at its connection limit."""
+    INVALID_MESSAGES = 4000
+    """Too many malformed or unknown messages (each one was answered with an ``error``)."""
+    UNAUTHORIZED = 4001
+    """Missing, wrong or expired credential, or no ``auth`` within the auth timeout."""
+    FORBIDDEN = 4003
+    """The credential lacks the ``read:game_state`` scope."""
+    HEARTBEAT_TIMEOUT = 4008
+    """No ``ack`` for the server's heartbeats within the heartbeat timeout."""
+    SLOW_CONSUMER = 4009
+    """The client read too slowly: its outbox overflowed repeatedly (see docs/feed.md)."""
+    RATE_LIMITED = 4029
+    """The client kept sending faster than the control-message rate limit."""
+
+
+class ClientError(Exception):
+    """The client sent something the feed will not act on; answered with an ``error``."""
+
+    def __init__(self, code: str, message: str, request_id: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    channels: tuple[str, ...]
+    request_id: Any = None
+    resume_seq: int | None = None
+    resume_epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    channels: tuple[str, ...]
+    request_id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    heartbeat_id: int
+
+
+ClientMessage = Auth | Subscribe | Unsubscribe | Ack
+
+MAX_CHANNELS_PER_REQUEST = 32
+
+
+def _channels(obj: dict[str, Any], request_id: Any) -> tuple[str, ...]:
+    channels = obj.get("channels")
+    if (
+        not isinstance(channels, list)
+        or not channels
+        or not all(isinstance(c, str) for c in channels)
+    ):
+        raise ClientError("invalid_message", '"channels" must be a non-empty list of strings', request_id)
+    if len(channels) > MAX_CHANNELS_PER_REQUEST:
+        raise ClientError(
+            "too_many_channels", f"at most {MAX_CHANNELS_PER_REQUEST} channels per request", request_id
+        )
+    return tuple(dict.fromkeys(channels))
+
+
+def _request_id(obj: dict[str, Any]) -> Any:
+    rid = obj.get("id")
+    # Echoed back verbatim, so keep it small and JSON-scalar.
+    if rid is None or isinstance(rid, (int, str)) and not isinstance(rid, bool) and len(str(rid)) <= 64:
+        return rid
+    raise ClientError("invalid_message", '"id" must be an integer or a string of at most 64 characters')
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """One client text frame -> a typed message, or ``ClientError``."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ClientError("bad_json", "message is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ClientError("invalid_message", "message must be a JSON object")
+    kind = obj.get("type")
+    request_id = _request_id(obj)
+    if kind == "auth":
+        token = obj.get("token")
+        if not isinstance(token, str) or not token:
+            raise ClientError("invalid_message", '"auth" needs a non-empty string "token"', request_id)
+        return Auth(token)
+    if kind == "subscribe":
+        channels = _channels(obj, request_id)
+        resume = obj.get("resume")
+        if resume is None:
+            return Subscribe(channels, request_id)
+        if not isinstance(resume, dict):
+            raise ClientError("invalid_message", '"resume" must be an object {"seq", "epoch"}', request_id)
+        seq, epoch = resume.get("seq"), resume.get("epoch")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise ClientError("invalid_message", '"resume.seq" must be a non-negative integer', request_id)
+        if epoch is not None and not isinstance(epoch, str):
+            raise ClientError("invalid_message", '"resume.epoch" must be a string', request_id)
+        return Subscribe(channels, request_id, seq, epoch)
+    if kind == "unsubscribe":
+        return Unsubscribe(_channels(obj, request_id), request_id)
+    if kind == "ack":
+        hb = obj.get("id")
+        if not isinstance(hb, int) or isinstance(hb, bool):
+            raise ClientError("invalid_message", '"ack" needs the integer "id" of the heartbeat')
+        return Ack(hb)
+    raise ClientError(
+        "unknown_type",
+        f"unknown message type {str(kind)[:32]!r}: expected auth, subscribe, unsubscribe or ack",
+        request_id,
+    )
+
+
+def control(body: dict[str, Any]) -> bytes:
+    """A server control message (not part of the ``seq`` stream) as a complete frame."""
+    return encode_text(encode_json(body))
+
+
+def error_frame(code: str, message: str, request_id: Any = None) -> bytes:
+    body: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if request_id is not None:
+        body["id"] = request_id
+    return control(body)
+
+
+class RateLimiter:
+    """A token bucket over client messages: ``rate`` per second, bursts up to ``burst``."""
+
+    __slots__ = ("rate", "burst", "_tokens", "_at")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at = now
+
+    def allow(self, now: float) -> bool:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
