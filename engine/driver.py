@@ -1,0 +1,280 @@
+"""The Trio driver around the pure ``Sequencer``: clock, timers, observers.
+
+The core decides *what* happens; this module decides *when*: it owns the engine clock
+(integer ms derived from ``trio.current_time()``, so ``MockClock`` drives it in tests),
+wakes on absolute deadlines (``trio.sleep_until``; a tick is ``start + k * period``, never
+``sleep(period)``, so the loop cannot drift), and hands every event, in ``seq`` order, to
+the registered observers.
+
+Commands (``place_bet``, ``cash_out``, …) are handled immediately, in the calling task:
+the core is pure and fast, so there is no queue to wait in and no tick to wait for. The
+call reads the clock, lets the core catch up to that instant (a crash that is due is
+settled first), applies the command, publishes, and re-arms the loop's timer if the
+next deadline moved earlier. Between the clock read and the publish there is no
+checkpoint, so the decision and its ``seq`` are atomic with respect to every other task.
+
+Observers are synchronous and must not block: ``observer(events) -> None``. They run
+inside the loop (and inside command calls), so a slow one would slow the engine; the
+ledger writer and the WebSocket hub copy what they need into their own bounded queues.
+An observer that raises is a bug: the engine stops and ``run`` re-raises it.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+from typing import Callable, Hashable, Iterable, Sequence
+
+import trio
+
+from engine.events import Event
+from engine.round import Phase, RoundSnapshot, Sequencer
+from engine.rules import RoundConfig
+
+Observer = Callable[[Sequence[Event]], None]
+
+DEFAULT_TICK_HZ = 20
+
+_MS_EPSILON = 1e-6
+"""A nanosecond, in ms. ``sleep_until(t0 + d / 1000)`` wakes at a float that, minus
+``t0`` and times 1000, can land a hair below ``d``; without this the engine would see
+``d - 1`` on waking from the timer for ``d``."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    ticks: int
+    timer_wakeups: int
+    commands: int
+    events: int
+    rounds_played: int
+    observers: int
+    max_tick_lateness_s: float
+
+
+class EngineNotRunning(RuntimeError):
+    """A command arrived before ``run`` started the engine clock."""
+
+
+class Engine:
+    """Rounds back to back along a chain, driven by Trio.
+
+    ``games`` yields ``(game_number, game_hash)`` starting at ``first_game`` (after a
+    restart, the caller resumes from the next unused game: ``next_game`` after a stop).
+    """
+
+    def __init__(
+        self,
+        *,
+        games: Iterable[tuple[int, str]],
+        salt: str,
+        first_game: int,
+        config: RoundConfig | None = None,
+        tick_hz: int = DEFAULT_TICK_HZ,
+        first_seq: int = 1,
+        lateness_samples: int = 100_000,
+    ) -> None:
+        if not 1 <= tick_hz <= 1000:
+            raise ValueError("tick_hz must be in 1..1000")
+        self.config = config if config is not None else RoundConfig()
+        self.tick_hz = tick_hz
+        self._seq = Sequencer(config=self.config, games=iter(games), salt=salt,
+                              first_game=first_game, first_seq=first_seq)
+        self._observers: list[Observer] = []
+        self._t0: float | None = None
+        self._wake_ms: int | None = None
+        self._sleep_scope: trio.CancelScope | None = None
+        self._observer_error: BaseException | None = None
+        self._finished = trio.Event()
+        self._ticks = 0
+        self._timer_wakeups = 0
+        self._commands = 0
+        self._events = 0
+        self._max_tick_lateness = 0.0
+        # Bounded: the bench reads these; a server running for weeks keeps the latest.
+        self.tick_lateness: collections.deque[float] = collections.deque(maxlen=lateness_samples)
+
+    # -- observers and introspection -------------------------------------------------
+
+    def add_observer(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._observers.remove(observer)
+
+    def now_ms(self) -> int:
+        """The engine clock: whole ms since ``run`` started."""
+        if self._t0 is None:
+            raise EngineNotRunning("the engine clock starts with run()")
+        return math.floor((trio.current_time() - self._t0) * 1000 + _MS_EPSILON)
+
+    def time_of(self, ms: int) -> float:
+        """The ``trio.current_time()`` value of engine instant ``ms``."""
+        assert self._t0 is not None
+        return self._t0 + ms / 1000
+
+    @property
+    def sequencer(self) -> Sequencer:
+        """The pure core, for inspection (tests, the state endpoint's extras)."""
+        return self._seq
+
+    @property
+    def next_game(self) -> int:
+        return self._seq.next_game
+
+    @property
+    def finished(self) -> bool:
+        return self._seq.finished
+
+    def statistics(self) -> EngineStatistics:
+        return EngineStatistics(
+            ticks=self._ticks, timer_wakeups=self._timer_wakeups, commands=self._commands,
+            events=self._events, rounds_played=self._seq.rounds_played,
+            observers=len(self._observers), max_tick_lateness_s=self._max_tick_lateness,
+        )
+
+    def snapshot(self) -> RoundSnapshot:
+        """The public state now (``GET /game/state``): never the crash point or hash
+        of a round that has not crashed."""
+        now = self.now_ms()
+        self._publish(self._seq.advance(now))
+        return self._seq.snapshot(now)
+
+    # -- commands --------------------------------------------------------------------
+    #
+    # Each is a checkpoint in Trio's sense: cancellation before the decision means the
+    # command was not applied; after the decision it is applied and answered.
+
+    async def place_bet(self, ticket: str, user: Hashable, stake: int,
+                        auto_cashout: int | None = None) -> tuple[Event, ...]:
+        """Join the round in betting, or the next one (``BetAccepted.queued``)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        answer = self._command(lambda now: self._seq.place_bet(now, ticket, user, stake,
+                                                               auto_cashout))
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return answer
+
+    async def set_auto_cashout(self, ticket: str, target: int) -> tuple[Event, ...]:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        answer = self._command(lambda now: self._seq.set_auto_cashout(now, ticket, target))
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return answer
+
+    async def cancel_auto_cashout(self, ticket: str) -> tuple[Event, ...]:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        answer = self._command(lambda now: self._seq.cancel_auto_cashout(now, ticket))
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return answer
+
+    async def cash_out(self, ticket: str) -> tuple[Event, ...]:
+        """Priced by the engine clock at this moment: ``CashedOut``, ``TooLate`` or a
+        ``Rejected`` with its reason; exactly one of them."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        answer = self._command(lambda now: self._seq.cash_out(now, ticket))
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return answer
+
+    def stop(self, *, void: bool = False, reason: str = "engine_stopping") -> tuple[Event, ...]:
+        """Stop taking bets and end ``run`` after the current round crashes; with
+        ``void``, end now, refunding every open bet of the current round."""
+        answer = self._command(lambda now: self._seq.stop(now, void=void, reason=reason))
+        return answer
+
+    def void_round(self, reason: str = "operator") -> tuple[Event, ...]:
+        """Void the current round (refund its open bets) and go on with the next."""
+        return self._command(lambda now: self._seq.void_round(now, reason))
+
+    async def wait_finished(self) -> None:
+        await self._finished.wait()
+
+    def _command(self, apply: Callable[[int], list[Event]]) -> tuple[Event, ...]:
+        now = self.now_ms()
+        self._commands += 1
+        due = self._seq.advance(now)  # what was due first: a crash beats a late cashout
+        answer = apply(now)
+        self._publish(due + answer)
+        self._rearm()
+        return tuple(answer)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Play rounds until stopped (or the chain runs out); started once the first
+        round is open for bets."""
+        if self._t0 is not None:
+            raise RuntimeError("an Engine runs once")
+        self._t0 = trio.current_time()
+        self._publish(self._seq.start(0))
+        task_status.started()
+        period_num = 1000  # tick k of a run is at started_at + k * 1000 // hz: no drift
+        tick_round = -1
+        tick_index = 0
+        try:
+            while True:
+                self._raise_observer_error()
+                now = self.now_ms()
+                events = self._seq.advance(now)
+                current = None if self._seq.finished else self._seq.current
+                next_tick: int | None = None
+                if current is not None and current.phase is Phase.RUNNING:
+                    started = current.started_at_ms
+                    assert started is not None
+                    if tick_round != current.round_id:
+                        tick_round, tick_index = current.round_id, 0
+                    if started + tick_index * period_num // self.tick_hz <= now:
+                        events += current.tick(now)
+                        self._ticks += 1
+                        # Skip ticks the loop was too late for: no burst to catch up.
+                        while started + tick_index * period_num // self.tick_hz <= now:
+                            tick_index += 1
+                    if current.phase is Phase.RUNNING:
+                        next_tick = started + tick_index * period_num // self.tick_hz
+                self._publish(events)
+                self._raise_observer_error()
+                if self._seq.finished:
+                    break
+                deadline = self._seq.next_deadline_ms()
+                assert deadline is not None and deadline > now
+                wake = deadline if next_tick is None else min(deadline, next_tick)
+                self._wake_ms = wake
+                target = self.time_of(wake)
+                with trio.CancelScope() as scope:
+                    self._sleep_scope = scope
+                    await trio.sleep_until(target)
+                self._sleep_scope = None
+                self._wake_ms = None
+                if not scope.cancelled_caught:
+                    self._timer_wakeups += 1
+                    if wake == next_tick:
+                        lateness = trio.current_time() - target
+                        self.tick_lateness.append(lateness)
+                        self._max_tick_lateness = max(self._max_tick_lateness, lateness)
+        finally:
+            self._finished.set()
+
+    def _rearm(self) -> None:
+        """Wake the loop early if a command brought the next deadline forward."""
+        if self._sleep_scope is None or self._wake_ms is None:
+            return
+        deadline = self._seq.next_deadline_ms()
+        if deadline is None or deadline < self._wake_ms:
+            self._sleep_scope.cancel()
+
+    def _publish(self, events: list[Event]) -> None:
+        if not events:
+            return
+        self._events += len(events)
+        batch = tuple(events)
+        for observer in tuple(self._observers):
+            try:
+                observer(batch)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the loop
+                if self._observer_error is None:
+                    self._observer_error = exc
+                if self._sleep_scope is not None:
+                    self._sleep_scope.cancel()
+
+    def _raise_observer_error(self) -> None:
+        if self._observer_error is not None:
+            raise RuntimeError("an engine observer raised") from self._observer_error
