@@ -1,0 +1,195 @@
+"""Server configuration: flags > environment (``CRASHD_*``) > TOML file > defaults.
+
+Every setting is declared once in :data:`SETTINGS` (name, type, default, bounds, help),
+and the flag (``--keep-alive-timeout``), the environment variable
+(``CRASHD_KEEP_ALIVE_TIMEOUT``) and the TOML key (``keep_alive_timeout``) are all derived
+from that name, so the three sources cannot drift apart and docs/api.md can list them
+from one table. Unknown TOML keys and out-of-range values are errors, not warnings: a
+misspelt ``chain_lenght`` silently ignored would create a 10-million-game chain.
+
+Relative paths in a TOML file are relative to the file's directory (so a config file
+and its database can move together); relative paths from flags or the environment are
+relative to the working directory, as a shell user expects.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+ENV_PREFIX = "CRASHD_"
+CONFIG_ENV = "CRASHD_CONFIG"
+
+Environment = Literal["sandbox", "production"]
+ENVIRONMENTS: tuple[str, ...] = ("sandbox", "production")
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type or out of range; one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database: Path = Path("crashd.sqlite3")
+    chain_file: Path = Path("crashd-chain.json")
+    chain_length: int = 10_000_000
+    environment: Environment = "sandbox"
+    keep_alive_timeout: float = 5.0
+    graceful_timeout: float = 10.0
+    max_body_bytes: int = 64 * 1024
+    idempotency_retention_hours: int = 24
+    log_level: str = "info"
+
+    def with_overrides(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: type
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "address to listen on"),
+    Setting("port", int, "TCP port (0 picks a free one, reported in the log)", 0, 65535),
+    Setting("database", Path, "SQLite database file (API keys, idempotency records, ledger)"),
+    Setting("chain_file", Path, "secret hash chain file, created on first start if missing"),
+    Setting("chain_length", int, "games in a chain created on first start", 1, 1_000_000_000),
+    Setting("environment", str, "sandbox (demo money only) or production", choices=ENVIRONMENTS),
+    Setting("keep_alive_timeout", float, "seconds an idle HTTP keep-alive connection stays open", 0.1, 3600),
+    Setting("graceful_timeout", float, "seconds to let requests finish on shutdown", 0, 3600),
+    Setting("max_body_bytes", int, "largest accepted request body (413 above)", 1024, 16 * 1024 * 1024),
+    Setting("idempotency_retention_hours", int, "how long Idempotency-Key records are kept", 24, 24 * 365),
+    Setting("log_level", str, "log level", choices=LOG_LEVELS),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+assert set(_BY_NAME) == {f.name for f in fields(Config)}, "every Config field needs a Setting"
+
+
+def _convert(setting: Setting, value: Any, origin: str, base_dir: Path | None) -> Any:
+    where = f"{origin}: {setting.name}"
+    kind = setting.kind
+    if isinstance(value, str) and origin != "config file":
+        # Flags and environment variables are text; the TOML file is typed.
+        value = value.strip()
+        if kind is int:
+            try:
+                value = int(value, 10)
+            except ValueError:
+                raise ConfigError(f"{where} must be an integer, not {value!r}") from None
+        elif kind is float:
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be a number, not {value!r}") from None
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer")
+    elif kind is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number")
+        value = float(value)
+    elif kind in (str, Path):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where} must be a non-empty string")
+        if kind is Path:
+            path = Path(value).expanduser()
+            value = base_dir / path if base_dir is not None and not path.is_absolute() else path
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(f"{where} must be one of {', '.join(setting.choices)}, not {value!r}")
+    if setting.minimum is not None and value < setting.minimum:
+        raise ConfigError(f"{where} must be at least {setting.minimum:g}")
+    if setting.maximum is not None and value > setting.maximum:
+        raise ConfigError(f"{where} must be at most {setting.maximum:g}")
+    return value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    unknown = sorted(set(doc) - set(_BY_NAME))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    base = path.parent
+    return {name: _convert(_BY_NAME[name], value, "config file", base) for name, value in doc.items()}
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Config:
+    """Resolve the configuration. ``flags`` maps setting names to values given on the
+    command line (``None`` = not given); ``config_file`` (or ``CRASHD_CONFIG``) is read
+    if set."""
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    unknown = sorted(set(flags) - set(_BY_NAME))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+    if config_file is not None:
+        values.update(read_config_file(config_file))
+    for setting in SETTINGS:
+        raw = environ.get(setting.env)
+        if raw is not None and raw != "":
+            values[setting.name] = _convert(setting, raw, f"environment {setting.env}", None)
+    for name, value in flags.items():
+        if value is not None:
+            values[name] = _convert(_BY_NAME[name], value, f"flag {_BY_NAME[name].flag}", None)
+    return Config(**values)
+
+
+def add_arguments(parser: Any, names: tuple[str, ...] | None = None) -> None:
+    """Add ``--config`` and one flag per setting (or per ``names``) to an argparse parser.
+
+    Defaults are ``None`` so :func:`load_config` can tell "not given" from "given".
+    """
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help=f"TOML config file (or ${CONFIG_ENV}); flags and CRASHD_* variables override it")
+    for setting in SETTINGS:
+        if names is not None and setting.name not in names:
+            continue
+        default = getattr(Config(), setting.name)
+        parser.add_argument(
+            setting.flag, dest=setting.name, default=None, metavar=setting.name.upper(),
+            choices=setting.choices or None,
+            help=f"{setting.help} (default {default}; ${setting.env})",
+        )
+
+
+def config_from_args(args: Any, names: tuple[str, ...] | None = None) -> Config:
+    wanted = names if names is not None else tuple(_BY_NAME)
+    flags = {name: getattr(args, name, None) for name in wanted}
+    return load_config(flags, config_file=getattr(args, "config", None))
+
+
+def describe(config: Config) -> str:
+    """A one-line summary for the startup log (the config holds no secrets)."""
+    return " ".join(f"{f.name}={getattr(config, f.name)}" for f in fields(config))

@@ -1,0 +1,219 @@
+"""Running crashd: Hypercorn with the app, and the engine beside it in *our* nursery.
+
+Structure (Trio's: every task has a parent, errors propagate)::
+
+    run_server
+    └── nursery
+        ├── service tasks: engine, ledger writer, feed hub (wiring point), purge loop
+        ├── Hypercorn (hypercorn.trio.serve), stopped by the shutdown sequence
+        └── shutdown sequence: waits for the shutdown request, drains, stops Hypercorn
+
+If any task fails, the nursery cancels the others and ``run_server`` raises: the
+process ends with an error instead of serving a frozen game. The app's own
+``app.nursery`` (quart-trio's lifespan nursery) is deliberately not used for long-lived
+tasks: failures there are not ours to see, and a never-ending task there makes every
+shutdown wait for Hypercorn's lifespan timeout.
+
+:func:`serve_until_signalled` adds SIGINT/SIGTERM handling for ``crashd serve``: the
+first signal starts a graceful shutdown (exit 0), a second one stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Sequence, TextIO
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from api.app import create_app
+from api.cli_chain import create_chain_file
+from api.config import Config, describe
+from api.services import Services, open_services
+from engine import chainstore
+from engine.fairness import DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding
+
+log = logging.getLogger("crashd.server")
+
+PURGE_INTERVAL_S = 3600.0
+ServiceTask = Callable[[Services], Awaitable[None]]
+"""A long-lived task run beside the HTTP server; returning or raising stops the server."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Where the server listens (reported through ``task_status``)."""
+
+    host: str
+    port: int
+    url: str
+
+
+class ServiceTaskEnded(RuntimeError):
+    """A service task returned although it should run as long as the server."""
+
+
+def ensure_chain(config: Config, out: TextIO = sys.stderr) -> chainstore.ChainFile:
+    """Load the chain file, creating it (and printing its commitment) on first start."""
+    if config.chain_file.exists():
+        return chainstore.load(config.chain_file)
+    interval = min(DEFAULT_CHECKPOINT_INTERVAL, config.chain_length)
+    chain = create_chain_file(config.chain_file, config.chain_length, ChainEncoding.HEX, interval, None, out)
+    print(f"created chain file {config.chain_file} ({config.chain_length:,} games; secret, mode 0600: back it up)", file=out)
+    print(f"terminating hash (publish it now): {chain.spec.terminating_hash.hex()}", file=out)
+    print("then fix the public salt with `crashd chain salt TEXT`", file=out)
+    return chain
+
+
+def hypercorn_config(config: Config) -> hypercorn.config.Config:
+    hc = hypercorn.config.Config()
+    host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host
+    hc.bind = [f"{host}:{config.port}"]
+    hc.keep_alive_timeout = config.keep_alive_timeout
+    hc.graceful_timeout = config.graceful_timeout
+    hc.accesslog = None  # api.requestid writes the access log, with request and key ids
+    hc.errorlog = logging.getLogger("crashd.hypercorn")
+    hc.include_server_header = False
+    return hc
+
+
+def _parse_bind(url: str) -> ServerInfo:
+    scheme, _, rest = url.partition("://")
+    host, _, port = rest.rpartition(":")
+    return ServerInfo(host=host.strip("[]"), port=int(port), url=url)
+
+
+async def purge_idempotency_records(services: Services) -> None:
+    """Delete idempotency records past their retention, hourly."""
+    while True:
+        await trio.sleep(PURGE_INTERVAL_S)
+        removed = await trio.to_thread.run_sync(services.idempotency.purge, time.time())
+        if removed:
+            log.info("purged %d expired idempotency records", removed)
+
+
+def service_tasks(services: Services) -> list[ServiceTask]:
+    """The tasks that run beside Hypercorn for the whole life of the server."""
+    return [
+        purge_idempotency_records,
+        # Wiring point: the engine driver, the ledger writer and the feed hub go here.
+        # Tasks that must be ready before the first request (the ledger writer) are
+        # better started with `await nursery.start(...)` in run_server below.
+    ]
+
+
+async def _run_service_task(task: ServiceTask, services: Services) -> None:
+    await task(services)
+    raise ServiceTaskEnded(f"service task {getattr(task, '__name__', task)!r} ended unexpectedly")
+
+
+async def run_server(
+    config: Config,
+    *,
+    shutdown: trio.Event | None = None,
+    extra_tasks: Sequence[ServiceTask] = (),
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``shutdown`` is set, then stop gracefully and return.
+
+    ``extra_tasks`` run like the service tasks (embedding, tests). Raises if any task
+    fails; the chain file is created first if missing (blocking work, in a thread).
+    """
+    shutdown = shutdown if shutdown is not None else trio.Event()
+    chain = await trio.to_thread.run_sync(ensure_chain, config)
+    services = await trio.to_thread.run_sync(open_services, config, chain)
+    try:
+        app = create_app(services)
+        http_stopped = trio.Event()
+        stop_http = trio.Event()
+
+        async with trio.open_nursery() as nursery:
+            for task in [*service_tasks(services), *extra_tasks]:
+                nursery.start_soon(_run_service_task, task, services)
+
+            async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
+                try:
+                    await hypercorn.trio.serve(
+                        app, hypercorn_config(config), shutdown_trigger=stop_http.wait,
+                        task_status=task_status,
+                    )
+                finally:
+                    http_stopped.set()
+                # Hypercorn has drained its connections: nothing needs the services now.
+                nursery.cancel_scope.cancel()
+
+            binds: list[str] = await nursery.start(serve_http)
+            info = _parse_bind(binds[0])
+            log.info("crashd listening on %s %s", info.url, describe(config))
+
+            async def shutdown_sequence() -> None:
+                await shutdown.wait()
+                log.info("shutdown requested: draining")
+                # Wiring point: stop taking bets and let the running round crash (or
+                # void and refund it) *before* HTTP stops, so cashouts still get answers.
+                stop_http.set()
+
+            nursery.start_soon(shutdown_sequence)
+            task_status.started(info)
+        log.info("crashd stopped")
+    finally:
+        services.close()
+
+
+async def serve_until_signalled(
+    config: Config, *, task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """``run_server`` with SIGINT/SIGTERM: first signal = graceful stop, second = now."""
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if shutdown.is_set():
+                        log.warning("second %s: stopping now", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        return
+                    log.info("%s received: stopping gracefully", signal.Signals(signum).name)
+                    shutdown.set()
+
+        nursery.start_soon(watch_signals)
+
+        async def run(task_status: trio.TaskStatus[ServerInfo]) -> None:
+            await run_server(config, shutdown=shutdown, task_status=task_status)
+            nursery.cancel_scope.cancel()  # done: stop watching signals
+
+        info: ServerInfo = await nursery.start(run)
+        task_status.started(info)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming the root failure of a (possibly grouped) exception."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_failure(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_blocking(config: Config, on_ready: Callable[[ServerInfo], Any] | None = None) -> None:
+    """Run the server in this thread until signalled (``crashd serve``)."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            info: ServerInfo = await nursery.start(serve_until_signalled, config)
+            if on_ready is not None:
+                on_ready(info)
+
+    trio.run(main)
+
+
+__all__ = [
+    "ServerInfo", "ServiceTask", "ServiceTaskEnded", "describe_failure", "ensure_chain",
+    "hypercorn_config", "run_blocking", "run_server", "serve_until_signalled", "service_tasks",
+]

@@ -1,0 +1,65 @@
+"""What the app needs from the running process, built once by :mod:`api.server`.
+
+Routes reach it with :func:`current_services`. The app never opens files or starts
+tasks itself; the server owns every resource's lifetime (open here, close in
+:meth:`Services.close`), so tests can build the same object the real server uses.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from quart import current_app
+
+from api.config import Config
+from api.idempotency import IdempotencyStore
+from api.keys import Authenticator, KeyStore
+from engine.chainstore import ChainFile
+
+SERVICES_EXTENSION = "crashd.services"
+
+
+@dataclass
+class Services:
+    config: Config
+    keys: KeyStore
+    authenticator: Authenticator
+    idempotency: IdempotencyStore
+    chain: ChainFile
+    """The operator's chain, including its secret seed: the engine needs it; routes may
+    publish only ``spec.terminating_hash``, ``spec.encoding``, ``spec.games`` and
+    ``salt``."""
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Identifies this process run (idempotency records left by a dead run are taken over)."""
+    started_monotonic: float = field(default_factory=time.monotonic)
+    # Wiring point: the engine driver, hub and ledger handles join here as fields,
+    # built in api.server.open_services and closed in close().
+
+    def close(self) -> None:
+        self.idempotency.close()
+        self.keys.close()
+
+
+def open_services(config: Config, chain: ChainFile) -> Services:
+    """Open the database-backed parts of the services (blocking: call from a thread or
+    before the event loop)."""
+    keys = KeyStore(config.database)
+    try:
+        idempotency = IdempotencyStore(config.database, retention_s=config.idempotency_retention_hours * 3600)
+    except BaseException:
+        keys.close()
+        raise
+    # A sandbox server has no real money, so it refuses production keys; a production
+    # server also serves sandbox keys (demo money), as Stripe's test/live keys share a host.
+    accepted = frozenset({"sandbox"}) if config.environment == "sandbox" else frozenset({"sandbox", "production"})
+    return Services(
+        config=config, keys=keys, authenticator=Authenticator(keys, accepted),
+        idempotency=idempotency, chain=chain,
+    )
+
+
+def current_services() -> Services:
+    services: Services = current_app.extensions[SERVICES_EXTENSION]
+    return services
