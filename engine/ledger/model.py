@@ -1,0 +1,543 @@
+"""The ledger's vocabulary: accounts, records, results and errors. No I/O here.
+
+Money is integer minor units; multipliers are integer hundredths (``250`` is 2.50x);
+time is integer milliseconds since the epoch, always passed in by the caller.
+
+Every error carries a stable snake_case ``code`` (what the API puts in its RFC 9457
+problem) and an HTTP ``status`` *hint*, the way h11's errors hint at a status: the
+ledger stays free of HTTP policy, the API may map differently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, Literal
+
+Environment = Literal["sandbox", "production"]
+ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
+
+
+class AccountKind(str, Enum):
+    """Who an account belongs to. Every kind but ``player`` is one per environment."""
+
+    PLAYER = "player"
+    """A partner's user; never below zero (a CHECK constraint and the planner agree)."""
+    HOUSE = "house"
+    """The operator's bankroll: collects losses, pays winnings. May go negative."""
+    ESCROW = "escrow"
+    """Stakes of confirmed, unsettled bets; equals their sum at every commit."""
+    PSP = "psp"
+    """Clearing account mirroring money outside crashd (deposits in, withdrawals out)."""
+    FAUCET = "faucet"
+    """Source of demo money; sandbox only."""
+
+
+SYSTEM_KINDS: tuple[AccountKind, ...] = (
+    AccountKind.HOUSE,
+    AccountKind.ESCROW,
+    AccountKind.PSP,
+    AccountKind.FAUCET,
+)
+
+
+@dataclass(frozen=True, order=True)
+class AccountKey:
+    """The natural key of an account. System accounts have empty partner and user."""
+
+    environment: Environment
+    kind: AccountKind
+    partner_id: str = ""
+    user_id: str = ""
+
+    @staticmethod
+    def player(environment: Environment, partner_id: str, user_id: str) -> AccountKey:
+        return AccountKey(environment, AccountKind.PLAYER, partner_id, user_id)
+
+    @staticmethod
+    def system(environment: Environment, kind: AccountKind) -> AccountKey:
+        assert kind is not AccountKind.PLAYER
+        return AccountKey(environment, kind)
+
+
+# --------------------------------------------------------------------------- records
+# Mutable rows as the planner sees them inside one transaction. ``seq`` fields are the
+# SQLite row ids, assigned by the single writer before the rows are inserted.
+
+
+@dataclass
+class Account:
+    id: int
+    key: AccountKey
+    posted: int = 0
+    """Credits minus debits of posted transfers."""
+    pending: int = 0
+    """Sum of pending holds debiting this account."""
+
+    @property
+    def available(self) -> int:
+        return self.posted - self.pending
+
+
+class HoldState(str, Enum):
+    PENDING = "pending"
+    POSTED = "posted"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+@dataclass
+class Hold:
+    id: int
+    hold_id: str
+    op: int
+    debit: int
+    credit: int
+    amount: int
+    expires_at: int
+    state: HoldState = HoldState.PENDING
+    resolved_op: int | None = None
+    resolved_at: int | None = None
+
+
+class RoundState(str, Enum):
+    OPEN = "open"
+    """Started: betting or running. Bets may join; cashouts may settle."""
+    CRASHED = "crashed"
+    """Crash point and game hash recorded; ``settled_at`` says whether bets are done."""
+    VOIDED = "voided"
+    """Cancelled (recovery or operator); every unsettled stake was refunded with it."""
+
+
+@dataclass
+class Round:
+    id: int
+    started_op: int
+    started_at: int
+    state: RoundState = RoundState.OPEN
+    crash_point: int | None = None
+    game_hash: str | None = None
+    ended_op: int | None = None
+    ended_at: int | None = None
+    settled_op: int | None = None
+    settled_at: int | None = None
+    void_reason: str | None = None
+
+
+class BetOutcome(str, Enum):
+    WON = "won"
+    LOST = "lost"
+    REFUNDED = "refunded"
+
+
+@dataclass
+class Bet:
+    id: int
+    ticket_id: str
+    hold: int
+    account: int
+    stake: int
+    auto_cashout: int | None
+    round_id: int | None
+    confirmed_op: int
+    confirmed_at: int
+    outcome: BetOutcome | None = None
+    multiplier: int | None = None
+    payout: int | None = None
+    settled_op: int | None = None
+    settled_at: int | None = None
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """What the ledger remembers about an idempotency id: enough to replay the answer."""
+
+    seq: int
+    key: str
+    kind: str
+    fingerprint: bytes
+    ok: bool
+    code: str | None
+    result: str
+    """JSON: the result's fields when ``ok``, else the error's ``message`` and ``detail``."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Result:
+    """Base of every operation's answer. ``seq`` is the op's position in the ledger.
+
+    ``replayed`` is true when the answer comes from an earlier op with the same id; it
+    is not part of equality, so a replay compares equal to the first answer.
+    """
+
+    kind: ClassVar[str] = ""
+    op_id: str
+    seq: int
+    replayed: bool = field(default=False, compare=False, kw_only=True)
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        del data["replayed"]
+        data["type"] = self.kind
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Posted(Result):
+    """A PSP deposit, withdrawal or reversal, or a faucet credit, was posted."""
+
+    kind: ClassVar[str] = "posted"
+    amount: int
+    balance: int
+    """The player's available balance right after this op."""
+
+
+@dataclass(frozen=True)
+class HoldReserved(Result):
+    kind: ClassVar[str] = "hold_reserved"
+    hold_id: str
+    amount: int
+    expires_at: int
+    available: int
+
+
+@dataclass(frozen=True)
+class HoldVoided(Result):
+    kind: ClassVar[str] = "hold_voided"
+    hold_id: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class BetConfirmed(Result):
+    kind: ClassVar[str] = "bet_confirmed"
+    ticket_id: str
+    hold_id: str
+    stake: int
+    auto_cashout: int | None
+    round_id: int | None
+
+
+@dataclass(frozen=True)
+class BetSettled(Result):
+    kind: ClassVar[str] = "bet_settled"
+    ticket_id: str
+    outcome: str
+    multiplier: int | None
+    payout: int
+    """What the player received for this bet (0 for a loss, the stake for a refund)."""
+
+
+@dataclass(frozen=True)
+class RoundStarted(Result):
+    kind: ClassVar[str] = "round_started"
+    round_id: int
+    bets_joined: int
+    """Confirmed bets without a round that joined this one (bets placed for 'the next round')."""
+
+
+@dataclass(frozen=True)
+class RoundCrashed(Result):
+    kind: ClassVar[str] = "round_crashed"
+    round_id: int
+    crash_point: int
+
+
+@dataclass(frozen=True)
+class RoundSettled(Result):
+    kind: ClassVar[str] = "round_settled"
+    round_id: int
+    crash_point: int
+    won: int
+    lost: int
+    paid: int
+    """Total payouts of the bets won in this op (stakes included)."""
+    collected: int
+    """Total stakes of the bets lost in this op."""
+
+
+@dataclass(frozen=True)
+class RoundVoided(Result):
+    kind: ClassVar[str] = "round_voided"
+    round_id: int
+    refunded: int
+    refunded_amount: int
+
+
+@dataclass(frozen=True)
+class HoldsReleased(Result):
+    kind: ClassVar[str] = "holds_released"
+    released: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class Recovered(Result):
+    """What start-up recovery did. ``highest_round_id`` is the highest game number ever
+    started (0 if none); the engine resumes at ``highest_round_id + 1``."""
+
+    kind: ClassVar[str] = "recovered"
+    rounds_voided: int
+    bets_refunded: int
+    refunded_amount: int
+    highest_round_id: int
+
+
+RESULT_TYPES: dict[str, type[Result]] = {
+    cls.kind: cls
+    for cls in (
+        Posted, HoldReserved, HoldVoided, BetConfirmed, BetSettled, RoundStarted,
+        RoundCrashed, RoundSettled, RoundVoided, HoldsReleased, Recovered,
+    )
+}
+
+
+def result_from_json(text: str, *, replayed: bool) -> Result:
+    data = json.loads(text)
+    cls = RESULT_TYPES[data.pop("type")]
+    return cls(**data, replayed=replayed)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class LedgerError(Exception):
+    """An operation was refused. Recorded against its idempotency id (so it stays
+    failed), except ``InvalidRequest``, which never reaches the ledger."""
+
+    code: ClassVar[str] = "ledger_error"
+    status: ClassVar[int] = 409
+
+    def __init__(self, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail: dict[str, Any] = detail
+        self.replayed = False
+
+    def to_json(self) -> str:
+        return json.dumps({"message": self.message, "detail": self.detail},
+                          separators=(",", ":"), sort_keys=True)
+
+    def __eq__(self, other: object) -> bool:
+        return (type(self) is type(other) and isinstance(other, LedgerError)
+                and self.message == other.message and self.detail == other.detail)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.message))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, **{self.detail!r})"
+
+
+class InvalidRequest(LedgerError, ValueError):
+    """Malformed operation (bad amount, unknown environment, …). Raised before queueing
+    and not recorded: the caller can correct it and reuse the id."""
+
+    code = "invalid_request"
+    status = 422
+
+
+class IdempotencyConflict(LedgerError):
+    """The id was used before for a different operation or different contents."""
+
+    code = "idempotency_conflict"
+    status = 409
+
+
+class InsufficientFunds(LedgerError):
+    code = "insufficient_funds"
+    status = 409
+
+
+class EnvironmentNotAllowed(LedgerError):
+    """E.g. a faucet credit in production."""
+
+    code = "environment_not_allowed"
+    status = 403
+
+
+class DuplicateHold(LedgerError):
+    code = "duplicate_hold"
+    status = 409
+
+
+class UnknownHold(LedgerError):
+    code = "unknown_hold"
+    status = 404
+
+
+class HoldExpired(LedgerError):
+    code = "hold_expired"
+    status = 409
+
+
+class HoldResolved(LedgerError):
+    """The hold was already posted or voided."""
+
+    code = "hold_resolved"
+    status = 409
+
+
+class DuplicateTicket(LedgerError):
+    code = "duplicate_ticket"
+    status = 409
+
+
+class UnknownTicket(LedgerError):
+    code = "unknown_ticket"
+    status = 404
+
+
+class AlreadySettled(LedgerError):
+    code = "already_settled"
+    status = 409
+
+
+class UnknownRound(LedgerError):
+    code = "unknown_round"
+    status = 404
+
+
+class RoundClosed(LedgerError):
+    """The round is not in a state that allows this (crashed, voided, or not open)."""
+
+    code = "round_closed"
+    status = 409
+
+
+class BetInRound(LedgerError):
+    """A bet that joined a round is refunded only by voiding that round."""
+
+    code = "bet_in_round"
+    status = 409
+
+
+class RoundNotCrashed(LedgerError):
+    code = "round_not_crashed"
+    status = 409
+
+
+class RoundStillOpen(LedgerError):
+    """A new round cannot start while another is open."""
+
+    code = "round_still_open"
+    status = 409
+
+
+class RoundOutOfOrder(LedgerError):
+    """Round ids are game numbers and only increase."""
+
+    code = "round_out_of_order"
+    status = 409
+
+
+class InvalidMultiplier(LedgerError):
+    """Below 1.00x, or above the crash point of a crashed round."""
+
+    code = "invalid_multiplier"
+    status = 422
+
+
+class UnknownWithdrawal(LedgerError):
+    code = "unknown_withdrawal"
+    status = 404
+
+
+class AlreadyReversed(LedgerError):
+    code = "already_reversed"
+    status = 409
+
+
+class LedgerClosed(LedgerError):
+    """The writer stopped (shutdown or a fatal error) before answering."""
+
+    code = "ledger_unavailable"
+    status = 503
+
+
+class LedgerCorrupt(Exception):
+    """Start-up checks failed (integrity_check, pragma read-back, balance audit).
+    Not a LedgerError: the process must not serve money from this file."""
+
+
+ERROR_TYPES: dict[str, type[LedgerError]] = {
+    cls.code: cls
+    for cls in (
+        IdempotencyConflict, InsufficientFunds, EnvironmentNotAllowed, DuplicateHold,
+        UnknownHold, HoldExpired, HoldResolved, DuplicateTicket, UnknownTicket,
+        AlreadySettled, UnknownRound, RoundClosed, RoundNotCrashed, BetInRound, RoundStillOpen,
+        RoundOutOfOrder, InvalidMultiplier, UnknownWithdrawal, AlreadyReversed,
+    )
+}
+
+
+def error_from_json(code: str, text: str) -> LedgerError:
+    data = json.loads(text)
+    err = ERROR_TYPES[code](data["message"], **data["detail"])
+    err.replayed = True
+    return err
+
+
+# --------------------------------------------------------------------------- reads
+
+
+@dataclass(frozen=True)
+class Balance:
+    posted: int
+    pending: int
+    """Unexpired pending holds."""
+    available: int
+
+
+@dataclass(frozen=True)
+class BetView:
+    seq: int
+    ticket_id: str
+    environment: Environment
+    partner_id: str
+    user_id: str
+    stake: int
+    auto_cashout: int | None
+    round_id: int | None
+    confirmed_at: int
+    outcome: str | None
+    multiplier: int | None
+    payout: int | None
+    settled_at: int | None
+
+
+@dataclass(frozen=True)
+class RoundView:
+    round_id: int
+    state: str
+    started_at: int
+    crash_point: int | None
+    game_hash: str | None
+    ended_at: int | None
+    settled_at: int | None
+    void_reason: str | None
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Invariants checked by ``Ledger.audit``; ``problems`` is empty when all hold."""
+
+    accounts: int
+    transfers: int
+    total: int
+    """Sum of every account's posted balance: always 0 (double entry)."""
+    psp_net: dict[str, int]
+    """Per environment, deposits minus withdrawals (what the PSP clearing account owes)."""
+    internal_total: dict[str, int]
+    """Per environment, the sum of player + house + escrow balances."""
+    faucet_total: dict[str, int]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems

@@ -1,0 +1,1133 @@
+"""Operations and the pure planner: validate-then-apply over an in-memory overlay.
+
+Each operation is a frozen dataclass. ``apply(txn, op, now)`` checks idempotency,
+validates the op against the state seen through ``txn`` and, only if every check
+passed, mutates the overlay (balances, holds, bets, rounds, new transfers). A refused
+op mutates nothing except the record of its refusal, so one failing op never
+disturbs the others of its commit group: no savepoints needed, and the writer can
+flush a whole group with a handful of ``executemany`` calls.
+
+Nothing here does I/O or reads a clock. ``Txn`` pulls rows it has not seen through a
+``Backing`` (the SQLite store in production, anything in tests) and keeps what it
+changed until the writer flushes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from typing import ClassVar, Iterable, Protocol
+
+from engine.ledger.model import (
+    ENVIRONMENTS,
+    Account,
+    AccountKey,
+    AccountKind,
+    AlreadyReversed,
+    AlreadySettled,
+    Bet,
+    BetConfirmed,
+    BetInRound,
+    BetOutcome,
+    BetSettled,
+    DuplicateHold,
+    DuplicateTicket,
+    EnvironmentNotAllowed,
+    Hold,
+    HoldExpired,
+    HoldReserved,
+    HoldResolved,
+    HoldState,
+    HoldsReleased,
+    HoldVoided,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidMultiplier,
+    InvalidRequest,
+    LedgerError,
+    OpRecord,
+    Posted,
+    Recovered,
+    Result,
+    Round,
+    RoundClosed,
+    RoundCrashed,
+    RoundNotCrashed,
+    RoundOutOfOrder,
+    RoundSettled,
+    RoundStarted,
+    RoundState,
+    RoundStillOpen,
+    RoundVoided,
+    UnknownHold,
+    UnknownRound,
+    UnknownTicket,
+    UnknownWithdrawal,
+    error_from_json,
+    result_from_json,
+)
+
+MAX_AMOUNT = 10**15
+"""Bound on any single amount: keeps every sum far inside SQLite's 64-bit integers."""
+MAX_MULTIPLIER = 100_000_000
+"""1,000,000.00x: a bound, not a product limit (crash points above it are ~never drawn)."""
+MIN_AUTO_CASHOUT = 101
+MAX_TTL_MS = 24 * 3600 * 1000
+MAX_SWEEP = 10_000
+"""Bound on holds released by one sweep or one op's housekeeping."""
+MAX_ID_LEN = 200
+
+
+# --------------------------------------------------------------------------- backing
+
+
+class Backing(Protocol):
+    """Committed state, as read by the planner. Rows returned are fresh copies."""
+
+    def load_op(self, key: str) -> OpRecord | None: ...
+    def load_account(self, key: AccountKey) -> Account | None: ...
+    def load_account_by_id(self, account_id: int) -> Account: ...
+    def load_hold(self, hold_id: str) -> Hold | None: ...
+    def load_hold_by_seq(self, seq: int) -> Hold: ...
+    def load_bet(self, ticket_id: str) -> Bet | None: ...
+    def load_round(self, round_id: int) -> Round | None: ...
+    def highest_round_id(self) -> int: ...
+    def unfinished_round_ids(self) -> list[int]: ...
+    def unsettled_bets(self, round_id: int | None) -> list[Bet]: ...
+    def expired_holds(self, account_id: int | None, now: int, limit: int) -> list[Hold]: ...
+    def transfers_of_op(self, op_seq: int) -> list[tuple[int, int, int, str]]: ...
+    def reversal_of(self, withdrawal_seq: int) -> int | None: ...
+
+
+@dataclass
+class Ids:
+    """Next row id per table. Only the single writer allocates, so ids are known before
+    insert and rows can reference each other inside one ``executemany`` flush."""
+
+    op: int
+    account: int
+    transfer: int
+    hold: int
+    bet: int
+
+
+_ABSENT = object()
+
+
+class Txn:
+    """The overlay for one commit group: rows read, rows changed, rows to insert."""
+
+    def __init__(self, backing: Backing, ids: Ids) -> None:
+        self.backing = backing
+        self.ids = ids
+        self.first_op_seq = ids.op
+        self.mutations = 0
+        self._ops: dict[str, OpRecord | object] = {}
+        self._accounts: dict[AccountKey, Account | object] = {}
+        self._accounts_by_id: dict[int, Account] = {}
+        self._holds: dict[str, Hold | object] = {}
+        self._holds_by_seq: dict[int, Hold] = {}
+        self._bets: dict[str, Bet | object] = {}
+        self._rounds: dict[int, Round | object] = {}
+        self._highest_round: int | None = None
+        self._unfinished: list[int] | None = None
+        self._reversals: dict[int, int | None] = {}
+        # Write sets, flushed by the store in foreign-key order.
+        self.new_ops: list[OpRecord] = []
+        self.op_times: dict[int, int] = {}
+        self.new_accounts: list[Account] = []
+        self.dirty_accounts: dict[int, Account] = {}
+        self.new_holds: list[Hold] = []
+        self.dirty_holds: dict[int, Hold] = {}
+        self.new_bets: list[Bet] = []
+        self.dirty_bets: dict[int, Bet] = {}
+        self.new_rounds: list[Round] = []
+        self.dirty_rounds: dict[int, Round] = {}
+        self.new_transfers: list[tuple[int, int, int, int, int, str, int | None, int]] = []
+        """(id, op, debit, credit, amount, kind, hold, ts)"""
+        self.new_reversals: list[tuple[int, int]] = []
+
+    # -- cache priming (the store prefetches in bulk; misses fall back to single loads)
+
+    def prime_op(self, key: str, rec: OpRecord | None) -> None:
+        self._ops.setdefault(key, _ABSENT if rec is None else rec)
+
+    def prime_account(self, key: AccountKey, acct: Account | None) -> None:
+        if key in self._accounts:
+            return
+        self._accounts[key] = _ABSENT if acct is None else acct
+        if acct is not None:
+            self._accounts_by_id[acct.id] = acct
+
+    def prime_hold(self, hold_id: str, hold: Hold | None) -> None:
+        if hold_id in self._holds:
+            return
+        self._holds[hold_id] = _ABSENT if hold is None else hold
+        if hold is not None:
+            self._holds_by_seq[hold.id] = hold
+
+    def prime_bet(self, ticket_id: str, bet: Bet | None) -> None:
+        self._bets.setdefault(ticket_id, _ABSENT if bet is None else bet)
+
+    # -- reads through the overlay
+
+    def op_record(self, key: str) -> OpRecord | None:
+        rec = self._ops.get(key)
+        if rec is None:
+            rec = self.backing.load_op(key)
+            self._ops[key] = _ABSENT if rec is None else rec
+        return None if rec is _ABSENT else rec  # type: ignore[return-value]
+
+    def account(self, key: AccountKey, *, create: bool) -> Account | None:
+        acct = self._accounts.get(key)
+        if acct is None:
+            acct = self.backing.load_account(key)
+            self.prime_account(key, acct)
+            acct = self._accounts[key]
+        if acct is _ABSENT:
+            if not create:
+                return None
+            # Creating an empty account moves no money, so it is allowed before
+            # validation completes and is not counted as a mutation.
+            new = Account(id=self.ids.account, key=key)
+            self.ids.account += 1
+            self._accounts[key] = new
+            self._accounts_by_id[new.id] = new
+            self.new_accounts.append(new)
+            return new
+        assert isinstance(acct, Account)
+        return acct
+
+    def account_by_id(self, account_id: int) -> Account:
+        acct = self._accounts_by_id.get(account_id)
+        if acct is None:
+            loaded = self.backing.load_account_by_id(account_id)
+            self.prime_account(loaded.key, loaded)
+            acct = self._accounts_by_id[account_id]
+        return acct
+
+    def system(self, environment: str, kind: AccountKind) -> Account:
+        acct = self.account(AccountKey.system(environment, kind), create=True)  # type: ignore[arg-type]
+        assert acct is not None
+        return acct
+
+    def hold(self, hold_id: str) -> Hold | None:
+        hold = self._holds.get(hold_id)
+        if hold is None:
+            self.prime_hold(hold_id, self.backing.load_hold(hold_id))
+            hold = self._holds[hold_id]
+        return None if hold is _ABSENT else hold  # type: ignore[return-value]
+
+    def hold_by_seq(self, seq: int) -> Hold:
+        hold = self._holds_by_seq.get(seq)
+        if hold is None:
+            loaded = self.backing.load_hold_by_seq(seq)
+            self.prime_hold(loaded.hold_id, loaded)
+            hold = self._holds_by_seq[seq]
+        return hold
+
+    def bet(self, ticket_id: str) -> Bet | None:
+        bet = self._bets.get(ticket_id)
+        if bet is None:
+            self.prime_bet(ticket_id, self.backing.load_bet(ticket_id))
+            bet = self._bets[ticket_id]
+        return None if bet is _ABSENT else bet  # type: ignore[return-value]
+
+    def round(self, round_id: int) -> Round | None:
+        rnd = self._rounds.get(round_id)
+        if rnd is None:
+            loaded = self.backing.load_round(round_id)
+            self._rounds[round_id] = _ABSENT if loaded is None else loaded
+            rnd = self._rounds[round_id]
+        return None if rnd is _ABSENT else rnd  # type: ignore[return-value]
+
+    def highest_round_id(self) -> int:
+        if self._highest_round is None:
+            self._highest_round = self.backing.highest_round_id()
+        return self._highest_round
+
+    def unfinished_rounds(self) -> list[Round]:
+        """Rounds open, or crashed with bets not yet settled in bulk."""
+        if self._unfinished is None:
+            self._unfinished = self.backing.unfinished_round_ids()
+        out = []
+        for rid in self._unfinished:
+            rnd = self.round(rid)
+            assert rnd is not None
+            if rnd.state is RoundState.OPEN or (
+                rnd.state is RoundState.CRASHED and rnd.settled_at is None
+            ):
+                out.append(rnd)
+        return out
+
+    def unsettled_bets(self, round_id: int | None) -> list[Bet]:
+        """Unsettled bets of a round (or not yet in one), as of this overlay."""
+        seen: dict[str, Bet] = {}
+        for loaded in self.backing.unsettled_bets(round_id):
+            self.prime_bet(loaded.ticket_id, loaded)
+            bet = self.bet(loaded.ticket_id)
+            assert bet is not None
+            seen[bet.ticket_id] = bet
+        for bet in self.new_bets:
+            seen.setdefault(bet.ticket_id, bet)
+        for bet in self.dirty_bets.values():
+            seen.setdefault(bet.ticket_id, bet)
+        return sorted(
+            (b for b in seen.values() if b.round_id == round_id and b.outcome is None),
+            key=lambda b: b.id,
+        )
+
+    def expired_holds(self, account_id: int | None, now: int, limit: int) -> list[Hold]:
+        out = []
+        for loaded in self.backing.expired_holds(account_id, now, limit):
+            self.prime_hold(loaded.hold_id, loaded)
+            hold = self.hold(loaded.hold_id)
+            assert hold is not None
+            if hold.state is HoldState.PENDING and hold.expires_at <= now:
+                out.append(hold)
+        # Holds created in this group expire strictly after ``now`` (ttl > 0).
+        return out
+
+    def transfers_of_op(self, op_seq: int) -> list[tuple[int, int, int, str]]:
+        if op_seq >= self.first_op_seq:
+            return [(t[2], t[3], t[4], t[5]) for t in self.new_transfers if t[1] == op_seq]
+        return self.backing.transfers_of_op(op_seq)
+
+    def reversal_of(self, withdrawal_seq: int) -> int | None:
+        if withdrawal_seq not in self._reversals:
+            self._reversals[withdrawal_seq] = self.backing.reversal_of(withdrawal_seq)
+        return self._reversals[withdrawal_seq]
+
+    # -- mutations (each asserts what must hold and what must not)
+
+    def _touch_account(self, acct: Account) -> None:
+        if acct.id < self._first_new_account_id():
+            self.dirty_accounts[acct.id] = acct
+
+    def _first_new_account_id(self) -> int:
+        return self.new_accounts[0].id if self.new_accounts else self.ids.account
+
+    def transfer(self, op: int, debit: Account, credit: Account, amount: int, kind: str,
+                 now: int, hold: int | None = None) -> None:
+        assert debit.id != credit.id
+        assert debit.key.environment == credit.key.environment, "environments never mix"
+        assert 0 < amount <= MAX_AMOUNT * 1000
+        debit.posted -= amount
+        credit.posted += amount
+        if debit.key.kind is AccountKind.PLAYER:
+            assert debit.posted >= debit.pending >= 0, "player below zero"
+        self._touch_account(debit)
+        self._touch_account(credit)
+        self.new_transfers.append(
+            (self.ids.transfer, op, debit.id, credit.id, amount, kind, hold, now))
+        self.ids.transfer += 1
+        self.mutations += 1
+
+    def create_hold(self, op: int, hold_id: str, debit: Account, credit: Account,
+                    amount: int, expires_at: int) -> Hold:
+        assert debit.key.environment == credit.key.environment
+        assert debit.available >= amount > 0
+        hold = Hold(id=self.ids.hold, hold_id=hold_id, op=op, debit=debit.id,
+                    credit=credit.id, amount=amount, expires_at=expires_at)
+        self.ids.hold += 1
+        debit.pending += amount
+        self._touch_account(debit)
+        self._holds[hold_id] = hold
+        self._holds_by_seq[hold.id] = hold
+        self.new_holds.append(hold)
+        self.mutations += 1
+        return hold
+
+    def resolve_hold(self, hold: Hold, state: HoldState, op: int | None, now: int) -> None:
+        assert hold.state is HoldState.PENDING, "a hold is resolved at most once"
+        assert state is not HoldState.PENDING
+        debit = self.account_by_id(hold.debit)
+        assert debit.pending >= hold.amount
+        debit.pending -= hold.amount
+        self._touch_account(debit)
+        hold.state = state
+        hold.resolved_op = op
+        hold.resolved_at = now
+        if not self._is_new_hold(hold):
+            self.dirty_holds[hold.id] = hold
+        self.mutations += 1
+        if state is HoldState.POSTED:
+            assert op is not None
+            self.transfer(op, debit, self.account_by_id(hold.credit), hold.amount,
+                          "bet_stake", now, hold=hold.id)
+
+    def _is_new_hold(self, hold: Hold) -> bool:
+        return bool(self.new_holds) and hold.id >= self.new_holds[0].id
+
+    def release_expired(self, account: Account | None, op: int | None, now: int,
+                        limit: int = MAX_SWEEP) -> tuple[int, int]:
+        """Expire pending holds past their deadline (of one account, or all). This is
+        housekeeping: it happens whether or not the op that triggered it succeeds."""
+        if account is not None and account.pending == 0:
+            return 0, 0
+        released = amount = 0
+        for hold in self.expired_holds(None if account is None else account.id, now, limit):
+            self.resolve_hold(hold, HoldState.EXPIRED, op, now)
+            released += 1
+            amount += hold.amount
+        return released, amount
+
+    def create_bet(self, bet: Bet) -> None:
+        assert bet.id == self.ids.bet
+        self.ids.bet += 1
+        self._bets[bet.ticket_id] = bet
+        self.new_bets.append(bet)
+        self.mutations += 1
+
+    def touch_bet(self, bet: Bet) -> None:
+        if not (self.new_bets and bet.id >= self.new_bets[0].id):
+            self.dirty_bets[bet.id] = bet
+        self.mutations += 1
+
+    def create_round(self, rnd: Round) -> None:
+        assert rnd.id > self.highest_round_id()
+        self._rounds[rnd.id] = rnd
+        self._highest_round = rnd.id
+        if self._unfinished is None:
+            self._unfinished = self.backing.unfinished_round_ids()
+        self._unfinished.append(rnd.id)
+        self.new_rounds.append(rnd)
+        self.mutations += 1
+
+    def touch_round(self, rnd: Round) -> None:
+        if rnd not in self.new_rounds:
+            self.dirty_rounds[rnd.id] = rnd
+        self.mutations += 1
+
+    def record_reversal(self, withdrawal_seq: int, op: int) -> None:
+        assert self.reversal_of(withdrawal_seq) is None
+        self._reversals[withdrawal_seq] = op
+        self.new_reversals.append((withdrawal_seq, op))
+        self.mutations += 1
+
+    def record_op(self, rec: OpRecord, now: int) -> None:
+        assert self.op_record(rec.key) is None
+        self._ops[rec.key] = rec
+        self.new_ops.append(rec)
+        self.op_times[rec.seq] = now
+
+    def settle(self, bet: Bet, outcome: BetOutcome, multiplier: int | None, op: int,
+               now: int) -> int:
+        """Settle one bet exactly once; returns what the player received."""
+        assert bet.outcome is None, "a bet is settled exactly once"
+        player = self.account_by_id(bet.account)
+        env = player.key.environment
+        escrow = self.system(env, AccountKind.ESCROW)
+        if outcome is BetOutcome.WON:
+            assert multiplier is not None and multiplier >= 100
+            payout = bet.stake * multiplier // 100
+            self.transfer(op, escrow, player, bet.stake, "stake_return", now)
+            if payout > bet.stake:
+                self.transfer(op, self.system(env, AccountKind.HOUSE), player,
+                              payout - bet.stake, "win", now)
+        elif outcome is BetOutcome.LOST:
+            payout = 0
+            self.transfer(op, escrow, self.system(env, AccountKind.HOUSE), bet.stake,
+                          "loss", now)
+        else:
+            payout = bet.stake
+            self.transfer(op, escrow, player, bet.stake, "refund", now)
+        bet.outcome = outcome
+        bet.multiplier = multiplier
+        bet.payout = payout
+        bet.settled_op = op
+        bet.settled_at = now
+        self.touch_bet(bet)
+        return payout
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _check_id(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
+        raise InvalidRequest(f"{name} must be a non-empty string of at most {MAX_ID_LEN} characters",
+                             field=name)
+
+
+def _check_env(value: object) -> None:
+    if value not in ENVIRONMENTS:
+        raise InvalidRequest("environment must be 'sandbox' or 'production'", field="environment")
+
+
+def _check_amount(name: str, value: object) -> None:
+    if type(value) is not int or not 0 < value <= MAX_AMOUNT:
+        raise InvalidRequest(f"{name} must be an int in 1..{MAX_AMOUNT}", field=name)
+
+
+def _check_round_id(value: object) -> None:
+    if type(value) is not int or value < 1:
+        raise InvalidRequest("round_id must be a positive int (a game number)", field="round_id")
+
+
+def _check_multiplier(name: str, value: object, minimum: int = 100) -> None:
+    if type(value) is not int or not minimum <= value <= MAX_MULTIPLIER:
+        raise InvalidRequest(f"{name} must be an int in {minimum}..{MAX_MULTIPLIER} (hundredths)",
+                             field=name)
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True)
+class Op:
+    """Base of every operation. ``op_id`` is the caller's idempotency id."""
+
+    kind: ClassVar[str] = ""
+    op_id: str
+
+    def key(self) -> str:
+        """The idempotency key under which the op is recorded."""
+        return self.op_id
+
+    def fingerprint(self) -> bytes:
+        """Digest of the contents (everything but the id): same id + different digest
+        is an ``idempotency_conflict``. repr() of str/int/None/tuples is stable."""
+        parts = tuple(getattr(self, f.name) for f in fields(self) if f.name != "op_id")
+        return hashlib.blake2b(repr((self.kind, parts)).encode(), digest_size=16).digest()
+
+    def validate(self) -> None:
+        """Shape checks, before queueing; raise ``InvalidRequest``."""
+        _check_id("op_id", self.op_id)
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        """(player accounts, hold ids, tickets) the op will read, for bulk loading."""
+        return [], [], []
+
+    def housekeeping(self, txn: Txn, seq: int, now: int) -> None:
+        """State upkeep that happens whether the op succeeds or not (hold expiry)."""
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _PlayerOp(Op):
+    environment: str
+    partner_id: str
+    user_id: str
+
+    def validate(self) -> None:
+        super().validate()
+        _check_env(self.environment)
+        _check_id("partner_id", self.partner_id)
+        _check_id("user_id", self.user_id)
+
+    @property
+    def account_key(self) -> AccountKey:
+        return AccountKey.player(self.environment, self.partner_id, self.user_id)  # type: ignore[arg-type]
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        return [self.account_key], [], []
+
+    def housekeeping(self, txn: Txn, seq: int, now: int) -> None:
+        txn.release_expired(txn.account(self.account_key, create=False), seq, now)
+
+
+@dataclass(frozen=True)
+class PspDeposit(_PlayerOp):
+    """Money arrived at the PSP for this player. ``op_id`` is the PSP's event id; the
+    key is namespaced per environment so webhook redeliveries de-duplicate."""
+
+    kind: ClassVar[str] = "psp_deposit"
+    amount: int
+
+    def key(self) -> str:
+        return f"psp:{self.environment}:{self.op_id}"
+
+    def validate(self) -> None:
+        super().validate()
+        _check_amount("amount", self.amount)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        player = txn.account(self.account_key, create=True)
+        assert player is not None
+        txn.transfer(seq, txn.system(self.environment, AccountKind.PSP), player,
+                     self.amount, "deposit", now)
+        return Posted(self.op_id, seq, amount=self.amount, balance=player.available)
+
+
+@dataclass(frozen=True)
+class PspWithdrawal(_PlayerOp):
+    """Money leaves to the PSP. Never below zero: a refusal is recorded with its reason
+    (``insufficient_funds``) under the event id, and replays answer the same."""
+
+    kind: ClassVar[str] = "psp_withdrawal"
+    amount: int
+
+    def key(self) -> str:
+        return f"psp:{self.environment}:{self.op_id}"
+
+    def validate(self) -> None:
+        super().validate()
+        _check_amount("amount", self.amount)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        player = txn.account(self.account_key, create=False)
+        available = player.available if player is not None else 0
+        if player is None or available < self.amount:
+            raise InsufficientFunds("withdrawal exceeds the available balance",
+                                    available=available, requested=self.amount)
+        txn.transfer(seq, player, txn.system(self.environment, AccountKind.PSP),
+                     self.amount, "withdrawal", now)
+        return Posted(self.op_id, seq, amount=self.amount, balance=player.available)
+
+
+@dataclass(frozen=True)
+class PspWithdrawalReversal(Op):
+    """The PSP failed to pay out a withdrawal: credit the amount back, at most once."""
+
+    kind: ClassVar[str] = "psp_withdrawal_reversal"
+    environment: str
+    withdrawal_id: str
+
+    def key(self) -> str:
+        return f"psp:{self.environment}:{self.op_id}"
+
+    def validate(self) -> None:
+        super().validate()
+        _check_env(self.environment)
+        _check_id("withdrawal_id", self.withdrawal_id)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        original = txn.op_record(f"psp:{self.environment}:{self.withdrawal_id}")
+        if original is None or original.kind != PspWithdrawal.kind or not original.ok:
+            raise UnknownWithdrawal("no posted withdrawal with this event id",
+                                    withdrawal_id=self.withdrawal_id)
+        if txn.reversal_of(original.seq) is not None:
+            raise AlreadyReversed("this withdrawal was already reversed",
+                                  withdrawal_id=self.withdrawal_id)
+        [(debit, credit, amount, kind)] = txn.transfers_of_op(original.seq)
+        assert kind == "withdrawal"
+        player = txn.account_by_id(debit)
+        psp = txn.account_by_id(credit)
+        txn.transfer(seq, psp, player, amount, "withdrawal_reversal", now)
+        txn.record_reversal(original.seq, seq)
+        return Posted(self.op_id, seq, amount=amount, balance=player.available)
+
+
+@dataclass(frozen=True)
+class FaucetCredit(_PlayerOp):
+    """Demo money for a sandbox player."""
+
+    kind: ClassVar[str] = "faucet_credit"
+    amount: int
+
+    def validate(self) -> None:
+        super().validate()
+        _check_amount("amount", self.amount)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        if self.environment != "sandbox":
+            raise EnvironmentNotAllowed("the faucet exists only in sandbox",
+                                        environment=self.environment)
+        player = txn.account(self.account_key, create=True)
+        assert player is not None
+        txn.transfer(seq, txn.system("sandbox", AccountKind.FAUCET), player, self.amount,
+                     "faucet", now)
+        return Posted(self.op_id, seq, amount=self.amount, balance=player.available)
+
+
+@dataclass(frozen=True)
+class BetReserve(_PlayerOp):
+    """Phase one of a bet: a pending hold player → escrow that expires after ``ttl_ms``."""
+
+    kind: ClassVar[str] = "bet_reserve"
+    hold_id: str
+    amount: int
+    ttl_ms: int
+
+    def validate(self) -> None:
+        super().validate()
+        _check_id("hold_id", self.hold_id)
+        _check_amount("amount", self.amount)
+        if type(self.ttl_ms) is not int or not 0 < self.ttl_ms <= MAX_TTL_MS:
+            raise InvalidRequest(f"ttl_ms must be an int in 1..{MAX_TTL_MS}", field="ttl_ms")
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        return [self.account_key], [self.hold_id], []
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        if txn.hold(self.hold_id) is not None:
+            raise DuplicateHold("hold id already used", hold_id=self.hold_id)
+        player = txn.account(self.account_key, create=False)
+        available = player.available if player is not None else 0
+        if player is None or available < self.amount:
+            raise InsufficientFunds("stake exceeds the available balance",
+                                    available=available, requested=self.amount)
+        escrow = txn.system(self.environment, AccountKind.ESCROW)
+        expires_at = now + self.ttl_ms
+        txn.create_hold(seq, self.hold_id, player, escrow, self.amount, expires_at)
+        return HoldReserved(self.op_id, seq, hold_id=self.hold_id, amount=self.amount,
+                            expires_at=expires_at, available=player.available)
+
+
+def _owned_hold(txn: Txn, op: _PlayerOp, hold_id: str) -> Hold:
+    """The hold, if it belongs to the op's player; otherwise ``unknown_hold`` (one
+    partner must not learn about another's holds)."""
+    hold = txn.hold(hold_id)
+    player = txn.account(op.account_key, create=False)
+    if hold is None or player is None or hold.debit != player.id:
+        raise UnknownHold("no such hold for this player", hold_id=hold_id)
+    return hold
+
+
+@dataclass(frozen=True)
+class BetConfirm(_PlayerOp):
+    """Phase two: post the hold and record the bet under ``ticket_id``. ``round_id``
+    is an open round, or ``None`` for "the next round": the bet joins whichever round
+    starts next (``RoundStart``)."""
+
+    kind: ClassVar[str] = "bet_confirm"
+    hold_id: str
+    ticket_id: str
+    auto_cashout: int | None = None
+    round_id: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        _check_id("hold_id", self.hold_id)
+        _check_id("ticket_id", self.ticket_id)
+        if self.auto_cashout is not None:
+            _check_multiplier("auto_cashout", self.auto_cashout, MIN_AUTO_CASHOUT)
+        if self.round_id is not None:
+            _check_round_id(self.round_id)
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        return [self.account_key], [self.hold_id], [self.ticket_id]
+
+    def housekeeping(self, txn: Txn, seq: int, now: int) -> None:
+        hold = txn.hold(self.hold_id)
+        if hold is not None and hold.state is HoldState.PENDING and hold.expires_at <= now:
+            txn.resolve_hold(hold, HoldState.EXPIRED, seq, now)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        if txn.bet(self.ticket_id) is not None:
+            raise DuplicateTicket("ticket id already used", ticket_id=self.ticket_id)
+        hold = _owned_hold(txn, self, self.hold_id)
+        if hold.state is HoldState.EXPIRED:
+            raise HoldExpired("the hold expired before it was confirmed", hold_id=self.hold_id,
+                              expired_at=hold.expires_at)
+        if hold.state is not HoldState.PENDING:
+            raise HoldResolved(f"the hold was already {hold.state.value}",
+                               hold_id=self.hold_id, state=hold.state.value)
+        if self.round_id is not None:
+            rnd = txn.round(self.round_id)
+            if rnd is None:
+                raise UnknownRound("no such round", round_id=self.round_id)
+            if rnd.state is not RoundState.OPEN:
+                raise RoundClosed(f"round is {rnd.state.value}", round_id=self.round_id)
+        txn.resolve_hold(hold, HoldState.POSTED, seq, now)
+        txn.create_bet(Bet(id=txn.ids.bet, ticket_id=self.ticket_id, hold=hold.id,
+                           account=hold.debit, stake=hold.amount,
+                           auto_cashout=self.auto_cashout, round_id=self.round_id,
+                           confirmed_op=seq, confirmed_at=now))
+        return BetConfirmed(self.op_id, seq, ticket_id=self.ticket_id, hold_id=self.hold_id,
+                            stake=hold.amount, auto_cashout=self.auto_cashout,
+                            round_id=self.round_id)
+
+
+@dataclass(frozen=True)
+class HoldVoid(_PlayerOp):
+    """Cancel a pending hold (the player backed out before confirming)."""
+
+    kind: ClassVar[str] = "hold_void"
+    hold_id: str
+
+    def validate(self) -> None:
+        super().validate()
+        _check_id("hold_id", self.hold_id)
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        return [self.account_key], [self.hold_id], []
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        hold = _owned_hold(txn, self, self.hold_id)
+        if hold.state is HoldState.EXPIRED:
+            raise HoldExpired("the hold already expired", hold_id=self.hold_id,
+                              expired_at=hold.expires_at)
+        if hold.state is not HoldState.PENDING:
+            raise HoldResolved(f"the hold was already {hold.state.value}",
+                               hold_id=self.hold_id, state=hold.state.value)
+        txn.resolve_hold(hold, HoldState.VOIDED, seq, now)
+        return HoldVoided(self.op_id, seq, hold_id=self.hold_id, amount=hold.amount)
+
+
+def _unsettled_bet(txn: Txn, ticket_id: str) -> Bet:
+    bet = txn.bet(ticket_id)
+    if bet is None:
+        raise UnknownTicket("no such ticket", ticket_id=ticket_id)
+    if bet.outcome is not None:
+        raise AlreadySettled(f"the bet was already {bet.outcome.value}", ticket_id=ticket_id,
+                             outcome=bet.outcome.value)
+    return bet
+
+
+@dataclass(frozen=True)
+class SettleWin(Op):
+    """A cashout: the stake back from escrow plus winnings from the house,
+    ``payout = stake * multiplier // 100``. In a crashed round the multiplier may not
+    exceed the crash point (an auto target equal to it wins)."""
+
+    kind: ClassVar[str] = "settle_win"
+    ticket_id: str
+    multiplier: int
+
+    def validate(self) -> None:
+        super().validate()
+        _check_id("ticket_id", self.ticket_id)
+        _check_multiplier("multiplier", self.multiplier)
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        return [], [], [self.ticket_id]
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        bet = _unsettled_bet(txn, self.ticket_id)
+        if bet.round_id is None:
+            raise RoundClosed("the bet has not joined a round yet", ticket_id=self.ticket_id)
+        rnd = txn.round(bet.round_id)
+        assert rnd is not None and rnd.state is not RoundState.VOIDED
+        if rnd.state is RoundState.CRASHED:
+            assert rnd.crash_point is not None
+            if self.multiplier > rnd.crash_point:
+                raise InvalidMultiplier("multiplier above the crash point",
+                                        multiplier=self.multiplier, crash_point=rnd.crash_point)
+        payout = txn.settle(bet, BetOutcome.WON, self.multiplier, seq, now)
+        return BetSettled(self.op_id, seq, ticket_id=self.ticket_id, outcome="won",
+                          multiplier=self.multiplier, payout=payout)
+
+
+@dataclass(frozen=True)
+class SettleLoss(Op):
+    """The round crashed before this bet cashed out: stake escrow → house."""
+
+    kind: ClassVar[str] = "settle_loss"
+    ticket_id: str
+
+    def validate(self) -> None:
+        super().validate()
+        _check_id("ticket_id", self.ticket_id)
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        return [], [], [self.ticket_id]
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        bet = _unsettled_bet(txn, self.ticket_id)
+        rnd = None if bet.round_id is None else txn.round(bet.round_id)
+        if rnd is None or rnd.state is not RoundState.CRASHED:
+            raise RoundNotCrashed("a bet loses only in a crashed round",
+                                  ticket_id=self.ticket_id, round_id=bet.round_id)
+        txn.settle(bet, BetOutcome.LOST, None, seq, now)
+        return BetSettled(self.op_id, seq, ticket_id=self.ticket_id, outcome="lost",
+                          multiplier=None, payout=0)
+
+
+@dataclass(frozen=True)
+class BetRefund(Op):
+    """Refund a confirmed bet that has not joined a round (escrow → player). Bets in a
+    round are refunded by voiding the round (``RoundVoid``), all at once."""
+
+    kind: ClassVar[str] = "bet_refund"
+    ticket_id: str
+
+    def validate(self) -> None:
+        super().validate()
+        _check_id("ticket_id", self.ticket_id)
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        return [], [], [self.ticket_id]
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        bet = _unsettled_bet(txn, self.ticket_id)
+        if bet.round_id is not None:
+            raise BetInRound("the bet joined a round; void the round to refund it",
+                             ticket_id=self.ticket_id, round_id=bet.round_id)
+        payout = txn.settle(bet, BetOutcome.REFUNDED, None, seq, now)
+        return BetSettled(self.op_id, seq, ticket_id=self.ticket_id, outcome="refunded",
+                          multiplier=None, payout=payout)
+
+
+@dataclass(frozen=True)
+class RoundStart(Op):
+    """Open round ``round_id`` (its game number; strictly above every earlier one).
+    Confirmed bets waiting for "the next round" join it in the same transaction."""
+
+    kind: ClassVar[str] = "round_start"
+    round_id: int
+
+    def validate(self) -> None:
+        super().validate()
+        _check_round_id(self.round_id)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        highest = txn.highest_round_id()
+        if self.round_id <= highest:
+            raise RoundOutOfOrder("round ids only increase", round_id=self.round_id,
+                                  highest=highest)
+        still_open = [r.id for r in txn.unfinished_rounds() if r.state is RoundState.OPEN]
+        if still_open:
+            raise RoundStillOpen("another round is open", round_id=self.round_id,
+                                 open_round_id=still_open[0])
+        txn.create_round(Round(id=self.round_id, started_op=seq, started_at=now))
+        waiting = txn.unsettled_bets(None)
+        for bet in waiting:
+            bet.round_id = self.round_id
+            txn.touch_bet(bet)
+        return RoundStarted(self.op_id, seq, round_id=self.round_id, bets_joined=len(waiting))
+
+
+def _check_hash(value: object) -> None:
+    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise InvalidRequest("game_hash must be 64 lowercase hex digits", field="game_hash")
+
+
+def _crash(txn: Txn, rnd: Round, crash_point: int, game_hash: str, seq: int, now: int) -> None:
+    rnd.state = RoundState.CRASHED
+    rnd.crash_point = crash_point
+    rnd.game_hash = game_hash
+    rnd.ended_op = seq
+    rnd.ended_at = now
+    txn.touch_round(rnd)
+
+
+@dataclass(frozen=True)
+class RoundCrash(Op):
+    """Record the crash point and reveal the game hash; bets are settled separately
+    (``SettleLoss``/``SettleWin``) or, better, use ``RoundSettle`` for both at once."""
+
+    kind: ClassVar[str] = "round_crash"
+    round_id: int
+    crash_point: int
+    game_hash: str
+
+    def validate(self) -> None:
+        super().validate()
+        _check_round_id(self.round_id)
+        _check_multiplier("crash_point", self.crash_point)
+        _check_hash(self.game_hash)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        rnd = txn.round(self.round_id)
+        if rnd is None:
+            raise UnknownRound("no such round", round_id=self.round_id)
+        if rnd.state is not RoundState.OPEN:
+            raise RoundClosed(f"round is {rnd.state.value}", round_id=self.round_id)
+        _crash(txn, rnd, self.crash_point, self.game_hash, seq, now)
+        return RoundCrashed(self.op_id, seq, round_id=self.round_id, crash_point=self.crash_point)
+
+
+@dataclass(frozen=True)
+class RoundSettle(Op):
+    """Crash a round (if not yet recorded) and settle every bet still open in it, in one
+    transaction: the tickets in ``wins`` win at their multiplier (auto targets ≤ the
+    crash point, forced cashouts), every other unsettled bet of the round loses."""
+
+    kind: ClassVar[str] = "round_settle"
+    round_id: int
+    crash_point: int
+    game_hash: str
+    wins: tuple[tuple[str, int], ...] = ()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_round_id(self.round_id)
+        _check_multiplier("crash_point", self.crash_point)
+        _check_hash(self.game_hash)
+        if not isinstance(self.wins, tuple):
+            raise InvalidRequest("wins must be a tuple of (ticket_id, multiplier)", field="wins")
+        seen = set()
+        for item in self.wins:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise InvalidRequest("wins must be a tuple of (ticket_id, multiplier)",
+                                     field="wins")
+            _check_id("ticket_id", item[0])
+            _check_multiplier("multiplier", item[1])
+            if item[0] in seen:
+                raise InvalidRequest("a ticket appears twice in wins", field="wins")
+            seen.add(item[0])
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        return [], [], [t for t, _ in self.wins]
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        rnd = txn.round(self.round_id)
+        if rnd is None:
+            raise UnknownRound("no such round", round_id=self.round_id)
+        if rnd.state is RoundState.VOIDED:
+            raise RoundClosed("round was voided", round_id=self.round_id)
+        if rnd.settled_at is not None:
+            raise AlreadySettled("round already settled", round_id=self.round_id)
+        if rnd.state is RoundState.CRASHED and (
+            rnd.crash_point != self.crash_point or rnd.game_hash != self.game_hash
+        ):
+            raise RoundClosed("round crashed with a different crash point or hash",
+                              round_id=self.round_id, crash_point=rnd.crash_point)
+        open_bets = {b.ticket_id: b for b in txn.unsettled_bets(self.round_id)}
+        for ticket, mult in self.wins:
+            if ticket not in open_bets:
+                bet = txn.bet(ticket)
+                if bet is not None and bet.outcome is not None and bet.round_id == self.round_id:
+                    raise AlreadySettled("bet already settled", ticket_id=ticket,
+                                         outcome=bet.outcome.value)
+                raise UnknownTicket("ticket is not an open bet of this round",
+                                    ticket_id=ticket, round_id=self.round_id)
+            if mult > self.crash_point:
+                raise InvalidMultiplier("multiplier above the crash point", ticket_id=ticket,
+                                        multiplier=mult, crash_point=self.crash_point)
+        # Every check passed: apply.
+        if rnd.state is RoundState.OPEN:
+            _crash(txn, rnd, self.crash_point, self.game_hash, seq, now)
+        wins = dict(self.wins)
+        won = lost = paid = collected = 0
+        for ticket, bet in open_bets.items():
+            if ticket in wins:
+                paid += txn.settle(bet, BetOutcome.WON, wins[ticket], seq, now)
+                won += 1
+            else:
+                txn.settle(bet, BetOutcome.LOST, None, seq, now)
+                collected += bet.stake
+                lost += 1
+        rnd.settled_op = seq
+        rnd.settled_at = now
+        txn.touch_round(rnd)
+        return RoundSettled(self.op_id, seq, round_id=self.round_id,
+                            crash_point=self.crash_point, won=won, lost=lost, paid=paid,
+                            collected=collected)
+
+
+def _void(txn: Txn, rnd: Round, reason: str, seq: int, now: int) -> tuple[int, int]:
+    refunded = amount = 0
+    for bet in txn.unsettled_bets(rnd.id):
+        amount += txn.settle(bet, BetOutcome.REFUNDED, None, seq, now)
+        refunded += 1
+    rnd.state = RoundState.VOIDED
+    rnd.void_reason = reason
+    if rnd.ended_op is None:
+        rnd.ended_op = seq
+        rnd.ended_at = now
+    rnd.settled_op = seq
+    rnd.settled_at = now
+    txn.touch_round(rnd)
+    return refunded, amount
+
+
+@dataclass(frozen=True)
+class RoundVoid(Op):
+    """Cancel a round that is open (or crashed but not settled): every bet still
+    unsettled in it is refunded in the same transaction; bets already cashed out stay
+    paid."""
+
+    kind: ClassVar[str] = "round_void"
+    round_id: int
+    reason: str
+
+    def validate(self) -> None:
+        super().validate()
+        _check_round_id(self.round_id)
+        _check_id("reason", self.reason)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        rnd = txn.round(self.round_id)
+        if rnd is None:
+            raise UnknownRound("no such round", round_id=self.round_id)
+        if rnd.state is RoundState.VOIDED or rnd.settled_at is not None:
+            raise AlreadySettled(f"round already {rnd.state.value}", round_id=self.round_id)
+        refunded, amount = _void(txn, rnd, self.reason, seq, now)
+        return RoundVoided(self.op_id, seq, round_id=self.round_id, refunded=refunded,
+                           refunded_amount=amount)
+
+
+@dataclass(frozen=True)
+class ReleaseExpired(Op):
+    """Periodic sweep: expire up to ``limit`` pending holds past their deadline."""
+
+    kind: ClassVar[str] = "release_expired"
+    limit: int = 1000
+
+    def validate(self) -> None:
+        super().validate()
+        if type(self.limit) is not int or not 0 < self.limit <= MAX_SWEEP:
+            raise InvalidRequest(f"limit must be in 1..{MAX_SWEEP}", field="limit")
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        released, amount = txn.release_expired(None, seq, now, self.limit)
+        return HoldsReleased(self.op_id, seq, released=released, amount=amount)
+
+
+@dataclass(frozen=True)
+class Recover(Op):
+    """Start-up recovery, one transaction: void every unfinished round (open, or crashed
+    without its bulk settlement) refunding its unsettled stakes, and refund confirmed
+    bets that never joined a round. Dying half-way rolls the whole of it back, and a
+    second run finds nothing left to do: exactly once."""
+
+    kind: ClassVar[str] = "recover"
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        rounds = bets = amount = 0
+        for rnd in txn.unfinished_rounds():
+            n, a = _void(txn, rnd, "recovery", seq, now)
+            rounds += 1
+            bets += n
+            amount += a
+        for bet in txn.unsettled_bets(None):
+            amount += txn.settle(bet, BetOutcome.REFUNDED, None, seq, now)
+            bets += 1
+        return Recovered(self.op_id, seq, rounds_voided=rounds, bets_refunded=bets,
+                         refunded_amount=amount, highest_round_id=txn.highest_round_id())
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def apply(txn: Txn, op: Op, now: int) -> Result | LedgerError:
+    """Plan one op into ``txn``; return its result or its (recorded) refusal.
+
+    Replays: the same key with the same kind and contents returns the first answer
+    (result or error) and moves nothing; different contents is ``idempotency_conflict``
+    (not recorded: the key stays bound to its first op)."""
+    key = op.key()
+    fingerprint = op.fingerprint()
+    rec = txn.op_record(key)
+    if rec is not None:
+        if rec.kind != op.kind or rec.fingerprint != fingerprint:
+            return IdempotencyConflict("this id was used for a different operation",
+                                       op_id=op.op_id, original_kind=rec.kind)
+        if rec.ok:
+            return result_from_json(rec.result, replayed=True)
+        assert rec.code is not None
+        return error_from_json(rec.code, rec.result)
+    seq = txn.ids.op
+    txn.ids.op += 1
+    op.housekeeping(txn, seq, now)
+    before = txn.mutations
+    try:
+        result = op.plan(txn, seq, now)
+    except LedgerError as err:
+        assert txn.mutations == before, f"{op.kind} mutated state before refusing"
+        txn.record_op(OpRecord(seq, key, op.kind, fingerprint, False, err.code, err.to_json()),
+                      now)
+        return err
+    assert result.seq == seq
+    txn.record_op(OpRecord(seq, key, op.kind, fingerprint, True, None, result.to_json()), now)
+    return result
+
+
+def prefetch_keys(ops: Iterable[Op]) -> tuple[set[str], set[AccountKey], set[str], set[str]]:
+    """Everything a group will look up, so the store can load it in a few queries."""
+    keys: set[str] = set()
+    accounts: set[AccountKey] = set()
+    holds: set[str] = set()
+    tickets: set[str] = set()
+    for op in ops:
+        keys.add(op.key())
+        a, h, t = op.prefetch()
+        accounts.update(a)
+        holds.update(h)
+        tickets.update(t)
+    return keys, accounts, holds, tickets

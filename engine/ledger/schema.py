@@ -1,0 +1,195 @@
+"""The SQLite schema: tables, CHECK constraints and the triggers that make history
+append-only.
+
+Rows that record money (``transfers``, ``ops``, ``reversals``) are insert-only: UPDATE
+and DELETE raise. Rows with a life cycle (``holds``, ``bets``, ``rounds``) may change
+only along their one-way transitions (pending → posted/voided/expired, unsettled →
+settled, open → crashed → settled or voided), and their identifying columns never
+change; DELETE raises. ``accounts`` keeps the running balances, written in the same
+transaction as the transfers and audited against their sum.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS ops (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    ok          INTEGER NOT NULL CHECK (ok IN (0, 1)),
+    code        TEXT CHECK ((ok = 1) = (code IS NULL)),
+    result      TEXT NOT NULL,
+    ts          INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS accounts (
+    id          INTEGER PRIMARY KEY,
+    environment TEXT NOT NULL CHECK (environment IN ('sandbox', 'production')),
+    kind        TEXT NOT NULL CHECK (kind IN ('player', 'house', 'escrow', 'psp', 'faucet')),
+    partner_id  TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    posted      INTEGER NOT NULL,
+    pending     INTEGER NOT NULL CHECK (pending >= 0),
+    UNIQUE (environment, kind, partner_id, user_id),
+    CHECK ((kind = 'player') = (user_id != '' AND partner_id != '')),
+    CHECK (kind != 'player' OR posted >= pending),
+    CHECK (kind != 'escrow' OR posted >= 0),
+    CHECK (kind != 'faucet' OR environment = 'sandbox'),
+    CHECK (kind = 'player' OR pending = 0)
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS holds (
+    id          INTEGER PRIMARY KEY,
+    hold_id     TEXT NOT NULL UNIQUE,
+    op          INTEGER NOT NULL REFERENCES ops(id),
+    debit       INTEGER NOT NULL REFERENCES accounts(id),
+    credit      INTEGER NOT NULL REFERENCES accounts(id),
+    amount      INTEGER NOT NULL CHECK (amount > 0),
+    expires_at  INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'posted', 'voided', 'expired')),
+    resolved_op INTEGER REFERENCES ops(id),
+    resolved_at INTEGER,
+    CHECK (debit != credit),
+    CHECK ((state = 'pending') = (resolved_at IS NULL))
+) STRICT;
+CREATE INDEX IF NOT EXISTS holds_pending_by_account
+    ON holds (debit, expires_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS holds_pending_by_expiry
+    ON holds (expires_at) WHERE state = 'pending';
+
+CREATE TABLE IF NOT EXISTS rounds (
+    id          INTEGER PRIMARY KEY CHECK (id >= 1),
+    started_op  INTEGER NOT NULL REFERENCES ops(id),
+    started_at  INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('open', 'crashed', 'voided')),
+    crash_point INTEGER CHECK (crash_point IS NULL OR crash_point >= 100),
+    game_hash   TEXT,
+    ended_op    INTEGER REFERENCES ops(id),
+    ended_at    INTEGER,
+    settled_op  INTEGER REFERENCES ops(id),
+    settled_at  INTEGER,
+    void_reason TEXT,
+    CHECK (state != 'crashed' OR (crash_point IS NOT NULL AND game_hash IS NOT NULL)),
+    CHECK ((state = 'open') = (ended_op IS NULL))
+) STRICT;
+CREATE INDEX IF NOT EXISTS rounds_unfinished ON rounds (id) WHERE settled_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS bets (
+    id           INTEGER PRIMARY KEY,
+    ticket_id    TEXT NOT NULL UNIQUE,
+    hold         INTEGER NOT NULL UNIQUE REFERENCES holds(id),
+    account      INTEGER NOT NULL REFERENCES accounts(id),
+    stake        INTEGER NOT NULL CHECK (stake > 0),
+    auto_cashout INTEGER CHECK (auto_cashout IS NULL OR auto_cashout >= 101),
+    round_id     INTEGER REFERENCES rounds(id),
+    confirmed_op INTEGER NOT NULL REFERENCES ops(id),
+    confirmed_at INTEGER NOT NULL,
+    outcome      TEXT CHECK (outcome IN ('won', 'lost', 'refunded')),
+    multiplier   INTEGER,
+    payout       INTEGER CHECK (payout IS NULL OR payout >= 0),
+    settled_op   INTEGER REFERENCES ops(id),
+    settled_at   INTEGER,
+    CHECK ((outcome IS NULL) = (settled_op IS NULL)),
+    CHECK ((outcome IS NULL) = (payout IS NULL)),
+    CHECK ((outcome = 'won') = (multiplier IS NOT NULL)),
+    CHECK (outcome IS NULL OR outcome != 'won' OR payout = stake * multiplier / 100),
+    CHECK (outcome IS NULL OR outcome != 'lost' OR payout = 0),
+    CHECK (outcome IS NULL OR outcome != 'refunded' OR payout = stake)
+) STRICT;
+CREATE INDEX IF NOT EXISTS bets_unsettled_by_round ON bets (round_id) WHERE outcome IS NULL;
+CREATE INDEX IF NOT EXISTS bets_by_account ON bets (account, id);
+CREATE INDEX IF NOT EXISTS bets_by_round ON bets (round_id);
+
+CREATE TABLE IF NOT EXISTS transfers (
+    id     INTEGER PRIMARY KEY,
+    op     INTEGER NOT NULL REFERENCES ops(id),
+    debit  INTEGER NOT NULL REFERENCES accounts(id),
+    credit INTEGER NOT NULL REFERENCES accounts(id),
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    kind   TEXT NOT NULL CHECK (kind IN ('deposit', 'withdrawal', 'withdrawal_reversal',
+        'faucet', 'bet_stake', 'stake_return', 'win', 'loss', 'refund')),
+    hold   INTEGER REFERENCES holds(id),
+    ts     INTEGER NOT NULL,
+    CHECK (debit != credit)
+) STRICT;
+CREATE INDEX IF NOT EXISTS transfers_by_op ON transfers (op);
+
+CREATE TABLE IF NOT EXISTS reversals (
+    withdrawal_op INTEGER PRIMARY KEY REFERENCES ops(id),
+    op            INTEGER NOT NULL UNIQUE REFERENCES ops(id)
+) STRICT;
+
+-- Money never crosses environments: sandbox and production are separate books.
+CREATE TRIGGER IF NOT EXISTS transfers_same_environment BEFORE INSERT ON transfers
+WHEN (SELECT environment FROM accounts WHERE id = NEW.debit)
+  IS NOT (SELECT environment FROM accounts WHERE id = NEW.credit)
+BEGIN SELECT RAISE(ABORT, 'transfer between environments'); END;
+
+CREATE TRIGGER IF NOT EXISTS holds_same_environment BEFORE INSERT ON holds
+WHEN (SELECT environment FROM accounts WHERE id = NEW.debit)
+  IS NOT (SELECT environment FROM accounts WHERE id = NEW.credit)
+BEGIN SELECT RAISE(ABORT, 'hold between environments'); END;
+
+-- Append-only history.
+CREATE TRIGGER IF NOT EXISTS transfers_no_update BEFORE UPDATE ON transfers
+BEGIN SELECT RAISE(ABORT, 'transfers are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS transfers_no_delete BEFORE DELETE ON transfers
+BEGIN SELECT RAISE(ABORT, 'transfers are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS ops_no_update BEFORE UPDATE ON ops
+BEGIN SELECT RAISE(ABORT, 'ops are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS ops_no_delete BEFORE DELETE ON ops
+BEGIN SELECT RAISE(ABORT, 'ops are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS reversals_no_update BEFORE UPDATE ON reversals
+BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS reversals_no_delete BEFORE DELETE ON reversals
+BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS accounts_no_delete BEFORE DELETE ON accounts
+BEGIN SELECT RAISE(ABORT, 'accounts are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS accounts_identity BEFORE UPDATE ON accounts
+WHEN NEW.id IS NOT OLD.id OR NEW.environment IS NOT OLD.environment
+  OR NEW.kind IS NOT OLD.kind OR NEW.partner_id IS NOT OLD.partner_id
+  OR NEW.user_id IS NOT OLD.user_id
+BEGIN SELECT RAISE(ABORT, 'account identity is immutable'); END;
+
+-- One-way life cycles.
+CREATE TRIGGER IF NOT EXISTS holds_no_delete BEFORE DELETE ON holds
+BEGIN SELECT RAISE(ABORT, 'holds are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS holds_resolve_once BEFORE UPDATE ON holds
+WHEN OLD.state != 'pending' OR NEW.state = 'pending'
+  OR NEW.id IS NOT OLD.id OR NEW.hold_id IS NOT OLD.hold_id OR NEW.op IS NOT OLD.op
+  OR NEW.debit IS NOT OLD.debit OR NEW.credit IS NOT OLD.credit
+  OR NEW.amount IS NOT OLD.amount OR NEW.expires_at IS NOT OLD.expires_at
+BEGIN SELECT RAISE(ABORT, 'a hold is resolved at most once'); END;
+
+CREATE TRIGGER IF NOT EXISTS bets_no_delete BEFORE DELETE ON bets
+BEGIN SELECT RAISE(ABORT, 'bets are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS bets_settle_once BEFORE UPDATE ON bets
+WHEN NEW.id IS NOT OLD.id OR NEW.ticket_id IS NOT OLD.ticket_id
+  OR NEW.hold IS NOT OLD.hold OR NEW.account IS NOT OLD.account
+  OR NEW.stake IS NOT OLD.stake OR NEW.auto_cashout IS NOT OLD.auto_cashout
+  OR NEW.confirmed_op IS NOT OLD.confirmed_op OR NEW.confirmed_at IS NOT OLD.confirmed_at
+  OR (OLD.round_id IS NOT NULL AND NEW.round_id IS NOT OLD.round_id)
+  OR (OLD.outcome IS NOT NULL AND (NEW.outcome IS NOT OLD.outcome
+      OR NEW.payout IS NOT OLD.payout OR NEW.multiplier IS NOT OLD.multiplier
+      OR NEW.settled_op IS NOT OLD.settled_op OR NEW.settled_at IS NOT OLD.settled_at))
+BEGIN SELECT RAISE(ABORT, 'a bet joins one round and is settled exactly once'); END;
+
+CREATE TRIGGER IF NOT EXISTS rounds_no_delete BEFORE DELETE ON rounds
+BEGIN SELECT RAISE(ABORT, 'rounds are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS rounds_one_way BEFORE UPDATE ON rounds
+WHEN NEW.id IS NOT OLD.id OR NEW.started_op IS NOT OLD.started_op
+  OR NEW.started_at IS NOT OLD.started_at
+  OR OLD.state = 'voided' OR OLD.settled_at IS NOT NULL
+  OR (OLD.state = 'crashed' AND (NEW.crash_point IS NOT OLD.crash_point
+      OR NEW.game_hash IS NOT OLD.game_hash OR NEW.ended_op IS NOT OLD.ended_op))
+  OR (NEW.state = 'open' AND OLD.state != 'open')
+BEGIN SELECT RAISE(ABORT, 'round state only moves forward'); END;
+"""

@@ -1,0 +1,484 @@
+"""SQLite execution: connections, start-up checks, the group flush, reads and audit.
+
+Everything here is blocking and runs on one thread per connection: the ``Store`` (the
+only writer) on the writer's worker thread, a ``Reader`` on the reader's. Neither
+knows about Trio.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+from engine.ledger.model import (
+    Account,
+    AccountKey,
+    AccountKind,
+    AuditReport,
+    Balance,
+    Bet,
+    BetOutcome,
+    BetView,
+    Hold,
+    HoldState,
+    LedgerCorrupt,
+    LedgerError,
+    OpRecord,
+    Result,
+    Round,
+    RoundState,
+    RoundView,
+)
+from engine.ledger.ops import Ids, Op, Txn, apply, prefetch_keys
+from engine.ledger.schema import DDL, SCHEMA_VERSION
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+_SYNC_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
+_CHUNK = 500
+"""Parameters per IN (...) query: below SQLite's 32766 limit with room to spare."""
+
+_ACCOUNT_COLS = "id, environment, kind, partner_id, user_id, posted, pending"
+_HOLD_COLS = "id, hold_id, op, debit, credit, amount, expires_at, state, resolved_op, resolved_at"
+_BET_COLS = ("id, ticket_id, hold, account, stake, auto_cashout, round_id, confirmed_op, "
+             "confirmed_at, outcome, multiplier, payout, settled_op, settled_at")
+_ROUND_COLS = ("id, started_op, started_at, state, crash_point, game_hash, ended_op, ended_at, "
+               "settled_op, settled_at, void_reason")
+
+
+def connect(path: Path | str, synchronous: Synchronous, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open a connection in autocommit mode (we issue BEGIN/COMMIT ourselves), WAL,
+    foreign keys on, and assert the pragmas took: a silently ignored pragma would make
+    every durability claim false."""
+    assert synchronous in _SYNC_CODES, synchronous
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                           timeout=30.0)
+    if not readonly:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise LedgerCorrupt(f"journal_mode is {mode!r}, expected 'wal'")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    got = conn.execute("PRAGMA synchronous").fetchone()[0]
+    if got != _SYNC_CODES[synchronous]:
+        raise LedgerCorrupt(f"synchronous reads back {got}, expected {synchronous}")
+    if conn.execute("PRAGMA foreign_keys").fetchone()[0] != 1:
+        raise LedgerCorrupt("foreign_keys did not turn on")
+    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        raise LedgerCorrupt("journal_mode is not WAL")
+    return conn
+
+
+def _account(row: Sequence[object]) -> Account:
+    return Account(id=row[0], key=AccountKey(row[1], AccountKind(row[2]), row[3], row[4]),  # type: ignore[arg-type]
+                   posted=row[5], pending=row[6])  # type: ignore[arg-type]
+
+
+def _hold(row: Sequence[object]) -> Hold:
+    return Hold(row[0], row[1], row[2], row[3], row[4], row[5], row[6],  # type: ignore[arg-type]
+                HoldState(row[7]), row[8], row[9])  # type: ignore[arg-type]
+
+
+def _bet(row: Sequence[object]) -> Bet:
+    return Bet(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],  # type: ignore[arg-type]
+               None if row[9] is None else BetOutcome(row[9]), row[10], row[11], row[12],  # type: ignore[arg-type]
+               row[13])  # type: ignore[arg-type]
+
+
+def _round(row: Sequence[object]) -> Round:
+    return Round(row[0], row[1], row[2], RoundState(row[3]), row[4], row[5], row[6], row[7],  # type: ignore[arg-type]
+                 row[8], row[9], row[10])  # type: ignore[arg-type]
+
+
+def _chunks(items: Sequence[object], size: int = _CHUNK) -> Iterable[Sequence[object]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Store:
+    """The single writer's connection. Implements ``Backing`` for the planner."""
+
+    def __init__(self, path: Path | str, synchronous: Synchronous = "FULL") -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.conn = connect(path, synchronous)
+        self.check_integrity()
+        self.conn.executescript(DDL)
+        self._init_meta()
+        self.ids = self._load_ids()
+
+    # -- start-up
+
+    def check_integrity(self) -> None:
+        rows = self.conn.execute("PRAGMA integrity_check").fetchall()
+        if rows != [("ok",)]:
+            raise LedgerCorrupt(f"integrity_check: {rows[:10]!r}")
+        bad = self.conn.execute("PRAGMA foreign_key_check").fetchall()
+        if bad:
+            raise LedgerCorrupt(f"foreign_key_check: {bad[:10]!r}")
+
+    def _init_meta(self) -> None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise LedgerCorrupt(f"schema version {row[0]}, this build knows {SCHEMA_VERSION}")
+
+    def _load_ids(self) -> Ids:
+        def nxt(table: str) -> int:
+            return int(self.conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
+        return Ids(op=nxt("ops"), account=nxt("accounts"), transfer=nxt("transfers"),
+                   hold=nxt("holds"), bet=nxt("bets"))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- Backing
+
+    def load_op(self, key: str) -> OpRecord | None:
+        row = self.conn.execute(
+            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else OpRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+
+    def load_account(self, key: AccountKey) -> Account | None:
+        row = self.conn.execute(
+            f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE environment = ? AND kind = ? "
+            "AND partner_id = ? AND user_id = ?",
+            (key.environment, key.kind.value, key.partner_id, key.user_id)).fetchone()
+        return None if row is None else _account(row)
+
+    def load_account_by_id(self, account_id: int) -> Account:
+        row = self.conn.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = ?",
+                                (account_id,)).fetchone()
+        assert row is not None, account_id
+        return _account(row)
+
+    def load_hold(self, hold_id: str) -> Hold | None:
+        row = self.conn.execute(f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id = ?", (hold_id,)).fetchone()
+        return None if row is None else _hold(row)
+
+    def load_hold_by_seq(self, seq: int) -> Hold:
+        row = self.conn.execute(f"SELECT {_HOLD_COLS} FROM holds WHERE id = ?", (seq,)).fetchone()
+        assert row is not None, seq
+        return _hold(row)
+
+    def load_bet(self, ticket_id: str) -> Bet | None:
+        row = self.conn.execute(f"SELECT {_BET_COLS} FROM bets WHERE ticket_id = ?", (ticket_id,)).fetchone()
+        return None if row is None else _bet(row)
+
+    def load_round(self, round_id: int) -> Round | None:
+        row = self.conn.execute(f"SELECT {_ROUND_COLS} FROM rounds WHERE id = ?", (round_id,)).fetchone()
+        return None if row is None else _round(row)
+
+    def highest_round_id(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM rounds").fetchone()[0])
+
+    def unfinished_round_ids(self) -> list[int]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM rounds WHERE settled_at IS NULL ORDER BY id")]
+
+    def unsettled_bets(self, round_id: int | None) -> list[Bet]:
+        if round_id is None:
+            rows = self.conn.execute(
+                f"SELECT {_BET_COLS} FROM bets WHERE round_id IS NULL AND outcome IS NULL ORDER BY id")
+        else:
+            rows = self.conn.execute(
+                f"SELECT {_BET_COLS} FROM bets WHERE round_id = ? AND outcome IS NULL ORDER BY id",
+                (round_id,))
+        return [_bet(r) for r in rows]
+
+    def expired_holds(self, account_id: int | None, now: int, limit: int) -> list[Hold]:
+        if account_id is None:
+            rows = self.conn.execute(
+                f"SELECT {_HOLD_COLS} FROM holds WHERE state = 'pending' AND expires_at <= ? "
+                "ORDER BY expires_at, id LIMIT ?", (now, limit))
+        else:
+            rows = self.conn.execute(
+                f"SELECT {_HOLD_COLS} FROM holds WHERE state = 'pending' AND debit = ? "
+                "AND expires_at <= ? ORDER BY expires_at, id LIMIT ?", (account_id, now, limit))
+        return [_hold(r) for r in rows]
+
+    def transfers_of_op(self, op_seq: int) -> list[tuple[int, int, int, str]]:
+        return [tuple(r) for r in self.conn.execute(  # type: ignore[misc]
+            "SELECT debit, credit, amount, kind FROM transfers WHERE op = ? ORDER BY id", (op_seq,))]
+
+    def reversal_of(self, withdrawal_seq: int) -> int | None:
+        row = self.conn.execute("SELECT op FROM reversals WHERE withdrawal_op = ?",
+                                (withdrawal_seq,)).fetchone()
+        return None if row is None else int(row[0])
+
+    # -- the group
+
+    def _prefetch(self, txn: Txn, ops: Sequence[Op]) -> None:
+        """Load in a few IN (...) queries what the group will touch, instead of one
+        query per op: this is most of what makes group commit cheap per op."""
+        keys, accounts, holds, tickets = prefetch_keys(ops)
+        c = self.conn
+        found: set[str] = set()
+        for chunk in _chunks(sorted(keys)):
+            for r in c.execute("SELECT id, key, kind, fingerprint, ok, code, result FROM ops "
+                               f"WHERE key IN ({','.join('?' * len(chunk))})", chunk):
+                txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
+                found.add(r[1])
+        for k in keys - found:
+            txn.prime_op(k, None)
+        acct_list = sorted(accounts)
+        got: set[AccountKey] = set()
+        for chunk in _chunks(acct_list, 200):
+            params: list[object] = []
+            for k in chunk:
+                assert isinstance(k, AccountKey)
+                params += [k.environment, k.kind.value, k.partner_id, k.user_id]
+            values = ",".join(["(?,?,?,?)"] * len(chunk))
+            for r in c.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE "
+                               f"(environment, kind, partner_id, user_id) IN (VALUES {values})",
+                               params):
+                acct = _account(r)
+                txn.prime_account(acct.key, acct)
+                got.add(acct.key)
+        for k in accounts - got:
+            txn.prime_account(k, None)
+        hold_found: set[str] = set()
+        for chunk in _chunks(sorted(holds)):
+            for r in c.execute(f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id IN "
+                               f"({','.join('?' * len(chunk))})", chunk):
+                h = _hold(r)
+                txn.prime_hold(h.hold_id, h)
+                hold_found.add(h.hold_id)
+        for h_id in holds - hold_found:
+            txn.prime_hold(h_id, None)
+        bet_found: set[str] = set()
+        for chunk in _chunks(sorted(tickets)):
+            for r in c.execute(f"SELECT {_BET_COLS} FROM bets WHERE ticket_id IN "
+                               f"({','.join('?' * len(chunk))})", chunk):
+                b = _bet(r)
+                txn.prime_bet(b.ticket_id, b)
+                bet_found.add(b.ticket_id)
+        for t in tickets - bet_found:
+            txn.prime_bet(t, None)
+
+    def apply_group(self, ops: Sequence[Op], now: int) -> list[Result | LedgerError]:
+        """Plan every op, write them all, commit once. Returns one answer per op, in
+        order, valid only because the commit succeeded (an exception means nothing of
+        this group is durable and the caller must not answer anyone)."""
+        txn = Txn(self, Ids(**vars(self.ids)))
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            self._prefetch(txn, ops)
+            answers = [apply(txn, op, now) for op in ops]
+            self._flush(txn)
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        self.ids = txn.ids
+        return answers
+
+    def _flush(self, txn: Txn) -> None:
+        c = self.conn
+        # Parents before children, so immediate foreign-key checks pass.
+        if txn.new_ops:
+            times = txn.op_times
+            c.executemany("INSERT INTO ops (id, key, kind, fingerprint, ok, code, result, ts) "
+                          "VALUES (?,?,?,?,?,?,?,?)",
+                          [(r.seq, r.key, r.kind, r.fingerprint, int(r.ok), r.code, r.result,
+                            times[r.seq]) for r in txn.new_ops])
+        if txn.new_accounts:
+            c.executemany("INSERT INTO accounts (id, environment, kind, partner_id, user_id, "
+                          "posted, pending) VALUES (?,?,?,?,?,?,?)",
+                          [(a.id, a.key.environment, a.key.kind.value, a.key.partner_id,
+                            a.key.user_id, a.posted, a.pending) for a in txn.new_accounts])
+        if txn.new_rounds:
+            c.executemany(f"INSERT INTO rounds ({_ROUND_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                          [_round_row(r) for r in txn.new_rounds])
+        if txn.dirty_rounds:
+            c.executemany("UPDATE rounds SET state=?, crash_point=?, game_hash=?, ended_op=?, "
+                          "ended_at=?, settled_op=?, settled_at=?, void_reason=? WHERE id=?",
+                          [(r.state.value, r.crash_point, r.game_hash, r.ended_op, r.ended_at,
+                            r.settled_op, r.settled_at, r.void_reason, r.id)
+                           for r in txn.dirty_rounds.values()])
+        if txn.new_holds:
+            c.executemany(f"INSERT INTO holds ({_HOLD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                          [(h.id, h.hold_id, h.op, h.debit, h.credit, h.amount, h.expires_at,
+                            h.state.value, h.resolved_op, h.resolved_at) for h in txn.new_holds])
+        if txn.dirty_holds:
+            c.executemany("UPDATE holds SET state=?, resolved_op=?, resolved_at=? WHERE id=?",
+                          [(h.state.value, h.resolved_op, h.resolved_at, h.id)
+                           for h in txn.dirty_holds.values()])
+        if txn.new_bets:
+            c.executemany(f"INSERT INTO bets ({_BET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                          [_bet_row(b) for b in txn.new_bets])
+        if txn.dirty_bets:
+            c.executemany("UPDATE bets SET round_id=?, outcome=?, multiplier=?, payout=?, "
+                          "settled_op=?, settled_at=? WHERE id=?",
+                          [(b.round_id, None if b.outcome is None else b.outcome.value,
+                            b.multiplier, b.payout, b.settled_op, b.settled_at, b.id)
+                           for b in txn.dirty_bets.values()])
+        if txn.new_transfers:
+            c.executemany("INSERT INTO transfers (id, op, debit, credit, amount, kind, hold, ts) "
+                          "VALUES (?,?,?,?,?,?,?,?)", txn.new_transfers)
+        if txn.new_reversals:
+            c.executemany("INSERT INTO reversals (withdrawal_op, op) VALUES (?,?)",
+                          txn.new_reversals)
+        if txn.dirty_accounts:
+            c.executemany("UPDATE accounts SET posted=?, pending=? WHERE id=?",
+                          [(a.posted, a.pending, a.id) for a in txn.dirty_accounts.values()])
+
+
+def _round_row(r: Round) -> tuple[object, ...]:
+    return (r.id, r.started_op, r.started_at, r.state.value, r.crash_point, r.game_hash,
+            r.ended_op, r.ended_at, r.settled_op, r.settled_at, r.void_reason)
+
+
+def _bet_row(b: Bet) -> tuple[object, ...]:
+    return (b.id, b.ticket_id, b.hold, b.account, b.stake, b.auto_cashout, b.round_id,
+            b.confirmed_op, b.confirmed_at, None if b.outcome is None else b.outcome.value,
+            b.multiplier, b.payout, b.settled_op, b.settled_at)
+
+
+# --------------------------------------------------------------------------- reads
+
+
+class Reader:
+    """A second connection for reads: under WAL it sees the last commit and never
+    waits for the writer."""
+
+    def __init__(self, path: Path | str, synchronous: Synchronous = "FULL") -> None:
+        self.conn = connect(path, synchronous, readonly=True)
+        self.conn.execute("PRAGMA query_only=ON")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def balance(self, key: AccountKey, now: int) -> Balance:
+        row = self.conn.execute(
+            "SELECT id, posted FROM accounts WHERE environment=? AND kind=? AND partner_id=? "
+            "AND user_id=?", (key.environment, key.kind.value, key.partner_id, key.user_id)).fetchone()
+        if row is None:
+            return Balance(0, 0, 0)
+        # Expired holds no longer reserve anything, even before a sweep releases them.
+        pending = self.conn.execute(
+            "SELECT coalesce(sum(amount), 0) FROM holds WHERE debit=? AND state='pending' "
+            "AND expires_at > ?", (row[0], now)).fetchone()[0]
+        return Balance(posted=row[1], pending=pending, available=row[1] - pending)
+
+    _BET_VIEW = ("SELECT b.id, b.ticket_id, a.environment, a.partner_id, a.user_id, b.stake, "
+                 "b.auto_cashout, b.round_id, b.confirmed_at, b.outcome, b.multiplier, b.payout, "
+                 "b.settled_at FROM bets b JOIN accounts a ON a.id = b.account ")
+
+    def bet(self, ticket_id: str) -> BetView | None:
+        row = self.conn.execute(self._BET_VIEW + "WHERE b.ticket_id = ?", (ticket_id,)).fetchone()
+        return None if row is None else BetView(*row)
+
+    def user_bets(self, key: AccountKey, limit: int, before: int | None) -> list[BetView]:
+        acct = self.conn.execute(
+            "SELECT id FROM accounts WHERE environment=? AND kind=? AND partner_id=? AND user_id=?",
+            (key.environment, key.kind.value, key.partner_id, key.user_id)).fetchone()
+        if acct is None:
+            return []
+        rows = self.conn.execute(
+            self._BET_VIEW + "WHERE b.account = ? AND b.id < ? ORDER BY b.id DESC LIMIT ?",
+            (acct[0], before if before is not None else 2**62, limit))
+        return [BetView(*r) for r in rows]
+
+    def round(self, round_id: int) -> RoundView | None:
+        row = self.conn.execute(
+            "SELECT id, state, started_at, crash_point, game_hash, ended_at, settled_at, "
+            "void_reason FROM rounds WHERE id = ?", (round_id,)).fetchone()
+        return None if row is None else RoundView(*row)
+
+    def finished_rounds(self, limit: int, before: int | None) -> list[RoundView]:
+        rows = self.conn.execute(
+            "SELECT id, state, started_at, crash_point, game_hash, ended_at, settled_at, "
+            "void_reason FROM rounds WHERE state != 'open' AND id < ? ORDER BY id DESC LIMIT ?",
+            (before if before is not None else 2**62, limit))
+        return [RoundView(*r) for r in rows]
+
+    def expired_hold_count(self, now: int) -> int:
+        return int(self.conn.execute(
+            "SELECT count(*) FROM holds WHERE state='pending' AND expires_at <= ?", (now,)
+        ).fetchone()[0])
+
+    def audit(self) -> AuditReport:
+        return audit(self.conn)
+
+
+def audit(conn: sqlite3.Connection) -> AuditReport:
+    """Check every invariant the schema cannot express by itself, in one read
+    transaction (a consistent snapshot under WAL)."""
+    problems: list[str] = []
+    conn.execute("BEGIN")
+    try:
+        n_accounts = conn.execute("SELECT count(*) FROM accounts").fetchone()[0]
+        n_transfers = conn.execute("SELECT count(*) FROM transfers").fetchone()[0]
+        total = conn.execute("SELECT coalesce(sum(posted), 0) FROM accounts").fetchone()[0]
+        if total != 0:
+            problems.append(f"sum of balances is {total}, not 0")
+        # Cached balances against the sum of their transfers.
+        for acct, posted, derived in conn.execute(
+            "SELECT a.id, a.posted, coalesce(c.s, 0) - coalesce(d.s, 0) FROM accounts a "
+            "LEFT JOIN (SELECT credit AS id, sum(amount) AS s FROM transfers GROUP BY credit) c "
+            "ON c.id = a.id "
+            "LEFT JOIN (SELECT debit AS id, sum(amount) AS s FROM transfers GROUP BY debit) d "
+            "ON d.id = a.id WHERE a.posted != coalesce(c.s, 0) - coalesce(d.s, 0)"
+        ):
+            problems.append(f"account {acct}: posted {posted} != transfers {derived}")
+        for acct, pending, derived in conn.execute(
+            "SELECT a.id, a.pending, coalesce(h.s, 0) FROM accounts a LEFT JOIN "
+            "(SELECT debit AS id, sum(amount) AS s FROM holds WHERE state='pending' GROUP BY debit) h "
+            "ON h.id = a.id WHERE a.pending != coalesce(h.s, 0)"
+        ):
+            problems.append(f"account {acct}: pending {pending} != holds {derived}")
+        for acct, posted, pending in conn.execute(
+            "SELECT id, posted, pending FROM accounts WHERE kind='player' AND posted < pending"
+        ):
+            problems.append(f"player {acct} below zero: posted {posted}, pending {pending}")
+        psp_net: dict[str, int] = {}
+        internal: dict[str, int] = {}
+        faucet: dict[str, int] = {}
+        for env in ("sandbox", "production"):
+            rows = dict(conn.execute(
+                "SELECT kind, coalesce(sum(posted), 0) FROM accounts WHERE environment=? "
+                "GROUP BY kind", (env,)).fetchall())
+            psp_net[env] = -rows.get("psp", 0)
+            faucet[env] = -rows.get("faucet", 0)
+            internal[env] = rows.get("player", 0) + rows.get("house", 0) + rows.get("escrow", 0)
+            if internal[env] != psp_net[env] + faucet[env]:
+                problems.append(f"{env}: internal {internal[env]} != psp {psp_net[env]} + faucet {faucet[env]}")
+            escrow = rows.get("escrow", 0)
+            open_stakes = conn.execute(
+                "SELECT coalesce(sum(b.stake), 0) FROM bets b JOIN accounts a ON a.id = b.account "
+                "WHERE b.outcome IS NULL AND a.environment = ?", (env,)).fetchone()[0]
+            if escrow != open_stakes:
+                problems.append(f"{env}: escrow {escrow} != unsettled stakes {open_stakes}")
+        # Every bet's transfers match its outcome exactly once.
+        for ticket, in conn.execute(
+            "SELECT b.ticket_id FROM bets b JOIN holds h ON h.id = b.hold WHERE h.state != 'posted' "
+            "OR h.amount != b.stake OR h.debit != b.account"
+        ):
+            problems.append(f"bet {ticket}: hold not posted or mismatched")
+        for ticket, got, want in conn.execute(
+            "SELECT b.ticket_id, coalesce(sum(t.amount), 0), b.payout FROM bets b "
+            "LEFT JOIN transfers t ON t.op = b.settled_op AND t.credit = b.account "
+            "AND t.kind IN ('stake_return', 'win', 'refund') "
+            "WHERE b.outcome IS NOT NULL GROUP BY b.id "
+            "HAVING coalesce(sum(t.amount), 0) < b.payout"
+        ):
+            problems.append(f"bet {ticket}: paid {got} < payout {want}")
+        for rid, n in conn.execute(
+            "SELECT r.id, count(b.id) FROM rounds r JOIN bets b ON b.round_id = r.id "
+            "WHERE r.settled_at IS NOT NULL AND b.outcome IS NULL GROUP BY r.id"
+        ):
+            problems.append(f"round {rid}: finished with {n} unsettled bets")
+        n_open = conn.execute("SELECT count(*) FROM rounds WHERE state='open'").fetchone()[0]
+        if n_open > 1:
+            problems.append(f"{n_open} rounds open at once")
+    finally:
+        conn.execute("COMMIT")
+    return AuditReport(accounts=n_accounts, transfers=n_transfers, total=total,
+                       psp_net=psp_net, internal_total=internal, faucet_total=faucet,
+                       problems=tuple(problems))
