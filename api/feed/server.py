@@ -78,6 +78,10 @@ class FeedConfig:
     max_strikes: int = 5
     """Errors answered before the connection is closed (4000, or 4029 for rate limits)."""
     backlog: int = 4096
+    send_buffer_bytes: int | None = 64 * 1024
+    """SO_SNDBUF per connection (the kernel doubles it). Bounds kernel memory per slow
+    client (autotuning would let each grow to ``tcp_wmem`` max, 4 MiB here) and makes a
+    stalled reader show up as a backlog within ~100 KiB; ``None`` keeps the default."""
 
 
 class _Closed(Exception):
@@ -517,6 +521,8 @@ class FeedServer:
                     raise
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.config.send_buffer_bytes is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_bytes)
                 nursery.start_soon(FeedConnection(self, sock).run)
 
     async def shutdown(self) -> None:

@@ -1,0 +1,546 @@
+"""The feed against a real listener on 127.0.0.1, with real WebSocket clients.
+
+Three independent client implementations talk to it: trio-websocket, the
+``websockets`` library (asyncio, run in a thread) and ``RawClient`` below (wsproto
+over a bare socket), which can do what polite clients cannot: stop reading, vanish
+without a close frame, send garbage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import statistics
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import pytest
+import trio
+import websockets
+from trio_websocket import ConnectionClosed, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+
+from api.feed import FEED_PATH, CloseCode, FeedConfig, Principal, serve_feed
+from engine.hub import LIVE_MULTIPLIER, ROUND_UPDATES, Hub
+
+GAME = frozenset({"read:game_state"})
+TOKENS = {
+    "key-p1": Principal("p1", "sandbox", GAME | {"read:balance"}),
+    "key-p2": Principal("p2", "sandbox", GAME | {"read:balance"}),
+    "key-noscope": Principal("p3", "sandbox", frozenset({"write:bet"})),
+}
+
+
+def authenticate(credential: str) -> Principal | None:
+    """A small real credential store: the REST side supplies the production one."""
+    return TOKENS.get(credential)
+
+
+def state(channel: str) -> dict[str, Any]:
+    return {"state_of": channel}
+
+
+@asynccontextmanager
+async def feed(config: FeedConfig = FeedConfig(), **hub_args: Any) -> AsyncIterator[tuple[Hub, int]]:
+    hub = Hub(snapshot=state, **hub_args)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(lambda task_status: serve_feed(
+            hub, "127.0.0.1", 0, authenticate, config=config, task_status=task_status
+        ))
+        yield hub, port
+        nursery.cancel_scope.cancel()
+
+
+class Closed(Exception):
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"closed {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class RawClient:
+    """A WebSocket client on wsproto and a bare Trio socket, for misbehaving on purpose."""
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self.sock = sock
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.pending: list[Any] = []
+        self.closed: Closed | None = None
+
+    @classmethod
+    async def connect(
+        cls, port: int, *, path: str = FEED_PATH, headers: list[tuple[bytes, bytes]] | None = None,
+        rcvbuf: int | None = None,
+    ) -> RawClient:
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            # Before connect, so the window is small from the start.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        await sock.connect(("127.0.0.1", port))
+        client = cls(sock)
+        await client.raw(client.ws.send(Request(host="127.0.0.1", target=path, extra_headers=headers or [])))
+        while True:
+            events = await client._events()
+            for i, event in enumerate(events):
+                if isinstance(event, AcceptConnection):
+                    client.pending = events[i + 1 :]  # frames that came with the answer
+                    return client
+                if isinstance(event, RejectConnection):
+                    raise Closed(event.status_code, "rejected")
+
+    async def raw(self, data: bytes) -> None:
+        await self.sock.send(data)
+
+    async def send_json(self, obj: Any) -> None:
+        await self.raw(self.ws.send(Message(data=json.dumps(obj))))
+
+    async def _events(self) -> list[Any]:
+        data = await self.sock.recv(65536)
+        self.ws.receive_data(data or None)
+        return list(self.ws.events())
+
+    async def recv(self) -> dict[str, Any]:
+        """The next JSON message; raises ``Closed`` with the server's close code."""
+        while True:
+            while self.pending:
+                event = self.pending.pop(0)
+                if isinstance(event, TextMessage):
+                    return json.loads(event.data)  # type: ignore[no-any-return]
+                if isinstance(event, CloseConnection):
+                    self.closed = Closed(event.code, event.reason)
+                    raise self.closed
+            if self.closed:
+                raise self.closed
+            self.pending.extend(await self._events())
+
+    async def recv_until_closed(self) -> tuple[list[dict[str, Any]], Closed]:
+        got = []
+        with trio.fail_after(10):
+            while True:
+                try:
+                    got.append(await self.recv())
+                except Closed as closed:
+                    return got, closed
+
+    async def auth(self, token: str = "key-p1") -> dict[str, Any]:
+        await self.send_json({"type": "auth", "token": token})
+        return await self.recv()
+
+    def abort(self) -> None:
+        """Vanish: no close frame, just a reset."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.sock.close()
+
+
+async def subscribed_client(port: int, channels: list[str], **resume: Any) -> tuple[RawClient, list[dict[str, Any]]]:
+    client = await RawClient.connect(port)
+    welcome = await client.auth()
+    assert welcome["type"] == "welcome"
+    message: dict[str, Any] = {"type": "subscribe", "channels": channels, "id": 1}
+    if resume:
+        message["resume"] = resume
+    await client.send_json(message)
+    reply = await client.recv()
+    assert reply["type"] == "subscribed" and reply["id"] == 1
+    return client, [welcome, reply]
+
+
+def tick(i: int) -> dict[str, Any]:
+    return {"type": "tick", "round_id": 1, "m": 100 + i, "t": time.time()}
+
+
+# -- delivery -------------------------------------------------------------------------
+
+
+async def test_many_clients_of_three_implementations_receive_identical_sequences() -> None:
+    async with feed() as (hub, port):
+        raws = [await subscribed_client(port, [LIVE_MULTIPLIER, ROUND_UPDATES]) for _ in range(12)]
+        trio_results: list[list[dict[str, Any]]] = []
+        n_messages = 150
+
+        async def trio_ws_client(ready: trio.Event) -> None:
+            async with open_websocket_url(f"ws://127.0.0.1:{port}{FEED_PATH}") as ws:
+                await ws.send_message(json.dumps({"type": "auth", "token": "key-p1"}))
+                await ws.send_message(json.dumps({"type": "subscribe", "channels": [LIVE_MULTIPLIER, ROUND_UPDATES]}))
+                got = [json.loads(await ws.get_message()) for _ in range(3)]
+                assert [m["type"] for m in got] == ["welcome", "subscribed", "snapshot"]
+                ready.set()
+                trio_results.append([json.loads(await ws.get_message()) for _ in range(n_messages)])
+
+        def websockets_client(port: int, ready: trio.Event, token: trio.lowlevel.TrioToken) -> list[dict[str, Any]]:
+            async def run() -> list[dict[str, Any]]:
+                # Header auth, as a server-side partner would do it.
+                async with websockets.connect(
+                    f"ws://127.0.0.1:{port}{FEED_PATH}", additional_headers={"Authorization": "Bearer key-p1"},
+                    compression=None,
+                ) as ws:
+                    assert json.loads(await ws.recv())["type"] == "welcome"
+                    await ws.send(json.dumps({"type": "subscribe", "channels": [ROUND_UPDATES, LIVE_MULTIPLIER]}))
+                    assert json.loads(await ws.recv())["type"] == "subscribed"
+                    assert json.loads(await ws.recv())["type"] == "snapshot"
+                    trio.from_thread.run_sync(ready.set, trio_token=token)
+                    return [json.loads(await ws.recv()) for _ in range(n_messages)]
+
+            return asyncio.run(run())
+
+        ws_results: list[list[dict[str, Any]]] = []
+        async with trio.open_nursery() as nursery:
+            readies = [trio.Event() for _ in range(6)]
+            for ready in readies[:3]:
+                nursery.start_soon(trio_ws_client, ready)
+
+            async def in_thread(ready: trio.Event) -> None:
+                ws_results.append(await trio.to_thread.run_sync(
+                    websockets_client, port, ready, trio.lowlevel.current_trio_token()
+                ))
+
+            for ready in readies[3:]:
+                nursery.start_soon(in_thread, ready)
+            for ready in readies:
+                await ready.wait()
+            for raw, _ in raws:
+                assert (await raw.recv())["type"] == "snapshot"
+            for i in range(n_messages):
+                hub.publish(ROUND_UPDATES if i % 10 == 0 else LIVE_MULTIPLIER, tick(i))
+                if i % 20 == 0:
+                    await trio.sleep(0.001)  # let readers run, so ticks are not conflated
+        raw_results = [[await raw.recv() for _ in range(n_messages)] for raw, _ in raws]
+        everyone = raw_results + trio_results + ws_results
+        assert len(everyone) == 18
+        expected = list(range(1, n_messages + 1))
+        for got in everyone:
+            assert [m["seq"] for m in got] == expected
+            assert got == everyone[0]
+
+
+async def test_the_snapshot_on_subscribe_lets_a_late_joiner_start_from_the_current_state() -> None:
+    async with feed() as (hub, port):
+        for i in range(5):
+            hub.publish(LIVE_MULTIPLIER, tick(i))
+        client, _ = await subscribed_client(port, [LIVE_MULTIPLIER])
+        snap = await client.recv()
+        assert snap["type"] == "snapshot" and snap["reason"] == "subscribe"
+        assert snap["seq"] == 5 and snap["channels"] == {LIVE_MULTIPLIER: {"state_of": LIVE_MULTIPLIER}}
+        hub.publish(LIVE_MULTIPLIER, tick(5))
+        assert (await client.recv())["seq"] == 6
+
+
+async def test_unsubscribe_stops_a_channel() -> None:
+    async with feed() as (hub, port):
+        client, _ = await subscribed_client(port, [LIVE_MULTIPLIER, ROUND_UPDATES])
+        await client.recv()
+        await client.send_json({"type": "unsubscribe", "channels": [LIVE_MULTIPLIER], "id": "u"})
+        assert await client.recv() == {"type": "unsubscribed", "channels": [ROUND_UPDATES], "id": "u"}
+        hub.publish(LIVE_MULTIPLIER, tick(0))
+        hub.publish(ROUND_UPDATES, {"type": "crashed"})
+        assert (await client.recv())["seq"] == 2
+
+
+async def test_user_channels_are_private_to_their_partner() -> None:
+    async with feed() as (hub, port):
+        mine, _ = await subscribed_client(port, ["user:p1:alice"])
+        assert (await mine.recv())["type"] == "snapshot"
+        other = await RawClient.connect(port)
+        await other.auth("key-p2")
+        await other.send_json({"type": "subscribe", "channels": ["user:p1:alice"], "id": 9})
+        err = await other.recv()
+        assert err["type"] == "error" and err["code"] == "forbidden_channel" and err["id"] == 9
+        hub.publish("user:p1:alice", {"type": "balance", "balance": 1000})
+        assert (await mine.recv())["balance"] == 1000
+        # p2's connection still works and saw nothing of p1's user.
+        hub.publish(ROUND_UPDATES, {"type": "betting"})
+        await other.send_json({"type": "subscribe", "channels": [ROUND_UPDATES]})
+        assert (await other.recv())["type"] == "subscribed"
+        assert (await other.recv())["type"] == "snapshot"
+
+
+# -- resume ---------------------------------------------------------------------------
+
+
+async def test_a_killed_client_resumes_and_gets_every_missed_message_exactly_once() -> None:
+    async with feed() as (hub, port):
+        client, _ = await subscribed_client(port, [LIVE_MULTIPLIER, ROUND_UPDATES])
+        await client.recv()  # snapshot
+        for i in range(20):
+            hub.publish(ROUND_UPDATES, {"type": "event", "i": i})
+        seen = [await client.recv() for _ in range(12)]  # killed mid-stream
+        client.abort()
+        last = seen[-1]["seq"]
+        for i in range(20, 40):
+            hub.publish(ROUND_UPDATES if i % 2 else LIVE_MULTIPLIER, {"type": "event", "i": i})
+        await trio.sleep(0.05)
+        assert hub.statistics().subscribers == 0, "the dead connection was detached"
+
+        again, _ = await subscribed_client(port, [LIVE_MULTIPLIER, ROUND_UPDATES], seq=last, epoch=hub.epoch)
+        got = [await again.recv() for _ in range(8 + 10 + 1)]
+        hub.publish(ROUND_UPDATES, {"type": "event", "i": 40})
+        got.append(await again.recv())
+        seqs = [m["seq"] for m in seen + got]
+        assert seqs == sorted(set(seqs)), "no duplicates, in order"
+        ordered = [m["i"] for m in seen + got if m["channel"] == ROUND_UPDATES]
+        assert ordered == list(range(20)) + list(range(21, 40, 2)) + [40]
+        assert [m["i"] for m in got if m["channel"] == LIVE_MULTIPLIER] == [38], "newest tick only"
+
+
+async def test_a_resume_older_than_the_replay_buffer_gets_a_marked_snapshot() -> None:
+    async with feed(replay_capacity=8) as (hub, port):
+        for i in range(30):
+            hub.publish(ROUND_UPDATES, {"type": "event", "i": i})
+        client, _ = await subscribed_client(port, [ROUND_UPDATES], seq=3, epoch=hub.epoch)
+        snap = await client.recv()
+        assert snap["type"] == "snapshot" and snap["reason"] == "resume_gap" and snap["seq"] == 30
+        hub.publish(ROUND_UPDATES, {"type": "event", "i": 30})
+        assert (await client.recv())["seq"] == 31
+
+
+# -- slow consumers and heartbeats ----------------------------------------------------
+
+
+async def test_a_client_that_never_reads_does_not_delay_the_others() -> None:
+    config = FeedConfig(heartbeat_interval=60, send_buffer_bytes=16 * 1024)
+    async with feed(config, outbox_messages=64, outbox_bytes=64 * 1024) as (hub, port):
+        stalled = await RawClient.connect(port, rcvbuf=4096)
+        await stalled.auth()
+        await stalled.send_json({"type": "subscribe", "channels": [LIVE_MULTIPLIER, ROUND_UPDATES]})
+        readers = [await subscribed_client(port, [LIVE_MULTIPLIER, ROUND_UPDATES]) for _ in range(8)]
+        for reader, _ in readers:
+            await reader.recv()
+        lateness: list[float] = []
+        n = 200
+        pad = "x" * 4000  # big messages fill the stalled client's buffers quickly
+
+        async def read(reader: RawClient) -> None:
+            for _ in range(n):
+                msg = await reader.recv()
+                lateness.append(time.time() - msg["t"])
+
+        async with trio.open_nursery() as nursery:
+            for reader, _ in readers:
+                nursery.start_soon(read, reader)
+            for i in range(n):
+                channel = ROUND_UPDATES if i % 4 == 0 else LIVE_MULTIPLIER
+                hub.publish(channel, {"type": "event", "i": i, "t": time.time(), "pad": pad})
+                await trio.sleep(0.005)
+        assert len(lateness) == n * len(readers)
+        # Loose on purpose: the figure belongs to the bench; this checks "not held up".
+        assert statistics.median(lateness) < 0.25 and max(lateness) < 2.0
+        stats = hub.statistics()
+        assert stats.resyncs > 0 or stats.subscribers == len(readers), "the stalled one was resynced or dropped"
+
+
+async def test_a_client_that_stops_acking_heartbeats_is_dropped() -> None:
+    config = FeedConfig(heartbeat_interval=0.05, heartbeat_timeout=0.3)
+    async with feed(config) as (hub, port):
+        silent, _ = await subscribed_client(port, [ROUND_UPDATES])
+        polite, _ = await subscribed_client(port, [ROUND_UPDATES])
+        beats = 0
+
+        async def ack_forever() -> None:
+            nonlocal beats
+            while True:
+                msg = await polite.recv()
+                if msg["type"] == "heartbeat":
+                    beats += 1
+                    await polite.send_json({"type": "ack", "id": msg["id"]})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ack_forever)
+            got, closed = await silent.recv_until_closed()
+            assert closed.code == CloseCode.HEARTBEAT_TIMEOUT
+            assert got[-1]["type"] == "error" and got[-1]["code"] == "heartbeat_timeout"
+            assert any(m["type"] == "heartbeat" for m in got)
+            await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+        assert beats >= 5
+        assert hub.statistics().subscribers == 1, "the acking client is still there"
+
+
+# -- bad input ------------------------------------------------------------------------
+
+
+async def expect_close(client: RawClient, code: int, error: str) -> None:
+    got, closed = await client.recv_until_closed()
+    assert closed.code == code, (closed, got)
+    errors = [m for m in got if m["type"] == "error"]
+    assert errors and errors[-1]["code"] == error, got
+
+
+async def assert_server_still_serves(hub: Hub, port: int) -> None:
+    client, _ = await subscribed_client(port, [ROUND_UPDATES])
+    await client.recv()
+    seq = hub.publish(ROUND_UPDATES, {"type": "ok"})
+    assert (await client.recv())["seq"] == seq
+
+
+async def test_wrong_or_missing_credentials_are_refused_with_4001_or_4003() -> None:
+    config = FeedConfig(auth_timeout=0.2)
+    async with feed(config) as (hub, port):
+        wrong = await RawClient.connect(port)
+        await wrong.send_json({"type": "auth", "token": "nope"})
+        await expect_close(wrong, CloseCode.UNAUTHORIZED, "unauthorized")
+
+        header = await RawClient.connect(port, headers=[(b"authorization", b"Bearer nope")])
+        await expect_close(header, CloseCode.UNAUTHORIZED, "unauthorized")
+
+        premature = await RawClient.connect(port)
+        await premature.send_json({"type": "subscribe", "channels": [LIVE_MULTIPLIER]})
+        await expect_close(premature, CloseCode.UNAUTHORIZED, "unauthorized")
+
+        silent = await RawClient.connect(port)
+        await expect_close(silent, CloseCode.UNAUTHORIZED, "unauthorized")
+
+        unscoped = await RawClient.connect(port)
+        await unscoped.send_json({"type": "auth", "token": "key-noscope"})
+        await expect_close(unscoped, CloseCode.FORBIDDEN, "forbidden")
+        await assert_server_still_serves(hub, port)
+
+
+async def test_malformed_messages_get_errors_then_4000() -> None:
+    async with feed() as (hub, port):
+        client = await RawClient.connect(port)
+        await client.auth()
+        await client.send_json({"type": "subscribe", "channels": ["no_such_channel"], "id": 3})
+        err = await client.recv()
+        assert err == {
+            "type": "error", "code": "unknown_channel", "id": 3,
+            "message": err["message"],
+        } and "live_multiplier" in err["message"]
+        await client.raw(client.ws.send(Message(data="{not json")))
+        assert (await client.recv())["code"] == "bad_json"
+        await client.send_json({"type": "dance"})
+        assert (await client.recv())["code"] == "unknown_type"
+        await client.raw(client.ws.send(Message(data=b"\x00\x01")))
+        assert (await client.recv())["code"] == "binary_not_supported"
+        await client.send_json([1, 2])
+        await expect_close(client, CloseCode.INVALID_MESSAGES, "invalid_message")
+        await assert_server_still_serves(hub, port)
+
+
+async def test_garbage_bytes_and_oversized_messages_are_closed_with_documented_codes() -> None:
+    async with feed(FeedConfig(max_message_bytes=1024)) as (hub, port):
+        # Not WebSocket at all: an HTTP error, then the socket closes.
+        sock = trio.socket.socket()
+        await sock.connect(("127.0.0.1", port))
+        await sock.send(b"\x16\x03\x01garbage\r\n\r\n")
+        with trio.fail_after(5):
+            reply = await sock.recv(1024)
+        assert reply.startswith(b"HTTP/1.1 400")
+        sock.close()
+
+        # A WebSocket connection that then sends bytes which are not frames (unmasked).
+        client = await RawClient.connect(port)
+        await client.auth()
+        await client.raw(b"\x81\x05hello")
+        await expect_close(client, CloseCode.PROTOCOL_ERROR, "protocol_error")
+
+        # Invalid UTF-8 in a text frame.
+        client = await RawClient.connect(port)
+        await client.auth()
+        await client.raw(b"\x81\x82\x00\x00\x00\x00\xff\xfe")
+        await expect_close(client, CloseCode.INVALID_PAYLOAD, "protocol_error")
+
+        # Oversized, including when split into many small fragments.
+        for fragments in (1, 64):
+            client = await RawClient.connect(port)
+            await client.auth()
+            chunk = "x" * (2048 // fragments)
+            for i in range(fragments):
+                await client.raw(client.ws.send(Message(data=chunk, message_finished=i == fragments - 1)))
+            await expect_close(client, CloseCode.MESSAGE_TOO_BIG, "message_too_big")
+
+        # Wrong path and a plain HTTP request are refused at the handshake.
+        with pytest.raises(Closed) as refused:
+            await RawClient.connect(port, path="/api/v1/nope")
+        assert refused.value.code == 404
+        await assert_server_still_serves(hub, port)
+
+
+async def test_a_subscribe_storm_is_rate_limited_then_closed_with_4029() -> None:
+    async with feed(FeedConfig(rate=10, burst=20)) as (hub, port):
+        client = await RawClient.connect(port)
+        await client.auth()
+        storm = b"".join(
+            client.ws.send(Message(data=json.dumps({"type": "subscribe", "channels": [f"user:p1:u{i}"]})))
+            for i in range(300)
+        )
+        await client.raw(storm)
+        got, closed = await client.recv_until_closed()
+        assert closed.code == CloseCode.RATE_LIMITED
+        codes = {m.get("code") for m in got if m["type"] == "error"}
+        assert "rate_limited" in codes
+        assert len([m for m in got if m["type"] == "error"]) <= 5, "errors are bounded, not amplified"
+        assert hub.statistics().subscribers <= 1
+        await assert_server_still_serves(hub, port)
+
+
+async def test_too_many_subscriptions_is_an_error() -> None:
+    async with feed(FeedConfig(max_subscriptions=3)) as (hub, port):
+        client = await RawClient.connect(port)
+        await client.auth()
+        await client.send_json({"type": "subscribe", "channels": ["user:p1:a", "user:p1:b", "user:p1:c", "user:p1:d"]})
+        assert (await client.recv())["code"] == "too_many_subscriptions"
+
+
+async def test_connection_limit_answers_503_and_pings_get_pongs() -> None:
+    async with feed(FeedConfig(max_connections=2)) as (hub, port):
+        a = await RawClient.connect(port)
+        b = await RawClient.connect(port)
+        with pytest.raises(Closed) as refused:
+            await RawClient.connect(port)
+        assert refused.value.code == 503
+        await a.raw(a.ws.send(Ping(b"hi")))
+        with trio.fail_after(5):
+            while True:
+                events = await a._events()
+                if any(type(e).__name__ == "Pong" and e.payload == b"hi" for e in events):
+                    break
+        del b
+
+
+async def test_websockets_client_closes_cleanly_and_shutdown_says_going_away() -> None:
+    hub = Hub(snapshot=state)
+    codes: list[int | None] = []
+
+    def client(port: int) -> None:
+        async def run() -> None:
+            async with websockets.connect(f"ws://127.0.0.1:{port}{FEED_PATH}") as ws:
+                await ws.send(json.dumps({"type": "auth", "token": "key-p1"}))
+                assert json.loads(await ws.recv())["type"] == "welcome"
+            codes.append(ws.close_code)
+
+        asyncio.run(run())
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(lambda task_status: serve_feed(
+            hub, "127.0.0.1", 0, authenticate, task_status=task_status
+        ))
+        await trio.to_thread.run_sync(client, port)
+        assert codes == [1000]
+        lingering = await RawClient.connect(port)
+        await lingering.auth()
+        nursery.cancel_scope.cancel()
+    got, closed = await lingering.recv_until_closed()
+    assert closed.code == CloseCode.GOING_AWAY
+
+
+async def test_trio_websocket_client_sees_close_codes() -> None:
+    async with feed() as (hub, port):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}{FEED_PATH}") as ws:
+            await ws.send_message(json.dumps({"type": "auth", "token": "bad"}))
+            assert json.loads(await ws.get_message())["code"] == "unauthorized"
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == CloseCode.UNAUTHORIZED
+        _ = RejectData  # (imported for RawClient's completeness)
