@@ -109,10 +109,12 @@ class RequestContextMiddleware:
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
                 headers.append(header)
                 message = {**message, "headers": headers}
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Logged before the last chunk leaves: once a client has its answer,
+                # the line exists (tests and log shippers can rely on that order).
+                log()
             with trio.CancelScope(shield=True):
                 await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                log()
 
         try:
             await self.app(scope, receive, wrapped_send)
