@@ -62,6 +62,8 @@ def ensure_chain(config: Config, out: TextIO = sys.stderr) -> chainstore.ChainFi
     """Load the chain file, creating it (and printing its commitment) on first start."""
     if config.chain_file.exists():
         return chainstore.load(config.chain_file)
+    if not config.chain_file.parent.is_dir():
+        raise chainstore.ChainFileError(f"cannot create {config.chain_file}: no directory {config.chain_file.parent}")
     interval = min(DEFAULT_CHECKPOINT_INTERVAL, config.chain_length)
     chain = create_chain_file(config.chain_file, config.chain_length, ChainEncoding.HEX, interval, None, out)
     print(f"created chain file {config.chain_file} ({config.chain_length:,} games; secret, mode 0600: back it up)", file=out)
