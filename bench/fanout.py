@@ -1,0 +1,465 @@
+"""``python -m bench fanout``: how many live subscribers each server sustains on one core.
+
+For each server (crashd's feed, the ``websockets`` library's ``broadcast()``, Node
+``ws``) and each tick rate, N climbs a ladder until a point fails; the largest N that
+passes is what the server *sustains*. The server is pinned to one core and the load
+generator (``bench/fanout/loadgen.c``, C and epoll, built here with the system
+compiler) to the other, on loopback.
+
+Pass rule (issue 7), in every run of a point: every subscriber connected and none
+dropped; nothing lost (each subscriber got every measured tick); at least 99% of
+N × rate messages per second delivered; p99 of (receive time − the tick's *scheduled*
+time) under 100 ms. Latency is measured from when the tick was due, not from when the
+server got round to sending it, so a server that falls behind its own clock pays.
+
+Each point reports delivered msgs/s, loss, latency p50/p99/max, server CPU µs per
+delivered message (the server's own CPU time from the first measured tick until its
+sends drained, divided by messages delivered), the server's RSS, and the load
+generator's CPU share (≥ 90% flags the point as client-bound: the figure then says
+more about the load generator than the server).
+
+Writes ``fanout.json`` and ``fanout.png`` (p99 latency against N) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import select
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = Path(__file__).resolve().parent / "fanout"
+CACHE = Path(os.environ.get("CRASHD_BENCH_CACHE", Path.home() / ".cache" / "crashd" / "bench"))
+PAYLOAD_BYTES = 121
+P99_LIMIT_MS = 100.0
+SERVERS = ("crashd", "websockets", "node-ws")
+
+
+# -- the crashd server under test (run as a subprocess of the bench) -----------------
+
+
+def serve_crashd(port: int, n: int, rate: float, ticks: int, warmup: int, size: int) -> None:
+    """The feed exactly as ``crashd serve`` runs it, fed by a fixed-rate tick task."""
+    import trio
+
+    from api.feed import FeedConfig, Principal, serve_feed
+    from api.feed.auth import SCOPE_GAME_STATE
+    from engine.hub import LIVE_MULTIPLIER, Hub
+
+    principal = Principal("bench", "sandbox", frozenset({SCOPE_GAME_STATE}))
+    # Heartbeats off the measured path (the load generator does not ack them).
+    config = FeedConfig(heartbeat_interval=3600, heartbeat_timeout=7200, max_connections=n + 100)
+
+    async def run() -> None:
+        hub = Hub(snapshot=lambda channel: {"m": 100})
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(
+                lambda task_status: serve_feed(
+                    hub, "127.0.0.1", port, lambda c: principal if c == "bench" else None,
+                    config=config, task_status=task_status,
+                )
+            )
+            print(f"READY {bound}", flush=True)
+            while len(hub.subscribers(LIVE_MULTIPLIER)) < n:
+                await trio.sleep(0.02)
+            start = trio.current_time() + 0.5
+            wall0 = time.time() + 0.5
+            pad = max(0, size - len(_tick_json(ticks, int(wall0 * 1e6), "")))
+            cpu0 = 0.0
+            for k in range(ticks):
+                due = start + k / rate
+                await trio.sleep_until(due)  # trio re-reads the clock for every tick
+                if k == warmup:
+                    cpu0 = time.process_time()
+                hub.publish(LIVE_MULTIPLIER, {
+                    "type": "tick", "n": k, "t": round((wall0 + k / rate) * 1e6), "m": 100 + k,
+                    "pad": "x" * pad,
+                })
+            await trio.sleep(1.5)
+            cpu = time.process_time() - cpu0
+            print("RESULT " + json.dumps({"cpu_s": cpu, "rss_kb": _rss_kb()}), flush=True)
+            os._exit(0)  # closing thousands of connections politely is not what we measure
+
+    trio.run(run)
+
+
+def _tick_json(k: int, t_us: int, pad: str) -> str:
+    return json.dumps(
+        {"seq": k + 1, "channel": "live_multiplier", "type": "tick", "n": k, "t": t_us, "m": 100 + k, "pad": pad},
+        separators=(",", ":"),
+    )
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# -- building and installing the pieces ------------------------------------------------
+
+
+def build_loadgen() -> tuple[Path | None, str]:
+    src = ASSETS / "loadgen.c"
+    exe = CACHE / "loadgen"
+    cc = shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")
+    if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
+        return exe, ""
+    if cc is None:
+        return None, "no C compiler found: the C load generator cannot be built, so nothing is measured"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([cc, "-O2", "-o", str(exe), str(src)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None, f"building the load generator failed:\n{proc.stderr}"
+    return exe, ""
+
+
+def install_node_ws() -> tuple[Path | None, str]:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return None, "Node.js/npm not found: the Node `ws` peer is skipped"
+    prefix = CACHE / "node"
+    if not (prefix / "node_modules" / "ws").exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), "ws@8"],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            return None, f"npm install ws failed, Node `ws` peer skipped:\n{proc.stderr[-500:]}"
+    return prefix / "node_modules", ""
+
+
+# -- one measured point ----------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    server: str
+    rate: float
+    n: int
+    run: int
+    connected: int
+    received: int
+    expected: int
+    loss: int
+    delivered_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu_us_per_msg: float
+    rss_mb: float
+    client_cpu_share: float
+    passed: bool
+    note: str
+
+
+def _server_command(server: str, n: int, rate: float, ticks: int, warmup: int, node_modules: Path | None) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    args = [str(n), str(rate), str(ticks), str(warmup), str(PAYLOAD_BYTES)]
+    if server == "crashd":
+        return [sys.executable, "-m", "bench", "fanout", "--serve-crashd", "0", *args], env
+    if server == "websockets":
+        return [sys.executable, str(ASSETS / "websockets_peer.py"), "0", *args], env
+    assert node_modules is not None
+    env["NODE_PATH"] = str(node_modules)
+    return ["node", str(ASSETS / "ws_peer.js"), "0", *args], env
+
+
+def _pin(cpu: int | None) -> Any:
+    if cpu is None:
+        return None
+
+    def pin() -> None:
+        os.sched_setaffinity(0, {cpu})
+        # The server needs a descriptor per subscriber.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+
+    return pin
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""
+
+
+def measure(
+    server: str, n: int, rate: float, duration: float, run: int, loadgen: Path,
+    node_modules: Path | None, cpus: tuple[int | None, int | None],
+) -> Point:
+    warmup = max(1, round(rate))  # one second of ticks before measuring
+    ticks = warmup + max(1, round(duration * rate))
+    cmd, env = _server_command(server, n, rate, ticks, warmup, node_modules)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_pin(cpus[0]),
+    )
+    note = ""
+    try:
+        line = _readline(proc, 30)
+        if not line.startswith("READY "):
+            raise RuntimeError(f"{server} did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        port = line.split()[1]
+        init = ['{"type":"auth","token":"bench"}', '{"type":"subscribe","channels":["live_multiplier"]}']
+        timeout = 30 + n / 500 + ticks / rate
+        lg = subprocess.run(
+            [str(loadgen), "127.0.0.1", port, "/api/v1/ws", str(n), str(ticks), str(warmup), str(timeout), *init],
+            capture_output=True, text=True, preexec_fn=_pin(cpus[1]), timeout=timeout + 30,
+        )
+        client = json.loads(lg.stdout)
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            out, note = "", "server did not report"
+        result = next((json.loads(x[7:]) for x in out.splitlines() if x.startswith("RESULT ")), None)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    received, expected = client["received"], n * (ticks - warmup)
+    # Per second of the tick schedule: lateness is what p50/p99/max measure.
+    delivered = received / ((ticks - warmup) / rate)
+    window = client["window_s"] + 1 / rate if client["window_s"] > 0 else 0.0
+    cpu_us = result["cpu_s"] * 1e6 / received if result and received else float("nan")
+    client_share = client["client_cpu_s"] / window if window else 0.0
+    p99 = client["p99_us"] / 1000
+    passed = (
+        client["connected"] == n and client["closed_early"] == 0 and received == expected
+        and delivered >= 0.99 * n * rate and 0 <= p99 < P99_LIMIT_MS and result is not None
+    )
+    if client_share >= 0.9:
+        note = (note + " client-bound").strip()
+    return Point(
+        server=server, rate=rate, n=n, run=run, connected=client["connected"], received=received,
+        expected=expected, loss=expected - received, delivered_per_s=round(delivered),
+        p50_ms=client["p50_us"] / 1000, p99_ms=p99, max_ms=client["max_us"] / 1000,
+        cpu_us_per_msg=round(cpu_us, 2), rss_mb=round(result["rss_kb"] / 1024, 1) if result else float("nan"),
+        client_cpu_share=round(client_share, 2), passed=passed, note=note,
+    )
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def table(points: list[Point], sustained: dict[tuple[str, float], int]) -> str:
+    lines = [
+        "| server | rate | N | pass | delivered msg/s | loss | p50 ms | p99 ms | max ms | CPU µs/msg | RSS MB | client CPU | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p.server} | {p.rate:g} Hz | {p.n:,} | {'yes' if p.passed else 'NO'} | {p.delivered_per_s:,.0f} "
+            f"| {p.loss:,} | {p.p50_ms:.1f} | {p.p99_ms:.1f} | {p.max_ms:.1f} | {p.cpu_us_per_msg:.1f} "
+            f"| {p.rss_mb:.0f} | {p.client_cpu_share:.0%} | {p.note} |"
+        )
+    lines += ["", "| server | sustains at 10 Hz | sustains at 20 Hz |", "|---|---|---|"]
+    servers = list(dict.fromkeys(s for s, _ in sustained))
+    for s in servers:
+        cells = [f"{sustained[(s, r)]:,}" if (s, r) in sustained else "–" for r in (10.0, 20.0)]
+        lines.append(f"| {s} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench fanout", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short sanity run: small N, 3 s points")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of " + ",".join(SERVERS))
+    parser.add_argument("--rates", default="10,20", help="tick rates in Hz")
+    parser.add_argument("--ladder", default="500,1000,2500,5000,6000,7500,10000,12500", help="N values to climb")
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per run (after 1 s warm-up)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per point; a point passes only if all do")
+    parser.add_argument("--out", type=Path, default=CACHE, help="where fanout.json and fanout.png go")
+    parser.add_argument("--serve-crashd", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_crashd:
+        port, n, rate, ticks, warmup, size = args.serve_crashd
+        serve_crashd(int(port), int(n), float(rate), int(ticks), int(warmup), int(size))
+        return 0
+    if args.quick:
+        args.ladder, args.duration, args.runs = "200,1000", 3.0, 1
+
+    loadgen, why = build_loadgen()
+    if loadgen is None:
+        print(f"fanout: skipped: {why}")
+        return 0
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    node_modules = None
+    if "node-ws" in servers:
+        node_modules, why = install_node_ws()
+        if node_modules is None:
+            print(f"fanout: note: {why}")
+            servers.remove("node-ws")
+    cpus_available = sorted(os.sched_getaffinity(0))
+    cpus: tuple[int | None, int | None] = (None, None)
+    if len(cpus_available) >= 2:
+        cpus = (cpus_available[0], cpus_available[1])
+        print(f"fanout: server pinned to CPU {cpus[0]}, load generator to CPU {cpus[1]}")
+    else:
+        print("fanout: note: only one CPU; server and load generator share it (figures are pessimistic)")
+    rates = [float(r) for r in args.rates.split(",")]
+    ladder = [int(x) for x in args.ladder.split(",")]
+    points: list[Point] = []
+    sustained: dict[tuple[str, float], int] = {}
+    for server in servers:
+        for rate in rates:
+            sustained[(server, rate)] = 0
+            for n in ladder:
+                runs = []
+                for run in range(args.runs):
+                    try:
+                        p = measure(server, n, rate, args.duration, run, loadgen, node_modules, cpus)
+                    except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+                        print(f"fanout: {server} N={n} {rate:g} Hz: failed to run: {exc}", file=sys.stderr)
+                        p = Point(server, rate, n, run, 0, 0, 0, 0, 0, -1, -1, -1, float("nan"), float("nan"), 0, False, "did not run")
+                    runs.append(p)
+                    points.append(p)
+                    print(
+                        f"  {server:10} {rate:4g} Hz N={n:6,} run {run + 1}: {'pass' if p.passed else 'FAIL'} "
+                        f"p99 {p.p99_ms:.1f} ms, loss {p.loss}, {p.cpu_us_per_msg} µs/msg, {p.rss_mb} MB {p.note}",
+                        flush=True,
+                    )
+                    if not p.passed:
+                        break
+                if all(p.passed for p in runs):
+                    sustained[(server, rate)] = n
+                else:
+                    break
+    print()
+    print(table(points, sustained))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "fanout.json").write_text(json.dumps(
+        {"points": [asdict(p) for p in points],
+         "sustained": [{"server": s, "rate": r, "n": n} for (s, r), n in sustained.items()],
+         "rule": "all connected, no loss, >= 99% of N x rate delivered, p99 from scheduled tick < 100 ms, every run"},
+        indent=1,
+    ))
+    write_plot(args.out / "fanout.png", points, rates)
+    print(f"\nwrote {args.out / 'fanout.json'} and {args.out / 'fanout.png'}")
+    return 0
+
+
+# -- a PNG without plotting libraries -----------------------------------------------------
+
+# 3x5 glyphs, rows top to bottom, 3 bits each: enough for axis labels and a legend.
+_FONT = {
+    "0": "7555 7", "1": "2622 7", "2": "7174 7", "3": "7171 7", "4": "5571 1", "5": "7471 7",
+    "6": "7475 7", "7": "7111 1", "8": "7575 7", "9": "7571 7", " ": "0000 0", ".": "0000 2",
+    ",": "0002 4", "-": "0070 0", "/": "1124 4", ":": "0202 0", "(": "2444 2", ")": "2111 2",
+    "a": "0375 7", "b": "4475 7", "c": "0074 7", "d": "1175 7", "e": "0776 7", "f": "3272 2",
+    "g": "0757 1", "h": "4475 5", "i": "2022 2", "j": "1011 6", "k": "4576 5", "l": "6222 7",
+    "m": "0077 5", "n": "0065 5", "o": "0075 7", "p": "0757 4", "q": "0757 1", "r": "0074 4",
+    "s": "0362 6", "t": "2722 3", "u": "0055 7", "v": "0055 2", "w": "0057 7", "x": "0052 5",
+    "y": "0557 1", "z": "0736 7", "%": "5124 5", "=": "0707 0", ">": "4212 4", "<": "1242 1",
+}
+_COLORS = {
+    ("crashd", 10.0): (31, 119, 180), ("crashd", 20.0): (23, 60, 140),
+    ("websockets", 10.0): (255, 127, 14), ("websockets", 20.0): (200, 80, 0),
+    ("node-ws", 10.0): (44, 160, 44), ("node-ws", 20.0): (20, 100, 20),
+}
+
+
+class _Canvas:
+    def __init__(self, w: int, h: int) -> None:
+        self.w, self.h = w, h
+        self.px = bytearray(b"\xff" * (w * h * 3))
+
+    def dot(self, x: int, y: int, c: tuple[int, int, int], r: int = 0) -> None:
+        for dx in range(-r, r + 1):
+            for dy in range(-r, r + 1):
+                if 0 <= x + dx < self.w and 0 <= y + dy < self.h:
+                    i = ((y + dy) * self.w + x + dx) * 3
+                    self.px[i : i + 3] = bytes(c)
+
+    def line(self, x0: int, y0: int, x1: int, y1: int, c: tuple[int, int, int], r: int = 0) -> None:
+        steps = max(abs(x1 - x0), abs(y1 - y0), 1)
+        for s in range(steps + 1):
+            self.dot(x0 + (x1 - x0) * s // steps, y0 + (y1 - y0) * s // steps, c, r)
+
+    def text(self, x: int, y: int, s: str, c: tuple[int, int, int] = (0, 0, 0), scale: int = 2) -> None:
+        for ch in s.lower():
+            rows = _FONT.get(ch, _FONT[" "]).replace(" ", "")
+            for ry, bits in enumerate(rows):
+                for rx in range(3):
+                    if int(bits) >> (2 - rx) & 1:
+                        for sx in range(scale):
+                            for sy in range(scale):
+                                self.dot(x + rx * scale + sx, y + ry * scale + sy, c)
+            x += 4 * scale
+
+    def png(self) -> bytes:
+        raw = b"".join(b"\x00" + bytes(self.px[y * self.w * 3 : (y + 1) * self.w * 3]) for y in range(self.h))
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack("!I", len(data)) + kind + data + struct.pack("!I", zlib.crc32(kind + data))
+
+        return (
+            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", self.w, self.h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+        )
+
+
+def write_plot(path: Path, points: list[Point], rates: Sequence[float]) -> None:
+    """p99 latency (ms, from the scheduled tick) against N; one panel per rate."""
+    w, h, margin = 460, 360, 60
+    canvas = _Canvas(w * len(rates), h + 40)
+    ns = [p.n for p in points if p.p99_ms >= 0] or [1]
+    xmax = max(ns) * 1.05
+    ymax = 150.0
+    for panel, rate in enumerate(rates):
+        ox = panel * w
+        x0, y0, x1, y1 = ox + margin, h - margin + 20, ox + w - 20, 40
+        canvas.text(ox + margin, 12, f"p99 ms vs subscribers, {rate:g} hz")
+        canvas.line(x0, y0, x1, y0, (0, 0, 0))
+        canvas.line(x0, y0, x0, y1, (0, 0, 0))
+
+        def xy(n: float, ms: float) -> tuple[int, int]:
+            ms = min(ms, ymax)
+            return x0 + int((x1 - x0) * n / xmax), y0 - int((y0 - y1) * ms / ymax)
+
+        for ms in (0, 50, 100, 150):
+            _, y = xy(0, ms)
+            canvas.line(x0 - 4, y, x0, y, (0, 0, 0))
+            canvas.text(x0 - 34, y - 5, f"{ms}")
+        _, ylim = xy(0, P99_LIMIT_MS)
+        for x in range(x0, x1, 6):
+            canvas.line(x, ylim, x + 2, ylim, (200, 0, 0))
+        step = 2500 if xmax > 5000 else 500 if xmax > 1000 else 100
+        for n in range(0, int(xmax) + 1, step):
+            x, _ = xy(n, 0)
+            canvas.line(x, y0, x, y0 + 4, (0, 0, 0))
+            canvas.text(x - 12, y0 + 8, f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"{n}")
+        legend_y = y1 + 4
+        for server in SERVERS:
+            pts = sorted(
+                ((p.n, p.p99_ms) for p in points if p.server == server and p.rate == rate and p.p99_ms >= 0),
+            )
+            if not pts:
+                continue
+            color = _COLORS.get((server, rate), (90, 90, 90))
+            prev = None
+            for n, ms in pts:
+                cur = xy(n, ms)
+                canvas.dot(*cur, color, 3)
+                if prev:
+                    canvas.line(*prev, *cur, color, 1)
+                prev = cur
+            canvas.line(x1 - 150, legend_y + 4, x1 - 130, legend_y + 4, color, 1)
+            canvas.text(x1 - 124, legend_y, server, color)
+            legend_y += 16
+    path.write_bytes(canvas.png())
