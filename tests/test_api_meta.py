@@ -152,3 +152,15 @@ async def test_meta_routes_are_public_and_get_only(tmp_path: Path, path: str) ->
         async with httpx.AsyncClient(base_url=info.url) as client:
             assert (await client.get(path)).status_code == 200
             assert (await client.post(path)).status_code == 405
+
+
+def test_docs_list_every_problem_code_and_setting() -> None:
+    from api.config import SETTINGS
+    from api.problems import CODES
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    for code in CODES:
+        if not code.startswith("test_"):  # codes registered by test modules
+            assert f"`{code}`" in docs, code
+    for setting in SETTINGS:
+        assert f"`{setting.name}`" in docs and f"`{setting.env}`" in docs and f"`{setting.flag}`" in docs
