@@ -418,8 +418,10 @@ class Hub:
         *,
         since_seq: int | None = None,
         epoch: str | None = None,
-    ) -> None:
+    ) -> int | None:
         """Add ``sub`` to ``channels`` and bring it up to date, atomically.
+
+        Returns how many frames a resume replayed, or ``None`` when a snapshot was sent.
 
         Without ``since_seq``: a snapshot (``"reason": "subscribe"``). With it (a resume):
         every ordered message after ``since_seq`` on these channels exactly once, plus the
@@ -435,20 +437,17 @@ class Hub:
             sub.channels.add(channel)
         wanted = set(new)
         if not wanted:
-            return
+            return 0
         if since_seq is None:
             sub.deliver(self.snapshot_frame(wanted, "subscribe"))
-            return
+            return None
         if epoch is not None and epoch != self.epoch:
             sub.deliver(self.snapshot_frame(wanted, "epoch_changed"))
-            return
-        if since_seq > self.seq:
-            sub.deliver(self.snapshot_frame(wanted, "resume_gap"))
-            return
-        missed = self.replay.since(since_seq)
+            return None
+        missed = self.replay.since(since_seq) if since_seq <= self.seq else None
         if missed is None:
             sub.deliver(self.snapshot_frame(wanted, "resume_gap"))
-            return
+            return None
         frames = [f for f in missed if f.channel in wanted]
         frames.extend(
             f for c, f in self.latest.items() if c in wanted and f.seq > since_seq
@@ -456,6 +455,7 @@ class Hub:
         frames.sort(key=lambda f: f.seq)
         for f in frames:
             sub.deliver(f.data, f.channel if f.channel in self.conflated else None)
+        return len(frames)
 
     def unsubscribe(self, sub: Subscriber, channels: Iterable[str]) -> None:
         self._remove(sub, [c for c in channels if c in sub.channels])

@@ -285,6 +285,8 @@ async def test_a_killed_client_resumes_and_gets_every_missed_message_exactly_onc
 
         again, _ = await subscribed_client(port, [LIVE_MULTIPLIER, ROUND_UPDATES], seq=last, epoch=hub.epoch)
         got = [await again.recv() for _ in range(8 + 10 + 1)]
+        resumed = await again.recv()
+        assert resumed == {"type": "resumed", "replayed": 19, "seq": hub.seq, "id": 1}
         hub.publish(ROUND_UPDATES, {"type": "event", "i": 40})
         got.append(await again.recv())
         seqs = [m["seq"] for m in seen + got]

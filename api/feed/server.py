@@ -452,9 +452,15 @@ class FeedConnection:
         body = self._reply("subscribed", message.request_id)
         body["channels"] = sorted(self.sub.channels | set(new))
         self.send(control(body))
-        self.hub.subscribe(
+        replayed = self.hub.subscribe(
             self.sub, new, since_seq=message.resume_seq, epoch=message.resume_epoch
         )
+        if message.resume_seq is not None and replayed is not None:
+            # The replay is complete: from here on the stream is live.
+            resumed: dict[str, Any] = {"type": "resumed", "replayed": replayed, "seq": self.hub.seq}
+            if message.request_id is not None:
+                resumed["id"] = message.request_id
+            self.send(control(resumed))
 
     async def _flush(self) -> None:
         """Give the writer ``close_timeout`` to get the last frames (our close) out."""
