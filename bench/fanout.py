@@ -43,7 +43,10 @@ ASSETS = Path(__file__).resolve().parent / "fanout"
 CACHE = Path(os.environ.get("CRASHD_BENCH_CACHE", Path.home() / ".cache" / "crashd" / "bench"))
 PAYLOAD_BYTES = 121
 P99_LIMIT_MS = 100.0
-SERVERS = ("crashd", "websockets", "node-ws")
+SERVERS = ("crashd", "websockets", "node-ws", "hypercorn")
+"""``hypercorn`` is the feed on the API port (quart-trio ASGI), measured to justify the
+dedicated listener; it is not one of the peers the 2x target refers to."""
+DEFAULT_SERVERS = ("crashd", "websockets", "node-ws")
 
 
 # -- the crashd server under test (run as a subprocess of the bench) -----------------
@@ -174,6 +177,8 @@ def _server_command(server: str, n: int, rate: float, ticks: int, warmup: int, n
         return [sys.executable, "-m", "bench", "fanout", "--serve-crashd", "0", *args], env
     if server == "websockets":
         return [sys.executable, str(ASSETS / "websockets_peer.py"), "0", *args], env
+    if server == "hypercorn":
+        return [sys.executable, str(ASSETS / "hypercorn_peer.py"), "0", *args], env
     assert node_modules is not None
     env["NODE_PATH"] = str(node_modules)
     return ["node", str(ASSETS / "ws_peer.js"), "0", *args], env
@@ -279,7 +284,9 @@ def table(points: list[Point], sustained: dict[tuple[str, float], int]) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench fanout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short sanity run: small N, 3 s points")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset of " + ",".join(SERVERS))
+    parser.add_argument(
+        "--servers", default=",".join(DEFAULT_SERVERS), help="comma-separated, from " + ",".join(SERVERS)
+    )
     parser.add_argument("--rates", default="10,20", help="tick rates in Hz")
     parser.add_argument("--ladder", default="500,1000,2500,5000,6000,7500,10000,12500", help="N values to climb")
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per run (after 1 s warm-up)")
@@ -371,6 +378,7 @@ _COLORS = {
     ("crashd", 10.0): (31, 119, 180), ("crashd", 20.0): (23, 60, 140),
     ("websockets", 10.0): (255, 127, 14), ("websockets", 20.0): (200, 80, 0),
     ("node-ws", 10.0): (44, 160, 44), ("node-ws", 20.0): (20, 100, 20),
+    ("hypercorn", 10.0): (148, 103, 189), ("hypercorn", 20.0): (100, 60, 140),
 }
 
 
