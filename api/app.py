@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, current_app, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
@@ -125,8 +125,6 @@ async def fairness() -> Response:
 @meta.get("/openapi.json")
 @documented("This OpenAPI 3.1 document", response={"type": "object"}, tags=("meta",))
 async def openapi() -> Response:
-    from quart import current_app
-
     return json_response(build_openapi(current_app, version=VERSION), headers={"Cache-Control": "no-cache"})
 
 

@@ -37,6 +37,7 @@ CODES: dict[str, ProblemKind] = {
     "not_found": ProblemKind(404, "Not found"),
     "method_not_allowed": ProblemKind(405, "Method not allowed"),
     "not_acceptable": ProblemKind(406, "Not acceptable"),
+    "request_timeout": ProblemKind(408, "Request timeout"),
     "payload_too_large": ProblemKind(413, "Request body too large"),
     "unsupported_media_type": ProblemKind(415, "Unsupported media type"),
     "internal_error": ProblemKind(500, "Internal server error"),
