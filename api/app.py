@@ -137,7 +137,9 @@ def _http_exception(exc: HTTPException) -> Response:
         headers["Allow"] = ", ".join(allowed)
         detail = f"{request.method} is not allowed here; allowed: {', '.join(allowed)}"
     elif status == 404:
-        detail = f"no such resource: {request.path}"
+        # Echo a bounded prefix only: the path is the client's input, not ours to amplify.
+        path = request.path if len(request.path) <= 200 else request.path[:200] + "…"
+        detail = f"no such resource: {path}"
     elif status == 413:
         detail = f"the request body exceeds {current_services().config.max_body_bytes} bytes"
     else:
