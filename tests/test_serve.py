@@ -163,3 +163,18 @@ def test_module_entry_point_help() -> None:
                  "--environment", "--keep-alive-timeout", "CRASHD_PORT"):
         assert flag in out.stdout
     assert sys.executable
+
+
+def test_a_port_in_use_is_a_clear_fatal_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = subprocess.run(
+            [PYTHON, "-m", "api", "serve", "--port", str(taken.getsockname()[1]), "--chain-length", "10"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("crashd serve: fatal: OSError")
