@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -66,7 +66,7 @@ class AppUnderTest:
 
 def build_app(config: Config) -> AppUnderTest:
     """The real app with the real services, for tests that add their own routes."""
-    chain = ensure_chain(config, out=open(os.devnull, "w"))
+    chain = ensure_chain(config, out=io.StringIO())
     services = open_services(config, chain)
     return AppUnderTest(create_app(services), services, config)
 
