@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -96,7 +96,11 @@ class FeedConnection:
         self.hub = server.hub
         self.config = server.config
         self.sock = sock
-        self.ws = WSConnection(ConnectionType.SERVER)
+        self.handshake: WSConnection | None = WSConnection(ConnectionType.SERVER)
+        # After the upgrade only the frame-level connection is kept: the HTTP/1.1
+        # handshake state (h11) would otherwise stay alive for the connection's life,
+        # a few KiB times thousands of subscribers.
+        self.ws: Connection | None = None
         self.sub: Subscriber | None = None
         self.principal: Principal | None = None
         self.accepted_at = trio.current_time()
@@ -241,13 +245,14 @@ class FeedConnection:
             if size > self.config.max_handshake_bytes:
                 await self._reject(431, "request headers too large")
                 return None
+            assert self.handshake is not None
             try:
-                self.ws.receive_data(data)
-                for event in self.ws.events():
+                self.handshake.receive_data(data)
+                for event in self.handshake.events():
                     if isinstance(event, Request):
                         return await self._on_request(event)
             except RemoteProtocolError as exc:
-                await self._send_raw(self.ws.send(exc.event_hint) if exc.event_hint else b"")
+                await self._send_raw(self.handshake.send(exc.event_hint) if exc.event_hint else b"")
                 return None
 
     async def _reject(self, status: int, text: str) -> None:
@@ -255,9 +260,10 @@ class FeedConnection:
         headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
         if status == 503:
             headers.append((b"retry-after", b"5"))
+        assert self.handshake is not None
         try:
-            out = self.ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
-            out += self.ws.send(RejectData(data=body, body_finished=True))
+            out = self.handshake.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+            out += self.handshake.send(RejectData(data=body, body_finished=True))
         except LocalProtocolError:
             # The upgrade request itself was not even HTTP; a raw 400 is all we can say.
             out = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -276,7 +282,10 @@ class FeedConnection:
             if name.lower() == b"authorization" and value[:7].lower() == b"bearer ":
                 credential = value[7:].decode("latin-1").strip()
         # No permessage-deflate: every subscriber gets the same uncompressed bytes.
-        await self._send_raw(self.ws.send(AcceptConnection(extensions=[])))
+        assert self.handshake is not None
+        accept = self.handshake.send(AcceptConnection(extensions=[]))
+        self.ws, self.handshake = self.handshake.connection, None
+        await self._send_raw(accept)
         self._accepted = True
         return credential
 
@@ -333,12 +342,14 @@ class FeedConnection:
 
     def _receive(self, data: bytes) -> bool:
         """Process bytes from the client (``b""`` is EOF); True when the connection is over."""
+        assert self.ws is not None
         if self.ws.state is ConnectionState.CLOSED:
             return True
         self.ws.receive_data(data or None)
         return self._handle_events()
 
     def _handle_events(self) -> bool:
+        assert self.ws is not None
         for event in self.ws.events():
             if isinstance(event, CloseConnection):
                 if self.closing or self.ws.state is ConnectionState.CLOSED:
