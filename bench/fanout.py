@@ -43,10 +43,11 @@ ASSETS = Path(__file__).resolve().parent / "fanout"
 CACHE = Path(os.environ.get("CRASHD_BENCH_CACHE", Path.home() / ".cache" / "crashd" / "bench"))
 PAYLOAD_BYTES = 121
 P99_LIMIT_MS = 100.0
-SERVERS = ("crashd", "websockets", "node-ws", "hypercorn")
-"""``hypercorn`` is the feed on the API port (quart-trio ASGI), measured to justify the
-dedicated listener; it is not one of the peers the 2x target refers to."""
-DEFAULT_SERVERS = ("crashd", "websockets", "node-ws")
+SERVERS = ("crashd", "websockets", "node-ws", "c-floor", "hypercorn")
+"""``c-floor`` is ``bench/fanout/floor.c``: one ``send()`` per socket from C, the
+kernel's floor, not a peer. ``hypercorn`` is the feed on the API port (quart-trio ASGI),
+measured to justify the dedicated listener. Neither is a peer of the 2x target."""
+DEFAULT_SERVERS = ("crashd", "websockets", "node-ws", "c-floor")
 
 
 # -- the crashd server under test (run as a subprocess of the bench) -----------------
@@ -115,18 +116,19 @@ def _rss_kb() -> int:
 # -- building and installing the pieces ------------------------------------------------
 
 
-def build_loadgen() -> tuple[Path | None, str]:
-    src = ASSETS / "loadgen.c"
-    exe = CACHE / "loadgen"
-    cc = shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")
+def build_c(name: str) -> tuple[Path | None, str]:
+    """Compile ``bench/fanout/NAME.c`` into the cache (once per source change)."""
+    src = ASSETS / f"{name}.c"
+    exe = CACHE / name
     if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
         return exe, ""
+    cc = shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")
     if cc is None:
-        return None, "no C compiler found: the C load generator cannot be built, so nothing is measured"
+        return None, f"no C compiler found: {name}.c cannot be built"
     CACHE.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run([cc, "-O2", "-o", str(exe), str(src)], capture_output=True, text=True)
     if proc.returncode != 0:
-        return None, f"building the load generator failed:\n{proc.stderr}"
+        return None, f"building {name}.c failed:\n{proc.stderr}"
     return exe, ""
 
 
@@ -179,6 +181,8 @@ def _server_command(server: str, n: int, rate: float, ticks: int, warmup: int, n
         return [sys.executable, str(ASSETS / "websockets_peer.py"), "0", *args], env
     if server == "hypercorn":
         return [sys.executable, str(ASSETS / "hypercorn_peer.py"), "0", *args], env
+    if server == "c-floor":
+        return [str(CACHE / "floor"), "0", *args], env
     assert node_modules is not None
     env["NODE_PATH"] = str(node_modules)
     return ["node", str(ASSETS / "ws_peer.js"), "0", *args], env
@@ -301,11 +305,20 @@ def main(argv: list[str]) -> int:
     if args.quick:
         args.ladder, args.duration, args.runs = "200,1000", 3.0, 1
 
-    loadgen, why = build_loadgen()
+    loadgen, why = build_c("loadgen")
     if loadgen is None:
-        print(f"fanout: skipped: {why}")
+        print(f"fanout: skipped: {why} (the C load generator is what measures every server)")
         return 0
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(servers) - set(SERVERS)
+    if unknown:
+        print(f"fanout: unknown servers {sorted(unknown)}; choose from {', '.join(SERVERS)}", file=sys.stderr)
+        return 2
+    if "c-floor" in servers:
+        floor, why = build_c("floor")
+        if floor is None:
+            print(f"fanout: note: {why}; the C floor is skipped")
+            servers.remove("c-floor")
     node_modules = None
     if "node-ws" in servers:
         node_modules, why = install_node_ws()
@@ -370,8 +383,8 @@ _FONT = {
     ",": "0002 4", "-": "0070 0", "/": "1124 4", ":": "0202 0", "(": "2444 2", ")": "2111 2",
     "a": "0375 7", "b": "4475 7", "c": "0074 7", "d": "1175 7", "e": "0776 7", "f": "3272 2",
     "g": "0757 1", "h": "4475 5", "i": "2022 2", "j": "1011 6", "k": "4576 5", "l": "6222 7",
-    "m": "0077 5", "n": "0065 5", "o": "0075 7", "p": "0757 4", "q": "0757 1", "r": "0074 4",
-    "s": "0362 6", "t": "2722 3", "u": "0055 7", "v": "0055 2", "w": "0057 7", "x": "0052 5",
+    "m": "0775 5", "n": "0065 5", "o": "0075 7", "p": "0757 4", "q": "0757 1", "r": "0074 4",
+    "s": "0341 6", "t": "2722 3", "u": "0055 7", "v": "0055 2", "w": "0557 5", "x": "0052 5",
     "y": "0557 1", "z": "0736 7", "%": "5124 5", "=": "0707 0", ">": "4212 4", "<": "1242 1",
 }
 _COLORS = {
@@ -379,6 +392,7 @@ _COLORS = {
     ("websockets", 10.0): (255, 127, 14), ("websockets", 20.0): (200, 80, 0),
     ("node-ws", 10.0): (44, 160, 44), ("node-ws", 20.0): (20, 100, 20),
     ("hypercorn", 10.0): (148, 103, 189), ("hypercorn", 20.0): (100, 60, 140),
+    ("c-floor", 10.0): (127, 127, 127), ("c-floor", 20.0): (60, 60, 60),
 }
 
 
@@ -425,7 +439,7 @@ class _Canvas:
 def write_plot(path: Path, points: list[Point], rates: Sequence[float]) -> None:
     """p99 latency (ms, from the scheduled tick) against N; one panel per rate."""
     w, h, margin = 460, 360, 60
-    canvas = _Canvas(w * len(rates), h + 40)
+    canvas = _Canvas(w * len(rates), h + 10)
     ns = [p.n for p in points if p.p99_ms >= 0] or [1]
     xmax = max(ns) * 1.05
     ymax = 150.0
