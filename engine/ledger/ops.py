@@ -14,6 +14,7 @@ changed until the writer flushes it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, fields
 from typing import ClassVar, Iterable, Protocol
@@ -132,6 +133,7 @@ class Txn:
         self._highest_round: int | None = None
         self._unfinished: list[int] | None = None
         self._reversals: dict[int, int | None] = {}
+        self._system: dict[tuple[str, AccountKind], Account] = {}
         # Write sets, flushed by the store in foreign-key order.
         self.new_ops: list[OpRecord] = []
         self.op_times: dict[int, int] = {}
@@ -143,8 +145,8 @@ class Txn:
         self.dirty_bets: dict[int, Bet] = {}
         self.new_rounds: list[Round] = []
         self.dirty_rounds: dict[int, Round] = {}
-        self.new_transfers: list[tuple[int, int, int, int, int, str, int | None, int]] = []
-        """(id, op, debit, credit, amount, kind, hold, ts)"""
+        self.new_transfers: list[tuple[int, int, str, int, int, int, str, int | None, int]] = []
+        """(id, op, environment, debit, credit, amount, kind, hold, ts)"""
         self.new_reversals: list[tuple[int, int]] = []
 
     # -- cache priming (the store prefetches in bulk; misses fall back to single loads)
@@ -207,8 +209,11 @@ class Txn:
         return acct
 
     def system(self, environment: str, kind: AccountKind) -> Account:
-        acct = self.account(AccountKey.system(environment, kind), create=True)  # type: ignore[arg-type]
-        assert acct is not None
+        acct = self._system.get((environment, kind))
+        if acct is None:
+            acct = self.account(AccountKey.system(environment, kind), create=True)
+            assert acct is not None
+            self._system[(environment, kind)] = acct
         return acct
 
     def hold(self, hold_id: str) -> Hold | None:
@@ -290,7 +295,7 @@ class Txn:
 
     def transfers_of_op(self, op_seq: int) -> list[tuple[int, int, int, str]]:
         if op_seq >= self.first_op_seq:
-            return [(t[2], t[3], t[4], t[5]) for t in self.new_transfers if t[1] == op_seq]
+            return [(t[3], t[4], t[5], t[6]) for t in self.new_transfers if t[1] == op_seq]
         return self.backing.transfers_of_op(op_seq)
 
     def reversal_of(self, withdrawal_seq: int) -> int | None:
@@ -314,12 +319,13 @@ class Txn:
         assert 0 < amount <= MAX_AMOUNT * 1000
         debit.posted -= amount
         credit.posted += amount
-        if debit.key.kind is AccountKind.PLAYER:
+        if debit.key.kind == "player":
             assert debit.posted >= debit.pending >= 0, "player below zero"
         self._touch_account(debit)
         self._touch_account(credit)
         self.new_transfers.append(
-            (self.ids.transfer, op, debit.id, credit.id, amount, kind, hold, now))
+            (self.ids.transfer, op, debit.key.environment, debit.id, credit.id, amount, kind,
+             hold, now))
         self.ids.transfer += 1
         self.mutations += 1
 
@@ -473,6 +479,8 @@ def _check_multiplier(name: str, value: object, minimum: int = 100) -> None:
 
 # --------------------------------------------------------------------------- operations
 
+_CONTENT_FIELDS: dict[type, tuple[str, ...]] = {}
+
 
 @dataclass(frozen=True)
 class Op:
@@ -488,7 +496,11 @@ class Op:
     def fingerprint(self) -> bytes:
         """Digest of the contents (everything but the id): same id + different digest
         is an ``idempotency_conflict``. repr() of str/int/None/tuples is stable."""
-        parts = tuple(getattr(self, f.name) for f in fields(self) if f.name != "op_id")
+        cls = type(self)
+        names = _CONTENT_FIELDS.get(cls)
+        if names is None:
+            names = _CONTENT_FIELDS[cls] = tuple(f.name for f in fields(self) if f.name != "op_id")
+        parts = tuple([getattr(self, n) for n in names])
         return hashlib.blake2b(repr((self.kind, parts)).encode(), digest_size=16).digest()
 
     def validate(self) -> None:
@@ -518,15 +530,17 @@ class _PlayerOp(Op):
         _check_id("partner_id", self.partner_id)
         _check_id("user_id", self.user_id)
 
-    @property
+    @functools.cached_property
     def account_key(self) -> AccountKey:
-        return AccountKey.player(self.environment, self.partner_id, self.user_id)  # type: ignore[arg-type]
+        return AccountKey.player(self.environment, self.partner_id, self.user_id)
 
     def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
         return [self.account_key], [], []
 
     def housekeeping(self, txn: Txn, seq: int, now: int) -> None:
-        txn.release_expired(txn.account(self.account_key, create=False), seq, now)
+        player = txn.account(self.account_key, create=False)
+        if player is not None:  # (None would mean "every account" to release_expired)
+            txn.release_expired(player, seq, now)
 
 
 @dataclass(frozen=True)
@@ -536,6 +550,9 @@ class PspDeposit(_PlayerOp):
 
     kind: ClassVar[str] = "psp_deposit"
     amount: int
+
+    def housekeeping(self, txn: Txn, seq: int, now: int) -> None:
+        """A credit cannot be refused, so expired holds need no release first."""
 
     def key(self) -> str:
         return f"psp:{self.environment}:{self.op_id}"
@@ -617,6 +634,9 @@ class FaucetCredit(_PlayerOp):
 
     kind: ClassVar[str] = "faucet_credit"
     amount: int
+
+    def housekeeping(self, txn: Txn, seq: int, now: int) -> None:
+        """A credit cannot be refused, so expired holds need no release first."""
 
     def validate(self) -> None:
         super().validate()

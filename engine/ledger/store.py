@@ -14,7 +14,6 @@ from typing import Iterable, Literal, Sequence
 from engine.ledger.model import (
     Account,
     AccountKey,
-    AccountKind,
     AuditReport,
     Balance,
     Bet,
@@ -60,6 +59,8 @@ def connect(path: Path | str, synchronous: Synchronous, *, readonly: bool = Fals
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
+    # A bigger page cache keeps the hot index pages (ops.key, accounts) in memory.
+    conn.execute("PRAGMA cache_size=-65536")
     got = conn.execute("PRAGMA synchronous").fetchone()[0]
     if got != _SYNC_CODES[synchronous]:
         raise LedgerCorrupt(f"synchronous reads back {got}, expected {synchronous}")
@@ -71,7 +72,7 @@ def connect(path: Path | str, synchronous: Synchronous, *, readonly: bool = Fals
 
 
 def _account(row: Sequence[object]) -> Account:
-    return Account(id=row[0], key=AccountKey(row[1], AccountKind(row[2]), row[3], row[4]),  # type: ignore[arg-type]
+    return Account(id=row[0], key=AccountKey(row[1], row[2], row[3], row[4]),
                    posted=row[5], pending=row[6])  # type: ignore[arg-type]
 
 
@@ -146,7 +147,7 @@ class Store:
         row = self.conn.execute(
             f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE environment = ? AND kind = ? "
             "AND partner_id = ? AND user_id = ?",
-            (key.environment, key.kind.value, key.partner_id, key.user_id)).fetchone()
+            (key.environment, key.kind, key.partner_id, key.user_id)).fetchone()
         return None if row is None else _account(row)
 
     def load_account_by_id(self, account_id: int) -> Account:
@@ -230,7 +231,7 @@ class Store:
             params: list[object] = []
             for k in chunk:
                 assert isinstance(k, AccountKey)
-                params += [k.environment, k.kind.value, k.partner_id, k.user_id]
+                params += k
             values = ",".join(["(?,?,?,?)"] * len(chunk))
             for r in c.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE "
                                f"(environment, kind, partner_id, user_id) IN (VALUES {values})",
@@ -290,7 +291,7 @@ class Store:
         if txn.new_accounts:
             c.executemany("INSERT INTO accounts (id, environment, kind, partner_id, user_id, "
                           "posted, pending) VALUES (?,?,?,?,?,?,?)",
-                          [(a.id, a.key.environment, a.key.kind.value, a.key.partner_id,
+                          [(a.id, a.key.environment, a.key.kind, a.key.partner_id,
                             a.key.user_id, a.posted, a.pending) for a in txn.new_accounts])
         if txn.new_rounds:
             c.executemany(f"INSERT INTO rounds ({_ROUND_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -302,9 +303,11 @@ class Store:
                             r.settled_op, r.settled_at, r.void_reason, r.id)
                            for r in txn.dirty_rounds.values()])
         if txn.new_holds:
-            c.executemany(f"INSERT INTO holds ({_HOLD_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            c.executemany(f"INSERT INTO holds ({_HOLD_COLS}, environment) "
+                          "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                           [(h.id, h.hold_id, h.op, h.debit, h.credit, h.amount, h.expires_at,
-                            h.state.value, h.resolved_op, h.resolved_at) for h in txn.new_holds])
+                            h.state.value, h.resolved_op, h.resolved_at,
+                            txn.account_by_id(h.debit).key.environment) for h in txn.new_holds])
         if txn.dirty_holds:
             c.executemany("UPDATE holds SET state=?, resolved_op=?, resolved_at=? WHERE id=?",
                           [(h.state.value, h.resolved_op, h.resolved_at, h.id)
@@ -319,8 +322,8 @@ class Store:
                             b.multiplier, b.payout, b.settled_op, b.settled_at, b.id)
                            for b in txn.dirty_bets.values()])
         if txn.new_transfers:
-            c.executemany("INSERT INTO transfers (id, op, debit, credit, amount, kind, hold, ts) "
-                          "VALUES (?,?,?,?,?,?,?,?)", txn.new_transfers)
+            c.executemany("INSERT INTO transfers (id, op, environment, debit, credit, amount, "
+                          "kind, hold, ts) VALUES (?,?,?,?,?,?,?,?,?)", txn.new_transfers)
         if txn.new_reversals:
             c.executemany("INSERT INTO reversals (withdrawal_op, op) VALUES (?,?)",
                           txn.new_reversals)
@@ -357,7 +360,7 @@ class Reader:
     def balance(self, key: AccountKey, now: int) -> Balance:
         row = self.conn.execute(
             "SELECT id, posted FROM accounts WHERE environment=? AND kind=? AND partner_id=? "
-            "AND user_id=?", (key.environment, key.kind.value, key.partner_id, key.user_id)).fetchone()
+            "AND user_id=?", (key.environment, key.kind, key.partner_id, key.user_id)).fetchone()
         if row is None:
             return Balance(0, 0, 0)
         # Expired holds no longer reserve anything, even before a sweep releases them.
@@ -377,7 +380,7 @@ class Reader:
     def user_bets(self, key: AccountKey, limit: int, before: int | None) -> list[BetView]:
         acct = self.conn.execute(
             "SELECT id FROM accounts WHERE environment=? AND kind=? AND partner_id=? AND user_id=?",
-            (key.environment, key.kind.value, key.partner_id, key.user_id)).fetchone()
+            (key.environment, key.kind, key.partner_id, key.user_id)).fetchone()
         if acct is None:
             return []
         rows = self.conn.execute(
