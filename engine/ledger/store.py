@@ -388,6 +388,12 @@ class Reader:
             (acct[0], before if before is not None else 2**62, limit))
         return [BetView(*r) for r in rows]
 
+    def round_bets(self, round_id: int, unsettled_only: bool) -> list[BetView]:
+        extra = "AND b.outcome IS NULL " if unsettled_only else ""
+        rows = self.conn.execute(self._BET_VIEW + "WHERE b.round_id = ? " + extra + "ORDER BY b.id",
+                                 (round_id,))
+        return [BetView(*r) for r in rows]
+
     def round(self, round_id: int) -> RoundView | None:
         row = self.conn.execute(
             "SELECT id, state, started_at, crash_point, game_hash, ended_at, settled_at, "

@@ -278,6 +278,10 @@ class Ledger:
         key = AccountKey.player(environment, partner_id, user_id)  # type: ignore[arg-type]
         return await self._read(self._reader.user_bets, key, limit, before)
 
+    async def round_bets(self, round_id: int, *, unsettled_only: bool = False) -> list[BetView]:
+        """Bets of a round in confirmation order (e.g. to build a bulk settlement)."""
+        return await self._read(self._reader.round_bets, round_id, unsettled_only)
+
     async def round(self, round_id: int) -> RoundView | None:
         return await self._read(self._reader.round, round_id)
 
