@@ -208,7 +208,7 @@ class Subscriber:
     """The hub's view of one connection: its channels, its socket send and its outbox."""
 
     __slots__ = (
-        "hub", "channels", "outbox", "_send", "_on_backlog", "_on_kill", "closed",
+        "hub", "channels", "outbox", "_send", "_on_backlog", "_on_kill", "closed", "idle",
         "resyncs", "conflated",
     )
 
@@ -227,6 +227,11 @@ class Subscriber:
         self._on_backlog = on_backlog
         self._on_kill = on_kill
         self.closed = False
+        self.idle = True
+        """Open and nothing queued: ``publish`` may write straight to the socket. One
+        flag on the subscriber itself, so the hot loop touches no other object; it is
+        cleared whenever a backlog starts or the subscriber closes, and set again only
+        by ``drained``."""
         self.resyncs = 0
         """Consecutive resyncs since the outbox was last empty."""
         self.conflated = 0
@@ -274,6 +279,7 @@ class Subscriber:
 
     def _backlog(self, data: bytes, n: int, key: str | None) -> None:
         """The socket took ``n`` bytes of ``data`` (maybe 0): queue the rest, start the writer."""
+        self.idle = False
         if n:
             self.outbox.head = memoryview(data)[n:]
         elif not self.outbox.push(data, key):
@@ -294,13 +300,16 @@ class Subscriber:
 
     def drained(self) -> None:
         """Called by the writer when the outbox is empty again: the subscriber caught up."""
+        assert not self.outbox
         self.resyncs = 0
+        self.idle = not self.closed
 
     def kill(self, code: int, reason: str) -> None:
         """Stop delivering and ask the transport to close with ``code`` and ``reason``."""
         if self.closed:
             return
         self.closed = True
+        self.idle = False
         self.hub.detach(self)
         self._on_kill(code, reason)
 
@@ -380,8 +389,7 @@ class Hub:
         # whole frame taken), about half the interpreter cost per subscriber.
         size = len(data)
         for sub in self._fanout.get(channel, ()):
-            outbox = sub.outbox
-            if outbox.head is None and not outbox._queue and not sub.closed:
+            if sub.idle:
                 try:
                     n = sub._send(data)
                 except BlockingIOError:
