@@ -188,6 +188,21 @@ def _check_tables() -> None:
 _check_tables()
 
 
+def describe_tables() -> str:
+    """The phase and command tables as Markdown, for docs/round-engine.md (a test keeps
+    the document in step with this code)."""
+    lines = ["| phase | trigger | next phase |", "|---|---|---|"]
+    for phase, moves in TRANSITIONS.items():
+        for trigger, nxt in moves.items():
+            lines.append(f"| `{phase.value}` | {trigger.value} | `{nxt.value}` |")
+    lines += ["", "| phase | " + " | ".join(c.value for c in Command) + " |",
+              "|---|" + "---|" * len(Command)]
+    for phase, table in COMMANDS.items():
+        cells = ["ok" if table[c] is LEGAL else f"`{table[c]}`" for c in Command]
+        lines.append(f"| `{phase.value}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 class BetState(str, Enum):
     OPEN = "open"
     WON = "won"

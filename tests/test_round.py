@@ -380,3 +380,13 @@ def test_the_chain_running_out_stops_cleanly() -> None:
     accepted = {e.ticket for e in only(events, BetAccepted)}
     settled = {e.ticket for e in events if isinstance(e, (CashedOut, BetLost, BetRefunded))}
     assert accepted == settled
+
+
+def test_the_documented_tables_are_the_code() -> None:
+    from pathlib import Path
+
+    from engine.round import describe_tables
+
+    doc = (Path(__file__).parent.parent / "docs" / "round-engine.md").read_text()
+    begin, end = "<!-- tables:begin -->\n", "<!-- tables:end -->"
+    assert doc[doc.index(begin) + len(begin):doc.index(end)] == describe_tables()
