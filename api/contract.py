@@ -10,9 +10,10 @@ Order, outermost first (each wrapper passes its result inward as a keyword argum
     @bp.post("/bets")
     @documented("Place a bet", response=BetTicket, status=201)
     @requires_scope("write:bet")          # api.auth       -> principal=
-    @idempotent                           # api.idempotency
+    @idempotent                           # api.idempotency -> idempotency=
     @json_body(PlaceBet)                  #                -> body=
-    async def place_bet(*, principal: Principal, body: PlaceBet) -> Response: ...
+    async def place_bet(*, principal: Principal, idempotency: IdempotencyToken,
+                        body: PlaceBet) -> Response: ...
 """
 
 from __future__ import annotations

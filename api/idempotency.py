@@ -93,6 +93,21 @@ class InFlight:
 BeginResult = Started | Replay | Reused | InFlight
 
 
+@dataclass(frozen=True)
+class IdempotencyToken:
+    """Passed to an idempotent view as ``idempotency=``: the key the client sent, scoped
+    to its API key. Give :attr:`scoped_id` to the ledger as the transfer's idempotent id,
+    so a retry after a crash cannot move money twice."""
+
+    key_id: str
+    key: str
+
+    @property
+    def scoped_id(self) -> str:
+        # key ids are "key_<hex>" (no "/"), so the split point is unambiguous.
+        return f"{self.key_id}/{self.key}"
+
+
 def fingerprint(method: str, path: str, query: bytes, body: bytes) -> bytes:
     h = hashlib.sha256()
     for part in (method.encode(), path.encode(), query):
@@ -189,7 +204,8 @@ def _should_store(status: int) -> bool:
 
 
 def idempotent(view: V) -> V:
-    """Require an ``Idempotency-Key`` and apply the rules above. Place it inside
+    """Require an ``Idempotency-Key`` and apply the rules above; the view receives
+    ``idempotency=`` (an :class:`IdempotencyToken`). Place it inside
     :func:`api.auth.requires_scope` (it needs ``principal=``) and outside
     :func:`api.contract.json_body` (so validation failures are answered consistently)."""
     from api.services import current_services  # services imports this module
@@ -221,6 +237,7 @@ def idempotent(view: V) -> V:
             raise Problem("idempotency_key_in_flight", f"a request with this {HEADER} is still being processed; retry shortly",
                           headers={"Retry-After": "1"})
         stored = False
+        kwargs["idempotency"] = IdempotencyToken(principal.key_id, key)
         try:
             try:
                 response = await make_response(await view(*args, **kwargs))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +15,9 @@ from quart import Blueprint, Response
 
 from api.auth import requires_scope
 from api.contract import documented, json_body, json_response
-from api.idempotency import IdempotencyStore, InFlight, Replay, Reused, Started, fingerprint, idempotent
+from api.idempotency import (
+    IdempotencyStore, IdempotencyToken, InFlight, Replay, Reused, Started, fingerprint, idempotent,
+)
 from api.keys import Principal
 from api.problems import Problem, register_code
 from api.validation import Integer, String
@@ -38,6 +40,7 @@ class Effects:
     entered: trio.Event
     release: trio.Event
     fail_next: bool = False
+    ledger_ids: list[str] = field(default_factory=list)
 
 
 def _routes(effects: Effects) -> Blueprint:
@@ -48,7 +51,9 @@ def _routes(effects: Effects) -> Blueprint:
     @requires_scope("write:bet")
     @idempotent
     @json_body(Transfer)
-    async def transfer(*, principal: Principal, body: Transfer) -> Response:
+    async def transfer(*, principal: Principal, idempotency: IdempotencyToken, body: Transfer) -> Response:
+        assert idempotency.key_id == principal.key_id
+        effects.ledger_ids.append(idempotency.scoped_id)
         if body.amount > 1000:
             raise Problem("test_refused", "not enough money")
         if effects.fail_next:
@@ -63,7 +68,7 @@ def _routes(effects: Effects) -> Blueprint:
     @documented("test")
     @requires_scope("write:bet")
     @idempotent
-    async def slow(*, principal: Principal) -> Response:
+    async def slow(*, principal: Principal, idempotency: IdempotencyToken) -> Response:
         effects.entered.set()
         await effects.release.wait()
         effects.applied.append(("slow", 0))
@@ -111,6 +116,7 @@ async def test_same_key_same_body_replays_the_first_response(env) -> None:  # ty
         assert again.headers["content-type"] == "application/json"
         assert again.headers["x-request-id"] != first.headers["x-request-id"]  # a new request
     assert effects.applied == [("u", 5)]
+    assert len(effects.ledger_ids) == 1 and effects.ledger_ids[0].endswith("/k-1")
 
 
 async def test_same_key_different_request_is_422(env) -> None:  # type: ignore[no-untyped-def]

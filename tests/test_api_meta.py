@@ -101,7 +101,7 @@ def _api_routes() -> Blueprint:
     @requires_scope("write:bet")
     @idempotent
     @json_body(Bet)
-    async def make_thing(*, principal: Principal, body: Bet) -> Response:
+    async def make_thing(*, principal: Principal, idempotency: object, body: Bet) -> Response:
         return json_response({}, status=201)
 
     @bp.get("/things/<int:thing_id>")
