@@ -1,0 +1,346 @@
+"""The ledger through its async interface: group commit, idempotency, holds, rounds,
+recovery, start-up checks, and the database-level guards (append-only history,
+environments never mixing). Real SQLite files, no mocks."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from engine.ledger import open_ledger
+from engine.ledger.model import (
+    AlreadyReversed,
+    AlreadySettled,
+    BetInRound,
+    EnvironmentNotAllowed,
+    HoldExpired,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidMultiplier,
+    InvalidRequest,
+    LedgerCorrupt,
+    RoundClosed,
+    RoundOutOfOrder,
+    RoundStillOpen,
+    UnknownHold,
+)
+from engine.ledger.writer import Ledger
+
+HASH = "f" * 64
+P = dict(environment="production", partner_id="acme")
+S = dict(environment="sandbox", partner_id="acme")
+
+
+class Clock:
+    """Injectable wall clock (ms) so hold expiry is tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def opener(tmp_path: Path, clock: Clock | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    return open_ledger(tmp_path / "ledger.sqlite3", clock=clock or Clock(),
+                       sweep_interval_s=None, **kw)  # type: ignore[arg-type]
+
+
+async def available(ledger: Ledger, user: str, env: dict[str, str] = P) -> int:
+    return (await ledger.balance(user_id=user, **env)).available
+
+
+async def bet(ledger: Ledger, user: str, n: str, stake: int, round_id: int | None,
+              auto: int | None = None, env: dict[str, str] = P) -> str:
+    await ledger.bet_reserve(f"res-{n}", user_id=user, hold_id=f"h-{n}", amount=stake,
+                             ttl_ms=10_000, **env)
+    await ledger.bet_confirm(f"conf-{n}", user_id=user, hold_id=f"h-{n}", ticket_id=f"t-{n}",
+                             auto_cashout=auto, round_id=round_id, **env)
+    return f"t-{n}"
+
+
+async def test_group_commit_answers_each_caller_after_one_shared_commit(tmp_path: Path) -> None:
+    async with opener(tmp_path) as ledger:
+        await ledger.psp_deposit("d0", user_id="alice", amount=1000, **P)
+        groups_before = ledger.statistics().groups
+        results: dict[int, object] = {}
+
+        async def reserve(i: int) -> None:
+            try:
+                results[i] = await ledger.bet_reserve(f"r{i}", user_id="alice", hold_id=f"h{i}",
+                                                      amount=100, ttl_ms=5000, **P)
+            except InsufficientFunds as err:
+                results[i] = err
+
+        # 25 concurrent reserves of 100 against a balance of 1000: exactly 10 fit, and
+        # the 15 refusals do not fail the others committed in the same group.
+        async with trio.open_nursery() as nursery:
+            for i in range(25):
+                nursery.start_soon(reserve, i)
+        ok = [r for r in results.values() if not isinstance(r, InsufficientFunds)]
+        assert len(ok) == 10
+        assert all(isinstance(r, InsufficientFunds) for r in results.values() if r not in ok)
+        stats = ledger.statistics()
+        assert stats.groups - groups_before < 25, "ops queued together share commits"
+        assert stats.largest_group > 1
+        assert await available(ledger, "alice") == 0
+
+
+async def test_idempotency_replay_conflict_and_failure_stays_failed(tmp_path: Path) -> None:
+    async with opener(tmp_path) as ledger:
+        first = await ledger.psp_deposit("evt-1", user_id="bob", amount=500, **P)
+        again = await ledger.psp_deposit("evt-1", user_id="bob", amount=500, **P)
+        assert again == first and again.replayed and not first.replayed
+        assert await available(ledger, "bob") == 500, "a replay moves nothing"
+        with pytest.raises(IdempotencyConflict):
+            await ledger.psp_deposit("evt-1", user_id="bob", amount=501, **P)
+        with pytest.raises(IdempotencyConflict):
+            # Same id, different operation.
+            await ledger.faucet_credit("psp:production:evt-1", user_id="bob", amount=1,
+                                       partner_id="acme")
+        with pytest.raises(InsufficientFunds) as refused:
+            await ledger.psp_withdrawal("wd-1", user_id="bob", amount=800, **P)
+        await ledger.psp_deposit("evt-2", user_id="bob", amount=500, **P)
+        # Now there would be enough, but an id that failed stays failed.
+        with pytest.raises(InsufficientFunds) as again_refused:
+            await ledger.psp_withdrawal("wd-1", user_id="bob", amount=800, **P)
+        assert again_refused.value == refused.value and again_refused.value.replayed
+        assert await available(ledger, "bob") == 1000
+
+
+async def test_invalid_request_is_not_recorded(tmp_path: Path) -> None:
+    async with opener(tmp_path) as ledger:
+        with pytest.raises(InvalidRequest):
+            await ledger.psp_deposit("evt-x", user_id="bob", amount=-5, **P)
+        with pytest.raises(InvalidRequest):
+            await ledger.psp_deposit("evt-x", user_id="bob", amount=5, environment="staging",
+                                     partner_id="acme")
+        with pytest.raises(InvalidRequest):
+            await ledger.settle_win("w", ticket_id="t", multiplier=99)
+        # The id was never bound, so the corrected request goes through.
+        assert (await ledger.psp_deposit("evt-x", user_id="bob", amount=5, **P)).amount == 5
+
+
+async def test_withdrawal_reversal_credits_back_once(tmp_path: Path) -> None:
+    async with opener(tmp_path) as ledger:
+        await ledger.psp_deposit("d", user_id="c", amount=300, **P)
+        await ledger.psp_withdrawal("w", user_id="c", amount=200, **P)
+        assert await available(ledger, "c") == 100
+        back = await ledger.psp_withdrawal_reversal("rev1", environment="production", withdrawal_id="w")
+        assert (back.amount, back.balance) == (200, 300)
+        with pytest.raises(AlreadyReversed):
+            await ledger.psp_withdrawal_reversal("rev2", environment="production", withdrawal_id="w")
+        audit = await ledger.audit()
+        assert audit.ok and audit.psp_net["production"] == 300
+
+
+async def test_environments_never_mix(tmp_path: Path) -> None:
+    async with opener(tmp_path) as ledger:
+        await ledger.faucet_credit("f1", user_id="dana", amount=1000, partner_id="acme")
+        await ledger.psp_deposit("d1", user_id="erin", amount=5, **P)
+        assert await available(ledger, "dana", S) == 1000
+        assert await available(ledger, "dana", P) == 0
+        with pytest.raises(EnvironmentNotAllowed):
+            await ledger.faucet_credit("f2", user_id="dana", amount=1000, partner_id="acme",
+                                       environment="production")
+        with pytest.raises(InsufficientFunds):
+            await ledger.bet_reserve("r", user_id="dana", hold_id="h", amount=1, ttl_ms=1000, **P)
+        # A sandbox hold cannot be confirmed as a production bet.
+        await ledger.bet_reserve("r2", user_id="dana", hold_id="h2", amount=10, ttl_ms=1000, **S)
+        with pytest.raises(UnknownHold):
+            await ledger.bet_confirm("c2", user_id="dana", hold_id="h2", ticket_id="t", **P)
+    # And the database itself refuses a cross-environment transfer.
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    conn.execute("PRAGMA foreign_keys=ON")
+    ids = dict(conn.execute("SELECT environment || ':' || kind, id FROM accounts "
+                            "WHERE kind != 'player'").fetchall())
+    sandbox_player = conn.execute(
+        "SELECT id FROM accounts WHERE kind='player' AND environment='sandbox'").fetchone()[0]
+    op = conn.execute("SELECT max(id) FROM ops").fetchone()[0]
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO transfers (op, environment, debit, credit, amount, kind, ts) "
+                     "VALUES (?, 'sandbox', ?, ?, 5, 'deposit', 0)",
+                     (op, ids["production:psp"], sandbox_player))
+    conn.close()
+
+
+async def test_history_is_append_only(tmp_path: Path) -> None:
+    clock = Clock()
+    async with opener(tmp_path, clock) as ledger:
+        await ledger.psp_deposit("d", user_id="e", amount=1000, **P)
+        await ledger.round_start("s1", round_id=1)
+        ticket = await bet(ledger, "e", "1", 100, 1)
+        await ledger.settle_win("w", ticket_id=ticket, multiplier=200)
+        await ledger.round_settle("x", round_id=1, crash_point=300, game_hash=HASH)
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    forbidden = [
+        "UPDATE transfers SET amount = amount + 1",
+        "DELETE FROM transfers",
+        "UPDATE ops SET ok = 0",
+        "DELETE FROM ops",
+        "UPDATE holds SET state = 'voided'",          # posted → voided: resolved twice
+        "UPDATE holds SET amount = 1",
+        "DELETE FROM holds",
+        "UPDATE bets SET outcome = 'refunded', payout = stake",  # settled twice
+        "UPDATE bets SET round_id = 2",
+        "UPDATE bets SET stake = 1",
+        "DELETE FROM bets",
+        "UPDATE rounds SET state = 'open', ended_op = NULL",
+        "UPDATE rounds SET crash_point = 1000",
+        "DELETE FROM rounds",
+        "DELETE FROM accounts",
+        "UPDATE accounts SET user_id = 'mallory' WHERE kind = 'player'",
+        "UPDATE accounts SET posted = -1 WHERE kind = 'player'",  # CHECK: never below zero
+    ]
+    for sql in forbidden:
+        with pytest.raises(sqlite3.DatabaseError):
+            conn.execute(sql)
+        conn.rollback()
+    conn.close()
+
+
+async def test_hold_expiry_void_and_sweep(tmp_path: Path) -> None:
+    clock = Clock()
+    async with opener(tmp_path, clock) as ledger:
+        await ledger.psp_deposit("d", user_id="f", amount=100, **P)
+        await ledger.bet_reserve("r1", user_id="f", hold_id="h1", amount=60, ttl_ms=1000, **P)
+        await ledger.bet_reserve("r2", user_id="f", hold_id="h2", amount=40, ttl_ms=5000, **P)
+        assert await available(ledger, "f") == 0
+        with pytest.raises(InsufficientFunds):
+            await ledger.bet_reserve("r3", user_id="f", hold_id="h3", amount=1, ttl_ms=1000, **P)
+        clock.now += 1000  # h1 expires exactly now
+        # Reads already discount the expired hold; the sweep then releases it.
+        assert await available(ledger, "f") == 60
+        swept = await ledger.release_expired_holds()
+        assert (swept.released, swept.amount) == (1, 60)
+        with pytest.raises(HoldExpired):
+            await ledger.bet_confirm("c1", user_id="f", hold_id="h1", ticket_id="t1", **P)
+        voided = await ledger.hold_void("v2", user_id="f", hold_id="h2", **P)
+        assert voided.amount == 40
+        assert await available(ledger, "f") == 100
+        # The op touching the account releases its expired holds itself, no sweep needed.
+        await ledger.bet_reserve("r4", user_id="f", hold_id="h4", amount=100, ttl_ms=10, **P)
+        clock.now += 10
+        r5 = await ledger.bet_reserve("r5", user_id="f", hold_id="h5", amount=100, ttl_ms=10, **P)
+        assert r5.available == 0
+        assert (await ledger.audit()).ok
+
+
+async def test_round_life_cycle_payouts_and_reads(tmp_path: Path) -> None:
+    async with opener(tmp_path) as ledger:
+        await ledger.psp_deposit("d", user_id="g", amount=10_000, **P)
+        await ledger.psp_deposit("d2", user_id="h", amount=10_000, **P)
+        # A bet for "the next round" joins the round when it starts.
+        early = await bet(ledger, "g", "early", 100, None, auto=200)
+        started = await ledger.round_start("s1", round_id=1)
+        assert started.bets_joined == 1
+        with pytest.raises(RoundStillOpen):
+            await ledger.round_start("s2", round_id=2)
+        manual = await bet(ledger, "g", "manual", 333, 1)
+        loser = await bet(ledger, "h", "loser", 500, 1, auto=500)
+        with pytest.raises(BetInRound):
+            await ledger.bet_refund("ref", ticket_id=manual)
+        cashout = await ledger.settle_win("cash", ticket_id=manual, multiplier=150)
+        assert cashout.payout == 499  # 333 * 150 // 100, floored
+        with pytest.raises(AlreadySettled):
+            await ledger.settle_win("cash2", ticket_id=manual, multiplier=160)
+        with pytest.raises(InvalidMultiplier):
+            await ledger.round_settle("x", round_id=1, crash_point=300, game_hash=HASH,
+                                      wins=((early, 400),))
+        settled = await ledger.round_settle("x2", round_id=1, crash_point=300, game_hash=HASH,
+                                            wins=((early, 200),))
+        assert (settled.won, settled.lost, settled.paid, settled.collected) == (1, 1, 200, 500)
+        with pytest.raises(RoundClosed):
+            await bet(ledger, "h", "late", 10, 1)
+        with pytest.raises(RoundOutOfOrder):
+            await ledger.round_start("s0", round_id=1)
+        await ledger.round_start("s3", round_id=3)  # game numbers may skip, never go back
+        await ledger.round_void("v3", round_id=3, reason="operator")
+        assert await available(ledger, "g") == 10_000 - 100 - 333 + 499 + 200
+        assert await available(ledger, "h") == 10_000 - 500 - 10  # the late hold is pending
+        rounds = await ledger.finished_rounds(limit=1)
+        assert [r.round_id for r in rounds] == [3] and rounds[0].state == "voided"
+        older = await ledger.finished_rounds(limit=5, before=rounds[0].round_id)
+        assert [(r.round_id, r.crash_point, r.game_hash) for r in older] == [(1, 300, HASH)]
+        view = await ledger.bet(loser)
+        assert view is not None and (view.outcome, view.payout, view.round_id) == ("lost", 0, 1)
+        page1 = await ledger.user_bets(user_id="g", limit=1, **P)
+        page2 = await ledger.user_bets(user_id="g", limit=5, before=page1[0].seq, **P)
+        assert [b.ticket_id for b in page1 + page2] == [manual, early]
+        audit = await ledger.audit()
+        assert audit.ok and audit.total == 0
+
+
+async def test_recovery_voids_interrupted_rounds_exactly_once(tmp_path: Path) -> None:
+    async with opener(tmp_path) as ledger:
+        await ledger.psp_deposit("d", user_id="i", amount=5000, **P)
+        await ledger.faucet_credit("f", user_id="j", amount=5000, partner_id="acme")
+        await ledger.round_start("s1", round_id=7)
+        kept = await bet(ledger, "i", "kept", 1000, 7)
+        await bet(ledger, "i", "open", 400, 7)
+        await bet(ledger, "j", "sand", 300, 7, env=S)
+        await ledger.settle_win("cash", ticket_id=kept, multiplier=250)  # acknowledged cashout
+        await ledger.round_crash("crash7", round_id=7, crash_point=300, game_hash=HASH)
+        await ledger.round_start("s8", round_id=8)
+        await bet(ledger, "i", "r8", 100, 8)
+        await bet(ledger, "i", "next", 50, None)  # waiting for round 9
+        # The process "dies" here: nothing else settles rounds 7 (crashed, unsettled) and 8.
+    async with opener(tmp_path) as ledger:
+        rec = ledger.recovery
+        assert rec is not None
+        assert (rec.rounds_voided, rec.bets_refunded, rec.refunded_amount) == (2, 4, 850)
+        assert rec.highest_round_id == 8
+        assert await available(ledger, "i") == 5000 - 1000 + 2500
+        assert await available(ledger, "j", S) == 5000
+        view = await ledger.bet(kept)
+        assert view is not None and (view.outcome, view.payout) == ("won", 2500)
+        assert [(r.round_id, r.state) for r in await ledger.finished_rounds()] == [
+            (8, "voided"), (7, "voided")]
+        assert (await ledger.audit()).ok
+    async with opener(tmp_path) as ledger:
+        rec = ledger.recovery
+        assert rec is not None
+        assert (rec.rounds_voided, rec.bets_refunded, rec.refunded_amount) == (0, 0, 0)
+        assert rec.highest_round_id == 8
+        await ledger.round_start("s9", round_id=rec.highest_round_id + 1)
+
+
+async def test_start_up_checks(tmp_path: Path) -> None:
+    async with opener(tmp_path, synchronous="NORMAL") as ledger:
+        await ledger.psp_deposit("d", user_id="k", amount=10, **P)
+        assert ledger._store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert ledger._store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert ledger._store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    # A balance edited behind the ledger's back is caught by the audit on open.
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    conn.execute("UPDATE accounts SET posted = posted + 1 WHERE kind = 'player'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerCorrupt):
+        async with opener(tmp_path):
+            pass
+    # A file that is not a database at all is refused before anything is written.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "ledger.sqlite3").write_bytes(b"not a database" * 512)
+    with pytest.raises(sqlite3.DatabaseError):
+        async with opener(bad):
+            pass
+
+
+async def test_close_drains_queued_ops(tmp_path: Path) -> None:
+    results = []
+    async with opener(tmp_path) as ledger:
+        async def deposit(i: int) -> None:
+            results.append(await ledger.psp_deposit(f"e{i}", user_id="l", amount=1, **P))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(50):
+                nursery.start_soon(functools.partial(deposit, i))
+    assert len(results) == 50
+    async with opener(tmp_path) as ledger:
+        assert await available(ledger, "l") == 50
