@@ -2,7 +2,8 @@
 
 Records live in the ``api_idempotency`` table, keyed by (API key id, Idempotency-Key),
 so two partners cannot collide. Each holds a fingerprint (SHA-256 of method, path,
-query and raw body), a state (``in_progress`` / ``done``), the process run that owns it
+query and body; a JSON body in canonical form, so member order and whitespace do not
+matter), a state (``in_progress`` / ``done``), the process run that owns it
 and, once done, the response (status, content type, body).
 
 For a request with key K:
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 import sqlite3
 import time
@@ -37,7 +39,7 @@ from typing import Any
 import trio
 from quart import Response, make_response, request
 
-from api import apidb
+from api import apidb, validation
 from api.contract import V, route_meta
 from api.keys import Principal
 from api.problems import Problem, problem_response
@@ -108,13 +110,24 @@ class IdempotencyToken:
         return f"{self.key_id}/{self.key}"
 
 
+def canonical_body(body: bytes) -> bytes:
+    """The body as it matters: a JSON body re-serialised with sorted members and no
+    whitespace, so a client's retry that re-encodes the same JSON still matches; any
+    other body byte for byte (it will be refused by validation anyway)."""
+    try:
+        data = validation.decode_json(body)
+    except validation.MalformedJSON:
+        return body
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
 def fingerprint(method: str, path: str, query: bytes, body: bytes) -> bytes:
     h = hashlib.sha256()
     for part in (method.encode(), path.encode(), query):
         # Length-prefixed, so ("/a", "b=1") and ("/ab", "=1") cannot collide.
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)
-    h.update(body)
+    h.update(canonical_body(body))
     return h.digest()
 
 

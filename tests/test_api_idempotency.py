@@ -117,6 +117,11 @@ async def test_same_key_same_body_replays_the_first_response(env) -> None:  # ty
         assert again.headers["x-request-id"] != first.headers["x-request-id"]  # a new request
     assert effects.applied == [("u", 5)]
     assert len(effects.ledger_ids) == 1 and effects.ledger_ids[0].endswith("/k-1")
+    # The same JSON re-encoded (order, whitespace) is the same request.
+    again = await client.post("/test/transfers", content=b'{ "amount": 5,\n "user_id": "u" }',
+                              headers={**_h("k-1"), "Content-Type": "application/json"})
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert effects.applied == [("u", 5)]
 
 
 async def test_same_key_different_request_is_422(env) -> None:  # type: ignore[no-untyped-def]
