@@ -178,5 +178,5 @@ def create_app(services: Services) -> QuartTrio:
                   request.method, request.path, exc_info=exc)
         return problem_response(Problem("internal_error", "the server failed; quote the request id when reporting it"))
 
-    app.asgi_app = RequestContextMiddleware(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = RequestContextMiddleware(app.asgi_app)  # type: ignore[method-assign]  # Quart's documented middleware hook
     return app

@@ -139,7 +139,7 @@ async def read_json_body(schema: type[validation.T]) -> validation.T:
     """Check content type (415), decode strictly (400) and validate (422) the body."""
     if not _is_json(request.headers.get("Content-Type")):
         raise Problem("unsupported_media_type", "send the body as Content-Type: application/json")
-    raw = await request.get_data(as_text=False)
+    raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     try:
         data = validation.decode_json(raw)
     except validation.MalformedJSON as exc:

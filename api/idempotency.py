@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import re
 import sqlite3
@@ -236,7 +237,7 @@ def idempotent(view: V) -> V:
         services = current_services()
         store = services.idempotency
         owner = services.instance_id
-        body = await request.get_data(as_text=False)
+        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         fp = fingerprint(request.method, request.path, request.query_string, body)
         result = await trio.to_thread.run_sync(store.begin, principal.key_id, key, fp, owner, time.time())
         if isinstance(result, Replay):
@@ -257,7 +258,9 @@ def idempotent(view: V) -> V:
             except Problem as problem:
                 response = problem_response(problem)
             if _should_store(response.status_code):
-                data = await response.get_data(as_text=False)
+                raw = response.get_data(as_text=False)
+                # Quart's get_data is async, Werkzeug's (a view may return one) is not.
+                data: bytes = await raw if inspect.isawaitable(raw) else raw
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(
                         store.complete, principal.key_id, key, owner, response.status_code,

@@ -30,11 +30,13 @@ from typing import Any, Awaitable, Callable, MutableMapping
 
 import trio
 
-Scope = MutableMapping[str, Any]
+# Loose ASGI types on purpose: Hypercorn's and Quart's TypedDict scopes are not
+# MutableMapping[str, Any] to a type checker, yet the scope is a plain dict we add to.
+Scope = Any
 Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SCOPE_REQUEST_ID = "crashd.request_id"

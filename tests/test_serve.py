@@ -116,6 +116,7 @@ async def test_a_failing_service_task_stops_the_server_and_raises(tmp_path: Path
     assert caught.group_contains(EngineCrashed)
     assert "EngineCrashed: tick loop fell over" in describe_failure(caught.value)
     # No zombie server: the port is closed.
+    assert port is not None
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", port)
 
