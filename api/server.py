@@ -131,21 +131,26 @@ async def run_server(
     services = await trio.to_thread.run_sync(open_services, config, chain)
     try:
         app = create_app(services)
-        http_stopped = trio.Event()
         stop_http = trio.Event()
 
         async with trio.open_nursery() as nursery:
+            # ================= WIRING POINT: engine, ledger writer, feed hub =================
+            # Start them here, in this nursery, *before* HTTP opens, so no request meets a
+            # half-built service. Tasks with a readiness step use nursery.start and hand
+            # back their handle, e.g.
+            #     services.ledger = await nursery.start(ledger_writer.run, config.database)
+            #     services.engine = await nursery.start(engine_driver.run, services.chain, ...)
+            # Tasks without one go into service_tasks(). A failure of any of them cancels
+            # this nursery: Hypercorn stops and run_server raises (the process exits 1).
+            # ==================================================================================
             for task in [*service_tasks(services), *extra_tasks]:
                 nursery.start_soon(_run_service_task, task, services)
 
             async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
-                try:
-                    await hypercorn.trio.serve(
-                        app, hypercorn_config(config), shutdown_trigger=stop_http.wait,
-                        task_status=task_status,
-                    )
-                finally:
-                    http_stopped.set()
+                await hypercorn.trio.serve(
+                    app, hypercorn_config(config), shutdown_trigger=stop_http.wait,
+                    task_status=task_status,
+                )
                 # Hypercorn has drained its connections: nothing needs the services now.
                 nursery.cancel_scope.cancel()
 
@@ -156,8 +161,11 @@ async def run_server(
             async def shutdown_sequence() -> None:
                 await shutdown.wait()
                 log.info("shutdown requested: draining")
-                # Wiring point: stop taking bets and let the running round crash (or
-                # void and refund it) *before* HTTP stops, so cashouts still get answers.
+                # ============== WIRING POINT: graceful engine stop ==============
+                # Stop taking bets and let the running round crash (or void and refund
+                # it if that would take too long) *before* HTTP stops, so every cashout
+                # still gets its answer; e.g. `await services.engine.drain(timeout)`.
+                # =================================================================
                 stop_http.set()
 
             nursery.start_soon(shutdown_sequence)
