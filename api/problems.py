@@ -36,12 +36,10 @@ CODES: dict[str, ProblemKind] = {
     "bad_request": ProblemKind(400, "Bad request"),
     "not_found": ProblemKind(404, "Not found"),
     "method_not_allowed": ProblemKind(405, "Method not allowed"),
-    "not_acceptable": ProblemKind(406, "Not acceptable"),
     "request_timeout": ProblemKind(408, "Request timeout"),
     "payload_too_large": ProblemKind(413, "Request body too large"),
     "unsupported_media_type": ProblemKind(415, "Unsupported media type"),
     "internal_error": ProblemKind(500, "Internal server error"),
-    "service_unavailable": ProblemKind(503, "Service unavailable"),
     # Request bodies and parameters.
     "malformed_json": ProblemKind(400, "Malformed JSON body"),
     "validation_failed": ProblemKind(422, "Validation failed"),
