@@ -34,6 +34,8 @@ from engine.ledger.schema import DDL, SCHEMA_VERSION
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
+ACCOUNT_CACHE_MAX = 200_000
+"""Bound on cached account rows (~200 bytes each); past it the cache starts over."""
 _CHUNK = 500
 """Parameters per IN (...) query: below SQLite's 32766 limit with room to spare."""
 
@@ -108,6 +110,11 @@ class Store:
         self.conn.executescript(DDL)
         self._init_meta()
         self.ids = self._load_ids()
+        # Committed account rows, shared with each group's Txn, which updates them in
+        # place. Sound only because this is the one writer: nothing else changes
+        # balances, and any failed group drops the whole cache (see apply_group).
+        self._accounts: dict[AccountKey, Account] = {}
+        self._accounts_by_id: dict[int, Account] = {}
 
     # -- start-up
 
@@ -144,17 +151,31 @@ class Store:
         return None if row is None else OpRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
 
     def load_account(self, key: AccountKey) -> Account | None:
+        cached = self._accounts.get(key)
+        if cached is not None:
+            return cached
         row = self.conn.execute(
             f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE environment = ? AND kind = ? "
             "AND partner_id = ? AND user_id = ?",
             (key.environment, key.kind, key.partner_id, key.user_id)).fetchone()
-        return None if row is None else _account(row)
+        if row is None:
+            return None
+        acct = _account(row)
+        self._accounts[key] = acct
+        self._accounts_by_id[acct.id] = acct
+        return acct
 
     def load_account_by_id(self, account_id: int) -> Account:
+        cached = self._accounts_by_id.get(account_id)
+        if cached is not None:
+            return cached
         row = self.conn.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = ?",
                                 (account_id,)).fetchone()
         assert row is not None, account_id
-        return _account(row)
+        acct = _account(row)
+        self._accounts[acct.key] = acct
+        self._accounts_by_id[acct.id] = acct
+        return acct
 
     def load_hold(self, hold_id: str) -> Hold | None:
         row = self.conn.execute(f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id = ?", (hold_id,)).fetchone()
@@ -225,22 +246,8 @@ class Store:
                 found.add(r[1])
         for k in keys - found:
             txn.prime_op(k, None)
-        acct_list = sorted(accounts)
-        got: set[AccountKey] = set()
-        for chunk in _chunks(acct_list, 200):
-            params: list[object] = []
-            for k in chunk:
-                assert isinstance(k, AccountKey)
-                params += k
-            values = ",".join(["(?,?,?,?)"] * len(chunk))
-            for r in c.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE "
-                               f"(environment, kind, partner_id, user_id) IN (VALUES {values})",
-                               params):
-                acct = _account(r)
-                txn.prime_account(acct.key, acct)
-                got.add(acct.key)
-        for k in accounts - got:
-            txn.prime_account(k, None)
+        for k in accounts:
+            txn.prime_account(k, self.load_account(k))
         hold_found: set[str] = set()
         for chunk in _chunks(sorted(holds)):
             for r in c.execute(f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id IN "
@@ -273,10 +280,19 @@ class Store:
             self._flush(txn)
             c.execute("COMMIT")
         except BaseException:
+            # The overlay may have changed cached rows in place: forget them all.
+            self._accounts.clear()
+            self._accounts_by_id.clear()
             if c.in_transaction:
                 c.execute("ROLLBACK")
             raise
         self.ids = txn.ids
+        for acct in txn.new_accounts:
+            self._accounts[acct.key] = acct
+            self._accounts_by_id[acct.id] = acct
+        if len(self._accounts) > ACCOUNT_CACHE_MAX:
+            self._accounts.clear()
+            self._accounts_by_id.clear()
         return answers
 
     def _flush(self, txn: Txn) -> None:

@@ -77,13 +77,16 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class _Pending:
-    __slots__ = ("op", "done", "answer")
+class _Batch:
+    """The ops that will share one commit, and one Event for all their callers: one
+    wake-up call per group instead of one Event per op."""
 
-    def __init__(self, op: Op) -> None:
-        self.op = op
+    __slots__ = ("ops", "answers", "done")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.answers: list[Result | LedgerError] | None = None
         self.done = trio.Event()
-        self.answer: Result | LedgerError | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ class Ledger:
         self._clock = clock
         self._max_group = max_group
         self._max_queue = max_queue
-        self._queue: collections.deque[_Pending] = collections.deque()
+        self._batches: collections.deque[_Batch] = collections.deque()
+        self._queued = 0
         self._wakeup = trio.Event()
         self._space = trio.lowlevel.ParkingLot()
         self._write_limiter = trio.CapacityLimiter(1)
@@ -126,59 +130,65 @@ class Ledger:
 
     async def _write_loop(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        queue = self._queue
+        batches = self._batches
         while True:
-            if not queue:
+            if not batches:
                 if self._closing:
                     return
                 await self._wakeup.wait()
                 self._wakeup = trio.Event()
                 continue
-            n = min(len(queue), self._max_group)
-            batch = [queue.popleft() for _ in range(n)]
+            batch = batches.popleft()
+            n = len(batch.ops)
+            assert 0 < n <= self._max_group
+            self._queued -= n
             self._space.unpark_all()
             now = self._clock()
             start = time.perf_counter()
             try:
                 answers = await trio.to_thread.run_sync(
-                    self._store.apply_group, [p.op for p in batch], now,
-                    limiter=self._write_limiter)
+                    self._store.apply_group, batch.ops, now, limiter=self._write_limiter)
             except BaseException as exc:
                 # Nothing of this group is durable (rolled back) and the cause may be
                 # a broken disk or a broken invariant: stop, answer everyone waiting
                 # with ledger_unavailable, and let the error propagate.
                 self._failed = exc
                 self._closing = True
-                for p in batch + list(queue):
-                    p.done.set()
-                queue.clear()
+                batch.done.set()
+                for b in batches:
+                    b.done.set()
+                batches.clear()
                 self._space.unpark_all()
                 raise
+            assert len(answers) == n
             self._last_commit_ms = (time.perf_counter() - start) * 1000
             self._groups += 1
             self._ops += n
             self._largest = max(self._largest, n)
-            for p, answer in zip(batch, answers):
-                p.answer = answer
-                p.done.set()
+            batch.answers = answers
+            batch.done.set()
 
     async def submit(self, op: Op) -> Result:
         """Queue ``op``, wait for its commit, return its result or raise its error.
         If the caller is cancelled after queueing, the op may still commit: retry with
         the same id to learn its answer."""
         op.validate()
-        while len(self._queue) >= self._max_queue and not self._closing:
+        while self._queued >= self._max_queue and not self._closing:
             await self._space.park()
         if self._closing:
             raise LedgerClosed("the ledger is closed")
-        pending = _Pending(op)
-        self._queue.append(pending)
-        self._wakeup.set()
-        await pending.done.wait()
-        answer = pending.answer
-        if answer is None:
-            raise LedgerClosed("the ledger stopped before committing this op",
-                               op_id=op.op_id)
+        batches = self._batches
+        if not batches or len(batches[-1].ops) >= self._max_group:
+            batches.append(_Batch())
+            self._wakeup.set()
+        batch = batches[-1]
+        index = len(batch.ops)
+        batch.ops.append(op)
+        self._queued += 1
+        await batch.done.wait()
+        if batch.answers is None:
+            raise LedgerClosed("the ledger stopped before committing this op", op_id=op.op_id)
+        answer = batch.answers[index]
         if isinstance(answer, LedgerError):
             raise answer
         return answer
@@ -294,7 +304,7 @@ class Ledger:
         return await self._read(self._reader.audit)
 
     def statistics(self) -> LedgerStatistics:
-        return LedgerStatistics(queued=len(self._queue), groups=self._groups, ops=self._ops,
+        return LedgerStatistics(queued=self._queued, groups=self._groups, ops=self._ops,
                                 largest_group=self._largest, last_commit_ms=self._last_commit_ms)
 
     async def _sweep_loop(self, interval_s: float) -> None:
