@@ -454,10 +454,10 @@ def write_plot(path: Path, points: list[Point], rates: Sequence[float]) -> None:
             ms = min(ms, ymax)
             return x0 + int((x1 - x0) * n / xmax), y0 - int((y0 - y1) * ms / ymax)
 
-        for ms in (0, 50, 100, 150):
-            _, y = xy(0, ms)
+        for grid in (0, 50, 100, 150):
+            _, y = xy(0, grid)
             canvas.line(x0 - 4, y, x0, y, (0, 0, 0))
-            canvas.text(x0 - 34, y - 5, f"{ms}")
+            canvas.text(x0 - 34, y - 5, f"{grid}")
         _, ylim = xy(0, P99_LIMIT_MS)
         for x in range(x0, x1, 6):
             canvas.line(x, ylim, x + 2, ylim, (200, 0, 0))
@@ -475,8 +475,8 @@ def write_plot(path: Path, points: list[Point], rates: Sequence[float]) -> None:
                 continue
             color = _COLORS.get((server, rate), (90, 90, 90))
             prev = None
-            for n, ms in pts:
-                cur = xy(n, ms)
+            for count, ms in pts:
+                cur = xy(count, ms)
                 canvas.dot(*cur, color, 3)
                 if prev:
                     canvas.line(*prev, *cur, color, 1)

@@ -109,9 +109,10 @@ class FeedConnection:
         self.scope = trio.CancelScope()
         self.nursery: trio.Nursery | None = None
         self.writing = False
+        self._accepted = False
         self.strikes = 0
         self.limiter = RateLimiter(self.config.rate, self.config.burst, self.accepted_at)
-        self._message: list[str | bytes] = []
+        self._message: list[str | bytes | bytearray] = []
         self._message_size = 0
 
     # -- outbound: everything goes through the subscriber so order is one queue ------
@@ -205,12 +206,9 @@ class FeedConnection:
         finally:
             self.server.connections.discard(self)
             if self.sub is not None:
-                self.hub.detach(self.sub)
-                self.sub.closed = True
+                self.sub.kill(1006, "connection ended")  # idempotent: detaches, stops sends
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
-
-    _accepted = False
 
     async def _recv(self) -> bytes:
         while True:

@@ -48,7 +48,7 @@ def main(port: int, n: int, rate: float, ticks: int, warmup: int, size: int) -> 
 
     @app.websocket("/api/v1/ws")
     async def feed() -> None:
-        ws = websocket._get_current_object()
+        ws = websocket._get_current_object()  # type: ignore[attr-defined]
         await ws.accept()
         clients.add(ws)
         if len(clients) >= n:
