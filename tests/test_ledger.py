@@ -22,6 +22,7 @@ from engine.ledger.model import (
     InsufficientFunds,
     InvalidMultiplier,
     InvalidRequest,
+    LedgerClosed,
     LedgerCorrupt,
     RoundClosed,
     RoundOutOfOrder,
@@ -344,3 +345,27 @@ async def test_close_drains_queued_ops(tmp_path: Path) -> None:
     assert len(results) == 50
     async with opener(tmp_path) as ledger:
         assert await available(ledger, "l") == 50
+
+
+async def test_callers_outside_the_ledger_scope_never_hang(tmp_path: Path) -> None:
+    """If the ledger is torn down (cancelled) while ops wait in its queue, their
+    callers, living in another nursery, get ledger_unavailable instead of hanging."""
+    outcomes: list[str] = []
+    async with trio.open_nursery() as callers:
+        with trio.CancelScope() as scope:
+            async with opener(tmp_path) as ledger:
+                async def deposit(i: int) -> None:
+                    try:
+                        await ledger.psp_deposit(f"e{i}", user_id="m", amount=1, **P)
+                        outcomes.append("committed")
+                    except LedgerClosed:
+                        outcomes.append("unavailable")
+
+                for i in range(200):
+                    callers.start_soon(deposit, i)
+                await trio.sleep(0)
+                scope.cancel()
+                await trio.sleep_forever()
+    assert len(outcomes) == 200
+    async with opener(tmp_path) as ledger:
+        assert await available(ledger, "m") == outcomes.count("committed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 from engine.ledger.model import (
     Account,
@@ -73,25 +73,25 @@ def connect(path: Path | str, synchronous: Synchronous, *, readonly: bool = Fals
     return conn
 
 
-def _account(row: Sequence[object]) -> Account:
+def _account(row: Any) -> Account:
     return Account(id=row[0], key=AccountKey(row[1], row[2], row[3], row[4]),
-                   posted=row[5], pending=row[6])  # type: ignore[arg-type]
+                   posted=row[5], pending=row[6])
 
 
-def _hold(row: Sequence[object]) -> Hold:
-    return Hold(row[0], row[1], row[2], row[3], row[4], row[5], row[6],  # type: ignore[arg-type]
-                HoldState(row[7]), row[8], row[9])  # type: ignore[arg-type]
+def _hold(row: Any) -> Hold:
+    return Hold(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
+                HoldState(row[7]), row[8], row[9])
 
 
-def _bet(row: Sequence[object]) -> Bet:
-    return Bet(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],  # type: ignore[arg-type]
-               None if row[9] is None else BetOutcome(row[9]), row[10], row[11], row[12],  # type: ignore[arg-type]
-               row[13])  # type: ignore[arg-type]
+def _bet(row: Any) -> Bet:
+    return Bet(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+               None if row[9] is None else BetOutcome(row[9]), row[10], row[11], row[12],
+               row[13])
 
 
-def _round(row: Sequence[object]) -> Round:
-    return Round(row[0], row[1], row[2], RoundState(row[3]), row[4], row[5], row[6], row[7],  # type: ignore[arg-type]
-                 row[8], row[9], row[10])  # type: ignore[arg-type]
+def _round(row: Any) -> Round:
+    return Round(row[0], row[1], row[2], RoundState(row[3]), row[4], row[5], row[6], row[7],
+                 row[8], row[9], row[10])
 
 
 def _chunks(items: Sequence[object], size: int = _CHUNK) -> Iterable[Sequence[object]]:
@@ -223,7 +223,7 @@ class Store:
         return [_hold(r) for r in rows]
 
     def transfers_of_op(self, op_seq: int) -> list[tuple[int, int, int, str]]:
-        return [tuple(r) for r in self.conn.execute(  # type: ignore[misc]
+        return [(r[0], r[1], r[2], r[3]) for r in self.conn.execute(
             "SELECT debit, credit, amount, kind FROM transfers WHERE op = ? ORDER BY id", (op_seq,))]
 
     def reversal_of(self, withdrawal_seq: int) -> int | None:
@@ -246,8 +246,8 @@ class Store:
                 found.add(r[1])
         for k in keys - found:
             txn.prime_op(k, None)
-        for k in accounts:
-            txn.prime_account(k, self.load_account(k))
+        for account_key in accounts:
+            txn.prime_account(account_key, self.load_account(account_key))
         hold_found: set[str] = set()
         for chunk in _chunks(sorted(holds)):
             for r in c.execute(f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id IN "

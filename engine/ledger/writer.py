@@ -275,7 +275,7 @@ class Ledger:
 
     async def balance(self, *, environment: str, partner_id: str, user_id: str) -> Balance:
         """``available`` = posted minus unexpired pending holds; 0s for unknown users."""
-        key = AccountKey.player(environment, partner_id, user_id)  # type: ignore[arg-type]
+        key = AccountKey.player(environment, partner_id, user_id)
         return await self._read(self._reader.balance, key, self._clock())
 
     async def bet(self, ticket_id: str) -> BetView | None:
@@ -285,7 +285,7 @@ class Ledger:
                         limit: int = 50, before: int | None = None) -> list[BetView]:
         """Newest first; pass the last ``seq`` seen as ``before`` for the next page."""
         assert 0 < limit <= 1000
-        key = AccountKey.player(environment, partner_id, user_id)  # type: ignore[arg-type]
+        key = AccountKey.player(environment, partner_id, user_id)
         return await self._read(self._reader.user_bets, key, limit, before)
 
     async def round_bets(self, round_id: int, *, unsettled_only: bool = False) -> list[BetView]:
@@ -369,7 +369,15 @@ async def open_ledger(
                 ledger._wakeup.set()
                 ledger._space.unpark_all()
     finally:
-        await trio.to_thread.run_sync(_close_all, store, reader)
+        # If the writer was cancelled or failed, callers waiting in other tasks must
+        # not hang: they get ledger_unavailable (their ops were not committed).
+        ledger._closing = True
+        for batch in ledger._batches:
+            batch.done.set()
+        ledger._batches.clear()
+        ledger._space.unpark_all()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_close_all, store, reader)
 
 
 async def _in_scope(scope: trio.CancelScope, fn: Callable[[float], Awaitable[None]],
