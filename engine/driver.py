@@ -100,6 +100,7 @@ class Engine:
         self._wake_ms: int | None = None
         self._sleep_scope: trio.CancelScope | None = None
         self._observer_error: BaseException | None = None
+        self._publishing = False
         self._finished = trio.Event()
         self._ticks = 0
         self._timer_wakeups = 0
@@ -151,6 +152,11 @@ class Engine:
     def snapshot(self) -> RoundSnapshot:
         """The public state now (``GET /game/state``): never the crash point or hash
         of a round that has not crashed."""
+        if self._publishing:
+            # Called by an observer (say, the hub resyncing a subscriber): the state as
+            # of the events being delivered, without advancing (which would publish
+            # from inside a publish and break seq order for the other observers).
+            return self._seq.snapshot(self._seq.current.now_ms)
         now = self.now_ms()
         self._publish(self._seq.advance(now))
         return self._seq.snapshot(now)
@@ -203,6 +209,8 @@ class Engine:
         await self._finished.wait()
 
     def _command(self, apply: Callable[[int], list[Event]]) -> tuple[Event, ...]:
+        if self._publishing:
+            raise RuntimeError("engine commands cannot be issued from inside an observer")
         now = self.now_ms()
         self._commands += 1
         due = self._seq.advance(now)  # what was due first: a crash beats a late cashout
@@ -289,16 +297,20 @@ class Engine:
             return
         self._events += len(events)
         batch = tuple(events)
-        for observer in tuple(self._observers):
-            try:
-                observer(batch)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by the loop
-                if self._finished.is_set():
-                    raise  # no loop left to stop: fail the command that published
-                if self._observer_error is None:
-                    self._observer_error = exc
-                if self._sleep_scope is not None:
-                    self._sleep_scope.cancel()
+        self._publishing = True
+        try:
+            for observer in tuple(self._observers):
+                try:
+                    observer(batch)
+                except BaseException as exc:  # noqa: BLE001 - re-raised by the loop
+                    if self._finished.is_set():
+                        raise  # no loop left to stop: fail the command that published
+                    if self._observer_error is None:
+                        self._observer_error = exc
+                    if self._sleep_scope is not None:
+                        self._sleep_scope.cancel()
+        finally:
+            self._publishing = False
 
     def _raise_observer_error(self) -> None:
         if self._observer_error is not None:

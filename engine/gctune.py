@@ -27,8 +27,10 @@ class GcSettings:
     """Objects moved to the permanent generation by this call (0 when restoring)."""
 
 
-DEFAULT_THRESHOLDS = (7_000, 20, 1_000)
-"""Gen-0 x10 (fewer, still sub-millisecond young collections), gen-1 x2, gen-2 x100."""
+DEFAULT_THRESHOLDS = (700, 10, 1_000)
+"""Young generations as CPython's default (their collections stay well under a
+millisecond: a bigger gen 0 makes every young collection, and the gen-1 ones that
+sweep up its survivors, proportionally longer), gen 2 x100."""
 
 
 def tune_gc(thresholds: tuple[int, int, int] = DEFAULT_THRESHOLDS) -> GcSettings:

@@ -46,3 +46,7 @@ class RoundConfig:
             raise ValueError("max_bets_per_round must be at least 1")
         if self.betting_ms < 0 or self.pause_ms < 0 or self.max_lateness_ms < 0:
             raise ValueError("durations must not be negative")
+        if self.betting_ms + self.pause_ms < 1:
+            # Else a 1.00x crash would open, run, crash and end rounds without end
+            # inside a single millisecond.
+            raise ValueError("betting_ms + pause_ms must be at least 1 ms")

@@ -299,3 +299,26 @@ async def test_commands_need_a_running_engine() -> None:
     engine = new_engine()
     with pytest.raises(EngineNotRunning):
         await engine.cash_out("x")
+
+
+async def test_observers_cannot_reenter_but_can_snapshot(
+        autojump_clock: trio.testing.MockClock) -> None:
+    engine = new_engine()
+    seen: list[object] = []
+
+    def observer(events: Sequence[Event]) -> None:
+        if any(isinstance(e, RunningStarted) for e in events):
+            snap = engine.snapshot()  # consistent with the batch being delivered
+            seen.append((snap.status, snap.crash_point))
+            try:
+                engine.stop()
+            except RuntimeError as exc:
+                seen.append(str(exc))
+
+    engine.add_observer(observer)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await trio.sleep(1.5)
+        engine.stop(void=True)
+    assert seen[0] in (("running", None), ("crashed", crash_of(1)))
+    assert "inside an observer" in str(seen[1])
