@@ -75,7 +75,7 @@ def serve_crashd(port: int, n: int, rate: float, ticks: int, warmup: int, size: 
                 )
             )
             print(f"READY {bound}", flush=True)
-            while len(hub.subscribers(LIVE_MULTIPLIER)) < n:
+            while hub.subscriber_count(LIVE_MULTIPLIER) < n:
                 await trio.sleep(0.02)
             start = trio.current_time() + 0.5
             wall0 = time.time() + 0.5

@@ -357,8 +357,9 @@ class Hub:
         self.latest: dict[str, Frame] = {}
         """The newest frame of each conflated channel (what a resuming client gets)."""
         self._subs: dict[str, dict[Subscriber, None]] = {}
-        # One tuple per channel, rebuilt on (un)subscribe: publish iterates a snapshot
-        # of the subscriber list without copying it per message.
+        # One tuple per channel for publish to iterate (a snapshot: a subscriber killed
+        # mid-loop cannot disturb it). (Un)subscribe only drops it; the next publish
+        # rebuilds it, so 10,000 clients subscribing cost O(N) in all, not O(N^2).
         self._fanout: dict[str, tuple[Subscriber, ...]] = {}
         self._all: dict[Subscriber, None] = {}
         self.stats_resyncs = 0
@@ -388,7 +389,10 @@ class Hub:
         # The hot loop: Subscriber.deliver inlined for the common case (idle outbox,
         # whole frame taken), about half the interpreter cost per subscriber.
         size = len(data)
-        for sub in self._fanout.get(channel, ()):
+        subs = self._fanout.get(channel)
+        if subs is None:
+            subs = self._fanout[channel] = tuple(self._subs.get(channel, ()))
+        for sub in subs:
             if sub.idle:
                 try:
                     n = sub._send(data)
@@ -441,7 +445,7 @@ class Hub:
         new = [c for c in dict.fromkeys(channels) if c not in sub.channels]
         for channel in new:
             self._subs.setdefault(channel, {})[sub] = None
-            self._fanout[channel] = tuple(self._subs[channel])
+            self._fanout.pop(channel, None)
             sub.channels.add(channel)
         wanted = set(new)
         if not wanted:
@@ -475,11 +479,9 @@ class Hub:
             if subs is None:
                 continue
             subs.pop(sub, None)
-            if subs:
-                self._fanout[channel] = tuple(subs)
-            else:
+            self._fanout.pop(channel, None)
+            if not subs:
                 del self._subs[channel]
-                del self._fanout[channel]
 
     def snapshot_frame(self, channels: Iterable[str], reason: str) -> bytes:
         """A snapshot of ``channels`` as of the current ``seq`` (no new ``seq`` is used).
@@ -496,8 +498,11 @@ class Hub:
         }
         return encode_text(encode_json(body))
 
+    def subscriber_count(self, channel: str) -> int:
+        return len(self._subs.get(channel, ()))
+
     def subscribers(self, channel: str) -> tuple[Subscriber, ...]:
-        return self._fanout.get(channel, ())
+        return tuple(self._subs.get(channel, ()))
 
     def statistics(self) -> HubStatistics:
         return HubStatistics(
