@@ -373,6 +373,8 @@ class Hub:
         The message on the wire is ``{"seq": N, "channel": channel, **payload}``;
         ``payload`` should carry a ``"type"``. Returns the ``seq``.
         """
+        if "seq" in payload or "channel" in payload:
+            raise ValueError("the hub owns the envelope: a payload cannot set 'seq' or 'channel'")
         self.seq += 1
         seq = self.seq
         body = {"seq": seq, "channel": channel}

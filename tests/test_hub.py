@@ -10,10 +10,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.hub import CLOSE_SLOW_CONSUMER, LIVE_MULTIPLIER, ROUND_UPDATES, Hub, Outbox, ReplayBuffer, Subscriber
+from engine.hub import (
+    CLOSE_SLOW_CONSUMER,
+    LIVE_MULTIPLIER,
+    ROUND_UPDATES,
+    Frame,
+    Hub,
+    Outbox,
+    ReplayBuffer,
+    Subscriber,
+)
 from engine.wsframe import OPCODE_TEXT, decode_server_frame, encode_close, encode_text
 
 
@@ -253,8 +263,6 @@ def test_outbox_keeps_one_frame_per_key_in_push_order(keys: list[str | None]) ->
 
 
 def test_replay_buffer_reports_a_gap_instead_of_guessing() -> None:
-    from engine.hub import Frame
-
     buf = ReplayBuffer(3)
     for seq in (2, 4, 6, 8):
         buf.append(Frame(seq, ROUND_UPDATES, b""))
@@ -270,3 +278,10 @@ def test_close_frame_reason_is_cut_to_fit_a_control_frame() -> None:
     opcode, payload, _ = parsed
     assert len(payload) <= 125
     payload[2:].decode()
+
+
+def test_a_payload_cannot_forge_the_envelope() -> None:
+    hub = Hub()
+    with pytest.raises(ValueError):
+        hub.publish(ROUND_UPDATES, {"type": "x", "seq": 1})
+    assert hub.seq == 0, "nothing was published"
