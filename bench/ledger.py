@@ -27,7 +27,8 @@ from pathlib import Path
 import trio
 
 from engine.ledger import open_ledger
-from engine.ledger.ops import PspDeposit
+from engine.ledger.model import RoundSettled
+from engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, RoundSettle, RoundStart
 from engine.ledger.store import Store, audit
 
 USERS = 1000
@@ -135,6 +136,27 @@ def store_direct_rate(path: Path, sync: str, group: int, seconds: float) -> floa
     return n / elapsed
 
 
+def bulk_settle_rate(path: Path, sync: str, bets: int) -> tuple[float, float, int]:
+    """A crashed round settled in one op: ``bets`` bets, half winning (2 transfers
+    each), half losing (1). Returns (transfers/s, commit ms, transfers)."""
+    store = Store(path, sync)  # type: ignore[arg-type]
+    users = [f"s{i}" for i in range(bets)]
+    store.apply_group([PspDeposit(f"sd{u}", "production", "bench", u, 10_000) for u in users], 0)
+    store.apply_group([RoundStart("start", 1)], 0)
+    store.apply_group([BetReserve(f"r{u}", "production", "bench", u, f"h{u}", 100, 60_000)
+                       for u in users], 0)
+    store.apply_group([BetConfirm(f"c{u}", "production", "bench", u, f"h{u}", f"t{u}", None, 1)
+                       for u in users], 0)
+    wins = tuple((f"t{u}", 200) for u in users[: bets // 2])
+    start = time.perf_counter()
+    [result] = store.apply_group([RoundSettle("settle", 1, 250, "a" * 64, wins)], 0)
+    elapsed = time.perf_counter() - start
+    store.close()
+    assert isinstance(result, RoundSettled) and result.won + result.lost == bets, result
+    transfers = 2 * (bets // 2) + (bets - bets // 2)
+    return transfers / elapsed, elapsed * 1000, transfers
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench ledger")
     parser.add_argument("--seconds", type=float, default=2.0)
@@ -184,6 +206,11 @@ def main(argv: list[str]) -> int:
                     report = audit(store.conn)
                     store.close()
                     assert report.ok, report.problems
+        print()
+        for sync in syncs:
+            rate, ms, n = bulk_settle_rate(tmp / f"bulk-{sync}.sqlite3", sync, 5000)
+            print(f"bulk round_settle, 5000 bets in one op, synchronous={sync}: {n} transfers "
+                  f"in {ms:.1f} ms = {rate:,.0f} transfers/s")
         print("\n(m = milliseconds; 'of raw' = ledger transfers/s ÷ raw rows/s at the same"
               " synchronous level; group = mean ops per commit)")
     finally:

@@ -68,10 +68,14 @@ from engine.ledger.model import (
     result_from_json,
 )
 
-MAX_AMOUNT = 10**15
-"""Bound on any single amount: keeps every sum far inside SQLite's 64-bit integers."""
+MAX_AMOUNT = 10**10
+"""Bound on any stake, deposit or withdrawal (10^10 minor units: 100 million in cents)."""
 MAX_MULTIPLIER = 100_000_000
-"""1,000,000.00x: a bound, not a product limit (crash points above it are ~never drawn)."""
+"""Bound on a win or auto-cashout multiplier: 1,000,000.00x. With MAX_AMOUNT it keeps a
+payout below 10^16, far inside SQLite's 64-bit integers (the engine's max-profit cap
+is the product limit; this is the overflow guard)."""
+MAX_CRASH_POINT = 2**53
+"""Crash points are recorded as drawn; any double-derived value fits."""
 MIN_AUTO_CASHOUT = 101
 MAX_TTL_MS = 24 * 3600 * 1000
 MAX_SWEEP = 10_000
@@ -316,7 +320,7 @@ class Txn:
                  now: int, hold: int | None = None) -> None:
         assert debit.id != credit.id
         assert debit.key.environment == credit.key.environment, "environments never mix"
-        assert 0 < amount <= MAX_AMOUNT * 1000
+        assert 0 < amount < 2**62, amount
         debit.posted -= amount
         credit.posted += amount
         if debit.key.kind == "player":
@@ -901,6 +905,12 @@ class RoundStart(Op):
         return RoundStarted(self.op_id, seq, round_id=self.round_id, bets_joined=len(waiting))
 
 
+def _check_crash_point(value: object) -> None:
+    if type(value) is not int or not 100 <= value <= MAX_CRASH_POINT:
+        raise InvalidRequest(f"crash_point must be an int in 100..{MAX_CRASH_POINT}",
+                             field="crash_point")
+
+
 def _check_hash(value: object) -> None:
     if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
         raise InvalidRequest("game_hash must be 64 lowercase hex digits", field="game_hash")
@@ -928,7 +938,7 @@ class RoundCrash(Op):
     def validate(self) -> None:
         super().validate()
         _check_round_id(self.round_id)
-        _check_multiplier("crash_point", self.crash_point)
+        _check_crash_point(self.crash_point)
         _check_hash(self.game_hash)
 
     def plan(self, txn: Txn, seq: int, now: int) -> Result:
@@ -956,7 +966,7 @@ class RoundSettle(Op):
     def validate(self) -> None:
         super().validate()
         _check_round_id(self.round_id)
-        _check_multiplier("crash_point", self.crash_point)
+        _check_crash_point(self.crash_point)
         _check_hash(self.game_hash)
         if not isinstance(self.wins, tuple):
             raise InvalidRequest("wins must be a tuple of (ticket_id, multiplier)", field="wins")
