@@ -76,6 +76,7 @@ class RawClient:
         self.sock = sock
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.pending: list[Any] = []
+        self.partial: list[str] = []
         self.closed: Closed | None = None
 
     @classmethod
@@ -116,7 +117,12 @@ class RawClient:
             while self.pending:
                 event = self.pending.pop(0)
                 if isinstance(event, TextMessage):
-                    return json.loads(event.data)
+                    # wsproto hands over frames as their bytes arrive; join the parts.
+                    self.partial.append(event.data)
+                    if event.message_finished:
+                        text, self.partial = "".join(self.partial), []
+                        return json.loads(text)  # type: ignore[no-any-return]
+                    continue
                 if isinstance(event, CloseConnection):
                     self.closed = Closed(event.code, event.reason or "")
                     raise self.closed
@@ -339,6 +345,28 @@ async def test_a_client_that_never_reads_does_not_delay_the_others() -> None:
         assert statistics.median(lateness) < 0.25 and max(lateness) < 2.0
         stats = hub.statistics()
         assert stats.resyncs > 0 or stats.subscribers == len(readers), "the stalled one was resynced or dropped"
+
+
+async def test_a_hopeless_reader_is_resynced_then_closed_with_4009() -> None:
+    config = FeedConfig(heartbeat_interval=60, send_buffer_bytes=8 * 1024, close_timeout=5)
+    async with feed(config, outbox_messages=8, outbox_bytes=1 << 20, max_resyncs=1) as (hub, port):
+        stalled = await RawClient.connect(port, rcvbuf=4096)
+        await stalled.auth()
+        await stalled.send_json({"type": "subscribe", "channels": [ROUND_UPDATES]})
+        await trio.sleep(0.05)
+        pad = "x" * 2000
+        with trio.fail_after(10):
+            while hub.subscriber_count(ROUND_UPDATES):
+                hub.publish(ROUND_UPDATES, {"type": "event", "pad": pad})
+                await trio.sleep(0)  # let the writer task run; the client still reads nothing
+        got, closed = await stalled.recv_until_closed()
+        assert closed.code == CloseCode.SLOW_CONSUMER and "slow consumer" in closed.reason
+        # It was resynced first; the resync snapshot itself may have been dropped with
+        # the rest of the backlog to let the close frame out.
+        assert hub.statistics().resyncs >= 1
+        seqs = [m["seq"] for m in got if "seq" in m]
+        assert seqs == sorted(seqs), "what did arrive is in order"
+        await assert_server_still_serves(hub, port)
 
 
 async def test_a_client_that_stops_acking_heartbeats_is_dropped() -> None:
