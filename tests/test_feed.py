@@ -121,7 +121,7 @@ class RawClient:
                     self.partial.append(event.data)
                     if event.message_finished:
                         text, self.partial = "".join(self.partial), []
-                        return json.loads(text)  # type: ignore[no-any-return]
+                        return json.loads(text)
                     continue
                 if isinstance(event, CloseConnection):
                     self.closed = Closed(event.code, event.reason or "")
