@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Hashable
 
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine, initialize, invariant, precondition, rule,
@@ -252,6 +252,9 @@ class EventLog:
                     assert game_hash not in repr(e) and game_hash not in repr(e.to_public_dict())
             if isinstance(e, CashedOut):
                 assert e.payout == e.stake * e.multiplier // 100
+                event(f"cashed out: {e.kind}")
+            elif isinstance(e, (TooLate, Rejected)):
+                event(f"answer: {getattr(e, 'reason', 'too_late')}")
             self.events.append(e)
 
     def check_round(self, round_id: int, crash: int, started: int | None,
@@ -311,9 +314,10 @@ class RoundMachine(RuleBasedStateMachine):
         lateness=st.sampled_from([0, 40, 10**9]),
         allow_void=st.sampled_from([False, False, False, True]),
         game_hash=st.binary(min_size=32, max_size=32).map(bytes.hex),
+        data=st.data(),
     )
     def setup(self, crash: int, max_profit: int | None, per_user: int, per_round: int,
-              lateness: int, allow_void: bool, game_hash: str) -> None:
+              lateness: int, allow_void: bool, game_hash: str, data: st.DataObject) -> None:
         self.cfg = RoundConfig(min_stake=5, max_stake=2_000, max_profit=max_profit,
                                max_bets_per_user=per_user, max_bets_per_round=per_round,
                                betting_ms=1_000, pause_ms=300, max_lateness_ms=lateness)
@@ -324,6 +328,10 @@ class RoundMachine(RuleBasedStateMachine):
         self.log = EventLog(max_profit)
         self.now = 0
         self.log.add(self.round.open([]), {1: (crash, game_hash)})
+        # Most runs start with a few bets, so the running phase has something to settle.
+        for _ in range(data.draw(st.integers(0, 6))):
+            self.place_bet(data, data.draw(st.sampled_from(TICKETS)),
+                           data.draw(st.sampled_from(USERS)), data.draw(st.integers(5, 2_000)))
 
     def apply(self, got: list[Event], want: list) -> None:
         self.log.add(got, {1: (self.crash, self.game_hash)})
@@ -361,8 +369,15 @@ class RoundMachine(RuleBasedStateMachine):
         self.command(lambda: self.round.set_auto_cashout(self.now, ticket, target),
                      lambda: self.model.set_auto(self.now, ticket, target))
 
-    @rule(ticket=st.sampled_from(TICKETS))
-    def cash_out(self, ticket: str) -> None:
+    @rule(data=st.data(), dt=st.one_of(st.just(0), st.integers(0, 3_000)))
+    def cash_out(self, data: st.DataObject, dt: int) -> None:
+        # Mostly a bet that exists, a little later: the interesting cashouts.
+        held = sorted(self.model.bets)
+        ticket = data.draw(st.sampled_from(held) if held and data.draw(st.integers(0, 4))
+                           else st.sampled_from(TICKETS))
+        self.now += dt
+        if self.model.phase == "betting" and data.draw(st.booleans()):
+            self.now = max(self.now, self.model.closes + data.draw(st.integers(0, 2_000)))
         self.command(lambda: self.round.cash_out(self.now, ticket),
                      lambda: self.model.cash_out(self.now, ticket))
 
@@ -372,7 +387,7 @@ class RoundMachine(RuleBasedStateMachine):
         self.command(lambda: self.round.void(self.now, "operator"),
                      lambda: self.model.void(self.now))
 
-    @rule(dt=st.one_of(st.integers(0, 50), st.integers(0, 5_000), st.integers(0, 300_000)))
+    @rule(dt=st.one_of(st.integers(0, 50), st.integers(0, 2_000), st.integers(0, 300_000)))
     def wait(self, dt: int) -> None:
         self.now += dt
         self.apply(self.round.advance(self.now), self.model.advance(self.now))
@@ -422,6 +437,10 @@ class RoundMachine(RuleBasedStateMachine):
             self.apply(self.round.advance(self.now), self.model.advance(self.now))
         assert self.round.phase in (Phase.ENDED, Phase.VOIDED)
         targets = {t: b.auto_cashout for t, b in self.round.bets.items()}
+        event(f"bets in the round: {min(len(self.round.bets), 3)}{'+' if len(self.round.bets) >= 3 else ''}")
+        if any(t == self.crash and self.round.bets[k].state.value == "won"
+               for k, t in targets.items()):
+            event("a target equal to the crash point won")
         self.log.check_round(1, self.crash, self.round.started_at_ms, targets, finished=True)
 
 
@@ -481,7 +500,11 @@ class SequencerMachine(RuleBasedStateMachine):
     def cash_out(self, data: st.DataObject) -> None:
         if not self.targets:
             return
-        ticket = data.draw(st.sampled_from(sorted(self.targets)))
+        live = sorted(self.seq.current.bets) if not self.seq.finished else []
+        if self.seq.current.phase is Phase.BETTING and live and data.draw(st.booleans()):
+            self.now = max(self.now, self.seq.current.closes_at_ms + data.draw(st.integers(0, 3_000)))
+        pool = live if live and data.draw(st.integers(0, 3)) else sorted(self.targets)
+        ticket = data.draw(st.sampled_from(pool))
         events = self.apply(self.seq.cash_out(self.now, ticket))
         # Exactly one answer to the request, and it is the last event returned.
         answer = events[-1]
