@@ -3,29 +3,38 @@
 ``open_ledger`` is the entry point; ``docs/ledger.md`` describes the schema, every
 operation and what recovery does. The pure planner (``ops``) takes time as an
 argument and does no I/O; ``store`` executes it on SQLite; ``writer`` drives the store
-from Trio with group commit.
+from Trio with group commit. Result, error and view classes live in ``model``.
 """
 
-from engine.ledger.model import *  # noqa: F401,F403  (the public vocabulary)
 from engine.ledger.model import (
     AccountKey,
     AccountKind,
+    AuditReport,
     Balance,
+    BetView,
+    LedgerClosed,
     LedgerCorrupt,
     LedgerError,
+    Recovered,
     Result,
+    RoundView,
 )
 from engine.ledger.writer import Ledger, LedgerStatistics, open_ledger, wall_clock_ms
 
 __all__ = [
     "AccountKey",
     "AccountKind",
+    "AuditReport",
     "Balance",
+    "BetView",
     "Ledger",
+    "LedgerClosed",
     "LedgerCorrupt",
     "LedgerError",
     "LedgerStatistics",
+    "Recovered",
     "Result",
+    "RoundView",
     "open_ledger",
     "wall_clock_ms",
 ]
