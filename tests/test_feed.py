@@ -514,6 +514,22 @@ async def test_a_subscribe_storm_is_rate_limited_then_closed_with_4029() -> None
         await assert_server_still_serves(hub, port)
 
 
+async def test_resets_and_deeply_nested_json_do_not_disturb_the_server() -> None:
+    async with feed() as (hub, port):
+        for _ in range(5):
+            client, _ = await subscribed_client(port, [LIVE_MULTIPLIER])
+            await client.send_json({"type": "ack", "id": 1})  # unread reply pending
+            client.abort()  # RST while the server may be reading or writing
+        deep = await RawClient.connect(port)
+        await deep.auth()
+        await deep.raw(deep.ws.send(Message(data="[" * 3000)))
+        err = await deep.recv()
+        assert err["type"] == "error" and err["code"] == "bad_json"
+        for i in range(3):
+            hub.publish(LIVE_MULTIPLIER, tick(i))
+        await assert_server_still_serves(hub, port)
+
+
 async def test_too_many_subscriptions_is_an_error() -> None:
     async with feed(FeedConfig(max_subscriptions=3)) as (hub, port):
         client = await RawClient.connect(port)

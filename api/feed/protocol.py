@@ -113,8 +113,9 @@ def parse_client_message(text: str) -> ClientMessage:
     """One client text frame -> a typed message, or ``ClientError``."""
     try:
         obj = json.loads(text)
-    except ValueError:
-        raise ClientError("bad_json", "message is not valid JSON") from None
+    except (ValueError, RecursionError):
+        # RecursionError: "[[[[…" nested deeper than the interpreter allows.
+        raise ClientError("bad_json", "message is not valid JSON (or nested too deeply)") from None
     if not isinstance(obj, dict):
         raise ClientError("invalid_message", "message must be a JSON object")
     kind = obj.get("type")

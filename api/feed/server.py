@@ -14,6 +14,7 @@ single heartbeat task serves every connection.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ from api.feed.protocol import (
 )
 from engine.hub import Hub, Subscriber
 from engine.wsframe import OPCODE_PONG, encode_close, encode_frame
+
+log = logging.getLogger("crashd.feed")
 
 FEED_PATH = "/api/v1/ws"
 DEFAULT_FEED_PORT = 8001
@@ -85,7 +88,7 @@ class FeedConfig:
 
 
 class _Closed(Exception):
-    """The peer went away; unwinds the connection task without a traceback."""
+    """The peer went away during the handshake; unwinds the connection task quietly."""
 
 
 class FeedConnection:
@@ -203,14 +206,23 @@ class FeedConnection:
                     nursery.cancel_scope.cancel()
         except _Closed:
             pass
+        except Exception:
+            # A bug met while serving one client must not take the feed down for all
+            # of them (Trio would propagate it to the listener's nursery): log it, and
+            # this connection alone ends.
+            log.exception("feed connection failed")
+            self.server.stats_failures += 1
         finally:
             self.server.connections.discard(self)
             if self.sub is not None:
                 self.sub.kill(1006, "connection ended")  # idempotent: detaches, stops sends
+                self.sub.release()
+            self.nursery = None
             trio.lowlevel.notify_closing(self.sock)
             self.sock.close()
 
     async def _recv(self) -> bytes:
+        """The next bytes from the client; ``b""`` at EOF or when the connection broke."""
         while True:
             await trio.lowlevel.wait_readable(self.sock)
             try:
@@ -218,7 +230,7 @@ class FeedConnection:
             except BlockingIOError:
                 continue
             except OSError:
-                raise _Closed from None
+                return b""  # reset by the peer: the same as EOF for us
 
     async def _send_raw(self, data: bytes) -> None:
         """Only for the handshake, before the connection has a subscriber."""
@@ -489,6 +501,7 @@ class FeedServer:
         self.connections: set[FeedConnection] = set()
         self.heartbeat_id = 0
         self.stats_closes: dict[int, int] = {}
+        self.stats_failures = 0
 
     async def heartbeats(self) -> None:
         """Every interval: drop connections that stopped acking, beat the others.
