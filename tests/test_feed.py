@@ -370,7 +370,8 @@ async def test_a_hopeless_reader_is_resynced_then_closed_with_4009() -> None:
 
 
 async def test_a_client_that_stops_acking_heartbeats_is_dropped() -> None:
-    config = FeedConfig(heartbeat_interval=0.05, heartbeat_timeout=0.3)
+    # Short timers, but with slack: a loaded CI machine must not drop the polite client.
+    config = FeedConfig(heartbeat_interval=0.05, heartbeat_timeout=0.8)
     async with feed(config) as (hub, port):
         silent, _ = await subscribed_client(port, [ROUND_UPDATES])
         polite, _ = await subscribed_client(port, [ROUND_UPDATES])
@@ -390,9 +391,9 @@ async def test_a_client_that_stops_acking_heartbeats_is_dropped() -> None:
             assert closed.code == CloseCode.HEARTBEAT_TIMEOUT
             assert got[-1]["type"] == "error" and got[-1]["code"] == "heartbeat_timeout"
             assert any(m["type"] == "heartbeat" for m in got)
-            await trio.sleep(0.5)
+            await trio.sleep(1.0)  # longer than the timeout: the polite client stays
             nursery.cancel_scope.cancel()
-        assert beats >= 5
+        assert beats >= 10
         assert hub.statistics().subscribers == 1, "the acking client is still there"
 
 
