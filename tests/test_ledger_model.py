@@ -526,6 +526,18 @@ class LedgerMachine(RuleBasedStateMachine):
         assert rows == []
 
     @invariant()
+    def history_is_append_only(self) -> None:
+        """Every transfer and op record seen after an earlier step is still there,
+        unchanged; new ones only ever come after them."""
+        history = getattr(self, "history", {"transfers": [], "ops": []})
+        for table in ("transfers", "ops"):
+            rows = self.store.conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+            seen = history[table]
+            assert rows[:len(seen)] == seen, f"{table} history was rewritten"
+            history[table] = rows
+        self.history = history
+
+    @invariant()
     def bets_match(self) -> None:
         for ticket, outcome in self.store.conn.execute("SELECT ticket_id, outcome FROM bets"):
             assert self.model.bets[ticket]["outcome"] == outcome
