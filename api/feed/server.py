@@ -544,9 +544,11 @@ class FeedServer:
                 except OSError as exc:
                     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                         # Out of descriptors: back off instead of spinning; clients retry.
+                        log.warning("feed: cannot accept (%s); backing off", exc)
                         await trio.sleep(0.1)
                         break
-                    raise
+                    # ECONNABORTED, EPROTO, EPERM…: that one connection is gone, not us.
+                    continue
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.config.send_buffer_bytes is not None:
