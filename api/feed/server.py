@@ -87,6 +87,15 @@ class FeedConfig:
     stalled reader show up as a backlog within ~100 KiB; ``None`` keeps the default."""
 
 
+_ACCEPT_TRANSIENT = frozenset({
+    errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.ENETDOWN,
+    errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH,
+    errno.EOPNOTSUPP, errno.ENETUNREACH,
+})
+"""accept(2) errors that concern only the connection being accepted (Linux man page:
+"treat them like EAGAIN by retrying")."""
+
+
 class _Closed(Exception):
     """The peer went away during the handshake; unwinds the connection task quietly."""
 
@@ -547,8 +556,9 @@ class FeedServer:
                         log.warning("feed: cannot accept (%s); backing off", exc)
                         await trio.sleep(0.1)
                         break
-                    # ECONNABORTED, EPROTO, EPERM…: that one connection is gone, not us.
-                    continue
+                    if exc.errno in _ACCEPT_TRANSIENT:
+                        continue  # that one connection is gone, not the listener
+                    raise
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.config.send_buffer_bytes is not None:
