@@ -31,7 +31,7 @@ from wsproto.events import (
     TextMessage,
 )
 
-from api.feed import FEED_PATH, CloseCode, FeedConfig, Principal, serve_feed
+from api.feed import FEED_PATH, CloseCode, FeedConfig, FeedServer, Principal, serve_feed
 from engine.hub import LIVE_MULTIPLIER, ROUND_UPDATES, Hub
 
 GAME = frozenset({"read:game_state"})
@@ -590,3 +590,22 @@ async def test_trio_websocket_client_sees_close_codes() -> None:
                 await ws.get_message()
             assert closed.value.reason is not None
             assert closed.value.reason.code == CloseCode.UNAUTHORIZED
+
+
+async def test_revoking_a_credential_closes_its_open_connections() -> None:
+    hub = Hub(snapshot=state)
+    server = FeedServer(hub, authenticate, FeedConfig())
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve, "127.0.0.1", 0)
+        p1, _ = await subscribed_client(port, [ROUND_UPDATES])
+        p2 = await RawClient.connect(port)
+        await p2.auth("key-p2")
+        assert server.statistics().authenticated == 2
+        assert server.disconnect(lambda principal: principal.partner_id == "p1") == 1
+        got, closed = await p1.recv_until_closed()
+        assert closed.code == CloseCode.UNAUTHORIZED and got[-1]["code"] == "unauthorized"
+        await p2.send_json({"type": "subscribe", "channels": [ROUND_UPDATES]})
+        assert (await p2.recv())["type"] == "subscribed"
+        stats = server.statistics()
+        assert stats.closes == {CloseCode.UNAUTHORIZED: 1} and stats.failures == 0
+        nursery.cancel_scope.cancel()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from api.feed.auth import SCOPE_BALANCE, SCOPE_GAME_STATE, Authenticate, Principal, user_channel
 from api.feed.protocol import CloseCode
-from api.feed.server import DEFAULT_FEED_PORT, FEED_PATH, FeedConfig, FeedServer, serve_feed
+from api.feed.server import DEFAULT_FEED_PORT, FEED_PATH, FeedConfig, FeedServer, FeedStatistics, serve_feed
 
 __all__ = [
     "Authenticate",
@@ -20,6 +20,7 @@ __all__ = [
     "FEED_PATH",
     "FeedConfig",
     "FeedServer",
+    "FeedStatistics",
     "Principal",
     "SCOPE_BALANCE",
     "SCOPE_GAME_STATE",

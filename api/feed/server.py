@@ -17,7 +17,7 @@ import errno
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -500,8 +500,23 @@ class FeedConnection:
                 await trio.sleep(0.005)
 
 
+@dataclass(frozen=True, slots=True)
+class FeedStatistics:
+    connections: int
+    authenticated: int
+    backlogged: int
+    closes: dict[int, int]
+    """Connections closed by the server, by close code."""
+    failures: int
+    """Connections ended by an unexpected error (logged)."""
+
+
 class FeedServer:
-    """The listener's shared state: the hub, connections and the heartbeat task."""
+    """The listener's shared state: the hub, connections and the heartbeat task.
+
+    ``serve_feed`` is enough to run the feed; construct a ``FeedServer`` yourself to
+    also read ``statistics()`` or ``disconnect()`` connections (key revocation).
+    """
 
     def __init__(self, hub: Hub, authenticate: Authenticate, config: FeedConfig) -> None:
         self.hub = hub
@@ -565,6 +580,55 @@ class FeedServer:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_bytes)
                 nursery.start_soon(FeedConnection(self, sock).run)
 
+    def statistics(self) -> FeedStatistics:
+        conns = list(self.connections)
+        return FeedStatistics(
+            connections=len(conns),
+            authenticated=sum(1 for c in conns if c.principal is not None),
+            backlogged=sum(1 for c in conns if c.sub is not None and c.sub.outbox),
+            closes=dict(self.stats_closes),
+            failures=self.stats_failures,
+        )
+
+    def disconnect(self, which: Callable[[Principal], bool], reason: str = "credential revoked") -> int:
+        """Close (4001) every connection whose principal matches; returns how many.
+
+        Credentials are checked when a connection opens; this is how the REST side
+        makes a revoked API key or an expired feed token take effect on open ones.
+        """
+        closed = 0
+        for conn in list(self.connections):
+            if conn.principal is not None and not conn.closing and which(conn.principal):
+                conn.close(
+                    CloseCode.UNAUTHORIZED, reason, error_frame("unauthorized", f"{reason}; reconnect with a valid one")
+                )
+                closed += 1
+        return closed
+
+    async def serve(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen on ``host:port`` until cancelled; ``task_status.started(bound_port)``."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(self.config.backlog)
+            listener.setblocking(False)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.heartbeats)
+                nursery.start_soon(self.accept_loop, listener, nursery)
+                task_status.started(listener.getsockname()[1])
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self.shutdown()
+        finally:
+            trio.lowlevel.notify_closing(listener)
+            listener.close()
+
     async def shutdown(self) -> None:
         """Close every connection with 1001 and give them ``close_timeout`` to finish."""
         for conn in list(self.connections):
@@ -589,25 +653,4 @@ async def serve_feed(
     Reports the bound port with ``task_status.started(port)`` (so ``port=0`` works);
     ``await nursery.start(serve_feed, hub, host, 0, authenticate)`` returns it.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(config.backlog)
-        listener.setblocking(False)
-        server = FeedServer(hub, authenticate, config)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.heartbeats)
-            nursery.start_soon(server.accept_loop, listener, nursery)
-            task_status.started(listener.getsockname()[1])
-            try:
-                await trio.sleep_forever()
-            finally:
-                with trio.CancelScope(shield=True):
-                    await server.shutdown()
-    finally:
-        trio.lowlevel.notify_closing(listener)
-        listener.close()
-
-
+    await FeedServer(hub, authenticate, config).serve(host, port, task_status=task_status)
