@@ -15,7 +15,6 @@ changed until the writer flushes it.
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass, fields
 from typing import ClassVar, Iterable, Protocol
 
@@ -498,14 +497,15 @@ class Op:
         return self.op_id
 
     def fingerprint(self) -> bytes:
-        """Digest of the contents (everything but the id): same id + different digest
-        is an ``idempotency_conflict``. repr() of str/int/None/tuples is stable."""
+        """The contents (everything but the id) in canonical form: same id + different
+        fingerprint is an ``idempotency_conflict``. The repr() of str/int/None/tuples
+        is stable across runs and versions; stored as is rather than hashed, so the
+        comparison is exact and a conflict can show what the first request was."""
         cls = type(self)
         names = _CONTENT_FIELDS.get(cls)
         if names is None:
             names = _CONTENT_FIELDS[cls] = tuple(f.name for f in fields(self) if f.name != "op_id")
-        parts = tuple([getattr(self, n) for n in names])
-        return hashlib.blake2b(repr((self.kind, parts)).encode(), digest_size=16).digest()
+        return repr((self.kind, *[getattr(self, n) for n in names])).encode()
 
     def validate(self) -> None:
         """Shape checks, before queueing; raise ``InvalidRequest``."""
