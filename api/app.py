@@ -18,11 +18,14 @@ from quart import Blueprint, Response, current_app, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from api.bet_routes import bets
 from api.contract import documented, json_response
+from api.game_routes import game
 from api.openapi import API_PREFIX, build_openapi
 from api.problems import Problem, code_for_status, problem_response
 from api.requestid import RequestContextMiddleware, request_id_of
 from api.services import SERVICES_EXTENSION, Services, current_services
+from api.user_routes import users
 
 VERSION = "0.1.0"
 log = logging.getLogger("crashd.api")
@@ -162,7 +165,9 @@ def create_app(services: Services) -> QuartTrio:
     )
     app.extensions[SERVICES_EXTENSION] = services
     app.register_blueprint(meta)
-    # Wiring point: register the game, bet, user and feed blueprints here.
+    app.register_blueprint(game)
+    app.register_blueprint(bets)
+    app.register_blueprint(users)
 
     @app.errorhandler(Problem)
     async def on_problem(problem: Problem) -> Response:

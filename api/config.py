@@ -45,6 +45,15 @@ class Config:
     max_body_bytes: int = 64 * 1024
     idempotency_retention_hours: int = 24
     log_level: str = "info"
+    synchronous: str = "FULL"
+    betting_ms: int = 5_000
+    pause_ms: int = 3_000
+    tick_hz: int = 20
+    min_stake: int = 1
+    max_stake: int = 100_000_00
+    max_profit: int = 0
+    max_bets_per_user: int = 1
+    stop_wait_s: float = 30.0
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -80,6 +89,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", int, "largest accepted request body (413 above)", 1024, 16 * 1024 * 1024),
     Setting("idempotency_retention_hours", int, "how long Idempotency-Key records are kept", 24, 24 * 365),
     Setting("log_level", str, "log level", choices=LOG_LEVELS),
+    Setting("synchronous", str, "SQLite synchronous level of the ledger (FULL: every acknowledged "
+            "transfer survives a power cut; NORMAL: survives a process crash)", choices=("FULL", "NORMAL")),
+    Setting("betting_ms", int, "length of each round's betting window, ms", 0, 3_600_000),
+    Setting("pause_ms", int, "pause after a crash before the next betting window, ms", 0, 3_600_000),
+    Setting("tick_hz", int, "multiplier ticks per second on the feed", 1, 1000),
+    Setting("min_stake", int, "smallest stake per bet, minor units", 1, 10**15),
+    Setting("max_stake", int, "largest stake per bet, minor units", 1, 10**15),
+    Setting("max_profit", int, "cap on players' total profit per round, minor units; "
+            "everyone still in is cashed out when it is reached (0: no cap)", 0, 10**15),
+    Setting("max_bets_per_user", int, "bets one user may have in one round (Aviator: 2)", 1, 10),
+    Setting("stop_wait_s", float, "on shutdown, how long to let the running round crash "
+            "before voiding it and refunding its bets", 0, 3600),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 assert set(_BY_NAME) == {f.name for f in fields(Config)}, "every Config field needs a Setting"

@@ -21,6 +21,7 @@ first signal starts a graceful shutdown (exit 0), a second one stops at once.
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import sys
 import time
@@ -34,9 +35,13 @@ import trio
 from api.app import create_app
 from api.cli_chain import create_chain_file
 from api.config import Config, describe
-from api.services import Services, open_services
+from api.services import GameRuntime, Services, open_services
 from engine import chainstore
-from engine.fairness import DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding
+from engine.driver import Engine
+from engine.fairness import DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding, ChainReader
+from engine.game import Game
+from engine.ledger import Ledger, open_ledger
+from engine.rules import RoundConfig
 
 log = logging.getLogger("crashd.server")
 
@@ -59,17 +64,55 @@ class ServiceTaskEnded(RuntimeError):
 
 
 def ensure_chain(config: Config, out: TextIO = sys.stderr) -> chainstore.ChainFile:
-    """Load the chain file, creating it (and printing its commitment) on first start."""
+    """Load the chain file, creating it (and printing its commitment) on first start.
+
+    A sandbox server fixes a random salt itself (demo money: nobody needs to watch the
+    commitment being published first); a production server waits for the operator to
+    publish the terminating hash and fix the salt with ``crashd chain salt``.
+    """
+    sandbox = config.environment == "sandbox"
     if config.chain_file.exists():
-        return chainstore.load(config.chain_file)
+        chain = chainstore.load(config.chain_file)
+        if chain.salt is None and sandbox:
+            chain = chainstore.ChainFile(spec=chain.spec, salt=secrets.token_hex(32))
+            chainstore.save(config.chain_file, chain, overwrite=True)
+            print(f"sandbox: fixed a random salt for {config.chain_file}: {chain.salt}", file=out)
+        return chain
     if not config.chain_file.parent.is_dir():
         raise chainstore.ChainFileError(f"cannot create {config.chain_file}: no directory {config.chain_file.parent}")
     interval = min(DEFAULT_CHECKPOINT_INTERVAL, config.chain_length)
-    chain = create_chain_file(config.chain_file, config.chain_length, ChainEncoding.HEX, interval, None, out)
+    salt = secrets.token_hex(32) if sandbox else None
+    chain = create_chain_file(config.chain_file, config.chain_length, ChainEncoding.HEX, interval, salt, out)
     print(f"created chain file {config.chain_file} ({config.chain_length:,} games; secret, mode 0600: back it up)", file=out)
     print(f"terminating hash (publish it now): {chain.spec.terminating_hash.hex()}", file=out)
-    print("then fix the public salt with `crashd chain salt TEXT`", file=out)
+    if sandbox:
+        print(f"sandbox salt: {salt}", file=out)
+    else:
+        print("then fix the public salt with `crashd chain salt TEXT` before serving", file=out)
     return chain
+
+
+def round_config(config: Config) -> RoundConfig:
+    return RoundConfig(
+        min_stake=config.min_stake, max_stake=config.max_stake,
+        max_profit=config.max_profit or None, max_bets_per_user=config.max_bets_per_user,
+        betting_ms=config.betting_ms, pause_ms=config.pause_ms,
+    )
+
+
+def build_game(config: Config, chain: chainstore.ChainFile, ledger: Ledger) -> Game:
+    """The engine resumes the chain after the highest round the ledger ever saw."""
+    if chain.salt is None:
+        raise chainstore.ChainFileError(
+            "the chain's public salt is not fixed yet: publish the terminating hash, then run "
+            "`crashd chain salt TEXT`")
+    recovered = ledger.recovery
+    first_game = (recovered.highest_round_id if recovered is not None else 0) + 1
+    if first_game > chain.spec.games:
+        raise chainstore.ChainFileError("the hash chain is used up: create a new one")
+    engine = Engine(games=ChainReader(chain.spec).games(first_game), salt=chain.salt,
+                    first_game=first_game, config=round_config(config), tick_hz=config.tick_hz)
+    return Game(engine, ledger)
 
 
 def hypercorn_config(config: Config) -> hypercorn.config.Config:
@@ -133,16 +176,24 @@ async def run_server(
         app = create_app(services)
         stop_http = trio.Event()
 
-        async with trio.open_nursery() as nursery:
-            # ================= WIRING POINT: engine, ledger writer, feed hub =================
-            # Start them here, in this nursery, *before* HTTP opens, so no request meets a
-            # half-built service. Tasks with a readiness step use nursery.start and hand
-            # back their handle, e.g.
-            #     services.ledger = await nursery.start(ledger_writer.run, config.database)
-            #     services.engine = await nursery.start(engine_driver.run, services.chain, ...)
-            # Tasks without one go into service_tasks(). A failure of any of them cancels
-            # this nursery: Hypercorn stops and run_server raises (the process exits 1).
-            # ==================================================================================
+        async with open_ledger(config.database, synchronous=config.synchronous) as ledger, \
+                trio.open_nursery() as nursery:
+            # The ledger outlives everything else here: it is entered first and closed
+            # last, after the engine has stopped and every op it caused has committed.
+            game = build_game(config, services.chain, ledger)
+            game_done = trio.Event()
+
+            async def run_game(task_status: trio.TaskStatus[None]) -> None:
+                await game.run(task_status=task_status)
+                game_done.set()
+                if not shutdown.is_set():
+                    raise ServiceTaskEnded("the game engine stopped (is the hash chain used up?)")
+
+            await nursery.start(run_game)
+            services.game = GameRuntime(
+                game, int(time.time() * 1000) - game.engine.now_ms())
+            log.info("game running: next round %d, ledger recovery %s",
+                     game.engine.next_game, ledger.recovery)
             for task in [*service_tasks(services), *extra_tasks]:
                 nursery.start_soon(_run_service_task, task, services)
 
@@ -161,11 +212,16 @@ async def run_server(
             async def shutdown_sequence() -> None:
                 await shutdown.wait()
                 log.info("shutdown requested: draining")
-                # ============== WIRING POINT: graceful engine stop ==============
                 # Stop taking bets and let the running round crash (or void and refund
                 # it if that would take too long) *before* HTTP stops, so every cashout
-                # still gets its answer; e.g. `await services.engine.drain(timeout)`.
-                # =================================================================
+                # still gets its answer.
+                game.engine.stop()
+                with trio.move_on_after(config.stop_wait_s):
+                    await game_done.wait()
+                if not game_done.is_set():
+                    log.info("the round did not crash within %.0f s: voiding it", config.stop_wait_s)
+                    game.engine.stop(void=True, reason="shutdown")
+                    await game_done.wait()
                 stop_http.set()
 
             nursery.start_soon(shutdown_sequence)

@@ -16,9 +16,23 @@ from quart import current_app
 from api.config import Config
 from api.idempotency import IdempotencyStore
 from api.keys import Authenticator, KeyStore
+from api.problems import Problem, register_code
 from engine.chainstore import ChainFile
+from engine.game import Game
 
 SERVICES_EXTENSION = "crashd.services"
+
+register_code("engine_unavailable", 503, "Game engine unavailable")
+
+
+@dataclass
+class GameRuntime:
+    game: Game
+    epoch_offset_ms: int
+    """Wall-clock ms (Unix epoch) of engine instant 0."""
+
+    def epoch_ms(self, engine_ms: int) -> int:
+        return self.epoch_offset_ms + engine_ms
 
 
 @dataclass
@@ -34,8 +48,13 @@ class Services:
     instance_id: str = field(default_factory=lambda: secrets.token_hex(8))
     """Identifies this process run (idempotency records left by a dead run are taken over)."""
     started_monotonic: float = field(default_factory=time.monotonic)
-    # Wiring point: the engine driver, hub and ledger handles join here as fields,
-    # built in api.server.open_services and closed in close().
+    game: GameRuntime | None = None
+    """The running game (engine + ledger), set by the server once both are up."""
+
+    def require_game(self) -> GameRuntime:
+        if self.game is None:
+            raise Problem("engine_unavailable", "the game engine is not running")
+        return self.game
 
     def close(self) -> None:
         self.idempotency.close()

@@ -201,6 +201,10 @@ class Engine:
         answer = self._command(lambda now: self._seq.stop(now, void=void, reason=reason))
         return answer
 
+    def withdraw_bet(self, ticket: str, reason: str) -> tuple[Event, ...]:
+        """Take back a bet whose funding failed (see ``Round.withdraw``)."""
+        return self._command(lambda now: self._seq.withdraw_bet(now, ticket, reason))
+
     def void_round(self, reason: str = "operator") -> tuple[Event, ...]:
         """Void the current round (refund its open bets) and go on with the next."""
         return self._command(lambda now: self._seq.void_round(now, reason))

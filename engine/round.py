@@ -574,6 +574,25 @@ class Round:
                                   game_hash=self._game_hash))
         return events
 
+    def withdraw(self, now_ms: int, ticket: str, reason: str) -> list[Event]:
+        """Take back an open bet that its caller could not fund (its ledger confirm
+        failed): as if never placed, so it neither wins nor loses. Before the crash only;
+        afterwards there is nothing to withdraw (and nothing is returned)."""
+        events = self.advance(now_ms)
+        bet = self._bets.get(ticket)
+        if bet is None or bet.state is not BetState.OPEN or self.phase not in (
+                Phase.BETTING, Phase.RUNNING):
+            return events
+        bet.state = BetState.REFUNDED
+        # Out of both totals: the stake never reached escrow, so it buys no headroom
+        # under max profit (closed bets' stakes and payouts are unchanged).
+        self.open_stake -= bet.stake
+        self.total_stake -= bet.stake
+        self._user_bets[bet.user] -= 1
+        events.append(BetRefunded(self._seq.take(), now_ms, self.round_id, ticket=ticket,
+                                  user=bet.user, stake=bet.stake, reason=reason))
+        return events
+
     # -- internals -----------------------------------------------------------------
 
     def _transition(self, trigger: Trigger) -> None:
@@ -884,6 +903,29 @@ class Sequencer:
             else:
                 self._open_round(now_ms, events)
         return events
+
+    def withdraw_bet(self, now_ms: int, ticket: str, reason: str) -> list[Event]:
+        """Take back an unfunded bet, queued or open (see ``Round.withdraw``)."""
+        events = self.advance(now_ms)
+        queued = self._queue.bets.pop(ticket, None)
+        if queued is not None:
+            self._queue.per_user[queued.user] -= 1
+            queued.state = BetState.REFUNDED
+            events.append(BetRefunded(self._seq.take(), now_ms, self._next_game, ticket=ticket,
+                                      user=queued.user, stake=queued.stake, reason=reason))
+            return events
+        round_ = self._round_of(ticket)
+        if round_ is not None:
+            events += round_.withdraw(now_ms, ticket, reason)
+        return events
+
+    def find_bet(self, ticket: str) -> Bet | None:
+        """The bet with this ticket, queued or in the current or previous round."""
+        queued = self._queue.bets.get(ticket)
+        if queued is not None:
+            return queued
+        round_ = self._round_of(ticket)
+        return round_.bets[ticket] if round_ is not None else None
 
     def snapshot(self, now_ms: int) -> RoundSnapshot:
         return self.current.snapshot(now_ms, next_round_bets=len(self._queue.bets))

@@ -389,6 +389,14 @@ class Reader:
                  "b.auto_cashout, b.round_id, b.confirmed_at, b.outcome, b.multiplier, b.payout, "
                  "b.settled_at FROM bets b JOIN accounts a ON a.id = b.account ")
 
+    def hold(self, hold_id: str) -> tuple[str, str, str, str, int, int, str] | None:
+        """(hold id, environment, partner, user, amount, expires_at, state) of a hold."""
+        row = self.conn.execute(
+            "SELECT h.hold_id, a.environment, a.partner_id, a.user_id, h.amount, h.expires_at, "
+            "h.state FROM holds h JOIN accounts a ON a.id = h.debit WHERE h.hold_id = ?",
+            (hold_id,)).fetchone()
+        return None if row is None else tuple(row)
+
     def bet(self, ticket_id: str) -> BetView | None:
         row = self.conn.execute(self._BET_VIEW + "WHERE b.ticket_id = ?", (ticket_id,)).fetchone()
         return None if row is None else BetView(*row)

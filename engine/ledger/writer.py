@@ -91,6 +91,43 @@ class _Batch:
         self.done = trio.Event()
 
 
+class Pending:
+    """An op queued with ``Ledger.enqueue``: ``await wait()`` for its committed result."""
+
+    __slots__ = ("op", "_batch", "_index")
+
+    def __init__(self, op: Op, batch: _Batch, index: int) -> None:
+        self.op = op
+        self._batch = batch
+        self._index = index
+
+    @property
+    def done(self) -> bool:
+        return self._batch.done.is_set()
+
+    async def wait(self) -> Result:
+        """The op's result once its group committed; raises its ``LedgerError``."""
+        await self._batch.done.wait()
+        answers = self._batch.answers
+        if answers is None:
+            raise LedgerClosed("the ledger stopped before committing this op", op_id=self.op.op_id)
+        answer = answers[self._index]
+        if isinstance(answer, LedgerError):
+            raise answer
+        return answer
+
+
+@dataclass(frozen=True)
+class HoldView:
+    hold_id: str
+    environment: str
+    partner_id: str
+    user_id: str
+    amount: int
+    expires_at: int
+    state: str
+
+
 @dataclass(frozen=True)
 class LedgerStatistics:
     queued: int
@@ -196,6 +233,30 @@ class Ledger:
             raise answer
         return answer
 
+    def enqueue(self, op: Op) -> Pending:
+        """Queue ``op`` now, without waiting, and return a handle to await its result.
+
+        For a caller that must fix the *order* of its ops from synchronous code (the
+        round engine's observer queues each money decision in ``seq`` order). It does not
+        wait for room: such a caller bounds its own ops (the engine bounds bets per
+        round), so ``max_queue`` may be exceeded by them but never grows without bound.
+        """
+        op.validate()
+        if self._closing:
+            raise LedgerClosed("the ledger is closed")
+        batches = self._batches
+        if not batches or len(batches[-1].ops) >= self._max_group:
+            batches.append(_Batch())
+            self._wakeup.set()
+        batch = batches[-1]
+        batch.ops.append(op)
+        self._queued += 1
+        return Pending(op, batch, len(batch.ops) - 1)
+
+    def now_ms(self) -> int:
+        """The ledger's clock (hold expiry is judged by it)."""
+        return self._clock()
+
     async def _submit(self, op: Op, cls: type[R]) -> R:
         result = await self.submit(op)
         assert isinstance(result, cls), (result, cls)
@@ -294,6 +355,10 @@ class Ledger:
     async def round_bets(self, round_id: int, *, unsettled_only: bool = False) -> list[BetView]:
         """Bets of a round in confirmation order (e.g. to build a bulk settlement)."""
         return await self._read(self._reader.round_bets, round_id, unsettled_only)
+
+    async def hold(self, hold_id: str) -> HoldView | None:
+        row = await self._read(self._reader.hold, hold_id)
+        return None if row is None else HoldView(*row)
 
     async def round(self, round_id: int) -> RoundView | None:
         return await self._read(self._reader.round, round_id)

@@ -1,0 +1,83 @@
+"""Balances (``read:balance``) and the sandbox faucet (``write:bet``, sandbox keys only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import trio
+from quart import Blueprint, Response
+
+from api.auth import requires_scope
+from api.bet_routes import USER_ID, problem_from
+from api.contract import documented, json_body, json_response, query_params
+from api.idempotency import IdempotencyToken, idempotent
+from api.keys import Principal
+from api.openapi import API_PREFIX
+from api.problems import Problem
+from api.services import current_services
+from api.validation import Integer, String
+from engine.ledger import LedgerError
+
+users = Blueprint("users", __name__, url_prefix=API_PREFIX)
+
+FAUCET_MAX = 1_000_000
+
+BALANCE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["user_id", "environment", "posted", "pending", "available"],
+    "properties": {
+        "user_id": {"type": "string"},
+        "environment": {"type": "string", "enum": ["sandbox", "production"]},
+        "posted": {"type": "integer", "description": "settled balance, minor units"},
+        "pending": {"type": "integer", "description": "held by unexpired reservations"},
+        "available": {"type": "integer", "description": "posted - pending: what can be staked"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class BalanceQuery:
+    user_id: Annotated[str, String(min_length=1, max_length=64, pattern=USER_ID)]
+
+
+async def _balance_body(principal: Principal, user_id: str) -> dict[str, Any]:
+    ledger = current_services().require_game().game.ledger
+    balance = await ledger.balance(environment=principal.environment, partner_id=principal.partner_id,
+                                   user_id=user_id)
+    return {"user_id": user_id, "environment": principal.environment, "posted": balance.posted,
+            "pending": balance.pending, "available": balance.available}
+
+
+@users.get("/user/balance")
+@documented("One user's balance (the calling partner's users only)", response=BALANCE_SCHEMA,
+            tags=("users",))
+@requires_scope("read:balance")
+@query_params(BalanceQuery)
+async def balance(*, principal: Principal, query: BalanceQuery) -> Response:
+    return json_response(await _balance_body(principal, query.user_id), headers={"Cache-Control": "no-store"})
+
+
+@dataclass(frozen=True)
+class FaucetBody:
+    user_id: Annotated[str, String(min_length=1, max_length=64, pattern=USER_ID)]
+    amount: Annotated[int, Integer(minimum=1, maximum=FAUCET_MAX, description="demo money, minor units")]
+
+
+@users.post("/sandbox/faucet")
+@documented("Credit demo money to a sandbox user (sandbox keys only)", response=BALANCE_SCHEMA,
+            status=201, tags=("users",))
+@requires_scope("write:bet")
+@idempotent
+@json_body(FaucetBody)
+async def faucet(*, principal: Principal, idempotency: IdempotencyToken, body: FaucetBody) -> Response:
+    if principal.environment != "sandbox":
+        raise Problem("environment_not_allowed", "the faucet hands out demo money to sandbox users only")
+    ledger = current_services().require_game().game.ledger
+    try:
+        with trio.CancelScope(shield=True):
+            await ledger.faucet_credit(idempotency.scoped_id + ":faucet", partner_id=principal.partner_id,
+                                       user_id=body.user_id, amount=body.amount)
+    except LedgerError as err:
+        raise problem_from(err) from None
+    return json_response(await _balance_body(principal, body.user_id), status=201)

@@ -1,0 +1,402 @@
+"""The engine and the ledger as one game: every money decision becomes a durable transfer.
+
+The round engine decides (instantly, purely); the ledger makes it durable (in groups).
+This module is the seam between them, and it keeps one rule: **ledger ops are queued in
+the engine's ``seq`` order, from inside the engine's observer** — synchronously, with no
+checkpoint in between — so the ledger sees rounds open, bets join, cashouts pay and
+rounds settle in exactly the order the engine decided them, while group commit still
+batches them. Nobody is answered before their op committed.
+
+Event → ledger op:
+
+==================  ==============================================================
+``BettingOpened``   ``round_start`` (bets queued for this round join it)
+``BetAccepted``     ``bet_confirm`` — round id given when placed while betting, else
+                    ``None`` ("the next round": it joins at that round's start)
+``CashedOut``       ``settle_win`` at the engine's multiplier (manual, auto, forced)
+``Crashed``         ``round_settle``: reveals the hash; every other open bet loses
+``RoundVoided``     ``round_void``: every unsettled bet of the round is refunded
+``BetRefunded``     ``bet_refund`` for a queued bet that never joined a round
+==================  ==============================================================
+
+A bet's hold is checked *before* the engine sees the bet (owner, amount, still pending,
+not about to expire), so the ``bet_confirm`` that follows cannot fail in practice. If it
+fails anyway (the ledger stalled past the hold's expiry, an idempotency key reused for
+something else), the bet is withdrawn from the engine before it can win anything and
+the caller gets the ledger's refusal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Sequence, TypeVar
+
+import trio
+
+from engine.driver import Engine
+from engine.events import (
+    BetAccepted,
+    BetRefunded,
+    BettingOpened,
+    CashedOut,
+    Crashed,
+    Event,
+    Rejected,
+    RoundVoided,
+    TooLate,
+)
+from engine.ledger import LedgerError
+from engine.ledger.model import BetConfirmed, BetSettled, HoldReserved, HoldVoided, Result
+from engine.ledger.ops import (
+    BetConfirm,
+    BetRefund,
+    Op,
+    RoundSettle,
+    RoundStart,
+    RoundVoid,
+    SettleWin,
+)
+from engine.ledger.writer import Ledger, Pending
+from engine.round import check_new_bet
+
+log = logging.getLogger("crashd.game")
+
+WITHDRAWN = "funding_failed"
+"""``BetRefunded.reason`` of a bet withdrawn because its ledger confirm failed: the
+ledger never held it, so there is nothing to refund there."""
+
+
+class GameError(Exception):
+    """A request the game refuses; ``code`` is the stable API problem code."""
+
+    def __init__(self, code: str, detail: str, status: int = 409, **extra: object) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+        self.extra = extra
+
+
+@dataclass(frozen=True, slots=True)
+class Player:
+    """Who a bet belongs to: a partner's user, in one environment (separate books)."""
+
+    environment: str
+    partner_id: str
+    user_id: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The engine's opaque user key."""
+        return (self.partner_id, self.environment, self.user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    ticket_id: str
+    round_id: int
+    queued: bool
+    stake: int
+    auto_cashout: int | None
+    confirmed: BetConfirmed
+
+
+@dataclass(frozen=True, slots=True)
+class Cashout:
+    """The one definitive answer to a cashout: won at ``multiplier`` or too late."""
+
+    ticket_id: str
+    round_id: int
+    status: str  # "cashed_out" | "too_late"
+    multiplier: int | None = None
+    payout: int | None = None
+    crash_point: int | None = None
+    replayed: bool = False
+
+
+def ticket_for(scoped_key: str) -> str:
+    """A ticket id derived from the request's idempotency key, so a retry of the same
+    confirm (even across a restart) names the same bet and moves nothing twice."""
+    return "t_" + hashlib.blake2b(scoped_key.encode(), digest_size=12).hexdigest()
+
+
+class Game:
+    def __init__(self, engine: Engine, ledger: Ledger, *, confirm_margin_ms: int = 2_000,
+                 max_ledger_backlog: int = 50_000) -> None:
+        self.engine = engine
+        self.ledger = ledger
+        self.confirm_margin_ms = confirm_margin_ms
+        self.max_ledger_backlog = max_ledger_backlog
+        # ticket -> (player, hold id, op id) of bets the engine may accept next: set by
+        # confirm() just before engine.place_bet, read by the observer.
+        self._confirming: dict[str, tuple[Player, str, str]] = {}
+        self._holds_busy: set[str] = set()
+        # Tickets accepted for a round that had not opened yet: if refunded before it
+        # opens, the ledger refunds them one by one (they never joined a round).
+        self._queued: set[str] = set()
+        self._pending_by_seq: dict[int, Pending] = {}
+        # Completion order: every queued op is watched, in order, by _watch.
+        self._watch_send, self._watch_recv = trio.open_memory_channel[tuple[Event, Pending]](
+            float("inf"))
+        engine.add_observer(self._on_events)
+
+    # -- running ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the engine and the watcher of ledger completions until the engine stops
+        and every op it caused has committed."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch)
+            await nursery.start(self.engine.run)
+            task_status.started()
+            await self.engine.wait_finished()
+            self._watch_send.close()
+
+    async def _watch(self) -> None:
+        """Await every engine-caused op in order. A refused confirm withdraws its bet;
+        any other refusal means the ledger and the engine disagree about money, which
+        must stop the process rather than go on."""
+        async for event, pending in self._watch_recv:
+            try:
+                await pending.wait()
+            except LedgerError as err:
+                if isinstance(event, BetAccepted):
+                    log.warning("bet %s withdrawn: ledger refused its confirm (%s)",
+                                event.ticket, err.code)
+                    self._withdraw(event.ticket)
+                    continue
+                raise RuntimeError(
+                    f"ledger refused {type(event).__name__} seq {event.seq}: {err.code}: "
+                    f"{err.message}") from err
+            finally:
+                self._pending_by_seq.pop(event.seq, None)
+
+    def _withdraw(self, ticket: str) -> None:
+        self._queued.discard(ticket)
+        self.engine.withdraw_bet(ticket, WITHDRAWN)
+
+    # -- the observer: engine events -> ledger ops, in seq order ------------------------
+
+    def _on_events(self, events: Sequence[Event]) -> None:
+        for event in events:
+            op = self._op_for(event)
+            if op is None:
+                continue
+            pending = self.ledger.enqueue(op)
+            self._pending_by_seq[event.seq] = pending
+            self._watch_send.send_nowait((event, pending))
+
+    def _op_for(self, event: Event) -> Op | None:
+        if isinstance(event, BettingOpened):
+            self._queued.clear()  # every queued bet joins this round now
+            return RoundStart(f"round:{event.round_id}:start", event.round_id)
+        if isinstance(event, BetAccepted):
+            player, hold_id, op_id = self._confirming[event.ticket]
+            if event.queued:
+                self._queued.add(event.ticket)
+            return BetConfirm(op_id, player.environment, player.partner_id, player.user_id,
+                              hold_id, event.ticket, event.auto_cashout,
+                              None if event.queued else event.round_id)
+        if isinstance(event, CashedOut):
+            return SettleWin(f"win:{event.ticket}", event.ticket, event.multiplier)
+        if isinstance(event, Crashed):
+            return RoundSettle(f"round:{event.round_id}:settle", event.round_id,
+                               event.crash_point, event.game_hash)
+        if isinstance(event, RoundVoided):
+            return RoundVoid(f"round:{event.round_id}:void", event.round_id, event.reason)
+        if isinstance(event, BetRefunded):
+            if event.reason == WITHDRAWN or event.ticket not in self._queued:
+                return None  # never in the ledger, or refunded by its round's void
+            self._queued.discard(event.ticket)
+            return BetRefund(f"refund:{event.ticket}", event.ticket)
+        return None
+
+    # -- commands from the API ------------------------------------------------------------
+
+    def _check_backlog(self) -> None:
+        if self.ledger.statistics().queued > self.max_ledger_backlog:
+            raise GameError("ledger_busy", "the ledger is behind; retry shortly", 503)
+
+    async def reserve(self, op_id: str, player: Player, hold_id: str, amount: int,
+                      ttl_ms: int) -> HoldReserved:
+        reason = check_new_bet(self.engine.config, amount, None)
+        if reason is not None:
+            raise GameError(reason, _REASON_TEXT.get(reason, reason), 422,
+                            min_stake=self.engine.config.min_stake,
+                            max_stake=self.engine.config.max_stake)
+        self._check_backlog()
+        return await self.ledger.bet_reserve(
+            op_id, environment=player.environment, partner_id=player.partner_id,
+            user_id=player.user_id, hold_id=hold_id, amount=amount, ttl_ms=ttl_ms)
+
+    async def void_hold(self, op_id: str, player: Player, hold_id: str) -> HoldVoided:
+        if hold_id in self._holds_busy:
+            raise GameError("hold_busy", "this hold is being confirmed", 409)
+        self._holds_busy.add(hold_id)
+        try:
+            return await self.ledger.hold_void(
+                op_id, environment=player.environment, partner_id=player.partner_id,
+                user_id=player.user_id, hold_id=hold_id)
+        finally:
+            self._holds_busy.discard(hold_id)
+
+    async def confirm(self, op_id: str, player: Player, hold_id: str,
+                      auto_cashout: int | None, ticket_id: str) -> Placed:
+        """Post a hold as a bet in the round open for betting, or the next one."""
+        existing = await self.ledger.bet(ticket_id)
+        if existing is not None:
+            # A retry of a confirm that already went through: the ledger's answer.
+            result = await self.ledger.bet_confirm(
+                op_id, environment=player.environment, partner_id=player.partner_id,
+                user_id=player.user_id, hold_id=hold_id, ticket_id=ticket_id,
+                auto_cashout=existing.auto_cashout, round_id=existing.round_id)
+            return Placed(ticket_id, existing.round_id or 0, existing.round_id is None,
+                          existing.stake, existing.auto_cashout, result)
+        if hold_id in self._holds_busy:
+            raise GameError("hold_busy", "this hold is already being confirmed or voided", 409)
+        self._holds_busy.add(hold_id)
+        try:
+            return await self._confirm(op_id, player, hold_id, auto_cashout, ticket_id)
+        finally:
+            self._holds_busy.discard(hold_id)
+
+    async def _confirm(self, op_id: str, player: Player, hold_id: str,
+                       auto_cashout: int | None, ticket_id: str) -> Placed:
+        hold = await self.ledger.hold(hold_id)
+        if hold is None or (hold.environment, hold.partner_id, hold.user_id) != (
+                player.environment, player.partner_id, player.user_id):
+            raise GameError("unknown_hold", "no such hold for this user", 404)
+        if hold.state != "pending":
+            raise GameError("hold_resolved", f"the hold is already {hold.state}", 409,
+                            state=hold.state)
+        if hold.expires_at <= self.ledger.now_ms() + self.confirm_margin_ms:
+            raise GameError("hold_expired", "the hold has expired (or is about to); "
+                            "reserve again", 409, expires_at=hold.expires_at)
+        self._check_backlog()
+        self._confirming[ticket_id] = (player, hold_id, op_id)
+        try:
+            answer = await self.engine.place_bet(ticket_id, player.key, hold.amount, auto_cashout)
+        finally:
+            self._confirming.pop(ticket_id, None)
+        accepted = _first(answer, BetAccepted)
+        if accepted is None:
+            rejected = _first(answer, Rejected)
+            assert rejected is not None, answer
+            raise GameError(rejected.reason, _REASON_TEXT.get(rejected.reason, rejected.reason),
+                            _REASON_STATUS.get(rejected.reason, 409))
+        try:
+            result = await self._wait(accepted)
+        except LedgerError as err:
+            raise GameError(err.code, err.message, err.status, **err.detail) from None
+        assert isinstance(result, BetConfirmed)
+        return Placed(ticket_id, accepted.round_id, accepted.queued, accepted.stake,
+                      accepted.auto_cashout, result)
+
+    async def _wait(self, event: Event) -> Result:
+        pending = self._pending_by_seq.get(event.seq)
+        assert pending is not None, event
+        return await pending.wait()
+
+    async def cash_out(self, player: Player, ticket_id: str) -> Cashout:
+        await self._check_owner(player, ticket_id)
+        answer = await self.engine.cash_out(ticket_id)
+        won = _first(answer, CashedOut)
+        if won is not None:
+            result = await self._wait(won)
+            assert isinstance(result, BetSettled)
+            return Cashout(ticket_id, won.round_id, "cashed_out", won.multiplier, won.payout)
+        late = _first(answer, TooLate)
+        if late is not None:
+            return Cashout(ticket_id, late.round_id, "too_late", crash_point=late.crashed_at)
+        rejected = _first(answer, Rejected)
+        assert rejected is not None, answer
+        if rejected.reason in {"already_cashed_out", "unknown_ticket", "round_settled"}:
+            # Answer from the record: a second request for a won bet learns its win,
+            # for a lost one the crash, never silence.
+            view = await self.ledger.bet(ticket_id)
+            if view is not None and view.outcome == "won":
+                assert view.round_id is not None
+                return Cashout(ticket_id, view.round_id, "cashed_out", view.multiplier,
+                               view.payout, replayed=True)
+            if view is not None and view.outcome == "lost" and view.round_id is not None:
+                rnd = await self.ledger.round(view.round_id)
+                crash = rnd.crash_point if rnd is not None else None
+                return Cashout(ticket_id, view.round_id, "too_late", crash_point=crash)
+            if view is not None and view.outcome == "refunded":
+                raise GameError("bet_refunded", "the bet was refunded (its round was voided)")
+            if rejected.reason == "already_cashed_out":
+                # Won in the engine, settlement commit still in flight: wait for it.
+                await self._settled(ticket_id)
+                return await self.cash_out(player, ticket_id)
+        raise GameError(rejected.reason, _REASON_TEXT.get(rejected.reason, rejected.reason),
+                        _REASON_STATUS.get(rejected.reason, 409))
+
+    async def _settled(self, ticket_id: str) -> None:
+        for _ in range(200):
+            view = await self.ledger.bet(ticket_id)
+            if view is not None and view.outcome is not None:
+                return
+            await trio.sleep(0.01)
+        raise GameError("ledger_busy", "the settlement is not committed yet; retry", 503)
+
+    async def _check_owner(self, player: Player, ticket_id: str) -> None:
+        bet = self.engine.sequencer.find_bet(ticket_id)
+        if bet is not None:
+            if bet.user != player.key:
+                raise GameError("unknown_ticket", "no such ticket", 404)
+            return
+        view = await self.ledger.bet(ticket_id)
+        if view is None or (view.environment, view.partner_id, view.user_id) != (
+                player.environment, player.partner_id, player.user_id):
+            raise GameError("unknown_ticket", "no such ticket", 404)
+
+    async def set_auto_cashout(self, player: Player, ticket_id: str, target: int | None) -> int | None:
+        await self._check_owner(player, ticket_id)
+        if target is None:
+            answer = await self.engine.cancel_auto_cashout(ticket_id)
+        else:
+            answer = await self.engine.set_auto_cashout(ticket_id, target)
+        rejected = _first(answer, Rejected)
+        if rejected is not None:
+            raise GameError(rejected.reason, _REASON_TEXT.get(rejected.reason, rejected.reason),
+                            _REASON_STATUS.get(rejected.reason, 409))
+        return target
+
+
+E = TypeVar("E", bound=Event)
+
+
+def _first(events: Sequence[Event], cls: type[E]) -> E | None:
+    for event in events:
+        if isinstance(event, cls):
+            return event
+    return None
+
+
+_REASON_TEXT = {
+    "round_closed": "betting is closed for this round",
+    "round_not_running": "the round is not running yet; cash out once it runs",
+    "round_voided": "the round was voided",
+    "round_settled": "the round is over",
+    "round_full": "the round has no room for more bets",
+    "too_late": "the round crashed before the cashout",
+    "unknown_ticket": "no such ticket",
+    "duplicate_ticket": "this ticket already exists",
+    "stake_too_small": "the stake is below the minimum",
+    "stake_too_large": "the stake is above the maximum",
+    "too_many_bets": "this user already has the maximum number of bets in this round",
+    "already_cashed_out": "the bet was already cashed out",
+    "bet_refunded": "the bet was refunded",
+    "invalid_target": "auto-cashout targets are between 1.01x (101) and 1,000,000x",
+    "engine_stopping": "the server is shutting down and takes no more bets",
+}
+
+_REASON_STATUS = {
+    "unknown_ticket": 404,
+    "stake_too_small": 422,
+    "stake_too_large": 422,
+    "invalid_target": 422,
+    "engine_stopping": 503,
+}
