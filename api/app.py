@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from api.bet_routes import bets
 from api.contract import documented, json_response
+from api.feed_routes import feed
 from api.game_routes import game
 from api.openapi import API_PREFIX, build_openapi
 from api.problems import Problem, code_for_status, problem_response
@@ -168,6 +169,7 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(game)
     app.register_blueprint(bets)
     app.register_blueprint(users)
+    app.register_blueprint(feed)
 
     @app.errorhandler(Problem)
     async def on_problem(problem: Problem) -> Response:

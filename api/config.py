@@ -36,6 +36,7 @@ class ConfigError(ValueError):
 class Config:
     host: str = "127.0.0.1"
     port: int = 8000
+    feed_port: int = 8001
     database: Path = Path("crashd.sqlite3")
     chain_file: Path = Path("crashd-chain.json")
     chain_length: int = 10_000_000
@@ -80,6 +81,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "address to listen on"),
     Setting("port", int, "TCP port (0 picks a free one, reported in the log)", 0, 65535),
+    Setting("feed_port", int, "TCP port of the WebSocket feed listener (0 picks a free one)", 0, 65535),
     Setting("database", Path, "SQLite database file (API keys, idempotency records, ledger)"),
     Setting("chain_file", Path, "secret hash chain file, created on first start if missing"),
     Setting("chain_length", int, "games in a chain created on first start", 1, 1_000_000_000),

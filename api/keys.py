@@ -233,6 +233,11 @@ class KeyStore:
             ).fetchone()
         return None if row is None else _row_to_key(row)
 
+    def derive_secret(self, label: str) -> bytes:
+        """A server secret for ``label`` (e.g. feed tokens), derived from the pepper: it
+        needs no storage of its own and changes if the pepper ever does."""
+        return hmac.new(self._pepper, b"crashd-derived:" + label.encode(), hashlib.sha256).digest()
+
     def revocation_counter(self) -> int:
         """Bumped by every revocation; read on every request (cheap: WAL, one row)."""
         row = self._counter_conn.execute("SELECT counter FROM api_key_revocations WHERE id = 1").fetchone()
@@ -278,6 +283,35 @@ class Authenticator:
             self._cache.clear()
         self._cache[digest] = principal
         return principal
+
+    def authenticate_sync(self, secret: str) -> Principal | None:
+        """``authenticate`` for callers that cannot await (the WebSocket feed's handshake):
+        the cache, else one indexed SQLite read on the calling thread."""
+        if _TOKEN.fullmatch(secret) is None:
+            return None
+        counter = self.store.revocation_counter()
+        if counter != self._counter:
+            self._cache.clear()
+            self._counter = counter
+        digest = self.store.hash_secret(secret)
+        principal = self._cache.get(digest)
+        if principal is not None:
+            self._hits += 1
+            return principal
+        self._misses += 1
+        key = self.store.lookup(secret)
+        if key is None or key.environment not in self.accepted_environments:
+            return None
+        principal = Principal(key.id, key.partner_id, key.environment, frozenset(key.scopes))
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[digest] = principal
+        return principal
+
+    def key_active(self, key_id: str) -> bool:
+        """Whether ``key_id`` is still an active key of this server's environment."""
+        key = self.store.get(key_id)
+        return key is not None and key.active and key.environment in self.accepted_environments
 
     def statistics(self) -> dict[str, int]:
         return {"cached": len(self._cache), "hits": self._hits, "misses": self._misses}

@@ -42,6 +42,11 @@ from engine.fairness import DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding, ChainRea
 from engine.game import Game
 from engine.ledger import Ledger, open_ledger
 from engine.rules import RoundConfig
+from engine.broadcast import make_snapshot
+from engine.hub import Hub
+from api.feed import serve_feed
+from api.feed.server import FEED_PATH
+from api.feed_routes import feed_authenticator
 
 log = logging.getLogger("crashd.server")
 
@@ -182,6 +187,8 @@ async def run_server(
             # last, after the engine has stopped and every op it caused has committed.
             game = build_game(config, services.chain, ledger)
             game_done = trio.Event()
+            hub = Hub(snapshot=make_snapshot(game.engine.last_snapshot, game.epoch_ms))
+            game.hub = hub
 
             async def run_game(task_status: trio.TaskStatus[None]) -> None:
                 await game.run(task_status=task_status)
@@ -190,8 +197,13 @@ async def run_server(
                     raise ServiceTaskEnded("the game engine stopped (is the hash chain used up?)")
 
             await nursery.start(run_game)
-            services.game = GameRuntime(
-                game, int(time.time() * 1000) - game.engine.now_ms())
+            services.game = GameRuntime(game, game.epoch_offset_ms)
+            feed_port: int = await nursery.start(
+                serve_feed, hub, config.host, config.feed_port,
+                feed_authenticator(services.authenticator))
+            feed_host = f"[{config.host}]" if ":" in config.host else config.host
+            services.feed_url = f"ws://{feed_host}:{feed_port}{FEED_PATH}"
+            log.info("feed listening on %s", services.feed_url)
             log.info("game running: next round %d, ledger recovery %s",
                      game.engine.next_game, ledger.recovery)
             for task in [*service_tasks(services), *extra_tasks]:

@@ -48,6 +48,8 @@ class Services:
     instance_id: str = field(default_factory=lambda: secrets.token_hex(8))
     """Identifies this process run (idempotency records left by a dead run are taken over)."""
     started_monotonic: float = field(default_factory=time.monotonic)
+    feed_url: str | None = None
+    """Where the WebSocket feed listens (``ws://host:port/api/v1/ws``), once it does."""
     game: GameRuntime | None = None
     """The running game (engine + ledger), set by the server once both are up."""
 
@@ -70,9 +72,11 @@ def open_services(config: Config, chain: ChainFile) -> Services:
     except BaseException:
         keys.close()
         raise
-    # A sandbox server has no real money, so it refuses production keys; a production
-    # server also serves sandbox keys (demo money), as Stripe's test/live keys share a host.
-    accepted = frozenset({"sandbox"}) if config.environment == "sandbox" else frozenset({"sandbox", "production"})
+    # One environment per server. Rounds are shared by every bet placed in them, and
+    # max profit caps a whole round: demo bets in a production round could force real
+    # players out early. So a sandbox server serves sandbox keys only, a production
+    # server production keys only (run a second, sandbox crashd for integration tests).
+    accepted = frozenset({config.environment})
     return Services(
         config=config, keys=keys, authenticator=Authenticator(keys, accepted),
         idempotency=idempotency, chain=chain,

@@ -161,6 +161,11 @@ class Engine:
         self._publish(self._seq.advance(now))
         return self._seq.snapshot(now)
 
+    def last_snapshot(self) -> RoundSnapshot:
+        """The state as of the last event published, without advancing the clock: what
+        a feed snapshot must show so it agrees with the ``seq`` it is sent at."""
+        return self._seq.snapshot(self._seq.current.now_ms)
+
     # -- commands --------------------------------------------------------------------
     #
     # Each is a checkpoint in Trio's sense: cancellation before the decision means the

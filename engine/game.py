@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
 import trio
 
+from engine import broadcast
 from engine.driver import Engine
 from engine.events import (
     BetAccepted,
@@ -58,6 +60,7 @@ from engine.ledger.ops import (
     RoundVoid,
     SettleWin,
 )
+from engine.hub import Hub
 from engine.ledger.writer import Ledger, Pending
 from engine.round import check_new_bet
 
@@ -123,10 +126,13 @@ def ticket_for(scoped_key: str) -> str:
 
 
 class Game:
-    def __init__(self, engine: Engine, ledger: Ledger, *, confirm_margin_ms: int = 2_000,
-                 max_ledger_backlog: int = 50_000) -> None:
+    def __init__(self, engine: Engine, ledger: Ledger, *, hub: Hub | None = None,
+                 confirm_margin_ms: int = 2_000, max_ledger_backlog: int = 50_000) -> None:
         self.engine = engine
         self.ledger = ledger
+        self.hub = hub
+        self.epoch_offset_ms = 0
+        """Wall-clock ms (Unix epoch) of engine instant 0, known once ``run`` started."""
         self.confirm_margin_ms = confirm_margin_ms
         self.max_ledger_backlog = max_ledger_backlog
         # ticket -> (player, hold id, op id) of bets the engine may accept next: set by
@@ -138,8 +144,9 @@ class Game:
         self._queued: set[str] = set()
         self._pending_by_seq: dict[int, Pending] = {}
         # Completion order: every queued op is watched, in order, by _watch.
-        self._watch_send, self._watch_recv = trio.open_memory_channel[tuple[Event, Pending]](
-            float("inf"))
+        # (event, its op, events to publish once that op committed)
+        self._watch_send, self._watch_recv = trio.open_memory_channel[
+            tuple[Event, Pending, list[Event]]](float("inf"))
         engine.add_observer(self._on_events)
 
     # -- running ----------------------------------------------------------------------
@@ -150,6 +157,7 @@ class Game:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch)
             await nursery.start(self.engine.run)
+            self.epoch_offset_ms = time.time_ns() // 1_000_000 - self.engine.now_ms()
             task_status.started()
             await self.engine.wait_finished()
             self._watch_send.close()
@@ -158,7 +166,7 @@ class Game:
         """Await every engine-caused op in order. A refused confirm withdraws its bet;
         any other refusal means the ledger and the engine disagree about money, which
         must stop the process rather than go on."""
-        async for event, pending in self._watch_recv:
+        async for event, pending, announce in self._watch_recv:
             try:
                 await pending.wait()
             except LedgerError as err:
@@ -166,12 +174,23 @@ class Game:
                     log.warning("bet %s withdrawn: ledger refused its confirm (%s)",
                                 event.ticket, err.code)
                     self._withdraw(event.ticket)
-                    continue
-                raise RuntimeError(
-                    f"ledger refused {type(event).__name__} seq {event.seq}: {err.code}: "
-                    f"{err.message}") from err
+                    announce = [e for e in announce if e is not event]
+                else:
+                    raise RuntimeError(
+                        f"ledger refused {type(event).__name__} seq {event.seq}: {err.code}: "
+                        f"{err.message}") from err
             finally:
                 self._pending_by_seq.pop(event.seq, None)
+            self._announce(announce)
+
+    def epoch_ms(self, engine_ms: int) -> int:
+        return self.epoch_offset_ms + engine_ms
+
+    def _announce(self, events: Sequence[Event]) -> None:
+        if self.hub is None:
+            return
+        for event in events:
+            broadcast.publish_all(self.hub, broadcast.settled_payloads(event, self.epoch_ms))
 
     def _withdraw(self, ticket: str) -> None:
         self._queued.discard(ticket)
@@ -180,13 +199,27 @@ class Game:
     # -- the observer: engine events -> ledger ops, in seq order ------------------------
 
     def _on_events(self, events: Sequence[Event]) -> None:
+        queued: list[tuple[Event, Pending]] = []
+        announce: list[Event] = []
         for event in events:
             op = self._op_for(event)
-            if op is None:
-                continue
-            pending = self.ledger.enqueue(op)
-            self._pending_by_seq[event.seq] = pending
-            self._watch_send.send_nowait((event, pending))
+            if op is not None:
+                pending = self.ledger.enqueue(op)
+                self._pending_by_seq[event.seq] = pending
+                queued.append((event, pending))
+            if self.hub is not None:
+                phase = broadcast.phase_payload(event, self.epoch_ms)
+                if phase is not None:
+                    self.hub.publish(*phase)
+                elif not (isinstance(event, BetRefunded) and event.reason == WITHDRAWN):
+                    announce.append(event)
+        # Money news waits for its commit: ops commit in order, so once the batch's last
+        # op committed, everything the batch decided is durable.
+        for i, (event, pending) in enumerate(queued):
+            last = i == len(queued) - 1
+            self._watch_send.send_nowait((event, pending, announce if last else []))
+        if not queued:
+            self._announce(announce)
 
     def _op_for(self, event: Event) -> Op | None:
         if isinstance(event, BettingOpened):

@@ -36,7 +36,7 @@ PYTHON = sys.executable
 
 def test_config(tmp_path: Path, **overrides: object) -> Config:
     base = Config(
-        host="127.0.0.1", port=0, database=tmp_path / "crashd.sqlite3",
+        host="127.0.0.1", port=0, feed_port=0, database=tmp_path / "crashd.sqlite3",
         chain_file=tmp_path / "crashd-chain.json", chain_length=100,
         graceful_timeout=2.0, stop_wait_s=0.5,
     )

@@ -23,7 +23,7 @@ from test_api_support import PYTHON, REPO, test_config
 async def _start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, str]:
     """Start ``crashd serve --port 0`` and return it with its URL (read from stdout)."""
     proc = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "api", "serve", "--port", "0", "--chain-length", "50", "--stop-wait-s", "1", *args],
+        [PYTHON, "-m", "api", "serve", "--port", "0", "--chain-length", "50", "--stop-wait-s", "1", "--feed-port", "0", *args],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
     )
