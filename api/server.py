@@ -20,6 +20,7 @@ first signal starts a graceful shutdown (exit 0), a second one stops at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import signal
@@ -40,6 +41,7 @@ from engine import chainstore
 from engine.driver import Engine
 from engine.fairness import DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding, ChainReader
 from engine.game import Game
+from engine.gctune import tune_gc
 from engine.ledger import Ledger, open_ledger
 from engine.rules import RoundConfig
 from engine.broadcast import make_snapshot
@@ -285,6 +287,11 @@ def run_blocking(config: Config, on_ready: Callable[[ServerInfo], Any] | None = 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             info: ServerInfo = await nursery.start(serve_until_signalled, config)
+            # Everything long-lived now exists: freeze it out of the collector's reach
+            # and make full collections rare (their 40-70 ms pauses dominated tick
+            # lateness; see engine/gctune.py and `python -m bench tick`).
+            settings = tune_gc()
+            log.info("gc tuned: %d objects frozen, thresholds %s", settings.frozen, gc.get_threshold())
             if on_ready is not None:
                 on_ready(info)
 
