@@ -24,7 +24,9 @@ from api.feed_routes import feed
 from api.game_routes import game
 from api.openapi import API_PREFIX, build_openapi
 from api.problems import Problem, code_for_status, problem_response
+from api.psp_routes import psp
 from api.requestid import RequestContextMiddleware, request_id_of
+from api.security import install as install_security
 from api.services import SERVICES_EXTENSION, Services, current_services
 from api.user_routes import users
 
@@ -170,6 +172,8 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(bets)
     app.register_blueprint(users)
     app.register_blueprint(feed)
+    app.register_blueprint(psp)
+    install_security(app, services.config)
 
     @app.errorhandler(Problem)
     async def on_problem(problem: Problem) -> Response:

@@ -16,8 +16,7 @@ from quart import request
 from api.contract import V, route_meta
 from api.keys import SCOPES, Principal
 from api.problems import Problem
-from api.requestid import set_key_id
-from api.services import current_services
+from api.security import bearer_token, request_principal
 
 _REALM = 'Bearer realm="crashd"'
 
@@ -30,19 +29,18 @@ async def authenticate_request() -> Principal:
             "invalid_api_key", "send your API key as Authorization: Bearer ck_…",
             headers={"WWW-Authenticate": _REALM},
         )
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if bearer_token(header) is None:
         raise Problem(
             "invalid_api_key", "the Authorization header must be: Bearer <API key>",
             headers={"WWW-Authenticate": _REALM},
         )
-    principal = await current_services().authenticator.authenticate(token.strip())
+    # Looked up once per request: the rate limiter usually did it already.
+    principal = await request_principal()
     if principal is None:
         raise Problem(
             "invalid_api_key", "the API key is unknown, revoked, or not valid on this server",
             headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
         )
-    set_key_id(request.scope, principal.key_id)
     return principal
 
 

@@ -20,6 +20,7 @@ import trio
 from quart import Blueprint, Response
 
 from api.auth import requires_scope
+from api.security import signed
 from api.contract import documented, json_body, json_response, query_params
 from api.game_routes import iso_ms
 from api.idempotency import IdempotencyToken, idempotent
@@ -156,8 +157,12 @@ RESERVE_SCHEMA: dict[str, Any] = {
 
 @bets.post("/bets/reserve")
 @documented("Reserve a stake (a hold that expires unless confirmed)", response=RESERVE_SCHEMA,
-            status=201, tags=("bets",))
+            status=201, tags=("bets",),
+            problems=("insufficient_funds", "stake_too_small", "stake_too_large", "duplicate_hold",
+                      "idempotency_conflict", "invalid_request", "ledger_busy", "ledger_unavailable",
+                      "engine_unavailable"))
 @requires_scope("write:bet")
+@signed
 @idempotent
 @json_body(ReserveBody)
 async def reserve(*, principal: Principal, idempotency: IdempotencyToken, body: ReserveBody) -> Response:
@@ -200,8 +205,13 @@ PLACED_SCHEMA: dict[str, Any] = {
 
 @bets.post("/bets/confirm")
 @documented("Confirm a reserved stake as a bet: the round open for betting, else the next",
-            response=PLACED_SCHEMA, status=201, tags=("bets",))
+            response=PLACED_SCHEMA, status=201, tags=("bets",),
+            problems=("unknown_hold", "hold_expired", "hold_resolved", "hold_busy", "duplicate_ticket",
+                      "too_many_bets", "round_full", "stake_too_small", "stake_too_large",
+                      "invalid_target", "idempotency_conflict", "invalid_request", "engine_stopping",
+                      "ledger_busy", "ledger_unavailable", "engine_unavailable"))
 @requires_scope("write:bet")
+@signed
 @idempotent
 @json_body(ConfirmBody)
 async def confirm(*, principal: Principal, idempotency: IdempotencyToken, body: ConfirmBody) -> Response:
@@ -230,8 +240,11 @@ class ReleaseBody:
             response={"type": "object", "required": ["hold_id", "amount", "status"],
                       "properties": {"hold_id": {"type": "string"}, "amount": {"type": "integer"},
                                      "status": {"type": "string", "enum": ["released"]}}},
-            tags=("bets",))
+            tags=("bets",),
+            problems=("unknown_hold", "hold_resolved", "hold_busy", "idempotency_conflict",
+                      "invalid_request", "ledger_unavailable", "engine_unavailable"))
 @requires_scope("write:bet")
+@signed
 @idempotent
 @json_body(ReleaseBody)
 async def release(*, principal: Principal, idempotency: IdempotencyToken, body: ReleaseBody) -> Response:
@@ -271,8 +284,12 @@ class CashoutBody:
 
 @bets.post("/bets/<ticket_id>/cashout")
 @documented("Cash out now: cashed_out with multiplier and payout, or a too_late problem "
-            "with the crash point", response=CASHOUT_SCHEMA, tags=("bets",))
+            "with the crash point", response=CASHOUT_SCHEMA, tags=("bets",),
+            problems=("unknown_ticket", "too_late", "round_not_running", "round_voided", "round_settled",
+                      "bet_refunded", "already_cashed_out", "ledger_busy", "ledger_unavailable",
+                      "engine_unavailable"))
 @requires_scope("write:bet")
+@signed
 @idempotent
 @json_body(CashoutBody)
 async def cashout(ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken,
@@ -307,8 +324,11 @@ class AutoCashoutBody:
             response={"type": "object", "required": ["ticket_id", "auto_cashout"],
                       "properties": {"ticket_id": {"type": "string"},
                                      "auto_cashout": {"type": ["integer", "null"]}}},
-            tags=("bets",))
+            tags=("bets",),
+            problems=("unknown_ticket", "round_closed", "round_voided", "round_settled", "bet_refunded",
+                      "invalid_target", "engine_unavailable"))
 @requires_scope("write:bet")
+@signed
 @idempotent
 @json_body(AutoCashoutBody)
 async def auto_cashout(ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken,
@@ -328,7 +348,8 @@ class UserQuery:
 
 
 @bets.get("/bets/<ticket_id>")
-@documented("A bet's status by ticket", response=BET_SCHEMA, tags=("bets",))
+@documented("A bet's status by ticket", response=BET_SCHEMA, tags=("bets",),
+            problems=("unknown_ticket", "engine_unavailable"))
 @requires_scope("write:bet")
 async def bet_status(ticket_id: str, *, principal: Principal) -> Response:
     game = current_services().require_game().game
@@ -350,7 +371,7 @@ class UserBetsQuery:
             response={"type": "object", "required": ["bets", "next_cursor"],
                       "properties": {"bets": {"type": "array", "items": BET_SCHEMA},
                                      "next_cursor": {"type": ["integer", "null"]}}},
-            tags=("bets",))
+            tags=("bets",), problems=("engine_unavailable",))
 @requires_scope("write:bet")
 @query_params(UserBetsQuery)
 async def user_bets(*, principal: Principal, query: UserBetsQuery) -> Response:

@@ -55,6 +55,15 @@ class Config:
     max_profit: int = 0
     max_bets_per_user: int = 1
     stop_wait_s: float = 30.0
+    signature_window_s: int = 30
+    rate_limit_read: int = 6000
+    rate_limit_write: int = 3000
+    rate_limit_feed: int = 60
+    rate_limit_anonymous: int = 600
+    rate_limit_window_s: float = 60.0
+    psp_secrets_file: Path = Path("crashd-psp-secrets")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -103,6 +112,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_bets_per_user", int, "bets one user may have in one round (Aviator: 2)", 1, 10),
     Setting("stop_wait_s", float, "on shutdown, how long to let the running round crash "
             "before voiding it and refunding its bets", 0, 3600),
+    Setting("signature_window_s", int, "signed requests: how far (s) X-Crashd-Timestamp may be "
+            "from the server clock, either way", 1, 600),
+    Setting("rate_limit_read", int, "requests per key per rate_limit_window_s on GET routes", 1, 10**7),
+    Setting("rate_limit_write", int, "requests per key per rate_limit_window_s on other routes", 1, 10**7),
+    Setting("rate_limit_feed", int, "feed tokens per key per rate_limit_window_s", 1, 10**7),
+    Setting("rate_limit_anonymous", int, "requests per client IP per rate_limit_window_s "
+            "without a valid API key", 1, 10**7),
+    Setting("rate_limit_window_s", float, "the rate limit window, seconds (the whole limit "
+            "may be spent at once, then it refills evenly)", 1, 86400),
+    Setting("psp_secrets_file", Path, "PSP webhook secrets, one per line (several while the PSP "
+            "rotates); re-read on change, never logged"),
+    Setting("tls_cert", Path, "TLS certificate chain (PEM); with tls_key, serve HTTPS (TLS >= 1.2)"),
+    Setting("tls_key", Path, "TLS private key (PEM) for tls_cert"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 assert set(_BY_NAME) == {f.name for f in fields(Config)}, "every Config field needs a Setting"

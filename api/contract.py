@@ -21,12 +21,12 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
 from quart import Response, request
 
 from api import validation
-from api.problems import Problem
+from api.problems import CODES, Problem
 
 View = Callable[..., Awaitable[Any]]
 V = TypeVar("V", bound=View)
@@ -55,6 +55,11 @@ class RouteMeta:
     query_schema: type | None = None
     scope: str | None = None
     idempotent: bool = False
+    problems: tuple[str, ...] = ()
+    """Domain problem codes the view may raise (``unknown_ticket``, ``round_closed`` …),
+    beyond those the decorators imply; each is documented under its HTTP status."""
+    signed: bool = False
+    """``api.security.signed``: the request must carry X-Crashd-Timestamp/-Nonce/-Signature."""
     documented: bool = False
 
 
@@ -84,12 +89,22 @@ def documented(
     response_description: str = "OK",
     headers: Mapping[str, str] | None = None,
     extra_responses: Mapping[int, ResponseSpec] | None = None,
+    problems: Iterable[str] = (),
 ) -> Callable[[V], V]:
     """Mark a view as part of the public API (required for every /api/v1 route: a test
-    fails on an undocumented one) and describe its success response."""
+    fails on an undocumented one) and describe its success response.
+
+    ``problems`` lists the registered problem codes the view itself may raise; the
+    OpenAPI document puts each under its status (the decorators' own codes, such as
+    ``invalid_api_key`` or ``validation_failed``, are added without being listed)."""
+    codes = tuple(problems)
+    unknown = [code for code in codes if code not in CODES]
+    if unknown:
+        raise ValueError(f"unregistered problem codes {unknown}; add them with register_code")
 
     def decorate(view: V) -> V:
         meta = route_meta(view)
+        meta.problems = codes
         meta.summary = summary
         meta.description = description or (view.__doc__ or "").strip()
         meta.tags = tags

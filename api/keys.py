@@ -14,6 +14,18 @@ Revocation is immediate: revoking bumps a counter row in the same transaction, a
 authenticator reads that counter (one tiny WAL read, no thread hop) on every request,
 dropping its cache when it moved. A revocation by ``crashd keys revoke`` in another
 process therefore takes effect on the very next request.
+
+Rotation (``crashd keys rotate``) keeps the key id, partner and scopes and issues a new
+secret and a new *signing secret* (generation + 1). The previous secret's hash is kept
+in ``previous_hash`` until ``previous_until`` (Unix seconds), so both secrets — and both
+signing secrets — work during the overlap; one rotation's overlap at a time (rotating
+again drops the oldest secret at once). Signing secrets are never stored: each is
+``HMAC(pepper, "signing:" + key_id + ":" + generation)``, recomputable by the server
+alone, so the database holds nothing a client could sign with (see docs/security.md).
+
+``last_used_at`` is written at most once per key per :data:`LAST_USED_RESOLUTION_S`
+(the authenticator remembers when it last wrote), so a busy key costs no write per
+request.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import re
 import secrets
 import sqlite3
 import string
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +58,10 @@ PARTNER_ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
 DEFAULT_PARTNER = "default"
 MAX_LABEL = 100
 _CACHE_LIMIT = 10_000
+LAST_USED_RESOLUTION_S = 60.0
+"""``last_used_at`` is accurate to this many seconds (one write per key per period)."""
+MAX_OVERLAP_S = 30 * 24 * 3600
+SIGNING_PREFIX = "cs_"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -65,6 +82,14 @@ CREATE TABLE IF NOT EXISTS api_key_revocations (
 INSERT OR IGNORE INTO api_key_revocations (id, counter) VALUES (1, 0);
 """
 
+# Columns added after the first release: added in place to an existing table.
+_MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("generation", "ALTER TABLE api_keys ADD COLUMN generation INTEGER NOT NULL DEFAULT 0"),
+    ("previous_hash", "ALTER TABLE api_keys ADD COLUMN previous_hash BLOB"),
+    ("previous_until", "ALTER TABLE api_keys ADD COLUMN previous_until REAL"),
+    ("last_used_at", "ALTER TABLE api_keys ADD COLUMN last_used_at TEXT"),
+)
+
 
 class KeyStoreError(Exception):
     """Bad operator input or an unusable key store; one line for the operator."""
@@ -81,6 +106,11 @@ class ApiKey:
     label: str
     created_at: str
     revoked_at: str | None
+    generation: int = 0
+    """How many times the key was rotated; names the current signing secret."""
+    last_used_at: str | None = None
+    previous_until: float | None = None
+    """While the previous secret still works after a rotation: until when (Unix s)."""
 
     @property
     def active(self) -> bool:
@@ -95,9 +125,20 @@ class Principal:
     partner_id: str
     environment: str
     scopes: frozenset[str]
+    generation: int = 0
+    previous_until: float | None = None
+    """Until when (Unix s) the previous generation's secrets still work, if rotated."""
+    expires_at: float | None = None
+    """Set when the caller presented the *previous* secret: it stops working then."""
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+    def signing_generations(self, now: float) -> tuple[int, ...]:
+        """Generations whose signing secrets are valid now (two during an overlap)."""
+        if self.previous_until is not None and now < self.previous_until and self.generation > 0:
+            return (self.generation, self.generation - 1)
+        return (self.generation,)
 
 
 @dataclass(frozen=True)
@@ -105,6 +146,12 @@ class CreatedKey:
     key: ApiKey
     secret: str
     """The full key: shown once, never stored."""
+    signing_secret: str = ""
+    """The key's signing secret for signed requests: shown once, never stored."""
+
+
+def _new_secret(environment: str) -> str:
+    return ENV_PREFIX[environment] + "".join(secrets.choice(_ALPHABET) for _ in range(_SECRET_CHARS))
 
 
 def utc_now() -> str:
@@ -123,15 +170,20 @@ def parse_scopes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _row_to_key(row: sqlite3.Row | tuple[object, ...]) -> ApiKey:
-    id_, prefix, env, partner, scopes, label, created, revoked = row
+    id_, prefix, env, partner, scopes, label, created, revoked, generation, last_used, until = row
     return ApiKey(
         id=str(id_), prefix=str(prefix), environment=str(env), partner_id=str(partner),
         scopes=tuple(str(scopes).split()), label=str(label), created_at=str(created),
         revoked_at=None if revoked is None else str(revoked),
+        generation=int(generation),  # type: ignore[call-overload]
+        last_used_at=None if last_used is None else str(last_used),
+        previous_until=None if until is None else float(until),  # type: ignore[arg-type]
     )
 
 
-_COLUMNS = "id, prefix, environment, partner_id, scopes, label, created_at, revoked_at"
+_COLUMNS = ("id, prefix, environment, partner_id, scopes, label, created_at, revoked_at, "
+            "generation, last_used_at, previous_until")
+_INSERT_COLUMNS = "id, prefix, environment, partner_id, scopes, label, created_at, revoked_at"
 
 
 class KeyStore:
@@ -149,6 +201,11 @@ class KeyStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                present = {row[1] for row in conn.execute("PRAGMA table_info(api_keys)")}
+                for column, statement in _MIGRATIONS:
+                    if column not in present:
+                        conn.execute(statement)
+                conn.execute("CREATE INDEX IF NOT EXISTS api_keys_previous ON api_keys (previous_hash)")
                 has_keys = conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
         except sqlite3.Error as exc:
             raise apidb.DatabaseError(f"cannot prepare API key tables in {database}: {exc}") from None
@@ -159,6 +216,10 @@ class KeyStore:
     def close(self) -> None:
         self._db.close()
         self._counter_conn.close()
+
+    def signing_secret(self, key_id: str, generation: int) -> str:
+        """The signing secret of a key generation: derived, never stored (docs/security.md)."""
+        return SIGNING_PREFIX + self.derive_secret(f"signing:{key_id}:{generation}").hex()
 
     def hash_secret(self, secret: str) -> bytes:
         return hmac.new(self._pepper, secret.encode("ascii"), hashlib.sha256).digest()
@@ -178,7 +239,7 @@ class KeyStore:
             raise KeyStoreError(f"partner id must match {PARTNER_ID}")
         if len(label) > MAX_LABEL or not label.isprintable():
             raise KeyStoreError(f"label must be printable text of at most {MAX_LABEL} characters")
-        secret = ENV_PREFIX[environment] + "".join(secrets.choice(_ALPHABET) for _ in range(_SECRET_CHARS))
+        secret = _new_secret(environment)
         key = ApiKey(
             id="key_" + secrets.token_hex(8),
             prefix=secret[: len(ENV_PREFIX[environment]) + 4],
@@ -191,11 +252,42 @@ class KeyStore:
         )
         with self._db.write() as conn:
             conn.execute(
-                f"INSERT INTO api_keys ({_COLUMNS}, secret_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO api_keys ({_INSERT_COLUMNS}, secret_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key.id, key.prefix, key.environment, key.partner_id, " ".join(key.scopes),
                  key.label, key.created_at, None, self.hash_secret(secret)),
             )
-        return CreatedKey(key=key, secret=secret)
+        return CreatedKey(key=key, secret=secret, signing_secret=self.signing_secret(key.id, 0))
+
+    def rotate(self, key_id: str, overlap_s: float, now: float) -> CreatedKey:
+        """Issue a new secret and signing secret; the old ones keep working for
+        ``overlap_s`` seconds (0: the old ones stop at once)."""
+        if not 0 <= overlap_s <= MAX_OVERLAP_S:
+            raise KeyStoreError(f"overlap must be between 0 and {MAX_OVERLAP_S} seconds")
+        with self._db.write() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            if row is None:
+                raise KeyStoreError(f"no API key with id {key_id!r}")
+            key = _row_to_key(row[:-1])
+            if key.revoked_at is not None:
+                raise KeyStoreError(f"{key_id} is revoked; create a new key instead")
+            secret = _new_secret(key.environment)
+            generation = key.generation + 1
+            until = now + overlap_s if overlap_s > 0 else None
+            prefix = secret[: len(ENV_PREFIX[key.environment]) + 4]
+            conn.execute(
+                "UPDATE api_keys SET secret_hash = ?, prefix = ?, generation = ?, previous_hash = ?, "
+                "previous_until = ? WHERE id = ?",
+                (self.hash_secret(secret), prefix, generation, row[-1] if until else None, until, key_id),
+            )
+            # Cached principals carry the old generation: make every server drop them.
+            conn.execute("UPDATE api_key_revocations SET counter = counter + 1 WHERE id = 1")
+        rotated = ApiKey(**{**key.__dict__, "prefix": prefix, "generation": generation, "previous_until": until})
+        return CreatedKey(key=rotated, secret=secret, signing_secret=self.signing_secret(key_id, generation))
+
+    def touch(self, key_id: str, when: str) -> None:
+        """Record ``last_used_at`` (called at most once per key per resolution period)."""
+        with self._db.write() as conn:
+            conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (when, key_id))
 
     def list(self) -> list[ApiKey]:
         with self._db.read() as conn:
@@ -221,17 +313,32 @@ class KeyStore:
             conn.execute("UPDATE api_key_revocations SET counter = counter + 1 WHERE id = 1")
         return ApiKey(**{**key.__dict__, "revoked_at": now})
 
-    def lookup(self, secret: str) -> ApiKey | None:
-        """The active key for a presented secret, or ``None``."""
+    def lookup(self, secret: str, now: float | None = None) -> ApiKey | None:
+        """The active key for a presented secret, or ``None`` (a previous secret counts
+        while its rotation overlap lasts)."""
+        return self.lookup_with_expiry(secret, now)[0]
+
+    def lookup_with_expiry(self, secret: str, now: float | None = None) -> tuple[ApiKey | None, float | None]:
+        """The active key and, if ``secret`` is its previous one, when that stops working."""
         if _TOKEN.fullmatch(secret) is None:
-            return None
+            return None, None
+        now = time.time() if now is None else now
         digest = self.hash_secret(secret)
         with self._db.read() as conn:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL",
                 (digest,),
             ).fetchone()
-        return None if row is None else _row_to_key(row)
+            if row is not None:
+                return _row_to_key(row), None
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE previous_hash = ? AND revoked_at IS NULL "
+                "AND previous_until > ?", (digest, now),
+            ).fetchone()
+        if row is None:
+            return None, None
+        key = _row_to_key(row)
+        return key, key.previous_until
 
     def derive_secret(self, label: str) -> bytes:
         """A server secret for ``label`` (e.g. feed tokens), derived from the pepper: it
@@ -259,29 +366,56 @@ class Authenticator:
         self._counter = -1
         self._hits = 0
         self._misses = 0
+        self._touched: dict[str, float] = {}
+        """key id -> when its last_used_at was last written (monotonic)."""
 
-    async def authenticate(self, secret: str) -> Principal | None:
-        """The principal for a presented key, or ``None`` if it is unknown, revoked,
-        malformed or bound to an environment this server does not serve."""
-        if _TOKEN.fullmatch(secret) is None:
-            return None
+    def _cached(self, secret: str, now: float) -> tuple[bytes, Principal | None]:
         counter = self.store.revocation_counter()
         if counter != self._counter:
             self._cache.clear()
             self._counter = counter
         digest = self.store.hash_secret(secret)
         principal = self._cache.get(digest)
-        if principal is not None:
-            self._hits += 1
-            return principal
-        self._misses += 1
-        key = await trio.to_thread.run_sync(self.store.lookup, secret)
+        if principal is not None and principal.expires_at is not None and now >= principal.expires_at:
+            del self._cache[digest]  # a previous secret whose overlap just ended
+            principal = None
+        return digest, principal
+
+    def _remember(self, digest: bytes, key: ApiKey | None, expires_at: float | None) -> Principal | None:
         if key is None or key.environment not in self.accepted_environments:
             return None
-        principal = Principal(key.id, key.partner_id, key.environment, frozenset(key.scopes))
+        principal = Principal(key.id, key.partner_id, key.environment, frozenset(key.scopes),
+                              key.generation, key.previous_until, expires_at)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[digest] = principal
+        return principal
+
+    def _due_touch(self, key_id: str) -> bool:
+        now = time.monotonic()
+        last = self._touched.get(key_id)
+        if last is not None and now - last < LAST_USED_RESOLUTION_S:
+            return False
+        if len(self._touched) >= _CACHE_LIMIT:
+            self._touched.clear()
+        self._touched[key_id] = now
+        return True
+
+    async def authenticate(self, secret: str) -> Principal | None:
+        """The principal for a presented key, or ``None`` if it is unknown, revoked,
+        malformed or bound to an environment this server does not serve."""
+        if _TOKEN.fullmatch(secret) is None:
+            return None
+        now = time.time()
+        digest, principal = self._cached(secret, now)
+        if principal is not None:
+            self._hits += 1
+        else:
+            self._misses += 1
+            key, expires_at = await trio.to_thread.run_sync(self.store.lookup_with_expiry, secret, now)
+            principal = self._remember(digest, key, expires_at)
+        if principal is not None and self._due_touch(principal.key_id):
+            await trio.to_thread.run_sync(self.store.touch, principal.key_id, utc_now())
         return principal
 
     def authenticate_sync(self, secret: str) -> Principal | None:
@@ -289,23 +423,16 @@ class Authenticator:
         the cache, else one indexed SQLite read on the calling thread."""
         if _TOKEN.fullmatch(secret) is None:
             return None
-        counter = self.store.revocation_counter()
-        if counter != self._counter:
-            self._cache.clear()
-            self._counter = counter
-        digest = self.store.hash_secret(secret)
-        principal = self._cache.get(digest)
+        now = time.time()
+        digest, principal = self._cached(secret, now)
         if principal is not None:
             self._hits += 1
-            return principal
-        self._misses += 1
-        key = self.store.lookup(secret)
-        if key is None or key.environment not in self.accepted_environments:
-            return None
-        principal = Principal(key.id, key.partner_id, key.environment, frozenset(key.scopes))
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[digest] = principal
+        else:
+            self._misses += 1
+            key, expires_at = self.store.lookup_with_expiry(secret, now)
+            principal = self._remember(digest, key, expires_at)
+        if principal is not None and self._due_touch(principal.key_id):
+            self.store.touch(principal.key_id, utc_now())
         return principal
 
     def key_active(self, key_id: str) -> bool:

@@ -14,18 +14,19 @@ import re
 from typing import Any
 
 from quart import Quart
+from werkzeug.routing.rules import parse_converter_args
 
 from api import validation
 from api.contract import ResponseSpec, find_route_meta
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import KEY_PATTERN, REPLAYED_HEADER
 from api.keys import SCOPES
-from api.problems import PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA
+from api.problems import CODES, PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA
 from api.requestid import REQUEST_ID_HEADER
 
 API_PREFIX = "/api/v1"
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
-_RULE_PARAM = re.compile(r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
+_RULE_PARAM = re.compile(r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\((?P<args>[^)]*)\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
 _CONVERTER_SCHEMA: dict[str, dict[str, Any]] = {
     "default": {"type": "string"},
     "string": {"type": "string"},
@@ -73,7 +74,15 @@ def _path_parameters(app: Quart, endpoint: str) -> list[dict[str, Any]]:
     params = []
     for rule in app.url_map.iter_rules(endpoint):
         for m in _RULE_PARAM.finditer(rule.rule):
-            schema = _CONVERTER_SCHEMA.get(m.group("converter") or "default", {"type": "string"})
+            converter = m.group("converter") or "default"
+            schema = dict(_CONVERTER_SCHEMA.get(converter, {"type": "string"}))
+            if converter == "int" and m.group("args"):
+                # <int(min=1, max=…):id>: Werkzeug answers 404 outside the bounds.
+                _, bounds = parse_converter_args(m.group("args"))
+                if bounds.get("min") is not None:
+                    schema["minimum"] = bounds["min"]
+                if bounds.get("max") is not None:
+                    schema["maximum"] = bounds["max"]
             params.append({"name": m.group("name"), "in": "path", "required": True, "schema": schema})
         break
     return params
@@ -115,6 +124,14 @@ def build_openapi(app: Quart, *, version: str = "0.1.0") -> dict[str, Any]:
                 "description": "unique per intended operation; retries reuse it (kept 24 h)",
                 "schema": {"type": "string", "pattern": f"^{KEY_PATTERN.pattern}$"},
             })
+        if meta.signed:
+            for name, description, pattern in (
+                ("X-Crashd-Timestamp", "Unix seconds; within signature_window_s of the server clock", "^[0-9]{1,12}$"),
+                ("X-Crashd-Nonce", "unique per request (16-64 of A-Za-z0-9_-)", "^[A-Za-z0-9_-]{16,64}$"),
+                ("X-Crashd-Signature", "hex HMAC-SHA256 of the canonical string (docs/security.md)", "^[0-9a-f]{64}$"),
+            ):
+                parameters.append({"name": name, "in": "header", "required": True,
+                                   "description": description, "schema": {"type": "string", "pattern": pattern}})
         if parameters:
             op["parameters"] = parameters
         if meta.body_schema is not None:
@@ -135,6 +152,12 @@ def build_openapi(app: Quart, *, version: str = "0.1.0") -> dict[str, Any]:
             problems[400] = (problems.get(400, "") + ", " if 400 in problems else "") + "idempotency_key_required / idempotency_key_invalid"
             problems[409] = "idempotency_key_in_flight"
             problems.setdefault(422, "idempotency_key_reused")
+        if "{" in path:
+            problems[404] = "not_found (no such resource: a path parameter out of its range or format)"
+        for code in meta.problems:
+            # The view's own refusals, each under its status, named by code.
+            status = CODES[code].status
+            problems[status] = f"{problems[status]}; {code}" if status in problems else code
         for status, description in sorted(problems.items()):
             responses.setdefault(str(status), _problem(description))
         op["responses"] = responses

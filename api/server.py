@@ -35,7 +35,7 @@ import trio
 
 from api.app import create_app
 from api.cli_chain import create_chain_file
-from api.config import Config, describe
+from api.config import Config, ConfigError, describe
 from api.services import GameRuntime, Services, open_services
 from engine import chainstore
 from engine.driver import Engine
@@ -131,6 +131,13 @@ def hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc.accesslog = None  # api.requestid writes the access log, with request and key ids
     hc.errorlog = logging.getLogger("crashd.hypercorn")
     hc.include_server_header = False
+    if config.tls_cert is not None or config.tls_key is not None:
+        if config.tls_cert is None or config.tls_key is None:
+            raise ConfigError("TLS needs both tls_cert and tls_key")
+        # Hypercorn's SSL context already refuses anything below TLS 1.2 (and disables
+        # compression); api.security's test checks that a TLS 1.1 client is refused.
+        hc.certfile = str(config.tls_cert)
+        hc.keyfile = str(config.tls_key)
     return hc
 
 

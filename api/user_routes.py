@@ -9,6 +9,7 @@ import trio
 from quart import Blueprint, Response
 
 from api.auth import requires_scope
+from api.security import signed
 from api.bet_routes import USER_ID, problem_from
 from api.contract import documented, json_body, json_response, query_params
 from api.idempotency import IdempotencyToken, idempotent
@@ -51,7 +52,7 @@ async def _balance_body(principal: Principal, user_id: str) -> dict[str, Any]:
 
 @users.get("/user/balance")
 @documented("One user's balance (the calling partner's users only)", response=BALANCE_SCHEMA,
-            tags=("users",))
+            tags=("users",), problems=("engine_unavailable",))
 @requires_scope("read:balance")
 @query_params(BalanceQuery)
 async def balance(*, principal: Principal, query: BalanceQuery) -> Response:
@@ -66,8 +67,11 @@ class FaucetBody:
 
 @users.post("/sandbox/faucet")
 @documented("Credit demo money to a sandbox user (sandbox keys only)", response=BALANCE_SCHEMA,
-            status=201, tags=("users",))
+            status=201, tags=("users",),
+            problems=("environment_not_allowed", "idempotency_conflict", "invalid_request",
+                      "ledger_unavailable", "engine_unavailable"))
 @requires_scope("write:bet")
+@signed
 @idempotent
 @json_body(FaucetBody)
 async def faucet(*, principal: Principal, idempotency: IdempotencyToken, body: FaucetBody) -> Response:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -21,7 +23,8 @@ from api.config import Config
 from engine.chainstore import ChainFile, save as save_chain
 from engine.fairness import ChainReader, build_chain, crash_point
 from engine.ledger import open_ledger
-from test_api_support import make_key, running_server, test_config
+from api.signing import sign_request
+from test_api_support import SIGNING_SECRETS, make_key, running_server, test_config
 
 
 GAMES = 16
@@ -60,13 +63,19 @@ class Api:
     def __init__(self, client: httpx.AsyncClient, key: str) -> None:
         self.client = client
         self.headers = {"Authorization": f"Bearer {key}"}
+        self.signing_secret = SIGNING_SECRETS[key]
 
     async def get(self, path: str, **params: Any) -> httpx.Response:
         return await self.client.get(path, params=params, headers=self.headers)
 
-    async def post(self, path: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
-        headers = {**self.headers, "Idempotency-Key": key or uuid.uuid4().hex}
-        return await self.client.post(path, json=body, headers=headers)
+    async def post(self, path: str, body: dict[str, Any], key: str | None = None,
+                   method: str = "POST") -> httpx.Response:
+        """A signed write (every write:bet POST/PUT must be signed)."""
+        raw = json.dumps(body).encode()
+        signature = sign_request(self.signing_secret, method, path, raw, key or uuid.uuid4().hex,
+                                 int(time.time()))
+        headers = {**self.headers, **signature, "Content-Type": "application/json"}
+        return await self.client.request(method, path, content=raw, headers=headers)
 
     async def balance(self, user: str) -> int:
         r = await self.get("/api/v1/user/balance", user_id=user)
@@ -195,8 +204,7 @@ async def test_scopes_and_partners_are_enforced(api: Api, tmp_path: Path) -> Non
     r = await api.client.get("/api/v1/user/balance", params={"user_id": "erin"},
                              headers={"Authorization": f"Bearer {other_partner}"})
     assert r.status_code == 200 and r.json()["available"] == 0
-    r = await api.client.post("/api/v1/bets/reserve", json={"user_id": "erin", "amount": 10},
-                              headers={"Authorization": f"Bearer {other_partner}", "Idempotency-Key": "k2"})
+    r = await Api(api.client, other_partner).post("/api/v1/bets/reserve", {"user_id": "erin", "amount": 10})
     assert r.status_code == 409 and r.json()["code"] == "insufficient_funds"
     assert await api.balance("erin") == 2_000
 

@@ -88,6 +88,11 @@ async def serving_app(under_test: AppUnderTest) -> AsyncIterator[ServerInfo]:
         under_test.services.close()
 
 
+SIGNING_SECRETS: dict[str, str] = {}
+"""API key -> its signing secret, for every key :func:`make_key` created (so a test
+client holding only the key can sign its writes)."""
+
+
 def make_key(config: Config, scopes: str, *, env: str = "sandbox", partner: str = "acme") -> tuple[str, str]:
     """Create a key in the server's database; returns (key id, secret)."""
     store = KeyStore(config.database)
@@ -95,6 +100,7 @@ def make_key(config: Config, scopes: str, *, env: str = "sandbox", partner: str 
         created = store.create(env, scopes, partner_id=partner, label="test")
     finally:
         store.close()
+    SIGNING_SECRETS[created.secret] = created.signing_secret
     return created.key.id, created.secret
 
 
