@@ -50,7 +50,7 @@ from engine.events import (
     TooLate,
 )
 from engine.ledger import LedgerError
-from engine.ledger.model import BetConfirmed, BetSettled, HoldReserved, HoldVoided, Result
+from engine.ledger.model import BetConfirmed, BetView, BetSettled, HoldReserved, HoldVoided, Result
 from engine.ledger.ops import (
     BetConfirm,
     BetRefund,
@@ -346,31 +346,33 @@ class Game:
         rejected = _first(answer, Rejected)
         assert rejected is not None, answer
         if rejected.reason in {"already_cashed_out", "unknown_ticket", "round_settled"}:
-            # Answer from the record: a second request for a won bet learns its win,
-            # for a lost one the crash, never silence.
-            view = await self.ledger.bet(ticket_id)
-            if view is not None and view.outcome == "won":
+            # The engine has moved on (or the bet already won): answer from the record,
+            # once the ledger has it — a second request for a won bet learns its win,
+            # for a lost one the crash. Never silence.
+            view = await self._settled(ticket_id)
+            assert view.round_id is not None or view.outcome == "refunded", view
+            if view.outcome == "won":
                 assert view.round_id is not None
                 return Cashout(ticket_id, view.round_id, "cashed_out", view.multiplier,
                                view.payout, replayed=True)
-            if view is not None and view.outcome == "lost" and view.round_id is not None:
+            if view.outcome == "lost":
+                assert view.round_id is not None
                 rnd = await self.ledger.round(view.round_id)
                 crash = rnd.crash_point if rnd is not None else None
                 return Cashout(ticket_id, view.round_id, "too_late", crash_point=crash)
-            if view is not None and view.outcome == "refunded":
-                raise GameError("bet_refunded", "the bet was refunded (its round was voided)")
-            if rejected.reason == "already_cashed_out":
-                # Won in the engine, settlement commit still in flight: wait for it.
-                await self._settled(ticket_id)
-                return await self.cash_out(player, ticket_id)
+            raise GameError("bet_refunded", "the bet was refunded (its round was voided)")
         raise GameError(rejected.reason, _REASON_TEXT.get(rejected.reason, rejected.reason),
                         _REASON_STATUS.get(rejected.reason, 409))
 
-    async def _settled(self, ticket_id: str) -> None:
-        for _ in range(200):
+    async def _settled(self, ticket_id: str) -> BetView:
+        """The bet's ledger record once settled: the engine decided its outcome, and the
+        commit is at most one group behind (or the ledger is stalled: then give up)."""
+        for _ in range(500):
             view = await self.ledger.bet(ticket_id)
-            if view is not None and view.outcome is not None:
-                return
+            if view is None:
+                raise GameError("unknown_ticket", "no such ticket", 404)
+            if view.outcome is not None:
+                return view
             await trio.sleep(0.01)
         raise GameError("ledger_busy", "the settlement is not committed yet; retry", 503)
 
