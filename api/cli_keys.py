@@ -1,22 +1,25 @@
-"""``crashd keys``: create, list and revoke partners' API keys (operator only).
+"""``crashd keys``: create, list, rotate and revoke partners' API keys (operator only).
 
 The keys live in the server's database (``--database``, ``$CRASHD_DATABASE`` or
 ``database`` in ``--config``, as for ``crashd serve``); the secret is printed once, at
-creation. Safe while the server runs: revocation takes effect on the next request.
+creation (and at rotation), with the key's signing secret. Safe while the server runs:
+revocation and rotation take effect on the next request.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from api import apidb
 from api.config import ConfigError, add_arguments, config_from_args
-from api.keys import DEFAULT_PARTNER, SCOPES, ApiKey, KeyStore, KeyStoreError
+from api.keys import DEFAULT_PARTNER, SCOPES, ApiKey, CreatedKey, KeyStore, KeyStoreError
 from api.usage import UsageError
 
 _DB_SETTINGS = ("database",)
+DEFAULT_OVERLAP_S = 86400.0
 
 
 def register(subparsers: Any) -> None:
@@ -49,6 +52,15 @@ def register(subparsers: Any) -> None:
     revoke.add_argument("key_id", metavar="ID", help="the key id (key_…), from `crashd keys list`")
     revoke.set_defaults(func=run_revoke)
 
+    rotate = sub.add_parser("rotate", help="issue a new secret and signing secret (old ones work for --overlap-s)")
+    add_arguments(rotate, _DB_SETTINGS)
+    rotate.add_argument("key_id", metavar="ID", help="the key id (key_…), from `crashd keys list`")
+    rotate.add_argument("--overlap-s", type=float, default=DEFAULT_OVERLAP_S, metavar="N",
+                        help=f"seconds the old secret and signing secret keep working "
+                             f"(default {DEFAULT_OVERLAP_S:g}; 0: stop at once)")
+    rotate.add_argument("--json", action="store_true", help="print one JSON object")
+    rotate.set_defaults(func=run_rotate)
+
 
 def _store(args: argparse.Namespace) -> KeyStore:
     try:
@@ -63,6 +75,8 @@ def _key_doc(key: ApiKey) -> dict[str, Any]:
         "id": key.id, "prefix": key.prefix, "environment": key.environment,
         "partner_id": key.partner_id, "scopes": list(key.scopes), "label": key.label,
         "created_at": key.created_at, "revoked_at": key.revoked_at,
+        "generation": key.generation, "last_used_at": key.last_used_at,
+        "previous_valid_until": key.previous_until,
     }
 
 
@@ -75,15 +89,45 @@ def run_create(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps({**_key_doc(created.key), "secret": created.secret}))
+        print(json.dumps({**_key_doc(created.key), "secret": created.secret,
+                          "signing_secret": created.signing_secret}))
         return 0
     key = created.key
     print(f"id: {key.id}")
     print(f"environment: {key.environment}")
     print(f"partner: {key.partner_id}")
     print(f"scopes: {','.join(key.scopes)}")
+    _print_secrets(created)
+    return 0
+
+
+def _print_secrets(created: CreatedKey) -> None:
     print(f"secret: {created.secret}")
-    print("the secret is shown only now: store it safely (send it as Authorization: Bearer <secret>)")
+    print(f"signing secret: {created.signing_secret}")
+    print("both are shown only now: store them safely (send the secret as Authorization: Bearer <secret>; "
+          "sign bet requests with the signing secret, see docs/security.md)")
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        created = store.rotate(args.key_id, args.overlap_s, time.time())
+    except KeyStoreError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({**_key_doc(created.key), "secret": created.secret,
+                          "signing_secret": created.signing_secret}))
+        return 0
+    key = created.key
+    print(f"rotated {key.id} (generation {key.generation})")
+    if key.previous_until is not None:
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(key.previous_until))
+        print(f"the previous secret and signing secret keep working until {until}")
+    else:
+        print("the previous secret and signing secret stopped working now")
+    _print_secrets(created)
     return 0
 
 
