@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -169,7 +170,7 @@ class OpRecord(NamedTuple):
 
 # --------------------------------------------------------------------------- results
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_FIELD_NAMES: dict[type, tuple[Any, tuple[str, ...], str]] = {}
 _encode_str = json.encoder.encode_basestring
 
 
@@ -192,22 +193,29 @@ class Result:
         # Hand-built JSON: every field is an int, a str or None, and json.dumps was
         # the largest single cost per op on the writer thread. Strings go through
         # the stdlib's own JSON string escaper, so the output is ordinary JSON.
+        # Per class, once: the field getter and each field's '"name":' prefix, so an
+        # op's answer costs one getter call and one join.
         cls = type(self)
-        names = _FIELD_NAMES.get(cls)
-        if names is None:
-            names = _FIELD_NAMES[cls] = tuple(
-                f.name for f in dataclasses.fields(self) if f.name != "replayed")
-        parts = [f'"type":"{self.kind}"']
-        for n in names:
-            v = getattr(self, n)
-            if v is None:
-                parts.append(f'"{n}":null')
-            elif type(v) is int:
-                parts.append(f'"{n}":{v}')
+        plan = _FIELD_NAMES.get(cls)
+        if plan is None:
+            names = tuple(f.name for f in dataclasses.fields(self) if f.name != "replayed")
+            plan = _FIELD_NAMES[cls] = (
+                operator.attrgetter(*names) if len(names) > 1 else (lambda r: (getattr(r, names[0]),)),
+                tuple(f',"{n}":' for n in names), f'{{"type":"{self.kind}"')
+        getter, prefixes, head = plan
+        parts = [head]
+        for prefix, v in zip(prefixes, getter(self)):
+            parts.append(prefix)
+            t = type(v)
+            if t is int:
+                parts.append(str(v))
+            elif v is None:
+                parts.append("null")
             else:
-                assert type(v) is str, (n, v)
-                parts.append(f'"{n}":{_encode_str(v)}')
-        return "{" + ",".join(parts) + "}"
+                assert t is str, (prefix, v)
+                parts.append(_encode_str(v))
+        parts.append("}")
+        return "".join(parts)
 
 
 @dataclass(frozen=True)

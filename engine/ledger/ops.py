@@ -14,9 +14,9 @@ changed until the writer flushes it.
 
 from __future__ import annotations
 
-import functools
+import operator
 from dataclasses import dataclass, fields
-from typing import ClassVar, Iterable, Protocol
+from typing import Callable, ClassVar, Iterable, Protocol
 
 from engine.ledger.model import (
     ENVIRONMENTS,
@@ -482,7 +482,18 @@ def _check_multiplier(name: str, value: object, minimum: int = 100) -> None:
 
 # --------------------------------------------------------------------------- operations
 
-_CONTENT_FIELDS: dict[type, tuple[str, ...]] = {}
+_CONTENT_FIELDS: dict[type, Callable[[object], tuple[object, ...]]] = {}
+
+
+def _content_getter(cls: type) -> Callable[[object], tuple[object, ...]]:
+    """A function returning the op's content fields (all but ``op_id``) as a tuple."""
+    names = tuple(f.name for f in fields(cls) if f.name != "op_id")
+    if not names:
+        return lambda _op: ()
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        return lambda op: (one(op),)
+    return operator.attrgetter(*names)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -500,12 +511,13 @@ class Op:
         """The contents (everything but the id) in canonical form: same id + different
         fingerprint is an ``idempotency_conflict``. The repr() of str/int/None/tuples
         is stable across runs and versions; stored as is rather than hashed, so the
-        comparison is exact and a conflict can show what the first request was."""
+        comparison is exact and a conflict can show what the first request was.
+        (One attrgetter per class: the same tuple, so the same bytes, as before.)"""
         cls = type(self)
-        names = _CONTENT_FIELDS.get(cls)
-        if names is None:
-            names = _CONTENT_FIELDS[cls] = tuple(f.name for f in fields(self) if f.name != "op_id")
-        return repr((self.kind, *[getattr(self, n) for n in names])).encode()
+        getter = _CONTENT_FIELDS.get(cls)
+        if getter is None:
+            getter = _CONTENT_FIELDS[cls] = _content_getter(cls)
+        return repr((self.kind, *getter(self))).encode()
 
     def validate(self) -> None:
         """Shape checks, before queueing; raise ``InvalidRequest``."""
@@ -529,14 +541,28 @@ class _PlayerOp(Op):
     user_id: str
 
     def validate(self) -> None:
+        # Fast path first (every caller pays it): all three ids plain non-empty strings
+        # of at most MAX_ID_LEN, a known environment; otherwise the checks that name
+        # the field at fault.
+        op_id, partner_id, user_id = self.op_id, self.partner_id, self.user_id
+        if (type(op_id) is str and type(partner_id) is str and type(user_id) is str
+                and 0 < len(op_id) <= MAX_ID_LEN and 0 < len(partner_id) <= MAX_ID_LEN
+                and 0 < len(user_id) <= MAX_ID_LEN and self.environment in ENVIRONMENTS):
+            return
         super().validate()
         _check_env(self.environment)
         _check_id("partner_id", self.partner_id)
         _check_id("user_id", self.user_id)
 
-    @functools.cached_property
+    @property
     def account_key(self) -> AccountKey:
-        return AccountKey.player(self.environment, self.partner_id, self.user_id)
+        # Cached by hand in the instance dict: functools.cached_property takes a lock
+        # on every access (Python 3.11) and this is read several times per op.
+        key = self.__dict__.get("_account_key")
+        if key is None:
+            key = AccountKey(self.environment, "player", self.partner_id, self.user_id)
+            self.__dict__["_account_key"] = key
+        return key
 
     def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
         return [self.account_key], [], []
@@ -1115,13 +1141,15 @@ class Recover(Op):
 # --------------------------------------------------------------------------- apply
 
 
-def apply(txn: Txn, op: Op, now: int) -> Result | LedgerError:
+def apply(txn: Txn, op: Op, now: int, key: str | None = None) -> Result | LedgerError:
     """Plan one op into ``txn``; return its result or its (recorded) refusal.
 
     Replays: the same key with the same kind and contents returns the first answer
     (result or error) and moves nothing; different contents is ``idempotency_conflict``
-    (not recorded: the key stays bound to its first op)."""
-    key = op.key()
+    (not recorded: the key stays bound to its first op). ``key`` is ``op.key()``, when
+    the caller computed it already."""
+    if key is None:
+        key = op.key()
     fingerprint = op.fingerprint()
     rec = txn.op_record(key)
     if rec is not None:
@@ -1148,16 +1176,20 @@ def apply(txn: Txn, op: Op, now: int) -> Result | LedgerError:
     return result
 
 
-def prefetch_keys(ops: Iterable[Op]) -> tuple[set[str], set[AccountKey], set[str], set[str]]:
-    """Everything a group will look up, so the store can load it in a few queries."""
-    keys: set[str] = set()
+def prefetch_keys(ops: Iterable[Op], op_keys: Iterable[str] | None = None,
+                  ) -> tuple[set[str], set[AccountKey], set[str], set[str]]:
+    """Everything a group will look up, so the store can load it in a few queries.
+    ``op_keys``: the ops' ``key()``s, when the caller computed them already."""
+    keys: set[str] = set(op.key() for op in ops) if op_keys is None else set(op_keys)
     accounts: set[AccountKey] = set()
     holds: set[str] = set()
     tickets: set[str] = set()
     for op in ops:
-        keys.add(op.key())
         a, h, t = op.prefetch()
-        accounts.update(a)
-        holds.update(h)
-        tickets.update(t)
+        if a:
+            accounts.update(a)
+        if h:
+            holds.update(h)
+        if t:
+            tickets.update(t)
     return keys, accounts, holds, tickets

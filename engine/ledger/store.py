@@ -233,10 +233,10 @@ class Store:
 
     # -- the group
 
-    def _prefetch(self, txn: Txn, ops: Sequence[Op]) -> None:
+    def _prefetch(self, txn: Txn, ops: Sequence[Op], op_keys: Sequence[str]) -> None:
         """Load in a few IN (...) queries what the group will touch, instead of one
         query per op: this is most of what makes group commit cheap per op."""
-        keys, accounts, holds, tickets = prefetch_keys(ops)
+        keys, accounts, holds, tickets = prefetch_keys(ops, op_keys)
         c = self.conn
         found: set[str] = set()
         for chunk in _chunks(sorted(keys)):
@@ -275,8 +275,9 @@ class Store:
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            self._prefetch(txn, ops)
-            answers = [apply(txn, op, now) for op in ops]
+            op_keys = [op.key() for op in ops]
+            self._prefetch(txn, ops, op_keys)
+            answers = [apply(txn, op, now, key) for op, key in zip(ops, op_keys)]
             self._flush(txn)
             c.execute("COMMIT")
         except BaseException:
