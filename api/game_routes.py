@@ -20,7 +20,7 @@ from api.keys import Principal
 from api.openapi import API_PREFIX
 from api.problems import Problem, register_code
 from api.services import current_services
-from api.validation import Integer
+from api.validation import MAX_INTEGER, Integer
 from engine.curve import GROWTH_PER_MS, format_multiplier
 from engine.ledger.model import BetView, RoundView
 
@@ -104,7 +104,7 @@ ROUNDS_SCHEMA: dict[str, Any] = {
 
 @game.get("/game/state")
 @documented("The live round: phase, multiplier, deadlines and participants",
-            response=STATE_SCHEMA, tags=("game",))
+            response=STATE_SCHEMA, tags=("game",), problems=("engine_unavailable",))
 @requires_scope("read:game_state")
 async def game_state(*, principal: Principal) -> Response:
     runtime = current_services().require_game()
@@ -174,7 +174,7 @@ class RoundsQuery:
 
 @game.get("/game/rounds")
 @documented("Finished rounds, newest first, with crash points and revealed hashes",
-            response=ROUNDS_SCHEMA, tags=("game",))
+            response=ROUNDS_SCHEMA, tags=("game",), problems=("engine_unavailable",))
 @requires_scope("read:game_state")
 @query_params(RoundsQuery)
 async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
@@ -188,9 +188,10 @@ async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
     return conditional_json({"rounds": rounds, "next_cursor": next_cursor}, cache_control="no-cache")
 
 
-@game.get("/game/rounds/<int:round_id>")
+# Bounded like every integer of the API (beyond it: 404, not an overflow in SQLite).
+@game.get(f"/game/rounds/<int(max={MAX_INTEGER}):round_id>")
 @documented("One finished round (immutable once finished: cache it)", response=ROUND_SCHEMA,
-            tags=("game",))
+            tags=("game",), problems=("unknown_round", "engine_unavailable"))
 @requires_scope("read:game_state")
 async def get_round(round_id: int, *, principal: Principal) -> Response:
     services = current_services()

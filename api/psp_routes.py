@@ -148,6 +148,10 @@ def _parse(schema: type[validation.T], data: Any, where: str) -> validation.T:
 @documented(
     "PSP event callback (deposit/withdrawal completed, withdrawal failed/reversed)",
     response=WEBHOOK_RESPONSE, tags=("psp",),
+    problems=("signature_missing", "signature_malformed", "signature_expired",
+              "invalid_signature", "malformed_json", "payload_too_large", "validation_failed",
+              "environment_mismatch", "idempotency_conflict", "invalid_request", "psp_not_configured",
+              "ledger_unavailable", "engine_unavailable"),
     description="Authenticated by the Crashd-PSP-Signature header (t=…,v1=…: HMAC-SHA256 of "
                 "\"{t}.{raw body}\" with a secret from psp_secrets_file), not by an API key. "
                 "Every well-formed, correctly signed event is answered 200, including redeliveries "

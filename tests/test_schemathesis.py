@@ -1,0 +1,300 @@
+"""Schemathesis against a real ``crashd serve``: the OpenAPI document is the contract.
+
+A real server process (``python -m api serve --port 0``) on 127.0.0.1 serves
+``/api/v1/openapi.json``; schemathesis loads it from there and, for every operation,
+generates requests from the documented schemas — valid ones and deliberately invalid
+ones (``generation.mode = all``: wrong types, missing members, bad headers) — and sends
+them with a real API key holding every scope, so the authenticated paths run for real.
+Every response must pass:
+
+* ``not_a_server_error``: no 5xx, ever;
+* ``status_code_conformance``: the status is documented for the operation;
+* ``content_type_conformance``: the content type is the documented one
+  (``application/json``, ``application/problem+json`` for problems);
+* ``response_schema_conformance``: the body matches the documented schema;
+* ``response_headers_conformance``: documented headers have their documented shape.
+
+Budget: ``EXAMPLES`` fuzzed cases per operation (plus the coverage phase's boundary and
+negative cases), and a short stateful run that follows the document's links; the whole
+module takes well under a minute on a quiet machine (CI budget: 3 minutes).
+
+Writes that must be signed (``X-Crashd-Signature``) are signed by the test's session
+when the server supports signing, so schemathesis reaches the money routes' logic
+instead of stopping at 401; a request whose generated signature headers are missing or
+malformed is sent as generated (the server must refuse it with a documented problem).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+
+import requests  # noqa: E402  (schemathesis' own dependency)
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.config import SchemathesisConfig  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from api.app import VERSION  # noqa: E402
+from api.config import SETTINGS  # noqa: E402
+from api.idempotency import KEY_PATTERN  # noqa: E402
+from api.keys import KeyStore  # noqa: E402
+from api.openapi import build_openapi  # noqa: E402
+from test_api_support import PYTHON, REPO, build_app, test_config  # noqa: E402
+
+EXAMPLES = 40
+"""Fuzzed cases per operation (schemathesis' default is 100)."""
+STATEFUL_EXAMPLES = 15
+STATEFUL_STEPS = 8
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+
+SEEN: collections.Counter[tuple[str, str, int]] = collections.Counter()
+"""(method, path, status) of every response, to show what the run reached."""
+
+SIGNING: list[bool] = []
+"""Whether this server signs writes (set once the server is up)."""
+
+SETTING_NAMES = {s.name for s in SETTINGS}
+GENEROUS_RATE_LIMITS = {
+    # Schemathesis sends thousands of requests a minute with one key: a rate limit is
+    # not what this test is about (tests/test_api_security* test 429 itself).
+    "rate_limit_read": 10**7, "rate_limit_write": 10**7, "rate_limit_feed": 10**7,
+    "rate_limit_anonymous": 10**7,
+}
+
+
+@dataclass
+class Crashd:
+    url: str
+    key: str
+    session: requests.Session
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+class SigningSession(requests.Session):
+    """Signs money-moving requests the way a partner's client does: over the exact
+    method, path with query, body bytes and Idempotency-Key, as they leave the client.
+    Only requests that carry all three generated signature headers are signed (the
+    generated values are replaced); the rest go out as generated."""
+
+    def __init__(self, signing_secret: str | None) -> None:
+        super().__init__()
+        self.signing_secret = signing_secret
+        self.sent = 0
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        key = request.headers.get("Idempotency-Key")
+        if isinstance(key, str) and KEY_PATTERN.fullmatch(key):
+            # Generated keys repeat ("0", "00", …): a repeat with another body is a
+            # correct 422 idempotency_key_reused that would hide the route's own logic.
+            # Valid keys are made unique; invalid ones go out as generated.
+            self.sent += 1
+            request.headers["Idempotency-Key"] = f"{key[:200]}-{self.sent}"
+        if self.signing_secret:
+            self._sign(request)
+        response = super().send(request, **kwargs)
+        path = (request.path_url or "").split("?")[0]
+        SEEN[(request.method or "", path if path.count("/") < 5 else path.rsplit("/", 1)[0] + "/…",
+              response.status_code)] += 1
+        return response
+
+    def _sign(self, request: requests.PreparedRequest) -> None:
+        from api import signing
+
+        names = (signing.TIMESTAMP_HEADER, signing.NONCE_HEADER, signing.SIGNATURE_HEADER)
+        if not all(name in request.headers for name in names):
+            return
+        body = request.body or b""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        key = request.headers.get(signing.IDEMPOTENCY_HEADER, "")
+        if isinstance(key, bytes):
+            key = key.decode("latin-1")
+        headers = signing.sign_request(self.signing_secret or "", request.method or "GET",
+                                       request.path_url, body, key, int(time.time()))
+        for name in names:
+            request.headers[name] = headers[name]
+
+
+def _server_args(tmp: Path) -> list[str]:
+    args = [
+        "--host", "127.0.0.1", "--port", "0", "--feed-port", "0",
+        "--database", str(tmp / "crashd.sqlite3"), "--chain-file", str(tmp / "crashd-chain.json"),
+        "--chain-length", "2000", "--betting-ms", "400", "--pause-ms", "200",
+        "--synchronous", "NORMAL", "--log-level", "warning", "--graceful-timeout", "2",
+        "--stop-wait-s", "1",
+    ]
+    for name, value in GENEROUS_RATE_LIMITS.items():
+        if name in SETTING_NAMES:
+            args += ["--" + name.replace("_", "-"), str(value)]
+    if "psp_secrets_file" in SETTING_NAMES:
+        # A configured PSP endpoint: unsigned events are then refused (4xx), not 503.
+        secrets_file = tmp / "psp-secrets"
+        secrets_file.write_text("whsec_schemathesis_" + "0" * 32 + "\n")
+        secrets_file.chmod(0o600)
+        args += ["--psp-secrets-file", str(secrets_file)]
+    return args
+
+
+@pytest.fixture(scope="module")
+def crashd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashd]:
+    tmp = tmp_path_factory.mktemp("schemathesis")
+    store = KeyStore(tmp / "crashd.sqlite3")
+    try:
+        created = store.create("sandbox", "read:game_state,read:balance,write:bet", partner_id="acme",
+                               label="schemathesis")
+    finally:
+        store.close()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    log = (tmp / "server.log").open("w")
+    proc = subprocess.Popen([PYTHON, "-m", "api", "serve", *_server_args(tmp)], cwd=tmp, env=env,
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until ready (or the process dies)
+        assert line.startswith("crashd: listening on "), (line, (tmp / "server.log").read_text())
+        url = line.split()[-1]
+        signing_secret = getattr(created, "signing_secret", None) or None
+        SIGNING.append(signing_secret is not None)
+        session = SigningSession(signing_secret)
+        yield Crashd(url=url, key=created.secret, session=session)
+        session.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    errors = [line for line in (tmp / "server.log").read_text().splitlines()
+              if "unhandled error" in line or "Traceback" in line]
+    assert not errors, "the server logged errors:\n" + "\n".join(errors)
+
+
+def _document() -> dict[str, Any]:
+    """The OpenAPI document of an app built exactly as ``crashd serve`` builds it (the
+    routes and their contract records; nothing runs). Needed at import, because
+    schemathesis makes one test per operation at collection time;
+    :func:`test_served_document_is_the_tested_one` checks that the real server serves
+    this very document."""
+    with tempfile.TemporaryDirectory() as tmp:
+        under_test = build_app(test_config(Path(tmp), chain_length=10))
+        try:
+            return build_openapi(under_test.app, version=VERSION)
+        finally:
+            under_test.services.close()
+
+
+DOCUMENT = _document()
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=SchemathesisConfig.from_dict({
+    "generation": {"mode": "all"},
+    "seed": 20261124,
+}))
+
+
+def test_served_document_is_the_tested_one(crashd: Crashd) -> None:
+    served = requests.get(crashd.url + "/api/v1/openapi.json", timeout=10)
+    assert served.status_code == 200
+    assert served.json() == DOCUMENT
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_response_is_documented(case: Any, crashd: Crashd) -> None:
+    case.call_and_validate(base_url=crashd.url, session=crashd.session, headers=crashd.headers,
+                           checks=CHECKS, timeout=15)
+
+
+def test_stateful_links(crashd: Crashd) -> None:
+    """Sequences that follow the document's links (a reserved hold into confirm, …)."""
+
+    class Links(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": crashd.url, "session": crashd.session, "headers": crashd.headers,
+                    "timeout": 15}
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None,
+                              **kwargs: Any) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs or None)
+
+    Links.run(settings=settings(max_examples=STATEFUL_EXAMPLES, stateful_step_count=STATEFUL_STEPS,
+                                deadline=None, suppress_health_check=list(HealthCheck)))
+
+
+
+def test_zz_the_run_reached_the_logic() -> None:
+    """After the runs above: authenticated reads succeeded, and so did signed writes
+    (not just their 401/422 refusals). Prints what was sent (``pytest -s``)."""
+    if not SEEN:
+        pytest.skip("run with the schemathesis tests above")
+    ok = {(method, path) for (method, path, status), _ in SEEN.items() if 200 <= status < 300}
+    print(f"\n{sum(SEEN.values())} requests; statuses per operation:")
+    by_op: dict[tuple[str, str], collections.Counter[int]] = collections.defaultdict(collections.Counter)
+    for (method, path, status), n in SEEN.items():
+        by_op[(method, path)][status] += n
+    for (method, path), statuses in sorted(by_op.items()):
+        if path.startswith("/api/v1/") and "%" not in path:
+            print(f"  {method:6} {path:32} " + " ".join(f"{s}x{n}" for s, n in sorted(statuses.items())))
+    assert ("GET", "/api/v1/game/state") in ok
+    assert ("GET", "/api/v1/user/balance") in ok
+    if any(SIGNING):
+        assert ("POST", "/api/v1/sandbox/faucet") in ok
+
+
+# --- regressions found by the runs above ---------------------------------------------
+
+def test_round_id_beyond_the_integer_range_is_404_not_500(crashd: Crashd) -> None:
+    """A round id past 2^53 - 1 overflowed SQLite's INTEGER (500); it is now outside the
+    route's documented range, so it is a 404 problem like any unknown path."""
+    for round_id in (37519920483312938778624, 2**63, 2**53):
+        r = requests.get(f"{crashd.url}/api/v1/game/rounds/{round_id}", headers=crashd.headers, timeout=10)
+        assert r.status_code == 404, r.text
+        assert r.headers["Content-Type"] == "application/problem+json"
+    param = DOCUMENT["paths"]["/api/v1/game/rounds/{round_id}"]["get"]["parameters"][0]
+    assert param["schema"] == {"type": "integer", "minimum": 0, "maximum": 2**53 - 1}
+
+
+def test_domain_refusals_are_documented() -> None:
+    """404 unknown_ticket / unknown_hold (and the path's own 404), 503 when the engine or
+    ledger is unavailable: each route's own problem codes are in its responses."""
+    paths = DOCUMENT["paths"]
+    expected = {
+        ("/api/v1/bets/confirm", "post"): {"404", "409", "422", "503"},
+        ("/api/v1/bets/release", "post"): {"404", "409", "503"},
+        ("/api/v1/bets/{ticket_id}", "get"): {"404", "503"},
+        ("/api/v1/bets/{ticket_id}/cashout", "post"): {"404", "409", "503"},
+        ("/api/v1/bets/{ticket_id}/auto-cashout", "put"): {"404", "409", "422", "503"},
+        ("/api/v1/game/rounds/{round_id}", "get"): {"404", "503"},
+        ("/api/v1/game/state", "get"): {"503"},
+    }
+    for (path, method), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert statuses <= set(responses), (path, method, sorted(responses))
+    assert "unknown_hold" in paths["/api/v1/bets/confirm"]["post"]["responses"]["404"]["description"]
