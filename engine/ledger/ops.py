@@ -212,11 +212,14 @@ class Txn:
         return acct
 
     def system(self, environment: str, kind: AccountKind) -> Account:
-        acct = self._system.get((environment, kind))
+        # Keyed by the kind's value: hashing the Enum member itself is a Python-level
+        # call, and this runs for nearly every op.
+        k = (environment, kind._value_)
+        acct = self._system.get(k)
         if acct is None:
             acct = self.account(AccountKey.system(environment, kind), create=True)
             assert acct is not None
-            self._system[(environment, kind)] = acct
+            self._system[k] = acct
         return acct
 
     def hold(self, hold_id: str) -> Hold | None:
@@ -309,7 +312,8 @@ class Txn:
     # -- mutations (each asserts what must hold and what must not)
 
     def _touch_account(self, acct: Account) -> None:
-        if acct.id < self._first_new_account_id():
+        new = self.new_accounts
+        if acct.id < (new[0].id if new else self.ids.account):
             self.dirty_accounts[acct.id] = acct
 
     def _first_new_account_id(self) -> int:
@@ -317,19 +321,26 @@ class Txn:
 
     def transfer(self, op: int, debit: Account, credit: Account, amount: int, kind: str,
                  now: int, hold: int | None = None) -> None:
+        debit_key = debit.key
+        environment = debit_key[0]
         assert debit.id != credit.id
-        assert debit.key.environment == credit.key.environment, "environments never mix"
+        assert environment == credit.key[0], "environments never mix"
         assert 0 < amount < 2**62, amount
         debit.posted -= amount
         credit.posted += amount
-        if debit.key.kind == "player":
+        if debit_key[1] == "player":
             assert debit.posted >= debit.pending >= 0, "player below zero"
-        self._touch_account(debit)
-        self._touch_account(credit)
+        # _touch_account, inlined for both sides (runs for every transfer).
+        new = self.new_accounts
+        first_new = new[0].id if new else self.ids.account
+        if debit.id < first_new:
+            self.dirty_accounts[debit.id] = debit
+        if credit.id < first_new:
+            self.dirty_accounts[credit.id] = credit
+        ids = self.ids
         self.new_transfers.append(
-            (self.ids.transfer, op, debit.key.environment, debit.id, credit.id, amount, kind,
-             hold, now))
-        self.ids.transfer += 1
+            (ids.transfer, op, environment, debit.id, credit.id, amount, kind, hold, now))
+        ids.transfer += 1
         self.mutations += 1
 
     def create_hold(self, op: int, hold_id: str, debit: Account, credit: Account,

@@ -152,7 +152,13 @@ CREATE TRIGGER IF NOT EXISTS reversals_no_delete BEFORE DELETE ON reversals
 BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS accounts_no_delete BEFORE DELETE ON accounts
 BEGIN SELECT RAISE(ABORT, 'accounts are never deleted'); END;
-CREATE TRIGGER IF NOT EXISTS accounts_identity BEFORE UPDATE ON accounts
+-- UPDATE OF the identity columns: an UPDATE that does not name them cannot change
+-- them, and the balance updates of every commit group (SET posted, pending) then do
+-- not run the trigger at all. Replaces the first version's trigger on every UPDATE,
+-- which cost ~0.5 us per updated account row.
+DROP TRIGGER IF EXISTS accounts_identity;
+CREATE TRIGGER IF NOT EXISTS accounts_identity_columns
+BEFORE UPDATE OF id, environment, kind, partner_id, user_id ON accounts
 WHEN NEW.id IS NOT OLD.id OR NEW.environment IS NOT OLD.environment
   OR NEW.kind IS NOT OLD.kind OR NEW.partner_id IS NOT OLD.partner_id
   OR NEW.user_id IS NOT OLD.user_id

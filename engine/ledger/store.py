@@ -303,8 +303,8 @@ class Store:
             times = txn.op_times
             c.executemany("INSERT INTO ops (id, key, kind, fingerprint, ok, code, result, ts) "
                           "VALUES (?,?,?,?,?,?,?,?)",
-                          [(r.seq, r.key, r.kind, r.fingerprint, int(r.ok), r.code, r.result,
-                            times[r.seq]) for r in txn.new_ops])
+                          [(*r[:4], 1 if r[4] else 0, r[5], r[6], times[r[0]])
+                           for r in txn.new_ops])
         if txn.new_accounts:
             c.executemany("INSERT INTO accounts (id, environment, kind, partner_id, user_id, "
                           "posted, pending) VALUES (?,?,?,?,?,?,?)",
