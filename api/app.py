@@ -158,6 +158,9 @@ def _http_exception(exc: HTTPException) -> Response:
 
 def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("crashd")
+    # "//" in a path is a 404 problem, not a 308 redirect with an HTML body: a client
+    # that followed it would re-send a signed write to a path it never signed.
+    app.url_map.merge_slashes = False
     app.config.update(
         MAX_CONTENT_LENGTH=services.config.max_body_bytes,
         # Exceptions become 500 problems (never a traceback to the client), even in tests.
