@@ -58,8 +58,9 @@ from api.keys import KeyStore  # noqa: E402
 from api.openapi import build_openapi  # noqa: E402
 from test_api_support import PYTHON, REPO, build_app, test_config  # noqa: E402
 
-EXAMPLES = 40
-"""Fuzzed cases per operation (schemathesis' default is 100)."""
+EXAMPLES = int(os.environ.get("CRASHD_SCHEMATHESIS_EXAMPLES", "40"))
+"""Fuzzed cases per operation (schemathesis' default is 100); raise it for a thorough
+run: ``CRASHD_SCHEMATHESIS_EXAMPLES=1000 pytest tests/test_schemathesis.py``."""
 STATEFUL_EXAMPLES = 15
 STATEFUL_STEPS = 8
 
