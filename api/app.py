@@ -25,7 +25,7 @@ from api.game_routes import game
 from api.openapi import API_PREFIX, build_openapi
 from api.problems import Problem, code_for_status, problem_response
 from api.psp_routes import psp
-from api.requestid import RequestContextMiddleware, request_id_of
+from api.requestid import RequestContextMiddleware, log_context
 from api.security import install as install_security
 from api.services import SERVICES_EXTENSION, Services, current_services
 from api.user_routes import users
@@ -188,7 +188,7 @@ def create_app(services: Services) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def on_exception(exc: Exception) -> Response:
-        log.error("unhandled error request_id=%s %s %s", request_id_of(request.scope),
+        log.error("unhandled error %s %s %s", log_context(request.scope),
                   request.method, request.path, exc_info=exc)
         return problem_response(Problem("internal_error", "the server failed; quote the request id when reporting it"))
 

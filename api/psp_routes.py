@@ -42,6 +42,7 @@ from api.contract import documented, json_response
 from api.keys import PARTNER_ID
 from api.openapi import API_PREFIX
 from api.problems import Problem, register_code
+from api.requestid import log_context
 from api.services import current_services
 from api.validation import Choice, Integer, String
 from engine.ledger import LedgerError
@@ -179,7 +180,7 @@ async def webhook() -> Response:
     event = _parse(Envelope, doc, "")
     answer: dict[str, Any] = {"event_id": event.id, "type": event.type}
     if event.type not in MONEY_TYPES:
-        log.info("psp event ignored event_id=%s type=%s", event.id, event.type)
+        log.info("%s psp event ignored event_id=%s type=%s", log_context(request.scope), event.id, event.type)
         return json_response({**answer, "status": "ignored"})
     environment = services.config.environment
     ledger = services.require_game().game.ledger
@@ -198,11 +199,13 @@ async def webhook() -> Response:
                                                               withdrawal_id=rdata.withdrawal_id)
     except LedgerError as err:
         if err.code in REJECTIONS:
-            log.info("psp event rejected event_id=%s type=%s reason=%s", event.id, event.type, err.code)
+            log.info("%s psp event rejected event_id=%s type=%s reason=%s", log_context(request.scope),
+                     event.id, event.type, err.code)
             return json_response({**answer, "status": "rejected", "reason": err.code,
                                   "replayed": err.replayed})
         raise problem_from(err) from None
-    log.info("psp event applied event_id=%s type=%s replayed=%s", event.id, event.type, posted.replayed)
+    log.info("%s psp event applied event_id=%s type=%s replayed=%s", log_context(request.scope),
+             event.id, event.type, posted.replayed)
     return json_response({**answer, "status": "applied", "replayed": posted.replayed,
                           "amount": posted.amount, "balance": posted.balance})
 

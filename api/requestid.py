@@ -64,6 +64,16 @@ def set_key_id(scope: Scope, key_id: str) -> None:
     scope[_SCOPE_KEY_ID] = key_id
 
 
+def key_id_of(scope: Scope) -> str:
+    """The authenticated key id of a scope, or ``-`` (never the key itself)."""
+    return str(scope.get(_SCOPE_KEY_ID, "-"))
+
+
+def log_context(scope: Scope) -> str:
+    """``request_id=… key_id=…``: the prefix of every log line written for a request."""
+    return f"request_id={request_id_of(scope)} key_id={key_id_of(scope)}"
+
+
 def _inbound_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name.lower() == b"x-request-id":
