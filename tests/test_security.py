@@ -293,3 +293,19 @@ async def test_last_used_is_written_once_per_period(tmp_path: Path, logscan: Log
                 assert store.get(key_id).last_used_at == "2000-01-01T00:00:00Z"  # type: ignore[union-attr]
             finally:
                 store.close()
+
+
+def test_docs_worked_examples_are_correct() -> None:
+    """docs/security.md's examples, recomputed."""
+    from api import pspsig
+    from api.signing import signature, string_to_sign
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
+    canonical = string_to_sign("POST", "/api/v1/bets/reserve", "1767225600", "n0nce-8f3a9c2e71d4b5a6",
+                               b'{"user_id":"u-42","amount":2500}', "3f2c1e9a-7b4d-4e8f-9a1c-2d3e4f5a6b7c")
+    assert "```\n" + canonical + "\n```" in docs
+    assert signature("cs_" + "0123456789abcdef" * 4, canonical) in docs
+    body = (b'{"id":"evt_1","type":"deposit.completed","created":1767225600,"data":{"environment":"sandbox",'
+            b'"partner_id":"acme","user_id":"u-42","amount":5000}}')
+    assert body.decode() in docs
+    assert pspsig.header_value("whsec_example_secret", 1767225600, body) in docs
