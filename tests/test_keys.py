@@ -222,3 +222,59 @@ def test_scope_names_are_validated_at_declaration() -> None:
     assert set(SCOPES) >= {"read:game_state", "read:balance", "write:bet"}
     with pytest.raises(ValueError):
         requires_scope("write:everything")
+
+
+def test_rotation_keeps_identity_and_overlaps_then_expires(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "k.sqlite3")
+    try:
+        created = store.create("sandbox", "write:bet", partner_id="acme")
+        assert created.signing_secret == store.signing_secret(created.key.id, 0)
+        # Neither the signing secret nor the key is in the database.
+        rotated = store.rotate(created.key.id, overlap_s=100, now=1_000.0)
+        assert rotated.key.id == created.key.id and rotated.key.generation == 1
+        assert rotated.signing_secret == store.signing_secret(created.key.id, 1) != created.signing_secret
+        assert store.lookup(rotated.secret, now=1_050.0) is not None
+        assert store.lookup(created.secret, now=1_050.0) is not None  # overlap
+        assert store.lookup(created.secret, now=1_100.0) is None  # over
+        key = store.get(created.key.id)
+        assert key is not None and key.previous_until == 1_100.0
+        principal = Principal(key.id, key.partner_id, key.environment, frozenset(key.scopes),
+                              key.generation, key.previous_until)
+        assert principal.signing_generations(1_050.0) == (1, 0)
+        assert principal.signing_generations(1_100.0) == (1,)
+        store.revoke(created.key.id)
+        with pytest.raises(KeyStoreError):
+            store.rotate(created.key.id, overlap_s=0, now=2_000.0)
+        with pytest.raises(KeyStoreError):
+            store.rotate("key_nope", overlap_s=0, now=2_000.0)
+    finally:
+        store.close()
+    for path in tmp_path.iterdir():
+        data = path.read_bytes()
+        assert created.signing_secret.encode() not in data and rotated.secret[8:].encode() not in data
+
+
+def test_old_key_tables_are_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.sqlite3"
+    store = KeyStore(db)
+    created = store.create("sandbox", "read:balance")
+    store.close()
+    # Recreate the table as the first release had it (no generation/last-used columns).
+    conn = sqlite3.connect(db)
+    conn.executescript("""
+        CREATE TABLE old AS SELECT id, secret_hash, prefix, environment, partner_id, scopes, label,
+                                   created_at, revoked_at FROM api_keys;
+        DROP TABLE api_keys;
+        ALTER TABLE old RENAME TO api_keys;
+    """)
+    conn.close()
+    store = KeyStore(db)
+    try:
+        key = store.lookup(created.secret)
+        assert key is not None and key.generation == 0 and key.last_used_at is None
+        store.touch(key.id, "2026-01-01T00:00:00Z")
+        assert store.get(key.id).last_used_at == "2026-01-01T00:00:00Z"  # type: ignore[union-attr]
+    finally:
+        store.close()
