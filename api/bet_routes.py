@@ -160,7 +160,10 @@ RESERVE_SCHEMA: dict[str, Any] = {
             status=201, tags=("bets",),
             problems=("insufficient_funds", "stake_too_small", "stake_too_large", "duplicate_hold",
                       "idempotency_conflict", "invalid_request", "ledger_busy", "ledger_unavailable",
-                      "engine_unavailable"))
+                      "engine_unavailable"),
+            links={name: {"operationId": f"bets_{name}",
+                          "requestBody": {"user_id": "$response.body#/user_id", "hold_id": "$response.body#/hold_id"}}
+                   for name in ("confirm", "release")})
 @requires_scope("write:bet")
 @signed
 @idempotent
@@ -209,7 +212,13 @@ PLACED_SCHEMA: dict[str, Any] = {
             problems=("unknown_hold", "hold_expired", "hold_resolved", "hold_busy", "duplicate_ticket",
                       "too_many_bets", "round_full", "stake_too_small", "stake_too_large",
                       "invalid_target", "idempotency_conflict", "invalid_request", "engine_stopping",
-                      "ledger_busy", "ledger_unavailable", "engine_unavailable"))
+                      "ledger_busy", "ledger_unavailable", "engine_unavailable"),
+            links={
+                "status": {"operationId": "bets_bet_status", "parameters": {"ticket_id": "$response.body#/ticket_id"}},
+                **{name: {"operationId": f"bets_{name}", "parameters": {"ticket_id": "$response.body#/ticket_id"},
+                          "requestBody": {"user_id": "$request.body#/user_id"}}
+                   for name in ("cashout", "auto_cashout")},
+            })
 @requires_scope("write:bet")
 @signed
 @idempotent

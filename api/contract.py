@@ -40,6 +40,8 @@ class ResponseSpec:
     schema: type | dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     """Response header name -> description (documented, not enforced)."""
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """OpenAPI links: how this response's values feed another operation (name -> Link)."""
 
 
 @dataclass
@@ -90,6 +92,7 @@ def documented(
     headers: Mapping[str, str] | None = None,
     extra_responses: Mapping[int, ResponseSpec] | None = None,
     problems: Iterable[str] = (),
+    links: Mapping[str, dict[str, Any]] | None = None,
 ) -> Callable[[V], V]:
     """Mark a view as part of the public API (required for every /api/v1 route: a test
     fails on an undocumented one) and describe its success response.
@@ -108,7 +111,8 @@ def documented(
         meta.summary = summary
         meta.description = description or (view.__doc__ or "").strip()
         meta.tags = tags
-        meta.responses[status] = ResponseSpec(response_description, response, dict(headers or {}))
+        meta.responses[status] = ResponseSpec(response_description, response, dict(headers or {}),
+                                              dict(links or {}))
         for code, spec in (extra_responses or {}).items():
             meta.responses[code] = spec
         meta.documented = True

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from quart import Blueprint, Response
 
 from api.auth import requires_scope
-from api.conditional import conditional_json
+from api.conditional import CONDITIONAL_HEADERS, CONDITIONAL_RESPONSES, conditional_json
 from api.contract import documented, json_response, query_params
 from api.keys import Principal
 from api.openapi import API_PREFIX
@@ -174,7 +174,8 @@ class RoundsQuery:
 
 @game.get("/game/rounds")
 @documented("Finished rounds, newest first, with crash points and revealed hashes",
-            response=ROUNDS_SCHEMA, tags=("game",), problems=("engine_unavailable",))
+            response=ROUNDS_SCHEMA, tags=("game",), problems=("engine_unavailable",),
+            headers=CONDITIONAL_HEADERS, extra_responses=CONDITIONAL_RESPONSES)
 @requires_scope("read:game_state")
 @query_params(RoundsQuery)
 async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
@@ -191,7 +192,8 @@ async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
 # Bounded like every integer of the API (beyond it: 404, not an overflow in SQLite).
 @game.get(f"/game/rounds/<int(max={MAX_INTEGER}):round_id>")
 @documented("One finished round (immutable once finished: cache it)", response=ROUND_SCHEMA,
-            tags=("game",), problems=("unknown_round", "engine_unavailable"))
+            tags=("game",), problems=("unknown_round", "engine_unavailable"),
+            headers=CONDITIONAL_HEADERS, extra_responses=CONDITIONAL_RESPONSES)
 @requires_scope("read:game_state")
 async def get_round(round_id: int, *, principal: Principal) -> Response:
     services = current_services()

@@ -132,6 +132,15 @@ def build_openapi(app: Quart, *, version: str = "0.1.0") -> dict[str, Any]:
             ):
                 parameters.append({"name": name, "in": "header", "required": True,
                                    "description": description, "schema": {"type": "string", "pattern": pattern}})
+        if 304 in meta.responses:
+            # A conditional resource (api.conditional): validators from an earlier 200.
+            parameters += [
+                {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "ETag(s) of your cached copy (or *): 304 if it is current"},
+                {"name": "If-Modified-Since", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "Last-Modified of your cached copy (HTTP date): 304 if unchanged; "
+                                "ignored when If-None-Match is sent"},
+            ]
         if parameters:
             op["parameters"] = parameters
         if meta.body_schema is not None:
@@ -197,4 +206,6 @@ def _response(spec: ResponseSpec, base_headers: dict[str, Any], idempotent: bool
     schema = _schema(spec.schema)
     if schema is not None:
         doc["content"] = {"application/json": {"schema": schema}}
+    if spec.links:
+        doc["links"] = spec.links
     return doc

@@ -69,7 +69,11 @@ class FaucetBody:
 @documented("Credit demo money to a sandbox user (sandbox keys only)", response=BALANCE_SCHEMA,
             status=201, tags=("users",),
             problems=("environment_not_allowed", "idempotency_conflict", "invalid_request",
-                      "ledger_unavailable", "engine_unavailable"))
+                      "ledger_unavailable", "engine_unavailable"),
+            links={"reserve": {"operationId": "bets_reserve",
+                               "requestBody": {"user_id": "$response.body#/user_id",
+                                               "amount": "$response.body#/available"}},
+                   "balance": {"operationId": "users_balance", "parameters": {"user_id": "$response.body#/user_id"}}})
 @requires_scope("write:bet")
 @signed
 @idempotent
