@@ -157,6 +157,12 @@ class Txn:
     def prime_op(self, key: str, rec: OpRecord | None) -> None:
         self._ops.setdefault(key, _ABSENT if rec is None else rec)
 
+    def prime_absent_ops(self, keys: Iterable[str]) -> None:
+        """``prime_op(key, None)`` for each of ``keys`` (keys known to be unused)."""
+        ops = self._ops
+        for key in keys:
+            ops.setdefault(key, _ABSENT)
+
     def prime_account(self, key: AccountKey, acct: Account | None) -> None:
         if key in self._accounts:
             return

@@ -244,10 +244,12 @@ class Store:
                                f"WHERE key IN ({','.join('?' * len(chunk))})", chunk):
                 txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
                 found.add(r[1])
-        for k in keys - found:
-            txn.prime_op(k, None)
+        txn.prime_absent_ops(keys - found)
+        cached = self._accounts
+        prime_account = txn.prime_account
         for account_key in accounts:
-            txn.prime_account(account_key, self.load_account(account_key))
+            acct = cached.get(account_key)
+            prime_account(account_key, acct if acct is not None else self.load_account(account_key))
         hold_found: set[str] = set()
         for chunk in _chunks(sorted(holds)):
             for r in c.execute(f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id IN "
