@@ -361,15 +361,23 @@ def bet_op(reqs: Requests, users: list[str], concurrency: int) -> Operation:
     return op
 
 
-async def fund(server: Server, reqs: Requests, users: list[str], amount: int) -> None:
-    conn = await RawConnection.open(server.host, server.port)
-    try:
-        for user in users:
-            status, body = await conn.request(reqs.post("/api/v1/sandbox/faucet", {"user_id": user, "amount": amount}))
-            if status != 201:
-                raise SystemExit(f"bench api: funding {user} failed: {status} {body[:300]!r}")
-    finally:
-        await conn.aclose()
+async def fund(server: Server, reqs: Requests, users: list[str], amount: int, concurrency: int) -> None:
+    """Credit every user from the sandbox faucet (``concurrency`` connections)."""
+
+    async def worker(mine: list[str]) -> None:
+        conn = await RawConnection.open(server.host, server.port)
+        try:
+            for user in mine:
+                status, body = await conn.request(
+                    reqs.post("/api/v1/sandbox/faucet", {"user_id": user, "amount": amount}))
+                if status != 201:
+                    raise SystemExit(f"bench api: funding {user} failed: {status} {body[:300]!r}")
+        finally:
+            await conn.aclose()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(concurrency):
+            nursery.start_soon(worker, users[i::concurrency])
 
 
 def run_wrk(server: Server, path: str, *, auth: bool, concurrency: int, seconds: float) -> Row | None:
@@ -421,7 +429,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per row (default 10)")
     parser.add_argument("--max-requests", type=int, default=200_000, help="per row: operations at most")
     parser.add_argument("--concurrency", type=int, default=16, help="keep-alive connections (default 16)")
-    parser.add_argument("--users", type=int, default=200, help="funded users the bet path cycles through")
+    parser.add_argument("--users", type=int, default=1000,
+                        help="funded users the bet path cycles through (default 1000: at 10 bets per user "
+                             "and round, the round's 10,000-bet limit)")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL",
                         help="the ledger's durability (default FULL, the server's default)")
@@ -465,7 +475,7 @@ def main(argv: list[str]) -> int:
 async def _measure(server: Server, args: argparse.Namespace, opener: Any) -> list[Row]:
     reqs = Requests(server)
     users = [f"bench-{i}" for i in range(max(args.users, args.concurrency))]
-    await fund(server, reqs, users, 1_000_000)
+    await fund(server, reqs, users, 1_000_000, args.concurrency)
     load = dict(opener=opener, concurrency=args.concurrency, max_ops=args.max_requests)
     # Warm up every path once (imports, caches, first SQLite pages), unmeasured.
     await run_load(server, "warmup", get_op(reqs.get(HELLO_PATH, auth=False)), seconds=1.0, **load)
