@@ -1,4 +1,4 @@
-"""``FeedClient``: the live feed (docs/feed.md) from Python, on Trio and trio-websocket.
+"""``FeedClient``: the live feed (docs/feed.md) from Python, on Trio and wsproto.
 
 What it does for you, so an integration is a loop over ``messages()``:
 
@@ -36,13 +36,6 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    HandshakeError,
-    WebSocketConnection,
-    open_websocket_url,
-)
 
 from api.client.backoff import Backoff, RandomFn
 from api.client.messages import (
@@ -54,6 +47,7 @@ from api.client.messages import (
     parse_stream_message,
 )
 from api.client.stream import StreamCursor
+from api.client.websocket import ConnectionLost, HandshakeRejected, WebSocket
 
 log = logging.getLogger("crashd.client.feed")
 
@@ -141,13 +135,14 @@ class FeedClient:
         """Channels whose state the cursor covers (a snapshot or a completed resume was
         applied for them): on reconnect these resume, the others subscribe afresh."""
         self._cursor = StreamCursor()
-        self._ws: WebSocketConnection | None = None
+        self._ws: WebSocket | None = None
         self._conn_epoch = ""
         self._pending: dict[int, _Pending] = {}
         self._resuming: dict[int, list[str]] = {}
         self._next_id = 0
         self._last_error: dict[str, Any] | None = None
         self._scope: trio.CancelScope | None = None
+        self._stopped = trio.Event()
         self._closing = False
         self._connects = 0
         self._delivered = 0
@@ -215,13 +210,13 @@ class FeedClient:
         """Close the connection with a normal close (1000) and stop ``run``; idempotent."""
         self._closing = True
         ws = self._ws
-        if ws is not None:
-            with trio.move_on_after(2.0) as scope:
-                scope.shield = True
-                try:
-                    await ws.aclose(1000, "client closing")
-                except (ConnectionClosed, trio.BrokenResourceError, OSError):
-                    pass
+        with trio.move_on_after(2.0) as scope:
+            scope.shield = True
+            if ws is not None:
+                # The reader sees the server's answering close and ``run`` returns.
+                await ws.send_close(1000, "client closing")
+            if self._scope is not None:
+                await self._stopped.wait()
         if self._scope is not None:
             self._scope.cancel()
         self._send.close()
@@ -248,16 +243,14 @@ class FeedClient:
                 while not self._closing:
                     try:
                         await self._session(ready)
-                    except ConnectionClosed as exc:
-                        self._raise_if_fatal(exc.reason.code, exc.reason.reason)
-                        log.info("feed connection closed (%s %s): reconnecting",
-                                 exc.reason.code, exc.reason.reason)
-                    except ConnectionRejected as exc:
+                    except ConnectionLost as exc:
+                        self._raise_if_fatal(exc.code, exc.reason)
+                        log.info("feed connection closed (%s %s): reconnecting", exc.code, exc.reason)
+                    except HandshakeRejected as exc:
                         if exc.status_code not in _RETRY_HANDSHAKE_STATUS:
-                            raise FeedError("handshake_rejected",
-                                            f"the server refused the WebSocket upgrade with HTTP {exc.status_code}") from None
+                            raise FeedError("handshake_rejected", str(exc)) from None
                         log.info("feed handshake refused with %s: retrying", exc.status_code)
-                    except (HandshakeError, OSError, trio.BrokenResourceError, _Dead) as exc:
+                    except (OSError, trio.BrokenResourceError, trio.TooSlowError, _Dead) as exc:
                         log.info("feed connection lost (%s): reconnecting", exc or type(exc).__name__)
                     finally:
                         self._disconnected()
@@ -269,6 +262,7 @@ class FeedClient:
                     failures += 1
         finally:
             self._scope = None
+            self._stopped.set()
             self._send.close()
 
     def _raise_if_fatal(self, code: int | None, reason: str | None) -> None:
@@ -284,15 +278,14 @@ class FeedClient:
         return token if isinstance(token, str) else await token()
 
     async def _session(self, ready: Callable[[], None]) -> None:
-        headers = [] if self._api_key is None else [(b"Authorization", f"Bearer {self._api_key}".encode())]
+        headers = [] if self._api_key is None else [("Authorization", f"Bearer {self._api_key}")]
         first_message = None if self._token is None else await self._credential_token()
         self._last_error = None
-        async with open_websocket_url(
-            self.url, extra_headers=headers, connect_timeout=self.connect_timeout,
-            disconnect_timeout=2.0, message_queue_size=16,
-        ) as ws:
+        with trio.fail_after(self.connect_timeout):
+            ws = await WebSocket.connect(self.url, headers)
+        try:
             if first_message is not None:
-                await ws.send_message(json.dumps({"type": "auth", "token": first_message}))
+                await ws.send(json.dumps({"type": "auth", "token": first_message}))
             welcome = await self._welcome(ws)
             self._conn_epoch = str(welcome["epoch"])
             interval = float(welcome.get("heartbeat_interval_ms", 15_000)) / 1000
@@ -304,17 +297,21 @@ class FeedClient:
             await self._subscribe_all(ws)
             ready()
             await self._read_loop(ws, idle_limit)
+        finally:
+            with trio.move_on_after(1.0) as cleanup:
+                cleanup.shield = True
+                await ws.aclose(1000, "client closing")
 
-    async def _welcome(self, ws: WebSocketConnection) -> dict[str, Any]:
+    async def _welcome(self, ws: WebSocket) -> dict[str, Any]:
         with trio.fail_after(self.connect_timeout):
             while True:
-                obj = json.loads(await ws.get_message())
+                obj = json.loads(await ws.receive())
                 if obj.get("type") == "welcome":
                     return obj  # type: ignore[no-any-return]
                 if obj.get("type") == "error":
                     self._last_error = obj  # the close that follows says whether it is fatal
 
-    async def _subscribe_all(self, ws: WebSocketConnection) -> None:
+    async def _subscribe_all(self, ws: WebSocket) -> None:
         """Subscribe this new connection: resume the covered channels, snapshot the rest."""
         resume = [c for c in self._channels if c in self._covered]
         fresh = [c for c in self._channels if c not in self._covered]
@@ -322,24 +319,24 @@ class FeedClient:
         if resume and point is not None:
             request_id = self._new_id()
             self._resuming[request_id] = resume
-            await ws.send_message(json.dumps({"type": "subscribe", "channels": resume, "id": request_id,
+            await ws.send(json.dumps({"type": "subscribe", "channels": resume, "id": request_id,
                                               "resume": {"seq": point.seq, "epoch": point.epoch}}))
         else:
             fresh = resume + fresh
         if fresh:
-            await ws.send_message(json.dumps({"type": "subscribe", "channels": fresh, "id": self._new_id()}))
+            await ws.send(json.dumps({"type": "subscribe", "channels": fresh, "id": self._new_id()}))
 
-    async def _read_loop(self, ws: WebSocketConnection, idle_limit: float) -> None:
+    async def _read_loop(self, ws: WebSocket, idle_limit: float) -> None:
         while True:
             with trio.move_on_after(idle_limit) as idle:
-                text = await ws.get_message()
+                text = await ws.receive()
             if idle.cancelled_caught:
                 raise _Dead(f"nothing received for {idle_limit:.1f} s")
             obj = json.loads(text)
             kind = obj.get("type")
             if kind == "heartbeat":
                 # Acked the moment it is read, before anything else can block.
-                await ws.send_message(json.dumps({"type": "ack", "id": obj["id"]}))
+                await ws.send(json.dumps({"type": "ack", "id": obj["id"]}))
                 self._acked += 1
                 continue
             stream = parse_stream_message(obj)
@@ -376,14 +373,14 @@ class FeedClient:
                     pending.error = FeedError(str(obj.get("code")), str(obj.get("message", "")))
                 pending.done.set()
 
-    async def _request(self, ws: WebSocketConnection, body: dict[str, Any]) -> None:
+    async def _request(self, ws: WebSocket, body: dict[str, Any]) -> None:
         request_id = self._new_id()
         pending = self._pending[request_id] = _Pending(trio.Event())
         try:
-            await ws.send_message(json.dumps({**body, "id": request_id}))
+            await ws.send(json.dumps({**body, "id": request_id}))
             with trio.fail_after(self.request_timeout):
                 await pending.done.wait()
-        except (ConnectionClosed, trio.BrokenResourceError):
+        except ConnectionLost:
             return  # the next connection subscribes from self._channels
         finally:
             self._pending.pop(request_id, None)
@@ -405,11 +402,20 @@ class FeedClient:
 @asynccontextmanager
 async def open_feed(url: str, **options: Any) -> AsyncIterator[FeedClient]:
     """``async with open_feed(url, api_key=…, channels=[…]) as client:`` — a
-    :class:`FeedClient` running in its own nursery, connected on entry, closed on exit."""
+    :class:`FeedClient` running in its own nursery, connected on entry, closed on exit.
+
+    If the client gives up (:class:`FeedError`, :class:`FeedUnavailable`), the block is
+    cancelled and that exception is raised as itself, not wrapped in an exception group.
+    """
     client = FeedClient(url, **options)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(client.run)
-        try:
-            yield client
-        finally:
-            await client.aclose()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            try:
+                yield client
+            finally:
+                await client.aclose()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], (FeedError, FeedUnavailable)):
+            raise group.exceptions[0] from None
+        raise
