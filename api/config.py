@@ -58,7 +58,7 @@ class Config:
     signature_window_s: int = 30
     rate_limit_read: int = 6000
     rate_limit_write: int = 3000
-    rate_limit_feed: int = 60
+    rate_limit_feed: int = 1200
     rate_limit_anonymous: int = 600
     rate_limit_window_s: float = 60.0
     psp_secrets_file: Path = Path("crashd-psp-secrets")

@@ -9,6 +9,7 @@ feed's principal.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable
 
@@ -20,11 +21,13 @@ from api.contract import documented, json_response
 from api.feed import Principal as FeedPrincipal
 from api.keys import Authenticator, Principal
 from api.openapi import API_PREFIX
+from api.ratelimit import Policy, RateLimiter
 from api.services import current_services
 
 feed = Blueprint("feed", __name__, url_prefix=API_PREFIX)
 
 FEED_TOKEN_LABEL = "feed-token"
+log = logging.getLogger("crashd.feed")
 
 TOKEN_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -55,8 +58,16 @@ async def feed_token(*, principal: Principal) -> Response:
                          headers={"Cache-Control": "no-store"})
 
 
-def feed_authenticator(authenticator: Authenticator) -> Callable[[str], FeedPrincipal | None]:
+FEED_CONNECTS = Policy("feed_connect", 60, 60.0)
+"""Connections per minute one API key may open to the feed directly (a partner's server
+reconnecting; browsers connect with feed tokens, which ``rate_limit_feed`` bounds when
+they are issued, so they are not counted here)."""
+
+
+def feed_authenticator(authenticator: Authenticator,
+                       connects: Policy = FEED_CONNECTS) -> Callable[[str], FeedPrincipal | None]:
     secret = authenticator.store.derive_secret(FEED_TOKEN_LABEL)
+    limiter = RateLimiter(max_keys=10_000)  # full buckets are swept when it fills
 
     def authenticate(credential: str) -> FeedPrincipal | None:
         if credential.startswith(feedtokens.PREFIX):
@@ -66,6 +77,9 @@ def feed_authenticator(authenticator: Authenticator) -> Callable[[str], FeedPrin
             return FeedPrincipal(claims.partner_id, claims.environment, claims.scopes)
         principal = authenticator.authenticate_sync(credential)
         if principal is None:
+            return None
+        if not limiter.check(principal.key_id, connects, time.monotonic()).allowed:
+            log.info("feed connect refused: rate limited key_id=%s", principal.key_id)
             return None
         return FeedPrincipal(principal.partner_id, principal.environment, principal.scopes)
 

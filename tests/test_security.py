@@ -309,3 +309,22 @@ def test_docs_worked_examples_are_correct() -> None:
             b'"partner_id":"acme","user_id":"u-42","amount":5000}}')
     assert body.decode() in docs
     assert pspsig.header_value("whsec_example_secret", 1767225600, body) in docs
+
+
+def test_feed_connects_with_an_api_key_are_rate_limited_per_key(tmp_path: Path, logscan: LogScan) -> None:
+    from api.feed_routes import feed_authenticator
+    from api.keys import Authenticator
+    from api.ratelimit import Policy
+
+    store = KeyStore(tmp_path / "k.sqlite3")
+    try:
+        a = store.create("sandbox", "read:game_state", partner_id="acme")
+        b = store.create("sandbox", "read:game_state", partner_id="acme")
+        logscan.remember(a.secret, b.secret, a.signing_secret, b.signing_secret)
+        authenticate = feed_authenticator(Authenticator(store, frozenset({"sandbox"})),
+                                          Policy("feed_connect", 3, 60.0))
+        assert [authenticate(a.secret) is not None for _ in range(4)] == [True, True, True, False]
+        assert authenticate(b.secret) is not None  # per key
+        assert authenticate("ck_test_" + "x" * 32) is None
+    finally:
+        store.close()
