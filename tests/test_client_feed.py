@@ -241,3 +241,18 @@ async def test_two_clients_see_the_same_game_and_one_survives_kills(tmp_path: Pa
         for c in (ca, cb):
             every = c.seqs()
             assert every == sorted(set(every))  # ticks included: increasing, no duplicates
+
+
+async def test_close_is_prompt_even_while_waiting_to_reconnect() -> None:
+    async with feed_server() as (_, _, port):
+        pass  # the port is free again: nothing listens there
+    client = FeedClient(ws_url(port), api_key="key-p1", backoff=Backoff(base=30.0, cap=30.0),
+                        random=lambda: 0.99)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.run)
+        await trio.sleep(0.2)  # first attempt refused; now in a ~30 s backoff
+        with trio.fail_after(1):
+            await client.aclose()
+    assert not client.connected
+    async for _ in client.messages():
+        raise AssertionError("a closed client delivers nothing")

@@ -143,6 +143,7 @@ class FeedClient:
         self._last_error: dict[str, Any] | None = None
         self._scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
+        self._ran = False
         self._closing = False
         self._connects = 0
         self._delivered = 0
@@ -210,12 +211,11 @@ class FeedClient:
         """Close the connection with a normal close (1000) and stop ``run``; idempotent."""
         self._closing = True
         ws = self._ws
-        with trio.move_on_after(2.0) as scope:
-            scope.shield = True
-            if ws is not None:
+        if ws is not None and self._scope is not None:
+            with trio.move_on_after(2.0) as scope:
+                scope.shield = True
                 # The reader sees the server's answering close and ``run`` returns.
                 await ws.send_close(1000, "client closing")
-            if self._scope is not None:
                 await self._stopped.wait()
         if self._scope is not None:
             self._scope.cancel()
@@ -226,8 +226,9 @@ class FeedClient:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, stay connected, deliver. ``task_status.started()`` once the first
         connection is authenticated and its subscriptions are sent."""
-        if self._scope is not None:
-            raise RuntimeError("FeedClient.run is already running (one client, one run)")
+        if self._ran:
+            raise RuntimeError("FeedClient.run can run once (make a new client to connect again)")
+        self._ran = True
         failures = 0
         started = False
 
@@ -355,7 +356,13 @@ class FeedClient:
             if message.is_resync:
                 self._resyncs += 1
         self._delivered += 1
-        await self._send.send(message)
+        try:
+            await self._send.send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # Nobody will read any more (the consumer closed its end, or aclose ran):
+            # that is a close, not a network failure to reconnect from.
+            self._closing = True
+            raise ConnectionLost(1000, "the consumer closed messages()") from None
 
     def _on_control(self, obj: dict[str, Any]) -> None:
         kind = obj.get("type")
