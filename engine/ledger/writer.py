@@ -12,8 +12,12 @@ wait for a commit.
 Why ``to_thread`` rather than a dedicated thread fed by a ``queue.Queue`` and answered
 through a trio token: both pay one thread hand-off per *group*, not per op, so at the
 group sizes that matter (tens to thousands) the difference is small next to the
-~35 µs per op of planning and SQLite (not measured separately); ``to_thread`` keeps the
-thread's use inside the ledger's nursery and needs no shutdown protocol of its own.
+~23-30 µs of writer CPU per op (~10 planning and prefetch, ~11 SQLite, see
+docs/ledger.md); ``to_thread`` keeps the thread's use inside the ledger's nursery and
+needs no shutdown protocol of its own. Callers and the writer thread take turns on the
+GIL (callers run while no group is being written, and the reverse): a writer thread
+taking ops while the event loop is busy would wait for the GIL after every
+``sqlite3_step``.
 """
 
 from __future__ import annotations
