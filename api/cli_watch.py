@@ -77,9 +77,10 @@ class Result:
 
 def verify(round_id: int, point: int | None, game_hash: str | None, salt: str | None,
            previous_hash: str | None, encoding: ChainEncoding = ChainEncoding.HEX,
-           voided: bool = False) -> Result:
+           voided: bool = False, terminating_hash: str | None = None) -> Result:
     """A result, checked: the crash point against the hash and salt, the hash against
-    the previous round's (``sha256(hex(h_k)) == h_(k-1)``: games run down the chain)."""
+    the previous round's (``sha256(hex(h_k)) == h_(k-1)``: games run down the chain) or,
+    for the first game, against the published terminating hash."""
     expected: int | None = None
     if voided and point is None:
         status = "voided"
@@ -92,9 +93,13 @@ def verify(round_id: int, point: int | None, game_hash: str | None, salt: str | 
         except FairnessError:
             status = MISMATCH
     chained: bool | None = None
-    if game_hash is not None and previous_hash is not None:
+    if game_hash is not None:
         try:
-            chained = next_link(parse_hash(game_hash), encoding) == parse_hash(previous_hash)
+            link = next_link(parse_hash(game_hash), encoding)
+            if terminating_hash is not None and link == parse_hash(terminating_hash):
+                chained = True  # the first game: it hashes to the commitment itself
+            elif previous_hash is not None:
+                chained = link == parse_hash(previous_hash)
         except FairnessError:
             chained = False
     return Result(round_id, point, game_hash, status, expected, chained)
@@ -103,9 +108,11 @@ def verify(round_id: int, point: int | None, game_hash: str | None, salt: str | 
 class WatchState:
     """What the screen shows, updated from stream messages; no I/O."""
 
-    def __init__(self, salt: str | None, history: int, encoding: ChainEncoding = ChainEncoding.HEX) -> None:
+    def __init__(self, salt: str | None, history: int, encoding: ChainEncoding = ChainEncoding.HEX,
+                 terminating_hash: str | None = None) -> None:
         self.salt = salt
         self.encoding = encoding
+        self.terminating_hash = terminating_hash
         self.round_id: int | None = None
         self.phase = "connecting"
         self.multiplier = 100
@@ -122,7 +129,8 @@ class WatchState:
     def _record(self, round_id: int, point: int | None, game_hash: str | None, voided: bool) -> Result:
         last = self.results[-1] if self.results else None
         previous = last.game_hash if last is not None and last.round_id == round_id - 1 else None
-        result = verify(round_id, point, game_hash, self.salt, previous, self.encoding, voided)
+        result = verify(round_id, point, game_hash, self.salt, previous, self.encoding, voided,
+                        self.terminating_hash)
         self.results.append(result)
         return result
 
@@ -237,7 +245,7 @@ async def watch(url: str, key: str, once: int | None, history: int, out: TextIO,
         async with RestClient(url, key) as rest:
             fairness = await rest.fairness()
             encoding = ChainEncoding(fairness.raw.get("chain_encoding", "hex"))
-            state = WatchState(fairness.salt, history, encoding)
+            state = WatchState(fairness.salt, history, encoding, fairness.terminating_hash)
             rounds, _ = await rest.rounds(limit=history)
             state.add_history([r.raw for r in reversed(rounds)])
             ws_url = (await rest.feed_token()).ws_url

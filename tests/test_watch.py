@@ -38,6 +38,8 @@ def test_results_are_recomputed_and_mismatches_marked() -> None:
     previous = hashlib.sha256(HASH.encode()).hexdigest()
     assert verify(2, 374, HASH, SALT, previous).chained is True
     assert verify(2, 374, HASH, SALT, "00" * 32).chained is False
+    assert verify(1, 374, HASH, SALT, None, terminating_hash=previous).chained is True
+    assert verify(1, 374, HASH, SALT, None).chained is None  # nothing to link to: not a failure
 
 
 def test_state_follows_the_stream_and_renders_ansi() -> None:
@@ -73,7 +75,7 @@ async def test_watch_once_prints_verified_results_from_a_real_server(tmp_path: P
         async with httpx.AsyncClient(base_url=info.url, headers={"Authorization": f"Bearer {key}"}) as http:
             salt = (await http.get("/api/v1/fairness")).json()["salt"]
             for line in lines:
-                m = re.match(r"round (\d+)  crashed @ (\d+)\.(\d\d)x  verified", line)
+                m = re.match(r"round (\d+)  crashed @ (\d+)\.(\d\d)x  verified  chained", line)
                 assert m, line
                 rnd = (await http.get(f"/api/v1/game/rounds/{m[1]}")).json()
                 assert rnd["crash_point"] == int(m[2]) * 100 + int(m[3]) == crash_point(rnd["game_hash"], salt)
