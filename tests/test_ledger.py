@@ -204,6 +204,69 @@ async def test_history_is_append_only(tmp_path: Path) -> None:
     conn.close()
 
 
+async def test_account_identity_trigger_and_its_migration(tmp_path: Path) -> None:
+    """The identity trigger fires on UPDATE OF the identity columns (balance updates do
+    not run it), refuses a change even alongside a balance change, and a file made
+    with the first version's trigger (on every UPDATE) gets the new one on open."""
+    async with opener(tmp_path) as ledger:
+        await ledger.psp_deposit("d", user_id="i", amount=10, **P)
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    conn.execute("DROP TRIGGER accounts_identity_columns")
+    conn.execute("CREATE TRIGGER accounts_identity BEFORE UPDATE ON accounts "
+                 "WHEN NEW.user_id IS NOT OLD.user_id "
+                 "BEGIN SELECT RAISE(ABORT, 'account identity is immutable'); END")
+    conn.commit()
+    conn.close()
+    async with opener(tmp_path) as ledger:
+        await ledger.psp_deposit("d2", user_id="i", amount=5, **P)
+        assert await available(ledger, "i") == 15
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    assert "accounts_identity_columns" in names and "accounts_identity" not in names
+    for sql in ("UPDATE accounts SET posted = posted, user_id = 'mallory' WHERE kind = 'player'",
+                "UPDATE accounts SET environment = 'sandbox' WHERE kind = 'psp'",
+                "UPDATE accounts SET kind = 'house', partner_id = '', user_id = '' "
+                "WHERE kind = 'player'",
+                "UPDATE accounts SET id = id + 1000"):
+        with pytest.raises(sqlite3.DatabaseError):
+            conn.execute(sql)
+        conn.rollback()
+    conn.execute("UPDATE accounts SET user_id = user_id")  # names it, changes nothing: allowed
+    conn.rollback()
+    conn.close()
+
+
+async def test_cancelled_caller_leaves_its_group_intact(tmp_path: Path) -> None:
+    """A caller cancelled while its op waits for the commit: the op may still commit
+    (a retry with the same id answers it), and the other callers of the group are
+    answered as usual."""
+    async with opener(tmp_path) as ledger:
+        results: list[object] = []
+
+        async def deposit(n: int) -> None:
+            results.append(await ledger.psp_deposit(f"c{n}", user_id="k", amount=1, **P))
+
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as scope:
+                nursery.start_soon(deposit, 0)
+                nursery.start_soon(deposit, 1)
+                await trio.lowlevel.checkpoint()
+                cancelled = trio.CancelScope()
+
+                async def cancelled_caller() -> None:
+                    with cancelled:
+                        await ledger.psp_deposit("c-cancelled", user_id="k", amount=1, **P)
+
+                nursery.start_soon(cancelled_caller)
+                await trio.lowlevel.checkpoint()
+                cancelled.cancel()
+            assert not scope.cancelled_caught
+        assert len(results) == 2
+        replay = await ledger.psp_deposit("c-cancelled", user_id="k", amount=1, **P)
+        assert replay.amount == 1
+        assert await available(ledger, "k") == 3
+
+
 async def test_hold_expiry_void_and_sweep(tmp_path: Path) -> None:
     clock = Clock()
     async with opener(tmp_path, clock) as ledger:
