@@ -75,7 +75,10 @@ def target(tmp_path_factory: pytest.TempPathFactory, logscan: LogScan) -> Iterat
     (tmp / "psp").write_text(PSP_SECRET + "\n")
     logscan.remember(PSP_SECRET)
     config = test_config(tmp, rate_limit_read=10**6, rate_limit_write=10**6, rate_limit_anonymous=10**6,
-                         psp_secrets_file=tmp / "psp", max_body_bytes=16 * 1024)
+                         psp_secrets_file=tmp / "psp", max_body_bytes=16 * 1024,
+                         # The pooled client connection must not meet the server's idle
+                         # close half-way (a client-side race, not an answer to judge).
+                         keep_alive_timeout=600)
     with ThreadServer(config) as info, httpx.Client(base_url=info.url, timeout=20) as client:
         _, key = make_key(config, "read:game_state,read:balance,write:bet")
         _, read_only = make_key(config, "read:game_state,read:balance")
