@@ -66,7 +66,7 @@ async def test_feed_carries_the_game_and_the_users_money(tmp_path: Any) -> None:
                 assert (won["multiplier"], won["payout"]) == (101, 1_010)
                 crashed = await next_of(ws, lambda m: m.get("type") == "crashed"
                                         and m["round_id"] == placed["round_id"])
-                rnd = (await api.get(f"/api/v1/game/rounds/{placed['round_id']}")).json()
+                rnd = await api.wait_round_over(placed["round_id"])
                 assert crashed["game_hash"] == rnd["game_hash"]
                 assert crash_point(crashed["game_hash"], rnd["salt"]) == crashed["crash_point"]
                 # By the time the feed announced the win, the ledger had it.
