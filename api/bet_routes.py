@@ -71,6 +71,14 @@ for _code, _status, _title in [
     ("invalid_request", 422, "Invalid request"),
     ("already_settled", 409, "Already settled"),
     ("bet_in_round", 409, "Bet already in a round"),
+    # Ledger refusals no route should meet (they guard the engine's own ops); registered
+    # so that one reaching a client anyway is a clear problem, never a 500.
+    ("round_out_of_order", 409, "Round out of order"),
+    ("round_still_open", 409, "Another round is still open"),
+    ("round_not_crashed", 409, "Round not crashed"),
+    ("invalid_multiplier", 422, "Invalid multiplier"),
+    ("unknown_withdrawal", 404, "Unknown withdrawal"),
+    ("already_reversed", 409, "Withdrawal already reversed"),
 ]:
     register_code(_code, _status, _title)
 
@@ -81,7 +89,8 @@ def problem_from(err: GameError | LedgerError) -> Problem:
     else:
         code, detail, status, extra = err.code, err.message, err.status, dict(err.detail)
     if code not in CODES:
-        code = "invalid_request" if status == 422 else "ledger_unavailable" if status >= 500 else code
+        # Every code is registered above; an unknown one is a bug, but still no 500.
+        code = "invalid_request" if status < 500 else "ledger_unavailable"
     return Problem(code, detail, status=status, extra=extra)
 
 
