@@ -69,6 +69,23 @@ class Target:
         assert money_fingerprint(self.database) == self.baseline, what
 
 
+class RetryingClient(httpx.Client):
+    """Sends a request again, once, when a pooled keep-alive connection turns out to be
+    closed before any response ("Server disconnected without sending a response"): what
+    HTTP clients do for a stale connection. Seen about once per few full-suite runs on a
+    loaded machine; the retry is byte-identical, so a request that did reach the server
+    meets ``nonce_reused`` the second time, and the money check still applies."""
+
+    stale_retries = 0
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+        try:
+            return super().send(request, **kwargs)
+        except httpx.RemoteProtocolError:
+            RetryingClient.stale_retries += 1
+            return super().send(request, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory, logscan: LogScan) -> Iterator[Target]:
     tmp = tmp_path_factory.mktemp("hostile")
@@ -79,7 +96,7 @@ def target(tmp_path_factory: pytest.TempPathFactory, logscan: LogScan) -> Iterat
                          # The pooled client connection must not meet the server's idle
                          # close half-way (a client-side race, not an answer to judge).
                          keep_alive_timeout=600)
-    with ThreadServer(config) as info, httpx.Client(base_url=info.url, timeout=20) as client:
+    with ThreadServer(config) as info, RetryingClient(base_url=info.url, timeout=20) as client:
         _, key = make_key(config, "read:game_state,read:balance,write:bet")
         _, read_only = make_key(config, "read:game_state,read:balance")
         _, other = make_key(config, "read:game_state,read:balance,write:bet", partner="globex")
