@@ -19,6 +19,7 @@ from api import feedtokens
 from api.auth import requires_scope
 from api.contract import documented, json_response
 from api.feed import Principal as FeedPrincipal
+from api.feed.auth import ConnectRateLimited
 from api.keys import Authenticator, Principal
 from api.openapi import API_PREFIX
 from api.ratelimit import Policy, RateLimiter
@@ -80,7 +81,7 @@ def feed_authenticator(authenticator: Authenticator,
             return None
         if not limiter.check(principal.key_id, connects, time.monotonic()).allowed:
             log.info("feed connect refused: rate limited key_id=%s", principal.key_id)
-            return None
+            raise ConnectRateLimited(principal.key_id)
         return FeedPrincipal(principal.partner_id, principal.environment, principal.scopes)
 
     return authenticate

@@ -33,6 +33,12 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
 
 
+class ConnectRateLimited(Exception):
+    """Raised by an ``Authenticate`` callable for a valid credential that is opening
+    connections too fast: the connection is closed with 1013 (try again later), which a
+    client treats as a reason to back off, not as a bad credential."""
+
+
 Authenticate = Callable[[str], "Principal | None"]
 """``authenticate(credential)`` -> the principal, or ``None`` when it is not valid.
 

@@ -34,7 +34,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from api.feed.auth import SCOPE_GAME_STATE, Authenticate, Principal, channel_denial
+from api.feed.auth import SCOPE_GAME_STATE, Authenticate, ConnectRateLimited, Principal, channel_denial
 from api.feed.protocol import (
     Ack,
     Auth,
@@ -309,7 +309,15 @@ class FeedConnection:
         return credential
 
     def _authenticate(self, credential: str) -> None:
-        principal = self.server.authenticate(credential)
+        try:
+            principal = self.server.authenticate(credential)
+        except ConnectRateLimited:
+            self.close(
+                CloseCode.TRY_AGAIN_LATER,
+                "connect rate limited",
+                error_frame("rate_limited", "too many connections for this credential; retry later"),
+            )
+            return
         if principal is None:
             self.close(
                 CloseCode.UNAUTHORIZED,
