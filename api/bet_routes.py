@@ -102,9 +102,14 @@ def derived_id(prefix: str, idempotency: IdempotencyToken) -> str:
     return prefix + hashlib.blake2b(idempotency.scoped_id.encode(), digest_size=12).hexdigest()
 
 
-async def shielded(fn: Any, *args: Any) -> Any:
-    with trio.CancelScope(shield=True):
-        return await fn(*args)
+async def decide(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a money-moving call shielded from cancellation (see the module docstring);
+    a refusal by the game or the ledger becomes its problem response."""
+    try:
+        with trio.CancelScope(shield=True):
+            return await fn(*args, **kwargs)
+    except (GameError, LedgerError) as err:
+        raise problem_from(err) from None
 
 
 def bet_body(view: BetView) -> dict[str, Any]:
@@ -180,11 +185,8 @@ RESERVE_SCHEMA: dict[str, Any] = {
 async def reserve(*, principal: Principal, idempotency: IdempotencyToken, body: ReserveBody) -> Response:
     game = current_services().require_game().game
     hold_id = derived_id("h_", idempotency)
-    try:
-        held = await shielded(game.reserve, idempotency.scoped_id + ":reserve",
-                              player_of(principal, body.user_id), hold_id, body.amount, body.ttl_ms)
-    except (GameError, LedgerError) as err:
-        raise problem_from(err) from None
+    held = await decide(game.reserve, idempotency.scoped_id + ":reserve",
+                        player_of(principal, body.user_id), hold_id, body.amount, body.ttl_ms)
     return json_response({
         "hold_id": hold_id, "user_id": body.user_id, "amount": held.amount,
         "expires_at": iso_ms(held.expires_at), "expires_at_ms": held.expires_at,
@@ -235,12 +237,9 @@ PLACED_SCHEMA: dict[str, Any] = {
 async def confirm(*, principal: Principal, idempotency: IdempotencyToken, body: ConfirmBody) -> Response:
     game = current_services().require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
-    try:
-        placed = await shielded(game.confirm, idempotency.scoped_id + ":confirm",
-                                player_of(principal, body.user_id), body.hold_id,
-                                body.auto_cashout, ticket_id)
-    except (GameError, LedgerError) as err:
-        raise problem_from(err) from None
+    placed = await decide(game.confirm, idempotency.scoped_id + ":confirm",
+                          player_of(principal, body.user_id), body.hold_id,
+                          body.auto_cashout, ticket_id)
     return json_response({
         "ticket_id": placed.ticket_id, "round_id": placed.round_id, "queued": placed.queued,
         "stake": placed.stake, "auto_cashout": placed.auto_cashout, "status": "active",
@@ -267,11 +266,8 @@ class ReleaseBody:
 @json_body(ReleaseBody)
 async def release(*, principal: Principal, idempotency: IdempotencyToken, body: ReleaseBody) -> Response:
     game = current_services().require_game().game
-    try:
-        voided = await shielded(game.void_hold, idempotency.scoped_id + ":release",
-                                player_of(principal, body.user_id), body.hold_id)
-    except (GameError, LedgerError) as err:
-        raise problem_from(err) from None
+    voided = await decide(game.void_hold, idempotency.scoped_id + ":release",
+                          player_of(principal, body.user_id), body.hold_id)
     return json_response({"hold_id": voided.hold_id, "amount": voided.amount, "status": "released"})
 
 
@@ -313,10 +309,7 @@ class CashoutBody:
 async def cashout(ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken,
                   body: CashoutBody) -> Response:
     game = current_services().require_game().game
-    try:
-        answer = await shielded(game.cash_out, player_of(principal, body.user_id), _ticket(ticket_id))
-    except (GameError, LedgerError) as err:
-        raise problem_from(err) from None
+    answer = await decide(game.cash_out, player_of(principal, body.user_id), _ticket(ticket_id))
     if answer.status == "too_late":
         crash = answer.crash_point
         raise Problem("too_late", f"the round crashed at {format_multiplier(crash) if crash else '?'}x "
@@ -352,11 +345,8 @@ class AutoCashoutBody:
 async def auto_cashout(ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken,
                        body: AutoCashoutBody) -> Response:
     game = current_services().require_game().game
-    try:
-        target = await shielded(game.set_auto_cashout, player_of(principal, body.user_id),
-                                _ticket(ticket_id), body.target)
-    except (GameError, LedgerError) as err:
-        raise problem_from(err) from None
+    target = await decide(game.set_auto_cashout, player_of(principal, body.user_id),
+                          _ticket(ticket_id), body.target)
     return json_response({"ticket_id": ticket_id, "auto_cashout": target})
 
 

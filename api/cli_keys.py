@@ -89,8 +89,7 @@ def run_create(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps({**_key_doc(created.key), "secret": created.secret,
-                          "signing_secret": created.signing_secret}))
+        print(json.dumps(_created_doc(created)))
         return 0
     key = created.key
     print(f"id: {key.id}")
@@ -99,6 +98,11 @@ def run_create(args: argparse.Namespace) -> int:
     print(f"scopes: {','.join(key.scopes)}")
     _print_secrets(created)
     return 0
+
+
+def _created_doc(created: CreatedKey) -> dict[str, object]:
+    """The one JSON a new or rotated key is shown in (``crashd request --key-file`` reads it)."""
+    return {**_key_doc(created.key), "secret": created.secret, "signing_secret": created.signing_secret}
 
 
 def _print_secrets(created: CreatedKey) -> None:
@@ -117,8 +121,7 @@ def run_rotate(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps({**_key_doc(created.key), "secret": created.secret,
-                          "signing_secret": created.signing_secret}))
+        print(json.dumps(_created_doc(created)))
         return 0
     key = created.key
     print(f"rotated {key.id} (generation {key.generation})")

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import trio
 from quart import Blueprint, Response
 
 from api.auth import requires_scope
 from api.security import signed
-from api.bet_routes import USER_ID, problem_from
+from api.bet_routes import USER_ID, decide
 from api.contract import documented, json_body, json_response, query_params
 from api.idempotency import IdempotencyToken, idempotent
 from api.keys import Principal
@@ -18,7 +17,6 @@ from api.openapi import API_PREFIX
 from api.problems import Problem
 from api.services import current_services
 from api.validation import Integer, String
-from engine.ledger import LedgerError
 
 users = Blueprint("users", __name__, url_prefix=API_PREFIX)
 
@@ -82,10 +80,6 @@ async def faucet(*, principal: Principal, idempotency: IdempotencyToken, body: F
     if principal.environment != "sandbox":
         raise Problem("environment_not_allowed", "the faucet hands out demo money to sandbox users only")
     ledger = current_services().require_game().game.ledger
-    try:
-        with trio.CancelScope(shield=True):
-            await ledger.faucet_credit(idempotency.scoped_id + ":faucet", partner_id=principal.partner_id,
-                                       user_id=body.user_id, amount=body.amount)
-    except LedgerError as err:
-        raise problem_from(err) from None
+    await decide(ledger.faucet_credit, idempotency.scoped_id + ":faucet", partner_id=principal.partner_id,
+                 user_id=body.user_id, amount=body.amount)
     return json_response(await _balance_body(principal, body.user_id), status=201)
