@@ -4,10 +4,13 @@ commit buys.
 For ``synchronous`` FULL and NORMAL, for one transaction per op (``max_group=1``)
 versus group commit, with 1, 10, 100 and 1,000 concurrent callers, each caller posts
 PSP deposits (one transfer, one idempotency record, two balance updates) as fast as
-its acknowledgements come back. Reported: transfers/s, acknowledgement latency p50/p99
+its acknowledgements come back, each with a random idempotency id (a uuid4, as
+clients choose them). Reported: transfers/s, acknowledgement latency p50/p99
 (submit → durable answer) and commit latency p50/p99 (one group's flush + COMMIT on the
-writer thread), mean group size. The limit it is compared with: raw ``sqlite3``
-``executemany`` inserts of transfer-shaped rows, committed in batches, on the same disk.
+writer thread), mean group size. The limits it is compared with: raw ``sqlite3``
+``executemany`` inserts of transfer-shaped rows, committed in batches, on the same disk;
+and SQLite alone writing a deposit's rows into the ledger's own schema (ops row and its
+key index, transfer, two balances), with ids in order and random.
 
 Also reported: the writer thread's CPU per op and the whole process's CPU per op, and
 a run whose store answers without SQLite (the callers' side alone: harness loop, the
@@ -26,6 +29,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +99,6 @@ async def run_ledger(path: Path, sync: str, group: bool, callers: int, seconds: 
 
         store.apply_group = timed  # type: ignore[method-assign]
         deadline = time.perf_counter() + seconds
-        run_id = os.urandom(4).hex()
         start = time.perf_counter()
 
         async def caller(c: int) -> None:
@@ -103,7 +106,7 @@ async def run_ledger(path: Path, sync: str, group: bool, callers: int, seconds: 
             i = 0
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                await ledger.psp_deposit(f"{run_id}-{c}-{i}", environment="production",
+                await ledger.psp_deposit(uuid.uuid4().hex, environment="production",
                                          partner_id="bench", user_id=f"u{(c * 7919 + i) % USERS}",
                                          amount=100)
                 ack.append((time.perf_counter() - t0) * 1000)
@@ -143,7 +146,17 @@ def raw_insert_rate(path: Path, sync: str, seconds: float, batch: int = 1000) ->
     return n / elapsed
 
 
-def store_direct_rate(path: Path, sync: str, group: int, seconds: float) -> tuple[float, float]:
+def _op_ids(n: int, count: int, random_ids: bool) -> list[str]:
+    """Idempotency ids as clients choose them (random: each lands at its own place in
+    the ops key index) or in insertion order (every insert at the index's right edge,
+    touching a handful of pages per commit: flattering, and not what clients send)."""
+    if random_ids:
+        return [uuid.uuid4().hex for _ in range(count)]
+    return [f"d{n + i:012d}" for i in range(count)]
+
+
+def store_direct_rate(path: Path, sync: str, group: int, seconds: float,
+                      random_ids: bool = True) -> tuple[float, float]:
     """The writer's own ceiling: plan + flush + COMMIT of ``group`` deposits per call,
     straight on the store, no Trio, no thread hop, no callers. Returns (transfers/s,
     CPU µs per op in ``apply_group``)."""
@@ -152,8 +165,8 @@ def store_direct_rate(path: Path, sync: str, group: int, seconds: float) -> tupl
     cpu = 0.0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        ops = [PspDeposit(f"d{n + i}", "production", "bench", f"u{(n + i) % USERS}", 100)
-               for i in range(group)]
+        ops = [PspDeposit(op_id, "production", "bench", f"u{(n + i) % USERS}", 100)
+               for i, op_id in enumerate(_op_ids(n, group, random_ids))]
         c0 = time.thread_time()
         store.apply_group(ops, 0)
         cpu += time.thread_time() - c0
@@ -161,6 +174,43 @@ def store_direct_rate(path: Path, sync: str, group: int, seconds: float) -> tupl
     elapsed = time.perf_counter() - start
     store.close()
     return n / elapsed, cpu / n * 1e6
+
+
+def ledger_rows_rate(path: Path, sync: str, seconds: float, random_ids: bool,
+                     batch: int = 1000) -> float:
+    """SQLite alone writing what one deposit writes — an ops row (its key into the
+    unique index), a transfer row, two balance updates — into the ledger's own schema,
+    ``batch`` deposits per commit, rows built in advance: the floor under any planner
+    in front of this schema. Returns deposits/s."""
+    store = Store(path, sync)  # type: ignore[arg-type]
+    c = store.conn
+    c.execute("BEGIN")
+    c.execute("INSERT INTO ops VALUES (1, 'seed', 'seed', x'00', 1, NULL, '{}', 0)")
+    c.executemany("INSERT INTO accounts VALUES (?, 'production', ?, ?, ?, 0, 0)",
+                  [(1, "psp", "", "")] + [(2 + u, "player", "bench", f"u{u}") for u in range(USERS)])
+    c.execute("COMMIT")
+    fingerprint = repr(("psp_deposit", "production", "bench", "u0", 100)).encode()
+    result = '{"type":"posted","op_id":"0123456789abcdef0123456789abcdef","seq":1,"amount":100,"balance":100}'
+    n = 2
+    elapsed = 0.0
+    while elapsed < seconds:
+        ops = [(n + i, f"psp:production:{op_id}", "psp_deposit", fingerprint, 1, None, result, 0)
+               for i, op_id in enumerate(_op_ids(n, batch, random_ids))]
+        transfers = [(n + i, n + i, "production", 1, 2 + (n + i) % USERS, 100, "deposit", None, 0)
+                     for i in range(batch)]
+        balances = [(-n, 0, 1)] + [(n, 0, 2 + u) for u in range(min(batch, USERS))]
+        t0 = time.perf_counter()
+        c.execute("BEGIN IMMEDIATE")
+        c.executemany("INSERT INTO ops (id, key, kind, fingerprint, ok, code, result, ts) "
+                      "VALUES (?,?,?,?,?,?,?,?)", ops)
+        c.executemany("INSERT INTO transfers (id, op, environment, debit, credit, amount, kind, "
+                      "hold, ts) VALUES (?,?,?,?,?,?,?,?,?)", transfers)
+        c.executemany("UPDATE accounts SET posted=?, pending=? WHERE id=?", balances)
+        c.execute("COMMIT")
+        elapsed += time.perf_counter() - t0
+        n += batch
+    store.close()
+    return (n - 2) / elapsed
 
 
 def bulk_settle_rate(path: Path, sync: str, bets: int) -> tuple[float, float, int]:
@@ -212,11 +262,20 @@ def main(argv: list[str]) -> int:
             print(f"raw sqlite3 executemany, 1000 rows/commit, synchronous={sync}: "
                   f"{limits[sync]:,.0f} rows/s")
         for sync in syncs:
-            for g in (100, 1000):
-                rate, cpu_us = store_direct_rate(tmp / f"direct-{sync}-{g}.sqlite3", sync, g, seconds)
-                print(f"ledger store alone (plan+flush+commit, no Trio), {g} ops/commit, "
-                      f"synchronous={sync}: {rate:,.0f} transfers/s ({rate / limits[sync]:.3f} of raw), "
-                      f"{cpu_us:.1f} µs CPU/op")
+            for random_ids in (False, True):
+                label = "random ids" if random_ids else "ids in order"
+                rate = ledger_rows_rate(tmp / f"rows-{sync}-{random_ids}.sqlite3", sync, seconds, random_ids)
+                print(f"SQLite alone, a deposit's rows in the ledger schema, 1000/commit, {label}, "
+                      f"synchronous={sync}: {rate:,.0f} deposits/s ({1e6 / rate:.1f} µs each)")
+        for sync in syncs:
+            for random_ids in (False, True):
+                label = "random ids" if random_ids else "ids in order"
+                for g in (100, 1000):
+                    rate, cpu_us = store_direct_rate(tmp / f"direct-{sync}-{g}-{random_ids}.sqlite3",
+                                                     sync, g, seconds, random_ids)
+                    print(f"ledger store alone (plan+flush+commit, no Trio), {g} ops/commit, {label}, "
+                          f"synchronous={sync}: {rate:,.0f} transfers/s ({rate / limits[sync]:.3f} of raw), "
+                          f"{cpu_us:.1f} µs CPU/op")
         print()
         for n in (100, 1000):
             if n not in callers:

@@ -122,6 +122,16 @@ async def test_invalid_request_is_not_recorded(tmp_path: Path) -> None:
                                      partner_id="acme")
         with pytest.raises(InvalidRequest):
             await ledger.settle_win("w", ticket_id="t", multiplier=99)
+        # Text SQLite cannot store (a lone surrogate) is refused up front: queued, it
+        # would fail its whole commit group and stop the ledger.
+        with pytest.raises(InvalidRequest, match="surrogate"):
+            await ledger.psp_deposit("evt-\ud800", user_id="bob", amount=5, **P)
+        with pytest.raises(InvalidRequest, match="user_id"):
+            await ledger.psp_deposit("evt-y", user_id="b\udfffb", amount=5, **P)
+        with pytest.raises(InvalidRequest, match="ticket_id"):
+            await ledger.settle_loss("l", ticket_id="t\ud83d")
+        # Non-ASCII text that is valid Unicode is fine.
+        assert (await ledger.psp_deposit("evt-é", user_id="zoë", amount=1, **P)).amount == 1
         # The id was never bound, so the corrected request goes through.
         assert (await ledger.psp_deposit("evt-x", user_id="bob", amount=5, **P)).amount == 5
 

@@ -474,6 +474,14 @@ def _check_id(name: str, value: object) -> None:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
         raise InvalidRequest(f"{name} must be a non-empty string of at most {MAX_ID_LEN} characters",
                              field=name)
+    if not value.isascii():
+        # A lone surrogate cannot be stored as UTF-8: left to SQLite it would fail the
+        # whole commit group (and stop the ledger), not just this op.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"{name} must be valid Unicode text (no lone surrogates)",
+                                 field=name) from None
 
 
 def _check_env(value: object) -> None:
@@ -564,7 +572,8 @@ class _PlayerOp(Op):
         op_id, partner_id, user_id = self.op_id, self.partner_id, self.user_id
         if (type(op_id) is str and type(partner_id) is str and type(user_id) is str
                 and 0 < len(op_id) <= MAX_ID_LEN and 0 < len(partner_id) <= MAX_ID_LEN
-                and 0 < len(user_id) <= MAX_ID_LEN and self.environment in ENVIRONMENTS):
+                and 0 < len(user_id) <= MAX_ID_LEN and self.environment in ENVIRONMENTS
+                and op_id.isascii() and partner_id.isascii() and user_id.isascii()):
             return
         super().validate()
         _check_env(self.environment)

@@ -30,7 +30,7 @@ from engine.ledger.model import (
     RoundView,
 )
 from engine.ledger.ops import Ids, Op, Txn, apply, prefetch_keys
-from engine.ledger.schema import DDL, SCHEMA_VERSION
+from engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
@@ -106,10 +106,14 @@ class Store:
         self.path = Path(path)
         self.synchronous = synchronous
         self.conn = connect(path, synchronous)
-        self.check_integrity()
-        self.conn.executescript(DDL)
-        self._init_meta()
-        self.ids = self._load_ids()
+        try:
+            self.check_integrity()
+            self.conn.executescript(DDL)
+            self._init_meta()
+            self.ids = self._load_ids()
+        except BaseException:
+            self.conn.close()
+            raise
         # Committed account rows, shared with each group's Txn, which updates them in
         # place. Sound only because this is the one writer: nothing else changes
         # balances, and any failed group drops the whole cache (see apply_group).
@@ -130,8 +134,43 @@ class Store:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise LedgerCorrupt(f"schema version {row[0]}, this build knows {SCHEMA_VERSION}")
+        else:
+            version = int(row[0])
+            if version > SCHEMA_VERSION or version < 1:
+                raise LedgerCorrupt(f"schema version {version}, this build knows {SCHEMA_VERSION}")
+            while version < SCHEMA_VERSION:
+                self._migrate(version)
+                version += 1
+
+    def _migrate(self, version: int) -> None:
+        """Rewrite table definitions from ``version`` to ``version + 1`` in one
+        transaction, by SQLite's procedure for schema changes that leave stored rows
+        as they are (writable_schema, then a schema_version bump so every connection
+        re-reads the schema), and check the file afterwards. A crash midway rolls it
+        back; the next start does it again."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            cookie = c.execute("PRAGMA schema_version").fetchone()[0]
+            c.execute("PRAGMA writable_schema=ON")
+            for table, old, new in MIGRATIONS[version]:
+                sql = c.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                                (table,)).fetchone()[0]
+                if old not in sql:
+                    raise LedgerCorrupt(f"migration {version}->{version + 1}: {table} is not "
+                                        "the version it should be")
+                c.execute("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = ?",
+                          (sql.replace(old, new), table))
+            c.execute(f"PRAGMA schema_version={cookie + 1}")
+            c.execute("PRAGMA writable_schema=OFF")
+            c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version + 1),))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("PRAGMA writable_schema=OFF")
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        self.check_integrity()
 
     def _load_ids(self) -> Ids:
         def nxt(table: str) -> int:

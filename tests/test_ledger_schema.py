@@ -1,0 +1,114 @@
+"""Schema versions: a ledger written by an older build opens, is migrated in place,
+keeps every row and every guard; a newer one is refused. Real SQLite files."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from engine.ledger.model import LedgerCorrupt, Posted
+from engine.ledger.ops import PspDeposit
+from engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from engine.ledger.store import Store, audit
+
+
+def version_1_ddl() -> str:
+    """Version 1's DDL: today's with the 1 → 2 migration undone."""
+    ddl = DDL
+    for _table, old, new in MIGRATIONS[1]:
+        assert new in ddl and old not in ddl
+        ddl = ddl.replace(new, old)
+    return ddl
+
+
+def make_version_1(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(version_1_ddl())
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.close()
+
+
+def big_in_lists(conn: sqlite3.Connection) -> list[str]:
+    """CHECKs with a constant IN list of three or more values (the slow form)."""
+    found = []
+    for name, sql in conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'table'"):
+        for values in re.findall(r"IN \(([^)]*)\)", sql):
+            if values.count(",") >= 2:
+                found.append(f"{name}: IN ({values})")
+    return found
+
+
+def test_version_1_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    make_version_1(path)
+    old = sqlite3.connect(path)
+    assert len(big_in_lists(old)) == 5
+    old.close()
+    # Money written by the version 1 schema.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("INSERT INTO ops VALUES (1, 'psp:production:a', 'psp_deposit', x'00', 1, NULL, '{}', 0)")
+    conn.execute("INSERT INTO accounts VALUES (1, 'production', 'psp', '', '', -70, 0)")
+    conn.execute("INSERT INTO accounts VALUES (2, 'production', 'player', 'p', 'u', 70, 0)")
+    conn.execute("INSERT INTO transfers VALUES (1, 1, 'production', 1, 2, 70, 'deposit', NULL, 0)")
+    conn.close()
+
+    store = Store(path)
+    try:
+        assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+        assert big_in_lists(store.conn) == []
+        assert store.conn.execute("SELECT count(*) FROM transfers").fetchone() == (1,)
+        assert audit(store.conn).ok
+        [posted] = store.apply_group([PspDeposit("b", "production", "p", "u", 30)], 0)
+        assert isinstance(posted, Posted) and posted.balance == 100
+        # The guards are the same constraint as before, spelled differently.
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            store.conn.execute("INSERT INTO transfers VALUES (9, 1, 'production', 1, 2, 5, 'gift', NULL, 0)")
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            store.conn.execute("INSERT INTO accounts VALUES (9, 'production', 'bank', 'p', 'v', 0, 0)")
+        assert store.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        store.close()
+    # A second open finds nothing left to migrate.
+    Store(path).close()
+
+
+def test_new_ledgers_have_no_slow_checks(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ledger.sqlite3")
+    try:
+        assert big_in_lists(store.conn) == []
+    finally:
+        store.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerCorrupt, match="schema version"):
+        Store(path)
+
+
+def test_a_damaged_version_1_is_refused_unchanged(tmp_path: Path) -> None:
+    """A table that is not what version 1 wrote: the migration stops, rolls back."""
+    path = tmp_path / "ledger.sqlite3"
+    make_version_1(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA writable_schema=ON")
+    sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'holds'").fetchone()[0]
+    conn.execute("UPDATE sqlite_schema SET sql = ? WHERE name = 'holds'",
+                 (sql.replace("'expired'", "'lapsed'"),))
+    conn.close()
+    with pytest.raises(LedgerCorrupt, match="migration 1->2: holds"):
+        Store(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta").fetchone() == ("1",)
+    assert len(big_in_lists(conn)) == 5
+    conn.close()
