@@ -238,7 +238,8 @@ class Game:
             return RoundSettle(f"round:{event.round_id}:settle", event.round_id,
                                event.crash_point, event.game_hash)
         if isinstance(event, RoundVoided):
-            return RoundVoid(f"round:{event.round_id}:void", event.round_id, event.reason)
+            return RoundVoid(f"round:{event.round_id}:void", event.round_id, event.reason,
+                             event.crash_point, event.game_hash)
         if isinstance(event, BetRefunded):
             if event.reason == WITHDRAWN or event.ticket not in self._queued:
                 return None  # never in the ledger, or refunded by its round's void

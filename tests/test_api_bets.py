@@ -243,8 +243,18 @@ async def test_restart_voids_interrupted_round_and_refunds(tmp_path: Path) -> No
         assert audit.ok, audit.problems
         rnd = await ledger.round(first_round)
         assert rnd is not None and rnd.state == "voided"
+        # The burnt game is revealed and kept with the round.
+        assert rnd.game_hash is not None and rnd.crash_point is not None
     # The next start resumes the chain after the voided game: a game is never replayed.
     async with running_server(config) as info:
         async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
             state = await Api(client, secret).state()
             assert state["round_id"] == first_round + 1
+            # Its history shows what the game would have been, verifiable by anyone.
+            r = await Api(client, secret).get(f"/api/v1/game/rounds/{first_round}")
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert (body["status"], body["void_reason"]) == ("voided", rnd.void_reason)
+            assert body["game_hash"] == rnd.game_hash
+            assert body["crash_point"] == crash_point(rnd.game_hash, body["salt"])
+            assert body["verify"].startswith(f"crashd verify --hash {rnd.game_hash} ")

@@ -333,7 +333,18 @@ async def test_round_life_cycle_payouts_and_reads(tmp_path: Path) -> None:
         with pytest.raises(RoundOutOfOrder):
             await ledger.round_start("s0", round_id=1)
         await ledger.round_start("s3", round_id=3)  # game numbers may skip, never go back
-        await ledger.round_void("v3", round_id=3, reason="operator")
+        await ledger.round_void("v3", round_id=3, reason="operator", crash_point=250,
+                                game_hash="a" * 64)
+        # The burnt game is kept with the round; replaying the void changes nothing.
+        view = await ledger.round(3)
+        assert view is not None and (view.crash_point, view.game_hash) == (250, "a" * 64)
+        again = await ledger.round_void("v3", round_id=3, reason="operator", crash_point=250,
+                                        game_hash="a" * 64)
+        assert again.replayed
+        with pytest.raises(IdempotencyConflict):
+            await ledger.round_void("v3", round_id=3, reason="operator")
+        with pytest.raises(InvalidRequest, match="together"):
+            await ledger.round_void("v4", round_id=3, reason="operator", crash_point=250)
         assert await available(ledger, "g") == 10_000 - 100 - 333 + 499 + 200
         assert await available(ledger, "h") == 10_000 - 500 - 10  # the late hold is pending
         rounds = await ledger.finished_rounds(limit=1)

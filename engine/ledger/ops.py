@@ -1082,13 +1082,19 @@ class RoundSettle(Op):
                             collected=collected)
 
 
-def _void(txn: Txn, rnd: Round, reason: str, seq: int, now: int) -> tuple[int, int]:
+def _void(txn: Txn, rnd: Round, reason: str, seq: int, now: int,
+          revealed: tuple[int, str] | None = None) -> tuple[int, int]:
+    """Refund what is unsettled and close the round as voided. ``revealed``: the
+    burnt game's (crash point, hash), recorded for an open round so its history shows
+    what the game would have been (a crashed round keeps what it crashed with)."""
     refunded = amount = 0
     for bet in txn.unsettled_bets(rnd.id):
         amount += txn.settle(bet, BetOutcome.REFUNDED, None, seq, now)
         refunded += 1
     rnd.state = RoundState.VOIDED
     rnd.void_reason = reason
+    if revealed is not None and rnd.game_hash is None:
+        rnd.crash_point, rnd.game_hash = revealed
     if rnd.ended_op is None:
         rnd.ended_op = seq
         rnd.ended_at = now
@@ -1102,16 +1108,31 @@ def _void(txn: Txn, rnd: Round, reason: str, seq: int, now: int) -> tuple[int, i
 class RoundVoid(Op):
     """Cancel a round that is open (or crashed but not settled): every bet still
     unsettled in it is refunded in the same transaction; bets already cashed out stay
-    paid."""
+    paid. ``crash_point`` and ``game_hash`` (both or neither): the burnt game,
+    revealed by the engine when it voids, stored with the round for its history."""
 
     kind: ClassVar[str] = "round_void"
     round_id: int
     reason: str
+    crash_point: int | None = None
+    game_hash: str | None = None
+
+    def fingerprint(self) -> bytes:
+        # Without a revealed game, the same bytes as before these fields existed, so a
+        # void recorded by an older build still replays as the same op.
+        if self.crash_point is None and self.game_hash is None:
+            return repr((self.kind, self.round_id, self.reason)).encode()
+        return super().fingerprint()
 
     def validate(self) -> None:
         super().validate()
         _check_round_id(self.round_id)
         _check_id("reason", self.reason)
+        if (self.crash_point is None) != (self.game_hash is None):
+            raise InvalidRequest("crash_point and game_hash go together", field="game_hash")
+        if self.crash_point is not None:
+            _check_crash_point(self.crash_point)
+            _check_hash(self.game_hash)
 
     def plan(self, txn: Txn, seq: int, now: int) -> Result:
         rnd = txn.round(self.round_id)
@@ -1119,7 +1140,10 @@ class RoundVoid(Op):
             raise UnknownRound("no such round", round_id=self.round_id)
         if rnd.state is RoundState.VOIDED or rnd.settled_at is not None:
             raise AlreadySettled(f"round already {rnd.state.value}", round_id=self.round_id)
-        refunded, amount = _void(txn, rnd, self.reason, seq, now)
+        revealed = None if self.crash_point is None else (self.crash_point, str(self.game_hash))
+        if revealed is not None and rnd.game_hash is not None and rnd.game_hash != revealed[1]:
+            raise InvalidRequest("the round crashed with a different game hash", field="game_hash")
+        refunded, amount = _void(txn, rnd, self.reason, seq, now, revealed)
         return RoundVoided(self.op_id, seq, round_id=self.round_id, refunded=refunded,
                            refunded_amount=amount)
 

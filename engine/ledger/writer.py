@@ -384,8 +384,11 @@ class Ledger:
         return await self._submit(
             RoundSettle(op_id, round_id, crash_point, game_hash, tuple(wins)), RoundSettled)
 
-    async def round_void(self, op_id: str, *, round_id: int, reason: str) -> RoundVoided:
-        return await self._submit(RoundVoid(op_id, round_id, reason), RoundVoided)
+    async def round_void(self, op_id: str, *, round_id: int, reason: str,
+                         crash_point: int | None = None, game_hash: str | None = None) -> RoundVoided:
+        """Void the round, refunding its unsettled bets; pass the burnt game's crash
+        point and hash to keep them in the round's history."""
+        return await self._submit(RoundVoid(op_id, round_id, reason, crash_point, game_hash), RoundVoided)
 
     async def release_expired_holds(self, limit: int = 1000) -> HoldsReleased:
         """Sweep: expire pending holds past their deadline. Skips the write (and the
