@@ -166,17 +166,30 @@ class HttpError(Exception):
 
 
 class RawConnection:
-    """One keep-alive HTTP/1.1 connection; requests are complete byte strings."""
+    """One keep-alive HTTP/1.1 connection; requests are complete byte strings. A
+    response saying ``Connection: close`` (Hypercorn says it on a connection's
+    1,000th response, its ``keep_alive_max_requests``) is honoured: the next request
+    goes on a new connection, as any HTTP client does, rather than onto a socket the
+    server is closing."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, host: str, port: int) -> None:
         self.stream = stream
+        self.host, self.port = host, port
         self.buffer = b""
+        self.closing = False
+        self.reconnects = 0
 
     @classmethod
     async def open(cls, host: str, port: int) -> RawConnection:
-        return cls(await trio.open_tcp_stream(host, port))
+        return cls(await trio.open_tcp_stream(host, port), host, port)
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
+        if self.closing:
+            await self.stream.aclose()
+            self.stream = await trio.open_tcp_stream(self.host, self.port)
+            self.buffer = b""
+            self.closing = False
+            self.reconnects += 1
         await self.stream.send_all(data)
         while True:
             end = self.buffer.find(b"\r\n\r\n")
@@ -200,6 +213,8 @@ class RawConnection:
             self.buffer += chunk
         body = self.buffer[start:start + length]
         self.buffer = self.buffer[start + length:]
+        if re.search(rb"\r\nconnection:[^\r]*\bclose\b", head):
+            self.closing = True
         return status, body
 
     async def aclose(self) -> None:
