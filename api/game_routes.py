@@ -201,8 +201,7 @@ async def get_round(round_id: int, *, principal: Principal) -> Response:
     view = await ledger.round(round_id)
     if view is None or view.state == "open":
         # A round still open is not "finished": its hash is still secret. A voided one
-        # is final; its game is burnt and revealed (null only for rounds voided by
-        # start-up recovery, which the ledger voids before the chain is loaded).
+        # is final; its game is burnt and revealed with it.
         raise Problem("unknown_round", f"no finished round {round_id}")
     bets = await ledger.round_bets(round_id)
     ended = view.ended_at or view.started_at

@@ -39,7 +39,7 @@ from api.config import Config, ConfigError, describe
 from api.services import GameRuntime, Services, open_services
 from engine import chainstore
 from engine.driver import Engine
-from engine.fairness import DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding, ChainReader
+from engine.fairness import DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding, ChainReader, crash_point
 from engine.game import Game
 from engine.gctune import tune_gc
 from engine.ledger import Ledger, open_ledger
@@ -105,6 +105,23 @@ def round_config(config: Config) -> RoundConfig:
         max_profit=config.max_profit or None, max_bets_per_user=config.max_bets_per_user,
         betting_ms=config.betting_ms, pause_ms=config.pause_ms,
     )
+
+
+def chain_reveal(chain: chainstore.ChainFile) -> Callable[[int], tuple[int, str] | None] | None:
+    """Round id → (crash point, hash) of its game, for the rounds start-up recovery
+    voids: their games are burnt, so, as when the engine voids, they are revealed."""
+    salt = chain.salt
+    if salt is None:
+        return None
+    reader = ChainReader(chain.spec)
+
+    def reveal(round_id: int) -> tuple[int, str] | None:
+        if not 1 <= round_id <= chain.spec.games:
+            return None
+        game_hash = reader.game_hash(round_id)
+        return crash_point(game_hash, salt), game_hash
+
+    return reveal
 
 
 def build_game(config: Config, chain: chainstore.ChainFile, ledger: Ledger) -> Game:
@@ -190,7 +207,8 @@ async def run_server(
         app = create_app(services)
         stop_http = trio.Event()
 
-        async with open_ledger(config.database, synchronous=config.synchronous) as ledger, \
+        async with open_ledger(config.database, synchronous=config.synchronous,
+                               reveal=chain_reveal(services.chain)) as ledger, \
                 trio.open_nursery() as nursery:
             # The ledger outlives everything else here: it is entered first and closed
             # last, after the engine has stopped and every op it caused has committed.

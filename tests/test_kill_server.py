@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import trio
 
+from engine import chainstore
+from engine.fairness import ChainReader, crash_point
 from engine.ledger import open_ledger
 from test_api_bets import Api, game_config
 from test_api_support import PYTHON, REPO, make_key
@@ -123,6 +125,16 @@ async def test_kill_the_server_under_load_and_recover(tmp_path: Path) -> None:
             bet = await ledger.bet(ticket)
             assert bet is not None and bet.outcome == "won", (ticket, bet, seed)
             assert (bet.multiplier, bet.payout) == (multiplier, payout)
+        # Every finished round, crashed or voided (by the engine or by recovery after a
+        # kill), carries its own game from the chain, verifiable with the salt.
+        chain = chainstore.load(config.chain_file)
+        assert chain.salt is not None
+        reader = ChainReader(chain.spec)
+        rounds = await ledger.finished_rounds(limit=1000)
+        assert any(r.void_reason == "recovery" for r in rounds), (rounds, seed)
+        for r in rounds:
+            assert r.game_hash == reader.game_hash(r.round_id), (r, seed)
+            assert r.crash_point == crash_point(r.game_hash, chain.salt), (r, seed)
         for user in (f"u{i}" for i in range(4)):
             for bet in await ledger.user_bets(environment="sandbox", partner_id="acme", user_id=user,
                                               limit=1000):

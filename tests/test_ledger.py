@@ -374,7 +374,8 @@ async def test_recovery_voids_interrupted_rounds_exactly_once(tmp_path: Path) ->
         await bet(ledger, "i", "r8", 100, 8)
         await bet(ledger, "i", "next", 50, None)  # waiting for round 9
         # The process "dies" here: nothing else settles rounds 7 (crashed, unsettled) and 8.
-    async with opener(tmp_path) as ledger:
+    burnt = {7: (999, "c" * 64), 8: (333, "b" * 64)}
+    async with opener(tmp_path, reveal=burnt.get) as ledger:
         rec = ledger.recovery
         assert rec is not None
         assert (rec.rounds_voided, rec.bets_refunded, rec.refunded_amount) == (2, 4, 850)
@@ -385,6 +386,10 @@ async def test_recovery_voids_interrupted_rounds_exactly_once(tmp_path: Path) ->
         assert view is not None and (view.outcome, view.payout) == ("won", 2500)
         assert [(r.round_id, r.state) for r in await ledger.finished_rounds()] == [
             (8, "voided"), (7, "voided")]
+        # The open round keeps its burnt game; the crashed one keeps what it crashed with.
+        r8, r7 = await ledger.round(8), await ledger.round(7)
+        assert r8 is not None and (r8.crash_point, r8.game_hash, r8.void_reason) == (333, "b" * 64, "recovery")
+        assert r7 is not None and (r7.crash_point, r7.game_hash) == (300, HASH)
         assert (await ledger.audit()).ok
     async with opener(tmp_path) as ledger:
         rec = ledger.recovery

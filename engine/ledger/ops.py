@@ -1170,14 +1170,29 @@ class Recover(Op):
     """Start-up recovery, one transaction: void every unfinished round (open, or crashed
     without its bulk settlement) refunding its unsettled stakes, and refund confirmed
     bets that never joined a round. Dying half-way rolls the whole of it back, and a
-    second run finds nothing left to do: exactly once."""
+    second run finds nothing left to do: exactly once. ``revealed``: (round id, crash
+    point, game hash) of burnt games, recorded with the open rounds it voids."""
 
     kind: ClassVar[str] = "recover"
+    revealed: tuple[tuple[int, int, str], ...] = ()
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.revealed, tuple):
+            raise InvalidRequest("revealed must be a tuple", field="revealed")
+        for item in self.revealed:
+            if not isinstance(item, tuple) or len(item) != 3:
+                raise InvalidRequest("revealed items are (round_id, crash_point, game_hash)",
+                                     field="revealed")
+            _check_round_id(item[0])
+            _check_crash_point(item[1])
+            _check_hash(item[2])
 
     def plan(self, txn: Txn, seq: int, now: int) -> Result:
         rounds = bets = amount = 0
+        games = {round_id: (point, game_hash) for round_id, point, game_hash in self.revealed}
         for rnd in txn.unfinished_rounds():
-            n, a = _void(txn, rnd, "recovery", seq, now)
+            n, a = _void(txn, rnd, "recovery", seq, now, games.get(rnd.id))
             rounds += 1
             bets += n
             amount += a

@@ -22,16 +22,30 @@ end are set-once columns guarded by triggers, so nothing can settle twice regard
 
 from __future__ import annotations
 
+from typing import Callable
+
 from engine.ledger.model import LedgerError, Recovered
 from engine.ledger.ops import Recover
 from engine.ledger.store import Store
 
+Reveal = Callable[[int], "tuple[int, str] | None"]
+"""Round id → (crash point, game hash) of its game, or None if unknown."""
 
-def run_recovery(store: Store, now: int) -> Recovered:
+
+def run_recovery(store: Store, now: int, reveal: Reveal | None = None) -> Recovered:
     """Void and refund what the last run left unfinished; report what was done and
-    the highest game number ever started."""
+    the highest game number ever started. ``reveal`` (the server's hash chain) lets
+    the open rounds it voids keep their burnt game on record, as a void by the
+    engine does."""
+    revealed: list[tuple[int, int, str]] = []
+    if reveal is not None:
+        for round_id in store.unfinished_round_ids():
+            game = reveal(round_id)
+            if game is not None:
+                revealed.append((round_id, game[0], game[1]))
     # The op id only has to be unique: the op's effect is defined by the state it finds.
-    op = Recover(op_id=f"recover:{store.ids.op}")
+    op = Recover(op_id=f"recover:{store.ids.op}", revealed=tuple(revealed))
+    op.validate()
     [answer] = store.apply_group([op], now)
     if isinstance(answer, LedgerError):  # pragma: no cover - Recover has no refusal path
         raise answer

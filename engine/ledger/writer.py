@@ -72,7 +72,7 @@ from engine.ledger.ops import (
     SettleLoss,
     SettleWin,
 )
-from engine.ledger.recovery import run_recovery
+from engine.ledger.recovery import Reveal, run_recovery
 from engine.ledger.store import Reader, Store, Synchronous, audit
 
 R = TypeVar("R", bound=Result)
@@ -461,13 +461,15 @@ async def open_ledger(
     recover: bool = True,
     audit_on_open: bool = True,
     sweep_interval_s: float | None = 1.0,
+    reveal: Reveal | None = None,
 ) -> AsyncIterator[Ledger]:
     """Open (creating if needed) the ledger at ``path`` and run its writer.
 
     Start-up, before any op is accepted: read back the pragmas (WAL, ``synchronous``,
     foreign keys), ``PRAGMA integrity_check`` and ``foreign_key_check``, the balance
     audit (``audit_on_open``), then recovery (``recover``; see ``recovery.py``), whose
-    report is ``ledger.recovery``. On exit, queued ops are committed and answered
+    report is ``ledger.recovery``; ``reveal`` maps a round id to its game's (crash
+    point, hash) so the rounds recovery voids keep their burnt game on record. On exit, queued ops are committed and answered
     before the connections close. ``max_group=1`` gives one transaction per op (the
     bench's baseline)."""
     def start() -> tuple[Store, Reader, Recovered | None]:
@@ -477,7 +479,7 @@ async def open_ledger(
                 report = audit(store.conn)
                 if not report.ok:
                     raise LedgerCorrupt("audit failed: " + "; ".join(report.problems[:10]))
-            recovered = run_recovery(store, clock()) if recover else None
+            recovered = run_recovery(store, clock(), reveal) if recover else None
             reader = Reader(path, synchronous)
         except BaseException:
             store.close()
