@@ -18,7 +18,8 @@ ledger's queue, Trio's wake-ups), so the ledger's own cost is not confused with 
 harness's.
 
 Options: ``--seconds S`` per configuration (default 2.0), ``--callers 1,10,100,1000``,
-``--sync FULL,NORMAL``, ``--quick`` (1 s, fewer configurations), ``--repeat N``.
+``--sync FULL,NORMAL``, ``--quick`` (1 s, fewer configurations), ``--repeat N``;
+``--growth OPS`` instead measures the store alone while the ledger grows to OPS ops.
 """
 
 from __future__ import annotations
@@ -176,6 +177,32 @@ def store_direct_rate(path: Path, sync: str, group: int, seconds: float,
     return n / elapsed, cpu / n * 1e6
 
 
+def growth(path: Path, sync: str, total: int, step: int = 100_000, group: int = 1000) -> None:
+    """The store alone (random ids, ``group`` deposits per commit) while the ledger
+    grows to ``total`` ops: the rate of each ``step`` ops and the file's size. A fresh
+    file is the best case: once the ops key index is larger than a commit's working
+    set, every deposit dirties a page of its own."""
+    store = Store(path, sync)  # type: ignore[arg-type]
+    n = 0
+    block = 0.0
+    try:
+        while n < total:
+            ops = [PspDeposit(op_id, "production", "bench", f"u{(n + i) % USERS}", 100)
+                   for i, op_id in enumerate(_op_ids(n, group, True))]
+            t0 = time.perf_counter()
+            store.apply_group(ops, 0)
+            block += time.perf_counter() - t0
+            n += group
+            if n % step == 0 or n >= total:
+                done = step if n % step == 0 else n % step
+                print(f"ledger holds {n:>11,} ops: the last {done:,} at {done / block:,.0f} deposits/s "
+                      f"({block / done * 1e6:.1f} µs each), file {path.stat().st_size / 1e6:,.0f} MB",
+                      flush=True)
+                block = 0.0
+    finally:
+        store.close()
+
+
 def ledger_rows_rate(path: Path, sync: str, seconds: float, random_ids: bool,
                      batch: int = 1000) -> float:
     """SQLite alone writing what one deposit writes — an ops row (its key into the
@@ -240,6 +267,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--callers", default="1,10,100,1000")
     parser.add_argument("--sync", default="FULL,NORMAL")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--growth", type=int, metavar="OPS",
+                        help="instead of the table: the store alone (random ids, FULL) while the "
+                             "ledger grows to OPS ops, rate per 100,000")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the table this many times (the VM is shared: compare runs)")
     args = parser.parse_args(argv)
@@ -253,6 +283,13 @@ def main(argv: list[str]) -> int:
     out = Path(__file__).resolve().parent / "out"
     out.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="ledger-", dir=out))
+    if args.growth:
+        try:
+            print(f"ledger growth: store alone, random ids, 1000 deposits per commit, db in {tmp}")
+            growth(tmp / "growth.sqlite3", syncs[0], args.growth)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     print(f"ledger bench: {os.cpu_count()} cpus, {seconds:.1f} s per configuration, db in {tmp}")
     print("each op = 1 PSP deposit: 1 transfer, 1 idempotency record, 2 balance updates\n")
     try:
