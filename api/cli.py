@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from api import cli_chain, cli_keys, cli_psp, cli_request, cli_serve, cli_verify, cli_watch
+from api import cli_chain, cli_db, cli_keys, cli_psp, cli_request, cli_serve, cli_verify, cli_watch
 from api.usage import UsageError
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="crashd 0.1.0")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in (cli_serve, cli_keys, cli_chain, cli_verify, cli_psp, cli_request, cli_watch):
+    for module in (cli_serve, cli_keys, cli_chain, cli_verify, cli_psp, cli_request, cli_watch, cli_db):
         module.register(subparsers)
     return parser
 
