@@ -20,6 +20,8 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
+from engine.ledger.store import create_private
+
 BUSY_TIMEOUT_MS = 5_000
 PEPPER_BYTES = 32
 
@@ -29,8 +31,10 @@ class DatabaseError(Exception):
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open ``path`` in WAL mode, autocommit (transactions are explicit)."""
+    """Open ``path`` in WAL mode, autocommit (transactions are explicit); a new file
+    is created owner-only, like the ledger's (the same file)."""
     try:
+        create_private(path)
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
         )

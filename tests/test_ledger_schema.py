@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
 
+from engine.ledger import open_ledger
 from engine.ledger.model import LedgerCorrupt, Posted
 from engine.ledger.ops import PspDeposit
 from engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
@@ -112,3 +114,12 @@ def test_a_damaged_version_1_is_refused_unchanged(tmp_path: Path) -> None:
     assert conn.execute("SELECT value FROM meta").fetchone() == ("1",)
     assert len(big_in_lists(conn)) == 5
     conn.close()
+
+
+async def test_a_new_database_is_private(tmp_path: Path) -> None:
+    """Balances and hashed keys: owner-only, and SQLite's -wal/-shm files follow."""
+    path = tmp_path / "ledger.sqlite3"
+    async with open_ledger(path, sweep_interval_s=None) as ledger:
+        await ledger.faucet_credit("f", partner_id="p", user_id="u", amount=1)
+        for f in (path, tmp_path / "ledger.sqlite3-wal", tmp_path / "ledger.sqlite3-shm"):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f

@@ -7,6 +7,7 @@ knows about Trio.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
@@ -52,6 +53,8 @@ def connect(path: Path | str, synchronous: Synchronous, *, readonly: bool = Fals
     foreign keys on, and assert the pragmas took: a silently ignored pragma would make
     every durability claim false."""
     assert synchronous in _SYNC_CODES, synchronous
+    if not readonly:
+        create_private(Path(path))
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
                            timeout=30.0)
     if not readonly:
@@ -71,6 +74,16 @@ def connect(path: Path | str, synchronous: Synchronous, *, readonly: bool = Fals
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         raise LedgerCorrupt("journal_mode is not WAL")
     return conn
+
+
+def create_private(path: Path) -> None:
+    """Create the database file owner-only (0600) if it does not exist yet. It holds
+    every balance (and the API's hashed keys); SQLite gives its -wal and -shm files the
+    database file's mode, so they are private too. An existing file is left as it is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass  # exists already, or cannot be created: sqlite3.connect reports the latter
 
 
 def _account(row: Any) -> Account:
