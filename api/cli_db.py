@@ -64,13 +64,10 @@ class CheckReport:
     database: str
     integrity: str
     schema_version: int | None
-    accounts: int
-    transfers: int
-    total: int
-    psp_net: dict[str, int]
-    internal_total: dict[str, int]
-    faucet_total: dict[str, int]
+    audit: AuditReport | None
+    """The ledger's own audit (``None`` when the file has no ledger to audit)."""
     problems: tuple[str, ...]
+    """Everything wrong: the file's checks and the audit's problems."""
 
     @property
     def ok(self) -> bool:
@@ -102,7 +99,7 @@ def check_database(path: Path) -> CheckReport:
         try:
             rows = conn.execute("PRAGMA integrity_check").fetchall()
         except sqlite3.DatabaseError as exc:
-            return CheckReport(str(path), f"unreadable: {exc}", None, 0, 0, 0, {}, {}, {},
+            return CheckReport(str(path), f"unreadable: {exc}", None, None,
                                (f"not a readable SQLite database: {exc}",))
         problems: list[str] = []
         integrity = "ok" if rows == [("ok",)] else "; ".join(str(r[0]) for r in rows[:10])
@@ -117,14 +114,12 @@ def check_database(path: Path) -> CheckReport:
             version = int(row[0]) if row is not None else None
         if version is None:
             problems.append("no ledger schema in this file (has crashd serve ever run on it?)")
-            return CheckReport(str(path), integrity, None, 0, 0, 0, {}, {}, {}, tuple(problems))
+            return CheckReport(str(path), integrity, None, None, tuple(problems))
         if version > SCHEMA_VERSION:
             problems.append(f"schema version {version} is newer than this build ({SCHEMA_VERSION})")
-        report: AuditReport = audit(conn)
+        report = audit(conn)
         problems.extend(report.problems)
-        return CheckReport(str(path), integrity, version, report.accounts, report.transfers,
-                           report.total, report.psp_net, report.internal_total,
-                           report.faucet_total, tuple(problems))
+        return CheckReport(str(path), integrity, version, report, tuple(problems))
     finally:
         conn.close()
 
@@ -136,12 +131,14 @@ def _print_report(report: CheckReport, *, heading: str) -> None:
     version = report.schema_version
     note = "" if version is None or version == SCHEMA_VERSION else f" (migrated to {SCHEMA_VERSION} on the next start)"
     print(f"  schema version  {version}{note}")
-    print(f"  accounts        {report.accounts:,}")
-    print(f"  transfers       {report.transfers:,}")
-    print(f"  sum of balances {report.total:,} (double entry: always 0)")
-    for env in sorted(report.psp_net):
-        print(f"  {env:<15} players+house+escrow {report.internal_total.get(env, 0):,} = "
-              f"PSP net {report.psp_net[env]:,} + faucet {report.faucet_total.get(env, 0):,}")
+    books = report.audit
+    if books is not None:
+        print(f"  accounts        {books.accounts:,}")
+        print(f"  transfers       {books.transfers:,}")
+        print(f"  sum of balances {books.total:,} (double entry: always 0)")
+        for env in sorted(books.psp_net):
+            print(f"  {env:<15} players+house+escrow {books.internal_total.get(env, 0):,} = "
+                  f"PSP net {books.psp_net[env]:,} + faucet {books.faucet_total.get(env, 0):,}")
     for problem in report.problems:
         print(f"  problem: {problem}")
 
@@ -149,6 +146,8 @@ def _print_report(report: CheckReport, *, heading: str) -> None:
 def _report_doc(report: CheckReport) -> dict[str, Any]:
     doc = asdict(report)
     doc["problems"] = list(report.problems)
+    if report.audit is not None:
+        doc["audit"]["problems"] = list(report.audit.problems)
     doc["ok"] = report.ok
     return doc
 

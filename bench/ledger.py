@@ -156,6 +156,12 @@ def _op_ids(n: int, count: int, random_ids: bool) -> list[str]:
     return [f"d{n + i:012d}" for i in range(count)]
 
 
+def _deposits(n: int, count: int, random_ids: bool) -> list[PspDeposit]:
+    """``count`` deposits of 100 spread over ``USERS`` players, ops ``n`` onwards."""
+    return [PspDeposit(op_id, "production", "bench", f"u{(n + i) % USERS}", 100)
+            for i, op_id in enumerate(_op_ids(n, count, random_ids))]
+
+
 def store_direct_rate(path: Path, sync: str, group: int, seconds: float,
                       random_ids: bool = True) -> tuple[float, float]:
     """The writer's own ceiling: plan + flush + COMMIT of ``group`` deposits per call,
@@ -166,8 +172,7 @@ def store_direct_rate(path: Path, sync: str, group: int, seconds: float,
     cpu = 0.0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        ops = [PspDeposit(op_id, "production", "bench", f"u{(n + i) % USERS}", 100)
-               for i, op_id in enumerate(_op_ids(n, group, random_ids))]
+        ops = _deposits(n, group, random_ids)
         c0 = time.thread_time()
         store.apply_group(ops, 0)
         cpu += time.thread_time() - c0
@@ -187,8 +192,7 @@ def growth(path: Path, sync: str, total: int, step: int = 100_000, group: int = 
     block = 0.0
     try:
         while n < total:
-            ops = [PspDeposit(op_id, "production", "bench", f"u{(n + i) % USERS}", 100)
-                   for i, op_id in enumerate(_op_ids(n, group, True))]
+            ops = _deposits(n, group, True)
             t0 = time.perf_counter()
             store.apply_group(ops, 0)
             block += time.perf_counter() - t0
