@@ -491,6 +491,12 @@ class LedgerClosed(LedgerError):
     status = 503
 
 
+class LedgerInUse(Exception):
+    """Another process has this ledger open. One writer per file holds across
+    processes too: a second server's start-up recovery would void the rounds the first
+    one is still playing."""
+
+
 class LedgerCorrupt(Exception):
     """Start-up checks failed (integrity_check, pragma read-back, balance audit).
     Not a LedgerError: the process must not serve money from this file."""

@@ -7,6 +7,7 @@ knows about Trio.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
@@ -24,6 +25,7 @@ from engine.ledger.model import (
     HoldState,
     LedgerCorrupt,
     LedgerError,
+    LedgerInUse,
     OpRecord,
     Result,
     Round,
@@ -76,6 +78,36 @@ def connect(path: Path | str, synchronous: Synchronous, *, readonly: bool = Fals
     return conn
 
 
+class ProcessLock:
+    """An exclusive ``flock`` on ``<database>.lock`` for as long as the ledger is open:
+    a second process opening the same ledger is refused before it migrates, audits or
+    recovers anything. The kernel drops the lock when the holder exits, however it
+    exits, so a crash leaves nothing stale to clean up; the file keeps the holder's pid
+    for the message."""
+
+    def __init__(self, database: Path) -> None:
+        path = database.with_name(database.name + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise LedgerInUse(f"another process (pid {holder}) has the ledger {database} open; "
+                              "one crashd per database") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
 def create_private(path: Path) -> None:
     """Create the database file owner-only (0600) if it does not exist yet. It holds
     every balance (and the API's hashed keys); SQLite gives its -wal and -shm files the
@@ -118,14 +150,19 @@ class Store:
     def __init__(self, path: Path | str, synchronous: Synchronous = "FULL") -> None:
         self.path = Path(path)
         self.synchronous = synchronous
-        self.conn = connect(path, synchronous)
+        self._lock = ProcessLock(self.path)
+        try:
+            self.conn = connect(path, synchronous)
+        except BaseException:
+            self._lock.release()
+            raise
         try:
             self.check_integrity()
             self.conn.executescript(DDL)
             self._init_meta()
             self.ids = self._load_ids()
         except BaseException:
-            self.conn.close()
+            self.close()
             raise
         # Committed account rows, shared with each group's Txn, which updates them in
         # place. Sound only because this is the one writer: nothing else changes
@@ -192,7 +229,10 @@ class Store:
                    hold=nxt("holds"), bet=nxt("bets"))
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.conn.close()
+        finally:
+            self._lock.release()
 
     # -- Backing
 

@@ -1,0 +1,78 @@
+"""One process per ledger: a second opener — in this process, another process, or a
+second ``crashd serve`` — is refused before it migrates, audits or recovers anything;
+a holder that dies (even by SIGKILL) leaves no stale lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from engine.ledger import LedgerInUse, open_ledger
+from engine.ledger.store import Store
+from test_api_bets import game_config
+from test_api_support import PYTHON, REPO, running_server
+
+HOLDER = """
+import sys, time
+from engine.ledger.store import Store
+store = Store(sys.argv[1])
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_second_store_in_this_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    first = Store(path)
+    try:
+        with pytest.raises(LedgerInUse, match=f"pid {os.getpid()}"):
+            Store(path)
+    finally:
+        first.close()
+    Store(path).close()  # released on close
+
+
+def test_another_process_holding_it_is_named_and_its_death_frees_it(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "holding"
+        with pytest.raises(LedgerInUse, match=f"pid {child.pid}"):
+            Store(path)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    Store(path).close()
+
+
+async def test_a_second_server_on_the_same_database_touches_nothing(tmp_path: Path) -> None:
+    config = game_config(tmp_path, betting_ms=60_000)  # the first server's round stays open
+    async with running_server(config):
+        before = sqlite3.connect(config.database).execute(
+            "SELECT id, state, void_reason FROM rounds ORDER BY id").fetchall()
+        assert before and before[-1][1] == "open"
+        second = await trio.run_process(
+            [PYTHON, "-m", "api", "serve", "--port", "0", "--feed-port", "0",
+             "--database", str(config.database), "--chain-file", str(config.chain_file),
+             "--log-level", "warning"],
+            capture_stdout=True, capture_stderr=True, check=False,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        # An operator's mistake: one line, exit 2, no traceback.
+        assert second.returncode == 2, second.stderr
+        err = second.stderr.decode()
+        assert err.startswith("crashd serve: error: another process") and err.count("\n") == 1, err
+        assert f"pid {os.getpid()}" in err and "one crashd per database" in err
+        # Its recovery never ran: the first server's open round is still open.
+        after = sqlite3.connect(config.database).execute(
+            "SELECT id, state, void_reason FROM rounds ORDER BY id").fetchall()
+        assert after[: len(before)] == before
+    async with open_ledger(config.database, sweep_interval_s=None) as ledger:
+        assert (await ledger.audit()).ok
