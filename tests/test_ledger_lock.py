@@ -28,6 +28,14 @@ time.sleep(120)
 """
 
 
+def rounds(database: Path) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(database)
+    try:
+        return conn.execute("SELECT id, state, void_reason FROM rounds ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
 def test_a_second_store_in_this_process_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     first = Store(path)
@@ -56,9 +64,12 @@ def test_another_process_holding_it_is_named_and_its_death_frees_it(tmp_path: Pa
 async def test_a_second_server_on_the_same_database_touches_nothing(tmp_path: Path) -> None:
     config = game_config(tmp_path, betting_ms=60_000)  # the first server's round stays open
     async with running_server(config):
-        before = sqlite3.connect(config.database).execute(
-            "SELECT id, state, void_reason FROM rounds ORDER BY id").fetchall()
-        assert before and before[-1][1] == "open"
+        before: list[tuple[object, ...]] = []
+        with trio.fail_after(10):  # the first round's start commits just after start-up
+            while not before:
+                before = rounds(config.database)
+                await trio.sleep(0.02)
+        assert before[-1][1] == "open"
         second = await trio.run_process(
             [PYTHON, "-m", "api", "serve", "--port", "0", "--feed-port", "0",
              "--database", str(config.database), "--chain-file", str(config.chain_file),
@@ -71,8 +82,6 @@ async def test_a_second_server_on_the_same_database_touches_nothing(tmp_path: Pa
         assert err.startswith("crashd serve: error: another process") and err.count("\n") == 1, err
         assert f"pid {os.getpid()}" in err and "one crashd per database" in err
         # Its recovery never ran: the first server's open round is still open.
-        after = sqlite3.connect(config.database).execute(
-            "SELECT id, state, void_reason FROM rounds ORDER BY id").fetchall()
-        assert after[: len(before)] == before
+        assert rounds(config.database)[: len(before)] == before
     async with open_ledger(config.database, sweep_interval_s=None) as ledger:
         assert (await ledger.audit()).ok
