@@ -18,7 +18,7 @@ from api.config import ConfigError, add_arguments, config_from_args
 from api.server import ServerInfo, describe_failure, run_blocking
 from api.usage import UsageError
 from engine.chainstore import ChainFileError
-from engine.ledger import LedgerInUse
+from engine.proclock import InUse
 
 log = logging.getLogger("crashd.server")
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             root = root.exceptions[0]
         if isinstance(root, UsageError):
             raise root from None
-        if isinstance(root, (ConfigError, ChainFileError, apidb.DatabaseError, LedgerInUse)):
+        if isinstance(root, (ConfigError, ChainFileError, apidb.DatabaseError, InUse)):
             raise UsageError(str(root)) from None
         log.critical("server failed", exc_info=exc)
         print(f"crashd serve: fatal: {describe_failure(exc)}", file=sys.stderr)

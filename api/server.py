@@ -43,6 +43,7 @@ from engine.fairness import DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding, ChainRea
 from engine.game import Game
 from engine.gctune import tune_gc
 from engine.ledger import Ledger, open_ledger
+from engine.proclock import ProcessLock
 from engine.rules import RoundConfig
 from engine.broadcast import make_snapshot
 from engine.hub import Hub
@@ -201,6 +202,24 @@ async def run_server(
     fails; the chain file is created first if missing (blocking work, in a thread).
     """
     shutdown = shutdown if shutdown is not None else trio.Event()
+    # One server per chain, held before the chain is read or created: two servers
+    # playing one chain would show each other's players games still to come.
+    chain_lock = lock_chain(config)
+    try:
+        await _run_server(config, shutdown, extra_tasks, task_status)
+    finally:
+        chain_lock.release()
+
+
+def lock_chain(config: Config) -> ProcessLock:
+    if not config.chain_file.parent.is_dir():
+        raise chainstore.ChainFileError(
+            f"cannot create {config.chain_file}: no directory {config.chain_file.parent}")
+    return ProcessLock(config.chain_file, "hash chain")
+
+
+async def _run_server(config: Config, shutdown: trio.Event, extra_tasks: Sequence[ServiceTask],
+                      task_status: trio.TaskStatus[ServerInfo]) -> None:
     chain = await trio.to_thread.run_sync(ensure_chain, config)
     services = await trio.to_thread.run_sync(open_services, config, chain)
     try:

@@ -61,8 +61,20 @@ def test_another_process_holding_it_is_named_and_its_death_frees_it(tmp_path: Pa
     Store(path).close()
 
 
-async def test_a_second_server_on_the_same_database_touches_nothing(tmp_path: Path) -> None:
+async def second_server(database: Path, chain_file: Path) -> tuple[int, str]:
+    done = await trio.run_process(
+        [PYTHON, "-m", "api", "serve", "--port", "0", "--feed-port", "0",
+         "--database", str(database), "--chain-file", str(chain_file), "--chain-length", "200",
+         "--log-level", "warning"],
+        capture_stdout=True, capture_stderr=True, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    return done.returncode, done.stderr.decode()
+
+
+async def test_a_second_server_on_the_same_database_or_chain_touches_nothing(tmp_path: Path) -> None:
     config = game_config(tmp_path, betting_ms=60_000)  # the first server's round stays open
+    other = tmp_path / "other"
+    other.mkdir()
     async with running_server(config):
         before: list[tuple[object, ...]] = []
         with trio.fail_after(10):  # the first round's start commits just after start-up
@@ -70,18 +82,19 @@ async def test_a_second_server_on_the_same_database_touches_nothing(tmp_path: Pa
                 before = rounds(config.database)
                 await trio.sleep(0.02)
         assert before[-1][1] == "open"
-        second = await trio.run_process(
-            [PYTHON, "-m", "api", "serve", "--port", "0", "--feed-port", "0",
-             "--database", str(config.database), "--chain-file", str(config.chain_file),
-             "--log-level", "warning"],
-            capture_stdout=True, capture_stderr=True, check=False,
-            env={**os.environ, "PYTHONPATH": str(REPO)})
-        # An operator's mistake: one line, exit 2, no traceback.
-        assert second.returncode == 2, second.stderr
-        err = second.stderr.decode()
-        assert err.startswith("crashd serve: error: another process") and err.count("\n") == 1, err
-        assert f"pid {os.getpid()}" in err and "one crashd per database" in err
+        for database, chain, what in [
+            (config.database, other / "chain.json", "database"),   # same ledger
+            (other / "db.sqlite3", config.chain_file, "hash chain"),  # same chain
+        ]:
+            # An operator's mistake: one line, exit 2, no traceback, nothing touched.
+            code, err = await second_server(database, chain)
+            assert code == 2, err
+            # (A new chain's creation may print progress first; the refusal is one line.)
+            last = err.strip().splitlines()[-1]
+            assert last.startswith("crashd serve: error: another process"), err
+            assert "Traceback" not in err and f"pid {os.getpid()}" in last and f"one crashd per {what}" in last
         # Its recovery never ran: the first server's open round is still open.
         assert rounds(config.database)[: len(before)] == before
+        assert not (other / "db.sqlite3").exists()
     async with open_ledger(config.database, sweep_interval_s=None) as ledger:
         assert (await ledger.audit()).ok

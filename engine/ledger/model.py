@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Literal, NamedTuple
 
+from engine.proclock import InUse
+
 Environment = Literal["sandbox", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
 
@@ -491,7 +493,7 @@ class LedgerClosed(LedgerError):
     status = 503
 
 
-class LedgerInUse(Exception):
+class LedgerInUse(InUse):
     """Another process has this ledger open. One writer per file holds across
     processes too: a second server's start-up recovery would void the rounds the first
     one is still playing."""

@@ -7,7 +7,6 @@ knows about Trio.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 from pathlib import Path
@@ -34,6 +33,7 @@ from engine.ledger.model import (
 )
 from engine.ledger.ops import Ids, Op, Txn, apply, prefetch_keys
 from engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from engine.proclock import ProcessLock
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
@@ -78,36 +78,6 @@ def connect(path: Path | str, synchronous: Synchronous, *, readonly: bool = Fals
     return conn
 
 
-class ProcessLock:
-    """An exclusive ``flock`` on ``<database>.lock`` for as long as the ledger is open:
-    a second process opening the same ledger is refused before it migrates, audits or
-    recovers anything. The kernel drops the lock when the holder exits, however it
-    exits, so a crash leaves nothing stale to clean up; the file keeps the holder's pid
-    for the message."""
-
-    def __init__(self, database: Path) -> None:
-        path = database.with_name(database.name + ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
-            os.close(fd)
-            raise LedgerInUse(f"another process (pid {holder}) has the ledger {database} open; "
-                              "one crashd per database") from None
-        except BaseException:
-            os.close(fd)
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-
-
 def create_private(path: Path) -> None:
     """Create the database file owner-only (0600) if it does not exist yet. It holds
     every balance (and the API's hashed keys); SQLite gives its -wal and -shm files the
@@ -150,7 +120,8 @@ class Store:
     def __init__(self, path: Path | str, synchronous: Synchronous = "FULL") -> None:
         self.path = Path(path)
         self.synchronous = synchronous
-        self._lock = ProcessLock(self.path)
+        # One writer across processes too (engine/proclock.py), before anything is read.
+        self._lock = ProcessLock(self.path, "database", LedgerInUse)
         try:
             self.conn = connect(path, synchronous)
         except BaseException:
