@@ -9,9 +9,10 @@ revocation and rotation take effect on the next request.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from api import apidb
 from api.config import ConfigError, add_arguments, config_from_args
@@ -62,12 +63,20 @@ def register(subparsers: Any) -> None:
     rotate.set_defaults(func=run_rotate)
 
 
-def _store(args: argparse.Namespace) -> KeyStore:
+@contextlib.contextmanager
+def _opened(args: argparse.Namespace) -> Iterator[KeyStore]:
+    """The key store named by the arguments, closed after use; its refusals become
+    usage errors (one line, exit 2)."""
     try:
-        config = config_from_args(args, _DB_SETTINGS)
-        return KeyStore(config.database)
+        store = KeyStore(config_from_args(args, _DB_SETTINGS).database)
     except (ConfigError, apidb.DatabaseError) as exc:
         raise UsageError(str(exc)) from None
+    try:
+        yield store
+    except KeyStoreError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        store.close()
 
 
 def _key_doc(key: ApiKey) -> dict[str, Any]:
@@ -81,13 +90,8 @@ def _key_doc(key: ApiKey) -> dict[str, Any]:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    store = _store(args)
-    try:
+    with _opened(args) as store:
         created = store.create(args.env, args.scopes, label=args.label, partner_id=args.partner)
-    except KeyStoreError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(_created_doc(created)))
         return 0
@@ -113,13 +117,8 @@ def _print_secrets(created: CreatedKey) -> None:
 
 
 def run_rotate(args: argparse.Namespace) -> int:
-    store = _store(args)
-    try:
+    with _opened(args) as store:
         created = store.rotate(args.key_id, args.overlap_s, time.time())
-    except KeyStoreError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(_created_doc(created)))
         return 0
@@ -135,11 +134,8 @@ def run_rotate(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    store = _store(args)
-    try:
+    with _opened(args) as store:
         keys = store.list()
-    finally:
-        store.close()
     if args.json:
         print(json.dumps([_key_doc(k) for k in keys]))
         return 0
@@ -155,14 +151,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    store = _store(args)
-    try:
+    with _opened(args) as store:
         before = store.get(args.key_id)
         key = store.revoke(args.key_id)
-    except KeyStoreError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        store.close()
     if before is not None and before.revoked_at is not None:
         print(f"{key.id} was already revoked at {key.revoked_at}")
     else:

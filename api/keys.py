@@ -370,6 +370,8 @@ class Authenticator:
         """key id -> when its last_used_at was last written (monotonic)."""
 
     def _cached(self, secret: str, now: float) -> tuple[bytes, Principal | None]:
+        """The secret's digest and its cached principal, if any (counted as a hit or a
+        miss); a revocation anywhere empties the cache first."""
         counter = self.store.revocation_counter()
         if counter != self._counter:
             self._cache.clear()
@@ -379,6 +381,10 @@ class Authenticator:
         if principal is not None and principal.expires_at is not None and now >= principal.expires_at:
             del self._cache[digest]  # a previous secret whose overlap just ended
             principal = None
+        if principal is not None:
+            self._hits += 1
+        else:
+            self._misses += 1
         return digest, principal
 
     def _remember(self, digest: bytes, key: ApiKey | None, expires_at: float | None) -> Principal | None:
@@ -408,10 +414,7 @@ class Authenticator:
             return None
         now = time.time()
         digest, principal = self._cached(secret, now)
-        if principal is not None:
-            self._hits += 1
-        else:
-            self._misses += 1
+        if principal is None:
             key, expires_at = await trio.to_thread.run_sync(self.store.lookup_with_expiry, secret, now)
             principal = self._remember(digest, key, expires_at)
         if principal is not None and self._due_touch(principal.key_id):
@@ -425,10 +428,7 @@ class Authenticator:
             return None
         now = time.time()
         digest, principal = self._cached(secret, now)
-        if principal is not None:
-            self._hits += 1
-        else:
-            self._misses += 1
+        if principal is None:
             key, expires_at = self.store.lookup_with_expiry(secret, now)
             principal = self._remember(digest, key, expires_at)
         if principal is not None and self._due_touch(principal.key_id):
