@@ -60,6 +60,7 @@ for _code, _status, _title in [
     ("invalid_target", 422, "Invalid auto-cashout target"),
     ("engine_stopping", 503, "Server shutting down"),
     ("hold_busy", 409, "Hold busy"),
+    ("bet_busy", 409, "Bet busy"),
     ("ledger_busy", 503, "Ledger busy"),
     ("unknown_hold", 404, "Unknown hold"),
     ("hold_expired", 409, "Hold expired"),
@@ -336,8 +337,9 @@ class AutoCashoutBody:
                       "properties": {"ticket_id": {"type": "string"},
                                      "auto_cashout": {"type": ["integer", "null"]}}},
             tags=("bets",),
-            problems=("unknown_ticket", "round_closed", "round_voided", "round_settled", "bet_refunded",
-                      "invalid_target", "engine_unavailable"))
+            problems=("unknown_ticket", "round_closed", "round_settled", "bet_refunded",
+                      "invalid_target", "bet_busy", "idempotency_conflict", "ledger_busy",
+                      "ledger_unavailable", "engine_unavailable"))
 @requires_scope("write:bet")
 @signed
 @idempotent
@@ -345,8 +347,8 @@ class AutoCashoutBody:
 async def auto_cashout(ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken,
                        body: AutoCashoutBody) -> Response:
     game = current_services().require_game().game
-    target = await decide(game.set_auto_cashout, player_of(principal, body.user_id),
-                          _ticket(ticket_id), body.target)
+    target = await decide(game.set_auto_cashout, idempotency.scoped_id + ":target",
+                          player_of(principal, body.user_id), _ticket(ticket_id), body.target)
     return json_response({"ticket_id": ticket_id, "auto_cashout": target})
 
 

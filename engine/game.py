@@ -17,6 +17,7 @@ Event → ledger op:
 ``Crashed``         ``round_settle``: reveals the hash; every other open bet loses
 ``RoundVoided``     ``round_void``: every unsettled bet of the round is refunded
 ``BetRefunded``     ``bet_refund`` for a queued bet that never joined a round
+``AutoCashoutChanged`` ``bet_target``: the bet's record shows the target in force
 ==================  ==============================================================
 
 A bet's hold is checked *before* the engine sees the bet (owner, amount, still pending,
@@ -39,6 +40,7 @@ import trio
 from engine import broadcast
 from engine.driver import Engine
 from engine.events import (
+    AutoCashoutChanged,
     BetAccepted,
     BetRefunded,
     BettingOpened,
@@ -54,6 +56,7 @@ from engine.ledger.model import BetConfirmed, BetView, BetSettled, HoldReserved,
 from engine.ledger.ops import (
     BetConfirm,
     BetRefund,
+    BetTarget,
     Op,
     RoundSettle,
     RoundStart,
@@ -138,6 +141,9 @@ class Game:
         # ticket -> (player, hold id, op id) of bets the engine may accept next: set by
         # confirm() just before engine.place_bet, read by the observer.
         self._confirming: dict[str, tuple[Player, str, str]] = {}
+        # ticket -> op id of the target change the engine may accept next (set by
+        # set_auto_cashout just before the engine call, read by the observer).
+        self._retargeting: dict[str, str] = {}
         self._holds_busy: set[str] = set()
         # Tickets accepted for a round that had not opened yet: if refunded before it
         # opens, the ledger refunds them one by one (they never joined a round).
@@ -175,6 +181,10 @@ class Game:
                                 event.ticket, err.code)
                     self._withdraw(event.ticket)
                     announce = [e for e in announce if e is not event]
+                elif isinstance(event, AutoCashoutChanged) and err.code == "unknown_ticket":
+                    # The bet's confirm was refused just before (it is being withdrawn):
+                    # there is no record to retarget, and its caller hears the refusal.
+                    pass
                 else:
                     raise RuntimeError(
                         f"ledger refused {type(event).__name__} seq {event.seq}: {err.code}: "
@@ -232,6 +242,10 @@ class Game:
             return BetConfirm(op_id, player.environment, player.partner_id, player.user_id,
                               hold_id, event.ticket, event.auto_cashout,
                               None if event.queued else event.round_id)
+        if isinstance(event, AutoCashoutChanged):
+            target_op = self._retargeting.get(event.ticket)
+            assert target_op is not None, event
+            return BetTarget(target_op, event.ticket, event.target)
         if isinstance(event, CashedOut):
             return SettleWin(f"win:{event.ticket}", event.ticket, event.multiplier)
         if isinstance(event, Crashed):
@@ -388,17 +402,64 @@ class Game:
                 player.environment, player.partner_id, player.user_id):
             raise GameError("unknown_ticket", "no such ticket", 404)
 
-    async def set_auto_cashout(self, player: Player, ticket_id: str, target: int | None) -> int | None:
+    async def set_auto_cashout(self, op_id: str, player: Player, ticket_id: str,
+                               target: int | None) -> int | None:
+        """Set (or cancel, with ``None``) a bet's auto-cashout target. Answered once the
+        change is committed, so the bet's record shows the target in force; a bet the
+        engine no longer holds is answered from its ledger record."""
         await self._check_owner(player, ticket_id)
-        if target is None:
-            answer = await self.engine.cancel_auto_cashout(ticket_id)
-        else:
-            answer = await self.engine.set_auto_cashout(ticket_id, target)
+        if ticket_id in self._retargeting:
+            raise GameError("bet_busy", "another change of this bet is in progress; retry", 409)
+        self._retargeting[ticket_id] = op_id
+        try:
+            if target is None:
+                answer = await self.engine.cancel_auto_cashout(ticket_id)
+            else:
+                answer = await self.engine.set_auto_cashout(ticket_id, target)
+        finally:
+            self._retargeting.pop(ticket_id, None)
+        changed = _first(answer, AutoCashoutChanged)
+        if changed is not None:
+            try:
+                await self._wait(changed)
+            except LedgerError as err:
+                raise GameError(err.code, err.message, err.status, **err.detail) from None
+            return changed.target
         rejected = _first(answer, Rejected)
-        if rejected is not None:
-            raise GameError(rejected.reason, _REASON_TEXT.get(rejected.reason, rejected.reason),
-                            _REASON_STATUS.get(rejected.reason, 409))
-        return target
+        assert rejected is not None, answer
+        if rejected.reason == "unknown_ticket":
+            raise await self._forgotten(ticket_id)
+        if rejected.reason in ("round_closed", "round_settled", "round_voided"):
+            raise _refusal(rejected.reason, round_id=rejected.round_id)
+        raise _refusal(rejected.reason)
+
+    async def _forgotten(self, ticket_id: str) -> GameError:
+        """Why a command on a bet the engine no longer holds (settled in an earlier
+        round, refunded by recovery, or its round voided) cannot apply: the ledger's
+        record says. Only a ticket the ledger does not know is ``unknown_ticket``."""
+        view = await self.ledger.bet(ticket_id)
+        if view is None:
+            return _refusal("unknown_ticket")
+        if view.outcome == "refunded":
+            # A bet that joined a round is refunded only by voiding it (by the engine or
+            # by recovery after a restart), as the engine itself would answer; one
+            # queued for a round that was never played is simply refunded.
+            if view.round_id is not None:
+                return GameError("round_voided", _REASON_TEXT["round_voided"], 409,
+                                 round_id=view.round_id)
+            return GameError("bet_refunded", _REASON_TEXT["bet_refunded"], 409)
+        if view.outcome is not None:
+            return GameError("round_settled", _REASON_TEXT["round_settled"], 409,
+                             round_id=view.round_id, outcome=view.outcome)
+        # Unsettled and unknown to the engine: its round is past betting (it is being
+        # settled right now), or the bet is still being confirmed.
+        return GameError("round_closed", _REASON_TEXT["round_closed"], 409,
+                         round_id=view.round_id)
+
+
+def _refusal(reason: str, **extra: object) -> GameError:
+    return GameError(reason, _REASON_TEXT.get(reason, reason), _REASON_STATUS.get(reason, 409),
+                     **extra)
 
 
 E = TypeVar("E", bound=Event)
@@ -427,6 +488,7 @@ _REASON_TEXT = {
     "bet_refunded": "the bet was refunded",
     "invalid_target": "auto-cashout targets are between 1.01x (101) and 1,000,000x",
     "engine_stopping": "the server is shutting down and takes no more bets",
+    "bet_busy": "another change of this bet is in progress",
 }
 
 _REASON_STATUS = {

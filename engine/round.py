@@ -144,17 +144,19 @@ COMMANDS: Mapping[Phase, Mapping[Command, str | None]] = {
     },
     # After the crash a cashout is still *answered* from the bet's outcome: too late
     # for a bet that lost, already_cashed_out for one that won. Never silence.
+    # A target change of a bet whose round is over says so (as it does once the
+    # engine has forgotten the round and the ledger answers).
     Phase.CRASHED: {
         Command.PLACE_BET: ROUND_CLOSED,
-        Command.SET_AUTO_CASHOUT: ROUND_CLOSED,
-        Command.CANCEL_AUTO_CASHOUT: ROUND_CLOSED,
+        Command.SET_AUTO_CASHOUT: ROUND_SETTLED,
+        Command.CANCEL_AUTO_CASHOUT: ROUND_SETTLED,
         Command.CASH_OUT: LEGAL,
         Command.VOID: ROUND_SETTLED,
     },
     Phase.ENDED: {
         Command.PLACE_BET: ROUND_CLOSED,
-        Command.SET_AUTO_CASHOUT: ROUND_CLOSED,
-        Command.CANCEL_AUTO_CASHOUT: ROUND_CLOSED,
+        Command.SET_AUTO_CASHOUT: ROUND_SETTLED,
+        Command.CANCEL_AUTO_CASHOUT: ROUND_SETTLED,
         Command.CASH_OUT: LEGAL,
         Command.VOID: ROUND_SETTLED,
     },

@@ -25,6 +25,7 @@ from engine.ledger.ops import (
     BetConfirm,
     BetRefund,
     BetReserve,
+    BetTarget,
     FaucetCredit,
     HoldVoid,
     Op,
@@ -68,6 +69,7 @@ ops_strategy: st.SearchStrategy[Op] = st.one_of(
     st.builds(BetConfirm, op_ids, envs, st.just("p"), users, hold_ids, tickets,
               st.one_of(st.none(), st.integers(101, 400)), st.one_of(st.none(), round_ids)),
     st.builds(HoldVoid, op_ids, envs, st.just("p"), users, hold_ids),
+    st.builds(BetTarget, op_ids, tickets, st.one_of(st.none(), st.integers(101, 400))),
     st.builds(SettleWin, op_ids, tickets, mults),
     st.builds(SettleLoss, op_ids, tickets),
     st.builds(BetRefund, op_ids, tickets),
@@ -220,8 +222,16 @@ class Model:
             self.move(op.environment, ("player", op.user_id), ("escrow", ""), h["amount"])
             self.bets[op.ticket_id] = {"env": op.environment, "user": op.user_id,
                                        "stake": h["amount"], "round": op.round_id,
-                                       "outcome": None}
+                                       "outcome": None, "target": op.auto_cashout}
             return h["amount"]
+        if isinstance(op, BetTarget):
+            bet = self.bets.get(op.ticket_id)
+            if bet is None:
+                raise Refused("unknown_ticket")
+            if bet["outcome"] is not None:
+                raise Refused("already_settled")
+            bet["target"] = op.auto_cashout
+            return op.auto_cashout
         if isinstance(op, HoldVoid):
             h = self.owned_hold(op, op.hold_id)
             if h["state"] == "expired":
@@ -331,6 +341,8 @@ def summarize(result: Result | LedgerError) -> tuple[str, Any]:
         return ("ok", d["amount"])
     if kind == "bet_settled":
         return ("ok", d["payout"])
+    if kind == "bet_retargeted":
+        return ("ok", d["auto_cashout"])
     if kind == "round_started":
         return ("ok", d["bets_joined"])
     if kind == "round_crashed":
@@ -539,8 +551,10 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def bets_match(self) -> None:
-        for ticket, outcome in self.store.conn.execute("SELECT ticket_id, outcome FROM bets"):
+        for ticket, outcome, target in self.store.conn.execute(
+                "SELECT ticket_id, outcome, auto_cashout FROM bets"):
             assert self.model.bets[ticket]["outcome"] == outcome
+            assert self.model.bets[ticket]["target"] == target
 
 
 # The loaded profile (ci or thorough) decides max_examples; steps per example here.

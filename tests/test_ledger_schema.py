@@ -123,3 +123,39 @@ async def test_a_new_database_is_private(tmp_path: Path) -> None:
         await ledger.faucet_credit("f", partner_id="p", user_id="u", amount=1)
         for f in (path, tmp_path / "ledger.sqlite3-wal", tmp_path / "ledger.sqlite3-shm"):
             assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
+def test_version_2_bet_targets_become_changeable_until_settled(tmp_path: Path) -> None:
+    """2 → 3: the trigger that froze a bet's auto-cashout target at confirmation is
+    replaced by one that lets it change until the bet is settled, never after."""
+    path = tmp_path / "ledger.sqlite3"
+    Store(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    # Put back version 2's trigger and version number.
+    conn.execute("DROP TRIGGER bets_one_way")
+    conn.execute("""CREATE TRIGGER bets_settle_once BEFORE UPDATE ON bets
+        WHEN NEW.auto_cashout IS NOT OLD.auto_cashout
+        BEGIN SELECT RAISE(ABORT, 'a bet joins one round and is settled exactly once'); END""")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.close()
+    store = Store(path)
+    try:
+        names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_schema WHERE type = 'trigger'")}
+        assert "bets_one_way" in names and "bets_settle_once" not in names
+        assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        from engine.ledger.model import BetRetargeted, BetSettled
+        from engine.ledger.ops import BetConfirm, BetRefund, BetReserve, BetTarget
+        store.apply_group([PspDeposit("d", "production", "p", "u", 100),
+                           BetReserve("r", "production", "p", "u", "h", 50, 60_000),
+                           BetConfirm("c", "production", "p", "u", "h", "t", 150, None)], 0)
+        [changed] = store.apply_group([BetTarget("x", "t", 101)], 0)
+        assert isinstance(changed, BetRetargeted) and changed.auto_cashout == 101
+        assert store.conn.execute("SELECT auto_cashout FROM bets").fetchone() == (101,)
+        [refunded] = store.apply_group([BetRefund("f", "t")], 0)
+        assert isinstance(refunded, BetSettled)
+        [late] = store.apply_group([BetTarget("y", "t", 200)], 0)
+        assert getattr(late, "code", None) == "already_settled"
+        with pytest.raises(sqlite3.IntegrityError, match="settled exactly once"):
+            store.conn.execute("UPDATE bets SET auto_cashout = 300")
+    finally:
+        store.close()

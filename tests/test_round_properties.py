@@ -151,6 +151,8 @@ class Model:
         command = "set_auto_cashout" if target is not None else "cancel_auto_cashout"
         if t not in self.bets:
             return out + [("rejected", command, t, "unknown_ticket")]
+        if self.phase in ("crashed", "ended"):
+            return out + [("rejected", command, t, "round_settled")]
         if self.phase != "betting":
             return out + [("rejected", command, t, self.closed_reason())]
         if target is not None and not 101 <= target <= MAX_MULTIPLIER:

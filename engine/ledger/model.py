@@ -257,6 +257,13 @@ class BetConfirmed(Result):
 
 
 @dataclass(frozen=True)
+class BetRetargeted(Result):
+    kind: ClassVar[str] = "bet_retargeted"
+    ticket_id: str
+    auto_cashout: int | None
+
+
+@dataclass(frozen=True)
 class BetSettled(Result):
     kind: ClassVar[str] = "bet_settled"
     ticket_id: str
@@ -324,7 +331,7 @@ class Recovered(Result):
 RESULT_TYPES: dict[str, type[Result]] = {
     cls.kind: cls
     for cls in (
-        Posted, HoldReserved, HoldVoided, BetConfirmed, BetSettled, RoundStarted,
+        Posted, HoldReserved, HoldVoided, BetConfirmed, BetRetargeted, BetSettled, RoundStarted,
         RoundCrashed, RoundSettled, RoundVoided, HoldsReleased, Recovered,
     )
 }

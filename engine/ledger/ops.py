@@ -29,6 +29,7 @@ from engine.ledger.model import (
     BetConfirmed,
     BetInRound,
     BetOutcome,
+    BetRetargeted,
     BetSettled,
     DuplicateHold,
     DuplicateTicket,
@@ -842,6 +843,34 @@ def _unsettled_bet(txn: Txn, ticket_id: str) -> Bet:
         raise AlreadySettled(f"the bet was already {bet.outcome.value}", ticket_id=ticket_id,
                              outcome=bet.outcome.value)
     return bet
+
+
+@dataclass(frozen=True)
+class BetTarget(Op):
+    """Record a change of an unsettled bet's auto-cashout target (``None`` cancels it),
+    as the engine accepted it: the bet's record always shows the target in force. The
+    engine alone decides when a target may change (betting, or queued for the next
+    round); the ledger refuses only a settled or unknown bet."""
+
+    kind: ClassVar[str] = "bet_target"
+    ticket_id: str
+    auto_cashout: int | None
+
+    def validate(self) -> None:
+        super().validate()
+        _check_id("ticket_id", self.ticket_id)
+        if self.auto_cashout is not None:
+            _check_multiplier("auto_cashout", self.auto_cashout, MIN_AUTO_CASHOUT)
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        return [], [], [self.ticket_id]
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        bet = _unsettled_bet(txn, self.ticket_id)
+        bet.auto_cashout = self.auto_cashout
+        txn.touch_bet(bet)
+        return BetRetargeted(self.op_id, seq, ticket_id=self.ticket_id,
+                             auto_cashout=self.auto_cashout)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ transaction as the transfers and audited against their sum.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Multi-value CHECKs are spelled as OR chains, never ``IN (...)``: SQLite evaluates a
 # constant IN list of three or more values by building a temporary index each time
@@ -185,15 +185,21 @@ BEGIN SELECT RAISE(ABORT, 'a hold is resolved at most once'); END;
 
 CREATE TRIGGER IF NOT EXISTS bets_no_delete BEFORE DELETE ON bets
 BEGIN SELECT RAISE(ABORT, 'bets are never deleted'); END;
-CREATE TRIGGER IF NOT EXISTS bets_settle_once BEFORE UPDATE ON bets
+-- Version 3: the auto-cashout target may change until the bet is settled (the
+-- engine accepted a new target while betting: the record shows the target in force;
+-- each change is its own bet_target op). Replaces version 2's bets_settle_once,
+-- which froze the target at confirmation.
+DROP TRIGGER IF EXISTS bets_settle_once;
+CREATE TRIGGER IF NOT EXISTS bets_one_way BEFORE UPDATE ON bets
 WHEN NEW.id IS NOT OLD.id OR NEW.ticket_id IS NOT OLD.ticket_id
   OR NEW.hold IS NOT OLD.hold OR NEW.account IS NOT OLD.account
-  OR NEW.stake IS NOT OLD.stake OR NEW.auto_cashout IS NOT OLD.auto_cashout
+  OR NEW.stake IS NOT OLD.stake
   OR NEW.confirmed_op IS NOT OLD.confirmed_op OR NEW.confirmed_at IS NOT OLD.confirmed_at
   OR (OLD.round_id IS NOT NULL AND NEW.round_id IS NOT OLD.round_id)
   OR (OLD.outcome IS NOT NULL AND (NEW.outcome IS NOT OLD.outcome
       OR NEW.payout IS NOT OLD.payout OR NEW.multiplier IS NOT OLD.multiplier
-      OR NEW.settled_op IS NOT OLD.settled_op OR NEW.settled_at IS NOT OLD.settled_at))
+      OR NEW.settled_op IS NOT OLD.settled_op OR NEW.settled_at IS NOT OLD.settled_at
+      OR NEW.auto_cashout IS NOT OLD.auto_cashout))
 BEGIN SELECT RAISE(ABORT, 'a bet joins one round and is settled exactly once'); END;
 
 CREATE TRIGGER IF NOT EXISTS rounds_no_delete BEFORE DELETE ON rounds
@@ -234,3 +240,6 @@ MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     ],
 }
 """From version → (table, text in its CREATE TABLE, replacement) to reach version + 1."""
+# 2 → 3 changes no table: the bets trigger is swapped by the DDL itself (DROP of the
+# old name, CREATE of the new), which every open runs.
+MIGRATIONS[2] = []

@@ -398,9 +398,9 @@ class Store:
             c.executemany(f"INSERT INTO bets ({_BET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                           [_bet_row(b) for b in txn.new_bets])
         if txn.dirty_bets:
-            c.executemany("UPDATE bets SET round_id=?, outcome=?, multiplier=?, payout=?, "
-                          "settled_op=?, settled_at=? WHERE id=?",
-                          [(b.round_id, None if b.outcome is None else b.outcome.value,
+            c.executemany("UPDATE bets SET auto_cashout=?, round_id=?, outcome=?, multiplier=?, "
+                          "payout=?, settled_op=?, settled_at=? WHERE id=?",
+                          [(b.auto_cashout, b.round_id, None if b.outcome is None else b.outcome.value,
                             b.multiplier, b.payout, b.settled_op, b.settled_at, b.id)
                            for b in txn.dirty_bets.values()])
         if txn.new_transfers:

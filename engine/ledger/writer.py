@@ -37,6 +37,7 @@ from engine.ledger.model import (
     AuditReport,
     Balance,
     BetConfirmed,
+    BetRetargeted,
     BetSettled,
     BetView,
     HoldReserved,
@@ -58,6 +59,7 @@ from engine.ledger.ops import (
     BetConfirm,
     BetRefund,
     BetReserve,
+    BetTarget,
     FaucetCredit,
     HoldVoid,
     Op,
@@ -362,6 +364,9 @@ class Ledger:
     async def hold_void(self, op_id: str, *, environment: str, partner_id: str, user_id: str,
                         hold_id: str) -> HoldVoided:
         return await self._submit(HoldVoid(op_id, environment, partner_id, user_id, hold_id), HoldVoided)
+
+    async def bet_target(self, op_id: str, *, ticket_id: str, auto_cashout: int | None) -> BetRetargeted:
+        return await self._submit(BetTarget(op_id, ticket_id, auto_cashout), BetRetargeted)
 
     async def settle_win(self, op_id: str, *, ticket_id: str, multiplier: int) -> BetSettled:
         return await self._submit(SettleWin(op_id, ticket_id, multiplier), BetSettled)
