@@ -42,10 +42,10 @@ from engine.driver import Engine
 from engine.fairness import DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding, ChainReader, crash_point
 from engine.game import Game
 from engine.gctune import tune_gc
-from engine.ledger import Ledger, open_ledger
+from engine.ledger import Balance, Ledger, open_ledger
 from engine.proclock import ProcessLock
 from engine.rules import RoundConfig
-from engine.broadcast import make_snapshot
+from engine.broadcast import BalanceFeed, make_snapshot
 from engine.hub import Hub
 from api.feed import serve_feed
 from api.feed.server import FEED_PATH
@@ -233,8 +233,21 @@ async def _run_server(config: Config, shutdown: trio.Event, extra_tasks: Sequenc
             # last, after the engine has stopped and every op it caused has committed.
             game = build_game(config, services.chain, ledger)
             game_done = trio.Event()
-            hub = Hub(snapshot=make_snapshot(game.engine.last_snapshot, game.epoch_ms))
+            balances: BalanceFeed | None = None
+            hub = Hub(snapshot=make_snapshot(
+                game.engine.last_snapshot, game.epoch_ms,
+                lambda channel: balances.known(channel) if balances is not None else None))
             game.hub = hub
+            environment = config.environment
+
+            async def read_balance(partner_id: str, user_id: str) -> Balance:
+                return await ledger.balance(environment=environment, partner_id=partner_id,
+                                            user_id=user_id)
+
+            balances = BalanceFeed(hub, environment, read_balance)
+            ledger.add_balance_listener(balances.on_commit)
+            hub.on_subscribe = balances.want
+            nursery.start_soon(balances.run)
 
             async def run_game(task_status: trio.TaskStatus[None]) -> None:
                 await game.run(task_status=task_status)

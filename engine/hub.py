@@ -390,6 +390,9 @@ class Hub:
         self._all: dict[Subscriber, None] = {}
         self.stats_resyncs = 0
         self.stats_published = 0
+        self.on_subscribe: Callable[[str], None] | None = None
+        """Called with each channel a subscriber joins, after its snapshot or replay
+        (the server uses it to announce a user's balance on first interest)."""
 
     # -- the engine side -------------------------------------------------------------
 
@@ -478,6 +481,15 @@ class Hub:
         wanted = set(new)
         if not wanted:
             return 0
+        try:
+            return self._bring_up_to_date(sub, wanted, since_seq, epoch)
+        finally:
+            if self.on_subscribe is not None:
+                for channel in new:
+                    self.on_subscribe(channel)
+
+    def _bring_up_to_date(self, sub: Subscriber, wanted: set[str], since_seq: int | None,
+                          epoch: str | None) -> int | None:
         if since_seq is None:
             sub.deliver(self.snapshot_frame(wanted, "subscribe"))
             return None

@@ -540,6 +540,23 @@ class Balance:
     available: int
 
 
+class PlayerBalance(NamedTuple):
+    """A player's balance as a commit left it (the ledger's commit listeners get one
+    per player whose balance the commit changed). ``pending`` is what the account's
+    pending holds reserve; a hold that expired is released by the next op on the
+    account or by the sweep, whose commit reports the balance again."""
+
+    environment: str
+    partner_id: str
+    user_id: str
+    posted: int
+    pending: int
+
+    @property
+    def available(self) -> int:
+        return self.posted - self.pending
+
+
 @dataclass(frozen=True)
 class BetView:
     seq: int

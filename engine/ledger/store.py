@@ -26,6 +26,7 @@ from engine.ledger.model import (
     LedgerError,
     LedgerInUse,
     OpRecord,
+    PlayerBalance,
     Result,
     Round,
     RoundState,
@@ -139,6 +140,10 @@ class Store:
         # place. Sound only because this is the one writer: nothing else changes
         # balances, and any failed group drops the whole cache (see apply_group).
         self._accounts: dict[AccountKey, Account] = {}
+        self.report_balances = False
+        """Set by the writer when someone listens: fill ``committed_balances``."""
+        self.committed_balances: list[PlayerBalance] = []
+        """After ``apply_group``: the player balances its commit changed."""
         self._accounts_by_id: dict[int, Account] = {}
 
     # -- start-up
@@ -353,6 +358,14 @@ class Store:
                 c.execute("ROLLBACK")
             raise
         self.ids = txn.ids
+        if self.report_balances:
+            # Players whose balance this commit changed (a new account that only
+            # recorded a refusal has nothing to report).
+            dirty = txn.dirty_accounts
+            self.committed_balances = [
+                PlayerBalance(a.key.environment, a.key.partner_id, a.key.user_id, a.posted, a.pending)
+                for a in (*dirty.values(), *txn.new_accounts)
+                if a.key.kind == "player" and (a.id in dirty or a.posted or a.pending)]
         for acct in txn.new_accounts:
             self._accounts[acct.key] = acct
             self._accounts_by_id[acct.id] = acct

@@ -23,17 +23,19 @@ taking ops while the event loop is busy would wait for the GIL after every
 from __future__ import annotations
 
 import collections
+import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 
 import trio
 
 from engine.ledger.model import (
     AccountKey,
+    PlayerBalance,
     AuditReport,
     Balance,
     BetConfirmed,
@@ -76,6 +78,8 @@ from engine.ledger.ops import (
 )
 from engine.ledger.recovery import Reveal, run_recovery
 from engine.ledger.store import Reader, Store, Synchronous, audit
+
+log = logging.getLogger("crashd.ledger")
 
 R = TypeVar("R", bound=Result)
 T = TypeVar("T")
@@ -208,6 +212,15 @@ class Ledger:
         self._last_commit_ms = 0.0
         self.recovery: Recovered | None = None
         """What start-up recovery did (``None`` if opened with ``recover=False``)."""
+        self._commit_listeners: list[Callable[[Sequence[PlayerBalance]], None]] = []
+
+    def add_balance_listener(self, listener: Callable[[Sequence[PlayerBalance]], None]) -> None:
+        """Call ``listener`` after every commit that changed player balances, with each
+        such player's balance as the commit left it, on the event loop, after the
+        commit's callers were released. It must not block (the feed publishes from it);
+        an exception in it is logged and the ledger goes on."""
+        self._commit_listeners.append(listener)
+        self._store.report_balances = True
 
     # -- the writer
 
@@ -250,6 +263,13 @@ class Ledger:
             self._largest = max(self._largest, n)
             batch.answers = answers
             batch.done.set()
+            if self._commit_listeners and self._store.committed_balances:
+                changed = self._store.committed_balances
+                for listener in self._commit_listeners:
+                    try:
+                        listener(changed)
+                    except Exception:
+                        log.exception("a balance listener failed (the commit stands)")
 
     async def submit(self, op: Op) -> Result:
         """Queue ``op``, wait for its commit, return its result or raise its error.
