@@ -42,7 +42,7 @@ class Config:
     chain_length: int = 10_000_000
     environment: Environment = "sandbox"
     keep_alive_timeout: float = 5.0
-    graceful_timeout: float = 10.0
+    graceful_timeout: float = 3.0
     max_body_bytes: int = 64 * 1024
     idempotency_retention_hours: int = 24
     log_level: str = "info"
@@ -54,7 +54,7 @@ class Config:
     max_stake: int = 100_000_00
     max_profit: int = 0
     max_bets_per_user: int = 1
-    stop_wait_s: float = 30.0
+    stop_wait_s: float = 5.0
     signature_window_s: int = 30
     rate_limit_read: int = 6000
     rate_limit_write: int = 3000
@@ -96,7 +96,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("chain_length", int, "games in a chain created on first start", 1, 1_000_000_000),
     Setting("environment", str, "sandbox (demo money only) or production", choices=ENVIRONMENTS),
     Setting("keep_alive_timeout", float, "seconds an idle HTTP keep-alive connection stays open", 0.1, 3600),
-    Setting("graceful_timeout", float, "seconds to let requests finish on shutdown", 0, 3600),
+    Setting("graceful_timeout", float, "seconds to let HTTP requests finish on shutdown, "
+            "after the engine stopped (the feed closes meanwhile)", 0, 3600),
     Setting("max_body_bytes", int, "largest accepted request body (413 above)", 1024, 16 * 1024 * 1024),
     Setting("idempotency_retention_hours", int, "how long Idempotency-Key records are kept", 24, 24 * 365),
     Setting("log_level", str, "log level", choices=LOG_LEVELS),
@@ -110,8 +111,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_profit", int, "cap on players' total profit per round, minor units; "
             "everyone still in is cashed out when it is reached (0: no cap)", 0, 10**15),
     Setting("max_bets_per_user", int, "bets one user may have in one round (Aviator: 2)", 1, 10),
-    Setting("stop_wait_s", float, "on shutdown, how long to let the running round crash "
-            "before voiding it and refunding its bets", 0, 3600),
+    Setting("stop_wait_s", float, "on shutdown, a running round that crashes within this "
+            "many seconds plays to its crash; any other round is voided at once and its bets "
+            "refunded", 0, 3600),
     Setting("signature_window_s", int, "signed requests: how far (s) X-Crashd-Timestamp may be "
             "from the server clock, either way", 1, 600),
     Setting("rate_limit_read", int, "requests per key per rate_limit_window_s on GET routes", 1, 10**7),

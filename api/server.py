@@ -47,7 +47,7 @@ from engine.proclock import ProcessLock
 from engine.rules import RoundConfig
 from engine.broadcast import BalanceFeed, make_snapshot
 from engine.hub import Hub
-from api.feed import serve_feed
+from api.feed import FeedConfig, FeedServer
 from api.feed.server import FEED_PATH
 from api.feed_routes import feed_authenticator
 
@@ -257,9 +257,8 @@ async def _run_server(config: Config, shutdown: trio.Event, extra_tasks: Sequenc
 
             await nursery.start(run_game)
             services.game = GameRuntime(game, game.epoch_offset_ms)
-            feed_port: int = await nursery.start(
-                serve_feed, hub, config.host, config.feed_port,
-                feed_authenticator(services.authenticator))
+            feed_server = FeedServer(hub, feed_authenticator(services.authenticator), FeedConfig())
+            feed_port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
             feed_host = f"[{config.host}]" if ":" in config.host else config.host
             services.feed_url = f"ws://{feed_host}:{feed_port}{FEED_PATH}"
             log.info("feed listening on %s", services.feed_url)
@@ -283,17 +282,23 @@ async def _run_server(config: Config, shutdown: trio.Event, extra_tasks: Sequenc
             async def shutdown_sequence() -> None:
                 await shutdown.wait()
                 log.info("shutdown requested: draining")
-                # Stop taking bets and let the running round crash (or void and refund
-                # it if that would take too long) *before* HTTP stops, so every cashout
-                # still gets its answer.
-                game.engine.stop()
-                with trio.move_on_after(config.stop_wait_s):
+                # Stop taking bets at once; a running round that crashes within
+                # stop_wait_s plays to its crash, any other round is voided and
+                # refunded now (the engine knows when it will crash). All *before*
+                # HTTP and the feed stop, so every cashout still gets its answer and
+                # every settlement commits. Then HTTP (graceful_timeout) and the feed
+                # (close frames) drain side by side: a default stop ends within
+                # stop_wait_s + graceful_timeout, under Docker's 10 s.
+                game.engine.stop(grace_ms=round(config.stop_wait_s * 1000), reason="shutdown")
+                with trio.move_on_after(config.stop_wait_s + 1.0):
                     await game_done.wait()
-                if not game_done.is_set():
-                    log.info("the round did not crash within %.0f s: voiding it", config.stop_wait_s)
+                if not game_done.is_set():  # only if the engine missed its own deadline
+                    log.warning("the round did not end within %.1f s: voiding it", config.stop_wait_s)
                     game.engine.stop(void=True, reason="shutdown")
                     await game_done.wait()
+                log.info("engine stopped: closing HTTP and the feed")
                 stop_http.set()
+                nursery.start_soon(feed_server.shutdown)
 
             nursery.start_soon(shutdown_sequence)
             task_status.started(info)

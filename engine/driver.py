@@ -200,11 +200,13 @@ class Engine:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return answer
 
-    def stop(self, *, void: bool = False, reason: str = "engine_stopping") -> tuple[Event, ...]:
+    def stop(self, *, void: bool = False, grace_ms: int | None = None,
+             reason: str = "engine_stopping") -> tuple[Event, ...]:
         """Stop taking bets and end ``run`` after the current round crashes; with
-        ``void``, end now, refunding every open bet of the current round."""
-        answer = self._command(lambda now: self._seq.stop(now, void=void, reason=reason))
-        return answer
+        ``void``, end now, refunding every open bet of the current round; with
+        ``grace_ms``, end within that long (see ``Sequencer.stop``)."""
+        return self._command(
+            lambda now: self._seq.stop(now, void=void, grace_ms=grace_ms, reason=reason))
 
     def withdraw_bet(self, ticket: str, reason: str) -> tuple[Event, ...]:
         """Take back a bet whose funding failed (see ``Round.withdraw``)."""

@@ -366,6 +366,12 @@ class Round:
     def bets(self) -> Mapping[str, Bet]:
         return self._bets
 
+    @property
+    def crash_at_ms(self) -> int | None:
+        """When the running round will crash (engine clock); ``None`` until it runs.
+        Secret like the crash point: for the engine's own scheduling only."""
+        return self._crash_at_ms
+
     def next_deadline_ms(self) -> int | None:
         """When ``advance`` must next be called; ``None`` once the round is over.
 
@@ -877,15 +883,28 @@ class Sequencer:
             events += round_.cash_out(now_ms, ticket)
         return events
 
-    def stop(self, now_ms: int, *, void: bool = False, reason: str = "engine_stopping") -> list[Event]:
+    def stop(self, now_ms: int, *, void: bool = False, grace_ms: int | None = None,
+             reason: str = "engine_stopping") -> list[Event]:
         """Accept no more bets; refund the queue; finish after the current round crashes,
-        or at once (voiding the current round) with ``void``."""
+        or at once (voiding the current round) with ``void``.
+
+        ``grace_ms`` bounds the stop instead: a round still taking bets is voided at
+        once (none of its bets can play), a running round plays on only if it crashes
+        within ``grace_ms`` (the engine knows when it will) and is voided now otherwise,
+        so the stop ends within ``grace_ms`` in every phase. A void refunds every open
+        bet exactly once and reveals the burnt game; bets already cashed out keep
+        their win."""
         events = self.advance(now_ms)
         if self.finished:
             return events
         self.stopping = True
         self._refund_queue(now_ms, reason, events)
         current = self.current
+        if grace_ms is not None and not void:
+            crash_at = current.crash_at_ms
+            void = current.phase is Phase.BETTING or (
+                current.phase is Phase.RUNNING and crash_at is not None
+                and crash_at - now_ms > grace_ms)
         if void and current.phase in (Phase.BETTING, Phase.RUNNING):
             events += current.void(now_ms, reason)
         if current.phase in (Phase.CRASHED, Phase.ENDED, Phase.VOIDED):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.curve import MAX_MULTIPLIER, ms_at, multiplier_at
 from engine.events import (
@@ -350,6 +352,46 @@ def test_stop_with_void_refunds_the_current_round() -> None:
     events = seq.stop(10, void=True)
     assert [type(e) for e in events] == [BetRefunded, RoundVoided, Stopped]
     assert seq.finished
+
+
+@settings(max_examples=300)
+@given(salt=st.integers(0, 10**6).map(lambda n: f"salt-{n}"), stop_at=st.integers(0, 60_000),
+       grace_ms=st.integers(0, 10_000))
+def test_a_stop_with_grace_ends_within_it_in_every_phase(salt: str, stop_at: int,
+                                                          grace_ms: int) -> None:
+    """Stopped at any instant with ``grace_ms``: the engine has finished by
+    ``stop_at + grace_ms``; the round was voided iff it was still betting or would have
+    run past the grace; every open bet ends exactly once (won, lost or refunded)."""
+    reader = ChainReader(build_chain(bytes(range(32)), 20, interval=10))
+    seq = Sequencer(config=CFG, games=reader.games(1), salt=salt, first_game=1)
+    events = seq.start(0)
+    events += seq.place_bet(0, "a", "u", 50, 150)
+    events += seq.place_bet(0, "b", "v", 50)
+    events += seq.advance(stop_at)
+    current = seq.current
+    phase, crash_at = current.phase, current.crash_at_ms
+    events += seq.stop(stop_at, grace_ms=grace_ms, reason="shutdown")
+    now = stop_at
+    while not seq.finished:
+        deadline = seq.next_deadline_ms()
+        assert deadline is not None and deadline <= stop_at + grace_ms
+        now = deadline
+        events += seq.advance(now)
+    (stopped,) = only(events, Stopped)
+    assert stopped.at_ms <= stop_at + grace_ms
+    voided = only(events, RoundVoided)
+    expect_void = phase is Phase.BETTING or (
+        phase is Phase.RUNNING and crash_at is not None and crash_at - stop_at > grace_ms)
+    assert bool(voided) == expect_void
+    if expect_void:
+        assert voided[0].round_id == current.round_id and voided[0].reason == "shutdown"
+    # Each ticket of the current round ends exactly once.
+    for ticket in ("a", "b"):
+        if ticket not in current.bets:
+            continue  # round 1 is over: these played there
+        ends = [e for e in events if isinstance(e, (CashedOut, BetLost, BetRefunded))
+                and e.ticket == ticket and e.round_id == current.round_id]
+        assert len(ends) == 1, (ticket, ends)
 
 
 def test_a_stall_does_not_play_rounds_in_the_past() -> None:
