@@ -27,6 +27,7 @@ from engine.ledger.model import BetView, RoundView
 game = Blueprint("game", __name__, url_prefix=API_PREFIX)
 
 register_code("unknown_round", 404, "Unknown round")
+register_code("round_not_finished", 409, "Round not finished")
 
 PAGE_MAX = 100
 
@@ -192,17 +193,21 @@ async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
 # Bounded like every integer of the API (beyond it: 404, not an overflow in SQLite).
 @game.get(f"/game/rounds/<int(max={MAX_INTEGER}):round_id>")
 @documented("One finished round (immutable once finished: cache it)", response=ROUND_SCHEMA,
-            tags=("game",), problems=("unknown_round", "engine_unavailable"),
+            tags=("game",), problems=("unknown_round", "round_not_finished", "engine_unavailable"),
             headers=CONDITIONAL_HEADERS, extra_responses=CONDITIONAL_RESPONSES)
 @requires_scope("read:game_state")
 async def get_round(round_id: int, *, principal: Principal) -> Response:
     services = current_services()
     ledger = services.require_game().game.ledger
     view = await ledger.round(round_id)
-    if view is None or view.state == "open":
-        # A round still open is not "finished": its hash is still secret. A voided one
-        # is final; its game is burnt and revealed with it.
-        raise Problem("unknown_round", f"no finished round {round_id}")
+    if view is None:
+        raise Problem("unknown_round", f"no round {round_id} has been played")
+    if view.state == "open":
+        # It exists, but its hash is still secret: say so rather than "unknown". A
+        # voided round is final; its game is burnt and revealed with it.
+        raise Problem("round_not_finished", f"round {round_id} is still being played; its "
+                      "game hash and crash point are revealed when it crashes",
+                      extra={"round_id": round_id})
     bets = await ledger.round_bets(round_id)
     ended = view.ended_at or view.started_at
     return conditional_json(

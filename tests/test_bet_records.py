@@ -138,3 +138,12 @@ async def test_retarget_of_a_bet_refunded_by_recovery(tmp_path: Path) -> None:
             bet = await _bet(api, placed["ticket_id"])
             assert (bet["status"], bet["auto_cashout"]) == ("refunded", 150)
             assert await api.balance("eve") == 1_000
+
+
+async def test_the_round_being_played_is_not_unknown(api: Api) -> None:
+    state = await api.wait_status("betting")
+    r = await api.get(f"/api/v1/game/rounds/{state['round_id']}")
+    assert (r.status_code, r.json()["code"]) == (409, "round_not_finished"), r.text
+    assert r.json()["round_id"] == state["round_id"]
+    r = await api.get(f"/api/v1/game/rounds/{state['round_id'] + 1000}")
+    assert (r.status_code, r.json()["code"]) == (404, "unknown_round"), r.text

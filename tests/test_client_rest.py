@@ -94,7 +94,7 @@ async def test_bet_lifecycle_signed_with_typed_results(tmp_path: Path) -> None:
                     try:
                         finished = await api.round(ticket.round_id)
                     except ProblemError as err:
-                        assert err.code == "unknown_round"
+                        assert err.code == "round_not_finished"
                         await trio.sleep(0.05)
             fairness = await api.fairness()
             assert crash_point(finished.game_hash, fairness.salt) == finished.crash_point  # type: ignore[arg-type]
