@@ -45,7 +45,7 @@ from engine.gctune import tune_gc
 from engine.ledger import Balance, Ledger, open_ledger
 from engine.proclock import ProcessLock
 from engine.rules import RoundConfig
-from engine.broadcast import BalanceFeed, make_snapshot
+from engine.broadcast import BalanceFeed, FeedAnnouncer, make_snapshot
 from engine.hub import Hub
 from api.feed import FeedConfig, FeedServer
 from api.feed.server import FEED_PATH
@@ -237,7 +237,7 @@ async def _run_server(config: Config, shutdown: trio.Event, extra_tasks: Sequenc
             hub = Hub(snapshot=make_snapshot(
                 game.engine.last_snapshot, game.epoch_ms,
                 lambda channel: balances.known(channel) if balances is not None else None))
-            game.hub = hub
+            game.announcer = FeedAnnouncer(hub, game.epoch_ms)
             environment = config.environment
 
             async def read_balance(partner_id: str, user_id: str) -> Balance:

@@ -255,3 +255,24 @@ def publish_all(hub: Hub | None, pairs: list[tuple[str, dict[str, Any]]]) -> Non
         return
     for channel, payload in pairs:
         hub.publish(channel, payload)
+
+
+class FeedAnnouncer:
+    """The game's announcer (``engine.game.Announcer``) for the feed: phase changes and
+    ticks are published the moment the engine decides them, money news once its
+    ledger op committed."""
+
+    def __init__(self, hub: Hub, epoch_ms: Callable[[int], int]) -> None:
+        self.hub = hub
+        self.epoch_ms = epoch_ms
+
+    def decided(self, events: Sequence[Event]) -> None:
+        for event in events:
+            phase = phase_payload(event, self.epoch_ms)
+            if phase is not None:
+                self.hub.publish(*phase)
+
+    def committed(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if phase_payload(event, self.epoch_ms) is None:
+                publish_all(self.hub, settled_payloads(event, self.epoch_ms))

@@ -33,11 +33,10 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
+from typing import Protocol, Sequence, TypeVar
 
 import trio
 
-from engine import broadcast
 from engine.driver import Engine
 from engine.events import (
     AutoCashoutChanged,
@@ -63,7 +62,6 @@ from engine.ledger.ops import (
     RoundVoid,
     SettleWin,
 )
-from engine.hub import Hub
 from engine.ledger.writer import Ledger, Pending
 from engine.round import check_new_bet
 
@@ -72,6 +70,19 @@ log = logging.getLogger("crashd.game")
 WITHDRAWN = "funding_failed"
 """``BetRefunded.reason`` of a bet withdrawn because its ledger confirm failed: the
 ledger never held it, so there is nothing to refund there."""
+
+
+class Announcer(Protocol):
+    """Who tells the world (the feed, in ``crashd.api.feed``). The engine knows nothing
+    of WebSockets: it says what was decided and, later, what became durable."""
+
+    def decided(self, events: Sequence[Event]) -> None:
+        """Every batch of engine events, the moment the engine decided them (from its
+        observer: synchronous, must not block). Phase changes and ticks are news now."""
+
+    def committed(self, events: Sequence[Event]) -> None:
+        """Events whose money is now durable: their ledger ops committed (or they had
+        none), in ``seq`` order. Money news waits for this."""
 
 
 class GameError(Exception):
@@ -129,11 +140,11 @@ def ticket_for(scoped_key: str) -> str:
 
 
 class Game:
-    def __init__(self, engine: Engine, ledger: Ledger, *, hub: Hub | None = None,
+    def __init__(self, engine: Engine, ledger: Ledger, *, announcer: Announcer | None = None,
                  confirm_margin_ms: int = 2_000, max_ledger_backlog: int = 50_000) -> None:
         self.engine = engine
         self.ledger = ledger
-        self.hub = hub
+        self.announcer = announcer
         self.epoch_offset_ms = 0
         """Wall-clock ms (Unix epoch) of engine instant 0, known once ``run`` started."""
         self.confirm_margin_ms = confirm_margin_ms
@@ -197,10 +208,8 @@ class Game:
         return self.epoch_offset_ms + engine_ms
 
     def _announce(self, events: Sequence[Event]) -> None:
-        if self.hub is None:
-            return
-        for event in events:
-            broadcast.publish_all(self.hub, broadcast.settled_payloads(event, self.epoch_ms))
+        if self.announcer is not None and events:
+            self.announcer.committed(events)
 
     def _withdraw(self, ticket: str) -> None:
         self._queued.discard(ticket)
@@ -217,12 +226,10 @@ class Game:
                 pending = self.ledger.enqueue(op)
                 self._pending_by_seq[event.seq] = pending
                 queued.append((event, pending))
-            if self.hub is not None:
-                phase = broadcast.phase_payload(event, self.epoch_ms)
-                if phase is not None:
-                    self.hub.publish(*phase)
-                elif not (isinstance(event, BetRefunded) and event.reason == WITHDRAWN):
-                    announce.append(event)
+            if not (isinstance(event, BetRefunded) and event.reason == WITHDRAWN):
+                announce.append(event)
+        if self.announcer is not None:
+            self.announcer.decided(events)
         # Money news waits for its commit: ops commit in order, so once the batch's last
         # op committed, everything the batch decided is durable.
         for i, (event, pending) in enumerate(queued):
