@@ -1,5 +1,5 @@
 import sys
 
-from api.cli import main
+from crashd.api.cli.main import main
 
 sys.exit(main())

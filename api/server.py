@@ -33,23 +33,29 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from api.app import create_app
-from api.cli_chain import create_chain_file
-from api.config import Config, ConfigError, describe
-from api.services import GameRuntime, Services, open_services
-from engine import chainstore
-from engine.driver import Engine
-from engine.fairness import DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding, ChainReader, crash_point
-from engine.game import Game
-from engine.gctune import tune_gc
-from engine.ledger import Balance, Ledger, open_ledger
-from engine.proclock import ProcessLock
-from engine.rules import RoundConfig
-from engine.broadcast import BalanceFeed, FeedAnnouncer, make_snapshot
-from engine.hub import Hub
-from api.feed import FeedConfig, FeedServer
-from api.feed.server import FEED_PATH
-from api.feed_routes import feed_authenticator
+from crashd.api.rest.app import create_app
+from crashd.api.cli.chain import create_chain_file
+from crashd.api.config import Config, ConfigError, describe
+from crashd.api.services import GameRuntime, Services, open_services
+from crashd.engine import chainstore
+from crashd.engine.driver import Engine
+from crashd.engine.fairness import (
+    DEFAULT_CHECKPOINT_INTERVAL,
+    ChainEncoding,
+    ChainReader,
+    crash_point,
+)
+from crashd.engine.game import Game
+from crashd.engine.gctune import tune_gc
+from crashd.engine.ledger import Balance, Ledger, open_ledger
+from crashd.engine.proclock import ProcessLock
+from crashd.engine.round.config import RoundConfig
+from crashd.api.feed.balances import BalanceFeed
+from crashd.api.feed.messages import FeedAnnouncer, make_snapshot
+from crashd.api.feed.hub import Hub
+from crashd.api.feed import FeedConfig, FeedServer
+from crashd.api.feed.server import FEED_PATH
+from crashd.api.rest.routes.feed import feed_authenticator
 
 log = logging.getLogger("crashd.server")
 

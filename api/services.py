@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 from quart import current_app
 
-from api.config import Config
-from api.idempotency import IdempotencyStore
-from api.keys import Authenticator, KeyStore
-from api.problems import Problem, register_code
-from engine.chainstore import ChainFile
-from engine.game import Game
+from crashd.api.config import Config
+from crashd.api.rest.idempotency import IdempotencyStore
+from crashd.api.security.keys import Authenticator, KeyStore
+from crashd.api.rest.problems import Problem, register_code
+from crashd.engine.chainstore import ChainFile
+from crashd.engine.game import Game
 
 SERVICES_EXTENSION = "crashd.services"
 

@@ -65,7 +65,7 @@ GENEROUS_RATE_LIMITS = {"rate_limit_read": 10**7, "rate_limit_write": 10**7, "ra
 # --------------------------------------------------------------------------- server side
 
 def _child_config(directory: Path, synchronous: str, log_level: str) -> Any:
-    from api.config import SETTINGS, Config
+    from crashd.api.config import SETTINGS, Config
 
     names = {s.name for s in SETTINGS}
     settings: dict[str, Any] = dict(
@@ -131,7 +131,7 @@ class Server:
 
 
 def start_server(directory: Path, *, synchronous: str, log_level: str, cpu: int | None) -> Server:
-    from api.keys import KeyStore
+    from crashd.api.security.keys import KeyStore
 
     config = _child_config(directory, synchronous, log_level)
     store = KeyStore(config.database)
@@ -273,7 +273,7 @@ class Requests:
                    "Content-Type": "application/json", "Content-Length": str(len(raw)),
                    "Idempotency-Key": key}
         if self.secret:
-            from api import signing
+            from crashd.api.security import signing
 
             headers.update(signing.sign_request(self.secret, "POST", path, raw, key, int(time.time())))
         head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())

@@ -15,7 +15,7 @@ import statistics
 import time
 import tracemalloc
 
-from engine.fairness import ChainReader, build_chain, crash_point, new_seed
+from crashd.engine.fairness import ChainReader, build_chain, crash_point, new_seed
 
 
 def _rate(fn: "callable[[int], None]", n: int) -> float:  # type: ignore[valid-type]

@@ -57,9 +57,9 @@ def serve_crashd(port: int, n: int, rate: float, ticks: int, warmup: int, size: 
     """The feed exactly as ``crashd serve`` runs it, fed by a fixed-rate tick task."""
     import trio
 
-    from api.feed import FeedConfig, Principal, serve_feed
-    from api.feed.auth import SCOPE_GAME_STATE
-    from engine.hub import LIVE_MULTIPLIER, Hub
+    from crashd.api.feed import FeedConfig, Principal, serve_feed
+    from crashd.api.feed.access import SCOPE_GAME_STATE
+    from crashd.api.feed.hub import LIVE_MULTIPLIER, Hub
 
     principal = Principal("bench", "sandbox", frozenset({SCOPE_GAME_STATE}))
     # Heartbeats off the measured path (the load generator does not ack them).

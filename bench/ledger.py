@@ -36,10 +36,10 @@ from pathlib import Path
 
 import trio
 
-from engine.ledger import open_ledger
-from engine.ledger.model import Posted, RoundSettled
-from engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, RoundSettle, RoundStart
-from engine.ledger.store import Store, audit
+from crashd.engine.ledger import open_ledger
+from crashd.engine.ledger.model import Posted, RoundSettled
+from crashd.engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, RoundSettle, RoundStart
+from crashd.engine.ledger.store import Store, audit
 
 USERS = 1000
 

@@ -39,13 +39,13 @@ from typing import Sequence
 
 import trio
 
-from engine.driver import Engine, Observer
-from engine.events import Event
-from engine.driver import DEFAULT_SPIN_MS
-from engine.fairness import ChainReader, build_chain
-from engine.gctune import GcSettings, restore_gc, tune_gc
-from engine.round import Phase
-from engine.rules import RoundConfig
+from crashd.engine.driver import Engine, Observer
+from crashd.engine.round.events import Event
+from crashd.engine.driver import DEFAULT_SPIN_MS
+from crashd.engine.fairness import ChainReader, build_chain
+from crashd.engine.gctune import GcSettings, restore_gc, tune_gc
+from crashd.engine.round.tables import Phase
+from crashd.engine.round.config import RoundConfig
 
 TARGET_P99_MS = 2.0
 

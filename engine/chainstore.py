@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.fairness import ChainEncoding, ChainSpec, FairnessError, parse_hash
+from crashd.engine.fairness import ChainEncoding, ChainSpec, FairnessError, parse_hash
 
 FORMAT = "crashd-chain/1"
 

@@ -29,9 +29,11 @@ from typing import Callable, Hashable, Iterable, Sequence
 import trio
 import trio.testing
 
-from engine.events import Event
-from engine.round import Phase, RoundSnapshot, Sequencer
-from engine.rules import RoundConfig
+from crashd.engine.round.events import Event
+from crashd.engine.round.tables import Phase
+from crashd.engine.round.machine import RoundSnapshot
+from crashd.engine.round.sequencer import Sequencer
+from crashd.engine.round.config import RoundConfig
 
 Observer = Callable[[Sequence[Event]], None]
 

@@ -37,8 +37,8 @@ from typing import Protocol, Sequence, TypeVar
 
 import trio
 
-from engine.driver import Engine
-from engine.events import (
+from crashd.engine.driver import Engine
+from crashd.engine.round.events import (
     AutoCashoutChanged,
     BetAccepted,
     BetRefunded,
@@ -50,9 +50,16 @@ from engine.events import (
     RoundVoided,
     TooLate,
 )
-from engine.ledger import LedgerError
-from engine.ledger.model import BetConfirmed, BetView, BetSettled, HoldReserved, HoldVoided, Result
-from engine.ledger.ops import (
+from crashd.engine.ledger import LedgerError
+from crashd.engine.ledger.model import (
+    BetConfirmed,
+    BetView,
+    BetSettled,
+    HoldReserved,
+    HoldVoided,
+    Result,
+)
+from crashd.engine.ledger.ops import (
     BetConfirm,
     BetRefund,
     BetTarget,
@@ -62,8 +69,8 @@ from engine.ledger.ops import (
     RoundVoid,
     SettleWin,
 )
-from engine.ledger.writer import Ledger, Pending
-from engine.round import check_new_bet
+from crashd.engine.ledger.writer import Ledger, Pending
+from crashd.engine.round.machine import check_new_bet
 
 log = logging.getLogger("crashd.game")
 

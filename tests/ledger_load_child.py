@@ -21,9 +21,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.ledger import open_ledger  # noqa: E402
-from engine.ledger.model import LedgerError, Result  # noqa: E402
-from engine.ledger.writer import Ledger  # noqa: E402
+from crashd.engine.ledger import open_ledger  # noqa: E402
+from crashd.engine.ledger.model import LedgerError, Result  # noqa: E402
+from crashd.engine.ledger.writer import Ledger  # noqa: E402
 
 USERS = [f"user{i}" for i in range(12)]
 HASH = "c0ffee" * 10 + "c0ff"

@@ -19,11 +19,11 @@ import httpx
 import pytest
 import trio
 
-from api.config import Config
-from engine.chainstore import ChainFile, save as save_chain
-from engine.fairness import ChainReader, build_chain, crash_point
-from engine.ledger import open_ledger
-from api.signing import sign_request
+from crashd.api.config import Config
+from crashd.engine.chainstore import ChainFile, save as save_chain
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.ledger import open_ledger
+from crashd.api.security.signing import sign_request
 from test_api_support import SIGNING_SECRETS, make_key, running_server, test_config
 
 

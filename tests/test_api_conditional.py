@@ -10,8 +10,8 @@ import httpx
 import pytest
 from quart import Blueprint, Response
 
-from api.conditional import CONDITIONAL_HEADERS, CONDITIONAL_RESPONSES, conditional_json
-from api.contract import documented
+from crashd.api.rest.conditional import CONDITIONAL_HEADERS, CONDITIONAL_RESPONSES, conditional_json
+from crashd.api.rest.contract import documented
 from test_api_support import build_app, serving_app, test_config
 
 FINISHED = datetime(2026, 11, 1, 12, 0, 0, 500_000, tzinfo=timezone.utc)

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from quart import Blueprint, Response
 
-from api.contract import documented, json_body, json_response, query_params
-from api.validation import Boolean, Choice, Integer, String
+from crashd.api.rest.contract import documented, json_body, json_response, query_params
+from crashd.api.rest.validation import Boolean, Choice, Integer, String
 from test_api_support import build_app, running_server, serving_app, test_config
 
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code", "request_id"}

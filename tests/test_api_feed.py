@@ -14,7 +14,7 @@ import httpx
 import trio
 from trio_websocket import open_websocket_url
 
-from engine.fairness import crash_point
+from crashd.engine.fairness import crash_point
 from test_api_bets import Api, fund, game_config
 from test_api_support import make_key, running_server
 

@@ -13,14 +13,21 @@ import pytest
 import trio
 from quart import Blueprint, Response
 
-from api.auth import requires_scope
-from api.contract import documented, json_body, json_response
-from api.idempotency import (
-    IdempotencyStore, IdempotencyToken, InFlight, Replay, Reused, Started, fingerprint, idempotent,
+from crashd.api.security.auth import requires_scope
+from crashd.api.rest.contract import documented, json_body, json_response
+from crashd.api.rest.idempotency import (
+    IdempotencyStore,
+    IdempotencyToken,
+    InFlight,
+    Replay,
+    Reused,
+    Started,
+    fingerprint,
+    idempotent,
 )
-from api.keys import Principal
-from api.problems import Problem, register_code
-from api.validation import Integer, String
+from crashd.api.security.keys import Principal
+from crashd.api.rest.problems import Problem, register_code
+from crashd.api.rest.validation import Integer, String
 from test_api_support import build_app, make_key, serving_app, test_config
 
 register_code("test_refused", 422, "Refused by a test route")

@@ -11,15 +11,15 @@ import httpx
 import pytest
 from quart import Blueprint, Response
 
-from api.auth import requires_scope
-from api.cli import main
-from api.contract import documented, json_body, json_response, query_params
-from api.idempotency import idempotent
-from api.keys import Principal
-from api.openapi import api_rules, build_openapi, undocumented_routes
-from api.validation import Integer, String
-from engine import chainstore
-from engine.fairness import ChainReader, crash_point, verify_game
+from crashd.api.security.auth import requires_scope
+from crashd.api.cli.main import main
+from crashd.api.rest.contract import documented, json_body, json_response, query_params
+from crashd.api.rest.idempotency import idempotent
+from crashd.api.security.keys import Principal
+from crashd.api.rest.openapi import api_rules, build_openapi, undocumented_routes
+from crashd.api.rest.validation import Integer, String
+from crashd.engine import chainstore
+from crashd.engine.fairness import ChainReader, crash_point, verify_game
 from test_api_support import build_app, running_server, serving_app, test_config
 
 
@@ -172,8 +172,8 @@ async def test_meta_routes_are_public_and_get_only(tmp_path: Path, path: str) ->
 
 
 def test_docs_list_every_problem_code_and_setting() -> None:
-    from api.config import SETTINGS
-    from api.problems import CODES
+    from crashd.api.config import SETTINGS
+    from crashd.api.rest.problems import CODES
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
     for code in CODES:

@@ -24,11 +24,11 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from api.app import create_app
-from api.config import Config
-from api.keys import KeyStore
-from api.server import ServerInfo, _parse_bind, ensure_chain, hypercorn_config, run_server
-from api.services import Services, open_services
+from crashd.api.rest.app import create_app
+from crashd.api.config import Config
+from crashd.api.security.keys import KeyStore
+from crashd.api.server import ServerInfo, _parse_bind, ensure_chain, hypercorn_config, run_server
+from crashd.api.services import Services, open_services
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

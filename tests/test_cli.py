@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import main
-from engine import chainstore
-from engine.fairness import ChainReader, crash_point
+from crashd.api.cli.main import main
+from crashd.engine import chainstore
+from crashd.engine.fairness import ChainReader, crash_point
 
 KNOWN_SALT = "0000000000000000004d6ec16dafe9d8370958664c1dc422f452892264c59526"
 KNOWN_HASH = "6774ddd3dfe94e2c966d4ca5c5ed6dcd1f6a4fdab87ad12677ee7c5b96d6a3f5"

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from api import apidb
-from api.cli import main
-from api.cli_db import backup_database, check_database
-from api.keys import KeyStore
-from engine.ledger import open_ledger
+from crashd.api import database as apidb
+from crashd.api.cli.main import main
+from crashd.api.cli.db import backup_database, check_database
+from crashd.api.security.keys import KeyStore
+from crashd.engine.ledger import open_ledger
 
 P = dict(environment="sandbox", partner_id="acme")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from api.client.backoff import Backoff
-from api.client.messages import ChannelMessage, Snapshot
-from api.client.stream import StreamCursor
+from crashd.api.client.backoff import Backoff
+from crashd.api.client.messages import ChannelMessage, Snapshot
+from crashd.api.client.stream import StreamCursor
 
 backoffs = st.builds(
     lambda base, factor: Backoff(base=base, cap=base * factor),

@@ -17,7 +17,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from api.client import (
+from crashd.api.client import (
     Backoff,
     ChannelMessage,
     FeedClient,
@@ -28,8 +28,8 @@ from api.client import (
     StreamMessage,
     open_feed,
 )
-from api.feed import FEED_PATH, FeedConfig, FeedServer, Principal
-from engine.hub import LIVE_MULTIPLIER, ROUND_UPDATES, Hub
+from crashd.api.feed import FEED_PATH, FeedConfig, FeedServer, Principal
+from crashd.api.feed.hub import LIVE_MULTIPLIER, ROUND_UPDATES, Hub
 from test_api_support import running_server, wait_until
 from test_client_support import CuttableProxy, make_signed_key, quick_config
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import trio
 
-from api.client import ProblemError, RestClient, RetryPolicy
-from api.client.backoff import Backoff
-from api.config import Config
-from engine.fairness import crash_point
+from crashd.api.client import ProblemError, RestClient, RetryPolicy
+from crashd.api.client.backoff import Backoff
+from crashd.api.config import Config
+from crashd.engine.fairness import crash_point
 from test_api_support import running_server
 from test_client_support import make_signed_key, quick_config
 

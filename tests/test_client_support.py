@@ -12,10 +12,10 @@ from pathlib import Path
 
 import trio
 
-from api.config import Config
-from api.keys import KeyStore
-from engine.chainstore import ChainFile, save as save_chain
-from engine.fairness import ChainReader, build_chain, crash_point
+from crashd.api.config import Config
+from crashd.api.security.keys import KeyStore
+from crashd.engine.chainstore import ChainFile, save as save_chain
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
 from test_api_bets import game_config
 
 QUICK_GAMES = 8

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import main
-from api.config import SETTINGS, Config, ConfigError, load_config
+from crashd.api.cli.main import main
+from crashd.api.config import SETTINGS, Config, ConfigError, load_config
 
 
 def _write(path: Path, text: str) -> Path:

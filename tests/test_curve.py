@@ -6,7 +6,7 @@ import math
 
 from hypothesis import given, strategies as st
 
-from engine.curve import MAX_MULTIPLIER, format_multiplier, ms_at, multiplier_at
+from crashd.engine.curve import MAX_MULTIPLIER, format_multiplier, ms_at, multiplier_at
 
 
 def test_known_points() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from api.cli import build_parser
+from crashd.api.cli.main import build_parser
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 

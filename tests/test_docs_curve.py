@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.curve import MAX_MULTIPLIER, ms_at
+from crashd.engine.curve import MAX_MULTIPLIER, ms_at
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURE = re.compile(r"(\d[\d,]*)\.(\d\d)x at ([\d,]+) ms")

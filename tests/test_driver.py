@@ -10,15 +10,27 @@ import pytest
 import trio
 import trio.testing
 
-from engine.curve import MAX_MULTIPLIER, ms_at
-from engine.driver import Engine, EngineNotRunning
-from engine.events import (
-    BetAccepted, BetLost, BetRefunded, BettingOpened, CashedOut, Crashed, Event, Rejected,
-    RoundSettled, RoundVoided, RunningStarted, Stopped, Tick, TooLate,
+from crashd.engine.curve import MAX_MULTIPLIER, ms_at
+from crashd.engine.driver import Engine, EngineNotRunning
+from crashd.engine.round.events import (
+    BetAccepted,
+    BetLost,
+    BetRefunded,
+    BettingOpened,
+    CashedOut,
+    Crashed,
+    Event,
+    Rejected,
+    RoundSettled,
+    RoundVoided,
+    RunningStarted,
+    Stopped,
+    Tick,
+    TooLate,
 )
-from engine.fairness import ChainReader, build_chain, crash_point
-from engine.round import Phase
-from engine.rules import RoundConfig
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.round.tables import Phase
+from crashd.engine.round.config import RoundConfig
 
 SALT = "crashd-test-salt"
 READER = ChainReader(build_chain(bytes(range(1, 33)), 2_000, interval=100))

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from hypothesis import given, strategies as st
 
-from engine.fairness import (
+from crashd.engine.fairness import (
     ChainEncoding,
     ChainReader,
     FairnessError,

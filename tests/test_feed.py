@@ -31,8 +31,8 @@ from wsproto.events import (
     TextMessage,
 )
 
-from api.feed import FEED_PATH, CloseCode, FeedConfig, FeedServer, Principal, serve_feed
-from engine.hub import LIVE_MULTIPLIER, ROUND_UPDATES, Hub
+from crashd.api.feed import FEED_PATH, CloseCode, FeedConfig, FeedServer, Principal, serve_feed
+from crashd.api.feed.hub import LIVE_MULTIPLIER, ROUND_UPDATES, Hub
 
 GAME = frozenset({"read:game_state"})
 TOKENS = {

@@ -20,8 +20,8 @@ import httpx
 import trio
 from trio_websocket import open_websocket_url
 
-from api import pspsig
-from api.server import run_server
+from crashd.api.security import webhook as pspsig
+from crashd.api.server import run_server
 from test_api_bets import Api, fund, game_config
 from test_api_feed import next_of
 from test_api_support import make_key, running_server

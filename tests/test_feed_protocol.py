@@ -8,8 +8,15 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.feed.auth import Principal, channel_denial, user_channel
-from api.feed.protocol import Ack, ClientError, RateLimiter, Subscribe, Unsubscribe, parse_client_message
+from crashd.api.feed.access import Principal, channel_denial, user_channel
+from crashd.api.feed.protocol import (
+    Ack,
+    ClientError,
+    RateLimiter,
+    Subscribe,
+    Unsubscribe,
+    parse_client_message,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -21,11 +21,11 @@ import trio
 import trio.testing
 from hypothesis import given, settings, strategies as st
 
-from engine.driver import Engine
-from engine.fairness import ChainReader, build_chain
-from engine.game import Game, GameError, Player, ticket_for
-from engine.ledger import open_ledger
-from engine.rules import RoundConfig
+from crashd.engine.driver import Engine
+from crashd.engine.fairness import ChainReader, build_chain
+from crashd.engine.game import Game, GameError, Player, ticket_for
+from crashd.engine.ledger import open_ledger
+from crashd.engine.round.config import RoundConfig
 
 SPEC = build_chain(hashlib.sha256(b"seam").digest(), length=1_000, interval=100)
 FUNDING = 1_000_000

@@ -27,7 +27,7 @@ import schemathesis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from api import pspsig
+from crashd.api.security import webhook as pspsig
 from test_api_support import SIGNING_SECRETS, make_key, test_config
 from test_security_support import (  # noqa: F401
     LogScan, MoneyFingerprint, ThreadServer, logscan, money_fingerprint, signed_headers,

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.hub import (
+from crashd.api.feed.hub import (
     CLOSE_SLOW_CONSUMER,
     LIVE_MULTIPLIER,
     ROUND_UPDATES,
@@ -24,7 +24,7 @@ from engine.hub import (
     ReplayBuffer,
     Subscriber,
 )
-from engine.wsframe import OPCODE_TEXT, decode_server_frame, encode_close, encode_text
+from crashd.api.feed.frames import OPCODE_TEXT, decode_server_frame, encode_close, encode_text
 
 
 class Pipe:

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from quart import Blueprint, Response
 
-from api import apidb
-from api.auth import requires_scope
-from api.cli import main
-from api.contract import documented, json_response
-from api.keys import SCOPES, KeyStore, KeyStoreError, Principal
+from crashd.api import database as apidb
+from crashd.api.security.auth import requires_scope
+from crashd.api.cli.main import main
+from crashd.api.rest.contract import documented, json_response
+from crashd.api.security.keys import SCOPES, KeyStore, KeyStoreError, Principal
 from test_api_support import build_app, make_key, serving_app, test_config
 
 

@@ -34,8 +34,8 @@ from typing import Any
 import pytest
 import trio
 
-from engine.ledger import open_ledger
-from engine.ledger.store import audit
+from crashd.engine.ledger import open_ledger
+from crashd.engine.ledger.store import audit
 
 CHILD = Path(__file__).resolve().parent / "ledger_load_child.py"
 

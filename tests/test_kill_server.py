@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import trio
 
-from engine import chainstore
-from engine.fairness import ChainReader, crash_point
-from engine.ledger import open_ledger
+from crashd.engine import chainstore
+from crashd.engine.fairness import ChainReader, crash_point
+from crashd.engine.ledger import open_ledger
 from test_api_bets import Api, game_config
 from test_api_support import PYTHON, REPO, make_key
 
@@ -34,7 +34,7 @@ KILLS = int(os.environ.get("CRASHD_SERVER_KILLS", "6"))
 
 async def start(config: Any) -> tuple[trio.Process, str]:
     proc = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "api", "serve", "--port", "0", "--feed-port", "0",
+        [PYTHON, "-m", "crashd.api", "serve", "--port", "0", "--feed-port", "0",
          "--database", str(config.database), "--chain-file", str(config.chain_file),
          "--betting-ms", "300", "--pause-ms", "150", "--stop-wait-s", "1", "--log-level", "warning"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.ledger import open_ledger
-from engine.ledger.model import (
+from crashd.engine.ledger import open_ledger
+from crashd.engine.ledger.model import (
     AlreadyReversed,
     AlreadySettled,
     BetInRound,
@@ -29,7 +29,7 @@ from engine.ledger.model import (
     RoundStillOpen,
     UnknownHold,
 )
-from engine.ledger.writer import Ledger
+from crashd.engine.ledger.writer import Ledger
 
 HASH = "f" * 64
 P = dict(environment="production", partner_id="acme")

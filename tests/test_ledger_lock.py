@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.ledger import LedgerInUse, open_ledger
-from engine.ledger.store import Store
+from crashd.engine.ledger import LedgerInUse, open_ledger
+from crashd.engine.ledger.store import Store
 from test_api_bets import game_config
 from test_api_support import PYTHON, REPO, running_server
 
 HOLDER = """
 import sys, time
-from engine.ledger.store import Store
+from crashd.engine.ledger.store import Store
 store = Store(sys.argv[1])
 print("holding", flush=True)
 time.sleep(120)
@@ -63,7 +63,7 @@ def test_another_process_holding_it_is_named_and_its_death_frees_it(tmp_path: Pa
 
 async def second_server(database: Path, chain_file: Path) -> tuple[int, str]:
     done = await trio.run_process(
-        [PYTHON, "-m", "api", "serve", "--port", "0", "--feed-port", "0",
+        [PYTHON, "-m", "crashd.api", "serve", "--port", "0", "--feed-port", "0",
          "--database", str(database), "--chain-file", str(chain_file), "--chain-length", "200",
          "--log-level", "warning"],
         capture_stdout=True, capture_stderr=True, check=False,

@@ -20,8 +20,8 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from engine.ledger.model import LedgerError, Result
-from engine.ledger.ops import (
+from crashd.engine.ledger.model import LedgerError, Result
+from crashd.engine.ledger.ops import (
     BetConfirm,
     BetRefund,
     BetReserve,
@@ -40,7 +40,7 @@ from engine.ledger.ops import (
     SettleLoss,
     SettleWin,
 )
-from engine.ledger.store import Store, audit
+from crashd.engine.ledger.store import Store, audit
 
 ENVS = ["sandbox", "production"]
 USERS = ["u0", "u1", "u2"]

@@ -8,7 +8,7 @@ expiry judged by the ``now`` given to each call.
 
 from __future__ import annotations
 
-from engine.ledger.model import (
+from crashd.engine.ledger.model import (
     Account,
     AccountKey,
     Bet,
@@ -21,7 +21,8 @@ from engine.ledger.model import (
     Posted,
     Round,
 )
-from engine.ledger.ops import BetConfirm, BetReserve, Ids, PspDeposit, PspWithdrawal, Txn, apply
+from crashd.engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, PspWithdrawal, apply
+from crashd.engine.ledger.txn import Ids, Txn
 
 P = ("production", "acme", "u1")
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.ledger import open_ledger
-from engine.ledger.model import LedgerCorrupt, Posted
-from engine.ledger.ops import PspDeposit
-from engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
-from engine.ledger.store import Store, audit
+from crashd.engine.ledger import open_ledger
+from crashd.engine.ledger.model import LedgerCorrupt, Posted
+from crashd.engine.ledger.ops import PspDeposit
+from crashd.engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from crashd.engine.ledger.store import Store, audit
 
 
 def version_1_ddl() -> str:
@@ -143,8 +143,8 @@ def test_version_2_bet_targets_become_changeable_until_settled(tmp_path: Path) -
         names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_schema WHERE type = 'trigger'")}
         assert "bets_one_way" in names and "bets_settle_once" not in names
         assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
-        from engine.ledger.model import BetRetargeted, BetSettled
-        from engine.ledger.ops import BetConfirm, BetRefund, BetReserve, BetTarget
+        from crashd.engine.ledger.model import BetRetargeted, BetSettled
+        from crashd.engine.ledger.ops import BetConfirm, BetRefund, BetReserve, BetTarget
         store.apply_group([PspDeposit("d", "production", "p", "u", 100),
                            BetReserve("r", "production", "p", "u", "h", 50, 60_000),
                            BetConfirm("c", "production", "p", "u", "h", "t", 150, None)], 0)

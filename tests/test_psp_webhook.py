@@ -13,8 +13,8 @@ import httpx
 import pytest
 import trio
 
-from api import pspsig
-from api.cli import main as cli_main
+from crashd.api.security import webhook as pspsig
+from crashd.api.cli.main import main as cli_main
 from test_api_support import make_key, running_server, test_config
 from test_security_support import LogScan, logscan, money_fingerprint  # noqa: F401
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.pspsig import WebhookSignatureError, compute, header_value, verify
+from crashd.api.security.webhook import WebhookSignatureError, compute, header_value, verify
 
 BODY = b'{"id":"evt_1","type":"deposit.completed"}'
 NOW = 1_800_000_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from api.ratelimit import Policy, RateLimiter
+from crashd.api.security.ratelimit import Policy, RateLimiter
 
 POLICY = Policy("default", limit=10, window_s=1.0)
 

@@ -8,17 +8,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.curve import MAX_MULTIPLIER, ms_at, multiplier_at
-from engine.events import (
-    BetAccepted, BetLost, BetRefunded, BettingOpened, CashedOut, Crashed, Event, Rejected,
-    RoundSettled, RoundVoided, RunningStarted, Stopped, Tick, TooLate,
+from crashd.engine.curve import MAX_MULTIPLIER, ms_at, multiplier_at
+from crashd.engine.round.events import (
+    BetAccepted,
+    BetLost,
+    BetRefunded,
+    BettingOpened,
+    CashedOut,
+    Crashed,
+    Event,
+    Rejected,
+    RoundSettled,
+    RoundVoided,
+    RunningStarted,
+    Stopped,
+    Tick,
+    TooLate,
 )
-from engine.fairness import ChainReader, build_chain, crash_point
-from engine.round import (
-    COMMANDS, LEGAL, REASONS, TRANSITIONS, BetState, Command, Phase, Round, SeqCounter,
-    Sequencer,
-)
-from engine.rules import RoundConfig
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.round.tables import COMMANDS, LEGAL, REASONS, TRANSITIONS, Command, Phase
+from crashd.engine.round.machine import BetState, Round, SeqCounter
+from crashd.engine.round.sequencer import Sequencer
+from crashd.engine.round.config import RoundConfig
 
 HASH = "6774ddd3dfe94e2c966d4ca5c5ed6dcd1f6a4fdab87ad12677ee7c5b96d6a3f5"
 CFG = RoundConfig(betting_ms=1000, pause_ms=500)
@@ -427,7 +438,7 @@ def test_the_chain_running_out_stops_cleanly() -> None:
 def test_the_documented_tables_are_the_code() -> None:
     from pathlib import Path
 
-    from engine.round import describe_tables
+    from crashd.engine.round.tables import describe_tables
 
     doc = (Path(__file__).parent.parent / "docs" / "round-engine.md").read_text()
     begin, end = "<!-- tables:begin -->\n", "<!-- tables:end -->"

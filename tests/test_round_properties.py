@@ -22,14 +22,29 @@ from hypothesis.stateful import (
     RuleBasedStateMachine, initialize, invariant, precondition, rule,
 )
 
-from engine.curve import MAX_MULTIPLIER, ms_at, multiplier_at
-from engine.events import (
-    AutoCashoutChanged, BetAccepted, BetLost, BetRefunded, BettingOpened, CashedOut, Crashed,
-    Event, Rejected, RoundSettled, RoundVoided, RunningStarted, Stopped, Tick, TooLate,
+from crashd.engine.curve import MAX_MULTIPLIER, ms_at, multiplier_at
+from crashd.engine.round.events import (
+    AutoCashoutChanged,
+    BetAccepted,
+    BetLost,
+    BetRefunded,
+    BettingOpened,
+    CashedOut,
+    Crashed,
+    Event,
+    Rejected,
+    RoundSettled,
+    RoundVoided,
+    RunningStarted,
+    Stopped,
+    Tick,
+    TooLate,
 )
-from engine.fairness import ChainReader, build_chain, crash_point
-from engine.round import Phase, Round, SeqCounter, Sequencer
-from engine.rules import RoundConfig
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.round.tables import Phase
+from crashd.engine.round.machine import Round, SeqCounter
+from crashd.engine.round.sequencer import Sequencer
+from crashd.engine.round.config import RoundConfig
 
 TICKETS = [f"t{i}" for i in range(8)]
 USERS = ["u0", "u1", ("p", "prod", 7)]

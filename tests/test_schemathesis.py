@@ -67,11 +67,11 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from api.app import VERSION  # noqa: E402
-from api.config import SETTINGS  # noqa: E402
-from api.idempotency import KEY_PATTERN  # noqa: E402
-from api.keys import KeyStore  # noqa: E402
-from api.openapi import build_openapi  # noqa: E402
+from crashd.api.rest.app import VERSION  # noqa: E402
+from crashd.api.config import SETTINGS  # noqa: E402
+from crashd.api.rest.idempotency import KEY_PATTERN  # noqa: E402
+from crashd.api.security.keys import KeyStore  # noqa: E402
+from crashd.api.rest.openapi import build_openapi  # noqa: E402
 from test_api_bets import short_rounds_chain  # noqa: E402
 from test_api_support import PYTHON, REPO, build_app, test_config  # noqa: E402
 
@@ -144,7 +144,7 @@ class SigningSession(requests.Session):
         return response
 
     def _sign(self, request: requests.PreparedRequest) -> None:
-        from api import signing
+        from crashd.api.security import signing
 
         names = (signing.TIMESTAMP_HEADER, signing.NONCE_HEADER, signing.SIGNATURE_HEADER)
         if not all(name in request.headers for name in names):
@@ -193,7 +193,7 @@ def crashd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashd]:
         store.close()
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen([PYTHON, "-m", "api", "serve", *_server_args(tmp)], cwd=tmp, env=env,
+    proc = subprocess.Popen([PYTHON, "-m", "crashd.api", "serve", *_server_args(tmp)], cwd=tmp, env=env,
                             stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         assert proc.stdout is not None

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import trio
 
-from api.cli import main as cli_main
-from api.keys import KeyStore
+from crashd.api.cli.main import main as cli_main
+from crashd.api.security.keys import KeyStore
 from test_api_support import SIGNING_SECRETS, make_key, running_server, test_config
 from test_security_support import LogScan, logscan, money_fingerprint, signed_headers  # noqa: F401
 
@@ -268,8 +268,8 @@ async def test_tls_serves_https_and_refuses_old_protocols(tmp_path: Path, logsca
 
 
 def test_tls_needs_both_files(tmp_path: Path) -> None:
-    from api.config import ConfigError
-    from api.server import hypercorn_config
+    from crashd.api.config import ConfigError
+    from crashd.api.server import hypercorn_config
 
     with pytest.raises(ConfigError):
         hypercorn_config(test_config(tmp_path, tls_cert=tmp_path / "c.pem"))
@@ -297,8 +297,8 @@ async def test_last_used_is_written_once_per_period(tmp_path: Path, logscan: Log
 
 def test_docs_worked_examples_are_correct() -> None:
     """docs/security.md's examples, recomputed."""
-    from api import pspsig
-    from api.signing import signature, string_to_sign
+    from crashd.api.security import webhook as pspsig
+    from crashd.api.security.signing import signature, string_to_sign
 
     docs = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
     canonical = string_to_sign("POST", "/api/v1/bets/reserve", "1767225600", "n0nce-8f3a9c2e71d4b5a6",
@@ -312,10 +312,10 @@ def test_docs_worked_examples_are_correct() -> None:
 
 
 def test_feed_connects_with_an_api_key_are_rate_limited_per_key(tmp_path: Path, logscan: LogScan) -> None:
-    from api.feed.auth import ConnectRateLimited
-    from api.feed_routes import feed_authenticator
-    from api.keys import Authenticator
-    from api.ratelimit import Policy
+    from crashd.api.feed.access import ConnectRateLimited
+    from crashd.api.rest.routes.feed import feed_authenticator
+    from crashd.api.security.keys import Authenticator
+    from crashd.api.security.ratelimit import Policy
 
     store = KeyStore(tmp_path / "k.sqlite3")
     try:

@@ -28,10 +28,10 @@ import httpx
 import pytest
 import trio
 
-from api.config import Config
-from api.server import ServerInfo, run_server
-from api.signing import sign_request
-from engine.ledger.store import audit
+from crashd.api.config import Config
+from crashd.api.server import ServerInfo, run_server
+from crashd.api.security.signing import sign_request
+from crashd.engine.ledger.store import audit
 
 
 @dataclass(frozen=True)

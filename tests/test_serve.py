@@ -14,16 +14,16 @@ import httpx
 import pytest
 import trio
 
-from api.server import ServiceTaskEnded, describe_failure, run_server
-from api.services import Services
-from engine import chainstore
+from crashd.api.server import ServiceTaskEnded, describe_failure, run_server
+from crashd.api.services import Services
+from crashd.engine import chainstore
 from test_api_support import PYTHON, REPO, test_config
 
 
 async def _start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, str]:
     """Start ``crashd serve --port 0`` and return it with its URL (read from stdout)."""
     proc = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "api", "serve", "--port", "0", "--chain-length", "50", "--stop-wait-s", "1", "--feed-port", "0", *args],
+        [PYTHON, "-m", "crashd.api", "serve", "--port", "0", "--chain-length", "50", "--stop-wait-s", "1", "--feed-port", "0", *args],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
     )
@@ -61,7 +61,7 @@ async def test_serve_subprocess_first_start_keys_auth_and_sigterm(tmp_path: Path
         chain = chainstore.load(tmp_path / "crashd-chain.json")
         assert chain.spec.length == 50
         created = subprocess.run(
-            [PYTHON, "-m", "api", "keys", "create", "--env", "sandbox", "--scopes", "read:balance", "--json"],
+            [PYTHON, "-m", "crashd.api", "keys", "create", "--env", "sandbox", "--scopes", "read:balance", "--json"],
             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=True,
         )
         secret = json.loads(created.stdout)["secret"]
@@ -157,7 +157,7 @@ async def test_graceful_shutdown_closes_idle_keep_alive_connections_and_returns(
 
 
 def test_module_entry_point_help() -> None:
-    out = subprocess.run([PYTHON, "-m", "api", "serve", "--help"], capture_output=True, text=True,
+    out = subprocess.run([PYTHON, "-m", "crashd.api", "serve", "--help"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
     assert out.returncode == 0
     for flag in ("--config", "--host", "--port", "--database", "--chain-file", "--chain-length",
@@ -173,7 +173,7 @@ def test_a_port_in_use_is_a_clear_fatal_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         out = subprocess.run(
-            [PYTHON, "-m", "api", "serve", "--port", str(taken.getsockname()[1]), "--chain-length", "10"],
+            [PYTHON, "-m", "crashd.api", "serve", "--port", str(taken.getsockname()[1]), "--chain-length", "10"],
             cwd=tmp_path, capture_output=True, text=True, timeout=60,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from hypothesis import given, strategies as st
 
-from api.signing import (
+from crashd.api.security.signing import (
     NonceCache,
     SignatureError,
     SignedRequest,

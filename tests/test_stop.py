@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import trio
 
-from api.config import Config
-from engine.chainstore import ChainFile, save as save_chain
-from engine.curve import ms_at
-from engine.fairness import ChainReader, build_chain, crash_point
-from engine.ledger import open_ledger
+from crashd.api.config import Config
+from crashd.engine.chainstore import ChainFile, save as save_chain
+from crashd.engine.curve import ms_at
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.ledger import open_ledger
 from test_api_bets import Api, fund
 from test_api_support import PYTHON, REPO, make_key, test_config
 
@@ -57,7 +57,7 @@ def config_for(tmp_path: Path, **overrides: Any) -> Config:
 
 async def start(config: Config) -> tuple[trio.Process, str]:
     proc = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "api", "serve", "--port", "0", "--feed-port", "0",
+        [PYTHON, "-m", "crashd.api", "serve", "--port", "0", "--feed-port", "0",
          "--database", str(config.database), "--chain-file", str(config.chain_file),
          "--betting-ms", str(config.betting_ms), "--pause-ms", str(config.pause_ms),
          "--log-level", "warning"],

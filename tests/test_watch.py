@@ -12,9 +12,17 @@ from pathlib import Path
 import httpx
 import trio
 
-from api.cli_watch import MISMATCH, UNVERIFIED, VERIFIED, WatchState, render_screen, result_line, verify
-from api.client import ChannelMessage, Snapshot
-from engine.fairness import crash_point
+from crashd.api.cli.watch import (
+    MISMATCH,
+    UNVERIFIED,
+    VERIFIED,
+    WatchState,
+    render_screen,
+    result_line,
+    verify,
+)
+from crashd.api.client import ChannelMessage, Snapshot
+from crashd.engine.fairness import crash_point
 from test_api_support import REPO, running_server
 from test_client_support import make_signed_key, quick_config
 
@@ -65,7 +73,7 @@ async def test_watch_once_prints_verified_results_from_a_real_server(tmp_path: P
         env = {**os.environ, "CRASHD_API_KEY": key, "PYTHONPATH": str(REPO)}
         with trio.fail_after(40):
             done = await trio.run_process(
-                [sys.executable, "-m", "api", "watch", "--url", info.url, "--once", "2"],
+                [sys.executable, "-m", "crashd.api", "watch", "--url", info.url, "--once", "2"],
                 capture_stdout=True, capture_stderr=True, env=env, check=False,
             )
         out = done.stdout.decode()
@@ -86,6 +94,6 @@ async def test_watch_once_prints_verified_results_from_a_real_server(tmp_path: P
 async def test_watch_without_a_key_is_a_usage_error() -> None:
     env = {k: v for k, v in os.environ.items() if k != "CRASHD_API_KEY"}
     env["PYTHONPATH"] = str(REPO)
-    done = await trio.run_process([sys.executable, "-m", "api", "watch"], capture_stdout=True,
+    done = await trio.run_process([sys.executable, "-m", "crashd.api", "watch"], capture_stdout=True,
                                   capture_stderr=True, env=env, check=False)
     assert done.returncode == 2 and b"CRASHD_API_KEY" in done.stderr

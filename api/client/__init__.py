@@ -2,7 +2,7 @@
 
 Both run under Trio. Guide with examples: docs/sdk.md. ::
 
-    from api.client import RestClient, open_feed
+    from crashd.api.client import RestClient, open_feed
 
     async with RestClient("http://127.0.0.1:8000", api_key, signing_secret=secret) as api:
         token = await api.feed_token()
@@ -14,9 +14,9 @@ Both run under Trio. Guide with examples: docs/sdk.md. ::
 
 from __future__ import annotations
 
-from api.client.backoff import Backoff
-from api.client.feed import FATAL_CLOSE_CODES, ClientStatistics, FeedClient, open_feed
-from api.client.messages import (
+from crashd.api.client.backoff import Backoff
+from crashd.api.client.feed import FATAL_CLOSE_CODES, ClientStatistics, FeedClient, open_feed
+from crashd.api.client.messages import (
     EPOCH_CHANGED,
     RESUME_GAP,
     RESYNC,
@@ -27,7 +27,7 @@ from api.client.messages import (
     Snapshot,
     StreamMessage,
 )
-from api.client.rest import (
+from crashd.api.client.rest import (
     Balance,
     Bet,
     Cashout,
@@ -42,7 +42,7 @@ from api.client.rest import (
     Ticket,
     new_idempotency_key,
 )
-from api.client.stream import ResumePoint, StreamCursor
+from crashd.api.client.stream import ResumePoint, StreamCursor
 
 __all__ = [
     "Backoff", "Balance", "Bet", "Cashout", "ChannelMessage", "ClientStatistics", "EPOCH_CHANGED",

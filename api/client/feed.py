@@ -37,8 +37,8 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import trio
 
-from api.client.backoff import Backoff, RandomFn
-from api.client.messages import (
+from crashd.api.client.backoff import Backoff, RandomFn
+from crashd.api.client.messages import (
     ChannelMessage,
     FeedError,
     FeedUnavailable,
@@ -46,8 +46,8 @@ from api.client.messages import (
     StreamMessage,
     parse_stream_message,
 )
-from api.client.stream import StreamCursor
-from api.client.websocket import ConnectionLost, HandshakeRejected, WebSocket
+from crashd.api.client.stream import StreamCursor
+from crashd.api.client.websocket import ConnectionLost, HandshakeRejected, WebSocket
 
 log = logging.getLogger("crashd.client.feed")
 

@@ -26,8 +26,8 @@ from typing import Any, Callable, Mapping
 import httpx
 import trio
 
-from api.client.backoff import Backoff, RandomFn
-from api.signing import sign_request
+from crashd.api.client.backoff import Backoff, RandomFn
+from crashd.api.security.signing import sign_request
 
 PREFIX = "/api/v1"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})

@@ -9,9 +9,22 @@ Protocol and close codes: docs/feed.md. Integration::
 
 from __future__ import annotations
 
-from api.feed.auth import SCOPE_BALANCE, SCOPE_GAME_STATE, Authenticate, Principal, user_channel
-from api.feed.protocol import CloseCode
-from api.feed.server import DEFAULT_FEED_PORT, FEED_PATH, FeedConfig, FeedServer, FeedStatistics, serve_feed
+from crashd.api.feed.access import (
+    SCOPE_BALANCE,
+    SCOPE_GAME_STATE,
+    Authenticate,
+    Principal,
+    user_channel,
+)
+from crashd.api.feed.protocol import CloseCode
+from crashd.api.feed.server import (
+    DEFAULT_FEED_PORT,
+    FEED_PATH,
+    FeedConfig,
+    FeedServer,
+    FeedStatistics,
+    serve_feed,
+)
 
 __all__ = [
     "Authenticate",

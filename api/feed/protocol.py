@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from engine.hub import encode_json
-from engine.wsframe import encode_text
+from crashd.api.feed.hub import encode_json
+from crashd.api.feed.frames import encode_text
 
 
 class CloseCode(IntEnum):

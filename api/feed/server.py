@@ -34,8 +34,14 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from api.feed.auth import SCOPE_GAME_STATE, Authenticate, ConnectRateLimited, Principal, channel_denial
-from api.feed.protocol import (
+from crashd.api.feed.access import (
+    SCOPE_GAME_STATE,
+    Authenticate,
+    ConnectRateLimited,
+    Principal,
+    channel_denial,
+)
+from crashd.api.feed.protocol import (
     Ack,
     Auth,
     ClientError,
@@ -47,8 +53,8 @@ from api.feed.protocol import (
     error_frame,
     parse_client_message,
 )
-from engine.hub import Hub, Subscriber
-from engine.wsframe import OPCODE_PONG, encode_close, encode_frame
+from crashd.api.feed.hub import Hub, Subscriber
+from crashd.api.feed.frames import OPCODE_PONG, encode_close, encode_frame
 
 log = logging.getLogger("crashd.feed")
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from engine.ledger.model import LedgerError, Recovered
-from engine.ledger.ops import Recover
-from engine.ledger.store import Store
+from crashd.engine.ledger.model import LedgerError, Recovered
+from crashd.engine.ledger.ops import Recover
+from crashd.engine.ledger.store import Store
 
 Reveal = Callable[[int], "tuple[int, str] | None"]
 """Round id → (crash point, game hash) of its game, or None if unknown."""

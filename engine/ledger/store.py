@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
-from engine.ledger.model import (
+from crashd.engine.ledger.model import (
     Account,
     AccountKey,
     AuditReport,
@@ -32,9 +32,10 @@ from engine.ledger.model import (
     RoundState,
     RoundView,
 )
-from engine.ledger.ops import Ids, Op, Txn, apply, prefetch_keys
-from engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
-from engine.proclock import ProcessLock
+from crashd.engine.ledger.txn import Ids, Txn
+from crashd.engine.ledger.ops import Op, apply, prefetch_keys
+from crashd.engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from crashd.engine.proclock import ProcessLock
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}

@@ -33,7 +33,7 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 
 import trio
 
-from engine.ledger.model import (
+from crashd.engine.ledger.model import (
     AccountKey,
     PlayerBalance,
     AuditReport,
@@ -57,7 +57,7 @@ from engine.ledger.model import (
     RoundView,
     RoundVoided,
 )
-from engine.ledger.ops import (
+from crashd.engine.ledger.ops import (
     BetConfirm,
     BetRefund,
     BetReserve,
@@ -76,8 +76,8 @@ from engine.ledger.ops import (
     SettleLoss,
     SettleWin,
 )
-from engine.ledger.recovery import Reveal, run_recovery
-from engine.ledger.store import Reader, Store, Synchronous, audit
+from crashd.engine.ledger.recovery import Reveal, run_recovery
+from crashd.engine.ledger.store import Reader, Store, Synchronous, audit
 
 log = logging.getLogger("crashd.ledger")
 

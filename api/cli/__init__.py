@@ -1,0 +1,1 @@
+"""The ``crashd`` command line: one module per command."""

@@ -1,0 +1,60 @@
+"""The ``crashd`` command line: one entry point, one subcommand module per concern.
+
+Every subcommand module exposes ``register(subparsers)``, which adds its parser and sets
+``func`` (taking the parsed namespace, returning an exit code). Usage errors exit 2 with
+one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from crashd.api.cli import (
+    chain as cli_chain,
+    db as cli_db,
+    keys as cli_keys,
+    psp as cli_psp,
+    request as cli_request,
+    serve as cli_serve,
+    verify as cli_verify,
+    watch as cli_watch,
+)
+from crashd.api.cli.usage import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse prints the whole usage block; one clear line is kinder in scripts.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="crashd",
+        description="A provably fair, real-time crash game engine.",
+    )
+    parser.add_argument("--version", action="version", version="crashd 0.1.0")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for module in (cli_serve, cli_keys, cli_chain, cli_verify, cli_psp, cli_request, cli_watch, cli_db):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"crashd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

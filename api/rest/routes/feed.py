@@ -1,0 +1,87 @@
+"""The REST side of the live feed: feed tokens for browsers, and the feed's authenticator.
+
+The feed itself listens on its own port (see docs/feed.md: the framework's per-message
+path costs 7-10x the CPU per delivered message). This module connects it to the API
+keys: ``feed_authenticator`` turns a presented credential — an API key in the upgrade
+request's ``Authorization`` header, or a feed token sent as the first message — into the
+feed's principal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from quart import Blueprint, Response
+
+from crashd.api.security import feedtokens
+from crashd.api.security.auth import requires_scope
+from crashd.api.rest.contract import documented, json_response
+from crashd.api.feed import Principal as FeedPrincipal
+from crashd.api.feed.access import ConnectRateLimited
+from crashd.api.security.keys import Authenticator, Principal
+from crashd.api.rest.openapi import API_PREFIX
+from crashd.api.security.ratelimit import Policy, RateLimiter
+from crashd.api.services import current_services
+
+feed = Blueprint("feed", __name__, url_prefix=API_PREFIX)
+
+FEED_TOKEN_LABEL = "feed-token"
+log = logging.getLogger("crashd.feed")
+
+TOKEN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["token", "expires_at", "expires_in_s", "ws_url"],
+    "properties": {
+        "token": {"type": "string", "description": "send as {\"type\": \"auth\", \"token\": …}"},
+        "expires_at": {"type": "integer", "description": "Unix seconds"},
+        "expires_in_s": {"type": "integer"},
+        "ws_url": {"type": "string", "description": "where the feed listens"},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+@feed.post("/feed/token")
+@documented("A short-lived feed token for a browser (never give it your API key)",
+            response=TOKEN_SCHEMA, tags=("feed",))
+@requires_scope("read:game_state")
+async def feed_token(*, principal: Principal) -> Response:
+    services = current_services()
+    expires = int(time.time()) + feedtokens.DEFAULT_TTL_S
+    # A browser needs no write scope on the feed: the token carries read scopes only.
+    scopes = frozenset(s for s in principal.scopes if s.startswith("read:"))
+    token = feedtokens.issue(services.keys.derive_secret(FEED_TOKEN_LABEL), feedtokens.FeedClaims(
+        principal.key_id, principal.partner_id, principal.environment, scopes, expires))
+    return json_response({"token": token, "expires_at": expires, "expires_in_s": feedtokens.DEFAULT_TTL_S,
+                          "ws_url": services.feed_url or "", "scopes": sorted(scopes)},
+                         headers={"Cache-Control": "no-store"})
+
+
+FEED_CONNECTS = Policy("feed_connect", 60, 60.0)
+"""Connections per minute one API key may open to the feed directly (a partner's server
+reconnecting; browsers connect with feed tokens, which ``rate_limit_feed`` bounds when
+they are issued, so they are not counted here)."""
+
+
+def feed_authenticator(authenticator: Authenticator,
+                       connects: Policy = FEED_CONNECTS) -> Callable[[str], FeedPrincipal | None]:
+    secret = authenticator.store.derive_secret(FEED_TOKEN_LABEL)
+    limiter = RateLimiter(max_keys=10_000)  # full buckets are swept when it fills
+
+    def authenticate(credential: str) -> FeedPrincipal | None:
+        if credential.startswith(feedtokens.PREFIX):
+            claims = feedtokens.verify(secret, credential, time.time())
+            if claims is None or not authenticator.key_active(claims.key_id):
+                return None
+            return FeedPrincipal(claims.partner_id, claims.environment, claims.scopes)
+        principal = authenticator.authenticate_sync(credential)
+        if principal is None:
+            return None
+        if not limiter.check(principal.key_id, connects, time.monotonic()).allowed:
+            log.info("feed connect refused: rate limited key_id=%s", principal.key_id)
+            raise ConnectRateLimited(principal.key_id)
+        return FeedPrincipal(principal.partner_id, principal.environment, principal.scopes)
+
+    return authenticate

@@ -1,0 +1,218 @@
+"""Public game routes: the live state and the finished rounds (``read:game_state``).
+
+The live state is never cached (``no-store``); a finished round never changes, so it is
+served with a strong ETag, ``Last-Modified`` and a long ``max-age``; the round list
+changes as rounds finish, so it is revalidated (``no-cache``) but still answers 304.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from quart import Blueprint, Response
+
+from crashd.api.security.auth import requires_scope
+from crashd.api.rest.conditional import CONDITIONAL_HEADERS, CONDITIONAL_RESPONSES, conditional_json
+from crashd.api.rest.contract import documented, json_response, query_params
+from crashd.api.security.keys import Principal
+from crashd.api.rest.openapi import API_PREFIX
+from crashd.api.rest.problems import Problem, register_code
+from crashd.api.services import current_services
+from crashd.api.rest.validation import MAX_INTEGER, Integer
+from crashd.engine.curve import GROWTH_PER_MS, format_multiplier
+from crashd.engine.ledger.model import BetView, RoundView
+
+game = Blueprint("game", __name__, url_prefix=API_PREFIX)
+
+register_code("unknown_round", 404, "Unknown round")
+register_code("round_not_finished", 409, "Round not finished")
+
+PAGE_MAX = 100
+
+
+def iso_ms(epoch_ms: int | None) -> str | None:
+    if epoch_ms is None:
+        return None
+    return datetime.fromtimestamp(epoch_ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def public_user(user: Any, principal: Principal) -> str | None:
+    """Another partner's users stay anonymous: only the caller's own are named."""
+    if isinstance(user, (tuple, list)) and len(user) == 3:
+        partner_id, environment, user_id = user
+        if partner_id == principal.partner_id and environment == principal.environment:
+            return str(user_id)
+    return None
+
+
+STATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["round_id", "status", "current_multiplier", "timestamp", "participants"],
+    "properties": {
+        "round_id": {"type": "integer", "description": "the round's game number in the chain"},
+        "status": {"type": "string", "enum": ["betting", "running", "crashed", "voided"]},
+        "current_multiplier": {"type": "integer", "description": "hundredths: 250 is 2.50x"},
+        "current_multiplier_display": {"type": "string"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "server_time_ms": {"type": "integer"},
+        "elapsed_ms": {"type": "integer"},
+        "betting_closes_at": {"type": ["string", "null"], "format": "date-time"},
+        "started_at": {"type": ["string", "null"], "format": "date-time"},
+        "crashed_at": {"type": ["string", "null"], "format": "date-time"},
+        "next_round_at": {"type": ["string", "null"], "format": "date-time"},
+        "crash_point": {"type": ["integer", "null"], "description": "only once crashed"},
+        "game_hash": {"type": ["string", "null"], "description": "only once crashed"},
+        "participant_count": {"type": "integer"},
+        "participants": {"type": "array", "items": {"type": "object"}},
+        "next_round_bets": {"type": "integer"},
+        "curve": {"type": "object"},
+    },
+}
+
+ROUND_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["round_id", "status", "crash_point", "game_hash", "salt"],
+    "properties": {
+        "round_id": {"type": "integer"},
+        "status": {"type": "string", "enum": ["crashed", "voided"]},
+        "crash_point": {"type": ["integer", "null"]},
+        "crash_point_display": {"type": ["string", "null"]},
+        "game_hash": {"type": ["string", "null"]},
+        "salt": {"type": ["string", "null"]},
+        "started_at": {"type": "string", "format": "date-time"},
+        "ended_at": {"type": ["string", "null"], "format": "date-time"},
+        "void_reason": {"type": ["string", "null"]},
+        "bets": {"type": "integer"},
+        "total_stake": {"type": "integer"},
+        "total_payout": {"type": "integer"},
+        "verify": {"type": "string"},
+    },
+}
+
+ROUNDS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["rounds", "next_cursor"],
+    "properties": {
+        "rounds": {"type": "array", "items": ROUND_SCHEMA},
+        "next_cursor": {"type": ["integer", "null"],
+                        "description": "pass as ?before= for the next (older) page"},
+    },
+}
+
+
+@game.get("/game/state")
+@documented("The live round: phase, multiplier, deadlines and participants",
+            response=STATE_SCHEMA, tags=("game",), problems=("engine_unavailable",))
+@requires_scope("read:game_state")
+async def game_state(*, principal: Principal) -> Response:
+    runtime = current_services().require_game()
+    snap = runtime.game.engine.snapshot()
+    at = runtime.epoch_ms
+    participants = [
+        {
+            "ticket_id": p.ticket if public_user(p.user, principal) is not None else None,
+            "user_id": public_user(p.user, principal),
+            "stake": p.stake,
+            "status": p.status,
+            "cashed_out_at": p.cashed_out_at,
+            "payout": p.payout,
+        }
+        for p in snap.participants
+    ]
+    body = {
+        "round_id": snap.round_id,
+        "status": snap.status,
+        "current_multiplier": snap.multiplier,
+        "current_multiplier_display": format_multiplier(snap.multiplier),
+        "timestamp": iso_ms(at(snap.now_ms)),
+        "server_time_ms": at(snap.now_ms),
+        "elapsed_ms": snap.elapsed_ms,
+        "betting_closes_at": iso_ms(at(snap.betting_closes_at_ms)),
+        "started_at": iso_ms(at(snap.started_at_ms)) if snap.started_at_ms is not None else None,
+        "crashed_at": iso_ms(at(snap.crashed_at_ms)) if snap.crashed_at_ms is not None else None,
+        "next_round_at": iso_ms(at(snap.pause_ends_at_ms)) if snap.pause_ends_at_ms is not None else None,
+        "crash_point": snap.crash_point,
+        "game_hash": snap.game_hash,
+        "participant_count": len(participants),
+        "participants": participants,
+        "next_round_bets": snap.next_round_bets,
+        "curve": {
+            "formula": "multiplier_hundredths = floor(100 * e^(growth_per_ms * elapsed_ms))",
+            "growth_per_ms": GROWTH_PER_MS,
+            "started_at_ms": at(snap.started_at_ms) if snap.started_at_ms is not None else None,
+        },
+    }
+    return json_response(body, headers={"Cache-Control": "no-store"})
+
+
+def _round_body(view: RoundView, bets: list[BetView], salt: str | None) -> dict[str, Any]:
+    return {
+        "round_id": view.round_id,
+        "status": "voided" if view.state == "voided" else "crashed",
+        "crash_point": view.crash_point,
+        "crash_point_display": format_multiplier(view.crash_point) if view.crash_point is not None else None,
+        "game_hash": view.game_hash,
+        "salt": salt,
+        "started_at": iso_ms(view.started_at),
+        "ended_at": iso_ms(view.ended_at),
+        "void_reason": view.void_reason,
+        "bets": len(bets),
+        "total_stake": sum(b.stake for b in bets),
+        "total_payout": sum(b.payout or 0 for b in bets),
+        "verify": (f"crashd verify --hash {view.game_hash} --salt {salt}"
+                   if view.game_hash and salt else ""),
+    }
+
+
+@dataclass(frozen=True)
+class RoundsQuery:
+    limit: Annotated[int, Integer(minimum=1, maximum=PAGE_MAX, description="page size")] = 20
+    before: Annotated[int | None, Integer(minimum=1, description="cursor: round ids below this")] = None
+
+
+@game.get("/game/rounds")
+@documented("Finished rounds, newest first, with crash points and revealed hashes",
+            response=ROUNDS_SCHEMA, tags=("game",), problems=("engine_unavailable",),
+            headers=CONDITIONAL_HEADERS, extra_responses=CONDITIONAL_RESPONSES)
+@requires_scope("read:game_state")
+@query_params(RoundsQuery)
+async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
+    services = current_services()
+    ledger = services.require_game().game.ledger
+    views = await ledger.finished_rounds(limit=query.limit, before=query.before)
+    rounds = []
+    for view in views:
+        rounds.append(_round_body(view, await ledger.round_bets(view.round_id), services.chain.salt))
+    next_cursor = views[-1].round_id if len(views) == query.limit else None
+    return conditional_json({"rounds": rounds, "next_cursor": next_cursor}, cache_control="no-cache")
+
+
+# Bounded like every integer of the API (beyond it: 404, not an overflow in SQLite).
+@game.get(f"/game/rounds/<int(max={MAX_INTEGER}):round_id>")
+@documented("One finished round (immutable once finished: cache it)", response=ROUND_SCHEMA,
+            tags=("game",), problems=("unknown_round", "round_not_finished", "engine_unavailable"),
+            headers=CONDITIONAL_HEADERS, extra_responses=CONDITIONAL_RESPONSES)
+@requires_scope("read:game_state")
+async def get_round(round_id: int, *, principal: Principal) -> Response:
+    services = current_services()
+    ledger = services.require_game().game.ledger
+    view = await ledger.round(round_id)
+    if view is None:
+        raise Problem("unknown_round", f"no round {round_id} has been played")
+    if view.state == "open":
+        # It exists, but its hash is still secret: say so rather than "unknown". A
+        # voided round is final; its game is burnt and revealed with it.
+        raise Problem("round_not_finished", f"round {round_id} is still being played; its "
+                      "game hash and crash point are revealed when it crashes",
+                      extra={"round_id": round_id})
+    bets = await ledger.round_bets(round_id)
+    ended = view.ended_at or view.started_at
+    return conditional_json(
+        _round_body(view, bets, services.chain.salt),
+        cache_control="public, max-age=86400, immutable",
+        last_modified=datetime.fromtimestamp(ended / 1000, timezone.utc),
+    )
+
