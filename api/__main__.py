@@ -1,5 +1,5 @@
 import sys
 
-from crashd.api.cli.main import main
+from .cli.main import main
 
 sys.exit(main())

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 ENV_PREFIX = "CRASHD_"
 CONFIG_ENV = "CRASHD_CONFIG"
@@ -90,42 +91,113 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "address to listen on"),
     Setting("port", int, "TCP port (0 picks a free one, reported in the log)", 0, 65535),
-    Setting("feed_port", int, "TCP port of the WebSocket feed listener (0 picks a free one)", 0, 65535),
+    Setting(
+        "feed_port", int, "TCP port of the WebSocket feed listener (0 picks a free one)", 0, 65535
+    ),
     Setting("database", Path, "SQLite database file (API keys, idempotency records, ledger)"),
     Setting("chain_file", Path, "secret hash chain file, created on first start if missing"),
     Setting("chain_length", int, "games in a chain created on first start", 1, 1_000_000_000),
     Setting("environment", str, "sandbox (demo money only) or production", choices=ENVIRONMENTS),
-    Setting("keep_alive_timeout", float, "seconds an idle HTTP keep-alive connection stays open", 0.1, 3600),
-    Setting("graceful_timeout", float, "seconds to let HTTP requests finish on shutdown, "
-            "after the engine stopped (the feed closes meanwhile)", 0, 3600),
-    Setting("max_body_bytes", int, "largest accepted request body (413 above)", 1024, 16 * 1024 * 1024),
-    Setting("idempotency_retention_hours", int, "how long Idempotency-Key records are kept", 24, 24 * 365),
+    Setting(
+        "keep_alive_timeout",
+        float,
+        "seconds an idle HTTP keep-alive connection stays open",
+        0.1,
+        3600,
+    ),
+    Setting(
+        "graceful_timeout",
+        float,
+        "seconds to let HTTP requests finish on shutdown, "
+        "after the engine stopped (the feed closes meanwhile)",
+        0,
+        3600,
+    ),
+    Setting(
+        "max_body_bytes", int, "largest accepted request body (413 above)", 1024, 16 * 1024 * 1024
+    ),
+    Setting(
+        "idempotency_retention_hours",
+        int,
+        "how long Idempotency-Key records are kept",
+        24,
+        24 * 365,
+    ),
     Setting("log_level", str, "log level", choices=LOG_LEVELS),
-    Setting("synchronous", str, "SQLite synchronous level of the ledger (FULL: every acknowledged "
-            "transfer survives a power cut; NORMAL: survives a process crash)", choices=("FULL", "NORMAL")),
+    Setting(
+        "synchronous",
+        str,
+        "SQLite synchronous level of the ledger (FULL: every acknowledged "
+        "transfer survives a power cut; NORMAL: survives a process crash)",
+        choices=("FULL", "NORMAL"),
+    ),
     Setting("betting_ms", int, "length of each round's betting window, ms", 0, 3_600_000),
-    Setting("pause_ms", int, "pause after a crash before the next betting window, ms", 0, 3_600_000),
+    Setting(
+        "pause_ms", int, "pause after a crash before the next betting window, ms", 0, 3_600_000
+    ),
     Setting("tick_hz", int, "multiplier ticks per second on the feed", 1, 1000),
     Setting("min_stake", int, "smallest stake per bet, minor units", 1, 10**15),
     Setting("max_stake", int, "largest stake per bet, minor units", 1, 10**15),
-    Setting("max_profit", int, "cap on players' total profit per round, minor units; "
-            "everyone still in is cashed out when it is reached (0: no cap)", 0, 10**15),
+    Setting(
+        "max_profit",
+        int,
+        "cap on players' total profit per round, minor units; "
+        "everyone still in is cashed out when it is reached (0: no cap)",
+        0,
+        10**15,
+    ),
     Setting("max_bets_per_user", int, "bets one user may have in one round (Aviator: 2)", 1, 10),
-    Setting("stop_wait_s", float, "on shutdown, a running round that crashes within this "
-            "many seconds plays to its crash; any other round is voided at once and its bets "
-            "refunded", 0, 3600),
-    Setting("signature_window_s", int, "signed requests: how far (s) X-Crashd-Timestamp may be "
-            "from the server clock, either way", 1, 600),
-    Setting("rate_limit_read", int, "requests per key per rate_limit_window_s on GET routes", 1, 10**7),
-    Setting("rate_limit_write", int, "requests per key per rate_limit_window_s on other routes", 1, 10**7),
+    Setting(
+        "stop_wait_s",
+        float,
+        "on shutdown, a running round that crashes within this "
+        "many seconds plays to its crash; any other round is voided at once and its bets "
+        "refunded",
+        0,
+        3600,
+    ),
+    Setting(
+        "signature_window_s",
+        int,
+        "signed requests: how far (s) X-Crashd-Timestamp may be from the server clock, either way",
+        1,
+        600,
+    ),
+    Setting(
+        "rate_limit_read", int, "requests per key per rate_limit_window_s on GET routes", 1, 10**7
+    ),
+    Setting(
+        "rate_limit_write",
+        int,
+        "requests per key per rate_limit_window_s on other routes",
+        1,
+        10**7,
+    ),
     Setting("rate_limit_feed", int, "feed tokens per key per rate_limit_window_s", 1, 10**7),
-    Setting("rate_limit_anonymous", int, "requests per client IP per rate_limit_window_s "
-            "without a valid API key", 1, 10**7),
-    Setting("rate_limit_window_s", float, "the rate limit window, seconds (the whole limit "
-            "may be spent at once, then it refills evenly)", 1, 86400),
-    Setting("psp_secrets_file", Path, "PSP webhook secrets, one per line (several while the PSP "
-            "rotates); re-read on change, never logged"),
-    Setting("tls_cert", Path, "TLS certificate chain (PEM); with tls_key, serve HTTPS (TLS >= 1.2)"),
+    Setting(
+        "rate_limit_anonymous",
+        int,
+        "requests per client IP per rate_limit_window_s without a valid API key",
+        1,
+        10**7,
+    ),
+    Setting(
+        "rate_limit_window_s",
+        float,
+        "the rate limit window, seconds (the whole limit "
+        "may be spent at once, then it refills evenly)",
+        1,
+        86400,
+    ),
+    Setting(
+        "psp_secrets_file",
+        Path,
+        "PSP webhook secrets, one per line (several while the PSP "
+        "rotates); re-read on change, never logged",
+    ),
+    Setting(
+        "tls_cert", Path, "TLS certificate chain (PEM); with tls_key, serve HTTPS (TLS >= 1.2)"
+    ),
     Setting("tls_key", Path, "TLS private key (PEM) for tls_cert"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -182,7 +254,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
     base = path.parent
-    return {name: _convert(_BY_NAME[name], value, "config file", base) for name, value in doc.items()}
+    return {
+        name: _convert(_BY_NAME[name], value, "config file", base) for name, value in doc.items()
+    }
 
 
 def load_config(
@@ -218,14 +292,21 @@ def add_arguments(parser: Any, names: tuple[str, ...] | None = None) -> None:
 
     Defaults are ``None`` so :func:`load_config` can tell "not given" from "given".
     """
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help=f"TOML config file (or ${CONFIG_ENV}); flags and CRASHD_* variables override it")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"TOML config file (or ${CONFIG_ENV}); flags and CRASHD_* variables override it",
+    )
     for setting in SETTINGS:
         if names is not None and setting.name not in names:
             continue
         default = getattr(Config(), setting.name)
         parser.add_argument(
-            setting.flag, dest=setting.name, default=None, metavar=setting.name.upper(),
+            setting.flag,
+            dest=setting.name,
+            default=None,
+            metavar=setting.name.upper(),
             choices=setting.choices or None,
             help=f"{setting.help} (default {default}; ${setting.env})",
         )

@@ -17,8 +17,8 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from crashd.engine.ledger.store import create_private
 

@@ -26,17 +26,14 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence, TextIO
+from typing import Any, TextIO
 
 import hypercorn.config
 import hypercorn.trio
 import trio
 
-from crashd.api.rest.app import create_app
-from crashd.api.cli.chain import create_chain_file
-from crashd.api.config import Config, ConfigError, describe
-from crashd.api.services import GameRuntime, Services, open_services
 from crashd.engine import chainstore
 from crashd.engine.driver import Engine
 from crashd.engine.fairness import (
@@ -50,14 +47,19 @@ from crashd.engine.gctune import tune_gc
 from crashd.engine.ledger import Balance, Ledger, open_ledger
 from crashd.engine.proclock import ProcessLock
 from crashd.engine.round.config import RoundConfig
-from crashd.api.feed.balances import BalanceFeed
-from crashd.api.feed.messages import FeedAnnouncer, make_snapshot
-from crashd.api.feed.hub import Hub
-from crashd.api.feed import FeedConfig, FeedServer
-from crashd.api.feed.server import FEED_PATH
-from crashd.api.rest.routes.feed import feed_authenticator
 
-log = logging.getLogger("crashd.server")
+from .cli.chain import create_chain_file
+from .config import Config, ConfigError, describe
+from .feed import FeedConfig, FeedServer
+from .feed.balances import BalanceFeed
+from .feed.hub import Hub
+from .feed.messages import FeedAnnouncer, make_snapshot
+from .feed.server import FEED_PATH
+from .rest.app import create_app
+from .rest.routes.feed import feed_authenticator
+from .services import GameRuntime, Services, open_services
+
+log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
 ServiceTask = Callable[[Services], Awaitable[None]]
@@ -93,11 +95,18 @@ def ensure_chain(config: Config, out: TextIO = sys.stderr) -> chainstore.ChainFi
             print(f"sandbox: fixed a random salt for {config.chain_file}: {chain.salt}", file=out)
         return chain
     if not config.chain_file.parent.is_dir():
-        raise chainstore.ChainFileError(f"cannot create {config.chain_file}: no directory {config.chain_file.parent}")
+        raise chainstore.ChainFileError(
+            f"cannot create {config.chain_file}: no directory {config.chain_file.parent}"
+        )
     interval = min(DEFAULT_CHECKPOINT_INTERVAL, config.chain_length)
     salt = secrets.token_hex(32) if sandbox else None
-    chain = create_chain_file(config.chain_file, config.chain_length, ChainEncoding.HEX, interval, salt, out)
-    print(f"created chain file {config.chain_file} ({config.chain_length:,} games; secret, mode 0600: back it up)", file=out)
+    chain = create_chain_file(
+        config.chain_file, config.chain_length, ChainEncoding.HEX, interval, salt, out
+    )
+    print(
+        f"created chain file {config.chain_file} ({config.chain_length:,} games; secret, mode 0600: back it up)",
+        file=out,
+    )
     print(f"terminating hash (publish it now): {chain.spec.terminating_hash.hex()}", file=out)
     if sandbox:
         print(f"sandbox salt: {salt}", file=out)
@@ -108,9 +117,12 @@ def ensure_chain(config: Config, out: TextIO = sys.stderr) -> chainstore.ChainFi
 
 def round_config(config: Config) -> RoundConfig:
     return RoundConfig(
-        min_stake=config.min_stake, max_stake=config.max_stake,
-        max_profit=config.max_profit or None, max_bets_per_user=config.max_bets_per_user,
-        betting_ms=config.betting_ms, pause_ms=config.pause_ms,
+        min_stake=config.min_stake,
+        max_stake=config.max_stake,
+        max_profit=config.max_profit or None,
+        max_bets_per_user=config.max_bets_per_user,
+        betting_ms=config.betting_ms,
+        pause_ms=config.pause_ms,
     )
 
 
@@ -136,19 +148,29 @@ def build_game(config: Config, chain: chainstore.ChainFile, ledger: Ledger) -> G
     if chain.salt is None:
         raise chainstore.ChainFileError(
             "the chain's public salt is not fixed yet: publish the terminating hash, then run "
-            "`crashd chain salt TEXT`")
+            "`crashd chain salt TEXT`"
+        )
     recovered = ledger.recovery
     first_game = (recovered.highest_round_id if recovered is not None else 0) + 1
     if first_game > chain.spec.games:
         raise chainstore.ChainFileError("the hash chain is used up: create a new one")
-    engine = Engine(games=ChainReader(chain.spec).games(first_game), salt=chain.salt,
-                    first_game=first_game, config=round_config(config), tick_hz=config.tick_hz)
+    engine = Engine(
+        games=ChainReader(chain.spec).games(first_game),
+        salt=chain.salt,
+        first_game=first_game,
+        config=round_config(config),
+        tick_hz=config.tick_hz,
+    )
     return Game(engine, ledger)
 
 
 def hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc = hypercorn.config.Config()
-    host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host
+    host = (
+        f"[{config.host}]"
+        if ":" in config.host and not config.host.startswith("[")
+        else config.host
+    )
     hc.bind = [f"{host}:{config.port}"]
     hc.keep_alive_timeout = config.keep_alive_timeout
     hc.graceful_timeout = config.graceful_timeout
@@ -220,35 +242,48 @@ async def run_server(
 def lock_chain(config: Config) -> ProcessLock:
     if not config.chain_file.parent.is_dir():
         raise chainstore.ChainFileError(
-            f"cannot create {config.chain_file}: no directory {config.chain_file.parent}")
+            f"cannot create {config.chain_file}: no directory {config.chain_file.parent}"
+        )
     return ProcessLock(config.chain_file, "hash chain")
 
 
-async def _run_server(config: Config, shutdown: trio.Event, extra_tasks: Sequence[ServiceTask],
-                      task_status: trio.TaskStatus[ServerInfo]) -> None:
+async def _run_server(
+    config: Config,
+    shutdown: trio.Event,
+    extra_tasks: Sequence[ServiceTask],
+    task_status: trio.TaskStatus[ServerInfo],
+) -> None:
     chain = await trio.to_thread.run_sync(ensure_chain, config)
     services = await trio.to_thread.run_sync(open_services, config, chain)
     try:
         app = create_app(services)
         stop_http = trio.Event()
 
-        async with open_ledger(config.database, synchronous=config.synchronous,
-                               reveal=chain_reveal(services.chain)) as ledger, \
-                trio.open_nursery() as nursery:
+        async with (
+            open_ledger(
+                config.database, synchronous=config.synchronous, reveal=chain_reveal(services.chain)
+            ) as ledger,
+            trio.open_nursery() as nursery,
+        ):
             # The ledger outlives everything else here: it is entered first and closed
             # last, after the engine has stopped and every op it caused has committed.
             game = build_game(config, services.chain, ledger)
             game_done = trio.Event()
             balances: BalanceFeed | None = None
-            hub = Hub(snapshot=make_snapshot(
-                game.engine.last_snapshot, game.epoch_ms,
-                lambda channel: balances.known(channel) if balances is not None else None))
+            hub = Hub(
+                snapshot=make_snapshot(
+                    game.engine.last_snapshot,
+                    game.epoch_ms,
+                    lambda channel: balances.known(channel) if balances is not None else None,
+                )
+            )
             game.announcer = FeedAnnouncer(hub, game.epoch_ms)
             environment = config.environment
 
             async def read_balance(partner_id: str, user_id: str) -> Balance:
-                return await ledger.balance(environment=environment, partner_id=partner_id,
-                                            user_id=user_id)
+                return await ledger.balance(
+                    environment=environment, partner_id=partner_id, user_id=user_id
+                )
 
             balances = BalanceFeed(hub, environment, read_balance)
             ledger.add_balance_listener(balances.on_commit)
@@ -268,14 +303,19 @@ async def _run_server(config: Config, shutdown: trio.Event, extra_tasks: Sequenc
             feed_host = f"[{config.host}]" if ":" in config.host else config.host
             services.feed_url = f"ws://{feed_host}:{feed_port}{FEED_PATH}"
             log.info("feed listening on %s", services.feed_url)
-            log.info("game running: next round %d, ledger recovery %s",
-                     game.engine.next_game, ledger.recovery)
+            log.info(
+                "game running: next round %d, ledger recovery %s",
+                game.engine.next_game,
+                ledger.recovery,
+            )
             for task in [*service_tasks(services), *extra_tasks]:
                 nursery.start_soon(_run_service_task, task, services)
 
             async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
                 await hypercorn.trio.serve(
-                    app, hypercorn_config(config), shutdown_trigger=stop_http.wait,
+                    app,
+                    hypercorn_config(config),
+                    shutdown_trigger=stop_http.wait,
                     task_status=task_status,
                 )
                 # Hypercorn has drained its connections: nothing needs the services now.
@@ -299,7 +339,9 @@ async def _run_server(config: Config, shutdown: trio.Event, extra_tasks: Sequenc
                 with trio.move_on_after(config.stop_wait_s + 1.0):
                     await game_done.wait()
                 if not game_done.is_set():  # only if the engine missed its own deadline
-                    log.warning("the round did not end within %.1f s: voiding it", config.stop_wait_s)
+                    log.warning(
+                        "the round did not end within %.1f s: voiding it", config.stop_wait_s
+                    )
                     game.engine.stop(void=True, reason="shutdown")
                     await game_done.wait()
                 log.info("engine stopped: closing HTTP and the feed")
@@ -359,7 +401,9 @@ def run_blocking(config: Config, on_ready: Callable[[ServerInfo], Any] | None = 
             # and make full collections rare (their 40-70 ms pauses dominated tick
             # lateness; see engine/gctune.py and `python -m bench tick`).
             settings = tune_gc()
-            log.info("gc tuned: %d objects frozen, thresholds %s", settings.frozen, gc.get_threshold())
+            log.info(
+                "gc tuned: %d objects frozen, thresholds %s", settings.frozen, gc.get_threshold()
+            )
             if on_ready is not None:
                 on_ready(info)
 
@@ -367,6 +411,14 @@ def run_blocking(config: Config, on_ready: Callable[[ServerInfo], Any] | None = 
 
 
 __all__ = [
-    "ServerInfo", "ServiceTask", "ServiceTaskEnded", "describe_failure", "ensure_chain",
-    "hypercorn_config", "run_blocking", "run_server", "serve_until_signalled", "service_tasks",
+    "ServerInfo",
+    "ServiceTask",
+    "ServiceTaskEnded",
+    "describe_failure",
+    "ensure_chain",
+    "hypercorn_config",
+    "run_blocking",
+    "run_server",
+    "serve_until_signalled",
+    "service_tasks",
 ]

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 from quart import current_app
 
-from crashd.api.config import Config
-from crashd.api.rest.idempotency import IdempotencyStore
-from crashd.api.security.keys import Authenticator, KeyStore
-from crashd.api.rest.problems import Problem, register_code
 from crashd.engine.chainstore import ChainFile
 from crashd.engine.game import Game
+
+from .config import Config
+from .rest.idempotency import IdempotencyStore
+from .rest.problems import Problem, register_code
+from .security.keys import Authenticator, KeyStore
 
 SERVICES_EXTENSION = "crashd.services"
 
@@ -68,7 +69,9 @@ def open_services(config: Config, chain: ChainFile) -> Services:
     before the event loop)."""
     keys = KeyStore(config.database)
     try:
-        idempotency = IdempotencyStore(config.database, retention_s=config.idempotency_retention_hours * 3600)
+        idempotency = IdempotencyStore(
+            config.database, retention_s=config.idempotency_retention_hours * 3600
+        )
     except BaseException:
         keys.close()
         raise
@@ -78,8 +81,11 @@ def open_services(config: Config, chain: ChainFile) -> Services:
     # server production keys only (run a second, sandbox crashd for integration tests).
     accepted = frozenset({config.environment})
     return Services(
-        config=config, keys=keys, authenticator=Authenticator(keys, accepted),
-        idempotency=idempotency, chain=chain,
+        config=config,
+        keys=keys,
+        authenticator=Authenticator(keys, accepted),
+        idempotency=idempotency,
+        chain=chain,
     )
 
 

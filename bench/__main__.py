@@ -15,7 +15,8 @@ import bench
 
 def available() -> list[str]:
     return sorted(
-        m.name for m in pkgutil.iter_modules(bench.__path__)
+        m.name
+        for m in pkgutil.iter_modules(bench.__path__)
         if not m.name.startswith("_") and m.name not in {"common"}
     )
 
@@ -27,7 +28,10 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in names:
-        print(f"python -m bench: unknown benchmark {name!r}; choose from: {', '.join(names)}", file=sys.stderr)
+        print(
+            f"python -m bench: unknown benchmark {name!r}; choose from: {', '.join(names)}",
+            file=sys.stderr,
+        )
         return 2
     module = importlib.import_module(f"bench.{name}")
     code: int = module.main(rest)

@@ -49,30 +49,46 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import trio
 
 HELLO_PATH = "/bench/hello"
 STATE_PATH = "/api/v1/game/state"
 SCOPES = "read:game_state,read:balance,write:bet"
-GENEROUS_RATE_LIMITS = {"rate_limit_read": 10**7, "rate_limit_write": 10**7, "rate_limit_feed": 10**7,
-                        "rate_limit_anonymous": 10**7}
+GENEROUS_RATE_LIMITS = {
+    "rate_limit_read": 10**7,
+    "rate_limit_write": 10**7,
+    "rate_limit_feed": 10**7,
+    "rate_limit_anonymous": 10**7,
+}
 
 
 # --------------------------------------------------------------------------- server side
+
 
 def _child_config(directory: Path, synchronous: str, log_level: str) -> Any:
     from crashd.api.config import SETTINGS, Config
 
     names = {s.name for s in SETTINGS}
     settings: dict[str, Any] = dict(
-        host="127.0.0.1", port=0, feed_port=0, database=directory / "crashd.sqlite3",
-        chain_file=directory / "crashd-chain.json", chain_length=100_000, environment="sandbox",
-        synchronous=synchronous, log_level=log_level, betting_ms=2_000, pause_ms=500,
-        max_bets_per_user=10, graceful_timeout=2.0, stop_wait_s=1.0,
+        host="127.0.0.1",
+        port=0,
+        feed_port=0,
+        database=directory / "crashd.sqlite3",
+        chain_file=directory / "crashd-chain.json",
+        chain_length=100_000,
+        environment="sandbox",
+        synchronous=synchronous,
+        log_level=log_level,
+        betting_ms=2_000,
+        pause_ms=500,
+        max_bets_per_user=10,
+        graceful_timeout=2.0,
+        stop_wait_s=1.0,
     )
     settings.update({k: v for k, v in GENEROUS_RATE_LIMITS.items() if k in names})
     return Config(**settings)
@@ -87,8 +103,11 @@ def serve_child(directory: Path, synchronous: str, log_level: str) -> int:
     import api.server as server
 
     config = _child_config(directory, synchronous, log_level)
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     hello = Blueprint("bench_hello", __name__)
 
     @hello.get(HELLO_PATH)
@@ -139,27 +158,50 @@ def start_server(directory: Path, *, synchronous: str, log_level: str, cpu: int 
         created = store.create("sandbox", SCOPES, partner_id="bench", label="bench api")
     finally:
         store.close()
-    cmd = [sys.executable, "-m", "bench", "api", "--serve-child", str(directory),
-           "--synchronous", synchronous, "--log-level", log_level]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "api",
+        "--serve-child",
+        str(directory),
+        "--synchronous",
+        synchronous,
+        "--log-level",
+        log_level,
+    ]
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
     repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
+    }
     log = (directory / "server.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=directory, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=directory, env=env
+    )
     log.close()
     assert proc.stdout is not None
     line = proc.stdout.readline()
     match = re.fullmatch(r"ready http://(?P<host>[^:]+):(?P<port>\d+)\s*", line)
     if match is None:
         proc.kill()
-        raise SystemExit(f"bench api: the server did not start: {line!r}\n"
-                         + (directory / "server.log").read_text()[-3000:])
-    return Server(proc, match["host"], int(match["port"]), created.secret,
-                  getattr(created, "signing_secret", "") or "")
+        raise SystemExit(
+            f"bench api: the server did not start: {line!r}\n"
+            + (directory / "server.log").read_text()[-3000:]
+        )
+    return Server(
+        proc,
+        match["host"],
+        int(match["port"]),
+        created.secret,
+        getattr(created, "signing_secret", "") or "",
+    )
 
 
 # --------------------------------------------------------------------------- clients
+
 
 class HttpError(Exception):
     pass
@@ -211,8 +253,8 @@ class RawConnection:
             if not chunk:
                 raise HttpError("connection closed mid-body")
             self.buffer += chunk
-        body = self.buffer[start:start + length]
-        self.buffer = self.buffer[start + length:]
+        body = self.buffer[start : start + length]
+        self.buffer = self.buffer[start + length :]
         if re.search(rb"\r\nconnection:[^\r]*\bclose\b", head):
             self.closing = True
         return status, body
@@ -242,7 +284,9 @@ class HttpxConnection:
         headers = dict(line.split(": ", 1) for line in lines[1:])
         headers.pop("Host", None)
         headers.pop("Content-Length", None)
-        r = await self.client.request(method, self.base + target, headers=headers, content=body or None)
+        r = await self.client.request(
+            method, self.base + target, headers=headers, content=body or None
+        )
         return r.status_code, r.content
 
     async def aclose(self) -> None:
@@ -269,18 +313,25 @@ class Requests:
     def post(self, path: str, body: dict[str, Any]) -> bytes:
         raw = json.dumps(body, separators=(",", ":")).encode()
         key = uuid.uuid4().hex
-        headers = {"Host": self.host, "Authorization": f"Bearer {self.key}",
-                   "Content-Type": "application/json", "Content-Length": str(len(raw)),
-                   "Idempotency-Key": key}
+        headers = {
+            "Host": self.host,
+            "Authorization": f"Bearer {self.key}",
+            "Content-Type": "application/json",
+            "Content-Length": str(len(raw)),
+            "Idempotency-Key": key,
+        }
         if self.secret:
             from crashd.api.security import signing
 
-            headers.update(signing.sign_request(self.secret, "POST", path, raw, key, int(time.time())))
+            headers.update(
+                signing.sign_request(self.secret, "POST", path, raw, key, int(time.time()))
+            )
         head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         return head.encode() + b"\r\n" + raw
 
 
 # --------------------------------------------------------------------------- load
+
 
 @dataclass
 class Row:
@@ -311,8 +362,16 @@ Operation = Callable[[Connection, int], Awaitable[tuple[int, bool, dict[int, int
 """One measured operation on a connection (worker index given): (requests sent, ok, statuses)."""
 
 
-async def run_load(server: Server, name: str, op: Operation, *, opener: Callable[..., Awaitable[Connection]],
-                   concurrency: int, seconds: float, max_ops: int) -> Row:
+async def run_load(
+    server: Server,
+    name: str,
+    op: Operation,
+    *,
+    opener: Callable[..., Awaitable[Connection]],
+    concurrency: int,
+    seconds: float,
+    max_ops: int,
+) -> Row:
     row = Row(name)
     conns = [await opener(server.host, server.port) for _ in range(concurrency)]
     started = time.perf_counter()
@@ -364,11 +423,15 @@ def bet_op(reqs: Requests, users: list[str], concurrency: int) -> Operation:
         mine = users[index::concurrency]
         user = mine[turn[index] % len(mine)]
         turn[index] += 1
-        status, body = await conn.request(reqs.post("/api/v1/bets/reserve", {"user_id": user, "amount": 1}))
+        status, body = await conn.request(
+            reqs.post("/api/v1/bets/reserve", {"user_id": user, "amount": 1})
+        )
         if status != 201:
             return 1, False, {status: 1}
         hold = json.loads(body)["hold_id"]
-        status2, _ = await conn.request(reqs.post("/api/v1/bets/confirm", {"user_id": user, "hold_id": hold}))
+        status2, _ = await conn.request(
+            reqs.post("/api/v1/bets/confirm", {"user_id": user, "hold_id": hold})
+        )
         if status2 == 201:
             return 2, True, {201: 2}
         return 2, False, {201: 1, status2: 1}
@@ -376,7 +439,9 @@ def bet_op(reqs: Requests, users: list[str], concurrency: int) -> Operation:
     return op
 
 
-async def fund(server: Server, reqs: Requests, users: list[str], amount: int, concurrency: int) -> None:
+async def fund(
+    server: Server, reqs: Requests, users: list[str], amount: int, concurrency: int
+) -> None:
     """Credit every user from the sandbox faucet (``concurrency`` connections)."""
 
     async def worker(mine: list[str]) -> None:
@@ -384,7 +449,8 @@ async def fund(server: Server, reqs: Requests, users: list[str], amount: int, co
         try:
             for user in mine:
                 status, body = await conn.request(
-                    reqs.post("/api/v1/sandbox/faucet", {"user_id": user, "amount": amount}))
+                    reqs.post("/api/v1/sandbox/faucet", {"user_id": user, "amount": amount})
+                )
                 if status != 201:
                     raise SystemExit(f"bench api: funding {user} failed: {status} {body[:300]!r}")
         finally:
@@ -395,12 +461,20 @@ async def fund(server: Server, reqs: Requests, users: list[str], amount: int, co
             nursery.start_soon(worker, users[i::concurrency])
 
 
-def run_wrk(server: Server, path: str, *, auth: bool, concurrency: int, seconds: float) -> Row | None:
+def run_wrk(
+    server: Server, path: str, *, auth: bool, concurrency: int, seconds: float
+) -> Row | None:
     wrk = shutil.which("wrk")
     if wrk is None:
         return None
-    cmd = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency",
-           f"http://{server.host}:{server.port}{path}"]
+    cmd = [
+        wrk,
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        f"http://{server.host}:{server.port}{path}",
+    ]
     if auth:
         cmd[1:1] = ["-H", f"Authorization: Bearer {server.key}"]
     cpu0, t0 = server.cpu_seconds(), time.perf_counter()
@@ -424,36 +498,65 @@ def run_wrk(server: Server, path: str, *, auth: bool, concurrency: int, seconds:
 
 # --------------------------------------------------------------------------- report
 
+
 def print_table(rows: list[Row], hello: Row, *, concurrency: int, client: str) -> None:
-    print(f"\n{'route':38} {'requests':>9} {'failed':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'srv CPU':>7} {'vs hello':>8}")
+    print(
+        f"\n{'route':38} {'requests':>9} {'failed':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'srv CPU':>7} {'vs hello':>8}"
+    )
     for row in rows:
         if row.name.startswith("wrk"):
             p50, p99 = (row.latencies_ms + [float("nan")] * 2)[:2]
         else:
             p50, p99 = percentile(row.latencies_ms, 50), percentile(row.latencies_ms, 99)
         ratio = row.rate / hello.rate if hello.rate else float("nan")
-        print(f"{row.name:38} {row.requests:>9} {row.failures:>7} {row.rate:>8.0f} {p50:>7.2f} {p99:>7.2f} "
-              f"{row.server_cpu:>6.0%} {ratio:>8.2f}")
-    print(f"\n{concurrency} keep-alive connections, client {client}; bet path latency is reserve+confirm; "
-          "'vs hello' = req/s relative to the bare hello route on the same server.")
+        print(
+            f"{row.name:38} {row.requests:>9} {row.failures:>7} {row.rate:>8.0f} {p50:>7.2f} {p99:>7.2f} "
+            f"{row.server_cpu:>6.0%} {ratio:>8.2f}"
+        )
+    print(
+        f"\n{concurrency} keep-alive connections, client {client}; bet path latency is reserve+confirm; "
+        "'vs hello' = req/s relative to the bare hello route on the same server."
+    )
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench api", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench api", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="per row (default 10)")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="per row: operations at most")
-    parser.add_argument("--concurrency", type=int, default=16, help="keep-alive connections (default 16)")
-    parser.add_argument("--users", type=int, default=1000,
-                        help="funded users the bet path cycles through (default 1000: at 10 bets per user "
-                             "and round, the round's 10,000-bet limit)")
+    parser.add_argument(
+        "--max-requests", type=int, default=200_000, help="per row: operations at most"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="keep-alive connections (default 16)"
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=1000,
+        help="funded users the bet path cycles through (default 1000: at 10 bets per user "
+        "and round, the round's 10,000-bet limit)",
+    )
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw")
-    parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL",
-                        help="the ledger's durability (default FULL, the server's default)")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
-                        help="the server's (info: one access-log line per request, as served)")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and generator to cores")
-    parser.add_argument("--wrk", action="store_true", help="also run the GET rows with wrk, if installed")
+    parser.add_argument(
+        "--synchronous",
+        choices=("FULL", "NORMAL"),
+        default="FULL",
+        help="the ledger's durability (default FULL, the server's default)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="the server's (info: one access-log line per request, as served)",
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and generator to cores"
+    )
+    parser.add_argument(
+        "--wrk", action="store_true", help="also run the GET rows with wrk, if installed"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="repeat the rows (same server)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--serve-child", type=Path, help=argparse.SUPPRESS)
@@ -466,24 +569,47 @@ def main(argv: list[str]) -> int:
     server_cpu, client_cpu = (cores[0], cores[1]) if pin else (None, None)
     opener = RawConnection.open if args.client == "raw" else HttpxConnection.open
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
-        server = start_server(Path(tmp), synchronous=args.synchronous, log_level=args.log_level, cpu=server_cpu)
+        server = start_server(
+            Path(tmp), synchronous=args.synchronous, log_level=args.log_level, cpu=server_cpu
+        )
         try:
             if client_cpu is not None:
                 os.sched_setaffinity(0, {client_cpu})
-            print(f"server pid {server.proc.pid} on {server.host}:{server.port}"
-                  + (f", pinned: server cpu {server_cpu}, generator cpu {client_cpu}" if pin else ", not pinned")
-                  + f"; ledger synchronous={args.synchronous}; log level {args.log_level}"
-                  + ("; writes signed" if server.signing_secret else ""))
+            print(
+                f"server pid {server.proc.pid} on {server.host}:{server.port}"
+                + (
+                    f", pinned: server cpu {server_cpu}, generator cpu {client_cpu}"
+                    if pin
+                    else ", not pinned"
+                )
+                + f"; ledger synchronous={args.synchronous}; log level {args.log_level}"
+                + ("; writes signed" if server.signing_secret else "")
+            )
             rows = trio.run(_measure, server, args, opener)
         finally:
             server.stop()
             if client_cpu is not None:
                 os.sched_setaffinity(0, set(cores))
     if args.json is not None:
-        args.json.write_text(json.dumps([
-            {"name": r.name, "requests": r.requests, "failures": r.failures, "seconds": r.seconds,
-             "rate": r.rate, "p50_ms": percentile(r.latencies_ms, 50), "p99_ms": percentile(r.latencies_ms, 99),
-             "server_cpu": r.server_cpu, "statuses": r.statuses} for r in rows], indent=2))
+        args.json.write_text(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "requests": r.requests,
+                        "failures": r.failures,
+                        "seconds": r.seconds,
+                        "rate": r.rate,
+                        "p50_ms": percentile(r.latencies_ms, 50),
+                        "p99_ms": percentile(r.latencies_ms, 99),
+                        "server_cpu": r.server_cpu,
+                        "statuses": r.statuses,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
     return 0 if all(r.failures == 0 for r in rows) else 1
 
 
@@ -498,23 +624,38 @@ async def _measure(server: Server, args: argparse.Namespace, opener: Any) -> lis
     await run_load(server, "warmup", bet_op(reqs, users, args.concurrency), seconds=1.0, **load)
     all_rows: list[Row] = []
     for _ in range(args.repeat):
-        hello = await run_load(server, f"GET {HELLO_PATH} (framework limit)",
-                               get_op(reqs.get(HELLO_PATH, auth=False)), seconds=args.seconds, **load)
-        state = await run_load(server, f"GET {STATE_PATH}", get_op(reqs.get(STATE_PATH)),
-                               seconds=args.seconds, **load)
-        bets = await run_load(server, "POST reserve -> POST confirm (path)",
-                              bet_op(reqs, users, args.concurrency), seconds=args.seconds, **load)
+        hello = await run_load(
+            server,
+            f"GET {HELLO_PATH} (framework limit)",
+            get_op(reqs.get(HELLO_PATH, auth=False)),
+            seconds=args.seconds,
+            **load,
+        )
+        state = await run_load(
+            server, f"GET {STATE_PATH}", get_op(reqs.get(STATE_PATH)), seconds=args.seconds, **load
+        )
+        bets = await run_load(
+            server,
+            "POST reserve -> POST confirm (path)",
+            bet_op(reqs, users, args.concurrency),
+            seconds=args.seconds,
+            **load,
+        )
         rows = [hello, state, bets]
         if args.wrk:
             for path, auth in ((HELLO_PATH, False), (STATE_PATH, True)):
-                wrk_row = run_wrk(server, path, auth=auth, concurrency=args.concurrency, seconds=args.seconds)
+                wrk_row = run_wrk(
+                    server, path, auth=auth, concurrency=args.concurrency, seconds=args.seconds
+                )
                 if wrk_row is None:
                     print("wrk is not installed (Debian: apt-get install wrk); skipped")
                     break
                 rows.append(wrk_row)
         print_table(rows, hello, concurrency=args.concurrency, client=args.client)
-        print(f"bet path: {bets.ok / bets.seconds:.0f} paths/s ({bets.ok} bets placed, "
-              f"{bets.failures} refused or failed)")
+        print(
+            f"bet path: {bets.ok / bets.seconds:.0f} paths/s ({bets.ok} bets placed, "
+            f"{bets.failures} refused or failed)"
+        )
         for row in rows:
             refused = {s: n for s, n in row.statuses.items() if s >= 300}
             if refused:

@@ -18,7 +18,7 @@ import tracemalloc
 from crashd.engine.fairness import ChainReader, build_chain, crash_point, new_seed
 
 
-def _rate(fn: "callable[[int], None]", n: int) -> float:  # type: ignore[valid-type]
+def _rate(fn: callable[[int], None], n: int) -> float:  # type: ignore[valid-type]
     best = 0.0
     for _ in range(3):
         started = time.perf_counter()
@@ -47,7 +47,9 @@ def crash_points(n: int) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench fairness", description=__doc__)
     parser.add_argument("--n", type=int, default=500_000, help="operations per rate sample")
-    parser.add_argument("--chain-length", type=int, default=10_000_000, help="full chain to build (0 to skip)")
+    parser.add_argument(
+        "--chain-length", type=int, default=10_000_000, help="full chain to build (0 to skip)"
+    )
     args = parser.parse_args(argv)
 
     limit = _rate(raw_sha256, args.n)
@@ -68,10 +70,12 @@ def main(argv: list[str]) -> int:
         build_chain(new_seed(), traced_length)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        print(f"\nbuild {args.chain_length:,} links: {elapsed:.1f} s "
-              f"({args.chain_length / elapsed:,.0f} links/s); {len(spec.checkpoints):,} checkpoints "
-              f"of 32 bytes kept; peak traced memory building {traced_length:,} links: "
-              f"{peak / 2**10:.0f} KiB")
+        print(
+            f"\nbuild {args.chain_length:,} links: {elapsed:.1f} s "
+            f"({args.chain_length / elapsed:,.0f} links/s); {len(spec.checkpoints):,} checkpoints "
+            f"of 32 bytes kept; peak traced memory building {traced_length:,} links: "
+            f"{peak / 2**10:.0f} KiB"
+        )
 
         reader = ChainReader(spec)
         costs = []
@@ -89,5 +93,7 @@ def main(argv: list[str]) -> int:
         cold = ChainReader(spec)
         started = time.perf_counter()
         cold.game_hash(args.chain_length // 2)
-        print(f"cold lookup of a game in the middle of the chain: {(time.perf_counter() - started) * 1e3:.1f} ms")
+        print(
+            f"cold lookup of a game in the middle of the chain: {(time.perf_counter() - started) * 1e3:.1f} ms"
+        )
     return 0

@@ -34,9 +34,10 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "fanout"
@@ -70,8 +71,12 @@ def serve_crashd(port: int, n: int, rate: float, ticks: int, warmup: int, size: 
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(
                 lambda task_status: serve_feed(
-                    hub, "127.0.0.1", port, lambda c: principal if c == "bench" else None,
-                    config=config, task_status=task_status,
+                    hub,
+                    "127.0.0.1",
+                    port,
+                    lambda c: principal if c == "bench" else None,
+                    config=config,
+                    task_status=task_status,
                 )
             )
             print(f"READY {bound}", flush=True)
@@ -86,10 +91,16 @@ def serve_crashd(port: int, n: int, rate: float, ticks: int, warmup: int, size: 
                 await trio.sleep_until(due)  # trio re-reads the clock for every tick
                 if k == warmup:
                     cpu0 = time.process_time()
-                hub.publish(LIVE_MULTIPLIER, {
-                    "type": "tick", "n": k, "t": round((wall0 + k / rate) * 1e6), "m": 100 + k,
-                    "pad": "x" * pad,
-                })
+                hub.publish(
+                    LIVE_MULTIPLIER,
+                    {
+                        "type": "tick",
+                        "n": k,
+                        "t": round((wall0 + k / rate) * 1e6),
+                        "m": 100 + k,
+                        "pad": "x" * pad,
+                    },
+                )
             await trio.sleep(1.5)
             cpu = time.process_time() - cpu0
             print("RESULT " + json.dumps({"cpu_s": cpu, "rss_kb": _rss_kb()}), flush=True)
@@ -100,7 +111,15 @@ def serve_crashd(port: int, n: int, rate: float, ticks: int, warmup: int, size: 
 
 def _tick_json(k: int, t_us: int, pad: str) -> str:
     return json.dumps(
-        {"seq": k + 1, "channel": "live_multiplier", "type": "tick", "n": k, "t": t_us, "m": 100 + k, "pad": pad},
+        {
+            "seq": k + 1,
+            "channel": "live_multiplier",
+            "type": "tick",
+            "n": k,
+            "t": t_us,
+            "m": 100 + k,
+            "pad": pad,
+        },
         separators=(",", ":"),
     )
 
@@ -141,7 +160,8 @@ def install_node_ws() -> tuple[Path | None, str]:
         prefix.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), "ws@8"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             return None, f"npm install ws failed, Node `ws` peer skipped:\n{proc.stderr[-500:]}"
@@ -172,7 +192,9 @@ class Point:
     note: str
 
 
-def _server_command(server: str, n: int, rate: float, ticks: int, warmup: int, node_modules: Path | None) -> tuple[list[str], dict[str, str]]:
+def _server_command(
+    server: str, n: int, rate: float, ticks: int, warmup: int, node_modules: Path | None
+) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     args = [str(n), str(rate), str(ticks), str(warmup), str(PAYLOAD_BYTES)]
     if server == "crashd":
@@ -209,34 +231,65 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
 
 
 def measure(
-    server: str, n: int, rate: float, duration: float, run: int, loadgen: Path,
-    node_modules: Path | None, cpus: tuple[int | None, int | None],
+    server: str,
+    n: int,
+    rate: float,
+    duration: float,
+    run: int,
+    loadgen: Path,
+    node_modules: Path | None,
+    cpus: tuple[int | None, int | None],
 ) -> Point:
     warmup = max(1, round(rate))  # one second of ticks before measuring
     ticks = warmup + max(1, round(duration * rate))
     cmd, env = _server_command(server, n, rate, ticks, warmup, node_modules)
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=_pin(cpus[0]),
     )
     note = ""
     try:
         line = _readline(proc, 30)
         if not line.startswith("READY "):
-            raise RuntimeError(f"{server} did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"{server} did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            )
         port = line.split()[1]
-        init = ['{"type":"auth","token":"bench"}', '{"type":"subscribe","channels":["live_multiplier"]}']
+        init = [
+            '{"type":"auth","token":"bench"}',
+            '{"type":"subscribe","channels":["live_multiplier"]}',
+        ]
         timeout = 30 + n / 500 + ticks / rate
         lg = subprocess.run(
-            [str(loadgen), "127.0.0.1", port, "/api/v1/ws", str(n), str(ticks), str(warmup), str(timeout), *init],
-            capture_output=True, text=True, preexec_fn=_pin(cpus[1]), timeout=timeout + 30,
+            [
+                str(loadgen),
+                "127.0.0.1",
+                port,
+                "/api/v1/ws",
+                str(n),
+                str(ticks),
+                str(warmup),
+                str(timeout),
+                *init,
+            ],
+            capture_output=True,
+            text=True,
+            preexec_fn=_pin(cpus[1]),
+            timeout=timeout + 30,
         )
         client = json.loads(lg.stdout)
         try:
             out, _ = proc.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             out, note = "", "server did not report"
-        result = next((json.loads(x[7:]) for x in out.splitlines() if x.startswith("RESULT ")), None)
+        result = next(
+            (json.loads(x[7:]) for x in out.splitlines() if x.startswith("RESULT ")), None
+        )
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -249,17 +302,33 @@ def measure(
     client_share = client["client_cpu_s"] / window if window else 0.0
     p99 = client["p99_us"] / 1000
     passed = (
-        client["connected"] == n and client["closed_early"] == 0 and received == expected
-        and delivered >= 0.99 * n * rate and 0 <= p99 < P99_LIMIT_MS and result is not None
+        client["connected"] == n
+        and client["closed_early"] == 0
+        and received == expected
+        and delivered >= 0.99 * n * rate
+        and 0 <= p99 < P99_LIMIT_MS
+        and result is not None
     )
     if client_share >= 0.9:
         note = (note + " client-bound").strip()
     return Point(
-        server=server, rate=rate, n=n, run=run, connected=client["connected"], received=received,
-        expected=expected, loss=expected - received, delivered_per_s=round(delivered),
-        p50_ms=client["p50_us"] / 1000, p99_ms=p99, max_ms=client["max_us"] / 1000,
-        cpu_us_per_msg=round(cpu_us, 2), rss_mb=round(result["rss_kb"] / 1024, 1) if result else float("nan"),
-        client_cpu_share=round(client_share, 2), passed=passed, note=note,
+        server=server,
+        rate=rate,
+        n=n,
+        run=run,
+        connected=client["connected"],
+        received=received,
+        expected=expected,
+        loss=expected - received,
+        delivered_per_s=round(delivered),
+        p50_ms=client["p50_us"] / 1000,
+        p99_ms=p99,
+        max_ms=client["max_us"] / 1000,
+        cpu_us_per_msg=round(cpu_us, 2),
+        rss_mb=round(result["rss_kb"] / 1024, 1) if result else float("nan"),
+        client_cpu_share=round(client_share, 2),
+        passed=passed,
+        note=note,
     )
 
 
@@ -286,16 +355,30 @@ def table(points: list[Point], sustained: dict[tuple[str, float], int]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench fanout", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a short sanity run: small N, 3 s points")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench fanout", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
-        "--servers", default=",".join(DEFAULT_SERVERS), help="comma-separated, from " + ",".join(SERVERS)
+        "--quick", action="store_true", help="a short sanity run: small N, 3 s points"
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help="comma-separated, from " + ",".join(SERVERS),
     )
     parser.add_argument("--rates", default="10,20", help="tick rates in Hz")
-    parser.add_argument("--ladder", default="500,1000,2500,5000,6000,7500,10000,12500", help="N values to climb")
-    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per run (after 1 s warm-up)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per point; a point passes only if all do")
-    parser.add_argument("--out", type=Path, default=CACHE, help="where fanout.json and fanout.png go")
+    parser.add_argument(
+        "--ladder", default="500,1000,2500,5000,6000,7500,10000,12500", help="N values to climb"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=15.0, help="measured seconds per run (after 1 s warm-up)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs per point; a point passes only if all do"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=CACHE, help="where fanout.json and fanout.png go"
+    )
     parser.add_argument("--serve-crashd", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_crashd:
@@ -312,7 +395,10 @@ def main(argv: list[str]) -> int:
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(servers) - set(SERVERS)
     if unknown:
-        print(f"fanout: unknown servers {sorted(unknown)}; choose from {', '.join(SERVERS)}", file=sys.stderr)
+        print(
+            f"fanout: unknown servers {sorted(unknown)}; choose from {', '.join(SERVERS)}",
+            file=sys.stderr,
+        )
         return 2
     if "c-floor" in servers:
         floor, why = build_c("floor")
@@ -331,7 +417,9 @@ def main(argv: list[str]) -> int:
         cpus = (cpus_available[0], cpus_available[1])
         print(f"fanout: server pinned to CPU {cpus[0]}, load generator to CPU {cpus[1]}")
     else:
-        print("fanout: note: only one CPU; server and load generator share it (figures are pessimistic)")
+        print(
+            "fanout: note: only one CPU; server and load generator share it (figures are pessimistic)"
+        )
     rates = [float(r) for r in args.rates.split(",")]
     ladder = [int(x) for x in args.ladder.split(",")]
     points: list[Point] = []
@@ -343,10 +431,33 @@ def main(argv: list[str]) -> int:
                 runs = []
                 for run in range(args.runs):
                     try:
-                        p = measure(server, n, rate, args.duration, run, loadgen, node_modules, cpus)
+                        p = measure(
+                            server, n, rate, args.duration, run, loadgen, node_modules, cpus
+                        )
                     except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
-                        print(f"fanout: {server} N={n} {rate:g} Hz: failed to run: {exc}", file=sys.stderr)
-                        p = Point(server, rate, n, run, 0, 0, 0, 0, 0, -1, -1, -1, float("nan"), float("nan"), 0, False, "did not run")
+                        print(
+                            f"fanout: {server} N={n} {rate:g} Hz: failed to run: {exc}",
+                            file=sys.stderr,
+                        )
+                        p = Point(
+                            server,
+                            rate,
+                            n,
+                            run,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            -1,
+                            -1,
+                            -1,
+                            float("nan"),
+                            float("nan"),
+                            0,
+                            False,
+                            "did not run",
+                        )
                     runs.append(p)
                     points.append(p)
                     print(
@@ -363,12 +474,16 @@ def main(argv: list[str]) -> int:
     print()
     print(table(points, sustained))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fanout.json").write_text(json.dumps(
-        {"points": [asdict(p) for p in points],
-         "sustained": [{"server": s, "rate": r, "n": n} for (s, r), n in sustained.items()],
-         "rule": "all connected, no loss, >= 99% of N x rate delivered, p99 from scheduled tick < 100 ms, every run"},
-        indent=1,
-    ))
+    (args.out / "fanout.json").write_text(
+        json.dumps(
+            {
+                "points": [asdict(p) for p in points],
+                "sustained": [{"server": s, "rate": r, "n": n} for (s, r), n in sustained.items()],
+                "rule": "all connected, no loss, >= 99% of N x rate delivered, p99 from scheduled tick < 100 ms, every run",
+            },
+            indent=1,
+        )
+    )
     write_plot(args.out / "fanout.png", points, rates)
     print(f"\nwrote {args.out / 'fanout.json'} and {args.out / 'fanout.png'}")
     return 0
@@ -378,21 +493,66 @@ def main(argv: list[str]) -> int:
 
 # 3x5 glyphs, rows top to bottom, 3 bits each: enough for axis labels and a legend.
 _FONT = {
-    "0": "7555 7", "1": "2622 7", "2": "7174 7", "3": "7171 7", "4": "5571 1", "5": "7471 7",
-    "6": "7475 7", "7": "7111 1", "8": "7575 7", "9": "7571 7", " ": "0000 0", ".": "0000 2",
-    ",": "0002 4", "-": "0070 0", "/": "1124 4", ":": "0202 0", "(": "2444 2", ")": "2111 2",
-    "a": "0375 7", "b": "4475 7", "c": "0074 7", "d": "1175 7", "e": "0776 7", "f": "3272 2",
-    "g": "0757 1", "h": "4475 5", "i": "2022 2", "j": "1011 6", "k": "4576 5", "l": "6222 7",
-    "m": "0775 5", "n": "0065 5", "o": "0075 7", "p": "0757 4", "q": "0757 1", "r": "0074 4",
-    "s": "0341 6", "t": "2722 3", "u": "0055 7", "v": "0055 2", "w": "0557 5", "x": "0052 5",
-    "y": "0557 1", "z": "0736 7", "%": "5124 5", "=": "0707 0", ">": "4212 4", "<": "1242 1",
+    "0": "7555 7",
+    "1": "2622 7",
+    "2": "7174 7",
+    "3": "7171 7",
+    "4": "5571 1",
+    "5": "7471 7",
+    "6": "7475 7",
+    "7": "7111 1",
+    "8": "7575 7",
+    "9": "7571 7",
+    " ": "0000 0",
+    ".": "0000 2",
+    ",": "0002 4",
+    "-": "0070 0",
+    "/": "1124 4",
+    ":": "0202 0",
+    "(": "2444 2",
+    ")": "2111 2",
+    "a": "0375 7",
+    "b": "4475 7",
+    "c": "0074 7",
+    "d": "1175 7",
+    "e": "0776 7",
+    "f": "3272 2",
+    "g": "0757 1",
+    "h": "4475 5",
+    "i": "2022 2",
+    "j": "1011 6",
+    "k": "4576 5",
+    "l": "6222 7",
+    "m": "0775 5",
+    "n": "0065 5",
+    "o": "0075 7",
+    "p": "0757 4",
+    "q": "0757 1",
+    "r": "0074 4",
+    "s": "0341 6",
+    "t": "2722 3",
+    "u": "0055 7",
+    "v": "0055 2",
+    "w": "0557 5",
+    "x": "0052 5",
+    "y": "0557 1",
+    "z": "0736 7",
+    "%": "5124 5",
+    "=": "0707 0",
+    ">": "4212 4",
+    "<": "1242 1",
 }
 _COLORS = {
-    ("crashd", 10.0): (31, 119, 180), ("crashd", 20.0): (23, 60, 140),
-    ("websockets", 10.0): (255, 127, 14), ("websockets", 20.0): (200, 80, 0),
-    ("node-ws", 10.0): (44, 160, 44), ("node-ws", 20.0): (20, 100, 20),
-    ("hypercorn", 10.0): (148, 103, 189), ("hypercorn", 20.0): (100, 60, 140),
-    ("c-floor", 10.0): (127, 127, 127), ("c-floor", 20.0): (60, 60, 60),
+    ("crashd", 10.0): (31, 119, 180),
+    ("crashd", 20.0): (23, 60, 140),
+    ("websockets", 10.0): (255, 127, 14),
+    ("websockets", 20.0): (200, 80, 0),
+    ("node-ws", 10.0): (44, 160, 44),
+    ("node-ws", 20.0): (20, 100, 20),
+    ("hypercorn", 10.0): (148, 103, 189),
+    ("hypercorn", 20.0): (100, 60, 140),
+    ("c-floor", 10.0): (127, 127, 127),
+    ("c-floor", 20.0): (60, 60, 60),
 }
 
 
@@ -413,7 +573,9 @@ class _Canvas:
         for s in range(steps + 1):
             self.dot(x0 + (x1 - x0) * s // steps, y0 + (y1 - y0) * s // steps, c, r)
 
-    def text(self, x: int, y: int, s: str, c: tuple[int, int, int] = (0, 0, 0), scale: int = 2) -> None:
+    def text(
+        self, x: int, y: int, s: str, c: tuple[int, int, int] = (0, 0, 0), scale: int = 2
+    ) -> None:
         for ch in s.lower():
             rows = _FONT.get(ch, _FONT[" "]).replace(" ", "")
             for ry, bits in enumerate(rows):
@@ -425,14 +587,23 @@ class _Canvas:
             x += 4 * scale
 
     def png(self) -> bytes:
-        raw = b"".join(b"\x00" + bytes(self.px[y * self.w * 3 : (y + 1) * self.w * 3]) for y in range(self.h))
+        raw = b"".join(
+            b"\x00" + bytes(self.px[y * self.w * 3 : (y + 1) * self.w * 3]) for y in range(self.h)
+        )
 
         def chunk(kind: bytes, data: bytes) -> bytes:
-            return struct.pack("!I", len(data)) + kind + data + struct.pack("!I", zlib.crc32(kind + data))
+            return (
+                struct.pack("!I", len(data))
+                + kind
+                + data
+                + struct.pack("!I", zlib.crc32(kind + data))
+            )
 
         return (
-            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", self.w, self.h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack("!IIBBBBB", self.w, self.h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9))
+            + chunk(b"IEND", b"")
         )
 
 
@@ -450,7 +621,9 @@ def write_plot(path: Path, points: list[Point], rates: Sequence[float]) -> None:
         canvas.line(x0, y0, x1, y0, (0, 0, 0))
         canvas.line(x0, y0, x0, y1, (0, 0, 0))
 
-        def xy(n: float, ms: float) -> tuple[int, int]:
+        def xy(
+            n: float, ms: float, x0: int = x0, x1: int = x1, y0: int = y0, y1: int = y1
+        ) -> tuple[int, int]:
             ms = min(ms, ymax)
             return x0 + int((x1 - x0) * n / xmax), y0 - int((y0 - y1) * ms / ymax)
 
@@ -469,7 +642,11 @@ def write_plot(path: Path, points: list[Point], rates: Sequence[float]) -> None:
         legend_y = y1 + 4
         for server in SERVERS:
             pts = sorted(
-                ((p.n, p.p99_ms) for p in points if p.server == server and p.rate == rate and p.p99_ms >= 0),
+                (
+                    (p.n, p.p99_ms)
+                    for p in points
+                    if p.server == server and p.rate == rate and p.p99_ms >= 0
+                ),
             )
             if not pts:
                 continue

@@ -28,24 +28,23 @@ about 2 minutes (``--ticks 300``); the full run of the issue is ``--ticks 2000``
 from __future__ import annotations
 
 import argparse
-import hashlib
 import collections
 import gc
+import hashlib
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import trio
 
-from crashd.engine.driver import Engine, Observer
-from crashd.engine.round.events import Event
-from crashd.engine.driver import DEFAULT_SPIN_MS
+from crashd.engine.driver import DEFAULT_SPIN_MS, Engine, Observer
 from crashd.engine.fairness import ChainReader, build_chain
 from crashd.engine.gctune import GcSettings, restore_gc, tune_gc
-from crashd.engine.round.tables import Phase
 from crashd.engine.round.config import RoundConfig
+from crashd.engine.round.events import Event
+from crashd.engine.round.tables import Phase
 
 TARGET_P99_MS = 2.0
 
@@ -94,6 +93,7 @@ def encoding_observer(replay: collections.deque[bytes | Event]) -> Observer:
         for e in events:
             replay.append(e)  # the hub keeps events for resume-by-seq
             replay.append(json.dumps(e.to_public_dict(), separators=(",", ":")).encode())
+
     return observe
 
 
@@ -112,13 +112,31 @@ async def bare_loop(hz: int, ticks: int, spin_ms: int) -> list[float]:
     return lateness
 
 
-async def run_one(reader: ChainReader, first_game: int, hz: int, load_rate: int,
-                  ticks: int, seed: int, spin_ms: int | None) -> tuple[Engine, list[float], int]:
-    config = RoundConfig(betting_ms=500, pause_ms=300, max_bets_per_user=1_000,
-                         max_bets_per_round=5_000, max_profit=None)
-    engine = Engine(games=reader.games(first_game), salt="bench-salt", first_game=first_game,
-                    config=config, tick_hz=hz, lateness_samples=ticks + 10,
-                    spin_ms=spin_ms)
+async def run_one(
+    reader: ChainReader,
+    first_game: int,
+    hz: int,
+    load_rate: int,
+    ticks: int,
+    seed: int,
+    spin_ms: int | None,
+) -> tuple[Engine, list[float], int]:
+    config = RoundConfig(
+        betting_ms=500,
+        pause_ms=300,
+        max_bets_per_user=1_000,
+        max_bets_per_round=5_000,
+        max_profit=None,
+    )
+    engine = Engine(
+        games=reader.games(first_game),
+        salt="bench-salt",
+        first_game=first_game,
+        config=config,
+        tick_hz=hz,
+        lateness_samples=ticks + 10,
+        spin_ms=spin_ms,
+    )
     replay: collections.deque[bytes | Event] = collections.deque(maxlen=40_000)
     engine.add_observer(encoding_observer(replay))
     cashout_s: list[float] = []
@@ -156,8 +174,9 @@ async def run_one(reader: ChainReader, first_game: int, hz: int, load_rate: int,
                     continue
             n += 1
             target = rng.choice([None, rng.randint(101, 1_000)])
-            answer = await engine.place_bet(f"b{n}", ("bench", "sandbox", n % 500),
-                                            rng.randint(100, 10_000), target)
+            answer = await engine.place_bet(
+                f"b{n}", ("bench", "sandbox", n % 500), rng.randint(100, 10_000), target
+            )
             keep(f"b{n}", answer)
             commands += 1
 
@@ -177,17 +196,24 @@ async def run_one(reader: ChainReader, first_game: int, hz: int, load_rate: int,
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench tick", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench tick",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--ticks", type=int, default=300, help="ticks per configuration")
     parser.add_argument("--rates", default="20,100", help="tick rates in Hz, comma-separated")
     parser.add_argument("--load", type=int, default=500, help="commands per second under load")
-    parser.add_argument("--heap", type=int, default=1_000_000,
-                        help="long-lived start-up objects the process holds")
+    parser.add_argument(
+        "--heap", type=int, default=1_000_000, help="long-lived start-up objects the process holds"
+    )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--spin-ms", type=int, default=None,
-                        help="Engine spin_ms (default: the engine's own, 1 ms); 0 to "
-                             "see plain trio.sleep_until")
+    parser.add_argument(
+        "--spin-ms",
+        type=int,
+        default=None,
+        help="Engine spin_ms (default: the engine's own, 1 ms); 0 to see plain trio.sleep_until",
+    )
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",")]
 
@@ -195,23 +221,35 @@ def main(argv: list[str]) -> int:
     # Lists: always tracked by the collector (dicts and tuples of atoms are untracked).
     heap = [[i, [str(i)]] for i in range(args.heap // 2)]
     # A fixed chain: every run plays the same crash points, so runs compare.
-    reader = ChainReader(build_chain(hashlib.sha256(b"crashd tick bench").digest(), 20_000,
-                                     interval=1_000))
+    reader = ChainReader(
+        build_chain(hashlib.sha256(b"crashd tick bench").digest(), 20_000, interval=1_000)
+    )
     timer = GcTimer()
     gc.callbacks.append(timer)
     default = GcSettings(thresholds=gc.get_threshold(), frozen=0)
     results: list[Result] = []
     first_game = 1
     spin = "engine default" if args.spin_ms is None else f"{args.spin_ms} ms"
-    print(f"tick bench: {args.ticks} ticks per configuration, load {args.load} commands/s, "
-          f"start-up heap {len(heap) * 2:,} objects, spin {spin}")
+    print(
+        f"tick bench: {args.ticks} ticks per configuration, load {args.load} commands/s, "
+        f"start-up heap {len(heap) * 2:,} objects, spin {spin}"
+    )
     try:
         for hz in rates:
             spin_ms = DEFAULT_SPIN_MS if args.spin_ms is None else args.spin_ms
             floor = trio.run(bare_loop, hz, args.ticks, spin_ms)
-            result = Result(hz=hz, load=False, gc_mode="-", ticks=len(floor),
-                            lateness_ms=[x * 1000 for x in floor], cashout_us=[], commands=0,
-                            full_collections=0, max_gc_pause_ms=0.0, bare=True)
+            result = Result(
+                hz=hz,
+                load=False,
+                gc_mode="-",
+                ticks=len(floor),
+                lateness_ms=[x * 1000 for x in floor],
+                cashout_us=[],
+                commands=0,
+                full_collections=0,
+                max_gc_pause_ms=0.0,
+                bare=True,
+            )
             results.append(result)
             print(row(result), flush=True)
             for load in (False, True):
@@ -221,14 +259,27 @@ def main(argv: list[str]) -> int:
                         tune_gc()
                     timer.full, timer.max_pause = 0, 0.0
                     engine, cashout_s, commands = trio.run(
-                        run_one, reader, first_game, hz, args.load if load else 0,
-                        args.ticks, args.seed, args.spin_ms)
+                        run_one,
+                        reader,
+                        first_game,
+                        hz,
+                        args.load if load else 0,
+                        args.ticks,
+                        args.seed,
+                        args.spin_ms,
+                    )
                     first_game = engine.next_game
                     result = Result(
-                        hz=hz, load=load, gc_mode=gc_mode, ticks=len(engine.tick_lateness),
+                        hz=hz,
+                        load=load,
+                        gc_mode=gc_mode,
+                        ticks=len(engine.tick_lateness),
                         lateness_ms=[x * 1000 for x in engine.tick_lateness],
-                        cashout_us=[x * 1e6 for x in cashout_s], commands=commands,
-                        full_collections=timer.full, max_gc_pause_ms=timer.max_pause * 1000)
+                        cashout_us=[x * 1e6 for x in cashout_s],
+                        commands=commands,
+                        full_collections=timer.full,
+                        max_gc_pause_ms=timer.max_pause * 1000,
+                    )
                     results.append(result)
                     print(row(result), flush=True)
     finally:
@@ -239,17 +290,21 @@ def main(argv: list[str]) -> int:
     print(HEADER)
     for r in results:
         print(row(r))
-    print(f"\nOne full collection with the start-up heap: {full_default:.2f} ms with the "
-          f"default GC, {full_tuned:.3f} ms after tune_gc() (gc.freeze() took "
-          f"{frozen:,} objects out of its path)")
+    print(
+        f"\nOne full collection with the start-up heap: {full_default:.2f} ms with the "
+        f"default GC, {full_tuned:.3f} ms after tune_gc() (gc.freeze() took "
+        f"{frozen:,} objects out of its path)"
+    )
     verdict = [r for r in results if r.hz == 20 and r.load and r.gc_mode == "tuned"]
     floor = [r for r in results if r.hz == 20 and r.bare]
     if verdict and floor:
         p99 = percentile(verdict[0].lateness_ms, 99)
         ok = "meets" if p99 <= TARGET_P99_MS else "MISSES"
-        print(f"\n20 Hz under load, tuned GC: tick lateness p99 {p99:.3f} ms {ok} the "
-              f"target of {TARGET_P99_MS} ms (bare-loop floor on this machine now: p99 "
-              f"{percentile(floor[0].lateness_ms, 99):.3f} ms)")
+        print(
+            f"\n20 Hz under load, tuned GC: tick lateness p99 {p99:.3f} ms {ok} the "
+            f"target of {TARGET_P99_MS} ms (bare-loop floor on this machine now: p99 "
+            f"{percentile(floor[0].lateness_ms, 99):.3f} ms)"
+        )
     del heap
     return 0
 
@@ -269,16 +324,21 @@ def full_collection_cost(default: GcSettings) -> tuple[float, float, int]:
     return untuned, tuned, settings.frozen
 
 
-HEADER = ("  Hz  load  gc       ticks  late p50 ms  p99 ms  max ms   cmds  cashout p50 us"
-          "  p99 us  full GCs  max GC pause ms")
+HEADER = (
+    "  Hz  load  gc       ticks  late p50 ms  p99 ms  max ms   cmds  cashout p50 us"
+    "  p99 us  full GCs  max GC pause ms"
+)
 
 
 def row(r: Result) -> str:
     lat = r.lateness_ms
     co = r.cashout_us
-    cash = (f"{percentile(co, 50):14.1f}  {percentile(co, 99):6.1f}" if co
-            else f"{'-':>14}  {'-':>6}")
+    cash = (
+        f"{percentile(co, 50):14.1f}  {percentile(co, 99):6.1f}" if co else f"{'-':>14}  {'-':>6}"
+    )
     what = "bare" if r.bare else "yes" if r.load else "no"
-    return (f"{r.hz:4d}  {what:4}  {r.gc_mode:7}  {r.ticks:5d}  "
-            f"{percentile(lat, 50):11.3f}  {percentile(lat, 99):6.3f}  {max(lat):6.3f}  "
-            f"{r.commands:5d}  {cash}  {r.full_collections:8d}  {r.max_gc_pause_ms:15.2f}")
+    return (
+        f"{r.hz:4d}  {what:4}  {r.gc_mode:7}  {r.ticks:5d}  "
+        f"{percentile(lat, 50):11.3f}  {percentile(lat, 99):6.3f}  {max(lat):6.3f}  "
+        f"{r.commands:5d}  {cash}  {r.full_collections:8d}  {r.max_gc_pause_ms:15.2f}"
+    )

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from crashd.engine.fairness import ChainEncoding, ChainSpec, FairnessError, parse_hash
+from .fairness import ChainEncoding, ChainSpec, FairnessError, parse_hash
 
 FORMAT = "crashd-chain/1"
 
@@ -68,7 +68,9 @@ def load(path: Path) -> ChainFile:
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ChainFileError(f"no chain file at {path} (create one with `crashd chain new`)") from None
+        raise ChainFileError(
+            f"no chain file at {path} (create one with `crashd chain new`)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise ChainFileError(f"cannot read chain file {path}: {exc}") from None
     try:

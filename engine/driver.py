@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, Sequence
 
 import trio
 import trio.testing
 
-from crashd.engine.round.events import Event
-from crashd.engine.round.tables import Phase
-from crashd.engine.round.machine import RoundSnapshot
-from crashd.engine.round.sequencer import Sequencer
-from crashd.engine.round.config import RoundConfig
+from .round.config import RoundConfig
+from .round.events import Event
+from .round.machine import RoundSnapshot
+from .round.sequencer import Sequencer
+from .round.tables import Phase
 
 Observer = Callable[[Sequence[Event]], None]
 
@@ -95,8 +95,13 @@ class Engine:
         self._spin_ms = spin_ms
         self.config = config if config is not None else RoundConfig()
         self.tick_hz = tick_hz
-        self._seq = Sequencer(config=self.config, games=iter(games), salt=salt,
-                              first_game=first_game, first_seq=first_seq)
+        self._seq = Sequencer(
+            config=self.config,
+            games=iter(games),
+            salt=salt,
+            first_game=first_game,
+            first_seq=first_seq,
+        )
         self._observers: list[Observer] = []
         self._t0: float | None = None
         self._wake_ms: int | None = None
@@ -146,9 +151,13 @@ class Engine:
 
     def statistics(self) -> EngineStatistics:
         return EngineStatistics(
-            ticks=self._ticks, timer_wakeups=self._timer_wakeups, commands=self._commands,
-            events=self._events, rounds_played=self._seq.rounds_played,
-            observers=len(self._observers), max_tick_lateness_s=self._max_tick_lateness,
+            ticks=self._ticks,
+            timer_wakeups=self._timer_wakeups,
+            commands=self._commands,
+            events=self._events,
+            rounds_played=self._seq.rounds_played,
+            observers=len(self._observers),
+            max_tick_lateness_s=self._max_tick_lateness,
         )
 
     def snapshot(self) -> RoundSnapshot:
@@ -173,12 +182,14 @@ class Engine:
     # Each is a checkpoint in Trio's sense: cancellation before the decision means the
     # command was not applied; after the decision it is applied and answered.
 
-    async def place_bet(self, ticket: str, user: Hashable, stake: int,
-                        auto_cashout: int | None = None) -> tuple[Event, ...]:
+    async def place_bet(
+        self, ticket: str, user: Hashable, stake: int, auto_cashout: int | None = None
+    ) -> tuple[Event, ...]:
         """Join the round in betting, or the next one (``BetAccepted.queued``)."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        answer = self._command(lambda now: self._seq.place_bet(now, ticket, user, stake,
-                                                               auto_cashout))
+        answer = self._command(
+            lambda now: self._seq.place_bet(now, ticket, user, stake, auto_cashout)
+        )
         await trio.lowlevel.cancel_shielded_checkpoint()
         return answer
 
@@ -202,13 +213,15 @@ class Engine:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return answer
 
-    def stop(self, *, void: bool = False, grace_ms: int | None = None,
-             reason: str = "engine_stopping") -> tuple[Event, ...]:
+    def stop(
+        self, *, void: bool = False, grace_ms: int | None = None, reason: str = "engine_stopping"
+    ) -> tuple[Event, ...]:
         """Stop taking bets and end ``run`` after the current round crashes; with
         ``void``, end now, refunding every open bet of the current round; with
         ``grace_ms``, end within that long (see ``Sequencer.stop``)."""
         return self._command(
-            lambda now: self._seq.stop(now, void=void, grace_ms=grace_ms, reason=reason))
+            lambda now: self._seq.stop(now, void=void, grace_ms=grace_ms, reason=reason)
+        )
 
     def withdraw_bet(self, ticket: str, reason: str) -> tuple[Event, ...]:
         """Take back a bet whose funding failed (see ``Round.withdraw``)."""
@@ -315,7 +328,7 @@ class Engine:
             for observer in tuple(self._observers):
                 try:
                     observer(batch)
-                except BaseException as exc:  # noqa: BLE001 - re-raised by the loop
+                except BaseException as exc:
                     if self._finished.is_set():
                         raise  # no loop left to stop: fail the command that published
                     if self._observer_error is None:

@@ -30,9 +30,9 @@ import hashlib
 import hmac
 import math
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Iterator
 
 DEFAULT_CHAIN_LENGTH = 10_000_000
 DEFAULT_CHECKPOINT_INTERVAL = 10_000
@@ -75,7 +75,7 @@ def _salt_bytes(salt: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=16)
-def _keyed_hmac(salt: str) -> "hmac.HMAC":
+def _keyed_hmac(salt: str) -> hmac.HMAC:
     # Keying HMAC costs two compressions; a round reuses the same salt forever.
     return hmac.new(_salt_bytes(salt), digestmod=hashlib.sha256)
 
@@ -247,12 +247,15 @@ class ChainReader:
             yield game, self.game_hash(game)
 
 
-def verify_game(game_hash: str, salt: str, terminating_hash: str, game: int,
-                encoding: ChainEncoding = ChainEncoding.HEX) -> int:
+def verify_game(
+    game_hash: str,
+    salt: str,
+    terminating_hash: str,
+    game: int,
+    encoding: ChainEncoding = ChainEncoding.HEX,
+) -> int:
     """Check a revealed game end to end; return its crash point or raise FairnessError."""
     position = chain_position(game_hash, terminating_hash, game, encoding)
     if position != game:
-        raise FairnessError(
-            f"game hash does not sit at position {game} below the terminating hash"
-        )
+        raise FairnessError(f"game hash does not sit at position {game} below the terminating hash")
     return crash_point(game_hash, salt)

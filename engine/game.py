@@ -32,13 +32,34 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, TypeVar
+from typing import Protocol, TypeVar
 
 import trio
 
-from crashd.engine.driver import Engine
-from crashd.engine.round.events import (
+from .driver import Engine
+from .ledger import LedgerError
+from .ledger.model import (
+    BetConfirmed,
+    BetSettled,
+    BetView,
+    HoldReserved,
+    HoldVoided,
+    Result,
+)
+from .ledger.ops import (
+    BetConfirm,
+    BetRefund,
+    BetTarget,
+    Op,
+    RoundSettle,
+    RoundStart,
+    RoundVoid,
+    SettleWin,
+)
+from .ledger.writer import Ledger, Pending
+from .round.events import (
     AutoCashoutChanged,
     BetAccepted,
     BetRefunded,
@@ -50,29 +71,9 @@ from crashd.engine.round.events import (
     RoundVoided,
     TooLate,
 )
-from crashd.engine.ledger import LedgerError
-from crashd.engine.ledger.model import (
-    BetConfirmed,
-    BetView,
-    BetSettled,
-    HoldReserved,
-    HoldVoided,
-    Result,
-)
-from crashd.engine.ledger.ops import (
-    BetConfirm,
-    BetRefund,
-    BetTarget,
-    Op,
-    RoundSettle,
-    RoundStart,
-    RoundVoid,
-    SettleWin,
-)
-from crashd.engine.ledger.writer import Ledger, Pending
-from crashd.engine.round.machine import check_new_bet
+from .round.machine import check_new_bet
 
-log = logging.getLogger("crashd.game")
+log = logging.getLogger(__name__)
 
 WITHDRAWN = "funding_failed"
 """``BetRefunded.reason`` of a bet withdrawn because its ledger confirm failed: the
@@ -147,8 +148,15 @@ def ticket_for(scoped_key: str) -> str:
 
 
 class Game:
-    def __init__(self, engine: Engine, ledger: Ledger, *, announcer: Announcer | None = None,
-                 confirm_margin_ms: int = 2_000, max_ledger_backlog: int = 50_000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        ledger: Ledger,
+        *,
+        announcer: Announcer | None = None,
+        confirm_margin_ms: int = 2_000,
+        max_ledger_backlog: int = 50_000,
+    ) -> None:
         self.engine = engine
         self.ledger = ledger
         self.announcer = announcer
@@ -170,7 +178,8 @@ class Game:
         # Completion order: every queued op is watched, in order, by _watch.
         # (event, its op, events to publish once that op committed)
         self._watch_send, self._watch_recv = trio.open_memory_channel[
-            tuple[Event, Pending, list[Event]]](float("inf"))
+            tuple[Event, Pending, list[Event]]
+        ](float("inf"))
         engine.add_observer(self._on_events)
 
     # -- running ----------------------------------------------------------------------
@@ -195,8 +204,9 @@ class Game:
                 await pending.wait()
             except LedgerError as err:
                 if isinstance(event, BetAccepted):
-                    log.warning("bet %s withdrawn: ledger refused its confirm (%s)",
-                                event.ticket, err.code)
+                    log.warning(
+                        "bet %s withdrawn: ledger refused its confirm (%s)", event.ticket, err.code
+                    )
                     self._withdraw(event.ticket)
                     announce = [e for e in announce if e is not event]
                 elif isinstance(event, AutoCashoutChanged) and err.code == "unknown_ticket":
@@ -206,7 +216,8 @@ class Game:
                 else:
                     raise RuntimeError(
                         f"ledger refused {type(event).__name__} seq {event.seq}: {err.code}: "
-                        f"{err.message}") from err
+                        f"{err.message}"
+                    ) from err
             finally:
                 self._pending_by_seq.pop(event.seq, None)
             self._announce(announce)
@@ -253,9 +264,16 @@ class Game:
             player, hold_id, op_id = self._confirming[event.ticket]
             if event.queued:
                 self._queued.add(event.ticket)
-            return BetConfirm(op_id, player.environment, player.partner_id, player.user_id,
-                              hold_id, event.ticket, event.auto_cashout,
-                              None if event.queued else event.round_id)
+            return BetConfirm(
+                op_id,
+                player.environment,
+                player.partner_id,
+                player.user_id,
+                hold_id,
+                event.ticket,
+                event.auto_cashout,
+                None if event.queued else event.round_id,
+            )
         if isinstance(event, AutoCashoutChanged):
             target_op = self._retargeting.get(event.ticket)
             assert target_op is not None, event
@@ -263,11 +281,17 @@ class Game:
         if isinstance(event, CashedOut):
             return SettleWin(f"win:{event.ticket}", event.ticket, event.multiplier)
         if isinstance(event, Crashed):
-            return RoundSettle(f"round:{event.round_id}:settle", event.round_id,
-                               event.crash_point, event.game_hash)
+            return RoundSettle(
+                f"round:{event.round_id}:settle", event.round_id, event.crash_point, event.game_hash
+            )
         if isinstance(event, RoundVoided):
-            return RoundVoid(f"round:{event.round_id}:void", event.round_id, event.reason,
-                             event.crash_point, event.game_hash)
+            return RoundVoid(
+                f"round:{event.round_id}:void",
+                event.round_id,
+                event.reason,
+                event.crash_point,
+                event.game_hash,
+            )
         if isinstance(event, BetRefunded):
             if event.reason == WITHDRAWN or event.ticket not in self._queued:
                 return None  # never in the ledger, or refunded by its round's void
@@ -281,17 +305,28 @@ class Game:
         if self.ledger.statistics().queued > self.max_ledger_backlog:
             raise GameError("ledger_busy", "the ledger is behind; retry shortly", 503)
 
-    async def reserve(self, op_id: str, player: Player, hold_id: str, amount: int,
-                      ttl_ms: int) -> HoldReserved:
+    async def reserve(
+        self, op_id: str, player: Player, hold_id: str, amount: int, ttl_ms: int
+    ) -> HoldReserved:
         reason = check_new_bet(self.engine.config, amount, None)
         if reason is not None:
-            raise GameError(reason, _REASON_TEXT.get(reason, reason), 422,
-                            min_stake=self.engine.config.min_stake,
-                            max_stake=self.engine.config.max_stake)
+            raise GameError(
+                reason,
+                _REASON_TEXT.get(reason, reason),
+                422,
+                min_stake=self.engine.config.min_stake,
+                max_stake=self.engine.config.max_stake,
+            )
         self._check_backlog()
         return await self.ledger.bet_reserve(
-            op_id, environment=player.environment, partner_id=player.partner_id,
-            user_id=player.user_id, hold_id=hold_id, amount=amount, ttl_ms=ttl_ms)
+            op_id,
+            environment=player.environment,
+            partner_id=player.partner_id,
+            user_id=player.user_id,
+            hold_id=hold_id,
+            amount=amount,
+            ttl_ms=ttl_ms,
+        )
 
     async def void_hold(self, op_id: str, player: Player, hold_id: str) -> HoldVoided:
         if hold_id in self._holds_busy:
@@ -299,23 +334,40 @@ class Game:
         self._holds_busy.add(hold_id)
         try:
             return await self.ledger.hold_void(
-                op_id, environment=player.environment, partner_id=player.partner_id,
-                user_id=player.user_id, hold_id=hold_id)
+                op_id,
+                environment=player.environment,
+                partner_id=player.partner_id,
+                user_id=player.user_id,
+                hold_id=hold_id,
+            )
         finally:
             self._holds_busy.discard(hold_id)
 
-    async def confirm(self, op_id: str, player: Player, hold_id: str,
-                      auto_cashout: int | None, ticket_id: str) -> Placed:
+    async def confirm(
+        self, op_id: str, player: Player, hold_id: str, auto_cashout: int | None, ticket_id: str
+    ) -> Placed:
         """Post a hold as a bet in the round open for betting, or the next one."""
         existing = await self.ledger.bet(ticket_id)
         if existing is not None:
             # A retry of a confirm that already went through: the ledger's answer.
             result = await self.ledger.bet_confirm(
-                op_id, environment=player.environment, partner_id=player.partner_id,
-                user_id=player.user_id, hold_id=hold_id, ticket_id=ticket_id,
-                auto_cashout=existing.auto_cashout, round_id=existing.round_id)
-            return Placed(ticket_id, existing.round_id or 0, existing.round_id is None,
-                          existing.stake, existing.auto_cashout, result)
+                op_id,
+                environment=player.environment,
+                partner_id=player.partner_id,
+                user_id=player.user_id,
+                hold_id=hold_id,
+                ticket_id=ticket_id,
+                auto_cashout=existing.auto_cashout,
+                round_id=existing.round_id,
+            )
+            return Placed(
+                ticket_id,
+                existing.round_id or 0,
+                existing.round_id is None,
+                existing.stake,
+                existing.auto_cashout,
+                result,
+            )
         if hold_id in self._holds_busy:
             raise GameError("hold_busy", "this hold is already being confirmed or voided", 409)
         self._holds_busy.add(hold_id)
@@ -324,18 +376,27 @@ class Game:
         finally:
             self._holds_busy.discard(hold_id)
 
-    async def _confirm(self, op_id: str, player: Player, hold_id: str,
-                       auto_cashout: int | None, ticket_id: str) -> Placed:
+    async def _confirm(
+        self, op_id: str, player: Player, hold_id: str, auto_cashout: int | None, ticket_id: str
+    ) -> Placed:
         hold = await self.ledger.hold(hold_id)
         if hold is None or (hold.environment, hold.partner_id, hold.user_id) != (
-                player.environment, player.partner_id, player.user_id):
+            player.environment,
+            player.partner_id,
+            player.user_id,
+        ):
             raise GameError("unknown_hold", "no such hold for this user", 404)
         if hold.state != "pending":
-            raise GameError("hold_resolved", f"the hold is already {hold.state}", 409,
-                            state=hold.state)
+            raise GameError(
+                "hold_resolved", f"the hold is already {hold.state}", 409, state=hold.state
+            )
         if hold.expires_at <= self.ledger.now_ms() + self.confirm_margin_ms:
-            raise GameError("hold_expired", "the hold has expired (or is about to); "
-                            "reserve again", 409, expires_at=hold.expires_at)
+            raise GameError(
+                "hold_expired",
+                "the hold has expired (or is about to); reserve again",
+                409,
+                expires_at=hold.expires_at,
+            )
         self._check_backlog()
         self._confirming[ticket_id] = (player, hold_id, op_id)
         try:
@@ -346,15 +407,24 @@ class Game:
         if accepted is None:
             rejected = _first(answer, Rejected)
             assert rejected is not None, answer
-            raise GameError(rejected.reason, _REASON_TEXT.get(rejected.reason, rejected.reason),
-                            _REASON_STATUS.get(rejected.reason, 409))
+            raise GameError(
+                rejected.reason,
+                _REASON_TEXT.get(rejected.reason, rejected.reason),
+                _REASON_STATUS.get(rejected.reason, 409),
+            )
         try:
             result = await self._wait(accepted)
         except LedgerError as err:
             raise GameError(err.code, err.message, err.status, **err.detail) from None
         assert isinstance(result, BetConfirmed)
-        return Placed(ticket_id, accepted.round_id, accepted.queued, accepted.stake,
-                      accepted.auto_cashout, result)
+        return Placed(
+            ticket_id,
+            accepted.round_id,
+            accepted.queued,
+            accepted.stake,
+            accepted.auto_cashout,
+            result,
+        )
 
     async def _wait(self, event: Event) -> Result:
         pending = self._pending_by_seq.get(event.seq)
@@ -382,16 +452,25 @@ class Game:
             assert view.round_id is not None or view.outcome == "refunded", view
             if view.outcome == "won":
                 assert view.round_id is not None
-                return Cashout(ticket_id, view.round_id, "cashed_out", view.multiplier,
-                               view.payout, replayed=True)
+                return Cashout(
+                    ticket_id,
+                    view.round_id,
+                    "cashed_out",
+                    view.multiplier,
+                    view.payout,
+                    replayed=True,
+                )
             if view.outcome == "lost":
                 assert view.round_id is not None
                 rnd = await self.ledger.round(view.round_id)
                 crash = rnd.crash_point if rnd is not None else None
                 return Cashout(ticket_id, view.round_id, "too_late", crash_point=crash)
             raise GameError("bet_refunded", "the bet was refunded (its round was voided)")
-        raise GameError(rejected.reason, _REASON_TEXT.get(rejected.reason, rejected.reason),
-                        _REASON_STATUS.get(rejected.reason, 409))
+        raise GameError(
+            rejected.reason,
+            _REASON_TEXT.get(rejected.reason, rejected.reason),
+            _REASON_STATUS.get(rejected.reason, 409),
+        )
 
     async def _settled(self, ticket_id: str) -> BetView:
         """The bet's ledger record once settled: the engine decided its outcome, and the
@@ -413,11 +492,15 @@ class Game:
             return
         view = await self.ledger.bet(ticket_id)
         if view is None or (view.environment, view.partner_id, view.user_id) != (
-                player.environment, player.partner_id, player.user_id):
+            player.environment,
+            player.partner_id,
+            player.user_id,
+        ):
             raise GameError("unknown_ticket", "no such ticket", 404)
 
-    async def set_auto_cashout(self, op_id: str, player: Player, ticket_id: str,
-                               target: int | None) -> int | None:
+    async def set_auto_cashout(
+        self, op_id: str, player: Player, ticket_id: str, target: int | None
+    ) -> int | None:
         """Set (or cancel, with ``None``) a bet's auto-cashout target. Answered once the
         change is committed, so the bet's record shows the target in force; a bet the
         engine no longer holds is answered from its ledger record."""
@@ -459,21 +542,27 @@ class Game:
             # by recovery after a restart), as the engine itself would answer; one
             # queued for a round that was never played is simply refunded.
             if view.round_id is not None:
-                return GameError("round_voided", _REASON_TEXT["round_voided"], 409,
-                                 round_id=view.round_id)
+                return GameError(
+                    "round_voided", _REASON_TEXT["round_voided"], 409, round_id=view.round_id
+                )
             return GameError("bet_refunded", _REASON_TEXT["bet_refunded"], 409)
         if view.outcome is not None:
-            return GameError("round_settled", _REASON_TEXT["round_settled"], 409,
-                             round_id=view.round_id, outcome=view.outcome)
+            return GameError(
+                "round_settled",
+                _REASON_TEXT["round_settled"],
+                409,
+                round_id=view.round_id,
+                outcome=view.outcome,
+            )
         # Unsettled and unknown to the engine: its round is past betting (it is being
         # settled right now), or the bet is still being confirmed.
-        return GameError("round_closed", _REASON_TEXT["round_closed"], 409,
-                         round_id=view.round_id)
+        return GameError("round_closed", _REASON_TEXT["round_closed"], 409, round_id=view.round_id)
 
 
 def _refusal(reason: str, **extra: object) -> GameError:
-    return GameError(reason, _REASON_TEXT.get(reason, reason), _REASON_STATUS.get(reason, 409),
-                     **extra)
+    return GameError(
+        reason, _REASON_TEXT.get(reason, reason), _REASON_STATUS.get(reason, 409), **extra
+    )
 
 
 E = TypeVar("E", bound=Event)

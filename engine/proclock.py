@@ -30,8 +30,9 @@ class ProcessLock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
             os.close(fd)
-            raise error(f"another process (pid {holder}) is using the {what} {path}; "
-                        f"one crashd per {what}") from None
+            raise error(
+                f"another process (pid {holder}) is using the {what} {path}; one crashd per {what}"
+            ) from None
         except BaseException:
             os.close(fd)
             raise

@@ -21,9 +21,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crashd.engine.ledger import open_ledger  # noqa: E402
-from crashd.engine.ledger.model import LedgerError, Result  # noqa: E402
-from crashd.engine.ledger.writer import Ledger  # noqa: E402
+from crashd.engine.ledger import open_ledger
+from crashd.engine.ledger.model import LedgerError, Result
+from crashd.engine.ledger.writer import Ledger
 
 USERS = [f"user{i}" for i in range(12)]
 HASH = "c0ffee" * 10 + "c0ff"
@@ -55,14 +55,24 @@ class Load:
         while True:
             user = self.rng.choice(USERS)
             env = self.rng.choice(["production", "sandbox"])
-            r = await self.ledger.psp_deposit(self.oid("dep"), environment=env, partner_id="p",
-                                              user_id=user, amount=self.rng.randint(500, 5000))
+            r = await self.ledger.psp_deposit(
+                self.oid("dep"),
+                environment=env,
+                partner_id="p",
+                user_id=user,
+                amount=self.rng.randint(500, 5000),
+            )
             ack(r, key=f"psp:{env}:{r.op_id}")
             if self.rng.random() < 0.3:
                 key = self.oid("wd")
                 try:
-                    r = await self.ledger.psp_withdrawal(key, environment=env, partner_id="p",
-                                                         user_id=user, amount=self.rng.randint(100, 3000))
+                    r = await self.ledger.psp_withdrawal(
+                        key,
+                        environment=env,
+                        partner_id="p",
+                        user_id=user,
+                        amount=self.rng.randint(100, 3000),
+                    )
                     ack(r, key=f"psp:{env}:{r.op_id}")
                 except LedgerError:
                     pass
@@ -74,15 +84,28 @@ class Load:
             env = self.rng.choice(["production", "sandbox"])
             hold = self.oid("hold")
             try:
-                r = await self.ledger.bet_reserve(self.oid("res"), environment=env, partner_id="p",
-                                                  user_id=user, hold_id=hold,
-                                                  amount=self.rng.randint(10, 400), ttl_ms=5000)
+                r = await self.ledger.bet_reserve(
+                    self.oid("res"),
+                    environment=env,
+                    partner_id="p",
+                    user_id=user,
+                    hold_id=hold,
+                    amount=self.rng.randint(10, 400),
+                    ttl_ms=5000,
+                )
                 ack(r, key=r.op_id)
                 ticket = self.oid("ticket")
                 auto = self.rng.choice([None, 150, 200, 500])
-                c = await self.ledger.bet_confirm(self.oid("conf"), environment=env, partner_id="p",
-                                                  user_id=user, hold_id=hold, ticket_id=ticket,
-                                                  auto_cashout=auto, round_id=self.round_id)
+                c = await self.ledger.bet_confirm(
+                    self.oid("conf"),
+                    environment=env,
+                    partner_id="p",
+                    user_id=user,
+                    hold_id=hold,
+                    ticket_id=ticket,
+                    auto_cashout=auto,
+                    round_id=self.round_id,
+                )
                 ack(c, key=c.op_id)
                 if c.round_id is not None and c.round_id == self.round_id and auto is None:
                     self.round_bets.append((ticket, c.round_id))
@@ -100,8 +123,9 @@ class Load:
             if rid != self.round_id:
                 continue
             try:
-                r = await self.ledger.settle_win(self.oid("cash"), ticket_id=ticket,
-                                                 multiplier=self.rng.randint(100, 180))
+                r = await self.ledger.settle_win(
+                    self.oid("cash"), ticket_id=ticket, multiplier=self.rng.randint(100, 180)
+                )
                 ack(r, key=r.op_id)
                 self.cashed.add(ticket)
             except LedgerError:
@@ -120,10 +144,14 @@ class Load:
             self.round_bets = []
             # Wins in bulk: auto targets at or below the crash point.
             bets = await self.ledger.round_bets(rid, unsettled_only=True)
-            wins = tuple((b.ticket_id, b.auto_cashout) for b in bets
-                         if b.auto_cashout is not None and b.auto_cashout <= crash)
-            s = await self.ledger.round_settle(self.oid("settle"), round_id=rid, crash_point=crash,
-                                               game_hash=HASH, wins=wins)
+            wins = tuple(
+                (b.ticket_id, b.auto_cashout)
+                for b in bets
+                if b.auto_cashout is not None and b.auto_cashout <= crash
+            )
+            s = await self.ledger.round_settle(
+                self.oid("settle"), round_id=rid, crash_point=crash, game_hash=HASH, wins=wins
+            )
             ack(s, key=s.op_id)
             await trio.sleep(self.rng.uniform(0.0, 0.02))
 
@@ -134,8 +162,9 @@ async def main(db: str, seed: int) -> None:
         assert rec is not None
         sys.stdout.write("RECOVERED " + rec.to_json() + "\n")
         sys.stdout.flush()
-        load = Load(ledger, random.Random(seed * 1_000_003 + rec.seq), rec.seq,
-                    rec.highest_round_id + 1)
+        load = Load(
+            ledger, random.Random(seed * 1_000_003 + rec.seq), rec.seq, rec.highest_round_id + 1
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load.rounds)
             nursery.start_soon(load.casher)

@@ -12,20 +12,21 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 import trio
-
-from crashd.api.config import Config
-from crashd.engine.chainstore import ChainFile, save as save_chain
-from crashd.engine.fairness import ChainReader, build_chain, crash_point
-from crashd.engine.ledger import open_ledger
-from crashd.api.security.signing import sign_request
 from test_api_support import SIGNING_SECRETS, make_key, running_server, test_config
 
+from crashd.api.config import Config
+from crashd.api.security.signing import sign_request
+from crashd.engine.chainstore import ChainFile
+from crashd.engine.chainstore import save as save_chain
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.ledger import open_ledger
 
 GAMES = 16
 """Rounds a test may play: the chain's salt is chosen so each of them crashes in
@@ -50,8 +51,9 @@ def short_rounds_chain(path: Path) -> None:
 
 
 def game_config(tmp_path: Path, **overrides: object) -> Config:
-    settings: dict[str, object] = dict(chain_length=2000, betting_ms=400, pause_ms=200, tick_hz=20,
-                                       stop_wait_s=5.0)
+    settings: dict[str, object] = dict(
+        chain_length=2000, betting_ms=400, pause_ms=200, tick_hz=20, stop_wait_s=5.0
+    )
     settings.update(overrides)
     config = test_config(tmp_path, **settings)
     if not config.chain_file.exists():
@@ -68,12 +70,14 @@ class Api:
     async def get(self, path: str, **params: Any) -> httpx.Response:
         return await self.client.get(path, params=params, headers=self.headers)
 
-    async def post(self, path: str, body: dict[str, Any], key: str | None = None,
-                   method: str = "POST") -> httpx.Response:
+    async def post(
+        self, path: str, body: dict[str, Any], key: str | None = None, method: str = "POST"
+    ) -> httpx.Response:
         """A signed write (every write:bet POST/PUT must be signed)."""
         raw = json.dumps(body).encode()
-        signature = sign_request(self.signing_secret, method, path, raw, key or uuid.uuid4().hex,
-                                 int(time.time()))
+        signature = sign_request(
+            self.signing_secret, method, path, raw, key or uuid.uuid4().hex, int(time.time())
+        )
         headers = {**self.headers, **signature, "Content-Type": "application/json"}
         return await self.client.request(method, path, content=raw, headers=headers)
 
@@ -169,10 +173,14 @@ async def test_auto_cashout_and_loss_settle_exactly(api: Api) -> None:
     r = await api.get(f"/api/v1/game/rounds/{crashed['round_id']}")
     assert r.status_code == 200
     rnd = r.json()
-    assert crash_point(rnd["game_hash"], rnd["salt"]) == rnd["crash_point"] == crashed["crash_point"]
+    assert (
+        crash_point(rnd["game_hash"], rnd["salt"]) == rnd["crash_point"] == crashed["crash_point"]
+    )
     # Revalidation: same ETag -> 304.
-    again = await api.client.get(f"/api/v1/game/rounds/{crashed['round_id']}",
-                                 headers={**api.headers, "If-None-Match": r.headers["ETag"]})
+    again = await api.client.get(
+        f"/api/v1/game/rounds/{crashed['round_id']}",
+        headers={**api.headers, "If-None-Match": r.headers["ETag"]},
+    )
     assert again.status_code == 304
 
 
@@ -197,14 +205,22 @@ async def test_scopes_and_partners_are_enforced(api: Api, tmp_path: Path) -> Non
     _, read_only = make_key(config, "read:game_state")
     _, other_partner = make_key(config, "read:balance,write:bet", partner="globex")
     await fund(api, "erin", 2_000)
-    r = await api.client.post("/api/v1/bets/reserve", json={"user_id": "erin", "amount": 10},
-                              headers={"Authorization": f"Bearer {read_only}", "Idempotency-Key": "k1"})
+    r = await api.client.post(
+        "/api/v1/bets/reserve",
+        json={"user_id": "erin", "amount": 10},
+        headers={"Authorization": f"Bearer {read_only}", "Idempotency-Key": "k1"},
+    )
     assert r.status_code == 403 and r.json()["code"] == "insufficient_scope"
     # Another partner's "erin" is another person with no money.
-    r = await api.client.get("/api/v1/user/balance", params={"user_id": "erin"},
-                             headers={"Authorization": f"Bearer {other_partner}"})
+    r = await api.client.get(
+        "/api/v1/user/balance",
+        params={"user_id": "erin"},
+        headers={"Authorization": f"Bearer {other_partner}"},
+    )
     assert r.status_code == 200 and r.json()["available"] == 0
-    r = await Api(api.client, other_partner).post("/api/v1/bets/reserve", {"user_id": "erin", "amount": 10})
+    r = await Api(api.client, other_partner).post(
+        "/api/v1/bets/reserve", {"user_id": "erin", "amount": 10}
+    )
     assert r.status_code == 409 and r.json()["code"] == "insufficient_funds"
     assert await api.balance("erin") == 2_000
 

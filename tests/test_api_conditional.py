@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from quart import Blueprint, Response
+from test_api_support import build_app, serving_app, test_config
 
 from crashd.api.rest.conditional import CONDITIONAL_HEADERS, CONDITIONAL_RESPONSES, conditional_json
 from crashd.api.rest.contract import documented
-from test_api_support import build_app, serving_app, test_config
 
-FINISHED = datetime(2026, 11, 1, 12, 0, 0, 500_000, tzinfo=timezone.utc)
+FINISHED = datetime(2026, 11, 1, 12, 0, 0, 500_000, tzinfo=UTC)
 rounds = {1: {"round_id": 1, "crash_point": "3.74"}, 2: {"round_id": 2, "crash_point": "1.00"}}
 
 
@@ -24,8 +24,11 @@ def _routes() -> Blueprint:
     @bp.get("/rounds/<int:round_id>")
     @documented("test", headers=CONDITIONAL_HEADERS, extra_responses=CONDITIONAL_RESPONSES)
     async def one_round(round_id: int) -> Response:
-        return conditional_json(rounds[round_id], last_modified=FINISHED,
-                                cache_control="public, max-age=31536000, immutable")
+        return conditional_json(
+            rounds[round_id],
+            last_modified=FINISHED,
+            cache_control="public, max-age=31536000, immutable",
+        )
 
     return bp
 
@@ -59,10 +62,20 @@ async def test_if_modified_since(client: httpx.AsyncClient) -> None:
     same = format_datetime(FINISHED.replace(microsecond=0), usegmt=True)
     later = format_datetime(FINISHED + timedelta(days=1), usegmt=True)
     earlier = format_datetime(FINISHED - timedelta(seconds=1), usegmt=True)
-    assert (await client.get("/test/rounds/1", headers={"If-Modified-Since": same})).status_code == 304
-    assert (await client.get("/test/rounds/1", headers={"If-Modified-Since": later})).status_code == 304
-    assert (await client.get("/test/rounds/1", headers={"If-Modified-Since": earlier})).status_code == 200
-    assert (await client.get("/test/rounds/1", headers={"If-Modified-Since": "garbage"})).status_code == 200
+    assert (
+        await client.get("/test/rounds/1", headers={"If-Modified-Since": same})
+    ).status_code == 304
+    assert (
+        await client.get("/test/rounds/1", headers={"If-Modified-Since": later})
+    ).status_code == 304
+    assert (
+        await client.get("/test/rounds/1", headers={"If-Modified-Since": earlier})
+    ).status_code == 200
+    assert (
+        await client.get("/test/rounds/1", headers={"If-Modified-Since": "garbage"})
+    ).status_code == 200
     # If-None-Match wins over If-Modified-Since.
-    r = await client.get("/test/rounds/1", headers={"If-Modified-Since": later, "If-None-Match": '"other"'})
+    r = await client.get(
+        "/test/rounds/1", headers={"If-Modified-Since": later, "If-None-Match": '"other"'}
+    )
     assert r.status_code == 200

@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 import httpx
 import pytest
 from quart import Blueprint, Response
+from test_api_support import build_app, running_server, serving_app, test_config
 
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.validation import Boolean, Choice, Integer, String
-from test_api_support import build_app, running_server, serving_app, test_config
 
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "code", "request_id"}
 
@@ -56,8 +56,16 @@ def _test_routes() -> Blueprint:
     @documented("test")
     @json_body(Order)
     async def orders(*, body: Order) -> Response:
-        return json_response({"user_id": body.user_id, "amount": body.amount, "side": body.side,
-                              "note": body.note, "urgent": body.urgent}, status=201)
+        return json_response(
+            {
+                "user_id": body.user_id,
+                "amount": body.amount,
+                "side": body.side,
+                "note": body.note,
+                "urgent": body.urgent,
+            },
+            status=201,
+        )
 
     @bp.get("/page")
     @documented("test")
@@ -81,7 +89,9 @@ async def client(tmp_path: Path):  # type: ignore[no-untyped-def]
             yield c
 
 
-async def test_every_response_has_a_request_id_and_sane_inbound_ids_are_kept(client: httpx.AsyncClient) -> None:
+async def test_every_response_has_a_request_id_and_sane_inbound_ids_are_kept(
+    client: httpx.AsyncClient,
+) -> None:
     r1 = await client.get("/api/v1/health")
     r2 = await client.get("/api/v1/health")
     assert r1.headers["x-request-id"] != r2.headers["x-request-id"]
@@ -102,7 +112,9 @@ async def test_404_405_are_problems(client: httpx.AsyncClient) -> None:
     assert "DELETE" in str(doc["detail"])
 
 
-async def test_500_never_leaks_internals(client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+async def test_500_never_leaks_internals(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="crashd.api")
     r = await client.get("/test/boom")
     doc = assert_problem(r, 500, "internal_error")
@@ -116,7 +128,8 @@ async def test_valid_body_is_parsed_into_the_schema(client: httpx.AsyncClient) -
     assert r.status_code == 201
     assert r.json() == {"user_id": "u1", "amount": 5, "side": "buy", "note": None, "urgent": False}
     r = await client.post(
-        "/test/orders", content=b'{"user_id":"u1","amount":5,"side":"sell","note":null,"urgent":true}',
+        "/test/orders",
+        content=b'{"user_id":"u1","amount":5,"side":"sell","note":null,"urgent":true}',
         headers={"Content-Type": "application/json; charset=utf-8"},
     )
     assert r.status_code == 201 and r.json()["urgent"] is True
@@ -125,17 +138,17 @@ async def test_valid_body_is_parsed_into_the_schema(client: httpx.AsyncClient) -
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"user_id": "u1", "amount": "5", "side": "buy"}, "amount"),          # no coercion
-        ({"user_id": "u1", "amount": 5.0, "side": "buy"}, "amount"),          # float is not int
-        ({"user_id": "u1", "amount": True, "side": "buy"}, "amount"),         # bool is not int
-        ({"user_id": "u1", "amount": 0, "side": "buy"}, "amount"),            # range
-        ({"user_id": "u1", "amount": 10**30, "side": "buy"}, "amount"),       # range, huge
-        ({"user_id": "U!", "amount": 5, "side": "buy"}, "user_id"),           # pattern
-        ({"user_id": "u" * 17, "amount": 5, "side": "buy"}, "user_id"),       # length
-        ({"user_id": "u1", "amount": 5, "side": "hold"}, "side"),             # choice
+        ({"user_id": "u1", "amount": "5", "side": "buy"}, "amount"),  # no coercion
+        ({"user_id": "u1", "amount": 5.0, "side": "buy"}, "amount"),  # float is not int
+        ({"user_id": "u1", "amount": True, "side": "buy"}, "amount"),  # bool is not int
+        ({"user_id": "u1", "amount": 0, "side": "buy"}, "amount"),  # range
+        ({"user_id": "u1", "amount": 10**30, "side": "buy"}, "amount"),  # range, huge
+        ({"user_id": "U!", "amount": 5, "side": "buy"}, "user_id"),  # pattern
+        ({"user_id": "u" * 17, "amount": 5, "side": "buy"}, "user_id"),  # length
+        ({"user_id": "u1", "amount": 5, "side": "hold"}, "side"),  # choice
         ({"user_id": "u1", "amount": 5, "side": "buy", "extra": 1}, "extra"),  # unknown field
-        ({"amount": 5, "side": "buy"}, "user_id"),                            # missing
-        ({"user_id": None, "amount": 5, "side": "buy"}, "user_id"),           # null not allowed
+        ({"amount": 5, "side": "buy"}, "user_id"),  # missing
+        ({"user_id": None, "amount": 5, "side": "buy"}, "user_id"),  # null not allowed
         ({"user_id": "u1", "amount": 5, "side": "buy", "urgent": 1}, "urgent"),
         ({"user_id": "u1", "amount": 5, "side": "buy", "note": "\ud800"}, "note"),  # lone surrogate
     ],
@@ -157,8 +170,16 @@ async def test_all_errors_are_reported_at_once(client: httpx.AsyncClient) -> Non
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b"", b"[1,2", b'{"a":1}{"b":2}', b'{"amount": NaN}', b'{"a":1,"a":2}', b"\xff\xfe",
-     b"[" * 100_000 + b"]" * 100_000],
+    [
+        b"{",
+        b"",
+        b"[1,2",
+        b'{"a":1}{"b":2}',
+        b'{"amount": NaN}',
+        b'{"a":1,"a":2}',
+        b"\xff\xfe",
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
 )
 async def test_malformed_json_is_400(client: httpx.AsyncClient, raw: bytes) -> None:
     r = await client.post("/test/orders", content=raw, headers={"Content-Type": "application/json"})
@@ -169,13 +190,21 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient, raw: bytes) -> N
 
 async def test_top_level_must_be_an_object(client: httpx.AsyncClient) -> None:
     for raw in (b"[]", b"1", b'"x"', b"null"):
-        r = await client.post("/test/orders", content=raw, headers={"Content-Type": "application/json"})
+        r = await client.post(
+            "/test/orders", content=raw, headers={"Content-Type": "application/json"}
+        )
         assert_problem(r, 422, "validation_failed")
 
 
 async def test_wrong_content_type_is_415(client: httpx.AsyncClient) -> None:
-    for ctype in ("text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"):
-        r = await client.post("/test/orders", content=b'{"user_id":"u"}', headers={"Content-Type": ctype})
+    for ctype in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/json; charset=latin-1",
+    ):
+        r = await client.post(
+            "/test/orders", content=b'{"user_id":"u"}', headers={"Content-Type": ctype}
+        )
         assert_problem(r, 415, "unsupported_media_type")
     r = await client.post("/test/orders", content=b'{"user_id":"u"}')  # no content type at all
     assert_problem(r, 415, "unsupported_media_type")
@@ -191,14 +220,26 @@ async def test_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
             yield b" " * 1000
 
     # Chunked (no Content-Length): the limit still holds.
-    r = await client.post("/test/orders", content=chunks(), headers={"Content-Type": "application/json"})
+    r = await client.post(
+        "/test/orders", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert_problem(r, 413, "payload_too_large")
 
 
 async def test_query_parameters_are_validated(client: httpx.AsyncClient) -> None:
     assert (await client.get("/test/page")).json() == {"limit": 20, "cursor": None}
-    assert (await client.get("/test/page?limit=5&cursor=abc")).json() == {"limit": 5, "cursor": "abc"}
-    for bad in ("limit=0", "limit=abc", "limit=1&limit=2", "limit=+5", "unknown=1", "limit=99999999999999999999"):
+    assert (await client.get("/test/page?limit=5&cursor=abc")).json() == {
+        "limit": 5,
+        "cursor": "abc",
+    }
+    for bad in (
+        "limit=0",
+        "limit=abc",
+        "limit=1&limit=2",
+        "limit=+5",
+        "unknown=1",
+        "limit=99999999999999999999",
+    ):
         r = await client.get(f"/test/page?{bad}")
         assert_problem(r, 422, "validation_failed")
 
@@ -210,9 +251,13 @@ async def test_access_log_has_one_line_per_request_without_secrets(
     async with running_server(test_config(tmp_path)) as info:
         async with httpx.AsyncClient(base_url=info.url) as c:
             await c.get("/api/v1/health", headers={"X-Request-ID": "trace-1"})
-            await c.get("/api/v1/nope%0Ainjected", headers={"Authorization": "Bearer ck_test_SECRETSECRET"})
+            await c.get(
+                "/api/v1/nope%0Ainjected", headers={"Authorization": "Bearer ck_test_SECRETSECRET"}
+            )
     lines = [r.getMessage() for r in caplog.records if r.name == "crashd.access"]
     assert len(lines) == 2
-    assert lines[0].startswith("request_id=trace-1 key_id=- method=GET path=/api/v1/health status=200 duration_ms=")
+    assert lines[0].startswith(
+        "request_id=trace-1 key_id=- method=GET path=/api/v1/health status=200 duration_ms="
+    )
     assert "status=404" in lines[1] and "\n" not in lines[1]
     assert all("SECRET" not in line and "Bearer" not in line for line in lines)

@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import trio
+from test_api_bets import Api, fund, game_config
+from test_api_support import make_key, running_server
 from trio_websocket import open_websocket_url
 
 from crashd.engine.fairness import crash_point
-from test_api_bets import Api, fund, game_config
-from test_api_support import make_key, running_server
 
 SCOPES = "read:game_state,read:balance,write:bet"
 
@@ -44,12 +44,20 @@ async def test_feed_carries_the_game_and_the_users_money(tmp_path: Any) -> None:
             assert ws_url.startswith("ws://127.0.0.1:") and ws_url.endswith("/api/v1/ws")
             await fund(api, "zoe")
 
-            async with open_websocket_url(ws_url, extra_headers=[("Authorization", f"Bearer {secret}")]) as ws:
+            async with open_websocket_url(
+                ws_url, extra_headers=[("Authorization", f"Bearer {secret}")]
+            ) as ws:
                 welcome = await next_of(ws, lambda m: m["type"] == "welcome")
                 assert welcome["partner_id"] == "acme"
-                await ws.send_message(json.dumps({"type": "subscribe", "id": 1,
-                                                  "channels": ["round_updates", "live_multiplier",
-                                                               "user:acme:zoe"]}))
+                await ws.send_message(
+                    json.dumps(
+                        {
+                            "type": "subscribe",
+                            "id": 1,
+                            "channels": ["round_updates", "live_multiplier", "user:acme:zoe"],
+                        }
+                    )
+                )
                 snapshot = await next_of(ws, lambda m: m["type"] == "snapshot")
                 state = snapshot["channels"]["round_updates"]
                 assert state["status"] in ("betting", "running", "crashed")
@@ -58,14 +66,19 @@ async def test_feed_carries_the_game_and_the_users_money(tmp_path: Any) -> None:
                 await api.wait_status("betting")
                 placed = await api.place("zoe", 1_000, auto=101)
                 accepted = await next_of(ws, lambda m: m.get("type") == "bet_accepted")
-                assert (accepted["channel"], accepted["ticket_id"]) == ("user:acme:zoe", placed["ticket_id"])
+                assert (accepted["channel"], accepted["ticket_id"]) == (
+                    "user:acme:zoe",
+                    placed["ticket_id"],
+                )
                 tick = await next_of(ws, lambda m: m.get("type") == "tick")
                 assert tick["channel"] == "live_multiplier" and tick["multiplier"] >= 100
-                won = await next_of(ws, lambda m: m.get("type") == "cashed_out"
-                                    and m["channel"] == "user:acme:zoe")
+                won = await next_of(
+                    ws, lambda m: m.get("type") == "cashed_out" and m["channel"] == "user:acme:zoe"
+                )
                 assert (won["multiplier"], won["payout"]) == (101, 1_010)
-                crashed = await next_of(ws, lambda m: m.get("type") == "crashed"
-                                        and m["round_id"] == placed["round_id"])
+                crashed = await next_of(
+                    ws, lambda m: m.get("type") == "crashed" and m["round_id"] == placed["round_id"]
+                )
                 rnd = await api.wait_round_over(placed["round_id"])
                 assert crashed["game_hash"] == rnd["game_hash"]
                 assert crash_point(crashed["game_hash"], rnd["salt"]) == crashed["crash_point"]
@@ -77,8 +90,9 @@ async def test_feed_carries_the_game_and_the_users_money(tmp_path: Any) -> None:
             async with open_websocket_url(ws_url) as ws:
                 await ws.send_message(json.dumps({"type": "auth", "token": token}))
                 await next_of(ws, lambda m: m["type"] == "welcome")
-                await ws.send_message(json.dumps({"type": "subscribe", "id": 2,
-                                                  "channels": ["user:globex:zoe"]}))
+                await ws.send_message(
+                    json.dumps({"type": "subscribe", "id": 2, "channels": ["user:globex:zoe"]})
+                )
                 error = await next_of(ws, lambda m: m["type"] == "error")
                 assert error["code"] == "forbidden_channel"
 
@@ -88,7 +102,9 @@ async def test_feed_refuses_bad_credentials(tmp_path: Any) -> None:
     async with running_server(config) as info:
         _, secret = make_key(config, SCOPES)
         async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
-            reply = await client.post("/api/v1/feed/token", headers={"Authorization": f"Bearer {secret}"})
+            reply = await client.post(
+                "/api/v1/feed/token", headers={"Authorization": f"Bearer {secret}"}
+            )
             ws_url, token = reply.json()["ws_url"], reply.json()["token"]
         for credential in ("ck_test_" + "x" * 32, token[:-2] + "AA", "ft_garbage.garbage"):
             async with open_websocket_url(ws_url) as ws:

@@ -10,17 +10,17 @@ from typing import Annotated
 import httpx
 import pytest
 from quart import Blueprint, Response
+from test_api_support import build_app, running_server, serving_app, test_config
 
-from crashd.api.security.auth import requires_scope
 from crashd.api.cli.main import main
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import idempotent
-from crashd.api.security.keys import Principal
 from crashd.api.rest.openapi import api_rules, build_openapi, undocumented_routes
 from crashd.api.rest.validation import Integer, String
+from crashd.api.security.auth import requires_scope
+from crashd.api.security.keys import Principal
 from crashd.engine import chainstore
 from crashd.engine.fairness import ChainReader, crash_point, verify_game
-from test_api_support import build_app, running_server, serving_app, test_config
 
 
 async def test_health(tmp_path: Path) -> None:
@@ -47,13 +47,29 @@ async def test_fairness_publishes_the_commitment_and_nothing_secret(tmp_path: Pa
     text = str(sandbox)
     assert chain.spec.seed.hex() not in text
     assert not any(c.hex() in text for c in chain.spec.checkpoints)
-    assert any("crashd verify --hash GAME_HASH --terminating " + sandbox["terminating_hash"] in c
-               for c in sandbox["verify"]["commands"])
+    assert any(
+        "crashd verify --hash GAME_HASH --terminating " + sandbox["terminating_hash"] in c
+        for c in sandbox["verify"]["commands"]
+    )
 
 
 async def test_production_waits_for_the_operator_to_fix_the_salt(tmp_path: Path) -> None:
     config = test_config(tmp_path, chain_length=300, environment="production")
-    assert main(["chain", "new", "--file", str(config.chain_file), "--length", "300", "--interval", "100"]) == 0
+    assert (
+        main(
+            [
+                "chain",
+                "new",
+                "--file",
+                str(config.chain_file),
+                "--length",
+                "300",
+                "--interval",
+                "100",
+            ]
+        )
+        == 0
+    )
     with pytest.raises(BaseException) as refused:
         async with running_server(config):
             pass
@@ -70,7 +86,9 @@ async def test_production_waits_for_the_operator_to_fix_the_salt(tmp_path: Path)
 
     # The published recipe verifies a real game of this chain (game 7, say).
     game_hash = ChainReader(chain.spec).game_hash(7)
-    assert verify_game(game_hash, after["salt"], after["terminating_hash"], 7) == crash_point(game_hash, "my-public-salt")
+    assert verify_game(game_hash, after["salt"], after["terminating_hash"], 7) == crash_point(
+        game_hash, "my-public-salt"
+    )
 
 
 def _root(exc: BaseException) -> BaseException:
@@ -96,7 +114,11 @@ async def test_openapi_documents_every_api_route_and_nothing_else(tmp_path: Path
     assert doc["openapi"] == "3.1.0"
     for ops in doc["paths"].values():
         for op in ops.values():
-            assert op["summary"] and any(s.startswith("2") for s in op["responses"]) and "500" in op["responses"]
+            assert (
+                op["summary"]
+                and any(s.startswith("2") for s in op["responses"])
+                and "500" in op["responses"]
+            )
 
 
 @dataclass(frozen=True)
@@ -151,7 +173,10 @@ def test_openapi_is_generated_from_the_route_decorators(tmp_path: Path) -> None:
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["user_id", "amount"] and schema["additionalProperties"] is False
     assert schema["properties"]["amount"]["minimum"] == 1
-    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" and p["required"] for p in post["parameters"])
+    assert any(
+        p["name"] == "Idempotency-Key" and p["in"] == "header" and p["required"]
+        for p in post["parameters"]
+    )
     assert {"201", "400", "401", "403", "409", "413", "415", "422", "500"} <= set(post["responses"])
     assert "Idempotent-Replayed" in post["responses"]["201"]["headers"]
     get = doc["paths"]["/api/v1/things/{thing_id}"]["get"]
@@ -180,4 +205,8 @@ def test_docs_list_every_problem_code_and_setting() -> None:
         if not code.startswith("test_"):  # codes registered by test modules
             assert f"`{code}`" in docs, code
     for setting in SETTINGS:
-        assert f"`{setting.name}`" in docs and f"`{setting.env}`" in docs and f"`{setting.flag}`" in docs
+        assert (
+            f"`{setting.name}`" in docs
+            and f"`{setting.env}`" in docs
+            and f"`{setting.flag}`" in docs
+        )

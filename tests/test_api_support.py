@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from crashd.api.rest.app import create_app
 from crashd.api.config import Config
+from crashd.api.rest.app import create_app
 from crashd.api.security.keys import KeyStore
 from crashd.api.server import ServerInfo, _parse_bind, ensure_chain, hypercorn_config, run_server
 from crashd.api.services import Services, open_services
@@ -36,9 +36,14 @@ PYTHON = sys.executable
 
 def test_config(tmp_path: Path, **overrides: object) -> Config:
     base = Config(
-        host="127.0.0.1", port=0, feed_port=0, database=tmp_path / "crashd.sqlite3",
-        chain_file=tmp_path / "crashd-chain.json", chain_length=100,
-        graceful_timeout=2.0, stop_wait_s=0.5,
+        host="127.0.0.1",
+        port=0,
+        feed_port=0,
+        database=tmp_path / "crashd.sqlite3",
+        chain_file=tmp_path / "crashd-chain.json",
+        chain_length=100,
+        graceful_timeout=2.0,
+        stop_wait_s=0.5,
     )
     return base.with_overrides(**overrides)
 
@@ -77,8 +82,12 @@ async def serving_app(under_test: AppUnderTest) -> AsyncIterator[ServerInfo]:
     try:
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
-                partial(hypercorn.trio.serve, under_test.app, hypercorn_config(under_test.config),
-                        shutdown_trigger=stop.wait)
+                partial(
+                    hypercorn.trio.serve,
+                    under_test.app,
+                    hypercorn_config(under_test.config),
+                    shutdown_trigger=stop.wait,
+                )
             )
             try:
                 yield _parse_bind(binds[0])
@@ -93,7 +102,9 @@ SIGNING_SECRETS: dict[str, str] = {}
 client holding only the key can sign its writes)."""
 
 
-def make_key(config: Config, scopes: str, *, env: str = "sandbox", partner: str = "acme") -> tuple[str, str]:
+def make_key(
+    config: Config, scopes: str, *, env: str = "sandbox", partner: str = "acme"
+) -> tuple[str, str]:
     """Create a key in the server's database; returns (key id, secret)."""
     store = KeyStore(config.database)
     try:

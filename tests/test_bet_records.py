@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-
 from test_api_bets import Api, api, fund, game_config  # noqa: F401 (the api fixture)
 from test_api_support import make_key, running_server
 
@@ -31,10 +30,15 @@ async def _listed(api: Api, user: str, ticket: str) -> dict[str, object]:
     return bet  # type: ignore[no-any-return]
 
 
-async def _retarget(api: Api, ticket: str, user: str, target: int | None,
-                    key: str | None = None) -> httpx.Response:
-    return await api.post(f"/api/v1/bets/{ticket}/auto-cashout",
-                          {"user_id": user, "target": target}, key=key, method="PUT")
+async def _retarget(
+    api: Api, ticket: str, user: str, target: int | None, key: str | None = None
+) -> httpx.Response:
+    return await api.post(
+        f"/api/v1/bets/{ticket}/auto-cashout",
+        {"user_id": user, "target": target},
+        key=key,
+        method="PUT",
+    )
 
 
 async def test_record_shows_the_target_in_force(tmp_path: Path) -> None:
@@ -56,8 +60,10 @@ async def test_record_shows_the_target_in_force(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
             assert r.json()["auto_cashout"] is None
             # Before settlement: the record and the list show the target in force.
-            for user, ticket, target in (("ann", won["ticket_id"], 101),
-                                         ("ben", cancelled["ticket_id"], None)):
+            for user, ticket, target in (
+                ("ann", won["ticket_id"], 101),
+                ("ben", cancelled["ticket_id"], None),
+            ):
                 assert (await _bet(api, ticket))["auto_cashout"] == target
                 assert (await _listed(api, user, ticket))["auto_cashout"] == target
             await api.wait_round_over(won["round_id"])
@@ -66,7 +72,11 @@ async def test_record_shows_the_target_in_force(tmp_path: Path) -> None:
                 if ann["status"] != "active":
                     break
             # Every round of the test chain crashes at or above 1.01x: 101 always wins.
-            assert (ann["status"], ann["multiplier"], ann["auto_cashout"]) == ("cashed_out", 101, 101)
+            assert (ann["status"], ann["multiplier"], ann["auto_cashout"]) == (
+                "cashed_out",
+                101,
+                101,
+            )
             assert (await _listed(api, "ann", won["ticket_id"]))["auto_cashout"] == 101
             ben = await _bet(api, cancelled["ticket_id"])
             assert ben["auto_cashout"] is None

@@ -43,13 +43,17 @@ def test_verify_json(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.fixture
 def chain_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     path = tmp_path / "chain.json"
-    code, out, _ = run(capsys, "chain", "new", "--file", str(path), "--length", "300", "--interval", "32")
+    code, out, _ = run(
+        capsys, "chain", "new", "--file", str(path), "--length", "300", "--interval", "32"
+    )
     assert code == 0
     assert "terminating hash:" in out
     return path
 
 
-def test_chain_new_is_secret_and_never_overwritten(chain_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_chain_new_is_secret_and_never_overwritten(
+    chain_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert stat.S_IMODE(os.stat(chain_file).st_mode) == 0o600
     before = chain_file.read_bytes()
     code, _, err = run(capsys, "chain", "new", "--file", str(chain_file), "--length", "10")
@@ -68,19 +72,38 @@ def test_chain_salt_is_fixed_once(chain_file: Path, capsys: pytest.CaptureFixtur
     assert stat.S_IMODE(os.stat(chain_file).st_mode) == 0o600
 
 
-def test_verify_linkage_against_created_chain(chain_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_linkage_against_created_chain(
+    chain_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     chain = chainstore.load(chain_file)
     terminating = chain.spec.terminating_hash.hex()
     game_7 = ChainReader(chain.spec).game_hash(7)
-    code, out, _ = run(capsys, "verify", "--hash", game_7, "--terminating", terminating, "--salt", "s")
+    code, out, _ = run(
+        capsys, "verify", "--hash", game_7, "--terminating", terminating, "--salt", "s"
+    )
     assert code == 0
-    assert out.splitlines() == [f"{crash_point(game_7, 's') // 100}.{crash_point(game_7, 's') % 100:02d}",
-                                f"linked: game 7 of the chain ending in {terminating}"]
+    assert out.splitlines() == [
+        f"{crash_point(game_7, 's') // 100}.{crash_point(game_7, 's') % 100:02d}",
+        f"linked: game 7 of the chain ending in {terminating}",
+    ]
     code, out, _ = run(capsys, "verify", "--hash", game_7, "--terminating", terminating, "--json")
     assert json.loads(out)["position"] == 7
-    code, _, err = run(capsys, "verify", "--hash", game_7, "--terminating", terminating, "--max-steps", "6")
+    code, _, err = run(
+        capsys, "verify", "--hash", game_7, "--terminating", terminating, "--max-steps", "6"
+    )
     assert code == 1 and "not linked" in err
-    code, _, _ = run(capsys, "verify", "--hash", game_7, "--terminating", terminating, "--chain", "raw", "--max-steps", "400")
+    code, _, _ = run(
+        capsys,
+        "verify",
+        "--hash",
+        game_7,
+        "--terminating",
+        terminating,
+        "--chain",
+        "raw",
+        "--max-steps",
+        "400",
+    )
     assert code == 1
 
 
@@ -92,8 +115,14 @@ def test_verify_linkage_against_created_chain(chain_file: Path, capsys: pytest.C
         (["verify", "--salt", "s"], "required: --hash"),
         (["verify", "--hash", KNOWN_HASH], "give --salt"),
         (["verify", "--hash", KNOWN_HASH, "--terminating", "00"], "64 hex digits"),
-        (["verify", "--hash", KNOWN_HASH, "--terminating", KNOWN_HASH, "--max-steps", "-1"], "must not be negative"),
-        (["verify", "--hash", KNOWN_HASH, "--terminating", KNOWN_HASH, "--max-steps", "ten"], "invalid int"),
+        (
+            ["verify", "--hash", KNOWN_HASH, "--terminating", KNOWN_HASH, "--max-steps", "-1"],
+            "must not be negative",
+        ),
+        (
+            ["verify", "--hash", KNOWN_HASH, "--terminating", KNOWN_HASH, "--max-steps", "ten"],
+            "invalid int",
+        ),
         (["verify", "--hash", KNOWN_HASH, "--salt", "sälz"], "ASCII"),
         (["chain", "new", "--length", "0", "--file", "/nonexistent/x"], "--length"),
         (["chain", "show", "--file", "/nonexistent/chain.json"], "no chain file"),
@@ -101,7 +130,9 @@ def test_verify_linkage_against_created_chain(chain_file: Path, capsys: pytest.C
         ([], "required"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:
+def test_bad_input_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
     code, out, err = run(capsys, *argv)
     assert code == 2
     assert fragment in err
@@ -110,7 +141,13 @@ def test_bad_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: 
 
 
 def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--help"], ["verify", "--help"], ["chain", "--help"], ["chain", "new", "--help"], ["serve", "--help"]):
+    for argv in (
+        ["--help"],
+        ["verify", "--help"],
+        ["chain", "--help"],
+        ["chain", "new", "--help"],
+        ["serve", "--help"],
+    ):
         code, out, _ = run(capsys, *argv)
         assert code == 0 and "usage:" in out
 
@@ -119,8 +156,12 @@ def test_console_script_installed() -> None:
     exe = Path(sys.executable).with_name("crashd")
     result = subprocess.run(
         [str(exe), "verify", "--hash", KNOWN_HASH, "--salt", KNOWN_SALT],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0 and result.stdout == "3.74\n"
-    bad = subprocess.run([str(exe), "verify", "--hash", "nothex"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [str(exe), "verify", "--hash", "nothex"], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

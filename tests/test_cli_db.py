@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from crashd.api import database as apidb
-from crashd.api.cli.main import main
 from crashd.api.cli.db import backup_database, check_database
+from crashd.api.cli.main import main
 from crashd.api.security.keys import KeyStore
 from crashd.engine.ledger import open_ledger
 
@@ -40,7 +40,9 @@ async def make_database(path: Path) -> None:
     store.close()
 
 
-async def test_check_reports_a_sound_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_check_reports_a_sound_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "crashd.sqlite3"
     await make_database(db)
     code, out, err = run(capsys, "db", "check", "--database", str(db))
@@ -55,7 +57,9 @@ async def test_check_reports_a_sound_database(tmp_path: Path, capsys: pytest.Cap
     assert books["internal_total"]["sandbox"] == 3_800 + 700
 
 
-async def test_check_finds_a_tampered_balance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_check_finds_a_tampered_balance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "crashd.sqlite3"
     await make_database(db)
     conn = sqlite3.connect(db)
@@ -67,7 +71,9 @@ async def test_check_finds_a_tampered_balance(tmp_path: Path, capsys: pytest.Cap
     assert "PROBLEMS" in out and "posted" in out and "problem:" in out
 
 
-def test_check_refuses_what_is_not_a_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_refuses_what_is_not_a_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "none.sqlite3"
     code, _, err = run(capsys, "db", "check", "--database", str(missing))
     assert code == 2 and "no database at" in err and "Traceback" not in err
@@ -82,7 +88,9 @@ def test_check_refuses_what_is_not_a_ledger(tmp_path: Path, capsys: pytest.Captu
     assert code == 1 and "no ledger schema" in out
 
 
-async def test_backup_is_a_checked_private_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_backup_is_a_checked_private_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "crashd.sqlite3"
     await make_database(db)
     dest = tmp_path / "backups" / "crashd-1.sqlite3"
@@ -106,7 +114,9 @@ async def test_backup_is_a_checked_private_copy(tmp_path: Path, capsys: pytest.C
     assert code == 2 and "never overwrites" in err and dest.read_bytes() == before
     code, _, err = run(capsys, "db", "backup", str(db), "--database", str(db))
     assert code == 2 and "the database itself" in err
-    code, _, err = run(capsys, "db", "backup", str(tmp_path / "nodir" / "x.sqlite3"), "--database", str(db))
+    code, _, err = run(
+        capsys, "db", "backup", str(tmp_path / "nodir" / "x.sqlite3"), "--database", str(db)
+    )
     assert code == 2 and "cannot create" in err
 
 
@@ -117,6 +127,7 @@ async def test_backup_while_the_ledger_commits_is_consistent(tmp_path: Path) -> 
     dest = tmp_path / "copy.sqlite3"
     acked: list[int] = []
     async with open_ledger(db, sweep_interval_s=None) as ledger:
+
         async def depositor(worker: int) -> None:
             for i in range(150):
                 await ledger.psp_deposit(f"d{worker}-{i}", user_id=f"u{worker}", amount=1 + i, **P)

@@ -7,7 +7,8 @@ so Hypothesis can check their bounds and the ordering rule directly.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crashd.api.client.backoff import Backoff
 from crashd.api.client.messages import ChannelMessage, Snapshot
@@ -15,7 +16,8 @@ from crashd.api.client.stream import StreamCursor
 
 backoffs = st.builds(
     lambda base, factor: Backoff(base=base, cap=base * factor),
-    st.floats(min_value=1e-3, max_value=10.0), st.floats(min_value=1.0, max_value=1e4),
+    st.floats(min_value=1e-3, max_value=10.0),
+    st.floats(min_value=1.0, max_value=1e4),
 )
 attempts = st.integers(min_value=0, max_value=10_000)
 unit = st.floats(min_value=0.0, max_value=1.0, exclude_max=True)
@@ -35,7 +37,9 @@ def test_window_grows_until_the_cap(backoff: Backoff, attempt: int) -> None:
 
 
 @given(backoffs, attempts, st.floats(allow_nan=False))
-def test_a_misbehaving_random_cannot_break_the_bounds(backoff: Backoff, attempt: int, r: float) -> None:
+def test_a_misbehaving_random_cannot_break_the_bounds(
+    backoff: Backoff, attempt: int, r: float
+) -> None:
     assert 0.0 <= backoff.delay(attempt, lambda: r) <= backoff.cap
 
 
@@ -64,8 +68,13 @@ def snap(seq: int, epoch: str = "e1", reason: str = "subscribe") -> Snapshot:
     return Snapshot(seq, epoch, reason, {"round_updates": {}})
 
 
-@given(st.lists(st.integers(min_value=1, max_value=60), max_size=80), st.integers(min_value=0, max_value=30))
-def test_cursor_delivers_strictly_increasing_seqs_exactly_once(arrivals: list[int], start: int) -> None:
+@given(
+    st.lists(st.integers(min_value=1, max_value=60), max_size=80),
+    st.integers(min_value=0, max_value=30),
+)
+def test_cursor_delivers_strictly_increasing_seqs_exactly_once(
+    arrivals: list[int], start: int
+) -> None:
     """Whatever a server (or several reconnects) sends, the user sees each seq above the
     snapshot once, in increasing order: the seqs that arrived in order, duplicates dropped."""
     cursor = StreamCursor()

@@ -8,13 +8,15 @@ can cut: a connection killed mid-stream is a real dead socket to the client.
 
 from __future__ import annotations
 
-import json
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import trio
+from test_api_support import running_server, wait_until
+from test_client_support import CuttableProxy, make_signed_key, quick_config
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from crashd.api.client import (
@@ -30,8 +32,6 @@ from crashd.api.client import (
 )
 from crashd.api.feed import FEED_PATH, FeedConfig, FeedServer, Principal
 from crashd.api.feed.hub import LIVE_MULTIPLIER, ROUND_UPDATES, Hub
-from test_api_support import running_server, wait_until
-from test_client_support import CuttableProxy, make_signed_key, quick_config
 
 GAME = frozenset({"read:game_state", "read:balance"})
 KEYS = {"key-p1": Principal("p1", "sandbox", GAME)}
@@ -44,7 +44,9 @@ def state(channel: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def feed_server(config: FeedConfig = FeedConfig(), **hub_args: Any) -> AsyncIterator[tuple[Hub, FeedServer, int]]:
+async def feed_server(
+    config: FeedConfig = FeedConfig(), **hub_args: Any
+) -> AsyncIterator[tuple[Hub, FeedServer, int]]:
     hub = Hub(snapshot=state, **hub_args)
     server = FeedServer(hub, KEYS.get, config)
     async with trio.open_nursery() as nursery:
@@ -65,8 +67,11 @@ class Collector:
             self.messages.append(message)
 
     def seqs(self, channels: set[str] | None = None) -> list[int]:
-        return [m.seq for m in self.messages if isinstance(m, ChannelMessage)
-                and (channels is None or m.channel in channels)]
+        return [
+            m.seq
+            for m in self.messages
+            if isinstance(m, ChannelMessage) and (channels is None or m.channel in channels)
+        ]
 
     def snapshots(self) -> list[Snapshot]:
         return [m for m in self.messages if isinstance(m, Snapshot)]
@@ -76,12 +81,15 @@ def ws_url(port: int) -> str:
     return f"ws://127.0.0.1:{port}{FEED_PATH}"
 
 
-async def test_resume_after_a_killed_connection_delivers_every_missed_message_once(tmp_path: Path) -> None:
+async def test_resume_after_a_killed_connection_delivers_every_missed_message_once(
+    tmp_path: Path,
+) -> None:
     async with feed_server() as (hub, _, port), trio.open_nursery() as nursery:
         proxy = CuttableProxy(port)
         proxy_port = await nursery.start(proxy.serve)
-        client = FeedClient(ws_url(proxy_port), api_key="key-p1", channels=[ROUND_UPDATES, ALICE],
-                            backoff=FAST)
+        client = FeedClient(
+            ws_url(proxy_port), api_key="key-p1", channels=[ROUND_UPDATES, ALICE], backoff=FAST
+        )
         collector = Collector(client)
         await nursery.start(client.run)
         nursery.start_soon(collector.run)
@@ -94,7 +102,9 @@ async def test_resume_after_a_killed_connection_delivers_every_missed_message_on
                 wanted.append(hub.publish(ROUND_UPDATES, {"type": "round", "i": i}))
                 wanted.append(hub.publish(ALICE, {"type": "balance", "balance": i}))
                 hub.publish("user:p1:bob", {"type": "balance", "balance": i})  # not subscribed
-                hub.publish(LIVE_MULTIPLIER, {"type": "tick", "multiplier": 100 + i})  # not subscribed
+                hub.publish(
+                    LIVE_MULTIPLIER, {"type": "tick", "multiplier": 100 + i}
+                )  # not subscribed
 
         publish(20)
         assert await wait_until(lambda: collector.seqs() == wanted)
@@ -121,8 +131,9 @@ async def test_gap_too_old_and_server_restart_resync_by_snapshot() -> None:
     async with feed_server(replay_capacity=8) as (hub, _, port), trio.open_nursery() as nursery:
         proxy = CuttableProxy(port)
         await nursery.start(proxy.serve)
-        async with open_feed(ws_url(proxy.port), api_key="key-p1", channels=[ROUND_UPDATES],
-                             backoff=FAST) as client:
+        async with open_feed(
+            ws_url(proxy.port), api_key="key-p1", channels=[ROUND_UPDATES], backoff=FAST
+        ) as client:
             collector = Collector(client)
             nursery.start_soon(collector.run)
             assert await wait_until(lambda: len(collector.snapshots()) == 1)
@@ -146,7 +157,11 @@ async def test_gap_too_old_and_server_restart_resync_by_snapshot() -> None:
                 proxy.cut()
                 assert await wait_until(lambda: len(collector.snapshots()) == 3)
                 restarted = collector.snapshots()[2]
-                assert (restarted.reason, restarted.epoch, restarted.seq) == ("epoch_changed", hub2.epoch, 3)
+                assert (restarted.reason, restarted.epoch, restarted.seq) == (
+                    "epoch_changed",
+                    hub2.epoch,
+                    3,
+                )
                 # Low seqs of the new epoch are news, not duplicates of the old epoch's.
                 fresh = hub2.publish(ROUND_UPDATES, {"type": "round", "i": "new epoch"})
                 assert await wait_until(lambda: collector.seqs()[-1:] == [fresh])
@@ -159,7 +174,9 @@ async def test_heartbeats_are_acked_so_a_long_lived_client_is_not_dropped() -> N
     config = FeedConfig(heartbeat_interval=0.1, heartbeat_timeout=0.5)
     async with feed_server(config) as (hub, server, port):
         # Control: a client that never acks is dropped within this configuration…
-        async with open_websocket_url(ws_url(port), extra_headers=[(b"Authorization", b"Bearer key-p1")]) as ws:
+        async with open_websocket_url(
+            ws_url(port), extra_headers=[(b"Authorization", b"Bearer key-p1")]
+        ) as ws:
             with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await ws.get_message()
@@ -200,43 +217,74 @@ async def test_two_clients_see_the_same_game_and_one_survives_kills(tmp_path: Pa
     config = quick_config(tmp_path)
     async with running_server(config) as info:
         key, signing = make_signed_key(config, "read:game_state,read:balance,write:bet")
-        async with RestClient(info.url, key, signing_secret=signing) as rest, trio.open_nursery() as nursery:
+        async with (
+            RestClient(info.url, key, signing_secret=signing) as rest,
+            trio.open_nursery() as nursery,
+        ):
             token = await rest.feed_token()
             proxy = CuttableProxy(int(token.ws_url.rsplit(":", 1)[1].split("/")[0]))
             await nursery.start(proxy.serve)
             channels = [ROUND_UPDATES, LIVE_MULTIPLIER]
-            async with open_feed(token.ws_url, api_key=key, channels=channels) as a, \
-                    open_feed(ws_url(proxy.port), token=rest.feed_token_string, channels=channels,
-                              backoff=FAST) as b:
+            async with (
+                open_feed(token.ws_url, api_key=key, channels=channels) as a,
+                open_feed(
+                    ws_url(proxy.port),
+                    token=rest.feed_token_string,
+                    channels=channels,
+                    backoff=FAST,
+                ) as b,
+            ):
                 ca, cb = Collector(a), Collector(b)
                 nursery.start_soon(ca.run)
                 nursery.start_soon(cb.run)
 
                 def crashes(c: Collector) -> int:
-                    return sum(1 for m in c.messages if isinstance(m, ChannelMessage) and m.type == "crashed")
+                    return sum(
+                        1
+                        for m in c.messages
+                        if isinstance(m, ChannelMessage) and m.type == "crashed"
+                    )
 
                 for _ in range(2):
                     # Kill B while the multiplier is rising, keep it away for a while.
-                    assert await wait_until(lambda: any(isinstance(m, ChannelMessage) and m.type == "tick"
-                                                 for m in cb.messages[-3:]), timeout=15)
+                    assert await wait_until(
+                        lambda: any(
+                            isinstance(m, ChannelMessage) and m.type == "tick"
+                            for m in cb.messages[-3:]
+                        ),
+                        timeout=15,
+                    )
                     proxy.down = True
                     proxy.cut()
                     await trio.sleep(0.5)
                     proxy.down = False
                     assert await wait_until(lambda: b.connected)
                 start = crashes(ca)
-                assert await wait_until(lambda: crashes(ca) >= start + 2 and crashes(cb) >= start + 2, timeout=30)
+                assert await wait_until(
+                    lambda: crashes(ca) >= start + 2 and crashes(cb) >= start + 2, timeout=30
+                )
                 assert b.statistics().connects == 3 and b.statistics().resumes == 2
             nursery.cancel_scope.cancel()
 
         ordered = {ROUND_UPDATES}
         first = max(ca.snapshots()[0].seq, cb.snapshots()[0].seq)
         last = min(ca.seqs(ordered)[-1], cb.seqs(ordered)[-1])
-        in_range = lambda seqs: [s for s in seqs if first < s <= last]  # noqa: E731
+
+        def in_range(seqs: list[int]) -> list[int]:
+            return [s for s in seqs if first < s <= last]
+
         assert in_range(ca.seqs(ordered)) == in_range(cb.seqs(ordered)) != []
+
         # The payloads too, not just the numbers.
-        bodies = lambda c: [m.data for m in c.messages if isinstance(m, ChannelMessage)  # noqa: E731
-                            and m.channel == ROUND_UPDATES and first < m.seq <= last]
+        def bodies(c: Any) -> list[Any]:
+            return [
+                m.data
+                for m in c.messages
+                if isinstance(m, ChannelMessage)
+                and m.channel == ROUND_UPDATES
+                and first < m.seq <= last
+            ]
+
         assert bodies(ca) == bodies(cb)
         for c in (ca, cb):
             every = c.seqs()
@@ -246,8 +294,9 @@ async def test_two_clients_see_the_same_game_and_one_survives_kills(tmp_path: Pa
 async def test_close_is_prompt_even_while_waiting_to_reconnect() -> None:
     async with feed_server() as (_, _, port):
         pass  # the port is free again: nothing listens there
-    client = FeedClient(ws_url(port), api_key="key-p1", backoff=Backoff(base=30.0, cap=30.0),
-                        random=lambda: 0.99)
+    client = FeedClient(
+        ws_url(port), api_key="key-p1", backoff=Backoff(base=30.0, cap=30.0), random=lambda: 0.99
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.run)
         await trio.sleep(0.2)  # first attempt refused; now in a ~30 s backoff

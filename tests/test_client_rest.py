@@ -9,18 +9,17 @@ read back from its ledger.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import trio
+from test_api_support import running_server
+from test_client_support import make_signed_key, quick_config
 
 from crashd.api.client import ProblemError, RestClient, RetryPolicy
 from crashd.api.client.backoff import Backoff
 from crashd.api.config import Config
 from crashd.engine.fairness import crash_point
-from test_api_support import running_server
-from test_client_support import make_signed_key, quick_config
 
 SCOPES = "read:game_state,read:balance,write:bet"
 QUICK_RETRY = RetryPolicy(max_attempts=4, backoff=Backoff(base=0.01, cap=0.05))
@@ -45,7 +44,9 @@ class LosesFirstAnswers(httpx.AsyncBaseTransport):
             self.losses -= 1
             await response.aread()  # the server answered…
             await response.aclose()
-            raise httpx.ReadError("connection reset before the answer arrived", request=request)  # …we never saw it
+            raise httpx.ReadError(
+                "connection reset before the answer arrived", request=request
+            )  # …we never saw it
         return response
 
     async def aclose(self) -> None:
@@ -75,7 +76,9 @@ async def test_bet_lifecycle_signed_with_typed_results(tmp_path: Path) -> None:
             assert (await api.release("ann", spare.hold_id))["status"] == "released"
             auto = await api.place_bet("amy", 10, auto_cashout=101, idempotency_key="amy-bet-1")
             # The same key again is the same bet, not a second one.
-            assert (await api.place_bet("amy", 10, auto_cashout=101, idempotency_key="amy-bet-1")) == auto
+            assert (
+                await api.place_bet("amy", 10, auto_cashout=101, idempotency_key="amy-bet-1")
+            ) == auto
             assert (await api.set_auto_cashout(auto.ticket_id, "amy", 102))["auto_cashout"] == 102
 
             await wait_status(api, "running")
@@ -121,12 +124,16 @@ async def test_bet_lifecycle_signed_with_typed_results(tmp_path: Path) -> None:
                 assert (refused.value.status, refused.value.code) == (401, "signature_missing")
 
 
-async def test_a_lost_answer_is_retried_with_the_same_key_and_money_moves_once(tmp_path: Path) -> None:
+async def test_a_lost_answer_is_retried_with_the_same_key_and_money_moves_once(
+    tmp_path: Path,
+) -> None:
     config = quick_config(tmp_path)
     async with running_server(config) as info:
         key, signing = make_signed_key(config, SCOPES)
         lossy = LosesFirstAnswers("/api/v1/sandbox/faucet", losses=2)
-        async with RestClient(info.url, key, signing_secret=signing, transport=lossy, retry=QUICK_RETRY) as api:
+        async with RestClient(
+            info.url, key, signing_secret=signing, transport=lossy, retry=QUICK_RETRY
+        ) as api:
             credited = await api.faucet("ben", 2_500)
             assert credited.available == 2_500  # three deliveries, one credit
             assert (await api.balance("ben")).available == 2_500
@@ -147,7 +154,9 @@ async def test_a_lost_answer_is_retried_with_the_same_key_and_money_moves_once(t
         # asking again with the same key gets the answer the server stored.
         lossy = LosesFirstAnswers("/api/v1/sandbox/faucet", losses=5)
         retry = RetryPolicy(max_attempts=2, backoff=Backoff(base=0.01, cap=0.01))
-        async with RestClient(info.url, key, signing_secret=signing, transport=lossy, retry=retry) as api:
+        async with RestClient(
+            info.url, key, signing_secret=signing, transport=lossy, retry=retry
+        ) as api:
             with pytest.raises(httpx.ReadError):
                 await api.faucet("cat", 700, idempotency_key="cat-topup-1")
         async with RestClient(info.url, key, signing_secret=signing) as api:
@@ -164,7 +173,7 @@ async def test_rate_limits_are_waited_out_or_raised(tmp_path: Path) -> None:
         impatient = RetryPolicy(max_attempts=3, max_retry_after=0.0)
         async with RestClient(info.url, key, signing_secret=signing, retry=impatient) as api:
             with pytest.raises(ProblemError) as limited:
-                for i in range(10):
+                for _ in range(10):
                     await api.faucet("dan", 1)
             assert (limited.value.status, limited.value.code) == (429, "rate_limited")
         async with RestClient(info.url, key, signing_secret=signing, retry=QUICK_RETRY) as api:

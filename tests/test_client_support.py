@@ -11,12 +11,13 @@ import hashlib
 from pathlib import Path
 
 import trio
+from test_api_bets import game_config
 
 from crashd.api.config import Config
 from crashd.api.security.keys import KeyStore
-from crashd.engine.chainstore import ChainFile, save as save_chain
+from crashd.engine.chainstore import ChainFile
+from crashd.engine.chainstore import save as save_chain
 from crashd.engine.fairness import ChainReader, build_chain, crash_point
-from test_api_bets import game_config
 
 QUICK_GAMES = 8
 """Rounds a test may play: the salt makes each crash in [1.01x, 1.30x] (≤ 4.4 s of
@@ -104,7 +105,9 @@ class CuttableProxy:
         await trio.aclose_forcefully(upstream)
 
     @staticmethod
-    async def _pump(src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope) -> None:
+    async def _pump(
+        src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
         try:
             while data := await src.receive_some(65536):
                 await dst.send_all(data)

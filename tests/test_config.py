@@ -18,18 +18,23 @@ def _write(path: Path, text: str) -> Path:
 def test_defaults_are_the_embedded_ones() -> None:
     config = load_config({}, environ={})
     assert (config.host, config.port, config.environment) == ("127.0.0.1", 8000, "sandbox")
-    assert config.database == Path("crashd.sqlite3") and config.chain_file == Path("crashd-chain.json")
+    assert config.database == Path("crashd.sqlite3") and config.chain_file == Path(
+        "crashd-chain.json"
+    )
     assert config.chain_length == 10_000_000
     assert config == Config()
 
 
 def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
-    toml = _write(tmp_path / "crashd.toml", 'port = 1111\nhost = "0.0.0.0"\nchain_length = 500\nlog_level = "debug"\n')
+    toml = _write(
+        tmp_path / "crashd.toml",
+        'port = 1111\nhost = "0.0.0.0"\nchain_length = 500\nlog_level = "debug"\n',
+    )
     env = {"CRASHD_PORT": "2222", "CRASHD_CHAIN_LENGTH": "600"}
     config = load_config({"port": "3333"}, environ=env, config_file=toml)
-    assert config.port == 3333            # flag beats env and file
-    assert config.chain_length == 600     # env beats file
-    assert config.host == "0.0.0.0"       # file beats default
+    assert config.port == 3333  # flag beats env and file
+    assert config.chain_length == 600  # env beats file
+    assert config.host == "0.0.0.0"  # file beats default
     assert config.log_level == "debug"
     assert config.keep_alive_timeout == Config().keep_alive_timeout  # default
     # Unset flags (None) and empty variables do not override.
@@ -39,9 +44,11 @@ def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> No
 def test_config_file_from_environment_and_relative_paths(tmp_path: Path) -> None:
     conf_dir = tmp_path / "etc"
     conf_dir.mkdir()
-    toml = _write(conf_dir / "c.toml", 'database = "data/crashd.sqlite3"\nchain_file = "/abs/chain.json"\n')
+    toml = _write(
+        conf_dir / "c.toml", 'database = "data/crashd.sqlite3"\nchain_file = "/abs/chain.json"\n'
+    )
     config = load_config({}, environ={"CRASHD_CONFIG": str(toml)})
-    assert config.database == conf_dir / "data" / "crashd.sqlite3"   # relative to the file
+    assert config.database == conf_dir / "data" / "crashd.sqlite3"  # relative to the file
     assert config.chain_file == Path("/abs/chain.json")
     # From the environment or a flag, relative to the working directory.
     assert load_config({}, environ={"CRASHD_DATABASE": "x.db"}).database == Path("x.db")
@@ -82,12 +89,26 @@ def test_every_setting_has_a_flag_env_and_toml_name() -> None:
         assert setting.help
 
 
-def test_serve_reports_bad_configuration_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_reports_bad_configuration_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["serve", "--port", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--port" in err
     assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "not found" in capsys.readouterr().err
-    assert main(["serve", "--port", "0", "--chain-file", str(tmp_path / "no" / "dir" / "c.json"),
-                 "--database", str(tmp_path / "db.sqlite3")]) == 2
+    assert (
+        main(
+            [
+                "serve",
+                "--port",
+                "0",
+                "--chain-file",
+                str(tmp_path / "no" / "dir" / "c.json"),
+                "--database",
+                str(tmp_path / "db.sqlite3"),
+            ]
+        )
+        == 2
+    )
     assert "no directory" in capsys.readouterr().err

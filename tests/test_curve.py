@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crashd.engine.curve import MAX_MULTIPLIER, format_multiplier, ms_at, multiplier_at
 
@@ -21,8 +22,9 @@ def test_known_points() -> None:
 
 def test_definition_matches_formula() -> None:
     for ms in (1, 17, 1000, 12345, 60_000, 230_000):
-        assert multiplier_at(ms) == math.floor(100 * math.e ** (0.00006 * ms)) or \
-            multiplier_at(ms) == math.floor(100 * math.exp(0.00006 * ms))
+        assert multiplier_at(ms) == math.floor(100 * math.e ** (0.00006 * ms)) or multiplier_at(
+            ms
+        ) == math.floor(100 * math.exp(0.00006 * ms))
 
 
 @given(st.integers(min_value=101, max_value=MAX_MULTIPLIER))

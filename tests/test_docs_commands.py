@@ -16,8 +16,12 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
 def documented_commands() -> list[str]:
     blocks = re.findall(r"```\n(.*?)```", DOC.read_text(), flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines()
-            if line.strip().startswith("crashd ")]
+    return [
+        line.strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.strip().startswith("crashd ")
+    ]
 
 
 def test_the_runbook_shows_commands() -> None:

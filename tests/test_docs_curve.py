@@ -25,7 +25,8 @@ def test_every_quoted_curve_point_is_the_engines() -> None:
             quoted_ms = int(match[3].replace(",", ""))
             assert quoted_ms == ms_at(hundredths), (
                 f"{path.name}: {match[0]!r}, but the engine first reaches "
-                f"{hundredths / 100:.2f}x at {ms_at(hundredths):,} ms")
+                f"{hundredths / 100:.2f}x at {ms_at(hundredths):,} ms"
+            )
             seen += 1
     assert seen >= 3, "the README's curve section quotes at least three points"
 

@@ -4,7 +4,7 @@ seconds, and every instant checked to the millisecond."""
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import pytest
 import trio
@@ -12,6 +12,8 @@ import trio.testing
 
 from crashd.engine.curve import MAX_MULTIPLIER, ms_at
 from crashd.engine.driver import Engine, EngineNotRunning
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.round.config import RoundConfig
 from crashd.engine.round.events import (
     BetAccepted,
     BetLost,
@@ -28,9 +30,7 @@ from crashd.engine.round.events import (
     Tick,
     TooLate,
 )
-from crashd.engine.fairness import ChainReader, build_chain, crash_point
 from crashd.engine.round.tables import Phase
-from crashd.engine.round.config import RoundConfig
 
 SALT = "crashd-test-salt"
 READER = ChainReader(build_chain(bytes(range(1, 33)), 2_000, interval=100))
@@ -65,12 +65,18 @@ class Recorder:
 
 
 def new_engine(first_game: int = 1, config: RoundConfig = FAST, tick_hz: int = 20) -> Engine:
-    return Engine(games=READER.games(first_game), salt=SALT, first_game=first_game,
-                  config=config, tick_hz=tick_hz)
+    return Engine(
+        games=READER.games(first_game),
+        salt=SALT,
+        first_game=first_game,
+        config=config,
+        tick_hz=tick_hz,
+    )
 
 
 async def test_a_thousand_rounds_land_on_the_exact_millisecond(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     rounds = 1_000
     engine = new_engine(first_game=7, tick_hz=5)
     rec = Recorder(engine)
@@ -91,12 +97,20 @@ async def test_a_thousand_rounds_land_on_the_exact_millisecond(
                 if isinstance(e, BettingOpened):
                     for user in range(3):
                         n += 1
-                        target = rng.choice([None, 101, rng.randint(101, 300),
-                                             crash_of(e.round_id), crash_of(e.round_id) + 1])
+                        target = rng.choice(
+                            [
+                                None,
+                                101,
+                                rng.randint(101, 300),
+                                crash_of(e.round_id),
+                                crash_of(e.round_id) + 1,
+                            ]
+                        )
                         if target is not None and target > MAX_MULTIPLIER:
                             target = None
-                        await engine.place_bet(f"r{e.round_id}-{user}", user,
-                                               rng.randint(1, 5_000), target)
+                        await engine.place_bet(
+                            f"r{e.round_id}-{user}", user, rng.randint(1, 5_000), target
+                        )
                 elif isinstance(e, RunningStarted):
                     crash_at = e.at_ms + ms_at(min(crash_of(e.round_id), MAX_MULTIPLIER))
                     if crash_at > e.at_ms:
@@ -125,7 +139,7 @@ async def test_a_thousand_rounds_land_on_the_exact_millisecond(
         assert c.crash_point == crash_point(c.game_hash, SALT)
         assert c.at_ms == starts[c.round_id] + ms_at(min(c.crash_point, MAX_MULTIPLIER))
     # The engine published each timed event at the very millisecond it happened.
-    for e, seen in zip(events, rec.seen_at):
+    for e, seen in zip(events, rec.seen_at, strict=True):
         if isinstance(e, (Crashed, CashedOut, Tick, RunningStarted, BettingOpened)):
             assert seen == e.at_ms, e
     # Rounds follow each other without drift: next opens exactly when the pause ends.
@@ -155,8 +169,9 @@ async def test_a_thousand_rounds_land_on_the_exact_millisecond(
 
 
 @pytest.mark.parametrize("hz", [20, 100])
-async def test_ticks_sit_on_an_absolute_grid(autojump_clock: trio.testing.MockClock,
-                                              hz: int) -> None:
+async def test_ticks_sit_on_an_absolute_grid(
+    autojump_clock: trio.testing.MockClock, hz: int
+) -> None:
     engine = new_engine(tick_hz=hz)
     rec = Recorder(engine)
     stalls: list[tuple[int, int]] = []  # (tick it stalled on, engine ms it woke at)
@@ -217,7 +232,8 @@ async def test_commands_are_handled_at_once(autojump_clock: trio.testing.MockClo
 
 
 async def test_snapshot_keeps_the_secret_until_the_crash(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     engine = new_engine()
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
@@ -278,7 +294,8 @@ async def test_stop_with_void_refunds_now(autojump_clock: trio.testing.MockClock
 
 
 async def test_void_round_wakes_the_loop_and_goes_on(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     engine = new_engine()
     rec = Recorder(engine)
     async with trio.open_nursery() as nursery:
@@ -293,8 +310,7 @@ async def test_void_round_wakes_the_loop_and_goes_on(
         engine.stop(void=True)
 
 
-async def test_a_failing_observer_stops_the_engine(
-        autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_failing_observer_stops_the_engine(autojump_clock: trio.testing.MockClock) -> None:
     engine = new_engine()
 
     def broken(events: Sequence[Event]) -> None:
@@ -314,7 +330,8 @@ async def test_commands_need_a_running_engine() -> None:
 
 
 async def test_observers_cannot_reenter_but_can_snapshot(
-        autojump_clock: trio.testing.MockClock) -> None:
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     engine = new_engine()
     seen: list[object] = []
 

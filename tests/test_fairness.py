@@ -11,7 +11,8 @@ import shutil
 import subprocess
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crashd.engine.fairness import (
     ChainEncoding,
@@ -49,9 +50,7 @@ def test_crash_point_matches_reference_and_is_at_least_one(game_hash: str, salt:
     assert point == reference_crash_point(game_hash, salt)
 
 
-@pytest.mark.parametrize(
-    "bad", ["", "zz" * 32, "ab" * 31, "ab" * 33, " " * 64, "g" + "0" * 63]
-)
+@pytest.mark.parametrize("bad", ["", "zz" * 32, "ab" * 31, "ab" * 33, " " * 64, "g" + "0" * 63])
 def test_bad_hashes_are_rejected(bad: str) -> None:
     with pytest.raises(FairnessError):
         crash_point(bad, "salt")
@@ -112,7 +111,7 @@ def test_reader_serves_games_in_order_with_segment_cache() -> None:
     reader = ChainReader(spec)
     games = list(reader.games())
     assert [g for g, _ in games] == list(range(1, 1001))
-    for (_, newer), (_, older) in zip(games[1:], games):
+    for (_, newer), (_, older) in zip(games[1:], games[:-1], strict=True):
         # Each game hashes to the one played before it.
         assert next_link(bytes.fromhex(newer)).hex() == older
     with pytest.raises(IndexError):
@@ -124,7 +123,9 @@ def test_reader_serves_games_in_order_with_segment_cache() -> None:
 def test_distribution_matches_house_edge() -> None:
     """P(crash >= m) = 0.99 / m over 1,000,000 crash points from a fixed seed chain."""
     n = 1_000_000
-    spec = build_chain(hashlib.sha256(b"crashd statistics seed").digest(), length=n, interval=50_000)
+    spec = build_chain(
+        hashlib.sha256(b"crashd statistics seed").digest(), length=n, interval=50_000
+    )
     salt = "crashd-statistics-salt"
     points = [crash_point(h, salt) for _, h in ChainReader(spec).games()]
     assert min(points) >= 100
@@ -159,11 +160,17 @@ process.stdout.write(JSON.stringify(out));
 def test_agrees_with_a_javascript_verifier() -> None:
     """Third-party verifiers are JavaScript: the double arithmetic must match theirs."""
     rng = random.Random(2024)
-    cases = [(rng.randbytes(32).hex(), rng.choice([KNOWN_SALT, "crashd", "x" * 64])) for _ in range(5000)]
+    cases = [
+        (rng.randbytes(32).hex(), rng.choice([KNOWN_SALT, "crashd", "x" * 64])) for _ in range(5000)
+    ]
     cases.append((KNOWN_HASH, KNOWN_SALT))
     result = subprocess.run(
-        ["node", "-e", NODE_VERIFIER], input=json.dumps(cases), capture_output=True, text=True,
-        timeout=60, check=True,
+        ["node", "-e", NODE_VERIFIER],
+        input=json.dumps(cases),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     theirs = json.loads(result.stdout)
     ours = [crash_point(h, s) for h, s in cases]

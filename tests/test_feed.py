@@ -13,8 +13,9 @@ import json
 import socket
 import statistics
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import trio
@@ -52,12 +53,16 @@ def state(channel: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def feed(config: FeedConfig = FeedConfig(), **hub_args: Any) -> AsyncIterator[tuple[Hub, int]]:
+async def feed(
+    config: FeedConfig = FeedConfig(), **hub_args: Any
+) -> AsyncIterator[tuple[Hub, int]]:
     hub = Hub(snapshot=state, **hub_args)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(lambda task_status: serve_feed(
-            hub, "127.0.0.1", 0, authenticate, config=config, task_status=task_status
-        ))
+        port = await nursery.start(
+            lambda task_status: serve_feed(
+                hub, "127.0.0.1", 0, authenticate, config=config, task_status=task_status
+            )
+        )
         yield hub, port
         nursery.cancel_scope.cancel()
 
@@ -81,7 +86,11 @@ class RawClient:
 
     @classmethod
     async def connect(
-        cls, port: int, *, path: str = FEED_PATH, headers: list[tuple[bytes, bytes]] | None = None,
+        cls,
+        port: int,
+        *,
+        path: str = FEED_PATH,
+        headers: list[tuple[bytes, bytes]] | None = None,
         rcvbuf: int | None = None,
     ) -> RawClient:
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -90,7 +99,9 @@ class RawClient:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         await sock.connect(("127.0.0.1", port))
         client = cls(sock)
-        await client.raw(client.ws.send(Request(host="127.0.0.1", target=path, extra_headers=headers or [])))
+        await client.raw(
+            client.ws.send(Request(host="127.0.0.1", target=path, extra_headers=headers or []))
+        )
         while True:
             events = await client._events()
             for i, event in enumerate(events):
@@ -145,11 +156,15 @@ class RawClient:
 
     def abort(self) -> None:
         """Vanish: no close frame, just a reset."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
         self.sock.close()
 
 
-async def subscribed_client(port: int, channels: list[str], **resume: Any) -> tuple[RawClient, list[dict[str, Any]]]:
+async def subscribed_client(
+    port: int, channels: list[str], **resume: Any
+) -> tuple[RawClient, list[dict[str, Any]]]:
     client = await RawClient.connect(port)
     welcome = await client.auth()
     assert welcome["type"] == "welcome"
@@ -178,21 +193,30 @@ async def test_many_clients_of_three_implementations_receive_identical_sequences
         async def trio_ws_client(ready: trio.Event) -> None:
             async with open_websocket_url(f"ws://127.0.0.1:{port}{FEED_PATH}") as ws:
                 await ws.send_message(json.dumps({"type": "auth", "token": "key-p1"}))
-                await ws.send_message(json.dumps({"type": "subscribe", "channels": [LIVE_MULTIPLIER, ROUND_UPDATES]}))
+                await ws.send_message(
+                    json.dumps({"type": "subscribe", "channels": [LIVE_MULTIPLIER, ROUND_UPDATES]})
+                )
                 got = [json.loads(await ws.get_message()) for _ in range(3)]
                 assert [m["type"] for m in got] == ["welcome", "subscribed", "snapshot"]
                 ready.set()
                 trio_results.append([json.loads(await ws.get_message()) for _ in range(n_messages)])
 
-        def websockets_client(port: int, ready: trio.Event, token: trio.lowlevel.TrioToken) -> list[dict[str, Any]]:
+        def websockets_client(
+            port: int, ready: trio.Event, token: trio.lowlevel.TrioToken
+        ) -> list[dict[str, Any]]:
             async def run() -> list[dict[str, Any]]:
                 # Header auth, as a server-side partner would do it.
                 async with websockets.connect(
-                    f"ws://127.0.0.1:{port}{FEED_PATH}", additional_headers={"Authorization": "Bearer key-p1"},
+                    f"ws://127.0.0.1:{port}{FEED_PATH}",
+                    additional_headers={"Authorization": "Bearer key-p1"},
                     compression=None,
                 ) as ws:
                     assert json.loads(await ws.recv())["type"] == "welcome"
-                    await ws.send(json.dumps({"type": "subscribe", "channels": [ROUND_UPDATES, LIVE_MULTIPLIER]}))
+                    await ws.send(
+                        json.dumps(
+                            {"type": "subscribe", "channels": [ROUND_UPDATES, LIVE_MULTIPLIER]}
+                        )
+                    )
                     assert json.loads(await ws.recv())["type"] == "subscribed"
                     assert json.loads(await ws.recv())["type"] == "snapshot"
                     trio.from_thread.run_sync(ready.set, trio_token=token)
@@ -207,9 +231,11 @@ async def test_many_clients_of_three_implementations_receive_identical_sequences
                 nursery.start_soon(trio_ws_client, ready)
 
             async def in_thread(ready: trio.Event) -> None:
-                ws_results.append(await trio.to_thread.run_sync(
-                    websockets_client, port, ready, trio.lowlevel.current_trio_token()
-                ))
+                ws_results.append(
+                    await trio.to_thread.run_sync(
+                        websockets_client, port, ready, trio.lowlevel.current_trio_token()
+                    )
+                )
 
             for ready in readies[3:]:
                 nursery.start_soon(in_thread, ready)
@@ -237,7 +263,9 @@ async def test_the_snapshot_on_subscribe_lets_a_late_joiner_start_from_the_curre
         client, _ = await subscribed_client(port, [LIVE_MULTIPLIER])
         snap = await client.recv()
         assert snap["type"] == "snapshot" and snap["reason"] == "subscribe"
-        assert snap["seq"] == 5 and snap["channels"] == {LIVE_MULTIPLIER: {"state_of": LIVE_MULTIPLIER}}
+        assert snap["seq"] == 5 and snap["channels"] == {
+            LIVE_MULTIPLIER: {"state_of": LIVE_MULTIPLIER}
+        }
         hub.publish(LIVE_MULTIPLIER, tick(5))
         assert (await client.recv())["seq"] == 6
 
@@ -247,7 +275,11 @@ async def test_unsubscribe_stops_a_channel() -> None:
         client, _ = await subscribed_client(port, [LIVE_MULTIPLIER, ROUND_UPDATES])
         await client.recv()
         await client.send_json({"type": "unsubscribe", "channels": [LIVE_MULTIPLIER], "id": "u"})
-        assert await client.recv() == {"type": "unsubscribed", "channels": [ROUND_UPDATES], "id": "u"}
+        assert await client.recv() == {
+            "type": "unsubscribed",
+            "channels": [ROUND_UPDATES],
+            "id": "u",
+        }
         hub.publish(LIVE_MULTIPLIER, tick(0))
         hub.publish(ROUND_UPDATES, {"type": "crashed"})
         assert (await client.recv())["seq"] == 2
@@ -288,7 +320,9 @@ async def test_a_killed_client_resumes_and_gets_every_missed_message_exactly_onc
         await trio.sleep(0.05)
         assert hub.statistics().subscribers == 0, "the dead connection was detached"
 
-        again, _ = await subscribed_client(port, [LIVE_MULTIPLIER, ROUND_UPDATES], seq=last, epoch=hub.epoch)
+        again, _ = await subscribed_client(
+            port, [LIVE_MULTIPLIER, ROUND_UPDATES], seq=last, epoch=hub.epoch
+        )
         got = [await again.recv() for _ in range(8 + 10 + 1)]
         resumed = await again.recv()
         assert resumed == {"type": "resumed", "replayed": 19, "seq": hub.seq, "id": 1}
@@ -321,7 +355,9 @@ async def test_a_client_that_never_reads_does_not_delay_the_others() -> None:
         stalled = await RawClient.connect(port, rcvbuf=4096)
         await stalled.auth()
         await stalled.send_json({"type": "subscribe", "channels": [LIVE_MULTIPLIER, ROUND_UPDATES]})
-        readers = [await subscribed_client(port, [LIVE_MULTIPLIER, ROUND_UPDATES]) for _ in range(8)]
+        readers = [
+            await subscribed_client(port, [LIVE_MULTIPLIER, ROUND_UPDATES]) for _ in range(8)
+        ]
         for reader, _ in readers:
             await reader.recv()
         lateness: list[float] = []
@@ -344,7 +380,9 @@ async def test_a_client_that_never_reads_does_not_delay_the_others() -> None:
         # Loose on purpose: the figure belongs to the bench; this checks "not held up".
         assert statistics.median(lateness) < 0.25 and max(lateness) < 2.0
         stats = hub.statistics()
-        assert stats.resyncs > 0 or stats.subscribers == len(readers), "the stalled one was resynced or dropped"
+        assert stats.resyncs > 0 or stats.subscribers == len(readers), (
+            "the stalled one was resynced or dropped"
+        )
 
 
 async def test_a_hopeless_reader_is_resynced_then_closed_with_4009() -> None:
@@ -443,10 +481,16 @@ async def test_malformed_messages_get_errors_then_4000() -> None:
         await client.auth()
         await client.send_json({"type": "subscribe", "channels": ["no_such_channel"], "id": 3})
         err = await client.recv()
-        assert err == {
-            "type": "error", "code": "unknown_channel", "id": 3,
-            "message": err["message"],
-        } and "live_multiplier" in err["message"]
+        assert (
+            err
+            == {
+                "type": "error",
+                "code": "unknown_channel",
+                "id": 3,
+                "message": err["message"],
+            }
+            and "live_multiplier" in err["message"]
+        )
         await client.raw(client.ws.send(Message(data="{not json")))
         assert (await client.recv())["code"] == "bad_json"
         await client.send_json({"type": "dance"})
@@ -487,7 +531,9 @@ async def test_garbage_bytes_and_oversized_messages_are_closed_with_documented_c
             await client.auth()
             chunk = "x" * (2048 // fragments)
             for i in range(fragments):
-                await client.raw(client.ws.send(Message(data=chunk, message_finished=i == fragments - 1)))
+                await client.raw(
+                    client.ws.send(Message(data=chunk, message_finished=i == fragments - 1))
+                )
             await expect_close(client, CloseCode.MESSAGE_TOO_BIG, "message_too_big")
 
         # Wrong path and a plain HTTP request are refused at the handshake.
@@ -502,7 +548,9 @@ async def test_a_subscribe_storm_is_rate_limited_then_closed_with_4029() -> None
         client = await RawClient.connect(port)
         await client.auth()
         storm = b"".join(
-            client.ws.send(Message(data=json.dumps({"type": "subscribe", "channels": [f"user:p1:u{i}"]})))
+            client.ws.send(
+                Message(data=json.dumps({"type": "subscribe", "channels": [f"user:p1:u{i}"]}))
+            )
             for i in range(300)
         )
         await client.raw(storm)
@@ -510,7 +558,9 @@ async def test_a_subscribe_storm_is_rate_limited_then_closed_with_4029() -> None
         assert closed.code == CloseCode.RATE_LIMITED
         codes = {m.get("code") for m in got if m["type"] == "error"}
         assert "rate_limited" in codes
-        assert len([m for m in got if m["type"] == "error"]) <= 5, "errors are bounded, not amplified"
+        assert len([m for m in got if m["type"] == "error"]) <= 5, (
+            "errors are bounded, not amplified"
+        )
         assert hub.statistics().subscribers <= 1
         await assert_server_still_serves(hub, port)
 
@@ -535,7 +585,9 @@ async def test_too_many_subscriptions_is_an_error() -> None:
     async with feed(FeedConfig(max_subscriptions=3)) as (hub, port):
         client = await RawClient.connect(port)
         await client.auth()
-        await client.send_json({"type": "subscribe", "channels": ["user:p1:a", "user:p1:b", "user:p1:c", "user:p1:d"]})
+        await client.send_json(
+            {"type": "subscribe", "channels": ["user:p1:a", "user:p1:b", "user:p1:c", "user:p1:d"]}
+        )
         assert (await client.recv())["code"] == "too_many_subscriptions"
 
 
@@ -569,9 +621,11 @@ async def test_websockets_client_closes_cleanly_and_shutdown_says_going_away() -
         asyncio.run(run())
 
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(lambda task_status: serve_feed(
-            hub, "127.0.0.1", 0, authenticate, task_status=task_status
-        ))
+        port = await nursery.start(
+            lambda task_status: serve_feed(
+                hub, "127.0.0.1", 0, authenticate, task_status=task_status
+            )
+        )
         await trio.to_thread.run_sync(client, port)
         assert codes == [1000]
         lingering = await RawClient.connect(port)

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from functools import partial
-
 import httpx
 import trio
+from test_api_bets import Api, fund, game_config
+from test_api_feed import next_of
+from test_api_support import make_key, running_server
 from trio_websocket import open_websocket_url
 
 from crashd.api.security import webhook as pspsig
 from crashd.api.server import run_server
-from test_api_bets import Api, fund, game_config
-from test_api_feed import next_of
-from test_api_support import make_key, running_server
 
 SCOPES = "read:game_state,read:balance,write:bet"
 PSP_SECRET = "whsec_" + "c3" * 16
@@ -37,13 +36,24 @@ async def _rest_balance(api: Api, user: str) -> dict[str, int]:
     return {k: body[k] for k in ("posted", "pending", "available")}
 
 
-async def _psp(client: httpx.AsyncClient, event_id: str, type_: str, user: str, amount: int) -> None:
-    doc = {"id": event_id, "type": type_, "created": int(time.time()),
-           "data": {"environment": "sandbox", "partner_id": "acme", "user_id": user, "amount": amount}}
+async def _psp(
+    client: httpx.AsyncClient, event_id: str, type_: str, user: str, amount: int
+) -> None:
+    doc = {
+        "id": event_id,
+        "type": type_,
+        "created": int(time.time()),
+        "data": {"environment": "sandbox", "partner_id": "acme", "user_id": user, "amount": amount},
+    }
     body = json.dumps(doc).encode()
-    r = await client.post("/api/v1/psp/webhook", content=body, headers={
-        "Content-Type": "application/json",
-        pspsig.HEADER: pspsig.header_value(PSP_SECRET, int(time.time()), body)})
+    r = await client.post(
+        "/api/v1/psp/webhook",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            pspsig.HEADER: pspsig.header_value(PSP_SECRET, int(time.time()), body),
+        },
+    )
     assert r.status_code == 200 and r.json()["status"] == "applied", r.text
 
 
@@ -60,10 +70,12 @@ async def test_every_movement_is_announced_after_its_commit(tmp_path: Path) -> N
             api = Api(client, secret)
             ws_url = (await client.post("/api/v1/feed/token", headers=api.headers)).json()["ws_url"]
             async with open_websocket_url(
-                    ws_url, extra_headers=[("Authorization", f"Bearer {secret}")]) as ws:
+                ws_url, extra_headers=[("Authorization", f"Bearer {secret}")]
+            ) as ws:
                 await next_of(ws, lambda m: m["type"] == "welcome")
-                await ws.send_message(json.dumps(
-                    {"type": "subscribe", "id": 1, "channels": ["user:acme:kim"]}))
+                await ws.send_message(
+                    json.dumps({"type": "subscribe", "id": 1, "channels": ["user:acme:kim"]})
+                )
                 snapshot = await next_of(ws, lambda m: m["type"] == "snapshot")
                 # Never seen: the snapshot cannot know it yet, the read is announced.
                 assert snapshot["channels"]["user:acme:kim"]["balance"] is None
@@ -78,36 +90,50 @@ async def test_every_movement_is_announced_after_its_commit(tmp_path: Path) -> N
                     assert msg["seq"] > last_seq
                     last_seq = msg["seq"]
                     assert (msg["user_id"], msg["posted"], msg["pending"], msg["available"]) == (
-                        "kim", posted, pending, posted - pending)
+                        "kim",
+                        posted,
+                        pending,
+                        posted - pending,
+                    )
                     # The message follows the commit: REST already says the same.
                     assert await _rest_balance(api, "kim") == {
-                        "posted": posted, "pending": pending, "available": posted - pending}
+                        "posted": posted,
+                        "pending": pending,
+                        "available": posted - pending,
+                    }
 
-                await fund(api, "kim", 5_000)                          # faucet
+                await fund(api, "kim", 5_000)  # faucet
                 await expect(5_000, 0)
                 await api.wait_status("betting")
                 r = await api.post("/api/v1/bets/reserve", {"user_id": "kim", "amount": 1_000})
                 assert r.status_code == 201, r.text
-                await expect(5_000, 1_000)                             # stake held
-                r = await api.post("/api/v1/bets/confirm", {"user_id": "kim", "hold_id": r.json()["hold_id"],
-                                                            "auto_cashout": 101})
+                await expect(5_000, 1_000)  # stake held
+                r = await api.post(
+                    "/api/v1/bets/confirm",
+                    {"user_id": "kim", "hold_id": r.json()["hold_id"], "auto_cashout": 101},
+                )
                 assert r.status_code == 201, r.text
-                await expect(4_000, 0)                                 # stake posted
-                await expect(4_000 + 1_010, 0)                         # auto-cashout at 1.01x paid
+                await expect(4_000, 0)  # stake posted
+                await expect(4_000 + 1_010, 0)  # auto-cashout at 1.01x paid
                 await _psp(client, "evt-dep-1", "deposit.completed", "kim", 2_500)
-                await expect(7_510, 0)                                 # PSP deposit
+                await expect(7_510, 0)  # PSP deposit
                 await _psp(client, "evt-wd-1", "withdrawal.completed", "kim", 510)
-                await expect(7_000, 0)                                 # PSP withdrawal
+                await expect(7_000, 0)  # PSP withdrawal
 
             # A new subscriber's snapshot already carries the last balance.
             async with open_websocket_url(
-                    ws_url, extra_headers=[("Authorization", f"Bearer {secret}")]) as ws:
+                ws_url, extra_headers=[("Authorization", f"Bearer {secret}")]
+            ) as ws:
                 await next_of(ws, lambda m: m["type"] == "welcome")
-                await ws.send_message(json.dumps(
-                    {"type": "subscribe", "id": 1, "channels": ["user:acme:kim"]}))
+                await ws.send_message(
+                    json.dumps({"type": "subscribe", "id": 1, "channels": ["user:acme:kim"]})
+                )
                 snapshot = await next_of(ws, lambda m: m["type"] == "snapshot")
                 assert snapshot["channels"]["user:acme:kim"]["balance"] == {
-                    "posted": 7_000, "pending": 0, "available": 7_000}
+                    "posted": 7_000,
+                    "pending": 0,
+                    "available": 7_000,
+                }
 
 
 async def test_a_refund_is_announced(tmp_path: Path) -> None:
@@ -125,13 +151,18 @@ async def test_a_refund_is_announced(tmp_path: Path) -> None:
             assert (await _rest_balance(api, "kim"))["posted"] == 400
             ws_url = (await client.post("/api/v1/feed/token", headers=api.headers)).json()["ws_url"]
         async with open_websocket_url(
-                ws_url, extra_headers=[("Authorization", f"Bearer {secret}")]) as ws:
+            ws_url, extra_headers=[("Authorization", f"Bearer {secret}")]
+        ) as ws:
             await next_of(ws, lambda m: m["type"] == "welcome")
-            await ws.send_message(json.dumps(
-                {"type": "subscribe", "id": 1, "channels": ["user:acme:kim"]}))
+            await ws.send_message(
+                json.dumps({"type": "subscribe", "id": 1, "channels": ["user:acme:kim"]})
+            )
             snapshot = await next_of(ws, lambda m: m["type"] == "snapshot")
             assert snapshot["channels"]["user:acme:kim"]["balance"] == {
-                "posted": 400, "pending": 0, "available": 400}
+                "posted": 400,
+                "pending": 0,
+                "available": 400,
+            }
             shutdown.set()
             # Both come from the void's commit; their order is the seq order.
             seen: dict[str, dict[str, Any]] = {}

@@ -20,7 +20,9 @@ from crashd.api.feed.protocol import (
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -36,7 +38,12 @@ def test_any_text_parses_or_raises_client_error(text: str) -> None:
 @given(
     st.fixed_dictionaries(
         {"type": st.sampled_from(["auth", "subscribe", "unsubscribe", "ack", "other"])},
-        optional={"channels": json_values, "id": json_values, "token": json_values, "resume": json_values},
+        optional={
+            "channels": json_values,
+            "id": json_values,
+            "token": json_values,
+            "resume": json_values,
+        },
     )
 )
 def test_any_json_object_parses_or_raises_client_error(obj: dict[str, Any]) -> None:
@@ -44,7 +51,10 @@ def test_any_json_object_parses_or_raises_client_error(obj: dict[str, Any]) -> N
         message = parse_client_message(json.dumps(obj))
     except ClientError as err:
         assert err.code in {
-            "bad_json", "invalid_message", "unknown_type", "too_many_channels",
+            "bad_json",
+            "invalid_message",
+            "unknown_type",
+            "too_many_channels",
         }
         return
     if isinstance(message, (Subscribe, Unsubscribe)):
@@ -74,7 +84,9 @@ def test_messages_parse_to_what_the_docs_say() -> None:
 
 
 @given(st.lists(st.floats(0, 0.5), max_size=200))
-def test_the_rate_limiter_never_allows_more_than_burst_plus_rate_times_time(gaps: list[float]) -> None:
+def test_the_rate_limiter_never_allows_more_than_burst_plus_rate_times_time(
+    gaps: list[float],
+) -> None:
     limiter = RateLimiter(rate=10, burst=5, now=0.0)
     now, allowed = 0.0, 0
     for gap in gaps:
@@ -89,7 +101,8 @@ def test_user_channels_belong_to_one_partner_and_need_read_balance() -> None:
     assert channel_denial(reader, "live_multiplier") is None
     assert channel_denial(full, user_channel("p1", "alice")) is None
     assert channel_denial(reader, user_channel("p1", "alice")) == (
-        "forbidden_channel", "'user:p1:alice' needs the 'read:balance' scope"
+        "forbidden_channel",
+        "'user:p1:alice' needs the 'read:balance' scope",
     )
     assert channel_denial(full, user_channel("p2", "bob"))[0] == "forbidden_channel"  # type: ignore[index]
     for bad in ("user:", "user:p1", "user::x", "user:p1:", "x" * 300, "Live_multiplier"):

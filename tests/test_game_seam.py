@@ -19,7 +19,8 @@ from pathlib import Path
 
 import trio
 import trio.testing
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crashd.engine.driver import Engine
 from crashd.engine.fairness import ChainReader, build_chain
@@ -52,7 +53,8 @@ bets = st.lists(
         wait_ms=st.integers(0, 3_000),
         cash_out_after_ms=st.one_of(st.none(), st.integers(0, 8_000)),
     ),
-    min_size=1, max_size=12,
+    min_size=1,
+    max_size=12,
 )
 
 
@@ -72,16 +74,25 @@ class Outcome:
 async def play(db: Path, salt: str, plan: list[Bet], max_profit: int | None) -> Outcome:
     outcome = Outcome()
     async with open_ledger(db, synchronous="NORMAL") as ledger:
-        engine = Engine(games=ChainReader(SPEC).games(1), salt=salt, first_game=1,
-                        config=RoundConfig(betting_ms=1_000, pause_ms=500, max_bets_per_user=20,
-                                           max_profit=max_profit),
-                        tick_hz=20)
+        engine = Engine(
+            games=ChainReader(SPEC).games(1),
+            salt=salt,
+            first_game=1,
+            config=RoundConfig(
+                betting_ms=1_000, pause_ms=500, max_bets_per_user=20, max_profit=max_profit
+            ),
+            tick_hz=20,
+        )
         game = Game(engine, ledger)
         async with trio.open_nursery() as nursery:
             await nursery.start(game.run)
             for i, player in enumerate(USERS):
-                await ledger.faucet_credit(f"fund-{i}", partner_id=player.partner_id,
-                                           user_id=player.user_id, amount=FUNDING)
+                await ledger.faucet_credit(
+                    f"fund-{i}",
+                    partner_id=player.partner_id,
+                    user_id=player.user_id,
+                    amount=FUNDING,
+                )
 
             async def one(n: int, bet: Bet) -> None:
                 await trio.sleep(bet.wait_ms / 1000)
@@ -90,7 +101,9 @@ async def play(db: Path, salt: str, plan: list[Bet], max_profit: int | None) -> 
                 held = await game.reserve(key + ":reserve", player, f"h-{n}", bet.stake, 60_000)
                 assert held.amount == bet.stake
                 try:
-                    placed = await game.confirm(key + ":confirm", player, f"h-{n}", bet.auto, ticket_for(key))
+                    placed = await game.confirm(
+                        key + ":confirm", player, f"h-{n}", bet.auto, ticket_for(key)
+                    )
                 except GameError as err:
                     # engine_stopping: the chain ran out (see SPEC) — refused, nothing moved.
                     assert err.code in ("too_many_bets", "round_full", "engine_stopping"), err.code
@@ -105,7 +118,11 @@ async def play(db: Path, salt: str, plan: list[Bet], max_profit: int | None) -> 
                     # Not running yet (queued, still betting) or already refunded.
                     assert err.code in ("round_not_running", "bet_refunded"), err.code
                     return
-                outcome.answers[placed.ticket_id] = (answer.status, answer.multiplier, answer.payout)
+                outcome.answers[placed.ticket_id] = (
+                    answer.status,
+                    answer.multiplier,
+                    answer.payout,
+                )
 
             async with trio.open_nursery() as players:
                 for n, bet in enumerate(plan):
@@ -114,7 +131,9 @@ async def play(db: Path, salt: str, plan: list[Bet], max_profit: int | None) -> 
         # Every op the engine caused has committed (Game.run waited for them).
         outcome.problems = list((await ledger.audit()).problems)
         for p in USERS:
-            balance = await ledger.balance(environment="sandbox", partner_id="acme", user_id=p.user_id)
+            balance = await ledger.balance(
+                environment="sandbox", partner_id="acme", user_id=p.user_id
+            )
             outcome.balances[p.user_id] = balance.posted
         for ticket, (_, _, round_id) in outcome.confirmed.items():
             view = await ledger.bet(ticket)
@@ -126,18 +145,29 @@ async def play(db: Path, salt: str, plan: list[Bet], max_profit: int | None) -> 
     return outcome
 
 
-@settings(max_examples=60 if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci" else 1_000,
-          deadline=None)
-@given(plan=bets, salt=st.sampled_from(["s1", "s2", "s3", "s4"]),
-       max_profit=st.one_of(st.none(), st.integers(0, 20_000)))
-def test_ledger_settles_exactly_what_the_engine_answered(plan: list[Bet], salt: str,
-                                                          max_profit: int | None) -> None:
+@settings(
+    max_examples=60 if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci" else 1_000, deadline=None
+)
+@given(
+    plan=bets,
+    salt=st.sampled_from(["s1", "s2", "s3", "s4"]),
+    max_profit=st.one_of(st.none(), st.integers(0, 20_000)),
+)
+def test_ledger_settles_exactly_what_the_engine_answered(
+    plan: list[Bet], salt: str, max_profit: int | None
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        outcome = trio.run(play, Path(tmp) / "seam.sqlite3", salt, plan, max_profit,
-                           # Not 0: the clock would also jump while the ledger's thread commits, and
+        outcome = trio.run(
+            play,
+            Path(tmp) / "seam.sqlite3",
+            salt,
+            plan,
+            max_profit,
+            # Not 0: the clock would also jump while the ledger's thread commits, and
             # simulated rounds would fly by during every commit. 1 ms of real idleness
             # means every task is truly waiting on simulated time.
-            clock=trio.testing.MockClock(autojump_threshold=0.001))
+            clock=trio.testing.MockClock(autojump_threshold=0.001),
+        )
     assert outcome.problems == []
     crash_points = outcome.crash_points
     expected = {p.user_id: FUNDING for p in USERS}
@@ -156,7 +186,12 @@ def test_ledger_settles_exactly_what_the_engine_answered(plan: list[Bet], salt: 
             if status != "cashed_out" and max_profit is None:
                 # Won without a manual cashout: only by its auto target, exactly.
                 assert auto is not None and multiplier == auto
-        if result == "lost" and round_id in crash_points and auto is not None and max_profit is None:
+        if (
+            result == "lost"
+            and round_id in crash_points
+            and auto is not None
+            and max_profit is None
+        ):
             assert auto > crash_points[round_id]
         expected[user_id] += (payout or 0) - stake if result != "refunded" else 0
     assert outcome.balances == expected

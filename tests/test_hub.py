@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crashd.api.feed.frames import OPCODE_TEXT, decode_server_frame, encode_close, encode_text
 from crashd.api.feed.hub import (
     CLOSE_SLOW_CONSUMER,
     LIVE_MULTIPLIER,
@@ -24,7 +25,6 @@ from crashd.api.feed.hub import (
     ReplayBuffer,
     Subscriber,
 )
-from crashd.api.feed.frames import OPCODE_TEXT, decode_server_frame, encode_close, encode_text
 
 
 class Pipe:
@@ -114,7 +114,9 @@ def test_seq_is_contiguous_and_every_subscriber_sees_its_channels_in_order(chs: 
     got = stream(everyone.read_all())
     assert [m["seq"] for m in got] == seqs
     got = stream(ordered_only.read_all())
-    assert [m["seq"] for m in got] == [s for s, c in zip(seqs, chs) if c == ROUND_UPDATES]
+    assert [m["seq"] for m in got] == [
+        s for s, c in zip(seqs, chs, strict=True) if c == ROUND_UPDATES
+    ]
     # The subscribe-time snapshot comes first and is marked.
     assert everyone.pipe.messages[0]["type"] == "snapshot"
     assert everyone.pipe.messages[0]["reason"] == "subscribe"
@@ -161,7 +163,9 @@ def test_resume_from_another_epoch_gets_a_snapshot() -> None:
     assert msg["type"] == "snapshot" and msg["reason"] == "epoch_changed"
 
 
-@given(st.lists(st.sampled_from([LIVE_MULTIPLIER, ROUND_UPDATES]), max_size=200), st.integers(0, 300))
+@given(
+    st.lists(st.sampled_from([LIVE_MULTIPLIER, ROUND_UPDATES]), max_size=200), st.integers(0, 300)
+)
 def test_a_stalled_subscriber_gets_the_newest_tick_and_every_ordered_message(
     chs: list[str], capacity: int
 ) -> None:
@@ -182,20 +186,27 @@ def test_a_stalled_subscriber_gets_the_newest_tick_and_every_ordered_message(
 
 
 @given(
-    st.lists(st.tuples(st.sampled_from([LIVE_MULTIPLIER, ROUND_UPDATES]), st.integers(0, 300)), max_size=300),
+    st.lists(
+        st.tuples(st.sampled_from([LIVE_MULTIPLIER, ROUND_UPDATES]), st.integers(0, 300)),
+        max_size=300,
+    ),
     st.integers(1, 20),
     st.integers(200, 4000),
 )
 def test_outbox_and_replay_memory_stay_bounded(
     pubs: list[tuple[str, int]], max_messages: int, max_bytes: int
 ) -> None:
-    hub = Hub(snapshot=state, replay_capacity=16, outbox_messages=max_messages, outbox_bytes=max_bytes)
+    hub = Hub(
+        snapshot=state, replay_capacity=16, outbox_messages=max_messages, outbox_bytes=max_bytes
+    )
     peer = Peer(hub, capacity=0)  # never reads
     hub.subscribe(peer.sub, [LIVE_MULTIPLIER, ROUND_UPDATES])
     biggest = 0
     for channel, pad in pubs:
         hub.publish(channel, {"type": "x", "pad": "p" * pad})
-        biggest = max(biggest, len(hub.latest[LIVE_MULTIPLIER].data) if LIVE_MULTIPLIER in hub.latest else 0)
+        biggest = max(
+            biggest, len(hub.latest[LIVE_MULTIPLIER].data) if LIVE_MULTIPLIER in hub.latest else 0
+        )
         box = peer.sub.outbox
         snapshot = len(hub.snapshot_frame(peer.sub.channels, "resync"))
         assert box.ordered_count <= max(max_messages, 1)

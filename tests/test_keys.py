@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 from quart import Blueprint, Response
+from test_api_support import build_app, make_key, serving_app, test_config
 
 from crashd.api import database as apidb
-from crashd.api.security.auth import requires_scope
 from crashd.api.cli.main import main
 from crashd.api.rest.contract import documented, json_response
+from crashd.api.security.auth import requires_scope
 from crashd.api.security.keys import SCOPES, KeyStore, KeyStoreError, Principal
-from test_api_support import build_app, make_key, serving_app, test_config
 
 
 def test_created_key_has_its_prefix_and_is_stored_only_hashed(tmp_path: Path) -> None:
@@ -55,11 +55,19 @@ def test_revocation_is_recorded_and_bumps_the_counter(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("scopes", "partner", "label"),
-    [("", "acme", ""), ("read:everything", "acme", ""), ("write:bet,admin", "acme", ""),
-     ("write:bet", "bad partner", ""), ("write:bet", "", ""), ("write:bet", "acme", "x" * 101),
-     ("write:bet", "acme", "new\nline")],
+    [
+        ("", "acme", ""),
+        ("read:everything", "acme", ""),
+        ("write:bet,admin", "acme", ""),
+        ("write:bet", "bad partner", ""),
+        ("write:bet", "", ""),
+        ("write:bet", "acme", "x" * 101),
+        ("write:bet", "acme", "new\nline"),
+    ],
 )
-def test_bad_key_parameters_are_refused(tmp_path: Path, scopes: str, partner: str, label: str) -> None:
+def test_bad_key_parameters_are_refused(
+    tmp_path: Path, scopes: str, partner: str, label: str
+) -> None:
     store = KeyStore(tmp_path / "k.sqlite3")
     with pytest.raises(KeyStoreError):
         store.create("sandbox", scopes, partner_id=partner, label=label)
@@ -84,13 +92,45 @@ def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["keys", "list", "--database", db]) == 0
     assert "no API keys" in capsys.readouterr().out
 
-    assert main(["keys", "create", "--database", db, "--env", "sandbox", "--scopes",
-                 "write:bet,read:balance", "--label", "shop", "--partner", "p1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "keys",
+                "create",
+                "--database",
+                db,
+                "--env",
+                "sandbox",
+                "--scopes",
+                "write:bet,read:balance",
+                "--label",
+                "shop",
+                "--partner",
+                "p1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     created = json.loads(capsys.readouterr().out)
     assert created["secret"].startswith("ck_test_")
     assert created["scopes"] == ["read:balance", "write:bet"] and created["partner_id"] == "p1"
 
-    assert main(["keys", "create", "--database", db, "--env", "production", "--scopes", "read:game_state"]) == 0
+    assert (
+        main(
+            [
+                "keys",
+                "create",
+                "--database",
+                db,
+                "--env",
+                "production",
+                "--scopes",
+                "read:game_state",
+            ]
+        )
+        == 0
+    )
     human = capsys.readouterr().out
     assert "secret: ck_live_" in human and "shown only now" in human
 
@@ -107,7 +147,9 @@ def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert all("secret" not in k for k in keys.values())
 
 
-def test_keys_cli_usage_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keys_cli_usage_errors_are_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = str(tmp_path / "cli.sqlite3")
     assert main(["keys", "create", "--database", db, "--env", "sandbox", "--scopes", "root"]) == 2
     err = capsys.readouterr().err
@@ -132,8 +174,14 @@ def _auth_routes() -> Blueprint:
     @documented("test")
     @requires_scope("read:balance")
     async def balance(*, principal: Principal) -> Response:
-        return json_response({"key_id": principal.key_id, "partner_id": principal.partner_id,
-                              "environment": principal.environment, "scopes": sorted(principal.scopes)})
+        return json_response(
+            {
+                "key_id": principal.key_id,
+                "partner_id": principal.partner_id,
+                "environment": principal.environment,
+                "scopes": sorted(principal.scopes),
+            }
+        )
 
     return bp
 
@@ -154,8 +202,14 @@ def _bearer(secret: str) -> dict[str, str]:
 async def test_missing_or_bad_key_is_401(auth_server) -> None:  # type: ignore[no-untyped-def]
     config, client = auth_server
     _, secret = make_key(config, "read:balance")
-    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"},
-                    _bearer("ck_test_" + "A" * 32), _bearer(secret + "x"), _bearer(secret.replace("test", "live"))):
+    for headers in (
+        {},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer"},
+        _bearer("ck_test_" + "A" * 32),
+        _bearer(secret + "x"),
+        _bearer(secret.replace("test", "live")),
+    ):
         r = await client.get("/test/balance", headers=headers)
         assert r.status_code == 401, headers
         assert r.headers["content-type"] == "application/problem+json"
@@ -174,10 +228,17 @@ async def test_missing_scope_is_403_and_the_right_scope_yields_the_principal(aut
     key_id, good = make_key(config, "read:balance", partner="shop-7")
     r = await client.get("/test/balance", headers=_bearer(good))
     assert r.status_code == 200
-    assert r.json() == {"key_id": key_id, "partner_id": "shop-7", "environment": "sandbox", "scopes": ["read:balance"]}
+    assert r.json() == {
+        "key_id": key_id,
+        "partner_id": "shop-7",
+        "environment": "sandbox",
+        "scopes": ["read:balance"],
+    }
 
 
-async def test_revocation_takes_effect_on_the_next_request(auth_server, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+async def test_revocation_takes_effect_on_the_next_request(
+    auth_server, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
     config, client = auth_server
     key_id, secret = make_key(config, "read:balance")
     for _ in range(3):  # warm the cache
@@ -209,7 +270,9 @@ async def test_production_server_refuses_sandbox_keys(tmp_path: Path) -> None:
     assert r2.status_code == 401 and r2.json()["code"] == "invalid_api_key"
 
 
-async def test_access_log_names_the_key_id_never_the_key(auth_server, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+async def test_access_log_names_the_key_id_never_the_key(
+    auth_server, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
     config, client = auth_server
     caplog.set_level(logging.INFO, logger="crashd.access")
     key_id, secret = make_key(config, "read:balance")
@@ -233,14 +296,24 @@ def test_rotation_keeps_identity_and_overlaps_then_expires(tmp_path: Path) -> No
         # Neither the signing secret nor the key is in the database.
         rotated = store.rotate(created.key.id, overlap_s=100, now=1_000.0)
         assert rotated.key.id == created.key.id and rotated.key.generation == 1
-        assert rotated.signing_secret == store.signing_secret(created.key.id, 1) != created.signing_secret
+        assert (
+            rotated.signing_secret
+            == store.signing_secret(created.key.id, 1)
+            != created.signing_secret
+        )
         assert store.lookup(rotated.secret, now=1_050.0) is not None
         assert store.lookup(created.secret, now=1_050.0) is not None  # overlap
         assert store.lookup(created.secret, now=1_100.0) is None  # over
         key = store.get(created.key.id)
         assert key is not None and key.previous_until == 1_100.0
-        principal = Principal(key.id, key.partner_id, key.environment, frozenset(key.scopes),
-                              key.generation, key.previous_until)
+        principal = Principal(
+            key.id,
+            key.partner_id,
+            key.environment,
+            frozenset(key.scopes),
+            key.generation,
+            key.previous_until,
+        )
         assert principal.signing_generations(1_050.0) == (1, 0)
         assert principal.signing_generations(1_100.0) == (1,)
         store.revoke(created.key.id)
@@ -252,7 +325,9 @@ def test_rotation_keeps_identity_and_overlaps_then_expires(tmp_path: Path) -> No
         store.close()
     for path in tmp_path.iterdir():
         data = path.read_bytes()
-        assert created.signing_secret.encode() not in data and rotated.secret[8:].encode() not in data
+        assert (
+            created.signing_secret.encode() not in data and rotated.secret[8:].encode() not in data
+        )
 
 
 def test_old_key_tables_are_migrated_in_place(tmp_path: Path) -> None:

@@ -50,8 +50,9 @@ def run_and_kill(db: Path, seed: int, delay: float, log: Path) -> tuple[list[str
     """Run the child for ``delay`` seconds of wall time, SIGKILL it, return its
     complete stdout lines (a line cut by the kill is dropped) and its return code."""
     with open(log, "ab") as err:
-        proc = subprocess.Popen([sys.executable, str(CHILD), str(db), str(seed)],
-                                stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, str(CHILD), str(db), str(seed)], stdout=subprocess.PIPE, stderr=err
+        )
         assert proc.stdout is not None
         chunks: list[bytes] = []
 
@@ -75,7 +76,8 @@ def unfinished(conn: sqlite3.Connection) -> tuple[int, int, int]:
     """(rounds recovery must void, bets it must refund, amount it must refund)."""
     rounds = conn.execute("SELECT count(*) FROM rounds WHERE settled_at IS NULL").fetchone()[0]
     bets, amount = conn.execute(
-        "SELECT count(*), coalesce(sum(stake), 0) FROM bets WHERE outcome IS NULL").fetchone()
+        "SELECT count(*), coalesce(sum(stake), 0) FROM bets WHERE outcome IS NULL"
+    ).fetchone()
     return rounds, bets, amount
 
 
@@ -89,23 +91,31 @@ def check_database(db: Path, acks: list[dict[str, Any]]) -> tuple[int, int, int]
             assert row is not None, f"acknowledged op lost: {a}"
             assert row[0] == a["seq"] and row[1] == 1, (a, row)
             if a["type"] == "bet_settled" and a["outcome"] == "won":
-                bet = conn.execute("SELECT outcome, payout, settled_op FROM bets WHERE ticket_id = ?",
-                                   (a["ticket_id"],)).fetchone()
+                bet = conn.execute(
+                    "SELECT outcome, payout, settled_op FROM bets WHERE ticket_id = ?",
+                    (a["ticket_id"],),
+                ).fetchone()
                 assert bet == ("won", a["payout"], a["seq"]), (a, bet)
             elif a["type"] == "bet_confirmed":
-                bet = conn.execute("SELECT stake, confirmed_op FROM bets WHERE ticket_id = ?",
-                                   (a["ticket_id"],)).fetchone()
+                bet = conn.execute(
+                    "SELECT stake, confirmed_op FROM bets WHERE ticket_id = ?", (a["ticket_id"],)
+                ).fetchone()
                 assert bet == (a["stake"], a["seq"]), (a, bet)
             elif a["type"] == "round_settled":
-                rnd = conn.execute("SELECT state, settled_op FROM rounds WHERE id = ?",
-                                   (a["round_id"],)).fetchone()
+                rnd = conn.execute(
+                    "SELECT state, settled_op FROM rounds WHERE id = ?", (a["round_id"],)
+                ).fetchone()
                 assert rnd == ("crashed", a["seq"]), (a, rnd)
         report = audit(conn)
         assert report.ok, report.problems
         # Exactly one settlement transfer per settled bet: nothing refunded or paid twice.
         for outcome, kind in (("refunded", "refund"), ("lost", "loss"), ("won", "stake_return")):
-            n_bets = conn.execute("SELECT count(*) FROM bets WHERE outcome = ?", (outcome,)).fetchone()[0]
-            n_transfers = conn.execute("SELECT count(*) FROM transfers WHERE kind = ?", (kind,)).fetchone()[0]
+            n_bets = conn.execute(
+                "SELECT count(*) FROM bets WHERE outcome = ?", (outcome,)
+            ).fetchone()[0]
+            n_transfers = conn.execute(
+                "SELECT count(*) FROM transfers WHERE kind = ?", (kind,)
+            ).fetchone()[0]
             assert n_bets == n_transfers, (outcome, n_bets, n_transfers)
         return unfinished(conn)
     finally:
@@ -127,7 +137,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         # or recovery itself; the rest in the middle of the load.
         delay = rng.uniform(0.05, 0.7) if rng.random() < 0.33 else rng.uniform(0.7, 1.6)
         lines, code = run_and_kill(db, rng.randrange(2**31), delay, log)
-        assert code == -signal.SIGKILL, f"child exited by itself ({code}); see {log}:\n{log.read_text()[-3000:]}"
+        assert code == -signal.SIGKILL, (
+            f"child exited by itself ({code}); see {log}:\n{log.read_text()[-3000:]}"
+        )
         acks = [json.loads(line[4:]) for line in lines if line.startswith("ACK ")]
         recovered = [json.loads(line[10:]) for line in lines if line.startswith("RECOVERED ")]
         if recovered:
@@ -159,6 +171,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     assert unfinished(conn) == (0, 0, 0)
     assert conn.execute("SELECT count(*) FROM rounds WHERE state = 'open'").fetchone()[0] == 0
     conn.close()
-    print(f"kill test: {kills} kills, {total_acks} acknowledgements checked, "
-          f"{recoveries_seen} recoveries seen ({voided} rounds voided, {refunded} bets refunded)")
+    print(
+        f"kill test: {kills} kills, {total_acks} acknowledgements checked, "
+        f"{recoveries_seen} recoveries seen ({voided} rounds voided, {refunded} bets refunded)"
+    )
     assert total_acks > 0

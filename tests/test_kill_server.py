@@ -16,28 +16,47 @@ import os
 import random
 import signal
 import subprocess
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
+from test_api_bets import Api, game_config
+from test_api_support import PYTHON, REPO, make_key
 
 from crashd.engine import chainstore
 from crashd.engine.fairness import ChainReader, crash_point
 from crashd.engine.ledger import open_ledger
-from test_api_bets import Api, game_config
-from test_api_support import PYTHON, REPO, make_key
 
 KILLS = int(os.environ.get("CRASHD_SERVER_KILLS", "6"))
 
 
 async def start(config: Any) -> tuple[trio.Process, str]:
     proc = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "crashd.api", "serve", "--port", "0", "--feed-port", "0",
-         "--database", str(config.database), "--chain-file", str(config.chain_file),
-         "--betting-ms", "300", "--pause-ms", "150", "--stop-wait-s", "1", "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            PYTHON,
+            "-m",
+            "crashd.api",
+            "serve",
+            "--port",
+            "0",
+            "--feed-port",
+            "0",
+            "--database",
+            str(config.database),
+            "--chain-file",
+            str(config.chain_file),
+            "--betting-ms",
+            "300",
+            "--pause-ms",
+            "150",
+            "--stop-wait-s",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.stdout is not None
@@ -66,7 +85,9 @@ async def player(api: Api, user: str, rng: random.Random, acks: Acks) -> None:
             if r.status_code != 201:
                 await trio.sleep(0.05)
                 continue
-            r = await api.post("/api/v1/bets/confirm", {"user_id": user, "hold_id": r.json()["hold_id"]})
+            r = await api.post(
+                "/api/v1/bets/confirm", {"user_id": user, "hold_id": r.json()["hold_id"]}
+            )
             if r.status_code != 201:
                 await trio.sleep(0.05)
                 continue
@@ -88,7 +109,7 @@ async def test_kill_the_server_under_load_and_recover(tmp_path: Path) -> None:
     config = game_config(tmp_path)
     _, secret = make_key(config, "read:game_state,read:balance,write:bet")
     acks = Acks()
-    for cycle in range(KILLS):
+    for _ in range(KILLS):
         proc, url = await start(config)
         try:
             async with httpx.AsyncClient(base_url=url, timeout=5) as client:
@@ -111,7 +132,9 @@ async def test_kill_the_server_under_load_and_recover(tmp_path: Path) -> None:
     with trio.fail_after(30):
         assert await proc.wait() == 0
 
-    print(f"acknowledged: {len(acks.confirmed)} bets, {len(acks.cashed_out)} cashouts over {KILLS} kills")
+    print(
+        f"acknowledged: {len(acks.confirmed)} bets, {len(acks.cashed_out)} cashouts over {KILLS} kills"
+    )
     assert acks.confirmed, "the load never got a bet acknowledged"
     async with open_ledger(config.database) as ledger:
         audit = await ledger.audit()
@@ -136,6 +159,7 @@ async def test_kill_the_server_under_load_and_recover(tmp_path: Path) -> None:
             assert r.game_hash == reader.game_hash(r.round_id), (r, seed)
             assert r.crash_point == crash_point(r.game_hash, chain.salt), (r, seed)
         for user in (f"u{i}" for i in range(4)):
-            for bet in await ledger.user_bets(environment="sandbox", partner_id="acme", user_id=user,
-                                              limit=1000):
+            for bet in await ledger.user_bets(
+                environment="sandbox", partner_id="acme", user_id=user, limit=1000
+            ):
                 assert bet.outcome is not None, (bet, seed)

@@ -47,20 +47,36 @@ class Clock:
 
 
 def opener(tmp_path: Path, clock: Clock | None = None, **kw: object):  # type: ignore[no-untyped-def]
-    return open_ledger(tmp_path / "ledger.sqlite3", clock=clock or Clock(),
-                       sweep_interval_s=None, **kw)  # type: ignore[arg-type]
+    return open_ledger(
+        tmp_path / "ledger.sqlite3", clock=clock or Clock(), sweep_interval_s=None, **kw
+    )  # type: ignore[arg-type]
 
 
 async def available(ledger: Ledger, user: str, env: dict[str, str] = P) -> int:
     return (await ledger.balance(user_id=user, **env)).available
 
 
-async def bet(ledger: Ledger, user: str, n: str, stake: int, round_id: int | None,
-              auto: int | None = None, env: dict[str, str] = P) -> str:
-    await ledger.bet_reserve(f"res-{n}", user_id=user, hold_id=f"h-{n}", amount=stake,
-                             ttl_ms=10_000, **env)
-    await ledger.bet_confirm(f"conf-{n}", user_id=user, hold_id=f"h-{n}", ticket_id=f"t-{n}",
-                             auto_cashout=auto, round_id=round_id, **env)
+async def bet(
+    ledger: Ledger,
+    user: str,
+    n: str,
+    stake: int,
+    round_id: int | None,
+    auto: int | None = None,
+    env: dict[str, str] = P,
+) -> str:
+    await ledger.bet_reserve(
+        f"res-{n}", user_id=user, hold_id=f"h-{n}", amount=stake, ttl_ms=10_000, **env
+    )
+    await ledger.bet_confirm(
+        f"conf-{n}",
+        user_id=user,
+        hold_id=f"h-{n}",
+        ticket_id=f"t-{n}",
+        auto_cashout=auto,
+        round_id=round_id,
+        **env,
+    )
     return f"t-{n}"
 
 
@@ -72,8 +88,9 @@ async def test_group_commit_answers_each_caller_after_one_shared_commit(tmp_path
 
         async def reserve(i: int) -> None:
             try:
-                results[i] = await ledger.bet_reserve(f"r{i}", user_id="alice", hold_id=f"h{i}",
-                                                      amount=100, ttl_ms=5000, **P)
+                results[i] = await ledger.bet_reserve(
+                    f"r{i}", user_id="alice", hold_id=f"h{i}", amount=100, ttl_ms=5000, **P
+                )
             except InsufficientFunds as err:
                 results[i] = err
 
@@ -101,8 +118,9 @@ async def test_idempotency_replay_conflict_and_failure_stays_failed(tmp_path: Pa
             await ledger.psp_deposit("evt-1", user_id="bob", amount=501, **P)
         with pytest.raises(IdempotencyConflict):
             # Same id, different operation.
-            await ledger.faucet_credit("psp:production:evt-1", user_id="bob", amount=1,
-                                       partner_id="acme")
+            await ledger.faucet_credit(
+                "psp:production:evt-1", user_id="bob", amount=1, partner_id="acme"
+            )
         with pytest.raises(InsufficientFunds) as refused:
             await ledger.psp_withdrawal("wd-1", user_id="bob", amount=800, **P)
         await ledger.psp_deposit("evt-2", user_id="bob", amount=500, **P)
@@ -118,8 +136,9 @@ async def test_invalid_request_is_not_recorded(tmp_path: Path) -> None:
         with pytest.raises(InvalidRequest):
             await ledger.psp_deposit("evt-x", user_id="bob", amount=-5, **P)
         with pytest.raises(InvalidRequest):
-            await ledger.psp_deposit("evt-x", user_id="bob", amount=5, environment="staging",
-                                     partner_id="acme")
+            await ledger.psp_deposit(
+                "evt-x", user_id="bob", amount=5, environment="staging", partner_id="acme"
+            )
         with pytest.raises(InvalidRequest):
             await ledger.settle_win("w", ticket_id="t", multiplier=99)
         # Text SQLite cannot store (a lone surrogate) is refused up front: queued, it
@@ -141,10 +160,14 @@ async def test_withdrawal_reversal_credits_back_once(tmp_path: Path) -> None:
         await ledger.psp_deposit("d", user_id="c", amount=300, **P)
         await ledger.psp_withdrawal("w", user_id="c", amount=200, **P)
         assert await available(ledger, "c") == 100
-        back = await ledger.psp_withdrawal_reversal("rev1", environment="production", withdrawal_id="w")
+        back = await ledger.psp_withdrawal_reversal(
+            "rev1", environment="production", withdrawal_id="w"
+        )
         assert (back.amount, back.balance) == (200, 300)
         with pytest.raises(AlreadyReversed):
-            await ledger.psp_withdrawal_reversal("rev2", environment="production", withdrawal_id="w")
+            await ledger.psp_withdrawal_reversal(
+                "rev2", environment="production", withdrawal_id="w"
+            )
         audit = await ledger.audit()
         assert audit.ok and audit.psp_net["production"] == 300
 
@@ -156,8 +179,9 @@ async def test_environments_never_mix(tmp_path: Path) -> None:
         assert await available(ledger, "dana", S) == 1000
         assert await available(ledger, "dana", P) == 0
         with pytest.raises(EnvironmentNotAllowed):
-            await ledger.faucet_credit("f2", user_id="dana", amount=1000, partner_id="acme",
-                                       environment="production")
+            await ledger.faucet_credit(
+                "f2", user_id="dana", amount=1000, partner_id="acme", environment="production"
+            )
         with pytest.raises(InsufficientFunds):
             await ledger.bet_reserve("r", user_id="dana", hold_id="h", amount=1, ttl_ms=1000, **P)
         # A sandbox hold cannot be confirmed as a production bet.
@@ -167,15 +191,21 @@ async def test_environments_never_mix(tmp_path: Path) -> None:
     # And the database itself refuses a cross-environment transfer.
     conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
     conn.execute("PRAGMA foreign_keys=ON")
-    ids = dict(conn.execute("SELECT environment || ':' || kind, id FROM accounts "
-                            "WHERE kind != 'player'").fetchall())
+    ids = dict(
+        conn.execute(
+            "SELECT environment || ':' || kind, id FROM accounts WHERE kind != 'player'"
+        ).fetchall()
+    )
     sandbox_player = conn.execute(
-        "SELECT id FROM accounts WHERE kind='player' AND environment='sandbox'").fetchone()[0]
+        "SELECT id FROM accounts WHERE kind='player' AND environment='sandbox'"
+    ).fetchone()[0]
     op = conn.execute("SELECT max(id) FROM ops").fetchone()[0]
     with pytest.raises(sqlite3.IntegrityError):
-        conn.execute("INSERT INTO transfers (op, environment, debit, credit, amount, kind, ts) "
-                     "VALUES (?, 'sandbox', ?, ?, 5, 'deposit', 0)",
-                     (op, ids["production:psp"], sandbox_player))
+        conn.execute(
+            "INSERT INTO transfers (op, environment, debit, credit, amount, kind, ts) "
+            "VALUES (?, 'sandbox', ?, ?, 5, 'deposit', 0)",
+            (op, ids["production:psp"], sandbox_player),
+        )
     conn.close()
 
 
@@ -193,7 +223,7 @@ async def test_history_is_append_only(tmp_path: Path) -> None:
         "DELETE FROM transfers",
         "UPDATE ops SET ok = 0",
         "DELETE FROM ops",
-        "UPDATE holds SET state = 'voided'",          # posted → voided: resolved twice
+        "UPDATE holds SET state = 'voided'",  # posted → voided: resolved twice
         "UPDATE holds SET amount = 1",
         "DELETE FROM holds",
         "UPDATE bets SET outcome = 'refunded', payout = stake",  # settled twice
@@ -222,9 +252,11 @@ async def test_account_identity_trigger_and_its_migration(tmp_path: Path) -> Non
         await ledger.psp_deposit("d", user_id="i", amount=10, **P)
     conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
     conn.execute("DROP TRIGGER accounts_identity_columns")
-    conn.execute("CREATE TRIGGER accounts_identity BEFORE UPDATE ON accounts "
-                 "WHEN NEW.user_id IS NOT OLD.user_id "
-                 "BEGIN SELECT RAISE(ABORT, 'account identity is immutable'); END")
+    conn.execute(
+        "CREATE TRIGGER accounts_identity BEFORE UPDATE ON accounts "
+        "WHEN NEW.user_id IS NOT OLD.user_id "
+        "BEGIN SELECT RAISE(ABORT, 'account identity is immutable'); END"
+    )
     conn.commit()
     conn.close()
     async with opener(tmp_path) as ledger:
@@ -233,11 +265,12 @@ async def test_account_identity_trigger_and_its_migration(tmp_path: Path) -> Non
     conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     assert "accounts_identity_columns" in names and "accounts_identity" not in names
-    for sql in ("UPDATE accounts SET posted = posted, user_id = 'mallory' WHERE kind = 'player'",
-                "UPDATE accounts SET environment = 'sandbox' WHERE kind = 'psp'",
-                "UPDATE accounts SET kind = 'house', partner_id = '', user_id = '' "
-                "WHERE kind = 'player'",
-                "UPDATE accounts SET id = id + 1000"):
+    for sql in (
+        "UPDATE accounts SET posted = posted, user_id = 'mallory' WHERE kind = 'player'",
+        "UPDATE accounts SET environment = 'sandbox' WHERE kind = 'psp'",
+        "UPDATE accounts SET kind = 'house', partner_id = '', user_id = '' WHERE kind = 'player'",
+        "UPDATE accounts SET id = id + 1000",
+    ):
         with pytest.raises(sqlite3.DatabaseError):
             conn.execute(sql)
         conn.rollback()
@@ -323,23 +356,27 @@ async def test_round_life_cycle_payouts_and_reads(tmp_path: Path) -> None:
         with pytest.raises(AlreadySettled):
             await ledger.settle_win("cash2", ticket_id=manual, multiplier=160)
         with pytest.raises(InvalidMultiplier):
-            await ledger.round_settle("x", round_id=1, crash_point=300, game_hash=HASH,
-                                      wins=((early, 400),))
-        settled = await ledger.round_settle("x2", round_id=1, crash_point=300, game_hash=HASH,
-                                            wins=((early, 200),))
+            await ledger.round_settle(
+                "x", round_id=1, crash_point=300, game_hash=HASH, wins=((early, 400),)
+            )
+        settled = await ledger.round_settle(
+            "x2", round_id=1, crash_point=300, game_hash=HASH, wins=((early, 200),)
+        )
         assert (settled.won, settled.lost, settled.paid, settled.collected) == (1, 1, 200, 500)
         with pytest.raises(RoundClosed):
             await bet(ledger, "h", "late", 10, 1)
         with pytest.raises(RoundOutOfOrder):
             await ledger.round_start("s0", round_id=1)
         await ledger.round_start("s3", round_id=3)  # game numbers may skip, never go back
-        await ledger.round_void("v3", round_id=3, reason="operator", crash_point=250,
-                                game_hash="a" * 64)
+        await ledger.round_void(
+            "v3", round_id=3, reason="operator", crash_point=250, game_hash="a" * 64
+        )
         # The burnt game is kept with the round; replaying the void changes nothing.
         view = await ledger.round(3)
         assert view is not None and (view.crash_point, view.game_hash) == (250, "a" * 64)
-        again = await ledger.round_void("v3", round_id=3, reason="operator", crash_point=250,
-                                        game_hash="a" * 64)
+        again = await ledger.round_void(
+            "v3", round_id=3, reason="operator", crash_point=250, game_hash="a" * 64
+        )
         assert again.replayed
         with pytest.raises(IdempotencyConflict):
             await ledger.round_void("v3", round_id=3, reason="operator")
@@ -385,10 +422,16 @@ async def test_recovery_voids_interrupted_rounds_exactly_once(tmp_path: Path) ->
         view = await ledger.bet(kept)
         assert view is not None and (view.outcome, view.payout) == ("won", 2500)
         assert [(r.round_id, r.state) for r in await ledger.finished_rounds()] == [
-            (8, "voided"), (7, "voided")]
+            (8, "voided"),
+            (7, "voided"),
+        ]
         # The open round keeps its burnt game; the crashed one keeps what it crashed with.
         r8, r7 = await ledger.round(8), await ledger.round(7)
-        assert r8 is not None and (r8.crash_point, r8.game_hash, r8.void_reason) == (333, "b" * 64, "recovery")
+        assert r8 is not None and (r8.crash_point, r8.game_hash, r8.void_reason) == (
+            333,
+            "b" * 64,
+            "recovery",
+        )
         assert r7 is not None and (r7.crash_point, r7.game_hash) == (300, HASH)
         assert (await ledger.audit()).ok
     async with opener(tmp_path) as ledger:
@@ -425,6 +468,7 @@ async def test_start_up_checks(tmp_path: Path) -> None:
 async def test_close_drains_queued_ops(tmp_path: Path) -> None:
     results = []
     async with opener(tmp_path) as ledger:
+
         async def deposit(i: int) -> None:
             results.append(await ledger.psp_deposit(f"e{i}", user_id="l", amount=1, **P))
 
@@ -443,6 +487,7 @@ async def test_callers_outside_the_ledger_scope_never_hang(tmp_path: Path) -> No
     async with trio.open_nursery() as callers:
         with trio.CancelScope() as scope:
             async with opener(tmp_path) as ledger:
+
                 async def deposit(i: int) -> None:
                     try:
                         await ledger.psp_deposit(f"e{i}", user_id="m", amount=1, **P)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from test_api_bets import game_config
+from test_api_support import PYTHON, REPO, running_server
 
 from crashd.engine.ledger import LedgerInUse, open_ledger
 from crashd.engine.ledger.store import Store
-from test_api_bets import game_config
-from test_api_support import PYTHON, REPO, running_server
 
 HOLDER = """
 import sys, time
@@ -49,8 +49,12 @@ def test_a_second_store_in_this_process_is_refused(tmp_path: Path) -> None:
 
 def test_another_process_holding_it_is_named_and_its_death_frees_it(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
-    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE,
-                             env={**os.environ, "PYTHONPATH": str(REPO)}, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        text=True,
+    )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "holding"
         with pytest.raises(LedgerInUse, match=f"pid {child.pid}"):
@@ -63,15 +67,35 @@ def test_another_process_holding_it_is_named_and_its_death_frees_it(tmp_path: Pa
 
 async def second_server(database: Path, chain_file: Path) -> tuple[int, str]:
     done = await trio.run_process(
-        [PYTHON, "-m", "crashd.api", "serve", "--port", "0", "--feed-port", "0",
-         "--database", str(database), "--chain-file", str(chain_file), "--chain-length", "200",
-         "--log-level", "warning"],
-        capture_stdout=True, capture_stderr=True, check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        [
+            PYTHON,
+            "-m",
+            "crashd.api",
+            "serve",
+            "--port",
+            "0",
+            "--feed-port",
+            "0",
+            "--database",
+            str(database),
+            "--chain-file",
+            str(chain_file),
+            "--chain-length",
+            "200",
+            "--log-level",
+            "warning",
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     return done.returncode, done.stderr.decode()
 
 
-async def test_a_second_server_on_the_same_database_or_chain_touches_nothing(tmp_path: Path) -> None:
+async def test_a_second_server_on_the_same_database_or_chain_touches_nothing(
+    tmp_path: Path,
+) -> None:
     config = game_config(tmp_path, betting_ms=60_000)  # the first server's round stays open
     other = tmp_path / "other"
     other.mkdir()
@@ -83,7 +107,7 @@ async def test_a_second_server_on_the_same_database_or_chain_touches_nothing(tmp
                 await trio.sleep(0.02)
         assert before[-1][1] == "open"
         for database, chain, what in [
-            (config.database, other / "chain.json", "database"),   # same ledger
+            (config.database, other / "chain.json", "database"),  # same ledger
             (other / "db.sqlite3", config.chain_file, "hash chain"),  # same chain
         ]:
             # An operator's mistake: one line, exit 2, no traceback, nothing touched.
@@ -92,7 +116,11 @@ async def test_a_second_server_on_the_same_database_or_chain_touches_nothing(tmp
             # (A new chain's creation may print progress first; the refusal is one line.)
             last = err.strip().splitlines()[-1]
             assert last.startswith("crashd serve: error: another process"), err
-            assert "Traceback" not in err and f"pid {os.getpid()}" in last and f"one crashd per {what}" in last
+            assert (
+                "Traceback" not in err
+                and f"pid {os.getpid()}" in last
+                and f"one crashd per {what}" in last
+            )
         # Its recovery never ran: the first server's open round is still open.
         assert rounds(config.database)[: len(before)] == before
         assert not (other / "db.sqlite3").exists()

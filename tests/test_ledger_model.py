@@ -48,8 +48,9 @@ HASH_A = "a" * 64
 HASH_B = "b" * 64
 
 # Half the ids come from a small pool (replays, conflicts), half are almost surely fresh.
-op_ids = st.one_of(st.sampled_from([f"o{i}" for i in range(25)]),
-                   st.integers(1000, 10**9).map(lambda i: f"o{i}"))
+op_ids = st.one_of(
+    st.sampled_from([f"o{i}" for i in range(25)]), st.integers(1000, 10**9).map(lambda i: f"o{i}")
+)
 event_ids = st.sampled_from([f"e{i}" for i in range(12)])
 envs = st.sampled_from(ENVS)
 users = st.sampled_from(USERS)
@@ -64,10 +65,27 @@ ops_strategy: st.SearchStrategy[Op] = st.one_of(
     st.builds(PspWithdrawal, event_ids, envs, st.just("p"), users, amounts),
     st.builds(PspWithdrawalReversal, event_ids, envs, event_ids),
     st.builds(FaucetCredit, op_ids, envs, st.just("p"), users, amounts),
-    st.builds(BetReserve, op_ids, envs, st.just("p"), users, hold_ids, amounts,
-              st.sampled_from([1, 50, 1000])),
-    st.builds(BetConfirm, op_ids, envs, st.just("p"), users, hold_ids, tickets,
-              st.one_of(st.none(), st.integers(101, 400)), st.one_of(st.none(), round_ids)),
+    st.builds(
+        BetReserve,
+        op_ids,
+        envs,
+        st.just("p"),
+        users,
+        hold_ids,
+        amounts,
+        st.sampled_from([1, 50, 1000]),
+    ),
+    st.builds(
+        BetConfirm,
+        op_ids,
+        envs,
+        st.just("p"),
+        users,
+        hold_ids,
+        tickets,
+        st.one_of(st.none(), st.integers(101, 400)),
+        st.one_of(st.none(), round_ids),
+    ),
     st.builds(HoldVoid, op_ids, envs, st.just("p"), users, hold_ids),
     st.builds(BetTarget, op_ids, tickets, st.one_of(st.none(), st.integers(101, 400))),
     st.builds(SettleWin, op_ids, tickets, mults),
@@ -75,8 +93,14 @@ ops_strategy: st.SearchStrategy[Op] = st.one_of(
     st.builds(BetRefund, op_ids, tickets),
     st.builds(RoundStart, op_ids, round_ids),
     st.builds(RoundCrash, op_ids, round_ids, mults, st.sampled_from([HASH_A, HASH_B])),
-    st.builds(RoundSettle, op_ids, round_ids, mults, st.sampled_from([HASH_A, HASH_B]),
-              st.lists(st.tuples(tickets, mults), max_size=3, unique_by=lambda t: t[0]).map(tuple)),
+    st.builds(
+        RoundSettle,
+        op_ids,
+        round_ids,
+        mults,
+        st.sampled_from([HASH_A, HASH_B]),
+        st.lists(st.tuples(tickets, mults), max_size=3, unique_by=lambda t: t[0]).map(tuple),
+    ),
     st.builds(RoundVoid, op_ids, round_ids, st.just("operator")),
     st.builds(ReleaseExpired, op_ids, st.just(100)),
 )
@@ -106,14 +130,18 @@ class Model:
         self.posted[(env, *credit)] = self.posted.get((env, *credit), 0) + amount
 
     def pending(self, env: str, user: str) -> int:
-        return sum(h["amount"] for h in self.holds.values()
-                   if h["env"] == env and h["user"] == user and h["state"] == "pending")
+        return sum(
+            h["amount"]
+            for h in self.holds.values()
+            if h["env"] == env and h["user"] == user and h["state"] == "pending"
+        )
 
     def available(self, env: str, user: str) -> int:
         return self.posted.get((env, "player", user), 0) - self.pending(env, user)
 
-    def expire(self, now: int, env: str | None = None, user: str | None = None,
-               hold_id: str | None = None) -> None:
+    def expire(
+        self, now: int, env: str | None = None, user: str | None = None, hold_id: str | None = None
+    ) -> None:
         for hid, h in self.holds.items():
             if h["state"] != "pending" or h["expires"] > now:
                 continue
@@ -200,9 +228,13 @@ class Model:
                 raise Refused("duplicate_hold")
             if self.available(op.environment, op.user_id) < op.amount:
                 raise Refused("insufficient_funds")
-            self.holds[op.hold_id] = {"env": op.environment, "user": op.user_id,
-                                      "amount": op.amount, "expires": now + op.ttl_ms,
-                                      "state": "pending"}
+            self.holds[op.hold_id] = {
+                "env": op.environment,
+                "user": op.user_id,
+                "amount": op.amount,
+                "expires": now + op.ttl_ms,
+                "state": "pending",
+            }
             return self.available(op.environment, op.user_id)
         if isinstance(op, BetConfirm):
             if op.ticket_id in self.bets:
@@ -220,9 +252,14 @@ class Model:
                     raise Refused("round_closed")
             h["state"] = "posted"
             self.move(op.environment, ("player", op.user_id), ("escrow", ""), h["amount"])
-            self.bets[op.ticket_id] = {"env": op.environment, "user": op.user_id,
-                                       "stake": h["amount"], "round": op.round_id,
-                                       "outcome": None, "target": op.auto_cashout}
+            self.bets[op.ticket_id] = {
+                "env": op.environment,
+                "user": op.user_id,
+                "stake": h["amount"],
+                "round": op.round_id,
+                "outcome": None,
+                "target": op.auto_cashout,
+            }
             return h["amount"]
         if isinstance(op, BetTarget):
             bet = self.bets.get(op.ticket_id)
@@ -265,8 +302,12 @@ class Model:
                 raise Refused("round_out_of_order")
             if any(r["state"] == "open" for r in self.rounds.values()):
                 raise Refused("round_still_open")
-            self.rounds[op.round_id] = {"state": "open", "crash": None, "hash": None,
-                                        "settled": False}
+            self.rounds[op.round_id] = {
+                "state": "open",
+                "crash": None,
+                "hash": None,
+                "settled": False,
+            }
             joined = self.open_bets(None)
             for b in joined:
                 b["round"] = op.round_id
@@ -287,10 +328,16 @@ class Model:
                 raise Refused("round_closed")
             if r["settled"]:
                 raise Refused("already_settled")
-            if r["state"] == "crashed" and (r["crash"], r["hash"]) != (op.crash_point, op.game_hash):
+            if r["state"] == "crashed" and (r["crash"], r["hash"]) != (
+                op.crash_point,
+                op.game_hash,
+            ):
                 raise Refused("round_closed")
-            open_bets = {t: b for t, b in self.bets.items()
-                         if b["round"] == op.round_id and b["outcome"] is None}
+            open_bets = {
+                t: b
+                for t, b in self.bets.items()
+                if b["round"] == op.round_id and b["outcome"] is None
+            }
             for t, m in op.wins:
                 if t not in open_bets:
                     b = self.bets.get(t)
@@ -374,7 +421,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def commit_group(self, ops: list[Op]) -> None:
         """Several ops in one commit group, as concurrent callers would produce."""
         answers = self.store.apply_group(ops, self.now)
-        for op, answer in zip(ops, answers):
+        for op, answer in zip(ops, answers, strict=True):
             expected = self.model.apply(op, self.now)
             got = summarize(answer)
             assert got == expected, (op, got, expected)
@@ -404,12 +451,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def concurrent_reserves(self, user: str, env: str, amount: int, n: int) -> None:
         """n reserves against one balance in one group: exactly the ones that fit win."""
         base = len(self.model.holds) + len(self.model.ops)
-        ops: list[Op] = [BetReserve(f"cr{base}-{i}", env, "p", user, f"crh{base}-{i}", amount, 500)
-                         for i in range(n)]
+        ops: list[Op] = [
+            BetReserve(f"cr{base}-{i}", env, "p", user, f"crh{base}-{i}", amount, 500)
+            for i in range(n)
+        ]
         answers = self.store.apply_group(ops, self.now)
         self.model.expire(self.now, env, user)  # what the first reserve's housekeeping does
         fits = max(0, self.model.available(env, user)) // amount
-        for op, answer in zip(ops, answers):
+        for op, answer in zip(ops, answers, strict=True):
             assert summarize(answer) == self.model.apply(op, self.now)
             self.first_answers.setdefault(op.key(), summarize(answer))
         ok = sum(1 for a in answers if isinstance(a, Result))
@@ -421,7 +470,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def run(self, ops: list[Op]) -> list[Result | LedgerError]:
         answers = self.store.apply_group(ops, self.now)
-        for op, answer in zip(ops, answers):
+        for op, answer in zip(ops, answers, strict=True):
             expected = self.model.apply(op, self.now)
             assert summarize(answer) == expected, (op, answer, expected)
             event(f"{op.kind}: {expected[1] if expected[0] == 'err' else 'ok'}")
@@ -434,11 +483,27 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             self.run([PspDeposit(self.fresh("e"), env, "p", user, amount)])
 
-    @rule(user=users, env=envs, amount=amounts, auto=st.one_of(st.none(), st.integers(101, 400)),
-          join_open=st.booleans(), same_group=st.booleans(), ttl=st.sampled_from([1, 1000]),
-          delay=st.sampled_from([0, 0, 5]))
-    def place_bet(self, user: str, env: str, amount: int, auto: int | None, join_open: bool,
-                  same_group: bool, ttl: int, delay: int) -> None:
+    @rule(
+        user=users,
+        env=envs,
+        amount=amounts,
+        auto=st.one_of(st.none(), st.integers(101, 400)),
+        join_open=st.booleans(),
+        same_group=st.booleans(),
+        ttl=st.sampled_from([1, 1000]),
+        delay=st.sampled_from([0, 0, 5]),
+    )
+    def place_bet(
+        self,
+        user: str,
+        env: str,
+        amount: int,
+        auto: int | None,
+        join_open: bool,
+        same_group: bool,
+        ttl: int,
+        delay: int,
+    ) -> None:
         """Reserve then confirm, for the open round or for the next one."""
         if self.model.available(env, user) < amount:
             self.fund(user, env, 200)
@@ -457,8 +522,9 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def settle_open_bets(self, data: st.DataObject) -> None:
         """Individual cashouts and losses on bets that exist."""
-        tickets_ = sorted(t for t, b in self.model.bets.items()
-                          if b["outcome"] is None and b["round"] is not None)
+        tickets_ = sorted(
+            t for t, b in self.model.bets.items() if b["outcome"] is None and b["round"] is not None
+        )
         if not tickets_:
             return
         chosen = data.draw(st.lists(st.sampled_from(tickets_), min_size=1, max_size=4, unique=True))
@@ -473,8 +539,11 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), crash=mults)
     def crash_and_settle(self, data: st.DataObject, crash: int) -> None:
         """Start a round if none is open, else settle the open one in bulk."""
-        unsettled = [rid for rid, r in self.model.rounds.items()
-                     if r["state"] == "crashed" and not r["settled"]]
+        unsettled = [
+            rid
+            for rid, r in self.model.rounds.items()
+            if r["state"] == "crashed" and not r["settled"]
+        ]
         open_rounds = [rid for rid, r in self.model.rounds.items() if r["state"] == "open"]
         if not open_rounds and not unsettled:
             nxt = max(self.model.rounds, default=0) + 1
@@ -487,8 +556,9 @@ class LedgerMachine(RuleBasedStateMachine):
         rid = (open_rounds or unsettled)[0]
         if self.model.rounds[rid]["state"] == "crashed":
             crash = self.model.rounds[rid]["crash"]
-        bets = sorted(t for t, b in self.model.bets.items()
-                      if b["round"] == rid and b["outcome"] is None)
+        bets = sorted(
+            t for t, b in self.model.bets.items() if b["round"] == rid and b["outcome"] is None
+        )
         winners = data.draw(st.lists(st.sampled_from(bets), unique=True)) if bets else []
         wins = tuple((t, data.draw(st.integers(100, crash))) for t in winners)
         self.run([RoundSettle(self.fresh("st"), rid, crash, HASH_A, wins)])
@@ -500,7 +570,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def balances(self) -> dict[tuple[str, str, str], int]:
         out = {}
         for env, kind, user, posted in self.store.conn.execute(
-                "SELECT environment, kind, user_id, posted FROM accounts"):
+            "SELECT environment, kind, user_id, posted FROM accounts"
+        ):
             if posted:
                 out[(env, kind, user)] = posted
         return out
@@ -513,7 +584,8 @@ class LedgerMachine(RuleBasedStateMachine):
             if kind == "player":
                 pending = self.store.conn.execute(
                     "SELECT pending FROM accounts WHERE environment=? AND kind='player' AND user_id=?",
-                    (env, user)).fetchone()[0]
+                    (env, user),
+                ).fetchone()[0]
                 assert pending == self.model.pending(env, user)
                 assert posted - pending >= 0
 
@@ -545,14 +617,15 @@ class LedgerMachine(RuleBasedStateMachine):
         for table in ("transfers", "ops"):
             rows = self.store.conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
             seen = history[table]
-            assert rows[:len(seen)] == seen, f"{table} history was rewritten"
+            assert rows[: len(seen)] == seen, f"{table} history was rewritten"
             history[table] = rows
         self.history = history
 
     @invariant()
     def bets_match(self) -> None:
         for ticket, outcome, target in self.store.conn.execute(
-                "SELECT ticket_id, outcome, auto_cashout FROM bets"):
+            "SELECT ticket_id, outcome, auto_cashout FROM bets"
+        ):
             assert self.model.bets[ticket]["outcome"] == outcome
             assert self.model.bets[ticket]["target"] == target
 

@@ -93,10 +93,8 @@ def test_ops_of_one_group_see_each_other_and_replay_inside_it() -> None:
     # Same id, same contents, same group: the first answer, nothing moved.
     again = apply(txn, BetReserve("r1", *P, "h1", 60, 1000), now=0)
     assert again == first and again.replayed
-    assert isinstance(apply(txn, BetReserve("r1", *P, "h1", 61, 1000), now=0),
-                      IdempotencyConflict)
-    assert isinstance(apply(txn, BetReserve("r2", *P, "h2", 41, 1000), now=0),
-                      InsufficientFunds)
+    assert isinstance(apply(txn, BetReserve("r1", *P, "h1", 61, 1000), now=0), IdempotencyConflict)
+    assert isinstance(apply(txn, BetReserve("r2", *P, "h2", 41, 1000), now=0), InsufficientFunds)
     assert len(txn.new_holds) == 1
 
 

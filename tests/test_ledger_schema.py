@@ -53,7 +53,9 @@ def test_version_1_is_migrated_in_place(tmp_path: Path) -> None:
     # Money written by the version 1 schema.
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("INSERT INTO ops VALUES (1, 'psp:production:a', 'psp_deposit', x'00', 1, NULL, '{}', 0)")
+    conn.execute(
+        "INSERT INTO ops VALUES (1, 'psp:production:a', 'psp_deposit', x'00', 1, NULL, '{}', 0)"
+    )
     conn.execute("INSERT INTO accounts VALUES (1, 'production', 'psp', '', '', -70, 0)")
     conn.execute("INSERT INTO accounts VALUES (2, 'production', 'player', 'p', 'u', 70, 0)")
     conn.execute("INSERT INTO transfers VALUES (1, 1, 'production', 1, 2, 70, 'deposit', NULL, 0)")
@@ -61,7 +63,9 @@ def test_version_1_is_migrated_in_place(tmp_path: Path) -> None:
 
     store = Store(path)
     try:
-        assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+        assert store.conn.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone() == (str(SCHEMA_VERSION),)
         assert big_in_lists(store.conn) == []
         assert store.conn.execute("SELECT count(*) FROM transfers").fetchone() == (1,)
         assert audit(store.conn).ok
@@ -69,9 +73,13 @@ def test_version_1_is_migrated_in_place(tmp_path: Path) -> None:
         assert isinstance(posted, Posted) and posted.balance == 100
         # The guards are the same constraint as before, spelled differently.
         with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
-            store.conn.execute("INSERT INTO transfers VALUES (9, 1, 'production', 1, 2, 5, 'gift', NULL, 0)")
+            store.conn.execute(
+                "INSERT INTO transfers VALUES (9, 1, 'production', 1, 2, 5, 'gift', NULL, 0)"
+            )
         with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
-            store.conn.execute("INSERT INTO accounts VALUES (9, 'production', 'bank', 'p', 'v', 0, 0)")
+            store.conn.execute(
+                "INSERT INTO accounts VALUES (9, 'production', 'bank', 'p', 'v', 0, 0)"
+            )
         assert store.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         store.close()
@@ -91,7 +99,9 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     Store(path).close()
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    conn.execute(
+        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+    )
     conn.commit()
     conn.close()
     with pytest.raises(LedgerCorrupt, match="schema version"):
@@ -105,8 +115,10 @@ def test_a_damaged_version_1_is_refused_unchanged(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA writable_schema=ON")
     sql = conn.execute("SELECT sql FROM sqlite_schema WHERE name = 'holds'").fetchone()[0]
-    conn.execute("UPDATE sqlite_schema SET sql = ? WHERE name = 'holds'",
-                 (sql.replace("'expired'", "'lapsed'"),))
+    conn.execute(
+        "UPDATE sqlite_schema SET sql = ? WHERE name = 'holds'",
+        (sql.replace("'expired'", "'lapsed'"),),
+    )
     conn.close()
     with pytest.raises(LedgerCorrupt, match="migration 1->2: holds"):
         Store(path)
@@ -140,14 +152,25 @@ def test_version_2_bet_targets_become_changeable_until_settled(tmp_path: Path) -
     conn.close()
     store = Store(path)
     try:
-        names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_schema WHERE type = 'trigger'")}
+        names = {
+            r[0]
+            for r in store.conn.execute("SELECT name FROM sqlite_schema WHERE type = 'trigger'")
+        }
         assert "bets_one_way" in names and "bets_settle_once" not in names
-        assert store.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert store.conn.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone() == ("3",)
         from crashd.engine.ledger.model import BetRetargeted, BetSettled
         from crashd.engine.ledger.ops import BetConfirm, BetRefund, BetReserve, BetTarget
-        store.apply_group([PspDeposit("d", "production", "p", "u", 100),
-                           BetReserve("r", "production", "p", "u", "h", 50, 60_000),
-                           BetConfirm("c", "production", "p", "u", "h", "t", 150, None)], 0)
+
+        store.apply_group(
+            [
+                PspDeposit("d", "production", "p", "u", 100),
+                BetReserve("r", "production", "p", "u", "h", 50, 60_000),
+                BetConfirm("c", "production", "p", "u", "h", "t", 150, None),
+            ],
+            0,
+        )
         [changed] = store.apply_group([BetTarget("x", "t", 101)], 0)
         assert isinstance(changed, BetRetargeted) and changed.auto_cashout == 101
         assert store.conn.execute("SELECT auto_cashout FROM bets").fetchone() == (101,)

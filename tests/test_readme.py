@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def walkthrough() -> list[str]:
     text = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- walkthrough:start -->\s*```sh\n(.*?)```\s*<!-- walkthrough:end -->", text, re.S)
+    block = re.search(
+        r"<!-- walkthrough:start -->\s*```sh\n(.*?)```\s*<!-- walkthrough:end -->", text, re.S
+    )
     assert block is not None, "README walkthrough block not found"
     return [line for line in block.group(1).splitlines() if line.strip()]
 
@@ -38,12 +40,25 @@ def test_readme_opens_with_the_two_commands() -> None:
 
 def test_readme_walkthrough_runs(tmp_path: Path) -> None:
     bindir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
-           "CRASHD_PORT": "0", "CRASHD_FEED_PORT": "0", "CRASHD_CHAIN_LENGTH": "300",
-           "CRASHD_BETTING_MS": "1500", "CRASHD_PAUSE_MS": "300", "CRASHD_STOP_WAIT_S": "1",
-           "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([str(Path(bindir) / "crashd"), "serve"], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    env = {
+        **os.environ,
+        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+        "CRASHD_PORT": "0",
+        "CRASHD_FEED_PORT": "0",
+        "CRASHD_CHAIN_LENGTH": "300",
+        "CRASHD_BETTING_MS": "1500",
+        "CRASHD_PAUSE_MS": "300",
+        "CRASHD_STOP_WAIT_S": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    server = subprocess.Popen(
+        [str(Path(bindir) / "crashd"), "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert server.stdout is not None
         line = server.stdout.readline()
@@ -59,8 +74,14 @@ def test_readme_walkthrough_runs(tmp_path: Path) -> None:
                     '*) echo "$OUT" >&2; exit 1;; esac; done; echo "$OUT"'
                 )
             lines.append(command)
-        result = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(lines)], cwd=tmp_path,
-                                env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         out = result.stdout
         assert "cashed_out" in out or "too_late" in out, out

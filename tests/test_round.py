@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crashd.engine.curve import MAX_MULTIPLIER, ms_at, multiplier_at
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.round.config import RoundConfig
 from crashd.engine.round.events import (
     BetAccepted,
     BetLost,
@@ -25,19 +27,23 @@ from crashd.engine.round.events import (
     Tick,
     TooLate,
 )
-from crashd.engine.fairness import ChainReader, build_chain, crash_point
-from crashd.engine.round.tables import COMMANDS, LEGAL, REASONS, TRANSITIONS, Command, Phase
 from crashd.engine.round.machine import BetState, Round, SeqCounter
 from crashd.engine.round.sequencer import Sequencer
-from crashd.engine.round.config import RoundConfig
+from crashd.engine.round.tables import COMMANDS, LEGAL, REASONS, TRANSITIONS, Command, Phase
 
 HASH = "6774ddd3dfe94e2c966d4ca5c5ed6dcd1f6a4fdab87ad12677ee7c5b96d6a3f5"
 CFG = RoundConfig(betting_ms=1000, pause_ms=500)
 
 
 def new_round(crash: int, config: RoundConfig = CFG) -> Round:
-    r = Round(round_id=7, game_hash=HASH, crash_point=crash, config=config, opens_at_ms=0,
-              seq=SeqCounter())
+    r = Round(
+        round_id=7,
+        game_hash=HASH,
+        crash_point=crash,
+        config=config,
+        opens_at_ms=0,
+        seq=SeqCounter(),
+    )
     r.open([])
     return r
 
@@ -97,8 +103,12 @@ def test_time_never_goes_backwards() -> None:
 
 @pytest.mark.parametrize(
     ("stake", "target", "reason"),
-    [(0, None, "stake_too_small"), (1001, None, "stake_too_large"), (10, 100, "invalid_target"),
-     (10, MAX_MULTIPLIER + 1, "invalid_target")],
+    [
+        (0, None, "stake_too_small"),
+        (1001, None, "stake_too_large"),
+        (10, 100, "invalid_target"),
+        (10, MAX_MULTIPLIER + 1, "invalid_target"),
+    ],
 )
 def test_bet_limits(stake: int, target: int | None, reason: str) -> None:
     r = new_round(250, dataclasses.replace(CFG, min_stake=1, max_stake=1000))
@@ -120,13 +130,28 @@ def test_bets_per_user_and_duplicate_tickets() -> None:
 def test_rejected_command_changes_nothing() -> None:
     r = new_round(250)
     r.place_bet(0, "a", "u", 10, 200)
-    before = (r.phase, dict((t, dataclasses.astuple(b)) for t, b in r.bets.items()),
-              r.total_stake, r.open_stake, r.total_payout)
-    for events in (r.cash_out(5, "a"), r.cash_out(5, "zz"), r.set_auto_cashout(5, "a", 50),
-                   r.place_bet(5, "a", "x", 10), r.set_auto_cashout(5, "nope", 300)):
+    before = (
+        r.phase,
+        dict((t, dataclasses.astuple(b)) for t, b in r.bets.items()),
+        r.total_stake,
+        r.open_stake,
+        r.total_payout,
+    )
+    for events in (
+        r.cash_out(5, "a"),
+        r.cash_out(5, "zz"),
+        r.set_auto_cashout(5, "a", 50),
+        r.place_bet(5, "a", "x", 10),
+        r.set_auto_cashout(5, "nope", 300),
+    ):
         assert [type(e) for e in events] == [Rejected]
-    after = (r.phase, dict((t, dataclasses.astuple(b)) for t, b in r.bets.items()),
-             r.total_stake, r.open_stake, r.total_payout)
+    after = (
+        r.phase,
+        dict((t, dataclasses.astuple(b)) for t, b in r.bets.items()),
+        r.total_stake,
+        r.open_stake,
+        r.total_payout,
+    )
     assert before == after
 
 
@@ -236,8 +261,9 @@ def test_force_point_cashes_everyone_out_exactly() -> None:
     events = r.advance(start + ms_at(170))
     forced = only(events, CashedOut)
     assert {e.ticket for e in forced} == {"a", "b"}
-    assert all(e.kind == "forced" and e.multiplier == 170 and e.at_ms == start + ms_at(170)
-               for e in forced)
+    assert all(
+        e.kind == "forced" and e.multiplier == 170 and e.at_ms == start + ms_at(170) for e in forced
+    )
     assert r.total_payout == 1300 + 850 + 850 <= r.total_stake + 1000
 
 
@@ -315,7 +341,7 @@ def test_rounds_use_chain_games_in_order_and_seq_is_contiguous() -> None:
         assert c.game_hash == reader.game_hash(c.round_id)
         assert c.crash_point == crash_point(c.game_hash, "salt")
     opened = only(events, BettingOpened)
-    for prev, nxt in zip(crashes, opened[1:]):
+    for prev, nxt in zip(crashes, opened[1:], strict=True):
         assert nxt.at_ms == prev.pause_ends_at_ms  # no drift between rounds
 
 
@@ -366,10 +392,14 @@ def test_stop_with_void_refunds_the_current_round() -> None:
 
 
 @settings(max_examples=300)
-@given(salt=st.integers(0, 10**6).map(lambda n: f"salt-{n}"), stop_at=st.integers(0, 60_000),
-       grace_ms=st.integers(0, 10_000))
-def test_a_stop_with_grace_ends_within_it_in_every_phase(salt: str, stop_at: int,
-                                                          grace_ms: int) -> None:
+@given(
+    salt=st.integers(0, 10**6).map(lambda n: f"salt-{n}"),
+    stop_at=st.integers(0, 60_000),
+    grace_ms=st.integers(0, 10_000),
+)
+def test_a_stop_with_grace_ends_within_it_in_every_phase(
+    salt: str, stop_at: int, grace_ms: int
+) -> None:
     """Stopped at any instant with ``grace_ms``: the engine has finished by
     ``stop_at + grace_ms``; the round was voided iff it was still betting or would have
     run past the grace; every open bet ends exactly once (won, lost or refunded)."""
@@ -392,7 +422,8 @@ def test_a_stop_with_grace_ends_within_it_in_every_phase(salt: str, stop_at: int
     assert stopped.at_ms <= stop_at + grace_ms
     voided = only(events, RoundVoided)
     expect_void = phase is Phase.BETTING or (
-        phase is Phase.RUNNING and crash_at is not None and crash_at - stop_at > grace_ms)
+        phase is Phase.RUNNING and crash_at is not None and crash_at - stop_at > grace_ms
+    )
     assert bool(voided) == expect_void
     if expect_void:
         assert voided[0].round_id == current.round_id and voided[0].reason == "shutdown"
@@ -400,8 +431,13 @@ def test_a_stop_with_grace_ends_within_it_in_every_phase(salt: str, stop_at: int
     for ticket in ("a", "b"):
         if ticket not in current.bets:
             continue  # round 1 is over: these played there
-        ends = [e for e in events if isinstance(e, (CashedOut, BetLost, BetRefunded))
-                and e.ticket == ticket and e.round_id == current.round_id]
+        ends = [
+            e
+            for e in events
+            if isinstance(e, (CashedOut, BetLost, BetRefunded))
+            and e.ticket == ticket
+            and e.round_id == current.round_id
+        ]
         assert len(ends) == 1, (ticket, ends)
 
 
@@ -442,4 +478,4 @@ def test_the_documented_tables_are_the_code() -> None:
 
     doc = (Path(__file__).parent.parent / "docs" / "round-engine.md").read_text()
     begin, end = "<!-- tables:begin -->\n", "<!-- tables:end -->"
-    assert doc[doc.index(begin) + len(begin):doc.index(end)] == describe_tables()
+    assert doc[doc.index(begin) + len(begin) : doc.index(end)] == describe_tables()

@@ -13,16 +13,22 @@ issue 3 after every step.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Hashable
 
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine, initialize, invariant, precondition, rule,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
 )
 
 from crashd.engine.curve import MAX_MULTIPLIER, ms_at, multiplier_at
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.round.config import RoundConfig
 from crashd.engine.round.events import (
     AutoCashoutChanged,
     BetAccepted,
@@ -40,11 +46,9 @@ from crashd.engine.round.events import (
     Tick,
     TooLate,
 )
-from crashd.engine.fairness import ChainReader, build_chain, crash_point
-from crashd.engine.round.tables import Phase
 from crashd.engine.round.machine import Round, SeqCounter
 from crashd.engine.round.sequencer import Sequencer
-from crashd.engine.round.config import RoundConfig
+from crashd.engine.round.tables import Phase
 
 TICKETS = [f"t{i}" for i in range(8)]
 USERS = ["u0", "u1", ("p", "prod", 7)]
@@ -105,8 +109,11 @@ class Model:
             out.append(("running", self.start))
         while self.phase == "running":
             assert self.start is not None
-            points: list = [(b.target, 0, i) for i, b in enumerate(self.bets.values())
-                            if b.outcome is None and b.target is not None]
+            points: list = [
+                (b.target, 0, i)
+                for i, b in enumerate(self.bets.values())
+                if b.outcome is None and b.target is not None
+            ]
             f = self.force()
             if f is not None:
                 points.append((f, 1, 0))
@@ -128,8 +135,13 @@ class Model:
                     if b.outcome is None:
                         b.outcome = "lost"
                         out.append(("lost", b.ticket))
-                out.append(("settled", sum(b.stake for b in self.bets.values()),
-                            sum(b.payout for b in self.bets.values())))
+                out.append(
+                    (
+                        "settled",
+                        sum(b.stake for b in self.bets.values()),
+                        sum(b.payout for b in self.bets.values()),
+                    )
+                )
         if self.phase == "crashed" and self.pause_end is not None and now >= self.pause_end:
             self.phase = "ended"
         return out
@@ -274,8 +286,14 @@ class EventLog:
                 event(f"answer: {getattr(e, 'reason', 'too_late')}")
             self.events.append(e)
 
-    def check_round(self, round_id: int, crash: int, started: int | None,
-                    targets: dict[str, int | None], finished: bool) -> None:
+    def check_round(
+        self,
+        round_id: int,
+        crash: int,
+        started: int | None,
+        targets: dict[str, int | None],
+        finished: bool,
+    ) -> None:
         stop = min(crash, MAX_MULTIPLIER)
         mine = [e for e in self.events if e.round_id == round_id]
         accepted = {e.ticket for e in mine if isinstance(e, BetAccepted)}
@@ -317,7 +335,10 @@ class EventLog:
 
 
 crash_points = st.one_of(
-    st.just(100), st.integers(100, 130), st.integers(100, 1_000), st.integers(100, 100_000),
+    st.just(100),
+    st.integers(100, 130),
+    st.integers(100, 1_000),
+    st.integers(100, 100_000),
     st.integers(MAX_MULTIPLIER - 3, MAX_MULTIPLIER * 3),
 )
 
@@ -333,22 +354,48 @@ class RoundMachine(RuleBasedStateMachine):
         game_hash=st.binary(min_size=32, max_size=32).map(bytes.hex),
         data=st.data(),
     )
-    def setup(self, crash: int, max_profit: int | None, per_user: int, per_round: int,
-              lateness: int, allow_void: bool, game_hash: str, data: st.DataObject) -> None:
-        self.cfg = RoundConfig(min_stake=5, max_stake=2_000, max_profit=max_profit,
-                               max_bets_per_user=per_user, max_bets_per_round=per_round,
-                               betting_ms=1_000, pause_ms=300, max_lateness_ms=lateness)
+    def setup(
+        self,
+        crash: int,
+        max_profit: int | None,
+        per_user: int,
+        per_round: int,
+        lateness: int,
+        allow_void: bool,
+        game_hash: str,
+        data: st.DataObject,
+    ) -> None:
+        self.cfg = RoundConfig(
+            min_stake=5,
+            max_stake=2_000,
+            max_profit=max_profit,
+            max_bets_per_user=per_user,
+            max_bets_per_round=per_round,
+            betting_ms=1_000,
+            pause_ms=300,
+            max_lateness_ms=lateness,
+        )
         self.crash, self.game_hash, self.allow_void = crash, game_hash, allow_void
-        self.round = Round(round_id=1, game_hash=game_hash, crash_point=crash, config=self.cfg,
-                           opens_at_ms=0, seq=SeqCounter())
+        self.round = Round(
+            round_id=1,
+            game_hash=game_hash,
+            crash_point=crash,
+            config=self.cfg,
+            opens_at_ms=0,
+            seq=SeqCounter(),
+        )
         self.model = Model(crash, self.cfg)
         self.log = EventLog(max_profit)
         self.now = 0
         self.log.add(self.round.open([]), {1: (crash, game_hash)})
         # Most runs start with a few bets, so the running phase has something to settle.
         for _ in range(data.draw(st.integers(0, 6))):
-            self.place_bet(data, data.draw(st.sampled_from(TICKETS)),
-                           data.draw(st.sampled_from(USERS)), data.draw(st.integers(5, 2_000)))
+            self.place_bet(
+                data,
+                data.draw(st.sampled_from(TICKETS)),
+                data.draw(st.sampled_from(USERS)),
+                data.draw(st.integers(5, 2_000)),
+            )
 
     def apply(self, got: list[Event], want: list) -> None:
         self.log.add(got, {1: (self.crash, self.game_hash)})
@@ -356,8 +403,13 @@ class RoundMachine(RuleBasedStateMachine):
 
     def state(self) -> tuple:
         r = self.round
-        return (r.phase, [dataclasses.astuple(b) for b in r.bets.values()], r.total_stake,
-                r.open_stake, r.total_payout)
+        return (
+            r.phase,
+            [dataclasses.astuple(b) for b in r.bets.values()],
+            r.total_stake,
+            r.open_stake,
+            r.total_payout,
+        )
 
     def command(self, run_real, run_model) -> None:  # type: ignore[no-untyped-def]
         """Catch up first, then check a refused command changed nothing."""
@@ -370,39 +422,58 @@ class RoundMachine(RuleBasedStateMachine):
 
     def targets(self) -> st.SearchStrategy[int | None]:
         c = self.crash
-        return st.one_of(st.none(), st.integers(95, 400), st.integers(c - 2, c + 2),
-                         st.integers(101, 10**6), st.just(MAX_MULTIPLIER))
+        return st.one_of(
+            st.none(),
+            st.integers(95, 400),
+            st.integers(c - 2, c + 2),
+            st.integers(101, 10**6),
+            st.just(MAX_MULTIPLIER),
+        )
 
-    @rule(data=st.data(), ticket=st.sampled_from(TICKETS), user=st.sampled_from(USERS),
-          stake=st.integers(0, 2_100))
+    @rule(
+        data=st.data(),
+        ticket=st.sampled_from(TICKETS),
+        user=st.sampled_from(USERS),
+        stake=st.integers(0, 2_100),
+    )
     def place_bet(self, data: st.DataObject, ticket: str, user: Hashable, stake: int) -> None:
         target = data.draw(self.targets())
-        self.command(lambda: self.round.place_bet(self.now, ticket, user, stake, target),
-                     lambda: self.model.place_bet(self.now, ticket, user, stake, target))
+        self.command(
+            lambda: self.round.place_bet(self.now, ticket, user, stake, target),
+            lambda: self.model.place_bet(self.now, ticket, user, stake, target),
+        )
 
     @rule(data=st.data(), ticket=st.sampled_from(TICKETS))
     def set_auto(self, data: st.DataObject, ticket: str) -> None:
         target = data.draw(self.targets())
-        self.command(lambda: self.round.set_auto_cashout(self.now, ticket, target),
-                     lambda: self.model.set_auto(self.now, ticket, target))
+        self.command(
+            lambda: self.round.set_auto_cashout(self.now, ticket, target),
+            lambda: self.model.set_auto(self.now, ticket, target),
+        )
 
     @rule(data=st.data(), dt=st.one_of(st.just(0), st.integers(0, 3_000)))
     def cash_out(self, data: st.DataObject, dt: int) -> None:
         # Mostly a bet that exists, a little later: the interesting cashouts.
         held = sorted(self.model.bets)
-        ticket = data.draw(st.sampled_from(held) if held and data.draw(st.integers(0, 4))
-                           else st.sampled_from(TICKETS))
+        ticket = data.draw(
+            st.sampled_from(held)
+            if held and data.draw(st.integers(0, 4))
+            else st.sampled_from(TICKETS)
+        )
         self.now += dt
         if self.model.phase == "betting" and data.draw(st.booleans()):
             self.now = max(self.now, self.model.closes + data.draw(st.integers(0, 2_000)))
-        self.command(lambda: self.round.cash_out(self.now, ticket),
-                     lambda: self.model.cash_out(self.now, ticket))
+        self.command(
+            lambda: self.round.cash_out(self.now, ticket),
+            lambda: self.model.cash_out(self.now, ticket),
+        )
 
     @precondition(lambda self: self.allow_void)
     @rule()
     def void(self) -> None:
-        self.command(lambda: self.round.void(self.now, "operator"),
-                     lambda: self.model.void(self.now))
+        self.command(
+            lambda: self.round.void(self.now, "operator"), lambda: self.model.void(self.now)
+        )
 
     @rule(dt=st.one_of(st.integers(0, 50), st.integers(0, 2_000), st.integers(0, 300_000)))
     def wait(self, dt: int) -> None:
@@ -423,7 +494,9 @@ class RoundMachine(RuleBasedStateMachine):
         f = m.force()
         if f is not None:
             points.append(f)
-        instants = [m.closes, m.closes + self.cfg.max_lateness_ms] + [start + ms_at(p) for p in points]
+        instants = [m.closes, m.closes + self.cfg.max_lateness_ms] + [
+            start + ms_at(p) for p in points
+        ]
         when = data.draw(st.sampled_from(instants)) + data.draw(st.integers(-1, 1))
         self.now = max(self.now, when)
         self.apply(self.round.advance(self.now), self.model.advance(self.now))
@@ -435,7 +508,8 @@ class RoundMachine(RuleBasedStateMachine):
         r, m = self.round, self.model
         assert r.phase.value == m.phase
         assert {t: b.state.value for t, b in r.bets.items()} == {
-            t: (b.outcome or "open") for t, b in m.bets.items()}
+            t: (b.outcome or "open") for t, b in m.bets.items()
+        }
         assert r.total_payout == sum(b.payout for b in m.bets.values())
         if r.phase is Phase.RUNNING:
             assert r.force_point() == m.force()
@@ -454,9 +528,12 @@ class RoundMachine(RuleBasedStateMachine):
             self.apply(self.round.advance(self.now), self.model.advance(self.now))
         assert self.round.phase in (Phase.ENDED, Phase.VOIDED)
         targets = {t: b.auto_cashout for t, b in self.round.bets.items()}
-        event(f"bets in the round: {min(len(self.round.bets), 3)}{'+' if len(self.round.bets) >= 3 else ''}")
-        if any(t == self.crash and self.round.bets[k].state.value == "won"
-               for k, t in targets.items()):
+        event(
+            f"bets in the round: {min(len(self.round.bets), 3)}{'+' if len(self.round.bets) >= 3 else ''}"
+        )
+        if any(
+            t == self.crash and self.round.bets[k].state.value == "won" for k, t in targets.items()
+        ):
             event("a target equal to the crash point won")
         self.log.check_round(1, self.crash, self.round.started_at_ms, targets, finished=True)
 
@@ -479,11 +556,19 @@ class SequencerMachine(RuleBasedStateMachine):
         per_user=st.integers(1, 2),
     )
     def setup(self, first_game: int, max_profit: int | None, per_user: int) -> None:
-        self.cfg = RoundConfig(min_stake=1, max_stake=1_000, max_profit=max_profit,
-                               max_bets_per_user=per_user, max_bets_per_round=5,
-                               betting_ms=500, pause_ms=200, max_lateness_ms=100)
-        self.seq = Sequencer(config=self.cfg, games=READER.games(first_game), salt=SALT,
-                             first_game=first_game)
+        self.cfg = RoundConfig(
+            min_stake=1,
+            max_stake=1_000,
+            max_profit=max_profit,
+            max_bets_per_user=per_user,
+            max_bets_per_round=5,
+            betting_ms=500,
+            pause_ms=200,
+            max_lateness_ms=100,
+        )
+        self.seq = Sequencer(
+            config=self.cfg, games=READER.games(first_game), salt=SALT, first_game=first_game
+        )
         self.first_game = first_game
         self.log = EventLog(max_profit)
         self.now = 0
@@ -501,8 +586,11 @@ class SequencerMachine(RuleBasedStateMachine):
         self.log.add(events, self.secrets())
         return events
 
-    @rule(user=st.sampled_from(USERS), stake=st.integers(0, 1_100),
-          auto=st.one_of(st.none(), st.integers(100, 400)))
+    @rule(
+        user=st.sampled_from(USERS),
+        stake=st.integers(0, 1_100),
+        auto=st.one_of(st.none(), st.integers(100, 400)),
+    )
     def place_bet(self, user: Hashable, stake: int, auto: int | None) -> None:
         target = auto
         self.n += 1
@@ -519,7 +607,9 @@ class SequencerMachine(RuleBasedStateMachine):
             return
         live = sorted(self.seq.current.bets) if not self.seq.finished else []
         if self.seq.current.phase is Phase.BETTING and live and data.draw(st.booleans()):
-            self.now = max(self.now, self.seq.current.closes_at_ms + data.draw(st.integers(0, 3_000)))
+            self.now = max(
+                self.now, self.seq.current.closes_at_ms + data.draw(st.integers(0, 3_000))
+            )
         pool = live if live and data.draw(st.integers(0, 3)) else sorted(self.targets)
         ticket = data.draw(st.sampled_from(pool))
         events = self.apply(self.seq.cash_out(self.now, ticket))
@@ -588,20 +678,29 @@ class SequencerMachine(RuleBasedStateMachine):
         stopped = [e for e in self.log.events if isinstance(e, Stopped)]
         assert len(stopped) == 1
         # After the stop, only answers to commands: nothing is played or settled.
-        after = self.log.events[self.log.events.index(stopped[0]) + 1:]
+        after = self.log.events[self.log.events.index(stopped[0]) + 1 :]
         assert all(isinstance(e, (Rejected, TooLate)) for e in after)
         assert stopped[0].next_game == self.seq.current.round_id + 1
         rounds = sorted({e.round_id for e in self.log.events if isinstance(e, BettingOpened)})
         for rid in rounds:
-            starts = [e.at_ms for e in self.log.events
-                      if isinstance(e, RunningStarted) and e.round_id == rid]
+            starts = [
+                e.at_ms
+                for e in self.log.events
+                if isinstance(e, RunningStarted) and e.round_id == rid
+            ]
             h = READER.game_hash(rid)
-            self.log.check_round(rid, crash_point(h, SALT), starts[0] if starts else None,
-                                 self.targets, finished=True)
+            self.log.check_round(
+                rid,
+                crash_point(h, SALT),
+                starts[0] if starts else None,
+                self.targets,
+                finished=True,
+            )
         # Queued bets refunded at the stop belong to the never-opened next round.
         accepted = {e.ticket for e in self.log.events if isinstance(e, BetAccepted)}
-        settled = [e.ticket for e in self.log.events
-                   if isinstance(e, (CashedOut, BetLost, BetRefunded))]
+        settled = [
+            e.ticket for e in self.log.events if isinstance(e, (CashedOut, BetLost, BetRefunded))
+        ]
         assert sorted(settled) == sorted(accepted)
 
 

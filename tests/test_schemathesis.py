@@ -48,9 +48,10 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -66,14 +67,14 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
-
-from crashd.api.rest.app import VERSION  # noqa: E402
-from crashd.api.config import SETTINGS  # noqa: E402
-from crashd.api.rest.idempotency import KEY_PATTERN  # noqa: E402
-from crashd.api.security.keys import KeyStore  # noqa: E402
-from crashd.api.rest.openapi import build_openapi  # noqa: E402
 from test_api_bets import short_rounds_chain  # noqa: E402
 from test_api_support import PYTHON, REPO, build_app, test_config  # noqa: E402
+
+from crashd.api.config import SETTINGS  # noqa: E402
+from crashd.api.rest.app import VERSION  # noqa: E402
+from crashd.api.rest.idempotency import KEY_PATTERN  # noqa: E402
+from crashd.api.rest.openapi import build_openapi  # noqa: E402
+from crashd.api.security.keys import KeyStore  # noqa: E402
 
 EXAMPLES = int(os.environ.get("CRASHD_SCHEMATHESIS_EXAMPLES", "40"))
 """Fuzzed cases per operation (schemathesis' default is 100); raise it for a thorough
@@ -100,7 +101,9 @@ SETTING_NAMES = {s.name for s in SETTINGS}
 GENEROUS_RATE_LIMITS = {
     # Schemathesis sends thousands of requests a minute with one key: a rate limit is
     # not what this test is about (tests/test_api_security* test 429 itself).
-    "rate_limit_read": 10**7, "rate_limit_write": 10**7, "rate_limit_feed": 10**7,
+    "rate_limit_read": 10**7,
+    "rate_limit_write": 10**7,
+    "rate_limit_feed": 10**7,
     "rate_limit_anonymous": 10**7,
 }
 
@@ -139,8 +142,13 @@ class SigningSession(requests.Session):
             self._sign(request)
         response = super().send(request, **kwargs)
         path = (request.path_url or "").split("?")[0]
-        SEEN[(request.method or "", path if path.count("/") < 5 else path.rsplit("/", 1)[0] + "/…",
-              response.status_code)] += 1
+        SEEN[
+            (
+                request.method or "",
+                path if path.count("/") < 5 else path.rsplit("/", 1)[0] + "/…",
+                response.status_code,
+            )
+        ] += 1
         return response
 
     def _sign(self, request: requests.PreparedRequest) -> None:
@@ -155,19 +163,44 @@ class SigningSession(requests.Session):
         key = request.headers.get(signing.IDEMPOTENCY_HEADER, "")
         if isinstance(key, bytes):
             key = key.decode("latin-1")
-        headers = signing.sign_request(self.signing_secret or "", request.method or "GET",
-                                       request.path_url, body, key, int(time.time()))
+        headers = signing.sign_request(
+            self.signing_secret or "",
+            request.method or "GET",
+            request.path_url,
+            body,
+            key,
+            int(time.time()),
+        )
         for name in names:
             request.headers[name] = headers[name]
 
 
 def _server_args(tmp: Path) -> list[str]:
     args = [
-        "--host", "127.0.0.1", "--port", "0", "--feed-port", "0",
-        "--database", str(tmp / "crashd.sqlite3"), "--chain-file", str(tmp / "crashd-chain.json"),
-        "--chain-length", "2000", "--betting-ms", "400", "--pause-ms", "200",
-        "--synchronous", "NORMAL", "--log-level", "warning", "--graceful-timeout", "2",
-        "--stop-wait-s", "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--feed-port",
+        "0",
+        "--database",
+        str(tmp / "crashd.sqlite3"),
+        "--chain-file",
+        str(tmp / "crashd-chain.json"),
+        "--chain-length",
+        "2000",
+        "--betting-ms",
+        "400",
+        "--pause-ms",
+        "200",
+        "--synchronous",
+        "NORMAL",
+        "--log-level",
+        "warning",
+        "--graceful-timeout",
+        "2",
+        "--stop-wait-s",
+        "1",
     ]
     for name, value in GENEROUS_RATE_LIMITS.items():
         if name in SETTING_NAMES:
@@ -187,14 +220,24 @@ def crashd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashd]:
     short_rounds_chain(tmp / "crashd-chain.json")  # a real chain whose first rounds crash below 2x
     store = KeyStore(tmp / "crashd.sqlite3")
     try:
-        created = store.create("sandbox", "read:game_state,read:balance,write:bet", partner_id="acme",
-                               label="schemathesis")
+        created = store.create(
+            "sandbox",
+            "read:game_state,read:balance,write:bet",
+            partner_id="acme",
+            label="schemathesis",
+        )
     finally:
         store.close()
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen([PYTHON, "-m", "crashd.api", "serve", *_server_args(tmp)], cwd=tmp, env=env,
-                            stdout=subprocess.PIPE, stderr=log, text=True)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "crashd.api", "serve", *_server_args(tmp)],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until ready (or the process dies)
@@ -213,8 +256,11 @@ def crashd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashd]:
             proc.kill()
             proc.wait()
         log.close()
-    errors = [line for line in (tmp / "server.log").read_text().splitlines()
-              if "unhandled error" in line or "Traceback" in line]
+    errors = [
+        line
+        for line in (tmp / "server.log").read_text().splitlines()
+        if "unhandled error" in line or "Traceback" in line
+    ]
     assert not errors, "the server logged errors:\n" + "\n".join(errors)
 
 
@@ -233,10 +279,15 @@ def _document() -> dict[str, Any]:
 
 
 DOCUMENT = _document()
-schema = schemathesis.openapi.from_dict(DOCUMENT, config=SchemathesisConfig.from_dict({
-    "generation": {"mode": "all"},
-    "seed": 20261124,
-}))
+schema = schemathesis.openapi.from_dict(
+    DOCUMENT,
+    config=SchemathesisConfig.from_dict(
+        {
+            "generation": {"mode": "all"},
+            "seed": 20261124,
+        }
+    ),
+)
 
 
 def test_served_document_is_the_tested_one(crashd: Crashd) -> None:
@@ -249,8 +300,13 @@ def test_served_document_is_the_tested_one(crashd: Crashd) -> None:
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_response_is_documented(case: Any, crashd: Crashd) -> None:
     FUZZED.add(case.operation.label)
-    case.call_and_validate(base_url=crashd.url, session=crashd.session, headers=crashd.headers,
-                           checks=CHECKS, timeout=15)
+    case.call_and_validate(
+        base_url=crashd.url,
+        session=crashd.session,
+        headers=crashd.headers,
+        checks=CHECKS,
+        timeout=15,
+    )
 
 
 class Lifecycle:
@@ -258,14 +314,25 @@ class Lifecycle:
     answers of the money routes, which random data rarely reaches (a generated user has
     no money, a generated hold or ticket does not exist)."""
 
-    DUMMY_SIGNATURE = {"X-Crashd-Timestamp": "0", "X-Crashd-Nonce": "0" * 16, "X-Crashd-Signature": "0" * 64}
+    DUMMY_SIGNATURE = {
+        "X-Crashd-Timestamp": "0",
+        "X-Crashd-Nonce": "0" * 16,
+        "X-Crashd-Signature": "0" * 64,
+    }
 
     def __init__(self, crashd: Crashd) -> None:
         self.crashd = crashd
 
-    def call(self, method: str, path: str, *, body: Any = None, query: dict[str, Any] | None = None,
-             path_parameters: dict[str, Any] | None = None,
-             headers: dict[str, str] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        path_parameters: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         operation = schema[path][method]
         names = {p.name for p in operation.iter_parameters()}
         sent = dict(headers or {})
@@ -273,36 +340,70 @@ class Lifecycle:
             sent["Idempotency-Key"] = uuid.uuid4().hex
         if "X-Crashd-Signature" in names:
             sent.update(self.DUMMY_SIGNATURE)  # replaced by a real signature on the way out
-        kwargs: dict[str, Any] = {"headers": sent, "query": query, "path_parameters": path_parameters}
+        kwargs: dict[str, Any] = {
+            "headers": sent,
+            "query": query,
+            "path_parameters": path_parameters,
+        }
         if body is not None:
             kwargs["body"] = body
             kwargs["media_type"] = "application/json"
         case = operation.Case(**kwargs)
-        return case.call_and_validate(base_url=self.crashd.url, session=self.crashd.session,
-                                      headers=self.crashd.headers, checks=CHECKS, timeout=15)
+        return case.call_and_validate(
+            base_url=self.crashd.url,
+            session=self.crashd.session,
+            headers=self.crashd.headers,
+            checks=CHECKS,
+            timeout=15,
+        )
 
 
 def test_lifecycle_responses_match_the_document(crashd: Crashd) -> None:
     api = Lifecycle(crashd)
     user = "lifecycle-" + uuid.uuid4().hex[:8]
-    assert api.call("POST", "/api/v1/sandbox/faucet", body={"user_id": user, "amount": 100_000}).status_code == 201
+    assert (
+        api.call(
+            "POST", "/api/v1/sandbox/faucet", body={"user_id": user, "amount": 100_000}
+        ).status_code
+        == 201
+    )
     assert api.call("GET", "/api/v1/user/balance", query={"user_id": user}).status_code == 200
     hold = api.call("POST", "/api/v1/bets/reserve", body={"user_id": user, "amount": 1_000}).json()
-    assert api.call("POST", "/api/v1/bets/release",
-                    body={"user_id": user, "hold_id": hold["hold_id"]}).status_code == 200
+    assert (
+        api.call(
+            "POST", "/api/v1/bets/release", body={"user_id": user, "hold_id": hold["hold_id"]}
+        ).status_code
+        == 200
+    )
     # Bets until one has been cashed out (a crash before the cashout answers too_late: 409).
     outcomes = []
     for _ in range(20):
-        hold = api.call("POST", "/api/v1/bets/reserve", body={"user_id": user, "amount": 1_000}).json()
-        placed = api.call("POST", "/api/v1/bets/confirm",
-                          body={"user_id": user, "hold_id": hold["hold_id"], "auto_cashout": 100_000}).json()
+        hold = api.call(
+            "POST", "/api/v1/bets/reserve", body={"user_id": user, "amount": 1_000}
+        ).json()
+        placed = api.call(
+            "POST",
+            "/api/v1/bets/confirm",
+            body={"user_id": user, "hold_id": hold["hold_id"], "auto_cashout": 100_000},
+        ).json()
         ticket = {"ticket_id": placed["ticket_id"]}
-        assert api.call("GET", "/api/v1/bets/{ticket_id}", path_parameters=ticket).status_code == 200
-        api.call("PUT", "/api/v1/bets/{ticket_id}/auto-cashout", path_parameters=ticket,
-                 body={"user_id": user, "target": None})  # 200 while betting, else 409 round_closed
+        assert (
+            api.call("GET", "/api/v1/bets/{ticket_id}", path_parameters=ticket).status_code == 200
+        )
+        api.call(
+            "PUT",
+            "/api/v1/bets/{ticket_id}/auto-cashout",
+            path_parameters=ticket,
+            body={"user_id": user, "target": None},
+        )  # 200 while betting, else 409 round_closed
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            r = api.call("POST", "/api/v1/bets/{ticket_id}/cashout", path_parameters=ticket, body={"user_id": user})
+            r = api.call(
+                "POST",
+                "/api/v1/bets/{ticket_id}/cashout",
+                path_parameters=ticket,
+                body={"user_id": user},
+            )
             if r.status_code != 409 or r.json()["code"] != "round_not_running":
                 break
             time.sleep(0.05)
@@ -310,7 +411,9 @@ def test_lifecycle_responses_match_the_document(crashd: Crashd) -> None:
         if r.status_code == 200:
             break
     assert 200 in outcomes, outcomes
-    assert api.call("GET", "/api/v1/user/bets", query={"user_id": user, "limit": 5}).status_code == 200
+    assert (
+        api.call("GET", "/api/v1/user/bets", query={"user_id": user, "limit": 5}).status_code == 200
+    )
     # Finished rounds, then revalidation: 304 is documented, with the validators as parameters.
     deadline = time.monotonic() + 60
     while True:  # the chain's first rounds crash below 2x: a finished round comes soon
@@ -320,15 +423,34 @@ def test_lifecycle_responses_match_the_document(crashd: Crashd) -> None:
             break
         time.sleep(0.2)
     assert rounds.json()["rounds"], rounds.text
-    again = api.call("GET", "/api/v1/game/rounds", query={"limit": 3}, headers={"If-None-Match": rounds.headers["etag"][0]})
+    again = api.call(
+        "GET",
+        "/api/v1/game/rounds",
+        query={"limit": 3},
+        headers={"If-None-Match": rounds.headers["etag"][0]},
+    )
     assert again.status_code in (200, 304)  # 200 if a round finished in between
     round_id = {"round_id": rounds.json()["rounds"][0]["round_id"]}
     one = api.call("GET", "/api/v1/game/rounds/{round_id}", path_parameters=round_id)
     assert one.status_code == 200
-    assert api.call("GET", "/api/v1/game/rounds/{round_id}", path_parameters=round_id,
-                    headers={"If-None-Match": one.headers["etag"][0]}).status_code == 304
-    assert api.call("GET", "/api/v1/game/rounds/{round_id}", path_parameters=round_id,
-                    headers={"If-Modified-Since": one.headers["last-modified"][0]}).status_code == 304
+    assert (
+        api.call(
+            "GET",
+            "/api/v1/game/rounds/{round_id}",
+            path_parameters=round_id,
+            headers={"If-None-Match": one.headers["etag"][0]},
+        ).status_code
+        == 304
+    )
+    assert (
+        api.call(
+            "GET",
+            "/api/v1/game/rounds/{round_id}",
+            path_parameters=round_id,
+            headers={"If-Modified-Since": one.headers["last-modified"][0]},
+        ).status_code
+        == 304
+    )
     assert api.call("POST", "/api/v1/feed/token").status_code == 200
 
 
@@ -339,12 +461,17 @@ def test_zz_the_run_reached_the_logic() -> None:
         pytest.skip("meaningful only after every operation was fuzzed above")
     ok = {(method, path) for (method, path, status), _ in SEEN.items() if 200 <= status < 300}
     print(f"\n{sum(SEEN.values())} requests; statuses per operation:")
-    by_op: dict[tuple[str, str], collections.Counter[int]] = collections.defaultdict(collections.Counter)
+    by_op: dict[tuple[str, str], collections.Counter[int]] = collections.defaultdict(
+        collections.Counter
+    )
     for (method, path, status), n in SEEN.items():
         by_op[(method, path)][status] += n
     for (method, path), statuses in sorted(by_op.items()):
         if path.startswith("/api/v1/") and "%" not in path:
-            print(f"  {method:6} {path:32} " + " ".join(f"{s}x{n}" for s, n in sorted(statuses.items())))
+            print(
+                f"  {method:6} {path:32} "
+                + " ".join(f"{s}x{n}" for s, n in sorted(statuses.items()))
+            )
     assert ("GET", "/api/v1/game/state") in ok
     assert ("GET", "/api/v1/user/balance") in ok
     if any(SIGNING):
@@ -353,11 +480,14 @@ def test_zz_the_run_reached_the_logic() -> None:
 
 # --- regressions found by the runs above ---------------------------------------------
 
+
 def test_round_id_beyond_the_integer_range_is_404_not_500(crashd: Crashd) -> None:
     """A round id past 2^53 - 1 overflowed SQLite's INTEGER (500); it is now outside the
     route's documented range, so it is a 404 problem like any unknown path."""
     for round_id in (37519920483312938778624, 2**63, 2**53):
-        r = requests.get(f"{crashd.url}/api/v1/game/rounds/{round_id}", headers=crashd.headers, timeout=10)
+        r = requests.get(
+            f"{crashd.url}/api/v1/game/rounds/{round_id}", headers=crashd.headers, timeout=10
+        )
         assert r.status_code == 404, r.text
         assert r.headers["Content-Type"] == "application/problem+json"
     param = DOCUMENT["paths"]["/api/v1/game/rounds/{round_id}"]["get"]["parameters"][0]
@@ -380,4 +510,6 @@ def test_domain_refusals_are_documented() -> None:
     for (path, method), statuses in expected.items():
         responses = paths[path][method]["responses"]
         assert statuses <= set(responses), (path, method, sorted(responses))
-    assert "unknown_hold" in paths["/api/v1/bets/confirm"]["post"]["responses"]["404"]["description"]
+    assert (
+        "unknown_hold" in paths["/api/v1/bets/confirm"]["post"]["responses"]["404"]["description"]
+    )

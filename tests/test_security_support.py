@@ -19,18 +19,19 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
 from crashd.api.config import Config
-from crashd.api.server import ServerInfo, run_server
 from crashd.api.security.signing import sign_request
+from crashd.api.server import ServerInfo, run_server
 from crashd.engine.ledger.store import audit
 
 
@@ -67,9 +68,13 @@ def money_fingerprint(database: Path) -> MoneyFingerprint:
     finally:
         conn.close()
     assert not report.problems, report.problems
-    return MoneyFingerprint(report.transfers, report.total,
-                            tuple(sorted(report.psp_net.items())),
-                            tuple(sorted(report.internal_total.items())), h.hexdigest())
+    return MoneyFingerprint(
+        report.transfers,
+        report.total,
+        tuple(sorted(report.psp_net.items())),
+        tuple(sorted(report.internal_total.items())),
+        h.hexdigest(),
+    )
 
 
 class LogScan(logging.Handler):
@@ -84,7 +89,7 @@ class LogScan(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string is still a line to scan
+        except Exception:
             line = f"{record.msg!r} {record.args!r}"
         if record.exc_info and record.exc_info[1] is not None:
             line += " " + repr(record.exc_info[1])
@@ -120,12 +125,14 @@ class ThreadServer:
             self._token = trio.lowlevel.current_trio_token()
             self._shutdown = trio.Event()
             async with trio.open_nursery() as nursery:
-                self.info = await nursery.start(partial(run_server, self.config, shutdown=self._shutdown))
+                self.info = await nursery.start(
+                    partial(run_server, self.config, shutdown=self._shutdown)
+                )
                 self._ready.set()
 
         try:
             trio.run(main)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+        except BaseException as exc:
             self._error = exc
         finally:
             self._ready.set()
@@ -146,11 +153,26 @@ class ThreadServer:
         self._thread.join(30)
 
 
-def signed_headers(key: str, signing_secret: str, method: str, path: str, body: bytes,
-                   idempotency_key: str, *, timestamp: int | None = None,
-                   nonce: str | None = None) -> dict[str, str]:
-    headers = sign_request(signing_secret, method, path, body, idempotency_key,
-                           int(time.time()) if timestamp is None else timestamp, nonce)
+def signed_headers(
+    key: str,
+    signing_secret: str,
+    method: str,
+    path: str,
+    body: bytes,
+    idempotency_key: str,
+    *,
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    headers = sign_request(
+        signing_secret,
+        method,
+        path,
+        body,
+        idempotency_key,
+        int(time.time()) if timestamp is None else timestamp,
+        nonce,
+    )
     return {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **headers}
 
 
@@ -159,11 +181,11 @@ def json_bytes(doc: Any) -> bytes:
 
 
 def balance(client: httpx.Client, key: str, user: str) -> int:
-    r = client.get("/api/v1/user/balance", params={"user_id": user}, headers={"Authorization": f"Bearer {key}"})
+    r = client.get(
+        "/api/v1/user/balance", params={"user_id": user}, headers={"Authorization": f"Bearer {key}"}
+    )
     assert r.status_code == 200, r.text
     return int(r.json()["available"])
-
-
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -190,4 +212,4 @@ def logscan() -> Iterator[LogScan]:
         assert "request_id=" in line and "key_id=" in line, line
 
 
-REQUEST_LOGGERS = ("crashd.access ", "crashd.psp ", "crashd.api ")
+REQUEST_LOGGERS = ("crashd.access ", "crashd.api.rest.routes.psp ", "crashd.api.rest.app ")

@@ -13,18 +13,36 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from test_api_support import PYTHON, REPO, test_config
 
 from crashd.api.server import ServiceTaskEnded, describe_failure, run_server
 from crashd.api.services import Services
 from crashd.engine import chainstore
-from test_api_support import PYTHON, REPO, test_config
 
 
-async def _start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, str]:
+async def _start(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[trio.Process, str]:
     """Start ``crashd serve --port 0`` and return it with its URL (read from stdout)."""
     proc = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "crashd.api", "serve", "--port", "0", "--chain-length", "50", "--stop-wait-s", "1", "--feed-port", "0", *args],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            PYTHON,
+            "-m",
+            "crashd.api",
+            "serve",
+            "--port",
+            "0",
+            "--chain-length",
+            "50",
+            "--stop-wait-s",
+            "1",
+            "--feed-port",
+            "0",
+            *args,
+        ],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
     )
     assert proc.stdout is not None
@@ -40,7 +58,7 @@ async def _start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tu
         proc.kill()
         err = await proc.stderr.receive_some(65536) if proc.stderr else b""
         raise AssertionError(f"no listening line: {line!r} {err!r}")
-    return proc, line[len(prefix):].strip().decode()
+    return proc, line[len(prefix) :].strip().decode()
 
 
 async def _stop(proc: trio.Process, signum: int) -> tuple[int, str]:
@@ -61,18 +79,37 @@ async def test_serve_subprocess_first_start_keys_auth_and_sigterm(tmp_path: Path
         chain = chainstore.load(tmp_path / "crashd-chain.json")
         assert chain.spec.length == 50
         created = subprocess.run(
-            [PYTHON, "-m", "crashd.api", "keys", "create", "--env", "sandbox", "--scopes", "read:balance", "--json"],
-            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=True,
+            [
+                PYTHON,
+                "-m",
+                "crashd.api",
+                "keys",
+                "create",
+                "--env",
+                "sandbox",
+                "--scopes",
+                "read:balance",
+                "--json",
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            check=True,
         )
         secret = json.loads(created.stdout)["secret"]
         async with httpx.AsyncClient(base_url=url) as client:
             health = await client.get("/api/v1/health")
             fairness = (await client.get("/api/v1/fairness")).json()
-            missing = await client.get("/api/v1/game/state", headers={"Authorization": f"Bearer {secret}"})
+            missing = await client.get(
+                "/api/v1/game/state", headers={"Authorization": f"Bearer {secret}"}
+            )
         assert health.status_code == 200
         assert fairness["terminating_hash"] == chain.spec.terminating_hash.hex()
         assert missing.headers["content-type"] == "application/problem+json"
-        assert (tmp_path / "crashd.sqlite3").exists() and (tmp_path / "crashd.sqlite3.pepper").exists()
+        assert (tmp_path / "crashd.sqlite3").exists() and (
+            tmp_path / "crashd.sqlite3.pepper"
+        ).exists()
     finally:
         code, err = await _stop(proc, signal.SIGTERM)
     assert code == 0, err
@@ -106,8 +143,11 @@ async def test_a_failing_service_task_stops_the_server_and_raises(tmp_path: Path
     port = None
     with pytest.raises(BaseExceptionGroup) as caught:
         async with trio.open_nursery() as nursery:
-            info = await nursery.start(lambda task_status: run_server(
-                test_config(tmp_path), extra_tasks=[engine], task_status=task_status))
+            info = await nursery.start(
+                lambda task_status: run_server(
+                    test_config(tmp_path), extra_tasks=[engine], task_status=task_status
+                )
+            )
             port = info.port
             async with httpx.AsyncClient(base_url=info.url) as client:
                 assert (await client.get("/api/v1/health")).status_code == 200
@@ -130,7 +170,9 @@ async def test_a_service_task_that_returns_is_a_failure(tmp_path: Path) -> None:
     assert caught.group_contains(ServiceTaskEnded)
 
 
-async def test_graceful_shutdown_closes_idle_keep_alive_connections_and_returns(tmp_path: Path) -> None:
+async def test_graceful_shutdown_closes_idle_keep_alive_connections_and_returns(
+    tmp_path: Path,
+) -> None:
     config = test_config(tmp_path, keep_alive_timeout=3600)
     shutdown = trio.Event()
     stopped = False
@@ -157,11 +199,25 @@ async def test_graceful_shutdown_closes_idle_keep_alive_connections_and_returns(
 
 
 def test_module_entry_point_help() -> None:
-    out = subprocess.run([PYTHON, "-m", "crashd.api", "serve", "--help"], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    out = subprocess.run(
+        [PYTHON, "-m", "crashd.api", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
     assert out.returncode == 0
-    for flag in ("--config", "--host", "--port", "--database", "--chain-file", "--chain-length",
-                 "--environment", "--keep-alive-timeout", "CRASHD_PORT"):
+    for flag in (
+        "--config",
+        "--host",
+        "--port",
+        "--database",
+        "--chain-file",
+        "--chain-length",
+        "--environment",
+        "--keep-alive-timeout",
+        "CRASHD_PORT",
+    ):
         assert flag in out.stdout
     assert sys.executable
 
@@ -173,8 +229,20 @@ def test_a_port_in_use_is_a_clear_fatal_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         out = subprocess.run(
-            [PYTHON, "-m", "crashd.api", "serve", "--port", str(taken.getsockname()[1]), "--chain-length", "10"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            [
+                PYTHON,
+                "-m",
+                "crashd.api",
+                "serve",
+                "--port",
+                str(taken.getsockname()[1]),
+                "--chain-length",
+                "10",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
     assert out.returncode == 1

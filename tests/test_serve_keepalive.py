@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import trio
-
 from test_api_support import running_server, server_side_connections, test_config, wait_until
 
 

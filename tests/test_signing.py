@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crashd.api.security.signing import (
     NonceCache,
@@ -23,8 +24,15 @@ PATH = "/api/v1/bets/reserve"
 NOW = 1_800_000_000
 
 
-def signed(body: bytes = BODY, *, ts: int = NOW, nonce: str = "n0nce-0123456789ab", key: str = "idem-1",
-           secret: str = SECRET, path: str = PATH) -> SignedRequest:
+def signed(
+    body: bytes = BODY,
+    *,
+    ts: int = NOW,
+    nonce: str = "n0nce-0123456789ab",
+    key: str = "idem-1",
+    secret: str = SECRET,
+    path: str = PATH,
+) -> SignedRequest:
     headers = sign_request(secret, "POST", path, body, key, ts, nonce)
     return SignedRequest("POST", path, body, headers)
 
@@ -51,16 +59,66 @@ def test_valid_request_passes_once() -> None:
 @pytest.mark.parametrize(
     "mutate, code",
     [
-        (lambda r: SignedRequest(r.method, r.path_with_query, r.body + b" ", r.headers), "invalid_signature"),
-        (lambda r: SignedRequest(r.method, r.path_with_query + "?x=1", r.body, r.headers), "invalid_signature"),
+        (
+            lambda r: SignedRequest(r.method, r.path_with_query, r.body + b" ", r.headers),
+            "invalid_signature",
+        ),
+        (
+            lambda r: SignedRequest(r.method, r.path_with_query + "?x=1", r.body, r.headers),
+            "invalid_signature",
+        ),
         (lambda r: SignedRequest("PUT", r.path_with_query, r.body, r.headers), "invalid_signature"),
-        (lambda r: SignedRequest(r.method, r.path_with_query, r.body, {**r.headers, "Idempotency-Key": "idem-2"}), "invalid_signature"),
-        (lambda r: SignedRequest(r.method, r.path_with_query, r.body, {k: v for k, v in r.headers.items() if k != "X-Crashd-Signature"}), "signature_missing"),
-        (lambda r: SignedRequest(r.method, r.path_with_query, r.body, {k: v for k, v in r.headers.items() if k != "Idempotency-Key"}), "idempotency_key_required"),
-        (lambda r: SignedRequest(r.method, r.path_with_query, r.body, {**r.headers, "X-Crashd-Signature": "XYZ"}), "signature_malformed"),
-        (lambda r: SignedRequest(r.method, r.path_with_query, r.body, {**r.headers, "X-Crashd-Timestamp": "-5"}), "signature_malformed"),
-        (lambda r: SignedRequest(r.method, r.path_with_query, r.body, {**r.headers, "X-Crashd-Nonce": "short"}), "signature_malformed"),
-        (lambda r: SignedRequest(r.method, r.path_with_query, r.body, {**r.headers, "X-Crashd-Timestamp": str(NOW + 1)}), "invalid_signature"),
+        (
+            lambda r: SignedRequest(
+                r.method, r.path_with_query, r.body, {**r.headers, "Idempotency-Key": "idem-2"}
+            ),
+            "invalid_signature",
+        ),
+        (
+            lambda r: SignedRequest(
+                r.method,
+                r.path_with_query,
+                r.body,
+                {k: v for k, v in r.headers.items() if k != "X-Crashd-Signature"},
+            ),
+            "signature_missing",
+        ),
+        (
+            lambda r: SignedRequest(
+                r.method,
+                r.path_with_query,
+                r.body,
+                {k: v for k, v in r.headers.items() if k != "Idempotency-Key"},
+            ),
+            "idempotency_key_required",
+        ),
+        (
+            lambda r: SignedRequest(
+                r.method, r.path_with_query, r.body, {**r.headers, "X-Crashd-Signature": "XYZ"}
+            ),
+            "signature_malformed",
+        ),
+        (
+            lambda r: SignedRequest(
+                r.method, r.path_with_query, r.body, {**r.headers, "X-Crashd-Timestamp": "-5"}
+            ),
+            "signature_malformed",
+        ),
+        (
+            lambda r: SignedRequest(
+                r.method, r.path_with_query, r.body, {**r.headers, "X-Crashd-Nonce": "short"}
+            ),
+            "signature_malformed",
+        ),
+        (
+            lambda r: SignedRequest(
+                r.method,
+                r.path_with_query,
+                r.body,
+                {**r.headers, "X-Crashd-Timestamp": str(NOW + 1)},
+            ),
+            "invalid_signature",
+        ),
     ],
 )
 def test_tampering_is_refused(mutate, code: str) -> None:  # type: ignore[no-untyped-def]

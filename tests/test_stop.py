@@ -21,14 +21,15 @@ from typing import Any
 
 import httpx
 import trio
+from test_api_bets import Api, fund
+from test_api_support import PYTHON, REPO, make_key, test_config
 
 from crashd.api.config import Config
-from crashd.engine.chainstore import ChainFile, save as save_chain
+from crashd.engine.chainstore import ChainFile
+from crashd.engine.chainstore import save as save_chain
 from crashd.engine.curve import ms_at
 from crashd.engine.fairness import ChainReader, build_chain, crash_point
 from crashd.engine.ledger import open_ledger
-from test_api_bets import Api, fund
-from test_api_support import PYTHON, REPO, make_key, test_config
 
 STOP_BOUND_S = 10.0
 """Docker's default wait between SIGTERM and SIGKILL."""
@@ -50,18 +51,39 @@ def chain_with_first_game(path: Path, low: int, high: int) -> int:
 
 def config_for(tmp_path: Path, **overrides: Any) -> Config:
     defaults = Config()
-    config = test_config(tmp_path, chain_length=100, stop_wait_s=defaults.stop_wait_s,
-                         graceful_timeout=defaults.graceful_timeout)
+    config = test_config(
+        tmp_path,
+        chain_length=100,
+        stop_wait_s=defaults.stop_wait_s,
+        graceful_timeout=defaults.graceful_timeout,
+    )
     return config.with_overrides(**overrides)
 
 
 async def start(config: Config) -> tuple[trio.Process, str]:
     proc = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "crashd.api", "serve", "--port", "0", "--feed-port", "0",
-         "--database", str(config.database), "--chain-file", str(config.chain_file),
-         "--betting-ms", str(config.betting_ms), "--pause-ms", str(config.pause_ms),
-         "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            PYTHON,
+            "-m",
+            "crashd.api",
+            "serve",
+            "--port",
+            "0",
+            "--feed-port",
+            "0",
+            "--database",
+            str(config.database),
+            "--chain-file",
+            str(config.chain_file),
+            "--betting-ms",
+            str(config.betting_ms),
+            "--pause-ms",
+            str(config.pause_ms),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.stdout is not None
@@ -114,7 +136,8 @@ async def test_stop_while_betting_voids_the_round_at_once(tmp_path: Path) -> Non
         placed = await api.place("pat", 400)
         assert placed["round_id"] == 1 and not placed["queued"]
     took = await stop(proc)
-    print(f"stop took {took:.2f} s"); assert took < STOP_BOUND_S, f"stop took {took:.1f} s"
+    print(f"stop took {took:.2f} s")
+    assert took < STOP_BOUND_S, f"stop took {took:.1f} s"
     assert await settled(config, placed["ticket_id"]) == ("refunded", None, 1_000)
 
 
@@ -130,7 +153,8 @@ async def test_stop_while_running_a_long_round_voids_it(tmp_path: Path) -> None:
         placed = await api.place("pat", 400, auto=100_000_00)
         await api.wait_status("running")
     took = await stop(proc)
-    print(f"stop took {took:.2f} s"); assert took < STOP_BOUND_S, f"stop took {took:.1f} s"
+    print(f"stop took {took:.2f} s")
+    assert took < STOP_BOUND_S, f"stop took {took:.1f} s"
     assert await settled(config, placed["ticket_id"]) == ("refunded", None, 1_000)
 
 
@@ -150,7 +174,8 @@ async def test_stop_while_running_a_round_that_crashes_soon_plays_it_out(tmp_pat
         wait_s = max(0.0, (ms_at(point) - state["elapsed_ms"] - 4_000) / 1000)
         await trio.sleep(wait_s)
     took = await stop(proc)
-    print(f"stop took {took:.2f} s"); assert took < STOP_BOUND_S, f"stop took {took:.1f} s"
+    print(f"stop took {took:.2f} s")
+    assert took < STOP_BOUND_S, f"stop took {took:.1f} s"
     assert await settled(config, placed["ticket_id"]) == ("won", 110, 1_000 - 400 + 440)
 
 
@@ -166,5 +191,6 @@ async def test_stop_in_the_pause_after_a_crash_is_immediate(tmp_path: Path) -> N
         await api.wait_round_over(placed["round_id"])
         await api.wait_status("crashed")
     took = await stop(proc)
-    print(f"stop took {took:.2f} s"); assert took < STOP_BOUND_S, f"stop took {took:.1f} s"
+    print(f"stop took {took:.2f} s")
+    assert took < STOP_BOUND_S, f"stop took {took:.1f} s"
     assert await settled(config, placed["ticket_id"]) == ("lost", None, 600)

@@ -17,7 +17,8 @@ from crashd.engine.fairness import (
     build_chain,
     new_seed,
 )
-from crashd.api.cli.usage import UsageError
+
+from .usage import UsageError
 
 DEFAULT_CHAIN_FILE = Path("crashd-chain.json")
 MAX_CHAIN_LENGTH = 1_000_000_000
@@ -25,22 +26,51 @@ MAX_CHAIN_LENGTH = 1_000_000_000
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "chain", help="create and inspect the provably fair hash chain",
+        "chain",
+        help="create and inspect the provably fair hash chain",
         description="Create the secret hash chain, fix its public salt, show the commitment.",
     )
     sub = parser.add_subparsers(dest="chain_command", metavar="ACTION", parser_class=type(parser))
     sub.required = True
 
-    new = sub.add_parser("new", help="create a new chain (secret file, mode 0600) and print its commitment")
-    new.add_argument("--file", type=Path, default=DEFAULT_CHAIN_FILE, help=f"where to keep the secret chain (default {DEFAULT_CHAIN_FILE})")
-    new.add_argument("--length", type=int, default=DEFAULT_CHAIN_LENGTH, help=f"number of games (default {DEFAULT_CHAIN_LENGTH:,})")
-    new.add_argument("--encoding", choices=[e.value for e in ChainEncoding], default="hex", help="link encoding (default hex, as Bustabit)")
-    new.add_argument("--interval", type=int, default=DEFAULT_CHECKPOINT_INTERVAL, help=f"links between stored checkpoints (default {DEFAULT_CHECKPOINT_INTERVAL:,})")
-    new.add_argument("--salt", metavar="TEXT", help="fix the public salt now (otherwise later with `chain salt`)")
+    new = sub.add_parser(
+        "new", help="create a new chain (secret file, mode 0600) and print its commitment"
+    )
+    new.add_argument(
+        "--file",
+        type=Path,
+        default=DEFAULT_CHAIN_FILE,
+        help=f"where to keep the secret chain (default {DEFAULT_CHAIN_FILE})",
+    )
+    new.add_argument(
+        "--length",
+        type=int,
+        default=DEFAULT_CHAIN_LENGTH,
+        help=f"number of games (default {DEFAULT_CHAIN_LENGTH:,})",
+    )
+    new.add_argument(
+        "--encoding",
+        choices=[e.value for e in ChainEncoding],
+        default="hex",
+        help="link encoding (default hex, as Bustabit)",
+    )
+    new.add_argument(
+        "--interval",
+        type=int,
+        default=DEFAULT_CHECKPOINT_INTERVAL,
+        help=f"links between stored checkpoints (default {DEFAULT_CHECKPOINT_INTERVAL:,})",
+    )
+    new.add_argument(
+        "--salt", metavar="TEXT", help="fix the public salt now (otherwise later with `chain salt`)"
+    )
     new.set_defaults(func=run_new)
 
     salt = sub.add_parser("salt", help="fix the public salt of a chain, once")
-    salt.add_argument("salt", metavar="TEXT", help="the salt: ASCII text published after the commitment, e.g. a future Bitcoin block hash")
+    salt.add_argument(
+        "salt",
+        metavar="TEXT",
+        help="the salt: ASCII text published after the commitment, e.g. a future Bitcoin block hash",
+    )
     salt.add_argument("--file", type=Path, default=DEFAULT_CHAIN_FILE)
     salt.set_defaults(func=run_salt)
 
@@ -94,11 +124,16 @@ def run_new(args: argparse.Namespace) -> int:
     if not 1 <= args.interval <= 1_000_000:
         raise UsageError("--interval must be between 1 and 1,000,000")
     salt = _check_salt(args.salt) if args.salt is not None else None
-    chain = create_chain_file(args.file, args.length, ChainEncoding(args.encoding), args.interval, salt)
+    chain = create_chain_file(
+        args.file, args.length, ChainEncoding(args.encoding), args.interval, salt
+    )
     print(f"chain file: {args.file} (secret, mode 0600: back it up, never publish it)")
     print(f"terminating hash: {chain.spec.terminating_hash.hex()}")
-    print("publish the terminating hash now; fix the salt afterwards with `crashd chain salt TEXT`"
-          if salt is None else f"salt: {salt}")
+    print(
+        "publish the terminating hash now; fix the salt afterwards with `crashd chain salt TEXT`"
+        if salt is None
+        else f"salt: {salt}"
+    )
     return 0
 
 
@@ -125,12 +160,16 @@ def run_salt(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     chain = _load(args.file)
     spec = chain.spec
-    print(f"scheme: bustabit-v2 (HMAC-SHA256(key=salt, msg=game hash bytes), 52 bits, 1% house edge)")
+    print(
+        "scheme: bustabit-v2 (HMAC-SHA256(key=salt, msg=game hash bytes), 52 bits, 1% house edge)"
+    )
     print(f"terminating hash: {spec.terminating_hash.hex()}")
     print(f"salt: {chain.salt if chain.salt is not None else '(not fixed yet)'}")
     print(f"encoding: {spec.encoding.value}")
     print(f"games: {spec.games:,}")
     print("verify a revealed game:")
     print("  crashd verify --hash GAME_HASH --salt SALT                 # its crash point")
-    print(f"  crashd verify --hash GAME_HASH --terminating {spec.terminating_hash.hex()} --chain {spec.encoding.value}")
+    print(
+        f"  crashd verify --hash GAME_HASH --terminating {spec.terminating_hash.hex()} --chain {spec.encoding.value}"
+    )
     return 0

@@ -30,29 +30,35 @@ from typing import Any
 
 from crashd.api import database as apidb
 from crashd.api.config import ConfigError, add_arguments, config_from_args
-from crashd.api.cli.usage import UsageError
 from crashd.engine.ledger.model import AuditReport
 from crashd.engine.ledger.schema import SCHEMA_VERSION
 from crashd.engine.ledger.store import audit
+
+from .usage import UsageError
 
 _DB_SETTINGS = ("database",)
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "db", help="check or back up the database (safe while the server runs)",
+        "db",
+        help="check or back up the database (safe while the server runs)",
         description="Check the database's integrity and the ledger's invariants, or take "
-                    "a consistent online backup.",
+        "a consistent online backup.",
     )
     sub = parser.add_subparsers(dest="db_command", metavar="ACTION", parser_class=type(parser))
     sub.required = True
 
-    check = sub.add_parser("check", help="integrity check and ledger audit; exit 1 if anything is wrong")
+    check = sub.add_parser(
+        "check", help="integrity check and ledger audit; exit 1 if anything is wrong"
+    )
     add_arguments(check, _DB_SETTINGS)
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=run_check)
 
-    backup = sub.add_parser("backup", help="consistent online copy (and the pepper), then check the copy")
+    backup = sub.add_parser(
+        "backup", help="consistent online copy (and the pepper), then check the copy"
+    )
     add_arguments(backup, _DB_SETTINGS)
     backup.add_argument("dest", type=Path, metavar="DEST", help="the new file (must not exist)")
     backup.add_argument("--json", action="store_true", help="print one JSON object")
@@ -99,8 +105,13 @@ def check_database(path: Path) -> CheckReport:
         try:
             rows = conn.execute("PRAGMA integrity_check").fetchall()
         except sqlite3.DatabaseError as exc:
-            return CheckReport(str(path), f"unreadable: {exc}", None, None,
-                               (f"not a readable SQLite database: {exc}",))
+            return CheckReport(
+                str(path),
+                f"unreadable: {exc}",
+                None,
+                None,
+                (f"not a readable SQLite database: {exc}",),
+            )
         problems: list[str] = []
         integrity = "ok" if rows == [("ok",)] else "; ".join(str(r[0]) for r in rows[:10])
         if integrity != "ok":
@@ -109,7 +120,9 @@ def check_database(path: Path) -> CheckReport:
         if bad:
             problems.append(f"foreign_key_check: {len(bad)} rows, first {bad[:5]!r}")
         version = None
-        if conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta'").fetchone():
+        if conn.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'meta'"
+        ).fetchone():
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             version = int(row[0]) if row is not None else None
         if version is None:
@@ -129,7 +142,11 @@ def _print_report(report: CheckReport, *, heading: str) -> None:
     print(f"  file            {report.database}")
     print(f"  integrity       {report.integrity}")
     version = report.schema_version
-    note = "" if version is None or version == SCHEMA_VERSION else f" (migrated to {SCHEMA_VERSION} on the next start)"
+    note = (
+        ""
+        if version is None or version == SCHEMA_VERSION
+        else f" (migrated to {SCHEMA_VERSION} on the next start)"
+    )
     print(f"  schema version  {version}{note}")
     books = report.audit
     if books is not None:
@@ -137,8 +154,10 @@ def _print_report(report: CheckReport, *, heading: str) -> None:
         print(f"  transfers       {books.transfers:,}")
         print(f"  sum of balances {books.total:,} (double entry: always 0)")
         for env in sorted(books.psp_net):
-            print(f"  {env:<15} players+house+escrow {books.internal_total.get(env, 0):,} = "
-                  f"PSP net {books.psp_net[env]:,} + faucet {books.faucet_total.get(env, 0):,}")
+            print(
+                f"  {env:<15} players+house+escrow {books.internal_total.get(env, 0):,} = "
+                f"PSP net {books.psp_net[env]:,} + faucet {books.faucet_total.get(env, 0):,}"
+            )
     for problem in report.problems:
         print(f"  problem: {problem}")
 
@@ -209,14 +228,25 @@ def run_backup(args: argparse.Namespace) -> int:
         copied_pepper = True
     report = check_database(dest)
     if args.json:
-        print(json.dumps({"dest": str(dest), "bytes": size, "seconds": round(seconds, 3),
-                          "pepper": str(pepper_dest) if copied_pepper else None,
-                          "check": _report_doc(report)}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "dest": str(dest),
+                    "bytes": size,
+                    "seconds": round(seconds, 3),
+                    "pepper": str(pepper_dest) if copied_pepper else None,
+                    "check": _report_doc(report),
+                },
+                indent=1,
+            )
+        )
     else:
         print(f"backed up {source} to {dest}: {size:,} bytes in {seconds:.2f} s (mode 0600)")
         if copied_pepper:
-            print(f"pepper copied to {pepper_dest} (mode 0600): keep it with the backup, "
-                  "API keys cannot be checked without it")
+            print(
+                f"pepper copied to {pepper_dest} (mode 0600): keep it with the backup, "
+                "API keys cannot be checked without it"
+            )
         else:
             print(f"no pepper beside {source} (no API key was ever created)")
         _print_report(report, heading="the copy")

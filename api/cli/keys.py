@@ -12,7 +12,8 @@ import argparse
 import contextlib
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from crashd.api import database as apidb
 from crashd.api.config import ConfigError, add_arguments, config_from_args
@@ -24,7 +25,8 @@ from crashd.api.security.keys import (
     KeyStore,
     KeyStoreError,
 )
-from crashd.api.cli.usage import UsageError
+
+from .usage import UsageError
 
 _DB_SETTINGS = ("database",)
 DEFAULT_OVERLAP_S = 86400.0
@@ -32,7 +34,8 @@ DEFAULT_OVERLAP_S = 86400.0
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "keys", help="create, list and revoke API keys",
+        "keys",
+        help="create, list and revoke API keys",
         description="Manage partners' API keys (stored hashed in the server's database).",
     )
     sub = parser.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=type(parser))
@@ -40,13 +43,24 @@ def register(subparsers: Any) -> None:
 
     create = sub.add_parser("create", help="create a key and print its secret (once)")
     add_arguments(create, _DB_SETTINGS)
-    create.add_argument("--env", required=True, choices=["sandbox", "production"],
-                        help="sandbox (ck_test_…, demo money) or production (ck_live_…)")
-    create.add_argument("--scopes", required=True, metavar="A,B",
-                        help="comma-separated: " + ", ".join(SCOPES))
-    create.add_argument("--label", default="", help="a note for the operator (e.g. the partner's app)")
-    create.add_argument("--partner", default=DEFAULT_PARTNER, metavar="ID",
-                        help=f"the partner this key belongs to (default {DEFAULT_PARTNER!r})")
+    create.add_argument(
+        "--env",
+        required=True,
+        choices=["sandbox", "production"],
+        help="sandbox (ck_test_…, demo money) or production (ck_live_…)",
+    )
+    create.add_argument(
+        "--scopes", required=True, metavar="A,B", help="comma-separated: " + ", ".join(SCOPES)
+    )
+    create.add_argument(
+        "--label", default="", help="a note for the operator (e.g. the partner's app)"
+    )
+    create.add_argument(
+        "--partner",
+        default=DEFAULT_PARTNER,
+        metavar="ID",
+        help=f"the partner this key belongs to (default {DEFAULT_PARTNER!r})",
+    )
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(func=run_create)
 
@@ -60,12 +74,19 @@ def register(subparsers: Any) -> None:
     revoke.add_argument("key_id", metavar="ID", help="the key id (key_…), from `crashd keys list`")
     revoke.set_defaults(func=run_revoke)
 
-    rotate = sub.add_parser("rotate", help="issue a new secret and signing secret (old ones work for --overlap-s)")
+    rotate = sub.add_parser(
+        "rotate", help="issue a new secret and signing secret (old ones work for --overlap-s)"
+    )
     add_arguments(rotate, _DB_SETTINGS)
     rotate.add_argument("key_id", metavar="ID", help="the key id (key_…), from `crashd keys list`")
-    rotate.add_argument("--overlap-s", type=float, default=DEFAULT_OVERLAP_S, metavar="N",
-                        help=f"seconds the old secret and signing secret keep working "
-                             f"(default {DEFAULT_OVERLAP_S:g}; 0: stop at once)")
+    rotate.add_argument(
+        "--overlap-s",
+        type=float,
+        default=DEFAULT_OVERLAP_S,
+        metavar="N",
+        help=f"seconds the old secret and signing secret keep working "
+        f"(default {DEFAULT_OVERLAP_S:g}; 0: stop at once)",
+    )
     rotate.add_argument("--json", action="store_true", help="print one JSON object")
     rotate.set_defaults(func=run_rotate)
 
@@ -88,10 +109,16 @@ def _opened(args: argparse.Namespace) -> Iterator[KeyStore]:
 
 def _key_doc(key: ApiKey) -> dict[str, Any]:
     return {
-        "id": key.id, "prefix": key.prefix, "environment": key.environment,
-        "partner_id": key.partner_id, "scopes": list(key.scopes), "label": key.label,
-        "created_at": key.created_at, "revoked_at": key.revoked_at,
-        "generation": key.generation, "last_used_at": key.last_used_at,
+        "id": key.id,
+        "prefix": key.prefix,
+        "environment": key.environment,
+        "partner_id": key.partner_id,
+        "scopes": list(key.scopes),
+        "label": key.label,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+        "generation": key.generation,
+        "last_used_at": key.last_used_at,
         "previous_valid_until": key.previous_until,
     }
 
@@ -113,14 +140,20 @@ def run_create(args: argparse.Namespace) -> int:
 
 def _created_doc(created: CreatedKey) -> dict[str, object]:
     """The one JSON a new or rotated key is shown in (``crashd request --key-file`` reads it)."""
-    return {**_key_doc(created.key), "secret": created.secret, "signing_secret": created.signing_secret}
+    return {
+        **_key_doc(created.key),
+        "secret": created.secret,
+        "signing_secret": created.signing_secret,
+    }
 
 
 def _print_secrets(created: CreatedKey) -> None:
     print(f"secret: {created.secret}")
     print(f"signing secret: {created.signing_secret}")
-    print("both are shown only now: store them safely (send the secret as Authorization: Bearer <secret>; "
-          "sign bet requests with the signing secret, see docs/security.md)")
+    print(
+        "both are shown only now: store them safely (send the secret as Authorization: Bearer <secret>; "
+        "sign bet requests with the signing secret, see docs/security.md)"
+    )
 
 
 def run_rotate(args: argparse.Namespace) -> int:
@@ -149,11 +182,15 @@ def run_list(args: argparse.Namespace) -> int:
     if not keys:
         print("no API keys yet (create one with `crashd keys create --env sandbox --scopes …`)")
         return 0
-    print(f"{'ID':<20} {'PREFIX':<12} {'ENV':<10} {'PARTNER':<16} {'STATUS':<24} {'SCOPES':<36} LABEL")
+    print(
+        f"{'ID':<20} {'PREFIX':<12} {'ENV':<10} {'PARTNER':<16} {'STATUS':<24} {'SCOPES':<36} LABEL"
+    )
     for k in keys:
         status = f"revoked {k.revoked_at}" if k.revoked_at else "active"
-        print(f"{k.id:<20} {k.prefix + '…':<12} {k.environment:<10} {k.partner_id:<16} {status:<24} "
-              f"{','.join(k.scopes):<36} {k.label}")
+        print(
+            f"{k.id:<20} {k.prefix + '…':<12} {k.environment:<10} {k.partner_id:<16} {status:<24} "
+            f"{','.join(k.scopes):<36} {k.label}"
+        )
     return 0
 
 

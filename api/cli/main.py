@@ -9,19 +9,34 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from crashd.api.cli import (
     chain as cli_chain,
+)
+from crashd.api.cli import (
     db as cli_db,
+)
+from crashd.api.cli import (
     keys as cli_keys,
+)
+from crashd.api.cli import (
     psp as cli_psp,
+)
+from crashd.api.cli import (
     request as cli_request,
+)
+from crashd.api.cli import (
     serve as cli_serve,
+)
+from crashd.api.cli import (
     verify as cli_verify,
+)
+from crashd.api.cli import (
     watch as cli_watch,
 )
-from crashd.api.cli.usage import UsageError
+
+from .usage import UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="crashd 0.1.0")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for module in (cli_serve, cli_keys, cli_chain, cli_verify, cli_psp, cli_request, cli_watch, cli_db):
+    for module in (
+        cli_serve,
+        cli_keys,
+        cli_chain,
+        cli_verify,
+        cli_psp,
+        cli_request,
+        cli_watch,
+        cli_db,
+    ):
         module.register(subparsers)
     return parser
 

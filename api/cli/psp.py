@@ -21,10 +21,11 @@ from typing import Any
 
 import httpx
 
-from crashd.api.security import webhook as pspsig
 from crashd.api.config import ConfigError, add_arguments, config_from_args
 from crashd.api.rest.routes.psp import MONEY_TYPES, SecretFile
-from crashd.api.cli.usage import UsageError
+from crashd.api.security import webhook as pspsig
+
+from .usage import UsageError
 
 WEBHOOK_PATH = "/api/v1/psp/webhook"
 _SETTINGS = ("psp_secrets_file", "environment")
@@ -32,25 +33,43 @@ _SETTINGS = ("psp_secrets_file", "environment")
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "psp", help="PSP webhook tools",
+        "psp",
+        help="PSP webhook tools",
         description="Tools for the PSP webhook (POST /api/v1/psp/webhook).",
     )
     sub = parser.add_subparsers(dest="psp_command", metavar="ACTION", parser_class=type(parser))
     sub.required = True
-    send = sub.add_parser("send-test-event", help="send a correctly signed sample event to a server")
+    send = sub.add_parser(
+        "send-test-event", help="send a correctly signed sample event to a server"
+    )
     add_arguments(send, _SETTINGS)
     send.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
-    send.add_argument("--secret-file", type=Path, metavar="FILE",
-                      help="sign with the first secret of this file (default: psp_secrets_file)")
-    send.add_argument("--type", default="deposit.completed", metavar="TYPE",
-                      help=f"event type: {', '.join(MONEY_TYPES)} or any other (ignored by the server)")
+    send.add_argument(
+        "--secret-file",
+        type=Path,
+        metavar="FILE",
+        help="sign with the first secret of this file (default: psp_secrets_file)",
+    )
+    send.add_argument(
+        "--type",
+        default="deposit.completed",
+        metavar="TYPE",
+        help=f"event type: {', '.join(MONEY_TYPES)} or any other (ignored by the server)",
+    )
     send.add_argument("--partner", default="default", metavar="ID", help="the user's partner id")
     send.add_argument("--user", default="test-user", metavar="ID", help="the partner's user id")
-    send.add_argument("--amount", type=int, default=1000, help="minor units (deposits and withdrawals)")
+    send.add_argument(
+        "--amount", type=int, default=1000, help="minor units (deposits and withdrawals)"
+    )
     send.add_argument("--event-id", metavar="ID", help="the event id (default: a fresh evt_test_…)")
-    send.add_argument("--withdrawal-id", metavar="ID",
-                      help="withdrawal.failed/reversed: the event id of the withdrawal")
-    send.add_argument("--cafile", type=Path, metavar="PEM", help="trust this CA (a self-signed server)")
+    send.add_argument(
+        "--withdrawal-id",
+        metavar="ID",
+        help="withdrawal.failed/reversed: the event id of the withdrawal",
+    )
+    send.add_argument(
+        "--cafile", type=Path, metavar="PEM", help="trust this CA (a self-signed server)"
+    )
     send.set_defaults(func=run_send)
 
 
@@ -62,8 +81,12 @@ def build_event(args: argparse.Namespace, environment: str) -> dict[str, Any]:
             raise UsageError(f"{args.type} needs --withdrawal-id (the withdrawal's event id)")
         data = {"environment": environment, "withdrawal_id": args.withdrawal_id}
     else:
-        data = {"environment": environment, "partner_id": args.partner, "user_id": args.user,
-                "amount": args.amount}
+        data = {
+            "environment": environment,
+            "partner_id": args.partner,
+            "user_id": args.user,
+            "amount": args.amount,
+        }
     return {"id": event_id, "type": args.type, "created": int(time.time()), "data": data}
 
 
@@ -80,14 +103,21 @@ def run_send(args: argparse.Namespace) -> int:
     if not found:
         raise UsageError(f"no secret in {path} (one per line)")
     body = json.dumps(build_event(args, config.environment), separators=(",", ":")).encode()
-    headers = {"Content-Type": "application/json",
-               pspsig.HEADER: pspsig.header_value(found[0], int(time.time()), body)}
+    headers = {
+        "Content-Type": "application/json",
+        pspsig.HEADER: pspsig.header_value(found[0], int(time.time()), body),
+    }
     verify: ssl.SSLContext | bool = True
     if args.cafile is not None:
         verify = ssl.create_default_context(cafile=str(args.cafile))
     try:
-        reply = httpx.post(args.url.rstrip("/") + WEBHOOK_PATH, content=body, headers=headers,
-                           timeout=10, verify=verify)
+        reply = httpx.post(
+            args.url.rstrip("/") + WEBHOOK_PATH,
+            content=body,
+            headers=headers,
+            timeout=10,
+            verify=verify,
+        )
     except httpx.HTTPError as exc:
         raise UsageError(f"cannot reach {args.url}: {exc}") from None
     print(f"{reply.status_code} {reply.text}")

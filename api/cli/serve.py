@@ -16,18 +16,20 @@ from typing import Any
 from crashd.api import database as apidb
 from crashd.api.config import ConfigError, add_arguments, config_from_args
 from crashd.api.server import ServerInfo, describe_failure, run_blocking
-from crashd.api.cli.usage import UsageError
 from crashd.engine.chainstore import ChainFileError
 from crashd.engine.proclock import InUse
 
-log = logging.getLogger("crashd.server")
+from .usage import UsageError
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "serve", help="run the game engine and the API server",
+        "serve",
+        help="run the game engine and the API server",
         description="Run the round engine, ledger and API (default 127.0.0.1:8000, sandbox, "
-                    "SQLite crashd.sqlite3 and chain crashd-chain.json in the working directory).",
+        "SQLite crashd.sqlite3 and chain crashd-chain.json in the working directory).",
     )
     add_arguments(parser)
     parser.set_defaults(func=run)
@@ -43,14 +45,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     logging.basicConfig(
-        level=config.log_level.upper(), stream=sys.stderr,
+        level=config.log_level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
         run_blocking(config, on_ready=_announce)
     except (UsageError, KeyboardInterrupt):
         raise
-    except BaseException as exc:  # noqa: BLE001 - the process boundary: one clear line
+    except BaseException as exc:
         root = exc
         while isinstance(root, BaseExceptionGroup) and len(root.exceptions) == 1:
             root = root.exceptions[0]

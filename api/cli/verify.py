@@ -15,7 +15,8 @@ from crashd.engine.fairness import (
     crash_point,
     parse_hash,
 )
-from crashd.api.cli.usage import UsageError
+
+from .usage import UsageError
 
 DEFAULT_MAX_STEPS = 10_000_000
 
@@ -30,15 +31,22 @@ def register(subparsers: Any) -> None:
             "and print its position (its game number). Both may be given."
         ),
     )
-    parser.add_argument("--hash", required=True, metavar="HEX", help="the revealed game hash (64 hex digits)")
+    parser.add_argument(
+        "--hash", required=True, metavar="HEX", help="the revealed game hash (64 hex digits)"
+    )
     parser.add_argument("--salt", metavar="TEXT", help="the public salt (ASCII text)")
     parser.add_argument("--terminating", metavar="HEX", help="the published terminating hash")
     parser.add_argument(
-        "--max-steps", type=int, default=DEFAULT_MAX_STEPS, metavar="N",
+        "--max-steps",
+        type=int,
+        default=DEFAULT_MAX_STEPS,
+        metavar="N",
         help=f"walk at most N links (default {DEFAULT_MAX_STEPS:,})",
     )
     parser.add_argument(
-        "--chain", choices=[e.value for e in ChainEncoding], default=ChainEncoding.HEX.value,
+        "--chain",
+        choices=[e.value for e in ChainEncoding],
+        default=ChainEncoding.HEX.value,
         help="how links are hashed: hex (SHA-256 of the hex string, Bustabit) or raw (of the 32 bytes)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -76,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
             print(result["crash_point"])
         if args.terminating is not None:
             if position is not None:
-                print(f"linked: game {position} of the chain ending in {args.terminating.strip().lower()}")
+                print(
+                    f"linked: game {position} of the chain ending in {args.terminating.strip().lower()}"
+                )
     if not linked_ok:
         if not args.json:
             print(

@@ -20,8 +20,9 @@ import argparse
 import os
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 import httpx
 import trio
@@ -36,10 +37,11 @@ from crashd.api.client import (
     open_feed,
 )
 from crashd.api.client.messages import StreamMessage
-from crashd.api.cli.usage import UsageError
+from crashd.api.feed.hub import LIVE_MULTIPLIER, ROUND_UPDATES
 from crashd.engine.curve import format_multiplier
 from crashd.engine.fairness import ChainEncoding, FairnessError, crash_point, next_link, parse_hash
-from crashd.api.feed.hub import LIVE_MULTIPLIER, ROUND_UPDATES
+
+from .usage import UsageError
 
 KEY_ENV = "CRASHD_API_KEY"
 
@@ -60,12 +62,19 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server's REST base URL")
-    parser.add_argument("--key", default=None,
-                        help=f"API key with read:game_state (default: ${KEY_ENV})")
-    parser.add_argument("--once", type=int, default=None, metavar="N",
-                        help="exit after N rounds have crashed (for scripts and tests)")
-    parser.add_argument("--history", type=int, default=10, metavar="N",
-                        help="recent results to show (default 10)")
+    parser.add_argument(
+        "--key", default=None, help=f"API key with read:game_state (default: ${KEY_ENV})"
+    )
+    parser.add_argument(
+        "--once",
+        type=int,
+        default=None,
+        metavar="N",
+        help="exit after N rounds have crashed (for scripts and tests)",
+    )
+    parser.add_argument(
+        "--history", type=int, default=10, metavar="N", help="recent results to show (default 10)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -83,9 +92,16 @@ class Result:
     """The hash links to the previous round's (``None``: no previous round to check)."""
 
 
-def verify(round_id: int, point: int | None, game_hash: str | None, salt: str | None,
-           previous_hash: str | None, encoding: ChainEncoding = ChainEncoding.HEX,
-           voided: bool = False, terminating_hash: str | None = None) -> Result:
+def verify(
+    round_id: int,
+    point: int | None,
+    game_hash: str | None,
+    salt: str | None,
+    previous_hash: str | None,
+    encoding: ChainEncoding = ChainEncoding.HEX,
+    voided: bool = False,
+    terminating_hash: str | None = None,
+) -> Result:
     """A result, checked: the crash point against the hash and salt, the hash against
     the previous round's (``sha256(hex(h_k)) == h_(k-1)``: games run down the chain) or,
     for the first game, against the published terminating hash."""
@@ -116,8 +132,13 @@ def verify(round_id: int, point: int | None, game_hash: str | None, salt: str | 
 class WatchState:
     """What the screen shows, updated from stream messages; no I/O."""
 
-    def __init__(self, salt: str | None, history: int, encoding: ChainEncoding = ChainEncoding.HEX,
-                 terminating_hash: str | None = None) -> None:
+    def __init__(
+        self,
+        salt: str | None,
+        history: int,
+        encoding: ChainEncoding = ChainEncoding.HEX,
+        terminating_hash: str | None = None,
+    ) -> None:
         self.salt = salt
         self.encoding = encoding
         self.terminating_hash = terminating_hash
@@ -132,13 +153,25 @@ class WatchState:
     def add_history(self, rounds: list[dict[str, Any]]) -> None:
         """Finished rounds from REST, oldest first."""
         for r in rounds:
-            self._record(r["round_id"], r.get("crash_point"), r.get("game_hash"), r.get("status") == "voided")
+            self._record(
+                r["round_id"], r.get("crash_point"), r.get("game_hash"), r.get("status") == "voided"
+            )
 
-    def _record(self, round_id: int, point: int | None, game_hash: str | None, voided: bool) -> Result:
+    def _record(
+        self, round_id: int, point: int | None, game_hash: str | None, voided: bool
+    ) -> Result:
         last = self.results[-1] if self.results else None
         previous = last.game_hash if last is not None and last.round_id == round_id - 1 else None
-        result = verify(round_id, point, game_hash, self.salt, previous, self.encoding, voided,
-                        self.terminating_hash)
+        result = verify(
+            round_id,
+            point,
+            game_hash,
+            self.salt,
+            previous,
+            self.encoding,
+            voided,
+            self.terminating_hash,
+        )
         self.results.append(result)
         return result
 
@@ -147,11 +180,15 @@ class WatchState:
         if isinstance(message, Snapshot):
             if message.is_resync:
                 self.resyncs += 1
-            state = message.channels.get(ROUND_UPDATES) or message.channels.get(LIVE_MULTIPLIER) or {}
+            state = (
+                message.channels.get(ROUND_UPDATES) or message.channels.get(LIVE_MULTIPLIER) or {}
+            )
             if state:
                 self.round_id = state.get("round_id", self.round_id)
                 self.phase = str(state.get("status", self.phase))
-                self.multiplier = int(state.get("multiplier") or state.get("current_multiplier") or 100)
+                self.multiplier = int(
+                    state.get("multiplier") or state.get("current_multiplier") or 100
+                )
             return None
         assert isinstance(message, ChannelMessage)
         kind = message.type
@@ -171,13 +208,22 @@ class WatchState:
             if any(r.round_id == message["round_id"] for r in self.results):
                 return None  # already loaded from history
             self.live_results += 1
-            return self._record(message["round_id"], message.get("crash_point"), message.get("game_hash"), voided)
+            return self._record(
+                message["round_id"], message.get("crash_point"), message.get("game_hash"), voided
+            )
         return None
 
 
 # -- rendering ---------------------------------------------------------------------------
 
-_RESET, _BOLD, _DIM, _RED, _GREEN, _YELLOW = "\x1b[0m", "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[32m", "\x1b[33m"
+_RESET, _BOLD, _DIM, _RED, _GREEN, _YELLOW = (
+    "\x1b[0m",
+    "\x1b[1m",
+    "\x1b[2m",
+    "\x1b[31m",
+    "\x1b[32m",
+    "\x1b[33m",
+)
 
 
 def _mult(hundredths: int | None) -> str:
@@ -191,8 +237,13 @@ def result_line(result: Result) -> str:
     if result.verification == MISMATCH:
         detail = f" (hash and salt give {_mult(result.expected)})"
     hash_part = f"hash {result.game_hash[:16]}…" if result.game_hash else ""
-    words = [f"round {result.round_id}", "voided" if result.verification == "voided" else
-             f"crashed @ {_mult(result.crash_point)}", result.verification + detail, chain, hash_part]
+    words = [
+        f"round {result.round_id}",
+        "voided" if result.verification == "voided" else f"crashed @ {_mult(result.crash_point)}",
+        result.verification + detail,
+        chain,
+        hash_part,
+    ]
     return "  ".join(w for w in words if w)
 
 
@@ -213,11 +264,14 @@ def render_screen(state: WatchState, url: str, width: int = 80) -> str:
         text = result_line(result)[: max(20, width - 4)]
         lines.append(f"  {colour.get(result.verification, _DIM)}{text}{_RESET}")
     if state.salt is None:
-        lines.append(f"  {_YELLOW}the salt is not published yet: results cannot be verified{_RESET}")
+        lines.append(
+            f"  {_YELLOW}the salt is not published yet: results cannot be verified{_RESET}"
+        )
     return "\x1b[H" + "".join(line + "\x1b[K\n" for line in lines) + "\x1b[J"
 
 
 # -- the driver --------------------------------------------------------------------------
+
 
 def run(args: argparse.Namespace) -> int:
     key = args.key or os.environ.get(KEY_ENV)
@@ -234,8 +288,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     except BaseExceptionGroup as group:
-        if group.subgroup(KeyboardInterrupt) is not None and group.subgroup(
-                lambda e: not isinstance(e, (KeyboardInterrupt, BaseExceptionGroup))) is None:
+        if (
+            group.subgroup(KeyboardInterrupt) is not None
+            and group.subgroup(lambda e: not isinstance(e, (KeyboardInterrupt, BaseExceptionGroup)))
+            is None
+        ):
             return 0
         raise
     finally:
@@ -257,7 +314,9 @@ async def watch(url: str, key: str, once: int | None, history: int, out: TextIO,
             rounds, _ = await rest.rounds(limit=history)
             state.add_history([r.raw for r in reversed(rounds)])
             ws_url = (await rest.feed_token()).ws_url
-            async with open_feed(ws_url, api_key=key, channels=[ROUND_UPDATES, LIVE_MULTIPLIER]) as feed:
+            async with open_feed(
+                ws_url, api_key=key, channels=[ROUND_UPDATES, LIVE_MULTIPLIER]
+            ) as feed:
                 return await _show(feed.messages(), state, url, once, out, tty)
     except ProblemError as err:
         return fail(f"{err.code}: {err.detail}")
@@ -267,7 +326,9 @@ async def watch(url: str, key: str, once: int | None, history: int, out: TextIO,
         return fail(f"feed: {err}")
 
 
-async def _show(messages: Any, state: WatchState, url: str, once: int | None, out: TextIO, tty: bool) -> int:
+async def _show(
+    messages: Any, state: WatchState, url: str, once: int | None, out: TextIO, tty: bool
+) -> int:
     write: Callable[[str], Any] = out.write
     if tty:
         write("\x1b[?25l\x1b[2J")  # hide the cursor, clear once; then redraw in place

@@ -14,9 +14,9 @@ Both run under Trio. Guide with examples: docs/sdk.md. ::
 
 from __future__ import annotations
 
-from crashd.api.client.backoff import Backoff
-from crashd.api.client.feed import FATAL_CLOSE_CODES, ClientStatistics, FeedClient, open_feed
-from crashd.api.client.messages import (
+from .backoff import Backoff
+from .feed import FATAL_CLOSE_CODES, ClientStatistics, FeedClient, open_feed
+from .messages import (
     EPOCH_CHANGED,
     RESUME_GAP,
     RESYNC,
@@ -27,7 +27,7 @@ from crashd.api.client.messages import (
     Snapshot,
     StreamMessage,
 )
-from crashd.api.client.rest import (
+from .rest import (
     Balance,
     Bet,
     Cashout,
@@ -42,12 +42,36 @@ from crashd.api.client.rest import (
     Ticket,
     new_idempotency_key,
 )
-from crashd.api.client.stream import ResumePoint, StreamCursor
+from .stream import ResumePoint, StreamCursor
 
 __all__ = [
-    "Backoff", "Balance", "Bet", "Cashout", "ChannelMessage", "ClientStatistics", "EPOCH_CHANGED",
-    "FATAL_CLOSE_CODES", "Fairness", "FeedClient", "FeedError", "FeedToken", "FeedUnavailable",
-    "GameState", "Hold", "ProblemError", "RESUME_GAP", "RESYNC", "RestClient", "ResumePoint",
-    "RetryPolicy", "Round", "SUBSCRIBE", "Snapshot", "StreamCursor", "StreamMessage", "Ticket",
-    "new_idempotency_key", "open_feed",
+    "Backoff",
+    "Balance",
+    "Bet",
+    "Cashout",
+    "ChannelMessage",
+    "ClientStatistics",
+    "EPOCH_CHANGED",
+    "FATAL_CLOSE_CODES",
+    "Fairness",
+    "FeedClient",
+    "FeedError",
+    "FeedToken",
+    "FeedUnavailable",
+    "GameState",
+    "Hold",
+    "ProblemError",
+    "RESUME_GAP",
+    "RESYNC",
+    "RestClient",
+    "ResumePoint",
+    "RetryPolicy",
+    "Round",
+    "SUBSCRIBE",
+    "Snapshot",
+    "StreamCursor",
+    "StreamMessage",
+    "Ticket",
+    "new_idempotency_key",
+    "open_feed",
 ]

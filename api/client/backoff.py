@@ -11,8 +11,8 @@ No clock and no global random state here: the caller passes a ``random`` functio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 RandomFn = Callable[[], float]
 """Returns a float in ``[0, 1)``, like ``random.random``."""

@@ -31,14 +31,15 @@ from __future__ import annotations
 import json
 import logging
 import random as _random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import trio
 
-from crashd.api.client.backoff import Backoff, RandomFn
-from crashd.api.client.messages import (
+from .backoff import Backoff, RandomFn
+from .messages import (
     ChannelMessage,
     FeedError,
     FeedUnavailable,
@@ -46,10 +47,10 @@ from crashd.api.client.messages import (
     StreamMessage,
     parse_stream_message,
 )
-from crashd.api.client.stream import StreamCursor
-from crashd.api.client.websocket import ConnectionLost, HandshakeRejected, WebSocket
+from .stream import StreamCursor
+from .websocket import ConnectionLost, HandshakeRejected, WebSocket
 
-log = logging.getLogger("crashd.client.feed")
+log = logging.getLogger(__name__)
 
 TokenProvider = Callable[[], Awaitable[str]]
 """An async function returning a fresh feed token (e.g. ``RestClient.feed_token_string``)."""
@@ -109,7 +110,7 @@ class FeedClient:
         api_key: str | None = None,
         token: str | TokenProvider | None = None,
         channels: Iterable[str] = (),
-        backoff: Backoff = Backoff(),
+        backoff: Backoff | None = None,
         max_attempts: int | None = None,
         random: RandomFn = _random.random,
         buffer: int = 1024,
@@ -123,7 +124,7 @@ class FeedClient:
         self.url = url
         self._api_key = api_key
         self._token = token
-        self.backoff = backoff
+        self.backoff = backoff if backoff is not None else Backoff()
         self.max_attempts = max_attempts
         self._random = random
         self.connect_timeout = connect_timeout
@@ -171,9 +172,15 @@ class FeedClient:
 
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(
-            connects=self._connects, connected=self.connected, delivered=self._delivered,
-            duplicates=self._cursor.duplicates, heartbeats_acked=self._acked, resumes=self._resumes,
-            resync_snapshots=self._resyncs, last_seq=self._cursor.last_seq, epoch=self._cursor.epoch,
+            connects=self._connects,
+            connected=self.connected,
+            delivered=self._delivered,
+            duplicates=self._cursor.duplicates,
+            heartbeats_acked=self._acked,
+            resumes=self._resumes,
+            resync_snapshots=self._resyncs,
+            last_seq=self._cursor.last_seq,
+            epoch=self._cursor.epoch,
         )
 
     async def subscribe(self, channels: Iterable[str]) -> None:
@@ -246,19 +253,25 @@ class FeedClient:
                         await self._session(ready)
                     except ConnectionLost as exc:
                         self._raise_if_fatal(exc.code, exc.reason)
-                        log.info("feed connection closed (%s %s): reconnecting", exc.code, exc.reason)
+                        log.info(
+                            "feed connection closed (%s %s): reconnecting", exc.code, exc.reason
+                        )
                     except HandshakeRejected as exc:
                         if exc.status_code not in _RETRY_HANDSHAKE_STATUS:
                             raise FeedError("handshake_rejected", str(exc)) from None
                         log.info("feed handshake refused with %s: retrying", exc.status_code)
                     except (OSError, trio.BrokenResourceError, trio.TooSlowError, _Dead) as exc:
-                        log.info("feed connection lost (%s): reconnecting", exc or type(exc).__name__)
+                        log.info(
+                            "feed connection lost (%s): reconnecting", exc or type(exc).__name__
+                        )
                     finally:
                         self._disconnected()
                     if self._closing:
                         break
                     if self.max_attempts is not None and failures >= self.max_attempts - 1:
-                        raise FeedUnavailable(f"no feed connection after {self.max_attempts} attempts to {self.url}")
+                        raise FeedUnavailable(
+                            f"no feed connection after {self.max_attempts} attempts to {self.url}"
+                        )
                     await trio.sleep(self.backoff.delay(failures, self._random))
                     failures += 1
         finally:
@@ -270,8 +283,11 @@ class FeedClient:
         if code is None or code not in FATAL_CLOSE_CODES:
             return
         err = self._last_error or {}
-        raise FeedError(str(err.get("code") or FATAL_CLOSE_CODES[code]),
-                        str(err.get("message") or reason or ""), close_code=code)
+        raise FeedError(
+            str(err.get("code") or FATAL_CLOSE_CODES[code]),
+            str(err.get("message") or reason or ""),
+            close_code=code,
+        )
 
     async def _credential_token(self) -> str:
         token = self._token
@@ -320,12 +336,22 @@ class FeedClient:
         if resume and point is not None:
             request_id = self._new_id()
             self._resuming[request_id] = resume
-            await ws.send(json.dumps({"type": "subscribe", "channels": resume, "id": request_id,
-                                              "resume": {"seq": point.seq, "epoch": point.epoch}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "subscribe",
+                        "channels": resume,
+                        "id": request_id,
+                        "resume": {"seq": point.seq, "epoch": point.epoch},
+                    }
+                )
+            )
         else:
             fresh = resume + fresh
         if fresh:
-            await ws.send(json.dumps({"type": "subscribe", "channels": fresh, "id": self._new_id()}))
+            await ws.send(
+                json.dumps({"type": "subscribe", "channels": fresh, "id": self._new_id()})
+            )
 
     async def _read_loop(self, ws: WebSocket, idle_limit: float) -> None:
         while True:
@@ -368,7 +394,9 @@ class FeedClient:
         kind = obj.get("type")
         request_id = obj.get("id")
         if kind == "resumed" and isinstance(request_id, int):
-            self._covered.update(c for c in self._resuming.pop(request_id, ()) if c in self._channels)
+            self._covered.update(
+                c for c in self._resuming.pop(request_id, ()) if c in self._channels
+            )
             self._resumes += 1
         if kind == "error":
             self._last_error = obj
@@ -423,6 +451,8 @@ async def open_feed(url: str, **options: Any) -> AsyncIterator[FeedClient]:
             finally:
                 await client.aclose()
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1 and isinstance(group.exceptions[0], (FeedError, FeedUnavailable)):
+        if len(group.exceptions) == 1 and isinstance(
+            group.exceptions[0], (FeedError, FeedUnavailable)
+        ):
             raise group.exceptions[0] from None
         raise

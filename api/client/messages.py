@@ -8,8 +8,9 @@ request surfaces as a :class:`FeedError` from that request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 SUBSCRIBE = "subscribe"
 """Snapshot reason: a new subscription (a late joiner's starting state)."""
@@ -64,8 +65,12 @@ def parse_stream_message(obj: Mapping[str, Any]) -> StreamMessage | None:
     """A stream message from a decoded frame, or ``None`` for a control message."""
     seq = obj.get("seq")
     if obj.get("type") == "snapshot":
-        return Snapshot(seq=int(obj["seq"]), epoch=str(obj["epoch"]), reason=str(obj["reason"]),
-                        channels=obj.get("channels") or {})
+        return Snapshot(
+            seq=int(obj["seq"]),
+            epoch=str(obj["epoch"]),
+            reason=str(obj["reason"]),
+            channels=obj.get("channels") or {},
+        )
     channel = obj.get("channel")
     if isinstance(seq, int) and isinstance(channel, str):
         return ChannelMessage(seq=seq, channel=channel, type=str(obj.get("type", "")), data=obj)
@@ -76,7 +81,11 @@ class FeedError(Exception):
     """The server refused something (an ``error`` message, or a fatal close code)."""
 
     def __init__(self, code: str, message: str, close_code: int | None = None) -> None:
-        super().__init__(f"{code}: {message}" if close_code is None else f"{code} (close {close_code}): {message}")
+        super().__init__(
+            f"{code}: {message}"
+            if close_code is None
+            else f"{code} (close {close_code}): {message}"
+        )
         self.code = code
         self.message = message
         self.close_code = close_code

@@ -20,14 +20,16 @@ import json
 import random as _random
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import httpx
 import trio
 
-from crashd.api.client.backoff import Backoff, RandomFn
 from crashd.api.security.signing import sign_request
+
+from .backoff import Backoff, RandomFn
 
 PREFIX = "/api/v1"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -37,9 +39,17 @@ RETRY_CODES = frozenset({"idempotency_key_in_flight"})
 class ProblemError(Exception):
     """An RFC 9457 problem from the server (or an error response that was not one)."""
 
-    def __init__(self, status: int, code: str, detail: str, request_id: str | None,
-                 body: Mapping[str, Any] | None = None) -> None:
-        super().__init__(f"{status} {code}: {detail}" + (f" (request {request_id})" if request_id else ""))
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        request_id: str | None,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            f"{status} {code}: {detail}" + (f" (request {request_id})" if request_id else "")
+        )
         self.status = status
         self.code = code
         self.detail = detail
@@ -55,10 +65,17 @@ class ProblemError(Exception):
         except ValueError:
             body = None
         if isinstance(body, dict) and "code" in body:
-            return cls(response.status_code, str(body["code"]), str(body.get("detail") or body.get("title") or ""),
-                       body.get("request_id") or request_id, body)
+            return cls(
+                response.status_code,
+                str(body["code"]),
+                str(body.get("detail") or body.get("title") or ""),
+                body.get("request_id") or request_id,
+                body,
+            )
         # Not a problem document (a proxy's HTML 502, say): still one exception type.
-        return cls(response.status_code, f"http_{response.status_code}", response.text[:200], request_id)
+        return cls(
+            response.status_code, f"http_{response.status_code}", response.text[:200], request_id
+        )
 
 
 @dataclass(frozen=True)
@@ -119,8 +136,16 @@ class Bet:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Bet:
-        return cls(body["ticket_id"], body["status"], body.get("round_id"), body["stake"],
-                   body.get("auto_cashout"), body.get("multiplier"), body.get("payout"), body)
+        return cls(
+            body["ticket_id"],
+            body["status"],
+            body.get("round_id"),
+            body["stake"],
+            body.get("auto_cashout"),
+            body.get("multiplier"),
+            body.get("payout"),
+            body,
+        )
 
 
 @dataclass(frozen=True)
@@ -165,8 +190,14 @@ class Round:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Round:
-        return cls(body["round_id"], body["status"], body.get("crash_point"), body.get("game_hash"),
-                   body.get("salt"), body)
+        return cls(
+            body["round_id"],
+            body["status"],
+            body.get("crash_point"),
+            body.get("game_hash"),
+            body.get("salt"),
+            body,
+        )
 
 
 @dataclass(frozen=True)
@@ -265,21 +296,36 @@ class RestClient:
             await trio.sleep(delay)
             attempt += 1
 
-    def _build(self, method: str, path: str, query: Mapping[str, Any], content: bytes,
-               idempotency_key: str | None) -> httpx.Request:
+    def _build(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Any],
+        content: bytes,
+        idempotency_key: str | None,
+    ) -> httpx.Request:
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         if content:
             headers["Content-Type"] = "application/json"
-        request = self._http.build_request(method, path, params=query or None, content=content or None,
-                                           headers=headers)
+        request = self._http.build_request(
+            method, path, params=query or None, content=content or None, headers=headers
+        )
         if idempotency_key is not None:
             request.headers["Idempotency-Key"] = idempotency_key
             if self._signing_secret is not None:
                 # Signed over the target exactly as it goes on the wire (percent-encoding
                 # and query included), which is what the server verifies.
                 target = request.url.raw_path.decode("ascii")
-                request.headers.update(sign_request(self._signing_secret, method, target, content,
-                                                    idempotency_key, int(self._clock())))
+                request.headers.update(
+                    sign_request(
+                        self._signing_secret,
+                        method,
+                        target,
+                        content,
+                        idempotency_key,
+                        int(self._clock()),
+                    )
+                )
         return request
 
     def _retry_delay(self, response: httpx.Response, attempt: int) -> float | None:
@@ -308,9 +354,12 @@ class RestClient:
         response = await self.request(method, path, **kwargs)
         return response.json()  # type: ignore[no-any-return]
 
-    async def _write(self, method: str, path: str, body: Mapping[str, Any],
-                     idempotency_key: str | None) -> dict[str, Any]:
-        return await self._json(method, path, body=body, idempotency_key=idempotency_key or new_idempotency_key())
+    async def _write(
+        self, method: str, path: str, body: Mapping[str, Any], idempotency_key: str | None
+    ) -> dict[str, Any]:
+        return await self._json(
+            method, path, body=body, idempotency_key=idempotency_key or new_idempotency_key()
+        )
 
     # -- game ---------------------------------------------------------------------------
 
@@ -323,10 +372,19 @@ class RestClient:
 
     async def game_state(self) -> GameState:
         b = await self._json("GET", "/game/state")
-        return GameState(b["round_id"], b["status"], b["current_multiplier"], b.get("elapsed_ms"),
-                         b.get("crash_point"), b.get("game_hash"), b)
+        return GameState(
+            b["round_id"],
+            b["status"],
+            b["current_multiplier"],
+            b.get("elapsed_ms"),
+            b.get("crash_point"),
+            b.get("game_hash"),
+            b,
+        )
 
-    async def rounds(self, limit: int = 20, before: int | None = None) -> tuple[list[Round], int | None]:
+    async def rounds(
+        self, limit: int = 20, before: int | None = None
+    ) -> tuple[list[Round], int | None]:
         """Finished rounds, newest first, and the cursor for the next page (or ``None``)."""
         body = await self._json("GET", "/game/rounds", params={"limit": limit, "before": before})
         return [Round.from_json(r) for r in body["rounds"]], body.get("next_cursor")
@@ -336,67 +394,127 @@ class RestClient:
 
     # -- bets ---------------------------------------------------------------------------
 
-    async def reserve(self, user_id: str, amount: int, *, ttl_ms: int | None = None,
-                      idempotency_key: str | None = None) -> Hold:
+    async def reserve(
+        self,
+        user_id: str,
+        amount: int,
+        *,
+        ttl_ms: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Hold:
         body: dict[str, Any] = {"user_id": user_id, "amount": amount}
         if ttl_ms is not None:
             body["ttl_ms"] = ttl_ms
         b = await self._write("POST", "/bets/reserve", body, idempotency_key)
         return Hold(b["hold_id"], b["amount"], b["available"], b["expires_at"], b)
 
-    async def confirm(self, user_id: str, hold_id: str, *, auto_cashout: int | None = None,
-                      idempotency_key: str | None = None) -> Ticket:
+    async def confirm(
+        self,
+        user_id: str,
+        hold_id: str,
+        *,
+        auto_cashout: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Ticket:
         body: dict[str, Any] = {"user_id": user_id, "hold_id": hold_id}
         if auto_cashout is not None:
             body["auto_cashout"] = auto_cashout
         b = await self._write("POST", "/bets/confirm", body, idempotency_key)
-        return Ticket(b["ticket_id"], b["round_id"], b["queued"], b["stake"], b.get("auto_cashout"), b)
+        return Ticket(
+            b["ticket_id"], b["round_id"], b["queued"], b["stake"], b.get("auto_cashout"), b
+        )
 
-    async def place_bet(self, user_id: str, amount: int, *, auto_cashout: int | None = None,
-                        idempotency_key: str | None = None) -> Ticket:
+    async def place_bet(
+        self,
+        user_id: str,
+        amount: int,
+        *,
+        auto_cashout: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Ticket:
         """Reserve then confirm. With ``idempotency_key`` K the two writes use ``K:reserve``
         and ``K:confirm``, so calling ``place_bet`` again with K places the bet once."""
-        hold = await self.reserve(user_id, amount,
-                                  idempotency_key=None if idempotency_key is None else f"{idempotency_key}:reserve")
-        return await self.confirm(user_id, hold.hold_id, auto_cashout=auto_cashout,
-                                  idempotency_key=None if idempotency_key is None else f"{idempotency_key}:confirm")
+        hold = await self.reserve(
+            user_id,
+            amount,
+            idempotency_key=None if idempotency_key is None else f"{idempotency_key}:reserve",
+        )
+        return await self.confirm(
+            user_id,
+            hold.hold_id,
+            auto_cashout=auto_cashout,
+            idempotency_key=None if idempotency_key is None else f"{idempotency_key}:confirm",
+        )
 
-    async def release(self, user_id: str, hold_id: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
-        return await self._write("POST", "/bets/release", {"user_id": user_id, "hold_id": hold_id}, idempotency_key)
+    async def release(
+        self, user_id: str, hold_id: str, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return await self._write(
+            "POST", "/bets/release", {"user_id": user_id, "hold_id": hold_id}, idempotency_key
+        )
 
-    async def cashout(self, ticket_id: str, user_id: str, *, idempotency_key: str | None = None) -> Cashout:
+    async def cashout(
+        self, ticket_id: str, user_id: str, *, idempotency_key: str | None = None
+    ) -> Cashout:
         """Cash out now. ``too_late`` is an answer, not an error: it is returned."""
         try:
-            b = await self._write("POST", f"/bets/{_segment(ticket_id)}/cashout", {"user_id": user_id},
-                                  idempotency_key)
+            b = await self._write(
+                "POST",
+                f"/bets/{_segment(ticket_id)}/cashout",
+                {"user_id": user_id},
+                idempotency_key,
+            )
         except ProblemError as err:
             if err.code != "too_late":
                 raise
             b = dict(err.body)
-            return Cashout("too_late", ticket_id, b.get("round_id"), None, None, b.get("crash_point"), b)
-        return Cashout(b["status"], b["ticket_id"], b.get("round_id"), b["multiplier"], b["payout"], None, b)
+            return Cashout(
+                "too_late", ticket_id, b.get("round_id"), None, None, b.get("crash_point"), b
+            )
+        return Cashout(
+            b["status"], b["ticket_id"], b.get("round_id"), b["multiplier"], b["payout"], None, b
+        )
 
-    async def set_auto_cashout(self, ticket_id: str, user_id: str, target: int | None, *,
-                               idempotency_key: str | None = None) -> dict[str, Any]:
+    async def set_auto_cashout(
+        self,
+        ticket_id: str,
+        user_id: str,
+        target: int | None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
         """Set (hundredths, >= 101) or cancel (``None``) the target while the round is betting."""
-        return await self._write("PUT", f"/bets/{_segment(ticket_id)}/auto-cashout",
-                                 {"user_id": user_id, "target": target}, idempotency_key)
+        return await self._write(
+            "PUT",
+            f"/bets/{_segment(ticket_id)}/auto-cashout",
+            {"user_id": user_id, "target": target},
+            idempotency_key,
+        )
 
     async def bet(self, ticket_id: str) -> Bet:
         return Bet.from_json(await self._json("GET", f"/bets/{_segment(ticket_id)}"))
 
-    async def user_bets(self, user_id: str, limit: int = 20, before: str | None = None) -> dict[str, Any]:
-        return await self._json("GET", "/user/bets", params={"user_id": user_id, "limit": limit, "before": before})
+    async def user_bets(
+        self, user_id: str, limit: int = 20, before: str | None = None
+    ) -> dict[str, Any]:
+        return await self._json(
+            "GET", "/user/bets", params={"user_id": user_id, "limit": limit, "before": before}
+        )
 
     # -- users and the feed -------------------------------------------------------------
 
     async def balance(self, user_id: str) -> Balance:
         return _balance(await self._json("GET", "/user/balance", params={"user_id": user_id}))
 
-    async def faucet(self, user_id: str, amount: int, *, idempotency_key: str | None = None) -> Balance:
+    async def faucet(
+        self, user_id: str, amount: int, *, idempotency_key: str | None = None
+    ) -> Balance:
         """Sandbox only: credit demo money; returns the new balance."""
-        return _balance(await self._write("POST", "/sandbox/faucet", {"user_id": user_id, "amount": amount},
-                                          idempotency_key))
+        return _balance(
+            await self._write(
+                "POST", "/sandbox/faucet", {"user_id": user_id, "amount": amount}, idempotency_key
+            )
+        )
 
     async def feed_token(self) -> FeedToken:
         """A 5-minute feed token (read scopes only) and the feed's ``ws_url``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crashd.api.client.messages import ChannelMessage, Snapshot, StreamMessage
+from .messages import ChannelMessage, Snapshot, StreamMessage
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ssl
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import trio
@@ -73,16 +73,26 @@ class WebSocket:
         port = parts.port or (443 if secure else 80)
         stream: trio.abc.Stream
         if secure:
-            stream = await trio.open_ssl_over_tcp_stream(parts.hostname, port,
-                                                         ssl_context=ssl.create_default_context())
+            stream = await trio.open_ssl_over_tcp_stream(
+                parts.hostname, port, ssl_context=ssl.create_default_context()
+            )
         else:
             stream = await trio.open_tcp_stream(parts.hostname, port)
         try:
             ws = WSConnection(ConnectionType.CLIENT)
             host = parts.netloc.rsplit("@", 1)[-1]
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            await stream.send_all(ws.send(Request(host=host, target=target, extra_headers=[
-                (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers])))
+            await stream.send_all(
+                ws.send(
+                    Request(
+                        host=host,
+                        target=target,
+                        extra_headers=[
+                            (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers
+                        ],
+                    )
+                )
+            )
             pending: deque[Event] = deque()
             status: int | None = None
             while True:
@@ -175,7 +185,13 @@ class WebSocket:
                         pass
                     if not data:
                         break
-        except (ConnectionLost, trio.BrokenResourceError, trio.ClosedResourceError, OSError, LocalProtocolError):
+        except (
+            ConnectionLost,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+            LocalProtocolError,
+        ):
             pass
         finally:
             await trio.aclose_forcefully(self._stream)

@@ -9,15 +9,15 @@ Protocol and close codes: docs/feed.md. Integration::
 
 from __future__ import annotations
 
-from crashd.api.feed.access import (
+from .access import (
     SCOPE_BALANCE,
     SCOPE_GAME_STATE,
     Authenticate,
     Principal,
     user_channel,
 )
-from crashd.api.feed.protocol import CloseCode
-from crashd.api.feed.server import (
+from .protocol import CloseCode
+from .server import (
     DEFAULT_FEED_PORT,
     FEED_PATH,
     FeedConfig,

@@ -7,10 +7,10 @@ the channel rules below, which are part of the protocol (docs/feed.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from crashd.api.feed.hub import LIVE_MULTIPLIER, ROUND_UPDATES
+from .hub import LIVE_MULTIPLIER, ROUND_UPDATES
 
 SCOPE_GAME_STATE = "read:game_state"
 """Needed to open a feed connection at all (public channels)."""

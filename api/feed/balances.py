@@ -1,27 +1,31 @@
 """``balance`` messages on the user channels, from the ledger's commits."""
 
-
 from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import trio
 
-from crashd.api.feed.hub import Hub
 from crashd.engine.ledger.model import Balance, PlayerBalance
 
-log = logging.getLogger("crashd.broadcast")
+from .hub import Hub
+from .messages import USER_PREFIX, user_channel
 
-from crashd.api.feed.messages import USER_PREFIX, user_channel  # noqa
 log = logging.getLogger(__name__)
 
 
 def balance_payload(user_id: str, posted: int, pending: int) -> dict[str, Any]:
     """The ``balance`` message of a user channel."""
-    return {"type": "balance", "user_id": user_id, "posted": posted, "pending": pending,
-            "available": posted - pending}
+    return {
+        "type": "balance",
+        "user_id": user_id,
+        "posted": posted,
+        "pending": pending,
+        "available": posted - pending,
+    }
 
 
 BalanceReader = Callable[[str, str], Awaitable[Balance]]
@@ -40,8 +44,14 @@ class BalanceFeed:
     commit is at least as new), so the stream never goes backwards.
     """
 
-    def __init__(self, hub: Hub, environment: str, read: BalanceReader,
-                 capacity: int = 100_000, max_wanted: int = 10_000) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        environment: str,
+        read: BalanceReader,
+        capacity: int = 100_000,
+        max_wanted: int = 10_000,
+    ) -> None:
         self.hub = hub
         self.environment = environment
         self._read = read
@@ -71,7 +81,7 @@ class BalanceFeed:
         """A subscriber joined ``channel``: make sure its balance gets announced."""
         if channel in self._known or channel in self._wanted or not channel.startswith(USER_PREFIX):
             return
-        partner_id, sep, user_id = channel[len(USER_PREFIX):].partition(":")
+        partner_id, sep, user_id = channel[len(USER_PREFIX) :].partition(":")
         if not sep or len(self._wanted) >= self._max_wanted:
             return
         self._wanted[channel] = (partner_id, user_id)
@@ -103,5 +113,3 @@ class BalanceFeed:
         if len(known) > self._capacity:
             known.popitem(last=False)
         self.hub.publish(channel, payload)
-
-

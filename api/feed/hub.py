@@ -30,10 +30,11 @@ from __future__ import annotations
 import json
 import secrets
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
-from crashd.api.feed.frames import encode_text
+from .frames import encode_text
 
 LIVE_MULTIPLIER = "live_multiplier"
 ROUND_UPDATES = "round_updates"
@@ -220,8 +221,16 @@ class Subscriber:
     """The hub's view of one connection: its channels, its socket send and its outbox."""
 
     __slots__ = (
-        "hub", "channels", "outbox", "_send", "_on_backlog", "_on_kill", "closed", "idle",
-        "resyncs", "conflated",
+        "hub",
+        "channels",
+        "outbox",
+        "_send",
+        "_on_backlog",
+        "_on_kill",
+        "closed",
+        "idle",
+        "resyncs",
+        "conflated",
     )
 
     def __init__(
@@ -444,7 +453,9 @@ class Hub:
         self, send: SendFn, on_backlog: Callable[[], None], on_kill: Callable[[int, str], None]
     ) -> Subscriber:
         """A new subscriber (not yet on any channel) for one connection."""
-        sub = Subscriber(self, send, on_backlog, on_kill, Outbox(self.outbox_messages, self.outbox_bytes))
+        sub = Subscriber(
+            self, send, on_backlog, on_kill, Outbox(self.outbox_messages, self.outbox_bytes)
+        )
         self._all[sub] = None
         return sub
 
@@ -488,8 +499,9 @@ class Hub:
                 for channel in new:
                     self.on_subscribe(channel)
 
-    def _bring_up_to_date(self, sub: Subscriber, wanted: set[str], since_seq: int | None,
-                          epoch: str | None) -> int | None:
+    def _bring_up_to_date(
+        self, sub: Subscriber, wanted: set[str], since_seq: int | None, epoch: str | None
+    ) -> int | None:
         if since_seq is None:
             sub.deliver(self.snapshot_frame(wanted, "subscribe"))
             return None
@@ -501,9 +513,7 @@ class Hub:
             sub.deliver(self.snapshot_frame(wanted, "resume_gap"))
             return None
         frames = [f for f in missed if f.channel in wanted]
-        frames.extend(
-            f for c, f in self.latest.items() if c in wanted and f.seq > since_seq
-        )
+        frames.extend(f for c, f in self.latest.items() if c in wanted and f.seq > since_seq)
         frames.sort(key=lambda f: f.seq)
         for f in frames:
             sub.deliver(f.data, f.channel if f.channel in self.conflated else None)

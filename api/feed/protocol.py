@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from crashd.api.feed.hub import encode_json
-from crashd.api.feed.frames import encode_text
+from .frames import encode_text
+from .hub import encode_json
 
 
 class CloseCode(IntEnum):
@@ -93,10 +93,14 @@ def _channels(obj: dict[str, Any], request_id: Any) -> tuple[str, ...]:
         or not channels
         or not all(isinstance(c, str) for c in channels)
     ):
-        raise ClientError("invalid_message", '"channels" must be a non-empty list of strings', request_id)
+        raise ClientError(
+            "invalid_message", '"channels" must be a non-empty list of strings', request_id
+        )
     if len(channels) > MAX_CHANNELS_PER_REQUEST:
         raise ClientError(
-            "too_many_channels", f"at most {MAX_CHANNELS_PER_REQUEST} channels per request", request_id
+            "too_many_channels",
+            f"at most {MAX_CHANNELS_PER_REQUEST} channels per request",
+            request_id,
         )
     return tuple(dict.fromkeys(channels))
 
@@ -104,9 +108,16 @@ def _channels(obj: dict[str, Any], request_id: Any) -> tuple[str, ...]:
 def _request_id(obj: dict[str, Any]) -> Any:
     rid = obj.get("id")
     # Echoed back verbatim, so keep it small and JSON-scalar.
-    if rid is None or isinstance(rid, (int, str)) and not isinstance(rid, bool) and len(str(rid)) <= 64:
+    if (
+        rid is None
+        or isinstance(rid, (int, str))
+        and not isinstance(rid, bool)
+        and len(str(rid)) <= 64
+    ):
         return rid
-    raise ClientError("invalid_message", '"id" must be an integer or a string of at most 64 characters')
+    raise ClientError(
+        "invalid_message", '"id" must be an integer or a string of at most 64 characters'
+    )
 
 
 def parse_client_message(text: str) -> ClientMessage:
@@ -123,7 +134,9 @@ def parse_client_message(text: str) -> ClientMessage:
     if kind == "auth":
         token = obj.get("token")
         if not isinstance(token, str) or not token:
-            raise ClientError("invalid_message", '"auth" needs a non-empty string "token"', request_id)
+            raise ClientError(
+                "invalid_message", '"auth" needs a non-empty string "token"', request_id
+            )
         return Auth(token)
     if kind == "subscribe":
         channels = _channels(obj, request_id)
@@ -131,10 +144,14 @@ def parse_client_message(text: str) -> ClientMessage:
         if resume is None:
             return Subscribe(channels, request_id)
         if not isinstance(resume, dict):
-            raise ClientError("invalid_message", '"resume" must be an object {"seq", "epoch"}', request_id)
+            raise ClientError(
+                "invalid_message", '"resume" must be an object {"seq", "epoch"}', request_id
+            )
         seq, epoch = resume.get("seq"), resume.get("epoch")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise ClientError("invalid_message", '"resume.seq" must be a non-negative integer', request_id)
+            raise ClientError(
+                "invalid_message", '"resume.seq" must be a non-negative integer', request_id
+            )
         if epoch is not None and not isinstance(epoch, str):
             raise ClientError("invalid_message", '"resume.epoch" must be a string', request_id)
         return Subscribe(channels, request_id, seq, epoch)

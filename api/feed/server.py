@@ -16,8 +16,9 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -34,14 +35,16 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from crashd.api.feed.access import (
+from .access import (
     SCOPE_GAME_STATE,
     Authenticate,
     ConnectRateLimited,
     Principal,
     channel_denial,
 )
-from crashd.api.feed.protocol import (
+from .frames import OPCODE_PONG, encode_close, encode_frame
+from .hub import Hub, Subscriber
+from .protocol import (
     Ack,
     Auth,
     ClientError,
@@ -53,10 +56,8 @@ from crashd.api.feed.protocol import (
     error_frame,
     parse_client_message,
 )
-from crashd.api.feed.hub import Hub, Subscriber
-from crashd.api.feed.frames import OPCODE_PONG, encode_close, encode_frame
 
-log = logging.getLogger("crashd.feed")
+log = logging.getLogger(__name__)
 
 FEED_PATH = "/api/v1/ws"
 DEFAULT_FEED_PORT = 8001
@@ -93,11 +94,21 @@ class FeedConfig:
     stalled reader show up as a backlog within ~100 KiB; ``None`` keeps the default."""
 
 
-_ACCEPT_TRANSIENT = frozenset({
-    errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.ENETDOWN,
-    errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH,
-    errno.EOPNOTSUPP, errno.ENETUNREACH,
-})
+_ACCEPT_TRANSIENT = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.EPROTO,
+        errno.EPERM,
+        errno.EINTR,
+        errno.ENETDOWN,
+        errno.ENOPROTOOPT,
+        errno.EHOSTDOWN,
+        errno.ENONET,
+        errno.EHOSTUNREACH,
+        errno.EOPNOTSUPP,
+        errno.ENETUNREACH,
+    }
+)
 """accept(2) errors that concern only the connection being accepted (Linux man page:
 "treat them like EAGAIN by retrying")."""
 
@@ -195,7 +206,9 @@ class FeedConnection:
         for frame in frames:
             sub.deliver_final(frame)
         sub.kill(code, reason)  # detach from the hub: nothing is delivered after close
-        self.scope.deadline = min(self.scope.deadline, trio.current_time() + self.config.close_timeout)
+        self.scope.deadline = min(
+            self.scope.deadline, trio.current_time() + self.config.close_timeout
+        )
         self.server.stats_closes[code] = self.server.stats_closes.get(code, 0) + 1
 
     # -- the connection task -----------------------------------------------------------
@@ -287,7 +300,9 @@ class FeedConnection:
             headers.append((b"retry-after", b"5"))
         assert self.handshake is not None
         try:
-            out = self.handshake.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+            out = self.handshake.send(
+                RejectConnection(status_code=status, headers=headers, has_body=True)
+            )
             out += self.handshake.send(RejectData(data=body, body_finished=True))
         except LocalProtocolError:
             # The upgrade request itself was not even HTTP; a raw 400 is all we can say.
@@ -321,7 +336,9 @@ class FeedConnection:
             self.close(
                 CloseCode.TRY_AGAIN_LATER,
                 "connect rate limited",
-                error_frame("rate_limited", "too many connections for this credential; retry later"),
+                error_frame(
+                    "rate_limited", "too many connections for this credential; retry later"
+                ),
             )
             return
         if principal is None:
@@ -419,7 +436,9 @@ class FeedConnection:
                 if event.message_finished:
                     parts, self._message, self._message_size = self._message, [], 0
                     if isinstance(event, BytesMessage):
-                        self._strike(ClientError("binary_not_supported", "send JSON in text frames"))
+                        self._strike(
+                            ClientError("binary_not_supported", "send JSON in text frames")
+                        )
                     else:
                         self._on_text("".join(parts))  # type: ignore[arg-type]
         return False
@@ -459,7 +478,9 @@ class FeedConnection:
             if 0 < message.heartbeat_id <= self.server.heartbeat_id:
                 self.last_ack = now
             else:
-                self._strike(ClientError("invalid_message", f"no heartbeat {message.heartbeat_id} was sent"))
+                self._strike(
+                    ClientError("invalid_message", f"no heartbeat {message.heartbeat_id} was sent")
+                )
         elif isinstance(message, Subscribe):
             self._subscribe(message)
         elif isinstance(message, Unsubscribe):
@@ -591,7 +612,9 @@ class FeedServer:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.config.send_buffer_bytes is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_bytes)
+                    sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_bytes
+                    )
                 nursery.start_soon(FeedConnection(self, sock).run)
 
     def statistics(self) -> FeedStatistics:
@@ -604,7 +627,9 @@ class FeedServer:
             failures=self.stats_failures,
         )
 
-    def disconnect(self, which: Callable[[Principal], bool], reason: str = "credential revoked") -> int:
+    def disconnect(
+        self, which: Callable[[Principal], bool], reason: str = "credential revoked"
+    ) -> int:
         """Close (4001) every connection whose principal matches; returns how many.
 
         Credentials are checked when a connection opens; this is how the REST side
@@ -614,7 +639,9 @@ class FeedServer:
         for conn in list(self.connections):
             if conn.principal is not None and not conn.closing and which(conn.principal):
                 conn.close(
-                    CloseCode.UNAUTHORIZED, reason, error_frame("unauthorized", f"{reason}; reconnect with a valid one")
+                    CloseCode.UNAUTHORIZED,
+                    reason,
+                    error_frame("unauthorized", f"{reason}; reconnect with a valid one"),
                 )
                 closed += 1
         return closed

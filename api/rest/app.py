@@ -18,20 +18,21 @@ from quart import Blueprint, Response, current_app, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from crashd.api.rest.routes.bets import bets
-from crashd.api.rest.contract import documented, json_response
-from crashd.api.rest.routes.feed import feed
-from crashd.api.rest.routes.game import game
-from crashd.api.rest.openapi import API_PREFIX, build_openapi
-from crashd.api.rest.problems import Problem, code_for_status, problem_response
-from crashd.api.rest.routes.psp import psp
-from crashd.api.rest.requestid import RequestContextMiddleware, log_context
 from crashd.api.security.guard import install as install_security
 from crashd.api.services import SERVICES_EXTENSION, Services, current_services
-from crashd.api.rest.routes.users import users
+
+from .contract import documented, json_response
+from .openapi import API_PREFIX, build_openapi
+from .problems import Problem, code_for_status, problem_response
+from .requestid import RequestContextMiddleware, log_context
+from .routes.bets import bets
+from .routes.feed import feed
+from .routes.game import game
+from .routes.psp import psp
+from .routes.users import users
 
 VERSION = "0.1.0"
-log = logging.getLogger("crashd.api")
+log = logging.getLogger(__name__)
 
 meta = Blueprint("meta", __name__, url_prefix=API_PREFIX)
 
@@ -48,8 +49,17 @@ HEALTH_SCHEMA: dict[str, Any] = {
 
 FAIRNESS_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["scheme", "terminating_hash", "salt", "salt_fixed", "chain_encoding", "games",
-                 "house_edge_percent", "formula", "verify"],
+    "required": [
+        "scheme",
+        "terminating_hash",
+        "salt",
+        "salt_fixed",
+        "chain_encoding",
+        "games",
+        "house_edge_percent",
+        "formula",
+        "verify",
+    ],
     "properties": {
         "scheme": {"type": "string", "enum": ["bustabit-v2"]},
         "terminating_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
@@ -87,15 +97,22 @@ async def health() -> Response:
 
 
 @meta.get("/fairness")
-@documented("The provably fair commitment and how to verify any round", response=FAIRNESS_SCHEMA, tags=("meta",))
+@documented(
+    "The provably fair commitment and how to verify any round",
+    response=FAIRNESS_SCHEMA,
+    tags=("meta",),
+)
 async def fairness() -> Response:
     """Public: the terminating hash was committed before the first game; each finished
     round reveals its game hash, which hashes forward to the terminating hash."""
     chain = current_services().chain
     spec = chain.spec
     terminating = spec.terminating_hash.hex()
-    link_rule = ("sha256 of the lowercase hex string of the next hash" if spec.encoding.value == "hex"
-                 else "sha256 of the raw 32 bytes of the next hash")
+    link_rule = (
+        "sha256 of the lowercase hex string of the next hash"
+        if spec.encoding.value == "hex"
+        else "sha256 of the raw 32 bytes of the next hash"
+    )
     return json_response(
         {
             "scheme": "bustabit-v2",
@@ -107,9 +124,9 @@ async def fairness() -> Response:
             "house_edge_percent": 1,
             "formula": {
                 "chain": f"h[i-1] = {link_rule} h[i]; games are played from the end of the chain backwards, "
-                         "so sha256^n(game_hash) == terminating_hash for the game's position n",
+                "so sha256^n(game_hash) == terminating_hash for the game's position n",
                 "crash_point": "r = int(HMAC_SHA256(key=salt as ASCII, msg=raw 32 bytes of game_hash).hexdigest()[:13], 16); "
-                               "X = r / 2**52; crash = max(1.00, floor(99 / (1 - X)) / 100) (IEEE double)",
+                "X = r / 2**52; crash = max(1.00, floor(99 / (1 - X)) / 100) (IEEE double)",
             },
             "verify": {
                 "steps": [
@@ -118,7 +135,8 @@ async def fairness() -> Response:
                     "check that the game hash links to the terminating hash published here",
                 ],
                 "commands": [
-                    "crashd verify --hash GAME_HASH --salt " + (chain.salt if chain.salt is not None else "SALT"),
+                    "crashd verify --hash GAME_HASH --salt "
+                    + (chain.salt if chain.salt is not None else "SALT"),
                     f"crashd verify --hash GAME_HASH --terminating {terminating} --chain {spec.encoding.value}",
                 ],
             },
@@ -131,7 +149,9 @@ async def fairness() -> Response:
 @meta.get("/openapi.json")
 @documented("This OpenAPI 3.1 document", response={"type": "object"}, tags=("meta",))
 async def openapi() -> Response:
-    return json_response(build_openapi(current_app, version=VERSION), headers={"Cache-Control": "no-cache"})
+    return json_response(
+        build_openapi(current_app, version=VERSION), headers={"Cache-Control": "no-cache"}
+    )
 
 
 def _http_exception(exc: HTTPException) -> Response:
@@ -188,9 +208,16 @@ def create_app(services: Services) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def on_exception(exc: Exception) -> Response:
-        log.error("unhandled error %s %s %s", log_context(request.scope),
-                  request.method, request.path, exc_info=exc)
-        return problem_response(Problem("internal_error", "the server failed; quote the request id when reporting it"))
+        log.error(
+            "unhandled error %s %s %s",
+            log_context(request.scope),
+            request.method,
+            request.path,
+            exc_info=exc,
+        )
+        return problem_response(
+            Problem("internal_error", "the server failed; quote the request id when reporting it")
+        )
 
     app.asgi_app = RequestContextMiddleware(app.asgi_app)  # type: ignore[method-assign]  # Quart's documented middleware hook
     return app

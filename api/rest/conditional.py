@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from quart import Response, request
 
-from crashd.api.rest.contract import ResponseSpec
+from .contract import ResponseSpec
 
 CONDITIONAL_HEADERS = {
     "ETag": "strong validator of this representation; send it back in If-None-Match",
@@ -71,14 +71,18 @@ def conditional_json(
     if last_modified is not None:
         if last_modified.tzinfo is None:
             raise ValueError("last_modified must be timezone-aware")
-        headers["Last-Modified"] = format_datetime(last_modified.astimezone(timezone.utc), usegmt=True)
+        headers["Last-Modified"] = format_datetime(last_modified.astimezone(UTC), usegmt=True)
     if request.method in ("GET", "HEAD"):
         inm = request.headers.get("If-None-Match")
         ims = request.headers.get("If-Modified-Since")
         if inm is not None:
             fresh = _matches(inm, etag)
         else:
-            fresh = ims is not None and last_modified is not None and _not_modified_since(ims, last_modified)
+            fresh = (
+                ims is not None
+                and last_modified is not None
+                and _not_modified_since(ims, last_modified)
+            )
         if fresh:
             return Response(b"", status=304, headers=headers)
     return Response(body, status=status, headers=headers, content_type="application/json")

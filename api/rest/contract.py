@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from quart import Response, request
 
 from crashd.api.rest import validation
-from crashd.api.rest.problems import CODES, Problem
+
+from .problems import CODES, Problem
 
 View = Callable[..., Awaitable[Any]]
 V = TypeVar("V", bound=View)
@@ -111,8 +113,9 @@ def documented(
         meta.summary = summary
         meta.description = description or (view.__doc__ or "").strip()
         meta.tags = tags
-        meta.responses[status] = ResponseSpec(response_description, response, dict(headers or {}),
-                                              dict(links or {}))
+        meta.responses[status] = ResponseSpec(
+            response_description, response, dict(headers or {}), dict(links or {})
+        )
         for code, spec in (extra_responses or {}).items():
             meta.responses[code] = spec
         meta.documented = True
@@ -126,7 +129,9 @@ def json_response(
 ) -> Response:
     """A compact JSON response (``ensure_ascii`` off: UTF-8 is the JSON default)."""
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return Response(body, status=status, headers=dict(headers or {}), content_type="application/json")
+    return Response(
+        body, status=status, headers=dict(headers or {}), content_type="application/json"
+    )
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -149,7 +154,8 @@ def _validation_problem(exc: validation.ValidationFailed, where: str) -> Problem
     first = exc.errors[0]
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return Problem(
-        "validation_failed", f"{where} {first.field}: {first.message}{more}",
+        "validation_failed",
+        f"{where} {first.field}: {first.message}{more}",
         extra={"errors": errors},
     )
 

@@ -42,9 +42,10 @@ from quart import Response, make_response, request
 
 from crashd.api import database as apidb
 from crashd.api.rest import validation
-from crashd.api.rest.contract import V, route_meta
 from crashd.api.security.keys import Principal
-from crashd.api.rest.problems import Problem, problem_response
+
+from .contract import V, route_meta
+from .problems import Problem, problem_response
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -120,7 +121,9 @@ def canonical_body(body: bytes) -> bytes:
         data = validation.decode_json(body)
     except validation.MalformedJSON:
         return body
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 def fingerprint(method: str, path: str, query: bytes, body: bytes) -> bytes:
@@ -147,7 +150,9 @@ class IdempotencyStore:
                 for statement in _SCHEMA:
                     conn.execute(statement)
         except sqlite3.Error as exc:
-            raise apidb.DatabaseError(f"cannot prepare idempotency table in {database}: {exc}") from None
+            raise apidb.DatabaseError(
+                f"cannot prepare idempotency table in {database}: {exc}"
+            ) from None
 
     def close(self) -> None:
         self._db.close()
@@ -161,7 +166,8 @@ class IdempotencyStore:
             ).fetchone()
             if row is not None and row[3] < now - self.retention_s:
                 conn.execute(
-                    "DELETE FROM api_idempotency WHERE key_id = ? AND idempotency_key = ?", (key_id, key)
+                    "DELETE FROM api_idempotency WHERE key_id = ? AND idempotency_key = ?",
+                    (key_id, key),
                 )
                 row = None
             if row is None:
@@ -185,8 +191,14 @@ class IdempotencyStore:
             return InFlight()
 
     def complete(
-        self, key_id: str, key: str, owner: str, status: int, content_type: str,
-        location: str | None, body: bytes,
+        self,
+        key_id: str,
+        key: str,
+        owner: str,
+        status: int,
+        content_type: str,
+        location: str | None,
+        body: bytes,
     ) -> None:
         with self._db.write() as conn:
             conn.execute(
@@ -206,7 +218,9 @@ class IdempotencyStore:
     def purge(self, now: float) -> int:
         """Delete records past the retention; returns how many."""
         with self._db.write() as conn:
-            cur = conn.execute("DELETE FROM api_idempotency WHERE created_at < ?", (now - self.retention_s,))
+            cur = conn.execute(
+                "DELETE FROM api_idempotency WHERE created_at < ?", (now - self.retention_s,)
+            )
             return cur.rowcount
 
     def count(self) -> int:
@@ -232,25 +246,37 @@ def idempotent(view: V) -> V:
         principal: Principal = kwargs["principal"]
         key = request.headers.get(HEADER)
         if key is None:
-            raise Problem("idempotency_key_required", f"send an {HEADER} header (e.g. a UUID) with this request")
+            raise Problem(
+                "idempotency_key_required",
+                f"send an {HEADER} header (e.g. a UUID) with this request",
+            )
         if KEY_PATTERN.fullmatch(key) is None:
-            raise Problem("idempotency_key_invalid", f"{HEADER} must be 1-255 visible ASCII characters")
+            raise Problem(
+                "idempotency_key_invalid", f"{HEADER} must be 1-255 visible ASCII characters"
+            )
         services = current_services()
         store = services.idempotency
         owner = services.instance_id
         body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         fp = fingerprint(request.method, request.path, request.query_string, body)
-        result = await trio.to_thread.run_sync(store.begin, principal.key_id, key, fp, owner, time.time())
+        result = await trio.to_thread.run_sync(
+            store.begin, principal.key_id, key, fp, owner, time.time()
+        )
         if isinstance(result, Replay):
             headers = {REPLAYED_HEADER: "true", "Content-Type": result.content_type}
             if result.location is not None:
                 headers["Location"] = result.location
             return Response(result.body, status=result.status, headers=headers)
         if isinstance(result, Reused):
-            raise Problem("idempotency_key_reused", f"this {HEADER} was used for a different request")
+            raise Problem(
+                "idempotency_key_reused", f"this {HEADER} was used for a different request"
+            )
         if isinstance(result, InFlight):
-            raise Problem("idempotency_key_in_flight", f"a request with this {HEADER} is still being processed; retry shortly",
-                          headers={"Retry-After": "1"})
+            raise Problem(
+                "idempotency_key_in_flight",
+                f"a request with this {HEADER} is still being processed; retry shortly",
+                headers={"Retry-After": "1"},
+            )
         stored = False
         kwargs["idempotency"] = IdempotencyToken(principal.key_id, key)
         try:
@@ -264,9 +290,14 @@ def idempotent(view: V) -> V:
                 data: bytes = await raw if inspect.isawaitable(raw) else raw
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(
-                        store.complete, principal.key_id, key, owner, response.status_code,
+                        store.complete,
+                        principal.key_id,
+                        key,
+                        owner,
+                        response.status_code,
                         response.headers.get("Content-Type", "application/json"),
-                        response.headers.get("Location"), data,
+                        response.headers.get("Location"),
+                        data,
                     )
                 stored = True
             return response

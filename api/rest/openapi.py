@@ -17,16 +17,19 @@ from quart import Quart
 from werkzeug.routing.rules import parse_converter_args
 
 from crashd.api.rest import validation
-from crashd.api.rest.contract import ResponseSpec, find_route_meta
-from crashd.api.rest.idempotency import HEADER as IDEMPOTENCY_HEADER
-from crashd.api.rest.idempotency import KEY_PATTERN, REPLAYED_HEADER
 from crashd.api.security.keys import SCOPES
-from crashd.api.rest.problems import CODES, PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA
-from crashd.api.rest.requestid import REQUEST_ID_HEADER
+
+from .contract import ResponseSpec, find_route_meta
+from .idempotency import HEADER as IDEMPOTENCY_HEADER
+from .idempotency import KEY_PATTERN, REPLAYED_HEADER
+from .problems import CODES, PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA
+from .requestid import REQUEST_ID_HEADER
 
 API_PREFIX = "/api/v1"
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
-_RULE_PARAM = re.compile(r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\((?P<args>[^)]*)\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
+_RULE_PARAM = re.compile(
+    r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\((?P<args>[^)]*)\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>"
+)
 _CONVERTER_SCHEMA: dict[str, dict[str, Any]] = {
     "default": {"type": "string"},
     "string": {"type": "string"},
@@ -67,7 +70,10 @@ def _schema(value: type | dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    return {
+        "description": description,
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
 
 
 def _path_parameters(app: Quart, endpoint: str) -> list[dict[str, Any]]:
@@ -83,7 +89,9 @@ def _path_parameters(app: Quart, endpoint: str) -> list[dict[str, Any]]:
                     schema["minimum"] = bounds["min"]
                 if bounds.get("max") is not None:
                     schema["maximum"] = bounds["max"]
-            params.append({"name": m.group("name"), "in": "path", "required": True, "schema": schema})
+            params.append(
+                {"name": m.group("name"), "in": "path", "required": True, "schema": schema}
+            )
         break
     return params
 
@@ -93,7 +101,12 @@ def _query_parameters(schema: type) -> list[dict[str, Any]]:
     required = set(doc.get("required", ()))
     params = []
     for name, prop in doc["properties"].items():
-        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
+        param: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": prop,
+        }
         if "description" in prop:
             param["description"] = prop["description"]
         params.append(param)
@@ -103,8 +116,10 @@ def _query_parameters(schema: type) -> list[dict[str, Any]]:
 def build_openapi(app: Quart, *, version: str = "0.1.0") -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     request_id_header = {
-        REQUEST_ID_HEADER: {"description": "echoes a sane inbound X-Request-ID, or a generated one",
-                            "schema": {"type": "string"}},
+        REQUEST_ID_HEADER: {
+            "description": "echoes a sane inbound X-Request-ID, or a generated one",
+            "schema": {"type": "string"},
+        },
     }
     for path, method, endpoint in api_rules(app):
         meta = find_route_meta(app.view_functions[endpoint])
@@ -119,50 +134,98 @@ def build_openapi(app: Quart, *, version: str = "0.1.0") -> dict[str, Any]:
         if meta.query_schema is not None:
             parameters += _query_parameters(meta.query_schema)
         if meta.idempotent:
-            parameters.append({
-                "name": IDEMPOTENCY_HEADER, "in": "header", "required": True,
-                "description": "unique per intended operation; retries reuse it (kept 24 h)",
-                "schema": {"type": "string", "pattern": f"^{KEY_PATTERN.pattern}$"},
-            })
+            parameters.append(
+                {
+                    "name": IDEMPOTENCY_HEADER,
+                    "in": "header",
+                    "required": True,
+                    "description": "unique per intended operation; retries reuse it (kept 24 h)",
+                    "schema": {"type": "string", "pattern": f"^{KEY_PATTERN.pattern}$"},
+                }
+            )
         if meta.signed:
             for name, description, pattern in (
-                ("X-Crashd-Timestamp", "Unix seconds; within signature_window_s of the server clock", "^[0-9]{1,12}$"),
-                ("X-Crashd-Nonce", "unique per request (16-64 of A-Za-z0-9_-)", "^[A-Za-z0-9_-]{16,64}$"),
-                ("X-Crashd-Signature", "hex HMAC-SHA256 of the canonical string (docs/security.md)", "^[0-9a-f]{64}$"),
+                (
+                    "X-Crashd-Timestamp",
+                    "Unix seconds; within signature_window_s of the server clock",
+                    "^[0-9]{1,12}$",
+                ),
+                (
+                    "X-Crashd-Nonce",
+                    "unique per request (16-64 of A-Za-z0-9_-)",
+                    "^[A-Za-z0-9_-]{16,64}$",
+                ),
+                (
+                    "X-Crashd-Signature",
+                    "hex HMAC-SHA256 of the canonical string (docs/security.md)",
+                    "^[0-9a-f]{64}$",
+                ),
             ):
-                parameters.append({"name": name, "in": "header", "required": True,
-                                   "description": description, "schema": {"type": "string", "pattern": pattern}})
+                parameters.append(
+                    {
+                        "name": name,
+                        "in": "header",
+                        "required": True,
+                        "description": description,
+                        "schema": {"type": "string", "pattern": pattern},
+                    }
+                )
         if 304 in meta.responses:
             # A conditional resource (api.conditional): validators from an earlier 200.
             parameters += [
-                {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
-                 "description": "ETag(s) of your cached copy (or *): 304 if it is current"},
-                {"name": "If-Modified-Since", "in": "header", "required": False, "schema": {"type": "string"},
-                 "description": "Last-Modified of your cached copy (HTTP date): 304 if unchanged; "
-                                "ignored when If-None-Match is sent"},
+                {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "ETag(s) of your cached copy (or *): 304 if it is current",
+                },
+                {
+                    "name": "If-Modified-Since",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "Last-Modified of your cached copy (HTTP date): 304 if unchanged; "
+                    "ignored when If-None-Match is sent",
+                },
             ]
         if parameters:
             op["parameters"] = parameters
         if meta.body_schema is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _schema(meta.body_schema)}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _schema(meta.body_schema)}},
+            }
         responses: dict[str, Any] = {}
         for status, spec in sorted(meta.responses.items()):
-            responses[str(status)] = _response(spec, request_id_header, meta.idempotent and status < 300)
+            responses[str(status)] = _response(
+                spec, request_id_header, meta.idempotent and status < 300
+            )
         problems: dict[int, str] = {500: "internal error (no details leak; quote the request id)"}
         if meta.body_schema is not None or meta.query_schema is not None:
-            problems[422] = "validation_failed (or idempotency_key_reused)" if meta.idempotent else "validation_failed"
+            problems[422] = (
+                "validation_failed (or idempotency_key_reused)"
+                if meta.idempotent
+                else "validation_failed"
+            )
         if meta.body_schema is not None:
-            problems.update({400: "malformed_json", 413: "payload_too_large", 415: "unsupported_media_type"})
+            problems.update(
+                {400: "malformed_json", 413: "payload_too_large", 415: "unsupported_media_type"}
+            )
         if meta.scope is not None:
             problems.update({401: "invalid_api_key", 403: "insufficient_scope"})
             op["security"] = [{"bearerAuth": []}]
             op["x-required-scope"] = meta.scope
         if meta.idempotent:
-            problems[400] = (problems.get(400, "") + ", " if 400 in problems else "") + "idempotency_key_required / idempotency_key_invalid"
+            problems[400] = (
+                problems.get(400, "") + ", " if 400 in problems else ""
+            ) + "idempotency_key_required / idempotency_key_invalid"
             problems[409] = "idempotency_key_in_flight"
             problems.setdefault(422, "idempotency_key_reused")
         if "{" in path:
-            problems[404] = "not_found (no such resource: a path parameter out of its range or format)"
+            problems[404] = (
+                "not_found (no such resource: a path parameter out of its range or format)"
+            )
         for code in meta.problems:
             # The view's own refusals, each under its status, named by code.
             status = CODES[code].status
@@ -177,7 +240,7 @@ def build_openapi(app: Quart, *, version: str = "0.1.0") -> dict[str, Any]:
             "title": "crashd API",
             "version": version,
             "description": "Provably fair crash game engine. Errors are RFC 9457 problem details "
-                           "with a stable `code` and the `request_id`; every response carries X-Request-ID.",
+            "with a stable `code` and the `request_id`; every response carries X-Request-ID.",
         },
         "servers": [{"url": "/"}],
         "paths": paths,
@@ -185,9 +248,11 @@ def build_openapi(app: Quart, *, version: str = "0.1.0") -> dict[str, Any]:
             "schemas": {"Problem": PROBLEM_SCHEMA},
             "securitySchemes": {
                 "bearerAuth": {
-                    "type": "http", "scheme": "bearer",
+                    "type": "http",
+                    "scheme": "bearer",
                     "description": "API key (ck_test_… sandbox, ck_live_… production). Scopes: "
-                                   + ", ".join(SCOPES) + "; each operation names its scope in x-required-scope.",
+                    + ", ".join(SCOPES)
+                    + "; each operation names its scope in x-required-scope.",
                 },
             },
         },
@@ -200,8 +265,10 @@ def _response(spec: ResponseSpec, base_headers: dict[str, Any], idempotent: bool
     for name, description in spec.headers.items():
         headers[name] = {"description": description, "schema": {"type": "string"}}
     if idempotent:
-        headers[REPLAYED_HEADER] = {"description": "true when this is a stored response replayed for a repeated Idempotency-Key",
-                                    "schema": {"type": "string", "enum": ["true"]}}
+        headers[REPLAYED_HEADER] = {
+            "description": "true when this is a stored response replayed for a repeated Idempotency-Key",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
     doc["headers"] = headers
     schema = _schema(spec.schema)
     if schema is not None:

@@ -13,8 +13,9 @@ raised from, and a typo in a code fails at import rather than in production.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from quart import Response
@@ -50,7 +51,9 @@ CODES: dict[str, ProblemKind] = {
     "idempotency_key_required": ProblemKind(400, "Idempotency-Key header required"),
     "idempotency_key_invalid": ProblemKind(400, "Idempotency-Key header invalid"),
     "idempotency_key_reused": ProblemKind(422, "Idempotency-Key reused with a different request"),
-    "idempotency_key_in_flight": ProblemKind(409, "Request with this Idempotency-Key still in progress"),
+    "idempotency_key_in_flight": ProblemKind(
+        409, "Request with this Idempotency-Key still in progress"
+    ),
 }
 
 _GENERIC_BY_STATUS: dict[int, str] = {}
@@ -155,10 +158,14 @@ def problem_response(problem: Problem) -> Response:
     # Imported here so the code table above stays importable without Quart (docs, tests).
     from quart import Response, request
 
-    from crashd.api.rest.requestid import request_id_of
+    from .requestid import request_id_of
 
     rid = request_id_of(request.scope)
     headers = dict(problem.headers)
     headers["Cache-Control"] = "no-store"
-    return Response(problem.encode(rid), status=problem.status, headers=headers,
-                    content_type=PROBLEM_CONTENT_TYPE)
+    return Response(
+        problem.encode(rid),
+        status=problem.status,
+        headers=headers,
+        content_type=PROBLEM_CONTENT_TYPE,
+    )

@@ -26,7 +26,8 @@ import logging
 import re
 import secrets
 import time
-from typing import Any, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 import trio
 
@@ -109,8 +110,11 @@ class RequestContextMiddleware:
             logged = True
             access_log.info(
                 "request_id=%s key_id=%s method=%s path=%s status=%d duration_ms=%.2f",
-                rid, scope.get(_SCOPE_KEY_ID, "-"), scope.get("method", "-"),
-                _log_path(scope.get("path", "")), status,
+                rid,
+                scope.get(_SCOPE_KEY_ID, "-"),
+                scope.get("method", "-"),
+                _log_path(scope.get("path", "")),
+                status,
                 (time.perf_counter() - started) * 1000,
             )
 

@@ -30,8 +30,9 @@ import json
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -114,7 +115,9 @@ def _fields(schema: type) -> tuple[_Field, ...]:
     for f in dataclasses.fields(schema):
         hint = hints[f.name]
         if typing.get_origin(hint) is not typing.Annotated:
-            raise TypeError(f"{schema.__name__}.{f.name}: annotate with Annotated[type, constraint]")
+            raise TypeError(
+                f"{schema.__name__}.{f.name}: annotate with Annotated[type, constraint]"
+            )
         inner, *meta = typing.get_args(hint)
         constraints = [m for m in meta if isinstance(m, (Integer, String, Boolean, Choice))]
         if len(constraints) != 1:
@@ -296,7 +299,11 @@ def json_schema(schema: type) -> dict[str, Any]:
         properties[field.name] = prop
         if field.required:
             required.append(field.name)
-    doc: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    doc: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
     if required:
         doc["required"] = required
     if schema.__doc__ and not schema.__doc__.startswith(schema.__name__ + "("):

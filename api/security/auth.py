@@ -9,14 +9,16 @@ scope is 403 ``insufficient_scope``. Both carry an RFC 6750 ``WWW-Authenticate``
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from quart import request
 
 from crashd.api.rest.contract import V, route_meta
-from crashd.api.security.keys import SCOPES, Principal
 from crashd.api.rest.problems import Problem
-from crashd.api.security.guard import bearer_token, request_principal
+
+from .guard import bearer_token, request_principal
+from .keys import SCOPES, Principal
 
 _REALM = 'Bearer realm="crashd"'
 
@@ -26,19 +28,22 @@ async def authenticate_request() -> Principal:
     header = request.headers.get("Authorization")
     if header is None:
         raise Problem(
-            "invalid_api_key", "send your API key as Authorization: Bearer ck_…",
+            "invalid_api_key",
+            "send your API key as Authorization: Bearer ck_…",
             headers={"WWW-Authenticate": _REALM},
         )
     if bearer_token(header) is None:
         raise Problem(
-            "invalid_api_key", "the Authorization header must be: Bearer <API key>",
+            "invalid_api_key",
+            "the Authorization header must be: Bearer <API key>",
             headers={"WWW-Authenticate": _REALM},
         )
     # Looked up once per request: the rate limiter usually did it already.
     principal = await request_principal()
     if principal is None:
         raise Problem(
-            "invalid_api_key", "the API key is unknown, revoked, or not valid on this server",
+            "invalid_api_key",
+            "the API key is unknown, revoked, or not valid on this server",
             headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
         )
     return principal
@@ -57,9 +62,12 @@ def requires_scope(scope: str) -> Callable[[V], V]:
             principal = await authenticate_request()
             if not principal.has_scope(scope):
                 raise Problem(
-                    "insufficient_scope", f"this API key lacks the {scope} scope",
+                    "insufficient_scope",
+                    f"this API key lacks the {scope} scope",
                     extra={"required_scope": scope},
-                    headers={"WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'},
+                    headers={
+                        "WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'
+                    },
                 )
             kwargs["principal"] = principal
             return await view(*args, **kwargs)

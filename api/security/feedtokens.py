@@ -45,9 +45,17 @@ def _unb64(text: str) -> bytes:
 
 
 def issue(secret: bytes, claims: FeedClaims) -> str:
-    body = json.dumps({"k": claims.key_id, "p": claims.partner_id, "e": claims.environment,
-                       "s": sorted(claims.scopes), "x": claims.expires_at},
-                      separators=(",", ":"), sort_keys=True).encode()
+    body = json.dumps(
+        {
+            "k": claims.key_id,
+            "p": claims.partner_id,
+            "e": claims.environment,
+            "s": sorted(claims.scopes),
+            "x": claims.expires_at,
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
     mac = hmac.new(secret, body, hashlib.sha256).digest()
     return f"{PREFIX}{_b64(body)}.{_b64(mac)}"
 
@@ -56,7 +64,7 @@ def verify(secret: bytes, token: str, now: float) -> FeedClaims | None:
     """The token's claims if it is authentic and unexpired, else ``None``."""
     if not token.startswith(PREFIX) or len(token) > MAX_TOKEN:
         return None
-    body_b64, dot, mac_b64 = token[len(PREFIX):].partition(".")
+    body_b64, dot, mac_b64 = token[len(PREFIX) :].partition(".")
     if not dot:
         return None
     try:
@@ -67,8 +75,13 @@ def verify(secret: bytes, token: str, now: float) -> FeedClaims | None:
         return None
     try:
         doc = json.loads(body)
-        claims = FeedClaims(str(doc["k"]), str(doc["p"]), str(doc["e"]),
-                            frozenset(str(s) for s in doc["s"]), int(doc["x"]))
+        claims = FeedClaims(
+            str(doc["k"]),
+            str(doc["p"]),
+            str(doc["e"]),
+            frozenset(str(s) for s in doc["s"]),
+            int(doc["x"]),
+        )
     except (ValueError, KeyError, TypeError):
         return None
     if claims.expires_at <= now:

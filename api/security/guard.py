@@ -31,13 +31,14 @@ from typing import Any
 from quart import Response, current_app, request
 from quart_trio import QuartTrio
 
-from crashd.api.security import ratelimit, signing
 from crashd.api.config import Config
 from crashd.api.rest.contract import V, route_meta
-from crashd.api.security.keys import Principal
 from crashd.api.rest.problems import Problem, register_code
 from crashd.api.rest.requestid import set_key_id
+from crashd.api.security import ratelimit, signing
 from crashd.api.services import current_services
+
+from .keys import Principal
 
 SECURITY_EXTENSION = "crashd.security"
 _SCOPE_PRINCIPAL = "crashd.principal"
@@ -89,6 +90,7 @@ def security_state(app: Any) -> SecurityState:
 
 # --- who is calling -------------------------------------------------------------------
 
+
 def bearer_token(header: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, else ``None``."""
     if header is None:
@@ -108,7 +110,9 @@ async def request_principal() -> Principal | None:
         cached: Principal | None = scope[_SCOPE_PRINCIPAL]
         return cached
     token = bearer_token(request.headers.get("Authorization"))
-    principal = None if token is None else await current_services().authenticator.authenticate(token)
+    principal = (
+        None if token is None else await current_services().authenticator.authenticate(token)
+    )
     scope[_SCOPE_PRINCIPAL] = principal
     if principal is not None:
         set_key_id(scope, principal.key_id)
@@ -116,6 +120,7 @@ async def request_principal() -> Principal | None:
 
 
 # --- rate limits ----------------------------------------------------------------------
+
 
 def route_class(method: str, path: str) -> str:
     if path in FEED_PATHS:
@@ -141,15 +146,20 @@ async def _charge() -> None:
     if principal is None:
         bucket, policy = "ip:" + _client_ip(), state.policies["anonymous"]
     else:
-        bucket, policy = "key:" + principal.key_id, state.policies[route_class(request.method, request.path)]
+        bucket, policy = (
+            "key:" + principal.key_id,
+            state.policies[route_class(request.method, request.path)],
+        )
     decision = state.limiter.check(bucket, policy, now)
     request.scope[_SCOPE_DECISION] = decision
     if not decision.allowed:
-        raise Problem("rate_limited",
-                      f"more than {policy.limit} {policy.name} requests in {policy.window_s:g} s; "
-                      f"retry after {decision.retry_after_s} s",
-                      extra={"policy": policy.name, "retry_after_s": decision.retry_after_s},
-                      headers=decision.headers(time.time()))
+        raise Problem(
+            "rate_limited",
+            f"more than {policy.limit} {policy.name} requests in {policy.window_s:g} s; "
+            f"retry after {decision.retry_after_s} s",
+            extra={"policy": policy.name, "retry_after_s": decision.retry_after_s},
+            headers=decision.headers(time.time()),
+        )
 
 
 async def _add_headers(response: Response) -> Response:
@@ -170,6 +180,7 @@ def install(app: QuartTrio, config: Config) -> SecurityState:
 
 
 # --- signed requests ------------------------------------------------------------------
+
 
 def path_with_query(scope: Any) -> str:
     """The request target as the client sent it (percent-encoding intact), which is
@@ -196,12 +207,20 @@ def signed(view: V) -> V:
         state = security_state(current_app)
         body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         now = time.time()
-        secrets_ = [services.keys.signing_secret(principal.key_id, g)
-                    for g in principal.signing_generations(now)]
+        secrets_ = [
+            services.keys.signing_secret(principal.key_id, g)
+            for g in principal.signing_generations(now)
+        ]
         try:
             signing.verify_request(
-                signing.SignedRequest(request.method, path_with_query(request.scope), body, request.headers),
-                principal.key_id, secrets_, now, state.nonces, window_s=state.config.signature_window_s,
+                signing.SignedRequest(
+                    request.method, path_with_query(request.scope), body, request.headers
+                ),
+                principal.key_id,
+                secrets_,
+                now,
+                state.nonces,
+                window_s=state.config.signature_window_s,
             )
         except signing.SignatureError as exc:
             raise Problem(exc.code, exc.detail) from None
@@ -211,6 +230,14 @@ def signed(view: V) -> V:
 
 
 __all__: list[str] = [
-    "EXEMPT_PATHS", "SIGNATURE_CODES", "SecurityState", "bearer_token", "install",
-    "path_with_query", "request_principal", "route_class", "security_state", "signed",
+    "EXEMPT_PATHS",
+    "SIGNATURE_CODES",
+    "SecurityState",
+    "bearer_token",
+    "install",
+    "path_with_query",
+    "request_principal",
+    "route_class",
+    "security_state",
+    "signed",
 ]

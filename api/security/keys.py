@@ -38,7 +38,7 @@ import sqlite3
 import string
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
@@ -53,7 +53,7 @@ SCOPES: tuple[str, ...] = ("read:game_state", "read:balance", "write:bet")
 ENV_PREFIX = {"sandbox": "ck_test_", "production": "ck_live_"}
 _ALPHABET = string.ascii_letters + string.digits
 _SECRET_CHARS = 32  # 62**32 ~ 2**190
-_TOKEN = re.compile(r"ck_(test|live)_[A-Za-z0-9]{%d}" % _SECRET_CHARS)
+_TOKEN = re.compile(rf"ck_(test|live)_[A-Za-z0-9]{{{_SECRET_CHARS}}}")
 PARTNER_ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
 DEFAULT_PARTNER = "default"
 MAX_LABEL = 100
@@ -151,11 +151,13 @@ class CreatedKey:
 
 
 def _new_secret(environment: str) -> str:
-    return ENV_PREFIX[environment] + "".join(secrets.choice(_ALPHABET) for _ in range(_SECRET_CHARS))
+    return ENV_PREFIX[environment] + "".join(
+        secrets.choice(_ALPHABET) for _ in range(_SECRET_CHARS)
+    )
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_scopes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -172,8 +174,13 @@ def parse_scopes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
 def _row_to_key(row: sqlite3.Row | tuple[object, ...]) -> ApiKey:
     id_, prefix, env, partner, scopes, label, created, revoked, generation, last_used, until = row
     return ApiKey(
-        id=str(id_), prefix=str(prefix), environment=str(env), partner_id=str(partner),
-        scopes=tuple(str(scopes).split()), label=str(label), created_at=str(created),
+        id=str(id_),
+        prefix=str(prefix),
+        environment=str(env),
+        partner_id=str(partner),
+        scopes=tuple(str(scopes).split()),
+        label=str(label),
+        created_at=str(created),
         revoked_at=None if revoked is None else str(revoked),
         generation=int(generation),  # type: ignore[call-overload]
         last_used_at=None if last_used is None else str(last_used),
@@ -181,8 +188,10 @@ def _row_to_key(row: sqlite3.Row | tuple[object, ...]) -> ApiKey:
     )
 
 
-_COLUMNS = ("id, prefix, environment, partner_id, scopes, label, created_at, revoked_at, "
-            "generation, last_used_at, previous_until")
+_COLUMNS = (
+    "id, prefix, environment, partner_id, scopes, label, created_at, revoked_at, "
+    "generation, last_used_at, previous_until"
+)
 _INSERT_COLUMNS = "id, prefix, environment, partner_id, scopes, label, created_at, revoked_at"
 
 
@@ -205,10 +214,14 @@ class KeyStore:
                 for column, statement in _MIGRATIONS:
                     if column not in present:
                         conn.execute(statement)
-                conn.execute("CREATE INDEX IF NOT EXISTS api_keys_previous ON api_keys (previous_hash)")
+                conn.execute(
+                    "CREATE INDEX IF NOT EXISTS api_keys_previous ON api_keys (previous_hash)"
+                )
                 has_keys = conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
         except sqlite3.Error as exc:
-            raise apidb.DatabaseError(f"cannot prepare API key tables in {database}: {exc}") from None
+            raise apidb.DatabaseError(
+                f"cannot prepare API key tables in {database}: {exc}"
+            ) from None
         # A fresh pepper for existing keys would silently invalidate them all: only
         # create one for an empty key table, otherwise insist on the original.
         self._pepper = apidb.load_pepper(database, create=not has_keys)
@@ -253,8 +266,17 @@ class KeyStore:
         with self._db.write() as conn:
             conn.execute(
                 f"INSERT INTO api_keys ({_INSERT_COLUMNS}, secret_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key.id, key.prefix, key.environment, key.partner_id, " ".join(key.scopes),
-                 key.label, key.created_at, None, self.hash_secret(secret)),
+                (
+                    key.id,
+                    key.prefix,
+                    key.environment,
+                    key.partner_id,
+                    " ".join(key.scopes),
+                    key.label,
+                    key.created_at,
+                    None,
+                    self.hash_secret(secret),
+                ),
             )
         return CreatedKey(key=key, secret=secret, signing_secret=self.signing_secret(key.id, 0))
 
@@ -264,7 +286,9 @@ class KeyStore:
         if not 0 <= overlap_s <= MAX_OVERLAP_S:
             raise KeyStoreError(f"overlap must be between 0 and {MAX_OVERLAP_S} seconds")
         with self._db.write() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE id = ?", (key_id,)
+            ).fetchone()
             if row is None:
                 raise KeyStoreError(f"no API key with id {key_id!r}")
             key = _row_to_key(row[:-1])
@@ -277,12 +301,23 @@ class KeyStore:
             conn.execute(
                 "UPDATE api_keys SET secret_hash = ?, prefix = ?, generation = ?, previous_hash = ?, "
                 "previous_until = ? WHERE id = ?",
-                (self.hash_secret(secret), prefix, generation, row[-1] if until else None, until, key_id),
+                (
+                    self.hash_secret(secret),
+                    prefix,
+                    generation,
+                    row[-1] if until else None,
+                    until,
+                    key_id,
+                ),
             )
             # Cached principals carry the old generation: make every server drop them.
             conn.execute("UPDATE api_key_revocations SET counter = counter + 1 WHERE id = 1")
-        rotated = ApiKey(**{**key.__dict__, "prefix": prefix, "generation": generation, "previous_until": until})
-        return CreatedKey(key=rotated, secret=secret, signing_secret=self.signing_secret(key_id, generation))
+        rotated = ApiKey(
+            **{**key.__dict__, "prefix": prefix, "generation": generation, "previous_until": until}
+        )
+        return CreatedKey(
+            key=rotated, secret=secret, signing_secret=self.signing_secret(key_id, generation)
+        )
 
     def touch(self, key_id: str, when: str) -> None:
         """Record ``last_used_at`` (called at most once per key per resolution period)."""
@@ -291,18 +326,24 @@ class KeyStore:
 
     def list(self) -> list[ApiKey]:
         with self._db.read() as conn:
-            rows = conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id").fetchall()
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id"
+            ).fetchall()
         return [_row_to_key(r) for r in rows]
 
     def get(self, key_id: str) -> ApiKey | None:
         with self._db.read() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)
+            ).fetchone()
         return None if row is None else _row_to_key(row)
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key (idempotent: revoking a revoked key changes nothing)."""
         with self._db.write() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)
+            ).fetchone()
             if row is None:
                 raise KeyStoreError(f"no API key with id {key_id!r}")
             key = _row_to_key(row)
@@ -318,7 +359,9 @@ class KeyStore:
         while its rotation overlap lasts)."""
         return self.lookup_with_expiry(secret, now)[0]
 
-    def lookup_with_expiry(self, secret: str, now: float | None = None) -> tuple[ApiKey | None, float | None]:
+    def lookup_with_expiry(
+        self, secret: str, now: float | None = None
+    ) -> tuple[ApiKey | None, float | None]:
         """The active key and, if ``secret`` is its previous one, when that stops working."""
         if _TOKEN.fullmatch(secret) is None:
             return None, None
@@ -333,7 +376,8 @@ class KeyStore:
                 return _row_to_key(row), None
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM api_keys WHERE previous_hash = ? AND revoked_at IS NULL "
-                "AND previous_until > ?", (digest, now),
+                "AND previous_until > ?",
+                (digest, now),
             ).fetchone()
         if row is None:
             return None, None
@@ -347,7 +391,9 @@ class KeyStore:
 
     def revocation_counter(self) -> int:
         """Bumped by every revocation; read on every request (cheap: WAL, one row)."""
-        row = self._counter_conn.execute("SELECT counter FROM api_key_revocations WHERE id = 1").fetchone()
+        row = self._counter_conn.execute(
+            "SELECT counter FROM api_key_revocations WHERE id = 1"
+        ).fetchone()
         return int(row[0])
 
 
@@ -378,7 +424,11 @@ class Authenticator:
             self._counter = counter
         digest = self.store.hash_secret(secret)
         principal = self._cache.get(digest)
-        if principal is not None and principal.expires_at is not None and now >= principal.expires_at:
+        if (
+            principal is not None
+            and principal.expires_at is not None
+            and now >= principal.expires_at
+        ):
             del self._cache[digest]  # a previous secret whose overlap just ended
             principal = None
         if principal is not None:
@@ -387,11 +437,20 @@ class Authenticator:
             self._misses += 1
         return digest, principal
 
-    def _remember(self, digest: bytes, key: ApiKey | None, expires_at: float | None) -> Principal | None:
+    def _remember(
+        self, digest: bytes, key: ApiKey | None, expires_at: float | None
+    ) -> Principal | None:
         if key is None or key.environment not in self.accepted_environments:
             return None
-        principal = Principal(key.id, key.partner_id, key.environment, frozenset(key.scopes),
-                              key.generation, key.previous_until, expires_at)
+        principal = Principal(
+            key.id,
+            key.partner_id,
+            key.environment,
+            frozenset(key.scopes),
+            key.generation,
+            key.previous_until,
+            expires_at,
+        )
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[digest] = principal
@@ -415,7 +474,9 @@ class Authenticator:
         now = time.time()
         digest, principal = self._cached(secret, now)
         if principal is None:
-            key, expires_at = await trio.to_thread.run_sync(self.store.lookup_with_expiry, secret, now)
+            key, expires_at = await trio.to_thread.run_sync(
+                self.store.lookup_with_expiry, secret, now
+            )
             principal = self._remember(digest, key, expires_at)
         if principal is not None and self._due_touch(principal.key_id):
             await trio.to_thread.run_sync(self.store.touch, principal.key_id, utc_now())

@@ -19,8 +19,8 @@ import hmac
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 TIMESTAMP_HEADER = "X-Crashd-Timestamp"
 NONCE_HEADER = "X-Crashd-Nonce"
@@ -46,7 +46,14 @@ def string_to_sign(
     method: str, path_with_query: str, timestamp: str, nonce: str, body: bytes, idempotency_key: str
 ) -> str:
     return "\n".join(
-        [method.upper(), path_with_query, timestamp, nonce, hashlib.sha256(body).hexdigest(), idempotency_key]
+        [
+            method.upper(),
+            path_with_query,
+            timestamp,
+            nonce,
+            hashlib.sha256(body).hexdigest(),
+            idempotency_key,
+        ]
     )
 
 
@@ -65,7 +72,9 @@ def sign_request(
 ) -> dict[str, str]:
     """The headers a client adds to a signed request (``timestamp`` in Unix seconds)."""
     nonce = nonce if nonce is not None else secrets.token_urlsafe(18)
-    canonical = string_to_sign(method, path_with_query, str(timestamp), nonce, body, idempotency_key)
+    canonical = string_to_sign(
+        method, path_with_query, str(timestamp), nonce, body, idempotency_key
+    )
     return {
         TIMESTAMP_HEADER: str(timestamp),
         NONCE_HEADER: nonce,
@@ -140,19 +149,31 @@ def verify_request(
             f"signed requests need {TIMESTAMP_HEADER}, {NONCE_HEADER} and {SIGNATURE_HEADER} headers",
         )
     if idem is None:
-        raise SignatureError("idempotency_key_required", f"this request needs an {IDEMPOTENCY_HEADER} header")
+        raise SignatureError(
+            "idempotency_key_required", f"this request needs an {IDEMPOTENCY_HEADER} header"
+        )
     if not _TIMESTAMP.fullmatch(timestamp):
         raise SignatureError("signature_malformed", f"{TIMESTAMP_HEADER} must be Unix seconds")
     if not _NONCE.fullmatch(nonce):
-        raise SignatureError("signature_malformed", f"{NONCE_HEADER} must be 16-64 characters of [A-Za-z0-9_-]")
+        raise SignatureError(
+            "signature_malformed", f"{NONCE_HEADER} must be 16-64 characters of [A-Za-z0-9_-]"
+        )
     if not _SIGNATURE.fullmatch(sig):
-        raise SignatureError("signature_malformed", f"{SIGNATURE_HEADER} must be 64 lowercase hex digits")
+        raise SignatureError(
+            "signature_malformed", f"{SIGNATURE_HEADER} must be 64 lowercase hex digits"
+        )
     ts = int(timestamp)
     if ts < now - window_s:
-        raise SignatureError("signature_expired", f"timestamp is more than {window_s} s in the past")
+        raise SignatureError(
+            "signature_expired", f"timestamp is more than {window_s} s in the past"
+        )
     if ts > now + window_s:
-        raise SignatureError("signature_from_future", f"timestamp is more than {window_s} s in the future")
-    canonical = string_to_sign(request.method, request.path_with_query, timestamp, nonce, request.body, idem)
+        raise SignatureError(
+            "signature_from_future", f"timestamp is more than {window_s} s in the future"
+        )
+    canonical = string_to_sign(
+        request.method, request.path_with_query, timestamp, nonce, request.body, idem
+    )
     # Check every valid secret without an early exit, so timing says nothing about which.
     matched = False
     for secret in secrets_:
@@ -160,4 +181,6 @@ def verify_request(
     if not matched:
         raise SignatureError("invalid_signature", "the signature does not match the request")
     if not nonces.check_and_add(key_id, nonce, ts + window_s, now):
-        raise SignatureError("nonce_reused", "this nonce was already used; sign each request afresh")
+        raise SignatureError(
+            "nonce_reused", "this nonce was already used; sign each request afresh"
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 HEADER = "Crashd-PSP-Signature"
 DEFAULT_TOLERANCE_S = 300
@@ -26,7 +26,9 @@ class WebhookSignatureError(Exception):
 
 
 def compute(secret: str, timestamp: int, body: bytes) -> str:
-    return hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.new(
+        secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256
+    ).hexdigest()
 
 
 def header_value(secret: str, timestamp: int, body: bytes) -> str:
@@ -54,15 +56,21 @@ def verify(
             raise WebhookSignatureError("signature_malformed", f"cannot parse {HEADER}")
         if name == "t":
             if timestamp is not None or not value.isdigit() or len(value) > 12:
-                raise WebhookSignatureError("signature_malformed", "t must appear once, as Unix seconds")
+                raise WebhookSignatureError(
+                    "signature_malformed", "t must appear once, as Unix seconds"
+                )
             timestamp = int(value)
         elif name == "v1":
             if not _HEX64.fullmatch(value):
-                raise WebhookSignatureError("signature_malformed", "v1 must be 64 lowercase hex digits")
+                raise WebhookSignatureError(
+                    "signature_malformed", "v1 must be 64 lowercase hex digits"
+                )
             candidates.append(value)
         # Other schemes (v0, future v2) are ignored, as Stripe does.
     if timestamp is None or not candidates:
-        raise WebhookSignatureError("signature_malformed", f"{HEADER} needs t= and at least one v1=")
+        raise WebhookSignatureError(
+            "signature_malformed", f"{HEADER} needs t= and at least one v1="
+        )
     if abs(now - timestamp) > tolerance_s:
         raise WebhookSignatureError(
             "signature_expired", f"timestamp is outside the {tolerance_s} s tolerance"

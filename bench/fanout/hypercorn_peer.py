@@ -26,7 +26,13 @@ from quart_trio import QuartTrio
 
 def tick_text(k: int, t_us: int, size: int) -> str:
     body: dict[str, Any] = {
-        "seq": k + 1, "channel": "live_multiplier", "type": "tick", "n": k, "t": t_us, "m": 100 + k, "pad": "",
+        "seq": k + 1,
+        "channel": "live_multiplier",
+        "type": "tick",
+        "n": k,
+        "t": t_us,
+        "m": 100 + k,
+        "pad": "",
     }
     bare = len(json.dumps(body, separators=(",", ":")))
     body["pad"] = "x" * max(0, size - bare)

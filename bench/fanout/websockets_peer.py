@@ -19,7 +19,13 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 def tick_text(k: int, t_us: int, size: int) -> str:
     body: dict[str, Any] = {
-        "seq": k + 1, "channel": "live_multiplier", "type": "tick", "n": k, "t": t_us, "m": 100 + k, "pad": "",
+        "seq": k + 1,
+        "channel": "live_multiplier",
+        "type": "tick",
+        "n": k,
+        "t": t_us,
+        "m": 100 + k,
+        "pad": "",
     }
     bare = len(json.dumps(body, separators=(",", ":")))
     body["pad"] = "x" * max(0, size - bare)
@@ -48,7 +54,9 @@ async def main(port: int, n: int, rate: float, ticks: int, warmup: int, size: in
         finally:
             clients.discard(ws)
 
-    async with serve(handler, "127.0.0.1", port, compression=None, ping_interval=None, backlog=4096) as server:
+    async with serve(
+        handler, "127.0.0.1", port, compression=None, ping_interval=None, backlog=4096
+    ) as server:
         bound = next(iter(server.sockets)).getsockname()[1]
         print(f"READY {bound}", flush=True)
         await all_in.wait()

@@ -6,7 +6,7 @@ argument and does no I/O; ``store`` executes it on SQLite; ``writer`` drives the
 from Trio with group commit. Result, error and view classes live in ``model``.
 """
 
-from crashd.engine.ledger.model import (
+from .model import (
     AccountKey,
     AccountKind,
     AuditReport,
@@ -21,7 +21,7 @@ from crashd.engine.ledger.model import (
     Result,
     RoundView,
 )
-from crashd.engine.ledger.writer import Ledger, LedgerStatistics, open_ledger, wall_clock_ms
+from .writer import Ledger, LedgerStatistics, open_ledger, wall_clock_ms
 
 __all__ = [
     "AccountKey",

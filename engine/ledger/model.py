@@ -202,11 +202,15 @@ class Result:
         if plan is None:
             names = tuple(f.name for f in dataclasses.fields(self) if f.name != "replayed")
             plan = _FIELD_NAMES[cls] = (
-                operator.attrgetter(*names) if len(names) > 1 else (lambda r: (getattr(r, names[0]),)),
-                tuple(f',"{n}":' for n in names), f'{{"type":"{self.kind}"')
+                operator.attrgetter(*names)
+                if len(names) > 1
+                else (lambda r: (getattr(r, names[0]),)),
+                tuple(f',"{n}":' for n in names),
+                f'{{"type":"{self.kind}"',
+            )
         getter, prefixes, head = plan
         parts = [head]
-        for prefix, v in zip(prefixes, getter(self)):
+        for prefix, v in zip(prefixes, getter(self), strict=True):
             parts.append(prefix)
             t = type(v)
             if t is int:
@@ -331,8 +335,18 @@ class Recovered(Result):
 RESULT_TYPES: dict[str, type[Result]] = {
     cls.kind: cls
     for cls in (
-        Posted, HoldReserved, HoldVoided, BetConfirmed, BetRetargeted, BetSettled, RoundStarted,
-        RoundCrashed, RoundSettled, RoundVoided, HoldsReleased, Recovered,
+        Posted,
+        HoldReserved,
+        HoldVoided,
+        BetConfirmed,
+        BetRetargeted,
+        BetSettled,
+        RoundStarted,
+        RoundCrashed,
+        RoundSettled,
+        RoundVoided,
+        HoldsReleased,
+        Recovered,
     )
 }
 
@@ -360,12 +374,17 @@ class LedgerError(Exception):
         self.replayed = False
 
     def to_json(self) -> str:
-        return json.dumps({"message": self.message, "detail": self.detail},
-                          separators=(",", ":"), sort_keys=True)
+        return json.dumps(
+            {"message": self.message, "detail": self.detail}, separators=(",", ":"), sort_keys=True
+        )
 
     def __eq__(self, other: object) -> bool:
-        return (type(self) is type(other) and isinstance(other, LedgerError)
-                and self.message == other.message and self.detail == other.detail)
+        return (
+            type(self) is type(other)
+            and isinstance(other, LedgerError)
+            and self.message == other.message
+            and self.detail == other.detail
+        )
 
     def __hash__(self) -> int:
         return hash((self.code, self.message))
@@ -514,10 +533,25 @@ class LedgerCorrupt(Exception):
 ERROR_TYPES: dict[str, type[LedgerError]] = {
     cls.code: cls
     for cls in (
-        IdempotencyConflict, InsufficientFunds, EnvironmentNotAllowed, DuplicateHold,
-        UnknownHold, HoldExpired, HoldResolved, DuplicateTicket, UnknownTicket,
-        AlreadySettled, UnknownRound, RoundClosed, RoundNotCrashed, BetInRound, RoundStillOpen,
-        RoundOutOfOrder, InvalidMultiplier, UnknownWithdrawal, AlreadyReversed,
+        IdempotencyConflict,
+        InsufficientFunds,
+        EnvironmentNotAllowed,
+        DuplicateHold,
+        UnknownHold,
+        HoldExpired,
+        HoldResolved,
+        DuplicateTicket,
+        UnknownTicket,
+        AlreadySettled,
+        UnknownRound,
+        RoundClosed,
+        RoundNotCrashed,
+        BetInRound,
+        RoundStillOpen,
+        RoundOutOfOrder,
+        InvalidMultiplier,
+        UnknownWithdrawal,
+        AlreadyReversed,
     )
 }
 

@@ -15,10 +15,21 @@ changed until the writer flushes it.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
-from typing import Callable, ClassVar, Iterable
+from typing import ClassVar
 
-from crashd.engine.ledger.model import (
+from crashd.engine.bounds import (
+    MAX_AMOUNT,
+    MAX_CRASH_POINT,
+    MAX_ID_LEN,
+    MAX_MULTIPLIER,
+    MAX_SWEEP,
+    MAX_TTL_MS,
+    MIN_AUTO_CASHOUT,
+)
+
+from .model import (
     ENVIRONMENTS,
     AccountKey,
     AccountKind,
@@ -37,8 +48,8 @@ from crashd.engine.ledger.model import (
     HoldExpired,
     HoldReserved,
     HoldResolved,
-    HoldState,
     HoldsReleased,
+    HoldState,
     HoldVoided,
     IdempotencyConflict,
     InsufficientFunds,
@@ -66,27 +77,25 @@ from crashd.engine.ledger.model import (
     error_from_json,
     result_from_json,
 )
-from crashd.engine.bounds import MAX_AMOUNT, MAX_CRASH_POINT, MAX_ID_LEN, MAX_MULTIPLIER, MAX_SWEEP, MAX_TTL_MS, MIN_AUTO_CASHOUT
-
-from crashd.engine.ledger.txn import Txn
-
-
+from .txn import Txn
 
 # --------------------------------------------------------------------------- validation helpers
 
 
 def _check_id(name: str, value: object) -> None:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
-        raise InvalidRequest(f"{name} must be a non-empty string of at most {MAX_ID_LEN} characters",
-                             field=name)
+        raise InvalidRequest(
+            f"{name} must be a non-empty string of at most {MAX_ID_LEN} characters", field=name
+        )
     if not value.isascii():
         # A lone surrogate cannot be stored as UTF-8: left to SQLite it would fail the
         # whole commit group (and stop the ledger), not just this op.
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise InvalidRequest(f"{name} must be valid Unicode text (no lone surrogates)",
-                                 field=name) from None
+            raise InvalidRequest(
+                f"{name} must be valid Unicode text (no lone surrogates)", field=name
+            ) from None
 
 
 def _check_env(value: object) -> None:
@@ -106,8 +115,9 @@ def _check_round_id(value: object) -> None:
 
 def _check_multiplier(name: str, value: object, minimum: int = 100) -> None:
     if type(value) is not int or not minimum <= value <= MAX_MULTIPLIER:
-        raise InvalidRequest(f"{name} must be an int in {minimum}..{MAX_MULTIPLIER} (hundredths)",
-                             field=name)
+        raise InvalidRequest(
+            f"{name} must be an int in {minimum}..{MAX_MULTIPLIER} (hundredths)", field=name
+        )
 
 
 # --------------------------------------------------------------------------- operations
@@ -175,10 +185,18 @@ class _PlayerOp(Op):
         # of at most MAX_ID_LEN, a known environment; otherwise the checks that name
         # the field at fault.
         op_id, partner_id, user_id = self.op_id, self.partner_id, self.user_id
-        if (type(op_id) is str and type(partner_id) is str and type(user_id) is str
-                and 0 < len(op_id) <= MAX_ID_LEN and 0 < len(partner_id) <= MAX_ID_LEN
-                and 0 < len(user_id) <= MAX_ID_LEN and self.environment in ENVIRONMENTS
-                and op_id.isascii() and partner_id.isascii() and user_id.isascii()):
+        if (
+            type(op_id) is str
+            and type(partner_id) is str
+            and type(user_id) is str
+            and 0 < len(op_id) <= MAX_ID_LEN
+            and 0 < len(partner_id) <= MAX_ID_LEN
+            and 0 < len(user_id) <= MAX_ID_LEN
+            and self.environment in ENVIRONMENTS
+            and op_id.isascii()
+            and partner_id.isascii()
+            and user_id.isascii()
+        ):
             return
         super().validate()
         _check_env(self.environment)
@@ -225,8 +243,9 @@ class PspDeposit(_PlayerOp):
     def plan(self, txn: Txn, seq: int, now: int) -> Result:
         player = txn.account(self.account_key, create=True)
         assert player is not None
-        txn.transfer(seq, txn.system(self.environment, AccountKind.PSP), player,
-                     self.amount, "deposit", now)
+        txn.transfer(
+            seq, txn.system(self.environment, AccountKind.PSP), player, self.amount, "deposit", now
+        )
         return Posted(self.op_id, seq, amount=self.amount, balance=player.available)
 
 
@@ -249,10 +268,19 @@ class PspWithdrawal(_PlayerOp):
         player = txn.account(self.account_key, create=False)
         available = player.available if player is not None else 0
         if player is None or available < self.amount:
-            raise InsufficientFunds("withdrawal exceeds the available balance",
-                                    available=available, requested=self.amount)
-        txn.transfer(seq, player, txn.system(self.environment, AccountKind.PSP),
-                     self.amount, "withdrawal", now)
+            raise InsufficientFunds(
+                "withdrawal exceeds the available balance",
+                available=available,
+                requested=self.amount,
+            )
+        txn.transfer(
+            seq,
+            player,
+            txn.system(self.environment, AccountKind.PSP),
+            self.amount,
+            "withdrawal",
+            now,
+        )
         return Posted(self.op_id, seq, amount=self.amount, balance=player.available)
 
 
@@ -275,11 +303,13 @@ class PspWithdrawalReversal(Op):
     def plan(self, txn: Txn, seq: int, now: int) -> Result:
         original = txn.op_record(f"psp:{self.environment}:{self.withdrawal_id}")
         if original is None or original.kind != PspWithdrawal.kind or not original.ok:
-            raise UnknownWithdrawal("no posted withdrawal with this event id",
-                                    withdrawal_id=self.withdrawal_id)
+            raise UnknownWithdrawal(
+                "no posted withdrawal with this event id", withdrawal_id=self.withdrawal_id
+            )
         if txn.reversal_of(original.seq) is not None:
-            raise AlreadyReversed("this withdrawal was already reversed",
-                                  withdrawal_id=self.withdrawal_id)
+            raise AlreadyReversed(
+                "this withdrawal was already reversed", withdrawal_id=self.withdrawal_id
+            )
         [(debit, credit, amount, kind)] = txn.transfers_of_op(original.seq)
         assert kind == "withdrawal"
         player = txn.account_by_id(debit)
@@ -305,12 +335,14 @@ class FaucetCredit(_PlayerOp):
 
     def plan(self, txn: Txn, seq: int, now: int) -> Result:
         if self.environment != "sandbox":
-            raise EnvironmentNotAllowed("the faucet exists only in sandbox",
-                                        environment=self.environment)
+            raise EnvironmentNotAllowed(
+                "the faucet exists only in sandbox", environment=self.environment
+            )
         player = txn.account(self.account_key, create=True)
         assert player is not None
-        txn.transfer(seq, txn.system("sandbox", AccountKind.FAUCET), player, self.amount,
-                     "faucet", now)
+        txn.transfer(
+            seq, txn.system("sandbox", AccountKind.FAUCET), player, self.amount, "faucet", now
+        )
         return Posted(self.op_id, seq, amount=self.amount, balance=player.available)
 
 
@@ -339,13 +371,20 @@ class BetReserve(_PlayerOp):
         player = txn.account(self.account_key, create=False)
         available = player.available if player is not None else 0
         if player is None or available < self.amount:
-            raise InsufficientFunds("stake exceeds the available balance",
-                                    available=available, requested=self.amount)
+            raise InsufficientFunds(
+                "stake exceeds the available balance", available=available, requested=self.amount
+            )
         escrow = txn.system(self.environment, AccountKind.ESCROW)
         expires_at = now + self.ttl_ms
         txn.create_hold(seq, self.hold_id, player, escrow, self.amount, expires_at)
-        return HoldReserved(self.op_id, seq, hold_id=self.hold_id, amount=self.amount,
-                            expires_at=expires_at, available=player.available)
+        return HoldReserved(
+            self.op_id,
+            seq,
+            hold_id=self.hold_id,
+            amount=self.amount,
+            expires_at=expires_at,
+            available=player.available,
+        )
 
 
 def _owned_hold(txn: Txn, op: _PlayerOp, hold_id: str) -> Hold:
@@ -392,11 +431,17 @@ class BetConfirm(_PlayerOp):
             raise DuplicateTicket("ticket id already used", ticket_id=self.ticket_id)
         hold = _owned_hold(txn, self, self.hold_id)
         if hold.state is HoldState.EXPIRED:
-            raise HoldExpired("the hold expired before it was confirmed", hold_id=self.hold_id,
-                              expired_at=hold.expires_at)
+            raise HoldExpired(
+                "the hold expired before it was confirmed",
+                hold_id=self.hold_id,
+                expired_at=hold.expires_at,
+            )
         if hold.state is not HoldState.PENDING:
-            raise HoldResolved(f"the hold was already {hold.state.value}",
-                               hold_id=self.hold_id, state=hold.state.value)
+            raise HoldResolved(
+                f"the hold was already {hold.state.value}",
+                hold_id=self.hold_id,
+                state=hold.state.value,
+            )
         if self.round_id is not None:
             rnd = txn.round(self.round_id)
             if rnd is None:
@@ -404,13 +449,28 @@ class BetConfirm(_PlayerOp):
             if rnd.state is not RoundState.OPEN:
                 raise RoundClosed(f"round is {rnd.state.value}", round_id=self.round_id)
         txn.resolve_hold(hold, HoldState.POSTED, seq, now)
-        txn.create_bet(Bet(id=txn.ids.bet, ticket_id=self.ticket_id, hold=hold.id,
-                           account=hold.debit, stake=hold.amount,
-                           auto_cashout=self.auto_cashout, round_id=self.round_id,
-                           confirmed_op=seq, confirmed_at=now))
-        return BetConfirmed(self.op_id, seq, ticket_id=self.ticket_id, hold_id=self.hold_id,
-                            stake=hold.amount, auto_cashout=self.auto_cashout,
-                            round_id=self.round_id)
+        txn.create_bet(
+            Bet(
+                id=txn.ids.bet,
+                ticket_id=self.ticket_id,
+                hold=hold.id,
+                account=hold.debit,
+                stake=hold.amount,
+                auto_cashout=self.auto_cashout,
+                round_id=self.round_id,
+                confirmed_op=seq,
+                confirmed_at=now,
+            )
+        )
+        return BetConfirmed(
+            self.op_id,
+            seq,
+            ticket_id=self.ticket_id,
+            hold_id=self.hold_id,
+            stake=hold.amount,
+            auto_cashout=self.auto_cashout,
+            round_id=self.round_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -430,11 +490,15 @@ class HoldVoid(_PlayerOp):
     def plan(self, txn: Txn, seq: int, now: int) -> Result:
         hold = _owned_hold(txn, self, self.hold_id)
         if hold.state is HoldState.EXPIRED:
-            raise HoldExpired("the hold already expired", hold_id=self.hold_id,
-                              expired_at=hold.expires_at)
+            raise HoldExpired(
+                "the hold already expired", hold_id=self.hold_id, expired_at=hold.expires_at
+            )
         if hold.state is not HoldState.PENDING:
-            raise HoldResolved(f"the hold was already {hold.state.value}",
-                               hold_id=self.hold_id, state=hold.state.value)
+            raise HoldResolved(
+                f"the hold was already {hold.state.value}",
+                hold_id=self.hold_id,
+                state=hold.state.value,
+            )
         txn.resolve_hold(hold, HoldState.VOIDED, seq, now)
         return HoldVoided(self.op_id, seq, hold_id=self.hold_id, amount=hold.amount)
 
@@ -444,8 +508,11 @@ def _unsettled_bet(txn: Txn, ticket_id: str) -> Bet:
     if bet is None:
         raise UnknownTicket("no such ticket", ticket_id=ticket_id)
     if bet.outcome is not None:
-        raise AlreadySettled(f"the bet was already {bet.outcome.value}", ticket_id=ticket_id,
-                             outcome=bet.outcome.value)
+        raise AlreadySettled(
+            f"the bet was already {bet.outcome.value}",
+            ticket_id=ticket_id,
+            outcome=bet.outcome.value,
+        )
     return bet
 
 
@@ -473,8 +540,9 @@ class BetTarget(Op):
         bet = _unsettled_bet(txn, self.ticket_id)
         bet.auto_cashout = self.auto_cashout
         txn.touch_bet(bet)
-        return BetRetargeted(self.op_id, seq, ticket_id=self.ticket_id,
-                             auto_cashout=self.auto_cashout)
+        return BetRetargeted(
+            self.op_id, seq, ticket_id=self.ticket_id, auto_cashout=self.auto_cashout
+        )
 
 
 @dataclass(frozen=True)
@@ -504,11 +572,20 @@ class SettleWin(Op):
         if rnd.state is RoundState.CRASHED:
             assert rnd.crash_point is not None
             if self.multiplier > rnd.crash_point:
-                raise InvalidMultiplier("multiplier above the crash point",
-                                        multiplier=self.multiplier, crash_point=rnd.crash_point)
+                raise InvalidMultiplier(
+                    "multiplier above the crash point",
+                    multiplier=self.multiplier,
+                    crash_point=rnd.crash_point,
+                )
         payout = txn.settle(bet, BetOutcome.WON, self.multiplier, seq, now)
-        return BetSettled(self.op_id, seq, ticket_id=self.ticket_id, outcome="won",
-                          multiplier=self.multiplier, payout=payout)
+        return BetSettled(
+            self.op_id,
+            seq,
+            ticket_id=self.ticket_id,
+            outcome="won",
+            multiplier=self.multiplier,
+            payout=payout,
+        )
 
 
 @dataclass(frozen=True)
@@ -529,11 +606,15 @@ class SettleLoss(Op):
         bet = _unsettled_bet(txn, self.ticket_id)
         rnd = None if bet.round_id is None else txn.round(bet.round_id)
         if rnd is None or rnd.state is not RoundState.CRASHED:
-            raise RoundNotCrashed("a bet loses only in a crashed round",
-                                  ticket_id=self.ticket_id, round_id=bet.round_id)
+            raise RoundNotCrashed(
+                "a bet loses only in a crashed round",
+                ticket_id=self.ticket_id,
+                round_id=bet.round_id,
+            )
         txn.settle(bet, BetOutcome.LOST, None, seq, now)
-        return BetSettled(self.op_id, seq, ticket_id=self.ticket_id, outcome="lost",
-                          multiplier=None, payout=0)
+        return BetSettled(
+            self.op_id, seq, ticket_id=self.ticket_id, outcome="lost", multiplier=None, payout=0
+        )
 
 
 @dataclass(frozen=True)
@@ -554,11 +635,20 @@ class BetRefund(Op):
     def plan(self, txn: Txn, seq: int, now: int) -> Result:
         bet = _unsettled_bet(txn, self.ticket_id)
         if bet.round_id is not None:
-            raise BetInRound("the bet joined a round; void the round to refund it",
-                             ticket_id=self.ticket_id, round_id=bet.round_id)
+            raise BetInRound(
+                "the bet joined a round; void the round to refund it",
+                ticket_id=self.ticket_id,
+                round_id=bet.round_id,
+            )
         payout = txn.settle(bet, BetOutcome.REFUNDED, None, seq, now)
-        return BetSettled(self.op_id, seq, ticket_id=self.ticket_id, outcome="refunded",
-                          multiplier=None, payout=payout)
+        return BetSettled(
+            self.op_id,
+            seq,
+            ticket_id=self.ticket_id,
+            outcome="refunded",
+            multiplier=None,
+            payout=payout,
+        )
 
 
 @dataclass(frozen=True)
@@ -576,12 +666,14 @@ class RoundStart(Op):
     def plan(self, txn: Txn, seq: int, now: int) -> Result:
         highest = txn.highest_round_id()
         if self.round_id <= highest:
-            raise RoundOutOfOrder("round ids only increase", round_id=self.round_id,
-                                  highest=highest)
+            raise RoundOutOfOrder(
+                "round ids only increase", round_id=self.round_id, highest=highest
+            )
         still_open = [r.id for r in txn.unfinished_rounds() if r.state is RoundState.OPEN]
         if still_open:
-            raise RoundStillOpen("another round is open", round_id=self.round_id,
-                                 open_round_id=still_open[0])
+            raise RoundStillOpen(
+                "another round is open", round_id=self.round_id, open_round_id=still_open[0]
+            )
         txn.create_round(Round(id=self.round_id, started_op=seq, started_at=now))
         waiting = txn.unsettled_bets(None)
         for bet in waiting:
@@ -592,8 +684,9 @@ class RoundStart(Op):
 
 def _check_crash_point(value: object) -> None:
     if type(value) is not int or not 100 <= value <= MAX_CRASH_POINT:
-        raise InvalidRequest(f"crash_point must be an int in 100..{MAX_CRASH_POINT}",
-                             field="crash_point")
+        raise InvalidRequest(
+            f"crash_point must be an int in 100..{MAX_CRASH_POINT}", field="crash_point"
+        )
 
 
 def _check_hash(value: object) -> None:
@@ -658,8 +751,9 @@ class RoundSettle(Op):
         seen = set()
         for item in self.wins:
             if not isinstance(item, tuple) or len(item) != 2:
-                raise InvalidRequest("wins must be a tuple of (ticket_id, multiplier)",
-                                     field="wins")
+                raise InvalidRequest(
+                    "wins must be a tuple of (ticket_id, multiplier)", field="wins"
+                )
             _check_id("ticket_id", item[0])
             _check_multiplier("multiplier", item[1])
             if item[0] in seen:
@@ -680,20 +774,31 @@ class RoundSettle(Op):
         if rnd.state is RoundState.CRASHED and (
             rnd.crash_point != self.crash_point or rnd.game_hash != self.game_hash
         ):
-            raise RoundClosed("round crashed with a different crash point or hash",
-                              round_id=self.round_id, crash_point=rnd.crash_point)
+            raise RoundClosed(
+                "round crashed with a different crash point or hash",
+                round_id=self.round_id,
+                crash_point=rnd.crash_point,
+            )
         open_bets = {b.ticket_id: b for b in txn.unsettled_bets(self.round_id)}
         for ticket, mult in self.wins:
             if ticket not in open_bets:
                 bet = txn.bet(ticket)
                 if bet is not None and bet.outcome is not None and bet.round_id == self.round_id:
-                    raise AlreadySettled("bet already settled", ticket_id=ticket,
-                                         outcome=bet.outcome.value)
-                raise UnknownTicket("ticket is not an open bet of this round",
-                                    ticket_id=ticket, round_id=self.round_id)
+                    raise AlreadySettled(
+                        "bet already settled", ticket_id=ticket, outcome=bet.outcome.value
+                    )
+                raise UnknownTicket(
+                    "ticket is not an open bet of this round",
+                    ticket_id=ticket,
+                    round_id=self.round_id,
+                )
             if mult > self.crash_point:
-                raise InvalidMultiplier("multiplier above the crash point", ticket_id=ticket,
-                                        multiplier=mult, crash_point=self.crash_point)
+                raise InvalidMultiplier(
+                    "multiplier above the crash point",
+                    ticket_id=ticket,
+                    multiplier=mult,
+                    crash_point=self.crash_point,
+                )
         # Every check passed: apply.
         if rnd.state is RoundState.OPEN:
             _crash(txn, rnd, self.crash_point, self.game_hash, seq, now)
@@ -710,13 +815,21 @@ class RoundSettle(Op):
         rnd.settled_op = seq
         rnd.settled_at = now
         txn.touch_round(rnd)
-        return RoundSettled(self.op_id, seq, round_id=self.round_id,
-                            crash_point=self.crash_point, won=won, lost=lost, paid=paid,
-                            collected=collected)
+        return RoundSettled(
+            self.op_id,
+            seq,
+            round_id=self.round_id,
+            crash_point=self.crash_point,
+            won=won,
+            lost=lost,
+            paid=paid,
+            collected=collected,
+        )
 
 
-def _void(txn: Txn, rnd: Round, reason: str, seq: int, now: int,
-          revealed: tuple[int, str] | None = None) -> tuple[int, int]:
+def _void(
+    txn: Txn, rnd: Round, reason: str, seq: int, now: int, revealed: tuple[int, str] | None = None
+) -> tuple[int, int]:
     """Refund what is unsettled and close the round as voided. ``revealed``: the
     burnt game's (crash point, hash), recorded for an open round so its history shows
     what the game would have been (a crashed round keeps what it crashed with)."""
@@ -777,8 +890,9 @@ class RoundVoid(Op):
         if revealed is not None and rnd.game_hash is not None and rnd.game_hash != revealed[1]:
             raise InvalidRequest("the round crashed with a different game hash", field="game_hash")
         refunded, amount = _void(txn, rnd, self.reason, seq, now, revealed)
-        return RoundVoided(self.op_id, seq, round_id=self.round_id, refunded=refunded,
-                           refunded_amount=amount)
+        return RoundVoided(
+            self.op_id, seq, round_id=self.round_id, refunded=refunded, refunded_amount=amount
+        )
 
 
 @dataclass(frozen=True)
@@ -815,8 +929,9 @@ class Recover(Op):
             raise InvalidRequest("revealed must be a tuple", field="revealed")
         for item in self.revealed:
             if not isinstance(item, tuple) or len(item) != 3:
-                raise InvalidRequest("revealed items are (round_id, crash_point, game_hash)",
-                                     field="revealed")
+                raise InvalidRequest(
+                    "revealed items are (round_id, crash_point, game_hash)", field="revealed"
+                )
             _check_round_id(item[0])
             _check_crash_point(item[1])
             _check_hash(item[2])
@@ -832,8 +947,14 @@ class Recover(Op):
         for bet in txn.unsettled_bets(None):
             amount += txn.settle(bet, BetOutcome.REFUNDED, None, seq, now)
             bets += 1
-        return Recovered(self.op_id, seq, rounds_voided=rounds, bets_refunded=bets,
-                         refunded_amount=amount, highest_round_id=txn.highest_round_id())
+        return Recovered(
+            self.op_id,
+            seq,
+            rounds_voided=rounds,
+            bets_refunded=bets,
+            refunded_amount=amount,
+            highest_round_id=txn.highest_round_id(),
+        )
 
 
 # --------------------------------------------------------------------------- apply
@@ -852,8 +973,9 @@ def apply(txn: Txn, op: Op, now: int, key: str | None = None) -> Result | Ledger
     rec = txn.op_record(key)
     if rec is not None:
         if rec.kind != op.kind or rec.fingerprint != fingerprint:
-            return IdempotencyConflict("this id was used for a different operation",
-                                       op_id=op.op_id, original_kind=rec.kind)
+            return IdempotencyConflict(
+                "this id was used for a different operation", op_id=op.op_id, original_kind=rec.kind
+            )
         if rec.ok:
             return result_from_json(rec.result, replayed=True)
         assert rec.code is not None
@@ -866,16 +988,17 @@ def apply(txn: Txn, op: Op, now: int, key: str | None = None) -> Result | Ledger
         result = op.plan(txn, seq, now)
     except LedgerError as err:
         assert txn.mutations == before, f"{op.kind} mutated state before refusing"
-        txn.record_op(OpRecord(seq, key, op.kind, fingerprint, False, err.code, err.to_json()),
-                      now)
+        txn.record_op(OpRecord(seq, key, op.kind, fingerprint, False, err.code, err.to_json()), now)
         return err
     assert result.seq == seq
     txn.record_op(OpRecord(seq, key, op.kind, fingerprint, True, None, result.to_json()), now)
     return result
 
 
-def prefetch_keys(ops: Iterable[Op], op_keys: Iterable[str] | None = None,
-                  ) -> tuple[set[str], set[AccountKey], set[str], set[str]]:
+def prefetch_keys(
+    ops: Iterable[Op],
+    op_keys: Iterable[str] | None = None,
+) -> tuple[set[str], set[AccountKey], set[str], set[str]]:
     """Everything a group will look up, so the store can load it in a few queries.
     ``op_keys``: the ops' ``key()``s, when the caller computed them already."""
     keys: set[str] = set(op.key() for op in ops) if op_keys is None else set(op_keys)

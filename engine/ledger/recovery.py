@@ -22,11 +22,11 @@ end are set-once columns guarded by triggers, so nothing can settle twice regard
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from crashd.engine.ledger.model import LedgerError, Recovered
-from crashd.engine.ledger.ops import Recover
-from crashd.engine.ledger.store import Store
+from .model import LedgerError, Recovered
+from .ops import Recover
+from .store import Store
 
 Reveal = Callable[[int], "tuple[int, str] | None"]
 """Round id → (crash point, game hash) of its game, or None if unknown."""

@@ -221,22 +221,37 @@ MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     # table definitions change (``Store`` applies this with SQLite's writable_schema
     # procedure for changes that leave the stored rows untouched).
     1: [
-        ("accounts", "CHECK (kind IN ('player', 'house', 'escrow', 'psp', 'faucet'))",
-         "CHECK (kind = 'player' OR kind = 'house' OR kind = 'escrow'\n"
-         "        OR kind = 'psp' OR kind = 'faucet')"),
-        ("holds", "CHECK (state IN ('pending', 'posted', 'voided', 'expired'))",
-         "CHECK (state = 'pending' OR state = 'posted' OR state = 'voided'\n"
-         "        OR state = 'expired')"),
-        ("rounds", "CHECK (state IN ('open', 'crashed', 'voided'))",
-         "CHECK (state = 'open' OR state = 'crashed' OR state = 'voided')"),
-        ("bets", "CHECK (outcome IN ('won', 'lost', 'refunded'))",
-         "CHECK (outcome IS NULL OR outcome = 'won' OR outcome = 'lost'\n"
-         "        OR outcome = 'refunded')"),
-        ("transfers", "CHECK (kind IN ('deposit', 'withdrawal', 'withdrawal_reversal',\n"
-         "        'faucet', 'bet_stake', 'stake_return', 'win', 'loss', 'refund'))",
-         "CHECK (kind = 'deposit' OR kind = 'withdrawal'\n"
-         "        OR kind = 'withdrawal_reversal' OR kind = 'faucet' OR kind = 'bet_stake'\n"
-         "        OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund')"),
+        (
+            "accounts",
+            "CHECK (kind IN ('player', 'house', 'escrow', 'psp', 'faucet'))",
+            "CHECK (kind = 'player' OR kind = 'house' OR kind = 'escrow'\n"
+            "        OR kind = 'psp' OR kind = 'faucet')",
+        ),
+        (
+            "holds",
+            "CHECK (state IN ('pending', 'posted', 'voided', 'expired'))",
+            "CHECK (state = 'pending' OR state = 'posted' OR state = 'voided'\n"
+            "        OR state = 'expired')",
+        ),
+        (
+            "rounds",
+            "CHECK (state IN ('open', 'crashed', 'voided'))",
+            "CHECK (state = 'open' OR state = 'crashed' OR state = 'voided')",
+        ),
+        (
+            "bets",
+            "CHECK (outcome IN ('won', 'lost', 'refunded'))",
+            "CHECK (outcome IS NULL OR outcome = 'won' OR outcome = 'lost'\n"
+            "        OR outcome = 'refunded')",
+        ),
+        (
+            "transfers",
+            "CHECK (kind IN ('deposit', 'withdrawal', 'withdrawal_reversal',\n"
+            "        'faucet', 'bet_stake', 'stake_return', 'win', 'loss', 'refund'))",
+            "CHECK (kind = 'deposit' OR kind = 'withdrawal'\n"
+            "        OR kind = 'withdrawal_reversal' OR kind = 'faucet' OR kind = 'bet_stake'\n"
+            "        OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund')",
+        ),
     ],
 }
 """From version → (table, text in its CREATE TABLE, replacement) to reach version + 1."""

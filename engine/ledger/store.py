@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
-from crashd.engine.ledger.model import (
+from crashd.engine.proclock import ProcessLock
+
+from .model import (
     Account,
     AccountKey,
     AuditReport,
@@ -32,10 +35,9 @@ from crashd.engine.ledger.model import (
     RoundState,
     RoundView,
 )
-from crashd.engine.ledger.txn import Ids, Txn
-from crashd.engine.ledger.ops import Op, apply, prefetch_keys
-from crashd.engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
-from crashd.engine.proclock import ProcessLock
+from .ops import Op, apply, prefetch_keys
+from .schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from .txn import Ids, Txn
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
@@ -46,21 +48,26 @@ _CHUNK = 500
 
 _ACCOUNT_COLS = "id, environment, kind, partner_id, user_id, posted, pending"
 _HOLD_COLS = "id, hold_id, op, debit, credit, amount, expires_at, state, resolved_op, resolved_at"
-_BET_COLS = ("id, ticket_id, hold, account, stake, auto_cashout, round_id, confirmed_op, "
-             "confirmed_at, outcome, multiplier, payout, settled_op, settled_at")
-_ROUND_COLS = ("id, started_op, started_at, state, crash_point, game_hash, ended_op, ended_at, "
-               "settled_op, settled_at, void_reason")
+_BET_COLS = (
+    "id, ticket_id, hold, account, stake, auto_cashout, round_id, confirmed_op, "
+    "confirmed_at, outcome, multiplier, payout, settled_op, settled_at"
+)
+_ROUND_COLS = (
+    "id, started_op, started_at, state, crash_point, game_hash, ended_op, ended_at, "
+    "settled_op, settled_at, void_reason"
+)
 
 
-def connect(path: Path | str, synchronous: Synchronous, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path | str, synchronous: Synchronous, *, readonly: bool = False
+) -> sqlite3.Connection:
     """Open a connection in autocommit mode (we issue BEGIN/COMMIT ourselves), WAL,
     foreign keys on, and assert the pragmas took: a silently ignored pragma would make
     every durability claim false."""
     assert synchronous in _SYNC_CODES, synchronous
     if not readonly:
         create_private(Path(path))
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                           timeout=30.0)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
     if not readonly:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -91,29 +98,55 @@ def create_private(path: Path) -> None:
 
 
 def _account(row: Any) -> Account:
-    return Account(id=row[0], key=AccountKey(row[1], row[2], row[3], row[4]),
-                   posted=row[5], pending=row[6])
+    return Account(
+        id=row[0], key=AccountKey(row[1], row[2], row[3], row[4]), posted=row[5], pending=row[6]
+    )
 
 
 def _hold(row: Any) -> Hold:
-    return Hold(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                HoldState(row[7]), row[8], row[9])
+    return Hold(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], HoldState(row[7]), row[8], row[9]
+    )
 
 
 def _bet(row: Any) -> Bet:
-    return Bet(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
-               None if row[9] is None else BetOutcome(row[9]), row[10], row[11], row[12],
-               row[13])
+    return Bet(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        None if row[9] is None else BetOutcome(row[9]),
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+    )
 
 
 def _round(row: Any) -> Round:
-    return Round(row[0], row[1], row[2], RoundState(row[3]), row[4], row[5], row[6], row[7],
-                 row[8], row[9], row[10])
+    return Round(
+        row[0],
+        row[1],
+        row[2],
+        RoundState(row[3]),
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+    )
 
 
 def _chunks(items: Sequence[object], size: int = _CHUNK) -> Iterable[Sequence[object]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 class Store:
@@ -160,7 +193,9 @@ class Store:
     def _init_meta(self) -> None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
-            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self.conn.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
         else:
             version = int(row[0])
             if version > SCHEMA_VERSION or version < 1:
@@ -181,13 +216,18 @@ class Store:
             cookie = c.execute("PRAGMA schema_version").fetchone()[0]
             c.execute("PRAGMA writable_schema=ON")
             for table, old, new in MIGRATIONS[version]:
-                sql = c.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?",
-                                (table,)).fetchone()[0]
+                sql = c.execute(
+                    "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)
+                ).fetchone()[0]
                 if old not in sql:
-                    raise LedgerCorrupt(f"migration {version}->{version + 1}: {table} is not "
-                                        "the version it should be")
-                c.execute("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = ?",
-                          (sql.replace(old, new), table))
+                    raise LedgerCorrupt(
+                        f"migration {version}->{version + 1}: {table} is not "
+                        "the version it should be"
+                    )
+                c.execute(
+                    "UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = ?",
+                    (sql.replace(old, new), table),
+                )
             c.execute(f"PRAGMA schema_version={cookie + 1}")
             c.execute("PRAGMA writable_schema=OFF")
             c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version + 1),))
@@ -201,9 +241,17 @@ class Store:
 
     def _load_ids(self) -> Ids:
         def nxt(table: str) -> int:
-            return int(self.conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
-        return Ids(op=nxt("ops"), account=nxt("accounts"), transfer=nxt("transfers"),
-                   hold=nxt("holds"), bet=nxt("bets"))
+            return int(
+                self.conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0]
+            )
+
+        return Ids(
+            op=nxt("ops"),
+            account=nxt("accounts"),
+            transfer=nxt("transfers"),
+            hold=nxt("holds"),
+            bet=nxt("bets"),
+        )
 
     def close(self) -> None:
         try:
@@ -217,7 +265,11 @@ class Store:
         row = self.conn.execute(
             "SELECT id, key, kind, fingerprint, ok, code, result FROM ops WHERE key = ?", (key,)
         ).fetchone()
-        return None if row is None else OpRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+        return (
+            None
+            if row is None
+            else OpRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+        )
 
     def load_account(self, key: AccountKey) -> Account | None:
         cached = self._accounts.get(key)
@@ -226,7 +278,8 @@ class Store:
         row = self.conn.execute(
             f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE environment = ? AND kind = ? "
             "AND partner_id = ? AND user_id = ?",
-            (key.environment, key.kind, key.partner_id, key.user_id)).fetchone()
+            (key.environment, key.kind, key.partner_id, key.user_id),
+        ).fetchone()
         if row is None:
             return None
         acct = _account(row)
@@ -238,8 +291,9 @@ class Store:
         cached = self._accounts_by_id.get(account_id)
         if cached is not None:
             return cached
-        row = self.conn.execute(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = ?",
-                                (account_id,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = ?", (account_id,)
+        ).fetchone()
         assert row is not None, account_id
         acct = _account(row)
         self._accounts[acct.key] = acct
@@ -247,7 +301,9 @@ class Store:
         return acct
 
     def load_hold(self, hold_id: str) -> Hold | None:
-        row = self.conn.execute(f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id = ?", (hold_id,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id = ?", (hold_id,)
+        ).fetchone()
         return None if row is None else _hold(row)
 
     def load_hold_by_seq(self, seq: int) -> Hold:
@@ -256,48 +312,66 @@ class Store:
         return _hold(row)
 
     def load_bet(self, ticket_id: str) -> Bet | None:
-        row = self.conn.execute(f"SELECT {_BET_COLS} FROM bets WHERE ticket_id = ?", (ticket_id,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT {_BET_COLS} FROM bets WHERE ticket_id = ?", (ticket_id,)
+        ).fetchone()
         return None if row is None else _bet(row)
 
     def load_round(self, round_id: int) -> Round | None:
-        row = self.conn.execute(f"SELECT {_ROUND_COLS} FROM rounds WHERE id = ?", (round_id,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT {_ROUND_COLS} FROM rounds WHERE id = ?", (round_id,)
+        ).fetchone()
         return None if row is None else _round(row)
 
     def highest_round_id(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM rounds").fetchone()[0])
 
     def unfinished_round_ids(self) -> list[int]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT id FROM rounds WHERE settled_at IS NULL ORDER BY id")]
+        return [
+            r[0]
+            for r in self.conn.execute("SELECT id FROM rounds WHERE settled_at IS NULL ORDER BY id")
+        ]
 
     def unsettled_bets(self, round_id: int | None) -> list[Bet]:
         if round_id is None:
             rows = self.conn.execute(
-                f"SELECT {_BET_COLS} FROM bets WHERE round_id IS NULL AND outcome IS NULL ORDER BY id")
+                f"SELECT {_BET_COLS} FROM bets WHERE round_id IS NULL AND outcome IS NULL ORDER BY id"
+            )
         else:
             rows = self.conn.execute(
                 f"SELECT {_BET_COLS} FROM bets WHERE round_id = ? AND outcome IS NULL ORDER BY id",
-                (round_id,))
+                (round_id,),
+            )
         return [_bet(r) for r in rows]
 
     def expired_holds(self, account_id: int | None, now: int, limit: int) -> list[Hold]:
         if account_id is None:
             rows = self.conn.execute(
                 f"SELECT {_HOLD_COLS} FROM holds WHERE state = 'pending' AND expires_at <= ? "
-                "ORDER BY expires_at, id LIMIT ?", (now, limit))
+                "ORDER BY expires_at, id LIMIT ?",
+                (now, limit),
+            )
         else:
             rows = self.conn.execute(
                 f"SELECT {_HOLD_COLS} FROM holds WHERE state = 'pending' AND debit = ? "
-                "AND expires_at <= ? ORDER BY expires_at, id LIMIT ?", (account_id, now, limit))
+                "AND expires_at <= ? ORDER BY expires_at, id LIMIT ?",
+                (account_id, now, limit),
+            )
         return [_hold(r) for r in rows]
 
     def transfers_of_op(self, op_seq: int) -> list[tuple[int, int, int, str]]:
-        return [(r[0], r[1], r[2], r[3]) for r in self.conn.execute(
-            "SELECT debit, credit, amount, kind FROM transfers WHERE op = ? ORDER BY id", (op_seq,))]
+        return [
+            (r[0], r[1], r[2], r[3])
+            for r in self.conn.execute(
+                "SELECT debit, credit, amount, kind FROM transfers WHERE op = ? ORDER BY id",
+                (op_seq,),
+            )
+        ]
 
     def reversal_of(self, withdrawal_seq: int) -> int | None:
-        row = self.conn.execute("SELECT op FROM reversals WHERE withdrawal_op = ?",
-                                (withdrawal_seq,)).fetchone()
+        row = self.conn.execute(
+            "SELECT op FROM reversals WHERE withdrawal_op = ?", (withdrawal_seq,)
+        ).fetchone()
         return None if row is None else int(row[0])
 
     # -- the group
@@ -309,8 +383,11 @@ class Store:
         c = self.conn
         found: set[str] = set()
         for chunk in _chunks(sorted(keys)):
-            for r in c.execute("SELECT id, key, kind, fingerprint, ok, code, result FROM ops "
-                               f"WHERE key IN ({','.join('?' * len(chunk))})", chunk):
+            for r in c.execute(
+                "SELECT id, key, kind, fingerprint, ok, code, result FROM ops "
+                f"WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
                 txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
                 found.add(r[1])
         txn.prime_absent_ops(keys - found)
@@ -321,8 +398,10 @@ class Store:
             prime_account(account_key, acct if acct is not None else self.load_account(account_key))
         hold_found: set[str] = set()
         for chunk in _chunks(sorted(holds)):
-            for r in c.execute(f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id IN "
-                               f"({','.join('?' * len(chunk))})", chunk):
+            for r in c.execute(
+                f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
                 h = _hold(r)
                 txn.prime_hold(h.hold_id, h)
                 hold_found.add(h.hold_id)
@@ -330,8 +409,10 @@ class Store:
             txn.prime_hold(h_id, None)
         bet_found: set[str] = set()
         for chunk in _chunks(sorted(tickets)):
-            for r in c.execute(f"SELECT {_BET_COLS} FROM bets WHERE ticket_id IN "
-                               f"({','.join('?' * len(chunk))})", chunk):
+            for r in c.execute(
+                f"SELECT {_BET_COLS} FROM bets WHERE ticket_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
                 b = _bet(r)
                 txn.prime_bet(b.ticket_id, b)
                 bet_found.add(b.ticket_id)
@@ -348,7 +429,7 @@ class Store:
         try:
             op_keys = [op.key() for op in ops]
             self._prefetch(txn, ops, op_keys)
-            answers = [apply(txn, op, now, key) for op, key in zip(ops, op_keys)]
+            answers = [apply(txn, op, now, key) for op, key in zip(ops, op_keys, strict=True)]
             self._flush(txn)
             c.execute("COMMIT")
         except BaseException:
@@ -364,9 +445,12 @@ class Store:
             # recorded a refusal has nothing to report).
             dirty = txn.dirty_accounts
             self.committed_balances = [
-                PlayerBalance(a.key.environment, a.key.partner_id, a.key.user_id, a.posted, a.pending)
+                PlayerBalance(
+                    a.key.environment, a.key.partner_id, a.key.user_id, a.posted, a.pending
+                )
                 for a in (*dirty.values(), *txn.new_accounts)
-                if a.key.kind == "player" and (a.id in dirty or a.posted or a.pending)]
+                if a.key.kind == "player" and (a.id in dirty or a.posted or a.pending)
+            ]
         for acct in txn.new_accounts:
             self._accounts[acct.key] = acct
             self._accounts_by_id[acct.id] = acct
@@ -380,63 +464,153 @@ class Store:
         # Parents before children, so immediate foreign-key checks pass.
         if txn.new_ops:
             times = txn.op_times
-            c.executemany("INSERT INTO ops (id, key, kind, fingerprint, ok, code, result, ts) "
-                          "VALUES (?,?,?,?,?,?,?,?)",
-                          [(*r[:4], 1 if r[4] else 0, r[5], r[6], times[r[0]])
-                           for r in txn.new_ops])
+            c.executemany(
+                "INSERT INTO ops (id, key, kind, fingerprint, ok, code, result, ts) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(*r[:4], 1 if r[4] else 0, r[5], r[6], times[r[0]]) for r in txn.new_ops],
+            )
         if txn.new_accounts:
-            c.executemany("INSERT INTO accounts (id, environment, kind, partner_id, user_id, "
-                          "posted, pending) VALUES (?,?,?,?,?,?,?)",
-                          [(a.id, a.key.environment, a.key.kind, a.key.partner_id,
-                            a.key.user_id, a.posted, a.pending) for a in txn.new_accounts])
+            c.executemany(
+                "INSERT INTO accounts (id, environment, kind, partner_id, user_id, "
+                "posted, pending) VALUES (?,?,?,?,?,?,?)",
+                [
+                    (
+                        a.id,
+                        a.key.environment,
+                        a.key.kind,
+                        a.key.partner_id,
+                        a.key.user_id,
+                        a.posted,
+                        a.pending,
+                    )
+                    for a in txn.new_accounts
+                ],
+            )
         if txn.new_rounds:
-            c.executemany(f"INSERT INTO rounds ({_ROUND_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                          [_round_row(r) for r in txn.new_rounds])
+            c.executemany(
+                f"INSERT INTO rounds ({_ROUND_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [_round_row(r) for r in txn.new_rounds],
+            )
         if txn.dirty_rounds:
-            c.executemany("UPDATE rounds SET state=?, crash_point=?, game_hash=?, ended_op=?, "
-                          "ended_at=?, settled_op=?, settled_at=?, void_reason=? WHERE id=?",
-                          [(r.state.value, r.crash_point, r.game_hash, r.ended_op, r.ended_at,
-                            r.settled_op, r.settled_at, r.void_reason, r.id)
-                           for r in txn.dirty_rounds.values()])
+            c.executemany(
+                "UPDATE rounds SET state=?, crash_point=?, game_hash=?, ended_op=?, "
+                "ended_at=?, settled_op=?, settled_at=?, void_reason=? WHERE id=?",
+                [
+                    (
+                        r.state.value,
+                        r.crash_point,
+                        r.game_hash,
+                        r.ended_op,
+                        r.ended_at,
+                        r.settled_op,
+                        r.settled_at,
+                        r.void_reason,
+                        r.id,
+                    )
+                    for r in txn.dirty_rounds.values()
+                ],
+            )
         if txn.new_holds:
-            c.executemany(f"INSERT INTO holds ({_HOLD_COLS}, environment) "
-                          "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                          [(h.id, h.hold_id, h.op, h.debit, h.credit, h.amount, h.expires_at,
-                            h.state.value, h.resolved_op, h.resolved_at,
-                            txn.account_by_id(h.debit).key.environment) for h in txn.new_holds])
+            c.executemany(
+                f"INSERT INTO holds ({_HOLD_COLS}, environment) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        h.id,
+                        h.hold_id,
+                        h.op,
+                        h.debit,
+                        h.credit,
+                        h.amount,
+                        h.expires_at,
+                        h.state.value,
+                        h.resolved_op,
+                        h.resolved_at,
+                        txn.account_by_id(h.debit).key.environment,
+                    )
+                    for h in txn.new_holds
+                ],
+            )
         if txn.dirty_holds:
-            c.executemany("UPDATE holds SET state=?, resolved_op=?, resolved_at=? WHERE id=?",
-                          [(h.state.value, h.resolved_op, h.resolved_at, h.id)
-                           for h in txn.dirty_holds.values()])
+            c.executemany(
+                "UPDATE holds SET state=?, resolved_op=?, resolved_at=? WHERE id=?",
+                [
+                    (h.state.value, h.resolved_op, h.resolved_at, h.id)
+                    for h in txn.dirty_holds.values()
+                ],
+            )
         if txn.new_bets:
-            c.executemany(f"INSERT INTO bets ({_BET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                          [_bet_row(b) for b in txn.new_bets])
+            c.executemany(
+                f"INSERT INTO bets ({_BET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [_bet_row(b) for b in txn.new_bets],
+            )
         if txn.dirty_bets:
-            c.executemany("UPDATE bets SET auto_cashout=?, round_id=?, outcome=?, multiplier=?, "
-                          "payout=?, settled_op=?, settled_at=? WHERE id=?",
-                          [(b.auto_cashout, b.round_id, None if b.outcome is None else b.outcome.value,
-                            b.multiplier, b.payout, b.settled_op, b.settled_at, b.id)
-                           for b in txn.dirty_bets.values()])
+            c.executemany(
+                "UPDATE bets SET auto_cashout=?, round_id=?, outcome=?, multiplier=?, "
+                "payout=?, settled_op=?, settled_at=? WHERE id=?",
+                [
+                    (
+                        b.auto_cashout,
+                        b.round_id,
+                        None if b.outcome is None else b.outcome.value,
+                        b.multiplier,
+                        b.payout,
+                        b.settled_op,
+                        b.settled_at,
+                        b.id,
+                    )
+                    for b in txn.dirty_bets.values()
+                ],
+            )
         if txn.new_transfers:
-            c.executemany("INSERT INTO transfers (id, op, environment, debit, credit, amount, "
-                          "kind, hold, ts) VALUES (?,?,?,?,?,?,?,?,?)", txn.new_transfers)
+            c.executemany(
+                "INSERT INTO transfers (id, op, environment, debit, credit, amount, "
+                "kind, hold, ts) VALUES (?,?,?,?,?,?,?,?,?)",
+                txn.new_transfers,
+            )
         if txn.new_reversals:
-            c.executemany("INSERT INTO reversals (withdrawal_op, op) VALUES (?,?)",
-                          txn.new_reversals)
+            c.executemany(
+                "INSERT INTO reversals (withdrawal_op, op) VALUES (?,?)", txn.new_reversals
+            )
         if txn.dirty_accounts:
-            c.executemany("UPDATE accounts SET posted=?, pending=? WHERE id=?",
-                          [(a.posted, a.pending, a.id) for a in txn.dirty_accounts.values()])
+            c.executemany(
+                "UPDATE accounts SET posted=?, pending=? WHERE id=?",
+                [(a.posted, a.pending, a.id) for a in txn.dirty_accounts.values()],
+            )
 
 
 def _round_row(r: Round) -> tuple[object, ...]:
-    return (r.id, r.started_op, r.started_at, r.state.value, r.crash_point, r.game_hash,
-            r.ended_op, r.ended_at, r.settled_op, r.settled_at, r.void_reason)
+    return (
+        r.id,
+        r.started_op,
+        r.started_at,
+        r.state.value,
+        r.crash_point,
+        r.game_hash,
+        r.ended_op,
+        r.ended_at,
+        r.settled_op,
+        r.settled_at,
+        r.void_reason,
+    )
 
 
 def _bet_row(b: Bet) -> tuple[object, ...]:
-    return (b.id, b.ticket_id, b.hold, b.account, b.stake, b.auto_cashout, b.round_id,
-            b.confirmed_op, b.confirmed_at, None if b.outcome is None else b.outcome.value,
-            b.multiplier, b.payout, b.settled_op, b.settled_at)
+    return (
+        b.id,
+        b.ticket_id,
+        b.hold,
+        b.account,
+        b.stake,
+        b.auto_cashout,
+        b.round_id,
+        b.confirmed_op,
+        b.confirmed_at,
+        None if b.outcome is None else b.outcome.value,
+        b.multiplier,
+        b.payout,
+        b.settled_op,
+        b.settled_at,
+    )
 
 
 # --------------------------------------------------------------------------- reads
@@ -456,25 +630,32 @@ class Reader:
     def balance(self, key: AccountKey, now: int) -> Balance:
         row = self.conn.execute(
             "SELECT id, posted FROM accounts WHERE environment=? AND kind=? AND partner_id=? "
-            "AND user_id=?", (key.environment, key.kind, key.partner_id, key.user_id)).fetchone()
+            "AND user_id=?",
+            (key.environment, key.kind, key.partner_id, key.user_id),
+        ).fetchone()
         if row is None:
             return Balance(0, 0, 0)
         # Expired holds no longer reserve anything, even before a sweep releases them.
         pending = self.conn.execute(
             "SELECT coalesce(sum(amount), 0) FROM holds WHERE debit=? AND state='pending' "
-            "AND expires_at > ?", (row[0], now)).fetchone()[0]
+            "AND expires_at > ?",
+            (row[0], now),
+        ).fetchone()[0]
         return Balance(posted=row[1], pending=pending, available=row[1] - pending)
 
-    _BET_VIEW = ("SELECT b.id, b.ticket_id, a.environment, a.partner_id, a.user_id, b.stake, "
-                 "b.auto_cashout, b.round_id, b.confirmed_at, b.outcome, b.multiplier, b.payout, "
-                 "b.settled_at FROM bets b JOIN accounts a ON a.id = b.account ")
+    _BET_VIEW = (
+        "SELECT b.id, b.ticket_id, a.environment, a.partner_id, a.user_id, b.stake, "
+        "b.auto_cashout, b.round_id, b.confirmed_at, b.outcome, b.multiplier, b.payout, "
+        "b.settled_at FROM bets b JOIN accounts a ON a.id = b.account "
+    )
 
     def hold(self, hold_id: str) -> tuple[str, str, str, str, int, int, str] | None:
         """(hold id, environment, partner, user, amount, expires_at, state) of a hold."""
         row = self.conn.execute(
             "SELECT h.hold_id, a.environment, a.partner_id, a.user_id, h.amount, h.expires_at, "
             "h.state FROM holds h JOIN accounts a ON a.id = h.debit WHERE h.hold_id = ?",
-            (hold_id,)).fetchone()
+            (hold_id,),
+        ).fetchone()
         return None if row is None else tuple(row)
 
     def bet(self, ticket_id: str) -> BetView | None:
@@ -484,37 +665,45 @@ class Reader:
     def user_bets(self, key: AccountKey, limit: int, before: int | None) -> list[BetView]:
         acct = self.conn.execute(
             "SELECT id FROM accounts WHERE environment=? AND kind=? AND partner_id=? AND user_id=?",
-            (key.environment, key.kind, key.partner_id, key.user_id)).fetchone()
+            (key.environment, key.kind, key.partner_id, key.user_id),
+        ).fetchone()
         if acct is None:
             return []
         rows = self.conn.execute(
             self._BET_VIEW + "WHERE b.account = ? AND b.id < ? ORDER BY b.id DESC LIMIT ?",
-            (acct[0], before if before is not None else 2**62, limit))
+            (acct[0], before if before is not None else 2**62, limit),
+        )
         return [BetView(*r) for r in rows]
 
     def round_bets(self, round_id: int, unsettled_only: bool) -> list[BetView]:
         extra = "AND b.outcome IS NULL " if unsettled_only else ""
-        rows = self.conn.execute(self._BET_VIEW + "WHERE b.round_id = ? " + extra + "ORDER BY b.id",
-                                 (round_id,))
+        rows = self.conn.execute(
+            self._BET_VIEW + "WHERE b.round_id = ? " + extra + "ORDER BY b.id", (round_id,)
+        )
         return [BetView(*r) for r in rows]
 
     def round(self, round_id: int) -> RoundView | None:
         row = self.conn.execute(
             "SELECT id, state, started_at, crash_point, game_hash, ended_at, settled_at, "
-            "void_reason FROM rounds WHERE id = ?", (round_id,)).fetchone()
+            "void_reason FROM rounds WHERE id = ?",
+            (round_id,),
+        ).fetchone()
         return None if row is None else RoundView(*row)
 
     def finished_rounds(self, limit: int, before: int | None) -> list[RoundView]:
         rows = self.conn.execute(
             "SELECT id, state, started_at, crash_point, game_hash, ended_at, settled_at, "
             "void_reason FROM rounds WHERE state != 'open' AND id < ? ORDER BY id DESC LIMIT ?",
-            (before if before is not None else 2**62, limit))
+            (before if before is not None else 2**62, limit),
+        )
         return [RoundView(*r) for r in rows]
 
     def expired_hold_count(self, now: int) -> int:
-        return int(self.conn.execute(
-            "SELECT count(*) FROM holds WHERE state='pending' AND expires_at <= ?", (now,)
-        ).fetchone()[0])
+        return int(
+            self.conn.execute(
+                "SELECT count(*) FROM holds WHERE state='pending' AND expires_at <= ?", (now,)
+            ).fetchone()[0]
+        )
 
     def audit(self) -> AuditReport:
         return audit(self.conn)
@@ -554,22 +743,30 @@ def audit(conn: sqlite3.Connection) -> AuditReport:
         internal: dict[str, int] = {}
         faucet: dict[str, int] = {}
         for env in ("sandbox", "production"):
-            rows = dict(conn.execute(
-                "SELECT kind, coalesce(sum(posted), 0) FROM accounts WHERE environment=? "
-                "GROUP BY kind", (env,)).fetchall())
+            rows = dict(
+                conn.execute(
+                    "SELECT kind, coalesce(sum(posted), 0) FROM accounts WHERE environment=? "
+                    "GROUP BY kind",
+                    (env,),
+                ).fetchall()
+            )
             psp_net[env] = -rows.get("psp", 0)
             faucet[env] = -rows.get("faucet", 0)
             internal[env] = rows.get("player", 0) + rows.get("house", 0) + rows.get("escrow", 0)
             if internal[env] != psp_net[env] + faucet[env]:
-                problems.append(f"{env}: internal {internal[env]} != psp {psp_net[env]} + faucet {faucet[env]}")
+                problems.append(
+                    f"{env}: internal {internal[env]} != psp {psp_net[env]} + faucet {faucet[env]}"
+                )
             escrow = rows.get("escrow", 0)
             open_stakes = conn.execute(
                 "SELECT coalesce(sum(b.stake), 0) FROM bets b JOIN accounts a ON a.id = b.account "
-                "WHERE b.outcome IS NULL AND a.environment = ?", (env,)).fetchone()[0]
+                "WHERE b.outcome IS NULL AND a.environment = ?",
+                (env,),
+            ).fetchone()[0]
             if escrow != open_stakes:
                 problems.append(f"{env}: escrow {escrow} != unsettled stakes {open_stakes}")
         # Every bet's transfers match its outcome exactly once.
-        for ticket, in conn.execute(
+        for (ticket,) in conn.execute(
             "SELECT b.ticket_id FROM bets b JOIN holds h ON h.id = b.hold WHERE h.state != 'posted' "
             "OR h.amount != b.stake OR h.debit != b.account"
         ):
@@ -592,6 +789,12 @@ def audit(conn: sqlite3.Connection) -> AuditReport:
             problems.append(f"{n_open} rounds open at once")
     finally:
         conn.execute("COMMIT")
-    return AuditReport(accounts=n_accounts, transfers=n_transfers, total=total,
-                       psp_net=psp_net, internal_total=internal, faucet_total=faucet,
-                       problems=tuple(problems))
+    return AuditReport(
+        accounts=n_accounts,
+        transfers=n_transfers,
+        total=total,
+        psp_net=psp_net,
+        internal_total=internal,
+        faucet_total=faucet,
+        problems=tuple(problems),
+    )

@@ -1,13 +1,15 @@
 """The planner's overlay: ``Txn`` reads committed state through a ``Backing`` and keeps
 every change of one commit group until the store flushes it. Pure: no I/O, no clock."""
 
-
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Protocol
 
-from crashd.engine.ledger.model import (
+from crashd.engine.bounds import MAX_SWEEP
+
+from .model import (
     Account,
     AccountKey,
     AccountKind,
@@ -19,9 +21,6 @@ from crashd.engine.ledger.model import (
     Round,
     RoundState,
 )
-from crashd.engine.bounds import MAX_SWEEP
-
-
 
 # --------------------------------------------------------------------------- backing
 
@@ -266,8 +265,16 @@ class Txn:
     def _first_new_account_id(self) -> int:
         return self.new_accounts[0].id if self.new_accounts else self.ids.account
 
-    def transfer(self, op: int, debit: Account, credit: Account, amount: int, kind: str,
-                 now: int, hold: int | None = None) -> None:
+    def transfer(
+        self,
+        op: int,
+        debit: Account,
+        credit: Account,
+        amount: int,
+        kind: str,
+        now: int,
+        hold: int | None = None,
+    ) -> None:
         debit_key = debit.key
         environment = debit_key[0]
         assert debit.id != credit.id
@@ -286,16 +293,25 @@ class Txn:
             self.dirty_accounts[credit.id] = credit
         ids = self.ids
         self.new_transfers.append(
-            (ids.transfer, op, environment, debit.id, credit.id, amount, kind, hold, now))
+            (ids.transfer, op, environment, debit.id, credit.id, amount, kind, hold, now)
+        )
         ids.transfer += 1
         self.mutations += 1
 
-    def create_hold(self, op: int, hold_id: str, debit: Account, credit: Account,
-                    amount: int, expires_at: int) -> Hold:
+    def create_hold(
+        self, op: int, hold_id: str, debit: Account, credit: Account, amount: int, expires_at: int
+    ) -> Hold:
         assert debit.key.environment == credit.key.environment
         assert debit.available >= amount > 0
-        hold = Hold(id=self.ids.hold, hold_id=hold_id, op=op, debit=debit.id,
-                    credit=credit.id, amount=amount, expires_at=expires_at)
+        hold = Hold(
+            id=self.ids.hold,
+            hold_id=hold_id,
+            op=op,
+            debit=debit.id,
+            credit=credit.id,
+            amount=amount,
+            expires_at=expires_at,
+        )
         self.ids.hold += 1
         debit.pending += amount
         self._touch_account(debit)
@@ -320,14 +336,22 @@ class Txn:
         self.mutations += 1
         if state is HoldState.POSTED:
             assert op is not None
-            self.transfer(op, debit, self.account_by_id(hold.credit), hold.amount,
-                          "bet_stake", now, hold=hold.id)
+            self.transfer(
+                op,
+                debit,
+                self.account_by_id(hold.credit),
+                hold.amount,
+                "bet_stake",
+                now,
+                hold=hold.id,
+            )
 
     def _is_new_hold(self, hold: Hold) -> bool:
         return bool(self.new_holds) and hold.id >= self.new_holds[0].id
 
-    def release_expired(self, account: Account | None, op: int | None, now: int,
-                        limit: int = MAX_SWEEP) -> tuple[int, int]:
+    def release_expired(
+        self, account: Account | None, op: int | None, now: int, limit: int = MAX_SWEEP
+    ) -> tuple[int, int]:
         """Expire pending holds past their deadline (of one account, or all). This is
         housekeeping: it happens whether or not the op that triggered it succeeds."""
         if account is not None and account.pending == 0:
@@ -378,8 +402,9 @@ class Txn:
         self.new_ops.append(rec)
         self.op_times[rec.seq] = now
 
-    def settle(self, bet: Bet, outcome: BetOutcome, multiplier: int | None, op: int,
-               now: int) -> int:
+    def settle(
+        self, bet: Bet, outcome: BetOutcome, multiplier: int | None, op: int, now: int
+    ) -> int:
         """Settle one bet exactly once; returns what the player received."""
         assert bet.outcome is None, "a bet is settled exactly once"
         player = self.account_by_id(bet.account)
@@ -390,12 +415,12 @@ class Txn:
             payout = bet.stake * multiplier // 100
             self.transfer(op, escrow, player, bet.stake, "stake_return", now)
             if payout > bet.stake:
-                self.transfer(op, self.system(env, AccountKind.HOUSE), player,
-                              payout - bet.stake, "win", now)
+                self.transfer(
+                    op, self.system(env, AccountKind.HOUSE), player, payout - bet.stake, "win", now
+                )
         elif outcome is BetOutcome.LOST:
             payout = 0
-            self.transfer(op, escrow, self.system(env, AccountKind.HOUSE), bet.stake,
-                          "loss", now)
+            self.transfer(op, escrow, self.system(env, AccountKind.HOUSE), bet.stake, "loss", now)
         else:
             payout = bet.stake
             self.transfer(op, escrow, player, bet.stake, "refund", now)
@@ -406,5 +431,3 @@ class Txn:
         bet.settled_at = now
         self.touch_bet(bet)
         return payout
-
-

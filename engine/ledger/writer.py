@@ -26,16 +26,16 @@ import collections
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import trio
 
-from crashd.engine.ledger.model import (
+from .model import (
     AccountKey,
-    PlayerBalance,
     AuditReport,
     Balance,
     BetConfirmed,
@@ -48,6 +48,7 @@ from crashd.engine.ledger.model import (
     LedgerClosed,
     LedgerCorrupt,
     LedgerError,
+    PlayerBalance,
     Posted,
     Recovered,
     Result,
@@ -57,7 +58,7 @@ from crashd.engine.ledger.model import (
     RoundView,
     RoundVoided,
 )
-from crashd.engine.ledger.ops import (
+from .ops import (
     BetConfirm,
     BetRefund,
     BetReserve,
@@ -76,10 +77,10 @@ from crashd.engine.ledger.ops import (
     SettleLoss,
     SettleWin,
 )
-from crashd.engine.ledger.recovery import Reveal, run_recovery
-from crashd.engine.ledger.store import Reader, Store, Synchronous, audit
+from .recovery import Reveal, run_recovery
+from .store import Reader, Store, Synchronous, audit
 
-log = logging.getLogger("crashd.ledger")
+log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Result)
 T = TypeVar("T")
@@ -190,8 +191,9 @@ class Ledger:
     returns only after the transaction holding it committed (at the configured
     ``synchronous`` level), and raises the ``LedgerError`` the op was refused with."""
 
-    def __init__(self, store: Store, reader: Reader, clock: Callable[[], int],
-                 max_group: int, max_queue: int) -> None:
+    def __init__(
+        self, store: Store, reader: Reader, clock: Callable[[], int], max_group: int, max_queue: int
+    ) -> None:
         assert max_group >= 1 and max_queue >= max_group
         self._store = store
         self._reader = reader
@@ -224,7 +226,9 @@ class Ledger:
 
     # -- the writer
 
-    async def _write_loop(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _write_loop(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started()
         batches = self._batches
         while True:
@@ -243,7 +247,8 @@ class Ledger:
             start = time.perf_counter()
             try:
                 answers = await trio.to_thread.run_sync(
-                    self._store.apply_group, batch.ops, now, limiter=self._write_limiter)
+                    self._store.apply_group, batch.ops, now, limiter=self._write_limiter
+                )
             except BaseException as exc:
                 # Nothing of this group is durable (rolled back) and the cause may be
                 # a broken disk or a broken invariant: stop, answer everyone waiting
@@ -349,43 +354,89 @@ class Ledger:
 
     # -- writes
 
-    async def psp_deposit(self, event_id: str, *, environment: str, partner_id: str,
-                          user_id: str, amount: int) -> Posted:
+    async def psp_deposit(
+        self, event_id: str, *, environment: str, partner_id: str, user_id: str, amount: int
+    ) -> Posted:
         """PSP → player. ``event_id`` is the PSP's event id: redeliveries replay."""
-        return await self._submit(PspDeposit(event_id, environment, partner_id, user_id, amount), Posted)
+        return await self._submit(
+            PspDeposit(event_id, environment, partner_id, user_id, amount), Posted
+        )
 
-    async def psp_withdrawal(self, event_id: str, *, environment: str, partner_id: str,
-                             user_id: str, amount: int) -> Posted:
+    async def psp_withdrawal(
+        self, event_id: str, *, environment: str, partner_id: str, user_id: str, amount: int
+    ) -> Posted:
         """Player → PSP; ``insufficient_funds`` (recorded) if it would go below zero."""
-        return await self._submit(PspWithdrawal(event_id, environment, partner_id, user_id, amount), Posted)
+        return await self._submit(
+            PspWithdrawal(event_id, environment, partner_id, user_id, amount), Posted
+        )
 
-    async def psp_withdrawal_reversal(self, event_id: str, *, environment: str,
-                                      withdrawal_id: str) -> Posted:
+    async def psp_withdrawal_reversal(
+        self, event_id: str, *, environment: str, withdrawal_id: str
+    ) -> Posted:
         """Credit back the amount of withdrawal ``withdrawal_id`` (at most once)."""
-        return await self._submit(PspWithdrawalReversal(event_id, environment, withdrawal_id), Posted)
+        return await self._submit(
+            PspWithdrawalReversal(event_id, environment, withdrawal_id), Posted
+        )
 
-    async def faucet_credit(self, op_id: str, *, partner_id: str, user_id: str, amount: int,
-                            environment: str = "sandbox") -> Posted:
+    async def faucet_credit(
+        self,
+        op_id: str,
+        *,
+        partner_id: str,
+        user_id: str,
+        amount: int,
+        environment: str = "sandbox",
+    ) -> Posted:
         """Demo money; ``environment_not_allowed`` outside sandbox."""
-        return await self._submit(FaucetCredit(op_id, environment, partner_id, user_id, amount), Posted)
-
-    async def bet_reserve(self, op_id: str, *, environment: str, partner_id: str, user_id: str,
-                          hold_id: str, amount: int, ttl_ms: int) -> HoldReserved:
         return await self._submit(
-            BetReserve(op_id, environment, partner_id, user_id, hold_id, amount, ttl_ms), HoldReserved)
+            FaucetCredit(op_id, environment, partner_id, user_id, amount), Posted
+        )
 
-    async def bet_confirm(self, op_id: str, *, environment: str, partner_id: str, user_id: str,
-                          hold_id: str, ticket_id: str, auto_cashout: int | None = None,
-                          round_id: int | None = None) -> BetConfirmed:
+    async def bet_reserve(
+        self,
+        op_id: str,
+        *,
+        environment: str,
+        partner_id: str,
+        user_id: str,
+        hold_id: str,
+        amount: int,
+        ttl_ms: int,
+    ) -> HoldReserved:
         return await self._submit(
-            BetConfirm(op_id, environment, partner_id, user_id, hold_id, ticket_id,
-                       auto_cashout, round_id), BetConfirmed)
+            BetReserve(op_id, environment, partner_id, user_id, hold_id, amount, ttl_ms),
+            HoldReserved,
+        )
 
-    async def hold_void(self, op_id: str, *, environment: str, partner_id: str, user_id: str,
-                        hold_id: str) -> HoldVoided:
-        return await self._submit(HoldVoid(op_id, environment, partner_id, user_id, hold_id), HoldVoided)
+    async def bet_confirm(
+        self,
+        op_id: str,
+        *,
+        environment: str,
+        partner_id: str,
+        user_id: str,
+        hold_id: str,
+        ticket_id: str,
+        auto_cashout: int | None = None,
+        round_id: int | None = None,
+    ) -> BetConfirmed:
+        return await self._submit(
+            BetConfirm(
+                op_id, environment, partner_id, user_id, hold_id, ticket_id, auto_cashout, round_id
+            ),
+            BetConfirmed,
+        )
 
-    async def bet_target(self, op_id: str, *, ticket_id: str, auto_cashout: int | None) -> BetRetargeted:
+    async def hold_void(
+        self, op_id: str, *, environment: str, partner_id: str, user_id: str, hold_id: str
+    ) -> HoldVoided:
+        return await self._submit(
+            HoldVoid(op_id, environment, partner_id, user_id, hold_id), HoldVoided
+        )
+
+    async def bet_target(
+        self, op_id: str, *, ticket_id: str, auto_cashout: int | None
+    ) -> BetRetargeted:
         return await self._submit(BetTarget(op_id, ticket_id, auto_cashout), BetRetargeted)
 
     async def settle_win(self, op_id: str, *, ticket_id: str, multiplier: int) -> BetSettled:
@@ -400,20 +451,38 @@ class Ledger:
     async def round_start(self, op_id: str, *, round_id: int) -> RoundStarted:
         return await self._submit(RoundStart(op_id, round_id), RoundStarted)
 
-    async def round_crash(self, op_id: str, *, round_id: int, crash_point: int,
-                          game_hash: str) -> RoundCrashed:
+    async def round_crash(
+        self, op_id: str, *, round_id: int, crash_point: int, game_hash: str
+    ) -> RoundCrashed:
         return await self._submit(RoundCrash(op_id, round_id, crash_point, game_hash), RoundCrashed)
 
-    async def round_settle(self, op_id: str, *, round_id: int, crash_point: int, game_hash: str,
-                           wins: tuple[tuple[str, int], ...] = ()) -> RoundSettled:
+    async def round_settle(
+        self,
+        op_id: str,
+        *,
+        round_id: int,
+        crash_point: int,
+        game_hash: str,
+        wins: tuple[tuple[str, int], ...] = (),
+    ) -> RoundSettled:
         return await self._submit(
-            RoundSettle(op_id, round_id, crash_point, game_hash, tuple(wins)), RoundSettled)
+            RoundSettle(op_id, round_id, crash_point, game_hash, tuple(wins)), RoundSettled
+        )
 
-    async def round_void(self, op_id: str, *, round_id: int, reason: str,
-                         crash_point: int | None = None, game_hash: str | None = None) -> RoundVoided:
+    async def round_void(
+        self,
+        op_id: str,
+        *,
+        round_id: int,
+        reason: str,
+        crash_point: int | None = None,
+        game_hash: str | None = None,
+    ) -> RoundVoided:
         """Void the round, refunding its unsettled bets; pass the burnt game's crash
         point and hash to keep them in the round's history."""
-        return await self._submit(RoundVoid(op_id, round_id, reason, crash_point, game_hash), RoundVoided)
+        return await self._submit(
+            RoundVoid(op_id, round_id, reason, crash_point, game_hash), RoundVoided
+        )
 
     async def release_expired_holds(self, limit: int = 1000) -> HoldsReleased:
         """Sweep: expire pending holds past their deadline. Skips the write (and the
@@ -436,8 +505,15 @@ class Ledger:
     async def bet(self, ticket_id: str) -> BetView | None:
         return await self._read(self._reader.bet, ticket_id)
 
-    async def user_bets(self, *, environment: str, partner_id: str, user_id: str,
-                        limit: int = 50, before: int | None = None) -> list[BetView]:
+    async def user_bets(
+        self,
+        *,
+        environment: str,
+        partner_id: str,
+        user_id: str,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[BetView]:
         """Newest first; pass the last ``seq`` seen as ``before`` for the next page."""
         assert 0 < limit <= 1000
         key = AccountKey.player(environment, partner_id, user_id)
@@ -454,7 +530,9 @@ class Ledger:
     async def round(self, round_id: int) -> RoundView | None:
         return await self._read(self._reader.round, round_id)
 
-    async def finished_rounds(self, *, limit: int = 50, before: int | None = None) -> list[RoundView]:
+    async def finished_rounds(
+        self, *, limit: int = 50, before: int | None = None
+    ) -> list[RoundView]:
         """Crashed or voided rounds, newest first; ``before`` is a round id cursor."""
         assert 0 < limit <= 1000
         return await self._read(self._reader.finished_rounds, limit, before)
@@ -463,8 +541,13 @@ class Ledger:
         return await self._read(self._reader.audit)
 
     def statistics(self) -> LedgerStatistics:
-        return LedgerStatistics(queued=self._queued, groups=self._groups, ops=self._ops,
-                                largest_group=self._largest, last_commit_ms=self._last_commit_ms)
+        return LedgerStatistics(
+            queued=self._queued,
+            groups=self._groups,
+            ops=self._ops,
+            largest_group=self._largest,
+            last_commit_ms=self._last_commit_ms,
+        )
 
     async def _sweep_loop(self, interval_s: float) -> None:
         while not self._closing:
@@ -497,6 +580,7 @@ async def open_ledger(
     point, hash) so the rounds recovery voids keep their burnt game on record. On exit, queued ops are committed and answered
     before the connections close. ``max_group=1`` gives one transaction per op (the
     bench's baseline)."""
+
     def start() -> tuple[Store, Reader, Recovered | None]:
         store = Store(path, synchronous)
         try:
@@ -541,8 +625,9 @@ async def open_ledger(
             await trio.to_thread.run_sync(_close_all, store, reader)
 
 
-async def _in_scope(scope: trio.CancelScope, fn: Callable[[float], Awaitable[None]],
-                    arg: float) -> None:
+async def _in_scope(
+    scope: trio.CancelScope, fn: Callable[[float], Awaitable[None]], arg: float
+) -> None:
     with scope:
         await fn(arg)
 

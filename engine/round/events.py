@@ -12,8 +12,9 @@ nothing emitted before them lets anyone derive either.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, fields
-from typing import ClassVar, Hashable
+from typing import ClassVar
 
 
 def public_value(value: object) -> object:

@@ -31,12 +31,14 @@ and ``RoundVoided``, and in a snapshot taken after one of them. ``next_deadline_
 from __future__ import annotations
 
 import heapq
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Hashable, Mapping
 
 from crashd.engine.curve import MAX_MULTIPLIER, MIN_MULTIPLIER, ms_at, multiplier_at
-from crashd.engine.round.events import (
+
+from .config import RoundConfig
+from .events import (
     AutoCashoutChanged,
     BetAccepted,
     BetLost,
@@ -53,9 +55,26 @@ from crashd.engine.round.events import (
     TooLate,
     public_value,
 )
-from crashd.engine.round.config import RoundConfig
-from crashd.engine.round.tables import ALREADY_CASHED_OUT, BET_REFUNDED, COMMANDS, Command, DUPLICATE_TICKET, INVALID_TARGET, LEGAL, MIN_AUTO_CASHOUT, PUBLIC_STATUS, Phase, REASONS, ROUND_FULL, STAKE_TOO_LARGE, STAKE_TOO_SMALL, TOO_MANY_BETS, TRANSITIONS, Trigger, UNKNOWN_TICKET
-
+from .tables import (
+    ALREADY_CASHED_OUT,
+    BET_REFUNDED,
+    COMMANDS,
+    DUPLICATE_TICKET,
+    INVALID_TARGET,
+    LEGAL,
+    MIN_AUTO_CASHOUT,
+    PUBLIC_STATUS,
+    REASONS,
+    ROUND_FULL,
+    STAKE_TOO_LARGE,
+    STAKE_TOO_SMALL,
+    TOO_MANY_BETS,
+    TRANSITIONS,
+    UNKNOWN_TICKET,
+    Command,
+    Phase,
+    Trigger,
+)
 
 
 class BetState(str, Enum):
@@ -288,8 +307,15 @@ class Round:
         for bet in carried:
             assert bet.state is BetState.OPEN and bet.ticket not in self._bets
             self._add_bet(bet)
-        return [BettingOpened(self._seq.take(), self.opens_at_ms, self.round_id,
-                              closes_at_ms=self.closes_at_ms, bets=len(carried))]
+        return [
+            BettingOpened(
+                self._seq.take(),
+                self.opens_at_ms,
+                self.round_id,
+                closes_at_ms=self.closes_at_ms,
+                bets=len(carried),
+            )
+        ]
 
     def advance(self, now_ms: int) -> list[Event]:
         """Everything due at or before ``now_ms``, each at its own exact instant."""
@@ -340,14 +366,22 @@ class Round:
             elapsed = now_ms - self.started_at_ms
             multiplier = multiplier_at(elapsed)
             assert multiplier < self._stop_multiplier or self._crash_at_ms is None
-            events.append(Tick(self._seq.take(), now_ms, self.round_id,
-                               elapsed_ms=elapsed, multiplier=multiplier))
+            events.append(
+                Tick(
+                    self._seq.take(),
+                    now_ms,
+                    self.round_id,
+                    elapsed_ms=elapsed,
+                    multiplier=multiplier,
+                )
+            )
         return events
 
     # -- commands ------------------------------------------------------------------
 
-    def place_bet(self, now_ms: int, ticket: str, user: Hashable, stake: int,
-                  auto_cashout: int | None = None) -> list[Event]:
+    def place_bet(
+        self, now_ms: int, ticket: str, user: Hashable, stake: int, auto_cashout: int | None = None
+    ) -> list[Event]:
         events = self.advance(now_ms)
         reason = COMMANDS[self.phase][Command.PLACE_BET]
         if reason is LEGAL and ticket in self._bets:
@@ -362,9 +396,18 @@ class Round:
             events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, reason))
             return events
         self._add_bet(Bet(ticket, user, stake, auto_cashout, now_ms))
-        events.append(BetAccepted(self._seq.take(), now_ms, self.round_id, ticket=ticket,
-                                  user=user, stake=stake, auto_cashout=auto_cashout,
-                                  queued=False))
+        events.append(
+            BetAccepted(
+                self._seq.take(),
+                now_ms,
+                self.round_id,
+                ticket=ticket,
+                user=user,
+                stake=stake,
+                auto_cashout=auto_cashout,
+                queued=False,
+            )
+        )
         return events
 
     def set_auto_cashout(self, now_ms: int, ticket: str, target: int | None) -> list[Event]:
@@ -380,8 +423,11 @@ class Round:
             return events
         assert bet is not None and bet.state is BetState.OPEN
         bet.auto_cashout = target
-        events.append(AutoCashoutChanged(self._seq.take(), now_ms, self.round_id,
-                                         ticket=ticket, user=bet.user, target=target))
+        events.append(
+            AutoCashoutChanged(
+                self._seq.take(), now_ms, self.round_id, ticket=ticket, user=bet.user, target=target
+            )
+        )
         return events
 
     def cash_out(self, now_ms: int, ticket: str) -> list[Event]:
@@ -390,18 +436,28 @@ class Round:
         bet = self._bets.get(ticket)
         reason = UNKNOWN_TICKET if bet is None else COMMANDS[self.phase][Command.CASH_OUT]
         if reason is not LEGAL:
-            events.append(self._reject(now_ms, Command.CASH_OUT, ticket,
-                                       bet.user if bet else None, reason))
+            events.append(
+                self._reject(now_ms, Command.CASH_OUT, ticket, bet.user if bet else None, reason)
+            )
             return events
         assert bet is not None
         if bet.state is BetState.WON:
-            events.append(self._reject(now_ms, Command.CASH_OUT, ticket, bet.user,
-                                       ALREADY_CASHED_OUT))
+            events.append(
+                self._reject(now_ms, Command.CASH_OUT, ticket, bet.user, ALREADY_CASHED_OUT)
+            )
         elif bet.state is BetState.REFUNDED:
             events.append(self._reject(now_ms, Command.CASH_OUT, ticket, bet.user, BET_REFUNDED))
         elif bet.state is BetState.LOST:
-            events.append(TooLate(self._seq.take(), now_ms, self.round_id, ticket=ticket,
-                                  user=bet.user, crashed_at=self._stop_multiplier))
+            events.append(
+                TooLate(
+                    self._seq.take(),
+                    now_ms,
+                    self.round_id,
+                    ticket=ticket,
+                    user=bet.user,
+                    crashed_at=self._stop_multiplier,
+                )
+            )
         else:
             # Open bets exist only while running: the crash settles every one of them.
             assert self.phase is Phase.RUNNING and self.started_at_ms is not None
@@ -426,13 +482,29 @@ class Round:
                 bet.state = BetState.REFUNDED
                 self.open_stake -= bet.stake
                 refunded += 1
-                events.append(BetRefunded(self._seq.take(), now_ms, self.round_id,
-                                          ticket=bet.ticket, user=bet.user, stake=bet.stake,
-                                          reason=reason))
+                events.append(
+                    BetRefunded(
+                        self._seq.take(),
+                        now_ms,
+                        self.round_id,
+                        ticket=bet.ticket,
+                        user=bet.user,
+                        stake=bet.stake,
+                        reason=reason,
+                    )
+                )
         assert self.open_stake == 0
-        events.append(RoundVoided(self._seq.take(), now_ms, self.round_id, reason=reason,
-                                  refunded=refunded, crash_point=self._crash_point,
-                                  game_hash=self._game_hash))
+        events.append(
+            RoundVoided(
+                self._seq.take(),
+                now_ms,
+                self.round_id,
+                reason=reason,
+                refunded=refunded,
+                crash_point=self._crash_point,
+                game_hash=self._game_hash,
+            )
+        )
         return events
 
     def withdraw(self, now_ms: int, ticket: str, reason: str) -> list[Event]:
@@ -441,8 +513,11 @@ class Round:
         afterwards there is nothing to withdraw (and nothing is returned)."""
         events = self.advance(now_ms)
         bet = self._bets.get(ticket)
-        if bet is None or bet.state is not BetState.OPEN or self.phase not in (
-                Phase.BETTING, Phase.RUNNING):
+        if (
+            bet is None
+            or bet.state is not BetState.OPEN
+            or self.phase not in (Phase.BETTING, Phase.RUNNING)
+        ):
             return events
         bet.state = BetState.REFUNDED
         # Out of both totals: the stake never reached escrow, so it buys no headroom
@@ -450,8 +525,17 @@ class Round:
         self.open_stake -= bet.stake
         self.total_stake -= bet.stake
         self._user_bets[bet.user] -= 1
-        events.append(BetRefunded(self._seq.take(), now_ms, self.round_id, ticket=ticket,
-                                  user=bet.user, stake=bet.stake, reason=reason))
+        events.append(
+            BetRefunded(
+                self._seq.take(),
+                now_ms,
+                self.round_id,
+                ticket=ticket,
+                user=bet.user,
+                stake=bet.stake,
+                reason=reason,
+            )
+        )
         return events
 
     # -- internals -----------------------------------------------------------------
@@ -461,11 +545,19 @@ class Round:
         assert nxt is not None, f"illegal transition {trigger.value} from {self.phase.value}"
         self.phase = nxt
 
-    def _reject(self, now_ms: int, command: Command, ticket: str | None,
-                user: Hashable | None, reason: str) -> Rejected:
+    def _reject(
+        self, now_ms: int, command: Command, ticket: str | None, user: Hashable | None, reason: str
+    ) -> Rejected:
         assert reason in REASONS
-        return Rejected(self._seq.take(), now_ms, self.round_id, command=command.value,
-                        ticket=ticket, user=user, reason=reason)
+        return Rejected(
+            self._seq.take(),
+            now_ms,
+            self.round_id,
+            command=command.value,
+            ticket=ticket,
+            user=user,
+            reason=reason,
+        )
 
     def _add_bet(self, bet: Bet) -> None:
         self._bets[bet.ticket] = bet
@@ -478,11 +570,21 @@ class Round:
         self.started_at_ms = at_ms
         self._crash_at_ms = at_ms + ms_at(self._stop_multiplier)
         # Targets cannot change once running, so the heap is built once.
-        self._autos = [(b.auto_cashout, i, b.ticket) for i, b in enumerate(self._bets.values())
-                       if b.auto_cashout is not None]
+        self._autos = [
+            (b.auto_cashout, i, b.ticket)
+            for i, b in enumerate(self._bets.values())
+            if b.auto_cashout is not None
+        ]
         heapq.heapify(self._autos)
-        events.append(RunningStarted(self._seq.take(), at_ms, self.round_id,
-                                     bets=len(self._bets), total_stake=self.total_stake))
+        events.append(
+            RunningStarted(
+                self._seq.take(),
+                at_ms,
+                self.round_id,
+                bets=len(self._bets),
+                total_stake=self.total_stake,
+            )
+        )
 
     def force_point(self) -> int | None:
         """The largest multiplier at which cashing out every open bet keeps the round's
@@ -513,8 +615,9 @@ class Round:
             best = (force, 1, None)
         return best
 
-    def _cash_out(self, bet: Bet, multiplier: int, kind: str, at_ms: int,
-                  events: list[Event]) -> None:
+    def _cash_out(
+        self, bet: Bet, multiplier: int, kind: str, at_ms: int, events: list[Event]
+    ) -> None:
         assert bet.state is BetState.OPEN and self.phase is Phase.RUNNING
         assert self.started_at_ms is not None
         assert MIN_MULTIPLIER <= multiplier <= self._stop_multiplier
@@ -528,34 +631,64 @@ class Round:
             # Cashing out at or below the force point can only push it later.
             force_after = self.force_point()
             assert force_before is None or force_after is None or force_after >= force_before
-        events.append(CashedOut(self._seq.take(), at_ms, self.round_id, ticket=bet.ticket,
-                                user=bet.user, stake=bet.stake, multiplier=multiplier,
-                                payout=payout, elapsed_ms=at_ms - self.started_at_ms,
-                                kind=kind))
+        events.append(
+            CashedOut(
+                self._seq.take(),
+                at_ms,
+                self.round_id,
+                ticket=bet.ticket,
+                user=bet.user,
+                stake=bet.stake,
+                multiplier=multiplier,
+                payout=payout,
+                elapsed_ms=at_ms - self.started_at_ms,
+                kind=kind,
+            )
+        )
 
     def _crash(self, at_ms: int, events: list[Event]) -> None:
         assert at_ms == self._crash_at_ms
         self._transition(Trigger.CRASH)
         self.crashed_at_ms = at_ms
         self.pause_ends_at_ms = at_ms + self.config.pause_ms
-        events.append(Crashed(self._seq.take(), at_ms, self.round_id,
-                              crash_point=self._crash_point, multiplier=self._stop_multiplier,
-                              elapsed_ms=ms_at(self._stop_multiplier),
-                              game_hash=self._game_hash,
-                              pause_ends_at_ms=self.pause_ends_at_ms))
+        events.append(
+            Crashed(
+                self._seq.take(),
+                at_ms,
+                self.round_id,
+                crash_point=self._crash_point,
+                multiplier=self._stop_multiplier,
+                elapsed_ms=ms_at(self._stop_multiplier),
+                game_hash=self._game_hash,
+                pause_ends_at_ms=self.pause_ends_at_ms,
+            )
+        )
         winners = 0
         for bet in self._bets.values():
             if bet.state is BetState.OPEN:
                 bet.state = BetState.LOST
                 self.open_stake -= bet.stake
-                events.append(BetLost(self._seq.take(), at_ms, self.round_id,
-                                      ticket=bet.ticket, user=bet.user, stake=bet.stake))
+                events.append(
+                    BetLost(
+                        self._seq.take(),
+                        at_ms,
+                        self.round_id,
+                        ticket=bet.ticket,
+                        user=bet.user,
+                        stake=bet.stake,
+                    )
+                )
             elif bet.state is BetState.WON:
                 winners += 1
         assert self.open_stake == 0
-        events.append(RoundSettled(self._seq.take(), at_ms, self.round_id,
-                                   bets=len(self._bets), winners=winners,
-                                   total_stake=self.total_stake,
-                                   total_payout=self.total_payout))
-
-
+        events.append(
+            RoundSettled(
+                self._seq.take(),
+                at_ms,
+                self.round_id,
+                bets=len(self._bets),
+                winners=winners,
+                total_stake=self.total_stake,
+                total_payout=self.total_payout,
+            )
+        )

@@ -1,12 +1,14 @@
 """The sequencer: round after round along the hash chain, pure like ``Round``."""
 
-
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Hashable, Iterator, Mapping
 
-from crashd.engine.round.events import (
+from crashd.engine.fairness import crash_point as fair_crash_point
+
+from .config import RoundConfig
+from .events import (
     AutoCashoutChanged,
     BetAccepted,
     BetRefunded,
@@ -14,11 +16,17 @@ from crashd.engine.round.events import (
     Rejected,
     Stopped,
 )
-from crashd.engine.fairness import crash_point as fair_crash_point
-from crashd.engine.round.config import RoundConfig
-from crashd.engine.round.machine import Bet, BetState, Round, RoundSnapshot, SeqCounter, check_new_bet, check_target
-from crashd.engine.round.tables import Command, DUPLICATE_TICKET, ENGINE_STOPPING, Phase, ROUND_FULL, ROUND_NOT_RUNNING, TOO_MANY_BETS, UNKNOWN_TICKET
-
+from .machine import Bet, BetState, Round, RoundSnapshot, SeqCounter, check_new_bet, check_target
+from .tables import (
+    DUPLICATE_TICKET,
+    ENGINE_STOPPING,
+    ROUND_FULL,
+    ROUND_NOT_RUNNING,
+    TOO_MANY_BETS,
+    UNKNOWN_TICKET,
+    Command,
+    Phase,
+)
 
 
 @dataclass(slots=True)
@@ -48,8 +56,15 @@ class Sequencer:
     round (``BetAccepted.queued``) and carried into it when it opens.
     """
 
-    def __init__(self, *, config: RoundConfig, games: Iterator[tuple[int, str]], salt: str,
-                 first_game: int, first_seq: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        config: RoundConfig,
+        games: Iterator[tuple[int, str]],
+        salt: str,
+        first_game: int,
+        first_seq: int = 1,
+    ) -> None:
         assert first_game >= 1
         self.config = config
         self.salt = salt
@@ -124,8 +139,9 @@ class Sequencer:
             events += self.current.tick(now_ms)
         return events
 
-    def place_bet(self, now_ms: int, ticket: str, user: Hashable, stake: int,
-                  auto_cashout: int | None = None) -> list[Event]:
+    def place_bet(
+        self, now_ms: int, ticket: str, user: Hashable, stake: int, auto_cashout: int | None = None
+    ) -> list[Event]:
         events = self.advance(now_ms)
         if self.stopping or self.finished:
             events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, ENGINE_STOPPING))
@@ -146,14 +162,31 @@ class Sequencer:
         if reason is None and len(self._queue.bets) >= self.config.max_bets_per_round:
             reason = ROUND_FULL
         if reason is not None:
-            events.append(Rejected(self._seq.take(), now_ms, self._next_game,
-                                   command=Command.PLACE_BET.value, ticket=ticket, user=user,
-                                   reason=reason))
+            events.append(
+                Rejected(
+                    self._seq.take(),
+                    now_ms,
+                    self._next_game,
+                    command=Command.PLACE_BET.value,
+                    ticket=ticket,
+                    user=user,
+                    reason=reason,
+                )
+            )
             return events
         self._queue.add(Bet(ticket, user, stake, auto_cashout, now_ms))
-        events.append(BetAccepted(self._seq.take(), now_ms, self._next_game, ticket=ticket,
-                                  user=user, stake=stake, auto_cashout=auto_cashout,
-                                  queued=True))
+        events.append(
+            BetAccepted(
+                self._seq.take(),
+                now_ms,
+                self._next_game,
+                ticket=ticket,
+                user=user,
+                stake=stake,
+                auto_cashout=auto_cashout,
+                queued=True,
+            )
+        )
         return events
 
     def set_auto_cashout(self, now_ms: int, ticket: str, target: int | None) -> list[Event]:
@@ -164,14 +197,29 @@ class Sequencer:
         if queued is not None:
             reason = check_target(target)
             if reason is not None:
-                events.append(Rejected(self._seq.take(), now_ms, self._next_game,
-                                       command=command.value, ticket=ticket,
-                                       user=queued.user, reason=reason))
+                events.append(
+                    Rejected(
+                        self._seq.take(),
+                        now_ms,
+                        self._next_game,
+                        command=command.value,
+                        ticket=ticket,
+                        user=queued.user,
+                        reason=reason,
+                    )
+                )
             else:
                 queued.auto_cashout = target
-                events.append(AutoCashoutChanged(self._seq.take(), now_ms, self._next_game,
-                                                 ticket=ticket, user=queued.user,
-                                                 target=target))
+                events.append(
+                    AutoCashoutChanged(
+                        self._seq.take(),
+                        now_ms,
+                        self._next_game,
+                        ticket=ticket,
+                        user=queued.user,
+                        target=target,
+                    )
+                )
             return events
         round_ = self._round_of(ticket)
         if round_ is None:
@@ -187,9 +235,17 @@ class Sequencer:
         events = self.advance(now_ms)
         queued = self._queue.bets.get(ticket)
         if queued is not None:
-            events.append(Rejected(self._seq.take(), now_ms, self._next_game,
-                                   command=Command.CASH_OUT.value, ticket=ticket,
-                                   user=queued.user, reason=ROUND_NOT_RUNNING))
+            events.append(
+                Rejected(
+                    self._seq.take(),
+                    now_ms,
+                    self._next_game,
+                    command=Command.CASH_OUT.value,
+                    ticket=ticket,
+                    user=queued.user,
+                    reason=ROUND_NOT_RUNNING,
+                )
+            )
             return events
         round_ = self._round_of(ticket)
         if round_ is None:
@@ -198,8 +254,14 @@ class Sequencer:
             events += round_.cash_out(now_ms, ticket)
         return events
 
-    def stop(self, now_ms: int, *, void: bool = False, grace_ms: int | None = None,
-             reason: str = "engine_stopping") -> list[Event]:
+    def stop(
+        self,
+        now_ms: int,
+        *,
+        void: bool = False,
+        grace_ms: int | None = None,
+        reason: str = "engine_stopping",
+    ) -> list[Event]:
         """Accept no more bets; refund the queue; finish after the current round crashes,
         or at once (voiding the current round) with ``void``.
 
@@ -218,8 +280,10 @@ class Sequencer:
         if grace_ms is not None and not void:
             crash_at = current.crash_at_ms
             void = current.phase is Phase.BETTING or (
-                current.phase is Phase.RUNNING and crash_at is not None
-                and crash_at - now_ms > grace_ms)
+                current.phase is Phase.RUNNING
+                and crash_at is not None
+                and crash_at - now_ms > grace_ms
+            )
         if void and current.phase in (Phase.BETTING, Phase.RUNNING):
             events += current.void(now_ms, reason)
         if current.phase in (Phase.CRASHED, Phase.ENDED, Phase.VOIDED):
@@ -247,8 +311,17 @@ class Sequencer:
         if queued is not None:
             self._queue.per_user[queued.user] -= 1
             queued.state = BetState.REFUNDED
-            events.append(BetRefunded(self._seq.take(), now_ms, self._next_game, ticket=ticket,
-                                      user=queued.user, stake=queued.stake, reason=reason))
+            events.append(
+                BetRefunded(
+                    self._seq.take(),
+                    now_ms,
+                    self._next_game,
+                    ticket=ticket,
+                    user=queued.user,
+                    stake=queued.stake,
+                    reason=reason,
+                )
+            )
             return events
         round_ = self._round_of(ticket)
         if round_ is not None:
@@ -275,11 +348,19 @@ class Sequencer:
             return self.previous
         return None
 
-    def _reject(self, now_ms: int, command: Command, ticket: str | None,
-                user: Hashable | None, reason: str) -> Rejected:
+    def _reject(
+        self, now_ms: int, command: Command, ticket: str | None, user: Hashable | None, reason: str
+    ) -> Rejected:
         round_id = self._current.round_id if self._current is not None else self._next_game
-        return Rejected(self._seq.take(), now_ms, round_id, command=command.value,
-                        ticket=ticket, user=user, reason=reason)
+        return Rejected(
+            self._seq.take(),
+            now_ms,
+            round_id,
+            command=command.value,
+            ticket=ticket,
+            user=user,
+            reason=reason,
+        )
 
     def _open_round(self, at_ms: int, events: list[Event]) -> None:
         game = next(self._games, None)
@@ -294,17 +375,30 @@ class Sequencer:
         if self._current is not None:
             self.previous = self._current
             self.rounds_played += 1
-        self._current = Round(round_id=number, game_hash=game_hash,
-                              crash_point=fair_crash_point(game_hash, self.salt),
-                              config=self.config, opens_at_ms=at_ms, seq=self._seq)
+        self._current = Round(
+            round_id=number,
+            game_hash=game_hash,
+            crash_point=fair_crash_point(game_hash, self.salt),
+            config=self.config,
+            opens_at_ms=at_ms,
+            seq=self._seq,
+        )
         events += self._current.open(self._queue.take_all())
 
     def _refund_queue(self, now_ms: int, reason: str, events: list[Event]) -> None:
         for bet in self._queue.take_all():
             bet.state = BetState.REFUNDED
-            events.append(BetRefunded(self._seq.take(), now_ms, self._next_game,
-                                      ticket=bet.ticket, user=bet.user, stake=bet.stake,
-                                      reason=reason))
+            events.append(
+                BetRefunded(
+                    self._seq.take(),
+                    now_ms,
+                    self._next_game,
+                    ticket=bet.ticket,
+                    user=bet.user,
+                    stake=bet.stake,
+                    reason=reason,
+                )
+            )
 
     def _finish(self, at_ms: int, events: list[Event]) -> None:
         assert not self.finished and not self._queue.bets

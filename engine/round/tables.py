@@ -2,14 +2,10 @@
 command is legal in which phase (like h11's ``_state.py``). docs/round-engine.md
 is generated from these tables and a test keeps it in step."""
 
-
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
-from typing import Mapping
-
-
-
 
 MIN_AUTO_CASHOUT = 101
 """1.01x: the lowest auto-cashout target (1.00x would only return the stake)."""
@@ -71,11 +67,25 @@ BET_REFUNDED = "bet_refunded"
 INVALID_TARGET = "invalid_target"
 ENGINE_STOPPING = "engine_stopping"
 
-REASONS = frozenset({
-    ROUND_CLOSED, ROUND_NOT_RUNNING, ROUND_VOIDED, ROUND_SETTLED, ROUND_FULL, TOO_LATE,
-    UNKNOWN_TICKET, DUPLICATE_TICKET, STAKE_TOO_SMALL, STAKE_TOO_LARGE, TOO_MANY_BETS,
-    ALREADY_CASHED_OUT, BET_REFUNDED, INVALID_TARGET, ENGINE_STOPPING,
-})
+REASONS = frozenset(
+    {
+        ROUND_CLOSED,
+        ROUND_NOT_RUNNING,
+        ROUND_VOIDED,
+        ROUND_SETTLED,
+        ROUND_FULL,
+        TOO_LATE,
+        UNKNOWN_TICKET,
+        DUPLICATE_TICKET,
+        STAKE_TOO_SMALL,
+        STAKE_TOO_LARGE,
+        TOO_MANY_BETS,
+        ALREADY_CASHED_OUT,
+        BET_REFUNDED,
+        INVALID_TARGET,
+        ENGINE_STOPPING,
+    }
+)
 
 LEGAL = None
 """In ``COMMANDS``: the command is legal in this phase (it may still be refused for a
@@ -151,11 +161,12 @@ def describe_tables() -> str:
     for phase, moves in TRANSITIONS.items():
         for trigger, nxt in moves.items():
             lines.append(f"| `{phase.value}` | {trigger.value} | `{nxt.value}` |")
-    lines += ["", "| phase | " + " | ".join(c.value for c in Command) + " |",
-              "|---|" + "---|" * len(Command)]
+    lines += [
+        "",
+        "| phase | " + " | ".join(c.value for c in Command) + " |",
+        "|---|" + "---|" * len(Command),
+    ]
     for phase, table in COMMANDS.items():
         cells = ["ok" if table[c] is LEGAL else f"`{table[c]}`" for c in Command]
         lines.append(f"| `{phase.value}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-

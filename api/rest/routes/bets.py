@@ -19,20 +19,21 @@ from typing import Annotated, Any
 import trio
 from quart import Blueprint, Response
 
-from crashd.api.security.auth import requires_scope
-from crashd.api.security.guard import signed
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
-from crashd.api.rest.routes.game import iso_ms
 from crashd.api.rest.idempotency import IdempotencyToken, idempotent
-from crashd.api.security.keys import Principal
 from crashd.api.rest.openapi import API_PREFIX
 from crashd.api.rest.problems import CODES, Problem, register_code
-from crashd.api.services import current_services
 from crashd.api.rest.validation import Integer, String
+from crashd.api.security.auth import requires_scope
+from crashd.api.security.guard import signed
+from crashd.api.security.keys import Principal
+from crashd.api.services import current_services
 from crashd.engine.curve import MAX_MULTIPLIER, format_multiplier
 from crashd.engine.game import GameError, Player, ticket_for
 from crashd.engine.ledger import LedgerError
 from crashd.engine.ledger.model import BetView
+
+from .game import iso_ms
 
 bets = Blueprint("bets", __name__, url_prefix=API_PREFIX)
 
@@ -114,7 +115,9 @@ async def decide(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def bet_body(view: BetView) -> dict[str, Any]:
-    status = {"won": "cashed_out", "lost": "lost", "refunded": "refunded", None: "active"}[view.outcome]
+    status = {"won": "cashed_out", "lost": "lost", "refunded": "refunded", None: "active"}[
+        view.outcome
+    ]
     return {
         "ticket_id": view.ticket_id,
         "user_id": view.user_id,
@@ -149,11 +152,17 @@ BET_SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class ReserveBody:
-    user_id: Annotated[str, String(min_length=1, max_length=64, pattern=USER_ID,
-                                   description="the partner's user id")]
-    amount: Annotated[int, Integer(minimum=1, maximum=MAX_AMOUNT, description="stake in minor units")]
-    ttl_ms: Annotated[int, Integer(minimum=1_000, maximum=600_000,
-                                   description="how long the hold lasts unconfirmed")] = 30_000
+    user_id: Annotated[
+        str,
+        String(min_length=1, max_length=64, pattern=USER_ID, description="the partner's user id"),
+    ]
+    amount: Annotated[
+        int, Integer(minimum=1, maximum=MAX_AMOUNT, description="stake in minor units")
+    ]
+    ttl_ms: Annotated[
+        int,
+        Integer(minimum=1_000, maximum=600_000, description="how long the hold lasts unconfirmed"),
+    ] = 30_000
 
 
 RESERVE_SCHEMA: dict[str, Any] = {
@@ -171,37 +180,75 @@ RESERVE_SCHEMA: dict[str, Any] = {
 
 
 @bets.post("/bets/reserve")
-@documented("Reserve a stake (a hold that expires unless confirmed)", response=RESERVE_SCHEMA,
-            status=201, tags=("bets",),
-            problems=("insufficient_funds", "stake_too_small", "stake_too_large", "duplicate_hold",
-                      "idempotency_conflict", "invalid_request", "ledger_busy", "ledger_unavailable",
-                      "engine_unavailable"),
-            links={name: {"operationId": f"bets_{name}",
-                          "requestBody": {"user_id": "$response.body#/user_id", "hold_id": "$response.body#/hold_id"}}
-                   for name in ("confirm", "release")})
+@documented(
+    "Reserve a stake (a hold that expires unless confirmed)",
+    response=RESERVE_SCHEMA,
+    status=201,
+    tags=("bets",),
+    problems=(
+        "insufficient_funds",
+        "stake_too_small",
+        "stake_too_large",
+        "duplicate_hold",
+        "idempotency_conflict",
+        "invalid_request",
+        "ledger_busy",
+        "ledger_unavailable",
+        "engine_unavailable",
+    ),
+    links={
+        name: {
+            "operationId": f"bets_{name}",
+            "requestBody": {
+                "user_id": "$response.body#/user_id",
+                "hold_id": "$response.body#/hold_id",
+            },
+        }
+        for name in ("confirm", "release")
+    },
+)
 @requires_scope("write:bet")
 @signed
 @idempotent
 @json_body(ReserveBody)
-async def reserve(*, principal: Principal, idempotency: IdempotencyToken, body: ReserveBody) -> Response:
+async def reserve(
+    *, principal: Principal, idempotency: IdempotencyToken, body: ReserveBody
+) -> Response:
     game = current_services().require_game().game
     hold_id = derived_id("h_", idempotency)
-    held = await decide(game.reserve, idempotency.scoped_id + ":reserve",
-                        player_of(principal, body.user_id), hold_id, body.amount, body.ttl_ms)
-    return json_response({
-        "hold_id": hold_id, "user_id": body.user_id, "amount": held.amount,
-        "expires_at": iso_ms(held.expires_at), "expires_at_ms": held.expires_at,
-        "available": held.available,
-    }, status=201)
+    held = await decide(
+        game.reserve,
+        idempotency.scoped_id + ":reserve",
+        player_of(principal, body.user_id),
+        hold_id,
+        body.amount,
+        body.ttl_ms,
+    )
+    return json_response(
+        {
+            "hold_id": hold_id,
+            "user_id": body.user_id,
+            "amount": held.amount,
+            "expires_at": iso_ms(held.expires_at),
+            "expires_at_ms": held.expires_at,
+            "available": held.available,
+        },
+        status=201,
+    )
 
 
 @dataclass(frozen=True)
 class ConfirmBody:
     user_id: Annotated[str, String(min_length=1, max_length=64, pattern=USER_ID)]
     hold_id: Annotated[str, String(min_length=26, max_length=26, pattern=HOLD)]
-    auto_cashout: Annotated[int | None, Integer(
-        minimum=101, maximum=MAX_MULTIPLIER,
-        description="auto-cashout target in hundredths (>= 101, i.e. 1.01x)")] = None
+    auto_cashout: Annotated[
+        int | None,
+        Integer(
+            minimum=101,
+            maximum=MAX_MULTIPLIER,
+            description="auto-cashout target in hundredths (>= 101, i.e. 1.01x)",
+        ),
+    ] = None
 
 
 PLACED_SCHEMA: dict[str, Any] = {
@@ -210,7 +257,10 @@ PLACED_SCHEMA: dict[str, Any] = {
     "properties": {
         "ticket_id": {"type": "string"},
         "round_id": {"type": "integer"},
-        "queued": {"type": "boolean", "description": "true: placed while a round ran, so it plays in the next"},
+        "queued": {
+            "type": "boolean",
+            "description": "true: placed while a round ran, so it plays in the next",
+        },
         "stake": {"type": "integer"},
         "auto_cashout": {"type": ["integer", "null"]},
         "status": {"type": "string", "enum": ["active"]},
@@ -219,32 +269,72 @@ PLACED_SCHEMA: dict[str, Any] = {
 
 
 @bets.post("/bets/confirm")
-@documented("Confirm a reserved stake as a bet: the round open for betting, else the next",
-            response=PLACED_SCHEMA, status=201, tags=("bets",),
-            problems=("unknown_hold", "hold_expired", "hold_resolved", "hold_busy", "duplicate_ticket",
-                      "too_many_bets", "round_full", "stake_too_small", "stake_too_large",
-                      "invalid_target", "idempotency_conflict", "invalid_request", "engine_stopping",
-                      "ledger_busy", "ledger_unavailable", "engine_unavailable"),
-            links={
-                "status": {"operationId": "bets_bet_status", "parameters": {"ticket_id": "$response.body#/ticket_id"}},
-                **{name: {"operationId": f"bets_{name}", "parameters": {"ticket_id": "$response.body#/ticket_id"},
-                          "requestBody": {"user_id": "$request.body#/user_id"}}
-                   for name in ("cashout", "auto_cashout")},
-            })
+@documented(
+    "Confirm a reserved stake as a bet: the round open for betting, else the next",
+    response=PLACED_SCHEMA,
+    status=201,
+    tags=("bets",),
+    problems=(
+        "unknown_hold",
+        "hold_expired",
+        "hold_resolved",
+        "hold_busy",
+        "duplicate_ticket",
+        "too_many_bets",
+        "round_full",
+        "stake_too_small",
+        "stake_too_large",
+        "invalid_target",
+        "idempotency_conflict",
+        "invalid_request",
+        "engine_stopping",
+        "ledger_busy",
+        "ledger_unavailable",
+        "engine_unavailable",
+    ),
+    links={
+        "status": {
+            "operationId": "bets_bet_status",
+            "parameters": {"ticket_id": "$response.body#/ticket_id"},
+        },
+        **{
+            name: {
+                "operationId": f"bets_{name}",
+                "parameters": {"ticket_id": "$response.body#/ticket_id"},
+                "requestBody": {"user_id": "$request.body#/user_id"},
+            }
+            for name in ("cashout", "auto_cashout")
+        },
+    },
+)
 @requires_scope("write:bet")
 @signed
 @idempotent
 @json_body(ConfirmBody)
-async def confirm(*, principal: Principal, idempotency: IdempotencyToken, body: ConfirmBody) -> Response:
+async def confirm(
+    *, principal: Principal, idempotency: IdempotencyToken, body: ConfirmBody
+) -> Response:
     game = current_services().require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
-    placed = await decide(game.confirm, idempotency.scoped_id + ":confirm",
-                          player_of(principal, body.user_id), body.hold_id,
-                          body.auto_cashout, ticket_id)
-    return json_response({
-        "ticket_id": placed.ticket_id, "round_id": placed.round_id, "queued": placed.queued,
-        "stake": placed.stake, "auto_cashout": placed.auto_cashout, "status": "active",
-    }, status=201)
+    placed = await decide(
+        game.confirm,
+        idempotency.scoped_id + ":confirm",
+        player_of(principal, body.user_id),
+        body.hold_id,
+        body.auto_cashout,
+        ticket_id,
+    )
+    return json_response(
+        {
+            "ticket_id": placed.ticket_id,
+            "round_id": placed.round_id,
+            "queued": placed.queued,
+            "stake": placed.stake,
+            "auto_cashout": placed.auto_cashout,
+            "status": "active",
+        },
+        status=201,
+    )
 
 
 @dataclass(frozen=True)
@@ -254,21 +344,42 @@ class ReleaseBody:
 
 
 @bets.post("/bets/release")
-@documented("Release a reserved stake that will not be confirmed",
-            response={"type": "object", "required": ["hold_id", "amount", "status"],
-                      "properties": {"hold_id": {"type": "string"}, "amount": {"type": "integer"},
-                                     "status": {"type": "string", "enum": ["released"]}}},
-            tags=("bets",),
-            problems=("unknown_hold", "hold_resolved", "hold_busy", "idempotency_conflict",
-                      "invalid_request", "ledger_unavailable", "engine_unavailable"))
+@documented(
+    "Release a reserved stake that will not be confirmed",
+    response={
+        "type": "object",
+        "required": ["hold_id", "amount", "status"],
+        "properties": {
+            "hold_id": {"type": "string"},
+            "amount": {"type": "integer"},
+            "status": {"type": "string", "enum": ["released"]},
+        },
+    },
+    tags=("bets",),
+    problems=(
+        "unknown_hold",
+        "hold_resolved",
+        "hold_busy",
+        "idempotency_conflict",
+        "invalid_request",
+        "ledger_unavailable",
+        "engine_unavailable",
+    ),
+)
 @requires_scope("write:bet")
 @signed
 @idempotent
 @json_body(ReleaseBody)
-async def release(*, principal: Principal, idempotency: IdempotencyToken, body: ReleaseBody) -> Response:
+async def release(
+    *, principal: Principal, idempotency: IdempotencyToken, body: ReleaseBody
+) -> Response:
     game = current_services().require_game().game
-    voided = await decide(game.void_hold, idempotency.scoped_id + ":release",
-                          player_of(principal, body.user_id), body.hold_id)
+    voided = await decide(
+        game.void_hold,
+        idempotency.scoped_id + ":release",
+        player_of(principal, body.user_id),
+        body.hold_id,
+    )
     return json_response({"hold_id": voided.hold_id, "amount": voided.amount, "status": "released"})
 
 
@@ -298,57 +409,103 @@ class CashoutBody:
 
 
 @bets.post("/bets/<ticket_id>/cashout")
-@documented("Cash out now: cashed_out with multiplier and payout, or a too_late problem "
-            "with the crash point", response=CASHOUT_SCHEMA, tags=("bets",),
-            problems=("unknown_ticket", "too_late", "round_not_running", "round_voided", "round_settled",
-                      "bet_refunded", "already_cashed_out", "ledger_busy", "ledger_unavailable",
-                      "engine_unavailable"))
+@documented(
+    "Cash out now: cashed_out with multiplier and payout, or a too_late problem "
+    "with the crash point",
+    response=CASHOUT_SCHEMA,
+    tags=("bets",),
+    problems=(
+        "unknown_ticket",
+        "too_late",
+        "round_not_running",
+        "round_voided",
+        "round_settled",
+        "bet_refunded",
+        "already_cashed_out",
+        "ledger_busy",
+        "ledger_unavailable",
+        "engine_unavailable",
+    ),
+)
 @requires_scope("write:bet")
 @signed
 @idempotent
 @json_body(CashoutBody)
-async def cashout(ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken,
-                  body: CashoutBody) -> Response:
+async def cashout(
+    ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken, body: CashoutBody
+) -> Response:
     game = current_services().require_game().game
     answer = await decide(game.cash_out, player_of(principal, body.user_id), _ticket(ticket_id))
     if answer.status == "too_late":
         crash = answer.crash_point
-        raise Problem("too_late", f"the round crashed at {format_multiplier(crash) if crash else '?'}x "
-                      "before the cashout", extra={"ticket_id": ticket_id, "round_id": answer.round_id,
-                                                   "crash_point": crash})
+        raise Problem(
+            "too_late",
+            f"the round crashed at {format_multiplier(crash) if crash else '?'}x "
+            "before the cashout",
+            extra={"ticket_id": ticket_id, "round_id": answer.round_id, "crash_point": crash},
+        )
     assert answer.multiplier is not None and answer.payout is not None
-    return json_response({
-        "ticket_id": ticket_id, "round_id": answer.round_id, "status": "cashed_out",
-        "multiplier": answer.multiplier, "multiplier_display": format_multiplier(answer.multiplier),
-        "payout": answer.payout,
-    })
+    return json_response(
+        {
+            "ticket_id": ticket_id,
+            "round_id": answer.round_id,
+            "status": "cashed_out",
+            "multiplier": answer.multiplier,
+            "multiplier_display": format_multiplier(answer.multiplier),
+            "payout": answer.payout,
+        }
+    )
 
 
 @dataclass(frozen=True)
 class AutoCashoutBody:
     user_id: Annotated[str, String(min_length=1, max_length=64, pattern=USER_ID)]
-    target: Annotated[int | None, Integer(minimum=101, maximum=MAX_MULTIPLIER,
-                                          description="hundredths; null cancels")]
+    target: Annotated[
+        int | None,
+        Integer(minimum=101, maximum=MAX_MULTIPLIER, description="hundredths; null cancels"),
+    ]
 
 
 @bets.put("/bets/<ticket_id>/auto-cashout")
-@documented("Set or cancel (null) the auto-cashout target while the round is betting",
-            response={"type": "object", "required": ["ticket_id", "auto_cashout"],
-                      "properties": {"ticket_id": {"type": "string"},
-                                     "auto_cashout": {"type": ["integer", "null"]}}},
-            tags=("bets",),
-            problems=("unknown_ticket", "round_closed", "round_settled", "bet_refunded",
-                      "invalid_target", "bet_busy", "idempotency_conflict", "ledger_busy",
-                      "ledger_unavailable", "engine_unavailable"))
+@documented(
+    "Set or cancel (null) the auto-cashout target while the round is betting",
+    response={
+        "type": "object",
+        "required": ["ticket_id", "auto_cashout"],
+        "properties": {
+            "ticket_id": {"type": "string"},
+            "auto_cashout": {"type": ["integer", "null"]},
+        },
+    },
+    tags=("bets",),
+    problems=(
+        "unknown_ticket",
+        "round_closed",
+        "round_settled",
+        "bet_refunded",
+        "invalid_target",
+        "bet_busy",
+        "idempotency_conflict",
+        "ledger_busy",
+        "ledger_unavailable",
+        "engine_unavailable",
+    ),
+)
 @requires_scope("write:bet")
 @signed
 @idempotent
 @json_body(AutoCashoutBody)
-async def auto_cashout(ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken,
-                       body: AutoCashoutBody) -> Response:
+async def auto_cashout(
+    ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken, body: AutoCashoutBody
+) -> Response:
     game = current_services().require_game().game
-    target = await decide(game.set_auto_cashout, idempotency.scoped_id + ":target",
-                          player_of(principal, body.user_id), _ticket(ticket_id), body.target)
+    target = await decide(
+        game.set_auto_cashout,
+        idempotency.scoped_id + ":target",
+        player_of(principal, body.user_id),
+        _ticket(ticket_id),
+        body.target,
+    )
     return json_response({"ticket_id": ticket_id, "auto_cashout": target})
 
 
@@ -358,13 +515,20 @@ class UserQuery:
 
 
 @bets.get("/bets/<ticket_id>")
-@documented("A bet's status by ticket", response=BET_SCHEMA, tags=("bets",),
-            problems=("unknown_ticket", "engine_unavailable"))
+@documented(
+    "A bet's status by ticket",
+    response=BET_SCHEMA,
+    tags=("bets",),
+    problems=("unknown_ticket", "engine_unavailable"),
+)
 @requires_scope("write:bet")
 async def bet_status(ticket_id: str, *, principal: Principal) -> Response:
     game = current_services().require_game().game
     view = await game.ledger.bet(_ticket(ticket_id))
-    if view is None or (view.environment, view.partner_id) != (principal.environment, principal.partner_id):
+    if view is None or (view.environment, view.partner_id) != (
+        principal.environment,
+        principal.partner_id,
+    ):
         raise Problem("unknown_ticket", "no such ticket")
     return json_response(bet_body(view), headers={"Cache-Control": "no-store"})
 
@@ -377,17 +541,32 @@ class UserBetsQuery:
 
 
 @bets.get("/user/bets")
-@documented("A user's bets, newest first",
-            response={"type": "object", "required": ["bets", "next_cursor"],
-                      "properties": {"bets": {"type": "array", "items": BET_SCHEMA},
-                                     "next_cursor": {"type": ["integer", "null"]}}},
-            tags=("bets",), problems=("engine_unavailable",))
+@documented(
+    "A user's bets, newest first",
+    response={
+        "type": "object",
+        "required": ["bets", "next_cursor"],
+        "properties": {
+            "bets": {"type": "array", "items": BET_SCHEMA},
+            "next_cursor": {"type": ["integer", "null"]},
+        },
+    },
+    tags=("bets",),
+    problems=("engine_unavailable",),
+)
 @requires_scope("write:bet")
 @query_params(UserBetsQuery)
 async def user_bets(*, principal: Principal, query: UserBetsQuery) -> Response:
     game = current_services().require_game().game
-    views = await game.ledger.user_bets(environment=principal.environment, partner_id=principal.partner_id,
-                                        user_id=query.user_id, limit=query.limit, before=query.before)
+    views = await game.ledger.user_bets(
+        environment=principal.environment,
+        partner_id=principal.partner_id,
+        user_id=query.user_id,
+        limit=query.limit,
+        before=query.before,
+    )
     next_cursor = views[-1].seq if len(views) == query.limit else None
-    return json_response({"bets": [bet_body(v) for v in views], "next_cursor": next_cursor},
-                         headers={"Cache-Control": "no-store"})
+    return json_response(
+        {"bets": [bet_body(v) for v in views], "next_cursor": next_cursor},
+        headers={"Cache-Control": "no-store"},
+    )

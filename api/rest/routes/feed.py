@@ -11,30 +11,31 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from quart import Blueprint, Response
 
-from crashd.api.security import feedtokens
-from crashd.api.security.auth import requires_scope
-from crashd.api.rest.contract import documented, json_response
 from crashd.api.feed import Principal as FeedPrincipal
 from crashd.api.feed.access import ConnectRateLimited
-from crashd.api.security.keys import Authenticator, Principal
+from crashd.api.rest.contract import documented, json_response
 from crashd.api.rest.openapi import API_PREFIX
+from crashd.api.security import feedtokens
+from crashd.api.security.auth import requires_scope
+from crashd.api.security.keys import Authenticator, Principal
 from crashd.api.security.ratelimit import Policy, RateLimiter
 from crashd.api.services import current_services
 
 feed = Blueprint("feed", __name__, url_prefix=API_PREFIX)
 
 FEED_TOKEN_LABEL = "feed-token"
-log = logging.getLogger("crashd.feed")
+log = logging.getLogger(__name__)
 
 TOKEN_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["token", "expires_at", "expires_in_s", "ws_url"],
     "properties": {
-        "token": {"type": "string", "description": "send as {\"type\": \"auth\", \"token\": …}"},
+        "token": {"type": "string", "description": 'send as {"type": "auth", "token": …}'},
         "expires_at": {"type": "integer", "description": "Unix seconds"},
         "expires_in_s": {"type": "integer"},
         "ws_url": {"type": "string", "description": "where the feed listens"},
@@ -44,19 +45,33 @@ TOKEN_SCHEMA: dict[str, Any] = {
 
 
 @feed.post("/feed/token")
-@documented("A short-lived feed token for a browser (never give it your API key)",
-            response=TOKEN_SCHEMA, tags=("feed",))
+@documented(
+    "A short-lived feed token for a browser (never give it your API key)",
+    response=TOKEN_SCHEMA,
+    tags=("feed",),
+)
 @requires_scope("read:game_state")
 async def feed_token(*, principal: Principal) -> Response:
     services = current_services()
     expires = int(time.time()) + feedtokens.DEFAULT_TTL_S
     # A browser needs no write scope on the feed: the token carries read scopes only.
     scopes = frozenset(s for s in principal.scopes if s.startswith("read:"))
-    token = feedtokens.issue(services.keys.derive_secret(FEED_TOKEN_LABEL), feedtokens.FeedClaims(
-        principal.key_id, principal.partner_id, principal.environment, scopes, expires))
-    return json_response({"token": token, "expires_at": expires, "expires_in_s": feedtokens.DEFAULT_TTL_S,
-                          "ws_url": services.feed_url or "", "scopes": sorted(scopes)},
-                         headers={"Cache-Control": "no-store"})
+    token = feedtokens.issue(
+        services.keys.derive_secret(FEED_TOKEN_LABEL),
+        feedtokens.FeedClaims(
+            principal.key_id, principal.partner_id, principal.environment, scopes, expires
+        ),
+    )
+    return json_response(
+        {
+            "token": token,
+            "expires_at": expires,
+            "expires_in_s": feedtokens.DEFAULT_TTL_S,
+            "ws_url": services.feed_url or "",
+            "scopes": sorted(scopes),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 FEED_CONNECTS = Policy("feed_connect", 60, 60.0)
@@ -65,8 +80,9 @@ reconnecting; browsers connect with feed tokens, which ``rate_limit_feed`` bound
 they are issued, so they are not counted here)."""
 
 
-def feed_authenticator(authenticator: Authenticator,
-                       connects: Policy = FEED_CONNECTS) -> Callable[[str], FeedPrincipal | None]:
+def feed_authenticator(
+    authenticator: Authenticator, connects: Policy = FEED_CONNECTS
+) -> Callable[[str], FeedPrincipal | None]:
     secret = authenticator.store.derive_secret(FEED_TOKEN_LABEL)
     limiter = RateLimiter(max_keys=10_000)  # full buckets are swept when it fills
 

@@ -8,19 +8,19 @@ changes as rounds finish, so it is revalidated (``no-cache``) but still answers 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from quart import Blueprint, Response
 
-from crashd.api.security.auth import requires_scope
 from crashd.api.rest.conditional import CONDITIONAL_HEADERS, CONDITIONAL_RESPONSES, conditional_json
 from crashd.api.rest.contract import documented, json_response, query_params
-from crashd.api.security.keys import Principal
 from crashd.api.rest.openapi import API_PREFIX
 from crashd.api.rest.problems import Problem, register_code
-from crashd.api.services import current_services
 from crashd.api.rest.validation import MAX_INTEGER, Integer
+from crashd.api.security.auth import requires_scope
+from crashd.api.security.keys import Principal
+from crashd.api.services import current_services
 from crashd.engine.curve import GROWTH_PER_MS, format_multiplier
 from crashd.engine.ledger.model import BetView, RoundView
 
@@ -35,8 +35,11 @@ PAGE_MAX = 100
 def iso_ms(epoch_ms: int | None) -> str | None:
     if epoch_ms is None:
         return None
-    return datetime.fromtimestamp(epoch_ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    return (
+        datetime.fromtimestamp(epoch_ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def public_user(user: Any, principal: Principal) -> str | None:
@@ -97,15 +100,21 @@ ROUNDS_SCHEMA: dict[str, Any] = {
     "required": ["rounds", "next_cursor"],
     "properties": {
         "rounds": {"type": "array", "items": ROUND_SCHEMA},
-        "next_cursor": {"type": ["integer", "null"],
-                        "description": "pass as ?before= for the next (older) page"},
+        "next_cursor": {
+            "type": ["integer", "null"],
+            "description": "pass as ?before= for the next (older) page",
+        },
     },
 }
 
 
 @game.get("/game/state")
-@documented("The live round: phase, multiplier, deadlines and participants",
-            response=STATE_SCHEMA, tags=("game",), problems=("engine_unavailable",))
+@documented(
+    "The live round: phase, multiplier, deadlines and participants",
+    response=STATE_SCHEMA,
+    tags=("game",),
+    problems=("engine_unavailable",),
+)
 @requires_scope("read:game_state")
 async def game_state(*, principal: Principal) -> Response:
     runtime = current_services().require_game()
@@ -133,7 +142,9 @@ async def game_state(*, principal: Principal) -> Response:
         "betting_closes_at": iso_ms(at(snap.betting_closes_at_ms)),
         "started_at": iso_ms(at(snap.started_at_ms)) if snap.started_at_ms is not None else None,
         "crashed_at": iso_ms(at(snap.crashed_at_ms)) if snap.crashed_at_ms is not None else None,
-        "next_round_at": iso_ms(at(snap.pause_ends_at_ms)) if snap.pause_ends_at_ms is not None else None,
+        "next_round_at": iso_ms(at(snap.pause_ends_at_ms))
+        if snap.pause_ends_at_ms is not None
+        else None,
         "crash_point": snap.crash_point,
         "game_hash": snap.game_hash,
         "participant_count": len(participants),
@@ -153,7 +164,9 @@ def _round_body(view: RoundView, bets: list[BetView], salt: str | None) -> dict[
         "round_id": view.round_id,
         "status": "voided" if view.state == "voided" else "crashed",
         "crash_point": view.crash_point,
-        "crash_point_display": format_multiplier(view.crash_point) if view.crash_point is not None else None,
+        "crash_point_display": format_multiplier(view.crash_point)
+        if view.crash_point is not None
+        else None,
         "game_hash": view.game_hash,
         "salt": salt,
         "started_at": iso_ms(view.started_at),
@@ -162,21 +175,31 @@ def _round_body(view: RoundView, bets: list[BetView], salt: str | None) -> dict[
         "bets": len(bets),
         "total_stake": sum(b.stake for b in bets),
         "total_payout": sum(b.payout or 0 for b in bets),
-        "verify": (f"crashd verify --hash {view.game_hash} --salt {salt}"
-                   if view.game_hash and salt else ""),
+        "verify": (
+            f"crashd verify --hash {view.game_hash} --salt {salt}"
+            if view.game_hash and salt
+            else ""
+        ),
     }
 
 
 @dataclass(frozen=True)
 class RoundsQuery:
     limit: Annotated[int, Integer(minimum=1, maximum=PAGE_MAX, description="page size")] = 20
-    before: Annotated[int | None, Integer(minimum=1, description="cursor: round ids below this")] = None
+    before: Annotated[
+        int | None, Integer(minimum=1, description="cursor: round ids below this")
+    ] = None
 
 
 @game.get("/game/rounds")
-@documented("Finished rounds, newest first, with crash points and revealed hashes",
-            response=ROUNDS_SCHEMA, tags=("game",), problems=("engine_unavailable",),
-            headers=CONDITIONAL_HEADERS, extra_responses=CONDITIONAL_RESPONSES)
+@documented(
+    "Finished rounds, newest first, with crash points and revealed hashes",
+    response=ROUNDS_SCHEMA,
+    tags=("game",),
+    problems=("engine_unavailable",),
+    headers=CONDITIONAL_HEADERS,
+    extra_responses=CONDITIONAL_RESPONSES,
+)
 @requires_scope("read:game_state")
 @query_params(RoundsQuery)
 async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
@@ -185,16 +208,25 @@ async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
     views = await ledger.finished_rounds(limit=query.limit, before=query.before)
     rounds = []
     for view in views:
-        rounds.append(_round_body(view, await ledger.round_bets(view.round_id), services.chain.salt))
+        rounds.append(
+            _round_body(view, await ledger.round_bets(view.round_id), services.chain.salt)
+        )
     next_cursor = views[-1].round_id if len(views) == query.limit else None
-    return conditional_json({"rounds": rounds, "next_cursor": next_cursor}, cache_control="no-cache")
+    return conditional_json(
+        {"rounds": rounds, "next_cursor": next_cursor}, cache_control="no-cache"
+    )
 
 
 # Bounded like every integer of the API (beyond it: 404, not an overflow in SQLite).
 @game.get(f"/game/rounds/<int(max={MAX_INTEGER}):round_id>")
-@documented("One finished round (immutable once finished: cache it)", response=ROUND_SCHEMA,
-            tags=("game",), problems=("unknown_round", "round_not_finished", "engine_unavailable"),
-            headers=CONDITIONAL_HEADERS, extra_responses=CONDITIONAL_RESPONSES)
+@documented(
+    "One finished round (immutable once finished: cache it)",
+    response=ROUND_SCHEMA,
+    tags=("game",),
+    problems=("unknown_round", "round_not_finished", "engine_unavailable"),
+    headers=CONDITIONAL_HEADERS,
+    extra_responses=CONDITIONAL_RESPONSES,
+)
 @requires_scope("read:game_state")
 async def get_round(round_id: int, *, principal: Principal) -> Response:
     services = current_services()
@@ -205,14 +237,16 @@ async def get_round(round_id: int, *, principal: Principal) -> Response:
     if view.state == "open":
         # It exists, but its hash is still secret: say so rather than "unknown". A
         # voided round is final; its game is burnt and revealed with it.
-        raise Problem("round_not_finished", f"round {round_id} is still being played; its "
-                      "game hash and crash point are revealed when it crashes",
-                      extra={"round_id": round_id})
+        raise Problem(
+            "round_not_finished",
+            f"round {round_id} is still being played; its "
+            "game hash and crash point are revealed when it crashes",
+            extra={"round_id": round_id},
+        )
     bets = await ledger.round_bets(round_id)
     ended = view.ended_at or view.started_at
     return conditional_json(
         _round_body(view, bets, services.chain.salt),
         cache_control="public, max-age=86400, immutable",
-        last_modified=datetime.fromtimestamp(ended / 1000, timezone.utc),
+        last_modified=datetime.fromtimestamp(ended / 1000, UTC),
     )
-

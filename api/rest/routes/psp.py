@@ -36,37 +36,52 @@ from typing import Annotated, Any, Literal
 import trio
 from quart import Blueprint, Response, request
 
-from crashd.api.security import webhook as pspsig
 from crashd.api.rest import validation
-from crashd.api.rest.routes.bets import MAX_AMOUNT, USER_ID, problem_from
 from crashd.api.rest.contract import documented, json_response
-from crashd.api.security.keys import PARTNER_ID
 from crashd.api.rest.openapi import API_PREFIX
 from crashd.api.rest.problems import Problem, register_code
 from crashd.api.rest.requestid import log_context
-from crashd.api.services import current_services
 from crashd.api.rest.validation import Choice, Integer, String
+from crashd.api.security import webhook as pspsig
+from crashd.api.security.keys import PARTNER_ID
+from crashd.api.services import current_services
 from crashd.engine.ledger import LedgerError
 
+from .bets import MAX_AMOUNT, USER_ID, problem_from
+
 psp = Blueprint("psp", __name__, url_prefix=API_PREFIX)
-log = logging.getLogger("crashd.psp")
+log = logging.getLogger(__name__)
 
 register_code("psp_not_configured", 503, "PSP webhooks not configured")
 register_code("environment_mismatch", 422, "Event for another environment")
 
 EVENT_ID = r"[A-Za-z0-9_.:\-]{1,128}"
 EVENT_TYPE = r"[a-z0-9_.]{1,64}"
-MONEY_TYPES = ("deposit.completed", "withdrawal.completed", "withdrawal.failed", "withdrawal.reversed")
+MONEY_TYPES = (
+    "deposit.completed",
+    "withdrawal.completed",
+    "withdrawal.failed",
+    "withdrawal.reversed",
+)
 # Ledger refusals that are final answers to the PSP (recorded under the event id), not errors.
 REJECTIONS = frozenset({"insufficient_funds", "unknown_withdrawal", "already_reversed"})
 
 
 @dataclass(frozen=True)
 class Envelope:
-    id: Annotated[str, String(min_length=1, max_length=128, pattern=EVENT_ID,
-                              description="the PSP's event id: de-duplication key")]
+    id: Annotated[
+        str,
+        String(
+            min_length=1,
+            max_length=128,
+            pattern=EVENT_ID,
+            description="the PSP's event id: de-duplication key",
+        ),
+    ]
     type: Annotated[str, String(min_length=1, max_length=64, pattern=EVENT_TYPE)]
-    created: Annotated[int | None, Integer(minimum=0, maximum=10**12, description="Unix seconds")] = None
+    created: Annotated[
+        int | None, Integer(minimum=0, maximum=10**12, description="Unix seconds")
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -81,9 +96,18 @@ class MoneyData:
 @dataclass(frozen=True)
 class ReversalData:
     environment: Annotated[Literal["sandbox", "production"], Choice()]
-    withdrawal_id: Annotated[str, String(min_length=1, max_length=128, pattern=EVENT_ID,
-                                         description="event id of the withdrawal.completed")]
-    partner_id: Annotated[str | None, String(min_length=1, max_length=64, pattern=PARTNER_ID)] = None
+    withdrawal_id: Annotated[
+        str,
+        String(
+            min_length=1,
+            max_length=128,
+            pattern=EVENT_ID,
+            description="event id of the withdrawal.completed",
+        ),
+    ]
+    partner_id: Annotated[str | None, String(min_length=1, max_length=64, pattern=PARTNER_ID)] = (
+        None
+    )
     user_id: Annotated[str | None, String(min_length=1, max_length=64, pattern=USER_ID)] = None
     reason: Annotated[str | None, String(max_length=200)] = None
 
@@ -98,7 +122,10 @@ WEBHOOK_RESPONSE: dict[str, Any] = {
         "reason": {"type": "string", "description": "rejected: the ledger's refusal code"},
         "replayed": {"type": "boolean", "description": "true: a redelivery; nothing moved again"},
         "amount": {"type": "integer"},
-        "balance": {"type": "integer", "description": "the user's available balance after the event"},
+        "balance": {
+            "type": "integer",
+            "description": "the user's available balance after the event",
+        },
     },
 }
 
@@ -121,7 +148,9 @@ class SecretFile:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
             lines = self.path.read_text(encoding="utf-8").splitlines()
-            self._secrets = tuple(s for s in (line.strip() for line in lines) if s and not s.startswith("#"))
+            self._secrets = tuple(
+                s for s in (line.strip() for line in lines) if s and not s.startswith("#")
+            )
             self._stamp = stamp
         return self._secrets
 
@@ -142,28 +171,45 @@ def _parse(schema: type[validation.T], data: Any, where: str) -> validation.T:
         return validation.parse(schema, data)
     except validation.ValidationFailed as exc:
         errors = [{"field": f"{where}{e.field}", "message": e.message} for e in exc.errors]
-        raise Problem("validation_failed", f"{errors[0]['field']}: {errors[0]['message']}",
-                      extra={"errors": errors}) from None
+        raise Problem(
+            "validation_failed",
+            f"{errors[0]['field']}: {errors[0]['message']}",
+            extra={"errors": errors},
+        ) from None
 
 
 @psp.post("/psp/webhook")
 @documented(
     "PSP event callback (deposit/withdrawal completed, withdrawal failed/reversed)",
-    response=WEBHOOK_RESPONSE, tags=("psp",),
-    problems=("signature_missing", "signature_malformed", "signature_expired",
-              "invalid_signature", "malformed_json", "payload_too_large", "validation_failed",
-              "environment_mismatch", "idempotency_conflict", "invalid_request", "psp_not_configured",
-              "ledger_unavailable", "engine_unavailable"),
+    response=WEBHOOK_RESPONSE,
+    tags=("psp",),
+    problems=(
+        "signature_missing",
+        "signature_malformed",
+        "signature_expired",
+        "invalid_signature",
+        "malformed_json",
+        "payload_too_large",
+        "validation_failed",
+        "environment_mismatch",
+        "idempotency_conflict",
+        "invalid_request",
+        "psp_not_configured",
+        "ledger_unavailable",
+        "engine_unavailable",
+    ),
     description="Authenticated by the Crashd-PSP-Signature header (t=…,v1=…: HMAC-SHA256 of "
-                "\"{t}.{raw body}\" with a secret from psp_secrets_file), not by an API key. "
-                "Every well-formed, correctly signed event is answered 200, including redeliveries "
-                "(replayed: true), refused withdrawals (status: rejected) and unknown types (ignored).",
+    '"{t}.{raw body}" with a secret from psp_secrets_file), not by an API key. '
+    "Every well-formed, correctly signed event is answered 200, including redeliveries "
+    "(replayed: true), refused withdrawals (status: rejected) and unknown types (ignored).",
 )
 async def webhook() -> Response:
     services = current_services()
     secrets_ = await trio.to_thread.run_sync(_secrets)
     if not secrets_:
-        raise Problem("psp_not_configured", "this server has no PSP webhook secret (psp_secrets_file)")
+        raise Problem(
+            "psp_not_configured", "this server has no PSP webhook secret (psp_secrets_file)"
+        )
     raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     try:
         pspsig.verify(request.headers.get(pspsig.HEADER), raw, secrets_, time.time())
@@ -175,13 +221,21 @@ async def webhook() -> Response:
     except validation.MalformedJSON as exc:
         raise Problem("malformed_json", str(exc)) from None
     if not isinstance(doc, dict):
-        raise Problem("validation_failed", "the event must be a JSON object",
-                      extra={"errors": [{"field": "$", "message": "must be a JSON object"}]})
+        raise Problem(
+            "validation_failed",
+            "the event must be a JSON object",
+            extra={"errors": [{"field": "$", "message": "must be a JSON object"}]},
+        )
     data_doc = doc.pop("data", None)
     event = _parse(Envelope, doc, "")
     answer: dict[str, Any] = {"event_id": event.id, "type": event.type}
     if event.type not in MONEY_TYPES:
-        log.info("%s psp event ignored event_id=%s type=%s", log_context(request.scope), event.id, event.type)
+        log.info(
+            "%s psp event ignored event_id=%s type=%s",
+            log_context(request.scope),
+            event.id,
+            event.type,
+        )
         return json_response({**answer, "status": "ignored"})
     environment = services.config.environment
     ledger = services.require_game().game.ledger
@@ -190,33 +244,62 @@ async def webhook() -> Response:
             if event.type in ("deposit.completed", "withdrawal.completed"):
                 data = _parse(MoneyData, data_doc, "data.")
                 _same_environment(data.environment, environment)
-                move = ledger.psp_deposit if event.type == "deposit.completed" else ledger.psp_withdrawal
-                posted = await move(event.id, environment=data.environment, partner_id=data.partner_id,
-                                    user_id=data.user_id, amount=data.amount)
+                move = (
+                    ledger.psp_deposit
+                    if event.type == "deposit.completed"
+                    else ledger.psp_withdrawal
+                )
+                posted = await move(
+                    event.id,
+                    environment=data.environment,
+                    partner_id=data.partner_id,
+                    user_id=data.user_id,
+                    amount=data.amount,
+                )
             else:
                 rdata = _parse(ReversalData, data_doc, "data.")
                 _same_environment(rdata.environment, environment)
-                posted = await ledger.psp_withdrawal_reversal(event.id, environment=rdata.environment,
-                                                              withdrawal_id=rdata.withdrawal_id)
+                posted = await ledger.psp_withdrawal_reversal(
+                    event.id, environment=rdata.environment, withdrawal_id=rdata.withdrawal_id
+                )
     except LedgerError as err:
         if err.code in REJECTIONS:
-            log.info("%s psp event rejected event_id=%s type=%s reason=%s", log_context(request.scope),
-                     event.id, event.type, err.code)
-            return json_response({**answer, "status": "rejected", "reason": err.code,
-                                  "replayed": err.replayed})
+            log.info(
+                "%s psp event rejected event_id=%s type=%s reason=%s",
+                log_context(request.scope),
+                event.id,
+                event.type,
+                err.code,
+            )
+            return json_response(
+                {**answer, "status": "rejected", "reason": err.code, "replayed": err.replayed}
+            )
         raise problem_from(err) from None
-    log.info("%s psp event applied event_id=%s type=%s replayed=%s", log_context(request.scope),
-             event.id, event.type, posted.replayed)
-    return json_response({**answer, "status": "applied", "replayed": posted.replayed,
-                          "amount": posted.amount, "balance": posted.balance})
+    log.info(
+        "%s psp event applied event_id=%s type=%s replayed=%s",
+        log_context(request.scope),
+        event.id,
+        event.type,
+        posted.replayed,
+    )
+    return json_response(
+        {
+            **answer,
+            "status": "applied",
+            "replayed": posted.replayed,
+            "amount": posted.amount,
+            "balance": posted.balance,
+        }
+    )
 
 
 def _same_environment(event_env: str, server_env: str) -> None:
     # One environment per server: a production event at a sandbox server is misrouted,
     # and must not land in books this server does not serve.
     if event_env != server_env:
-        raise Problem("environment_mismatch",
-                      f"this server serves {server_env}; the event is for {event_env}")
+        raise Problem(
+            "environment_mismatch", f"this server serves {server_env}; the event is for {event_env}"
+        )
 
 
 __all__ = ["EVENT_ID", "MONEY_TYPES", "MoneyData", "ReversalData", "SecretFile", "psp"]

@@ -7,16 +7,17 @@ from typing import Annotated, Any
 
 from quart import Blueprint, Response
 
-from crashd.api.security.auth import requires_scope
-from crashd.api.security.guard import signed
-from crashd.api.rest.routes.bets import USER_ID, decide
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, idempotent
-from crashd.api.security.keys import Principal
 from crashd.api.rest.openapi import API_PREFIX
 from crashd.api.rest.problems import Problem
-from crashd.api.services import current_services
 from crashd.api.rest.validation import Integer, String
+from crashd.api.security.auth import requires_scope
+from crashd.api.security.guard import signed
+from crashd.api.security.keys import Principal
+from crashd.api.services import current_services
+
+from .bets import USER_ID, decide
 
 users = Blueprint("users", __name__, url_prefix=API_PREFIX)
 
@@ -42,44 +43,85 @@ class BalanceQuery:
 
 async def _balance_body(principal: Principal, user_id: str) -> dict[str, Any]:
     ledger = current_services().require_game().game.ledger
-    balance = await ledger.balance(environment=principal.environment, partner_id=principal.partner_id,
-                                   user_id=user_id)
-    return {"user_id": user_id, "environment": principal.environment, "posted": balance.posted,
-            "pending": balance.pending, "available": balance.available}
+    balance = await ledger.balance(
+        environment=principal.environment, partner_id=principal.partner_id, user_id=user_id
+    )
+    return {
+        "user_id": user_id,
+        "environment": principal.environment,
+        "posted": balance.posted,
+        "pending": balance.pending,
+        "available": balance.available,
+    }
 
 
 @users.get("/user/balance")
-@documented("One user's balance (the calling partner's users only)", response=BALANCE_SCHEMA,
-            tags=("users",), problems=("engine_unavailable",))
+@documented(
+    "One user's balance (the calling partner's users only)",
+    response=BALANCE_SCHEMA,
+    tags=("users",),
+    problems=("engine_unavailable",),
+)
 @requires_scope("read:balance")
 @query_params(BalanceQuery)
 async def balance(*, principal: Principal, query: BalanceQuery) -> Response:
-    return json_response(await _balance_body(principal, query.user_id), headers={"Cache-Control": "no-store"})
+    return json_response(
+        await _balance_body(principal, query.user_id), headers={"Cache-Control": "no-store"}
+    )
 
 
 @dataclass(frozen=True)
 class FaucetBody:
     user_id: Annotated[str, String(min_length=1, max_length=64, pattern=USER_ID)]
-    amount: Annotated[int, Integer(minimum=1, maximum=FAUCET_MAX, description="demo money, minor units")]
+    amount: Annotated[
+        int, Integer(minimum=1, maximum=FAUCET_MAX, description="demo money, minor units")
+    ]
 
 
 @users.post("/sandbox/faucet")
-@documented("Credit demo money to a sandbox user (sandbox keys only)", response=BALANCE_SCHEMA,
-            status=201, tags=("users",),
-            problems=("environment_not_allowed", "idempotency_conflict", "invalid_request",
-                      "ledger_unavailable", "engine_unavailable"),
-            links={"reserve": {"operationId": "bets_reserve",
-                               "requestBody": {"user_id": "$response.body#/user_id",
-                                               "amount": "$response.body#/available"}},
-                   "balance": {"operationId": "users_balance", "parameters": {"user_id": "$response.body#/user_id"}}})
+@documented(
+    "Credit demo money to a sandbox user (sandbox keys only)",
+    response=BALANCE_SCHEMA,
+    status=201,
+    tags=("users",),
+    problems=(
+        "environment_not_allowed",
+        "idempotency_conflict",
+        "invalid_request",
+        "ledger_unavailable",
+        "engine_unavailable",
+    ),
+    links={
+        "reserve": {
+            "operationId": "bets_reserve",
+            "requestBody": {
+                "user_id": "$response.body#/user_id",
+                "amount": "$response.body#/available",
+            },
+        },
+        "balance": {
+            "operationId": "users_balance",
+            "parameters": {"user_id": "$response.body#/user_id"},
+        },
+    },
+)
 @requires_scope("write:bet")
 @signed
 @idempotent
 @json_body(FaucetBody)
-async def faucet(*, principal: Principal, idempotency: IdempotencyToken, body: FaucetBody) -> Response:
+async def faucet(
+    *, principal: Principal, idempotency: IdempotencyToken, body: FaucetBody
+) -> Response:
     if principal.environment != "sandbox":
-        raise Problem("environment_not_allowed", "the faucet hands out demo money to sandbox users only")
+        raise Problem(
+            "environment_not_allowed", "the faucet hands out demo money to sandbox users only"
+        )
     ledger = current_services().require_game().game.ledger
-    await decide(ledger.faucet_credit, idempotency.scoped_id + ":faucet", partner_id=principal.partner_id,
-                 user_id=body.user_id, amount=body.amount)
+    await decide(
+        ledger.faucet_credit,
+        idempotency.scoped_id + ":faucet",
+        partner_id=principal.partner_id,
+        user_id=body.user_id,
+        amount=body.amount,
+    )
     return json_response(await _balance_body(principal, body.user_id), status=201)
