@@ -47,7 +47,7 @@ class Config:
     max_body_bytes: int = 64 * 1024
     idempotency_retention_hours: int = 24
     log_level: str = "info"
-    synchronous: str = "FULL"
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
     betting_ms: int = 5_000
     pause_ms: int = 3_000
     tick_hz: int = 20

@@ -28,11 +28,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TextIO
 
 import hypercorn.config
 import hypercorn.trio
 import trio
+from quart import Blueprint
 
 from crashd.engine import chainstore
 from crashd.engine.driver import Engine
@@ -222,11 +224,13 @@ async def run_server(
     *,
     shutdown: trio.Event | None = None,
     extra_tasks: Sequence[ServiceTask] = (),
+    blueprints: Sequence[Blueprint] = (),
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``shutdown`` is set, then stop gracefully and return.
 
-    ``extra_tasks`` run like the service tasks (embedding, tests). Raises if any task
+    ``extra_tasks`` run like the service tasks, ``blueprints`` are served beside the
+    API (embedding, tests, the bench's floor route). Raises if any task
     fails; the chain file is created first if missing (blocking work, in a thread).
     """
     shutdown = shutdown if shutdown is not None else trio.Event()
@@ -234,7 +238,7 @@ async def run_server(
     # playing one chain would show each other's players games still to come.
     chain_lock = lock_chain(config)
     try:
-        await _run_server(config, shutdown, extra_tasks, task_status)
+        await _run_server(config, shutdown, extra_tasks, blueprints, task_status)
     finally:
         chain_lock.release()
 
@@ -251,12 +255,13 @@ async def _run_server(
     config: Config,
     shutdown: trio.Event,
     extra_tasks: Sequence[ServiceTask],
+    blueprints: Sequence[Blueprint],
     task_status: trio.TaskStatus[ServerInfo],
 ) -> None:
     chain = await trio.to_thread.run_sync(ensure_chain, config)
     services = await trio.to_thread.run_sync(open_services, config, chain)
     try:
-        app = create_app(services)
+        app = create_app(services, blueprints)
         stop_http = trio.Event()
 
         async with (
@@ -356,7 +361,10 @@ async def _run_server(
 
 
 async def serve_until_signalled(
-    config: Config, *, task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED
+    config: Config,
+    *,
+    blueprints: Sequence[Blueprint] = (),
+    task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """``run_server`` with SIGINT/SIGTERM: first signal = graceful stop, second = now."""
     shutdown = trio.Event()
@@ -375,7 +383,9 @@ async def serve_until_signalled(
         nursery.start_soon(watch_signals)
 
         async def run(task_status: trio.TaskStatus[ServerInfo]) -> None:
-            await run_server(config, shutdown=shutdown, task_status=task_status)
+            await run_server(
+                config, shutdown=shutdown, blueprints=blueprints, task_status=task_status
+            )
             nursery.cancel_scope.cancel()  # done: stop watching signals
 
         info: ServerInfo = await nursery.start(run)
@@ -391,12 +401,18 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_blocking(config: Config, on_ready: Callable[[ServerInfo], Any] | None = None) -> None:
+def run_blocking(
+    config: Config,
+    on_ready: Callable[[ServerInfo], Any] | None = None,
+    blueprints: Sequence[Blueprint] = (),
+) -> None:
     """Run the server in this thread until signalled (``crashd serve``)."""
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            info: ServerInfo = await nursery.start(serve_until_signalled, config)
+            info: ServerInfo = await nursery.start(
+                partial(serve_until_signalled, config, blueprints=blueprints)
+            )
             # Everything long-lived now exists: freeze it out of the collector's reach
             # and make full collections rare (their 40-70 ms pauses dominated tick
             # lateness; see engine/gctune.py and `python -m bench tick`).

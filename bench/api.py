@@ -100,7 +100,7 @@ def serve_child(directory: Path, synchronous: str, log_level: str) -> int:
 
     from quart import Blueprint, Response
 
-    import api.server as server
+    from crashd.api.server import run_blocking
 
     config = _child_config(directory, synchronous, log_level)
     logging.basicConfig(
@@ -114,15 +114,12 @@ def serve_child(directory: Path, synchronous: str, log_level: str) -> int:
     async def hello_route() -> Response:
         return Response(b"hello", content_type="text/plain")
 
-    build = server.create_app
-
-    def create_app_with_hello(services: Any) -> Any:
-        app = build(services)  # the product's app, exactly as the server builds it
-        app.register_blueprint(hello)
-        return app
-
-    server.create_app = create_app_with_hello  # type: ignore[assignment]  # this process only
-    server.run_blocking(config, on_ready=lambda info: print(f"ready {info.url}", flush=True))
+    # The product's app, exactly as the server builds it, with the floor route beside it.
+    run_blocking(
+        config,
+        on_ready=lambda info: print(f"ready {info.url}", flush=True),
+        blueprints=[hello],
+    )
     return 0
 
 

@@ -14,11 +14,12 @@ import hashlib
 import statistics
 import time
 import tracemalloc
+from collections.abc import Callable
 
 from crashd.engine.fairness import ChainReader, build_chain, crash_point, new_seed
 
 
-def _rate(fn: callable[[int], None], n: int) -> float:  # type: ignore[valid-type]
+def _rate(fn: Callable[[int], None], n: int) -> float:
     best = 0.0
     for _ in range(3):
         started = time.perf_counter()

@@ -33,13 +33,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import trio
 
 from crashd.engine.ledger import open_ledger
 from crashd.engine.ledger.model import Posted, RoundSettled
 from crashd.engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, RoundSettle, RoundStart
-from crashd.engine.ledger.store import Store, audit
+from crashd.engine.ledger.store import Store, Synchronous, audit
 
 USERS = 1000
 
@@ -84,8 +85,8 @@ async def run_ledger(
     count = 0
     async with open_ledger(
         path,
-        synchronous=sync,
-        max_group=4096 if group else 1,  # type: ignore[arg-type]
+        synchronous=cast(Synchronous, sync),
+        max_group=4096 if group else 1,
         sweep_interval_s=None,
         audit_on_open=False,
     ) as ledger:

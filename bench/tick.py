@@ -237,13 +237,13 @@ def main(argv: list[str]) -> int:
     try:
         for hz in rates:
             spin_ms = DEFAULT_SPIN_MS if args.spin_ms is None else args.spin_ms
-            floor = trio.run(bare_loop, hz, args.ticks, spin_ms)
+            bare = trio.run(bare_loop, hz, args.ticks, spin_ms)
             result = Result(
                 hz=hz,
                 load=False,
                 gc_mode="-",
-                ticks=len(floor),
-                lateness_ms=[x * 1000 for x in floor],
+                ticks=len(bare),
+                lateness_ms=[x * 1000 for x in bare],
                 cashout_us=[],
                 commands=0,
                 full_collections=0,

@@ -85,7 +85,7 @@ def crash_point(game_hash: str, salt: str) -> int:
     digest = _keyed_hmac(salt).copy()
     digest.update(parse_hash(game_hash, "game hash"))
     r = int(digest.hexdigest()[: _NBITS // 4], 16)
-    x = r / 2**_NBITS
+    x: float = r / 2**_NBITS
     # Float on purpose, exactly as the JavaScript verifiers evaluate it.
     return max(100, math.floor(HOUSE_EDGE_NUMERATOR / (1 - x)))
 

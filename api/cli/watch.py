@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -150,7 +150,7 @@ class WatchState:
         """Results seen on the feed (not loaded from history): what ``--once`` counts."""
         self.resyncs = 0
 
-    def add_history(self, rounds: list[dict[str, Any]]) -> None:
+    def add_history(self, rounds: list[Mapping[str, Any]]) -> None:
         """Finished rounds from REST, oldest first."""
         for r in rounds:
             self._record(
@@ -333,8 +333,8 @@ async def _show(
     if tty:
         write("\x1b[?25l\x1b[2J")  # hide the cursor, clear once; then redraw in place
     else:
-        for result in state.results:
-            write(result_line(result) + " (history)\n")
+        for past in state.results:
+            write(result_line(past) + " (history)\n")
         out.flush()
     last_phase: tuple[int | None, str] | None = None
     async for message in messages:

@@ -99,7 +99,7 @@ class WebSocket:
                 data = await stream.receive_some(65536)
                 if not data:
                     raise ConnectionLost(1006, "connection closed during the handshake")
-                ws.receive_data(data)
+                ws.receive_data(bytes(data))
                 for event in ws.events():
                     if isinstance(event, AcceptConnection):
                         status = 101
@@ -145,7 +145,7 @@ class WebSocket:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
             # b"" is end-of-stream: wsproto turns it into a 1006 close event.
-            self._ws.receive_data(data or None)
+            self._ws.receive_data(bytes(data) if data else None)
             self._events.extend(self._ws.events())
 
     async def send(self, text: str) -> None:
@@ -171,6 +171,9 @@ class WebSocket:
             except (ConnectionLost, LocalProtocolError):
                 pass
 
+    def _state(self) -> ConnectionState:
+        return self._ws.state
+
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame and wait briefly for the server's; then close the socket.
         The caller bounds the wait (``trio.move_on_after``); the socket is closed anyway.
@@ -178,9 +181,10 @@ class WebSocket:
         try:
             if self._ws.state is ConnectionState.OPEN:
                 await self._send_bytes(self._ws.send(CloseConnection(code=code, reason=reason)))
-                while self._ws.state is not ConnectionState.CLOSED:
+                # (read through a call: mypy would keep the narrowed OPEN state)
+                while self._state() is not ConnectionState.CLOSED:
                     data = await self._stream.receive_some(65536)
-                    self._ws.receive_data(data or None)
+                    self._ws.receive_data(bytes(data) if data else None)
                     for _ in self._ws.events():
                         pass
                     if not data:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from quart import Blueprint, Response, current_app, request
@@ -176,7 +177,7 @@ def _http_exception(exc: HTTPException) -> Response:
     return problem_response(Problem(code, detail, status=status, headers=headers))
 
 
-def create_app(services: Services) -> QuartTrio:
+def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> QuartTrio:
     app = QuartTrio(__name__)
     # "//" in a path is a 404 problem, not a 308 redirect with an HTML body: a client
     # that followed it would re-send a signed write to a path it never signed.
@@ -196,6 +197,8 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(users)
     app.register_blueprint(feed)
     app.register_blueprint(psp)
+    for extra in blueprints:
+        app.register_blueprint(extra)
     install_security(app, services.config)
 
     @app.errorhandler(Problem)

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from quart import Response, current_app, request
 from quart_trio import QuartTrio
@@ -102,10 +103,16 @@ def bearer_token(header: str | None) -> str | None:
     return token
 
 
+def _scope() -> dict[str, Any]:
+    """The ASGI scope, where this request's principal and rate decision are kept (the
+    typed scope has no room for keys of our own)."""
+    return cast(dict[str, Any], request.scope)
+
+
 async def request_principal() -> Principal | None:
     """The verified key of the current request, looked up once per request (the rate
     limiter needs it before routing; ``@requires_scope`` reuses the answer)."""
-    scope = request.scope
+    scope = _scope()
     if _SCOPE_PRINCIPAL in scope:
         cached: Principal | None = scope[_SCOPE_PRINCIPAL]
         return cached
@@ -151,7 +158,7 @@ async def _charge() -> None:
             state.policies[route_class(request.method, request.path)],
         )
     decision = state.limiter.check(bucket, policy, now)
-    request.scope[_SCOPE_DECISION] = decision
+    _scope()[_SCOPE_DECISION] = decision
     if not decision.allowed:
         raise Problem(
             "rate_limited",
@@ -163,7 +170,7 @@ async def _charge() -> None:
 
 
 async def _add_headers(response: Response) -> Response:
-    decision: ratelimit.Decision | None = request.scope.get(_SCOPE_DECISION)
+    decision: ratelimit.Decision | None = _scope().get(_SCOPE_DECISION)
     if decision is not None:
         for name, value in decision.headers(time.time()).items():
             response.headers[name] = value
@@ -186,9 +193,9 @@ def path_with_query(scope: Any) -> str:
     """The request target as the client sent it (percent-encoding intact), which is
     what the client signed."""
     raw = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else scope.get("path", "")
+    path = raw.decode("latin-1") if raw else str(scope.get("path", ""))
     query = scope.get("query_string", b"")
-    return path + ("?" + query.decode("latin-1") if query else "")
+    return str(path) + ("?" + query.decode("latin-1") if query else "")
 
 
 def signed(view: V) -> V:
@@ -214,7 +221,11 @@ def signed(view: V) -> V:
         try:
             signing.verify_request(
                 signing.SignedRequest(
-                    request.method, path_with_query(request.scope), body, request.headers
+                    request.method,
+                    path_with_query(request.scope),
+                    body,
+                    # Headers: a case-insensitive mapping, as the check needs.
+                    cast(Mapping[str, str], request.headers),
                 ),
                 principal.key_id,
                 secrets_,

@@ -182,9 +182,9 @@ def _row_to_key(row: sqlite3.Row | tuple[object, ...]) -> ApiKey:
         label=str(label),
         created_at=str(created),
         revoked_at=None if revoked is None else str(revoked),
-        generation=int(generation),  # type: ignore[call-overload]
+        generation=int(str(generation)),
         last_used_at=None if last_used is None else str(last_used),
-        previous_until=None if until is None else float(until),  # type: ignore[arg-type]
+        previous_until=None if until is None else float(str(until)),
     )
 
 

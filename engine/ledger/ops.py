@@ -133,7 +133,7 @@ def _content_getter(cls: type) -> Callable[[object], tuple[object, ...]]:
     if len(names) == 1:
         one = operator.attrgetter(names[0])
         return lambda op: (one(op),)
-    return operator.attrgetter(*names)  # type: ignore[return-value]
+    return operator.attrgetter(*names)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ class Txn:
         self._highest_round: int | None = None
         self._unfinished: list[int] | None = None
         self._reversals: dict[int, int | None] = {}
-        self._system: dict[tuple[str, AccountKind], Account] = {}
+        self._system: dict[tuple[str, str], Account] = {}
         # Write sets, flushed by the store in foreign-key order.
         self.new_ops: list[OpRecord] = []
         self.op_times: dict[int, int] = {}

@@ -329,6 +329,7 @@ class Ledger:
     async def _submit(self, op: Op, cls: type[R]) -> R:
         # ``submit`` inlined for its fast path (room in the queue, ledger open): one
         # coroutine frame less per op on the callers' side.
+        result: Result | LedgerError
         if self._queued >= self._max_queue or self._closing:
             result = await self.submit(op)
         else:
