@@ -1,4 +1,4 @@
-"""What the app needs from the running process, built once by :mod:`api.server`.
+"""What the app needs from the running process, built once by :mod:`crashd.api.server`.
 
 Routes reach it with :func:`current_services`. The app never opens files or starts
 tasks itself; the server owns every resource's lifetime (open here, close in

@@ -1,7 +1,7 @@
 """``python -m bench api``: what the REST API costs, next to the framework's own limit.
 
-A real crashd server (``api.server.run_blocking``: engine, ledger, feed, Hypercorn,
-the app from ``api.app.create_app``, GC tuning — exactly what ``crashd serve`` runs) is
+A real crashd server (``crashd.api.server.run_blocking``: engine, ledger, feed, Hypercorn,
+the app from ``crashd.api.rest.app.create_app``, GC tuning — exactly what ``crashd serve`` runs) is
 started in a child process on 127.0.0.1, pinned to one core; the load generator runs in
 this process, pinned to the other. The only difference from ``crashd serve``: the
 child's app gets one extra, bench-only route, ``GET /bench/hello`` (a constant 5-byte

@@ -1,14 +1,24 @@
-"""Shared test configuration: Hypothesis profiles.
+"""Shared test configuration: Hypothesis profiles and the fixtures every folder uses.
 
 ``ci`` (the default) keeps the suite within CI's budget; ``thorough`` runs many more
-examples: ``pytest --hypothesis-profile=thorough``.
+examples: ``pytest --hypothesis-profile=thorough``. Helpers live in ``tests/support``
+(importable as ``support``: ``pythonpath`` in pyproject.toml).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import httpx
+import pytest
 from hypothesis import HealthCheck, settings
+
+from support.game import Api, game_config
+from support.security import REQUEST_LOGGERS, LogScan
+from support.servers import make_key, running_server
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -17,3 +27,40 @@ settings.register_profile(
     "thorough", max_examples=5_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# -- shared fixtures -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def logscan() -> Iterator[LogScan]:
+    """Capture every log line of the module at DEBUG; fail if any secret shows up.
+
+    A module uses it with ``pytestmark = pytest.mark.usefixtures("logscan")``; its tests
+    call ``logscan.remember(...)`` with every secret they handle."""
+    scan = LogScan()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(scan)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield scan
+    finally:
+        root.removeHandler(scan)
+        root.setLevel(old_level)
+    # (A module that ran only pure tests logged nothing; then there is nothing to scan.)
+    assert not scan.leaks(), scan.leaks()[:5]
+    # Every line written for a request names the request and the key (or "-").
+    per_request = [line for line in scan.lines if line.startswith(REQUEST_LOGGERS)]
+    for line in per_request:
+        assert "request_id=" in line and "key_id=" in line, line
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    """A real server playing short rounds, and a signed client with every bet scope."""
+    config = game_config(tmp_path)
+    async with running_server(config) as info:
+        _, secret = make_key(config, "read:game_state,read:balance,write:bet")
+        async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
+            yield Api(client, secret)

@@ -2,7 +2,7 @@
 
 For operators checking a deployment end to end (secret file, TLS, routing) and for
 partners' integration tests on a sandbox server. The event is signed exactly as a PSP
-signs it (:func:`api.pspsig.header_value`) with the first secret in
+signs it (:func:`crashd.api.security.webhook.header_value`) with the first secret in
 ``psp_secrets_file`` (or ``--secret-file``). Prints the server's answer; exit 0 on 2xx.
 
     crashd psp send-test-event --url http://127.0.0.1:8000 --type deposit.completed \\

@@ -1,7 +1,7 @@
 """``crashd request``: one signed, idempotent HTTP request to a crashd API, like ``gh api``.
 
 For the README's walkthrough and for operators poking at a server: it adds the bearer
-key, an ``Idempotency-Key`` on writes, and the request signature (``api.signing``) when
+key, an ``Idempotency-Key`` on writes, and the request signature (``crashd.api.security.signing``) when
 a signing secret is given, then prints the JSON answer. Exit 0 on 2xx, 1 otherwise.
 """
 

@@ -1,7 +1,7 @@
 """``crashd serve``: run the engine and the API until SIGINT/SIGTERM.
 
 Settings come from flags, ``CRASHD_*`` environment variables and a TOML file
-(``--config``), in that order of precedence (see :mod:`api.config`). On success the
+(``--config``), in that order of precedence (see :mod:`crashd.api.config`). On success the
 first line on stdout is ``crashd: listening on http://HOST:PORT``, so scripts (and the
 tests) can start it with ``--port 0`` and read the port back.
 """

@@ -1,9 +1,9 @@
-"""``crashd watch``: a live terminal view of the game, built on the SDK (``api.client``).
+"""``crashd watch``: a live terminal view of the game, built on the SDK (``crashd.api.client``).
 
 Shows the running round's multiplier updating in place, its phase, and a scroll of
 recent results. Every result is verified here, not taken on trust: the crash point is
 recomputed from the revealed game hash and the public salt (``GET /api/v1/fairness``)
-with ``engine.fairness.crash_point``, and a mismatch is shown as such. Each revealed
+with ``crashd.engine.fairness.crash_point``, and a mismatch is shown as such. Each revealed
 hash is also checked to hash to the previous round's (the chain runs backwards), so a
 gap or a substituted round shows too.
 

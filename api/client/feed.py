@@ -8,7 +8,7 @@ What it does for you, so an integration is a loop over ``messages()``:
 * answers every ``heartbeat`` with its ``ack`` as soon as it is read, and treats a
   connection that has been silent for two heartbeat intervals as dead;
 * reconnects after any non-fatal loss with exponential backoff and full jitter
-  (:class:`~api.client.backoff.Backoff`), and re-subscribes with ``resume`` from the
+  (:class:`~crashd.api.client.backoff.Backoff`), and re-subscribes with ``resume`` from the
   last ``seq`` and ``epoch`` it applied, so the server replays what was missed;
 * delivers stream messages in ``seq`` order, each once (:class:`StreamCursor` drops
   any ``seq`` already applied), including the snapshots that stand in for a gap

@@ -4,7 +4,7 @@
   raises :class:`ProblemError` with the problem's ``code``, ``status``, ``detail`` and
   ``request_id`` (quote the last one when reporting a problem).
 * Money-moving writes carry an ``Idempotency-Key`` (yours, or a fresh UUID) and, when
-  the client has the key's signing secret, are signed (``api.signing.sign_request``).
+  the client has the key's signing secret, are signed (``crashd.api.security.signing.sign_request``).
 * Retries are safe by construction: a retried write sends the **same** key and the
   same body bytes, so the server either runs it once or replays its stored answer;
   each attempt is signed afresh (new timestamp and nonce: the server refuses a reused

@@ -1,4 +1,4 @@
-"""The live WebSocket feed: ``serve_feed`` on a dedicated listener, fed by ``engine.hub``.
+"""The live WebSocket feed: ``serve_feed`` on a dedicated listener, fed by ``crashd.api.feed.hub``.
 
 Protocol and close codes: docs/feed.md. Integration::
 

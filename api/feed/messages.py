@@ -40,7 +40,7 @@ USER_PREFIX = "user:"
 
 
 def user_channel(partner_id: str, user_id: str) -> str:
-    """The per-user channel name (the feed's ``api.feed.user_channel`` rule)."""
+    """The per-user channel name (the feed's ``crashd.api.feed.user_channel`` rule)."""
     return f"{USER_PREFIX}{partner_id}:{user_id}"
 
 
@@ -258,7 +258,7 @@ def publish_all(hub: Hub | None, pairs: list[tuple[str, dict[str, Any]]]) -> Non
 
 
 class FeedAnnouncer:
-    """The game's announcer (``engine.game.Announcer``) for the feed: phase changes and
+    """The game's announcer (``crashd.engine.game.Announcer``) for the feed: phase changes and
     ticks are published the moment the engine decides them, money news once its
     ledger op committed."""
 

@@ -1,6 +1,6 @@
 """The Quart-Trio application: error contract, request ids and the public meta routes.
 
-:func:`create_app` takes the :class:`~api.services.Services` the server built and
+:func:`create_app` takes the :class:`~crashd.api.services.Services` the server built and
 returns a ready app; it starts no tasks (the server runs the engine in its own nursery,
 beside Hypercorn, so a failure there ends the process instead of hiding in the app).
 

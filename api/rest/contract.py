@@ -1,7 +1,7 @@
 """Declaring an endpoint's contract next to its code.
 
 Each decorator here both *enforces* a part of the contract and *records* it on the view
-(:class:`RouteMeta`), and :mod:`api.openapi` builds the OpenAPI document from those
+(:class:`RouteMeta`), and :mod:`crashd.api.rest.openapi` builds the OpenAPI document from those
 records and the app's real URL map. The document cannot drift from the behaviour: the
 same schema object validates the request and describes it.
 
@@ -63,7 +63,7 @@ class RouteMeta:
     """Domain problem codes the view may raise (``unknown_ticket``, ``round_closed`` …),
     beyond those the decorators imply; each is documented under its HTTP status."""
     signed: bool = False
-    """``api.security.signed``: the request must carry X-Crashd-Timestamp/-Nonce/-Signature."""
+    """``crashd.api.security.guard.signed``: the request must carry X-Crashd-Timestamp/-Nonce/-Signature."""
     documented: bool = False
 
 

@@ -235,8 +235,8 @@ def _should_store(status: int) -> bool:
 def idempotent(view: V) -> V:
     """Require an ``Idempotency-Key`` and apply the rules above; the view receives
     ``idempotency=`` (an :class:`IdempotencyToken`). Place it inside
-    :func:`api.auth.requires_scope` (it needs ``principal=``) and outside
-    :func:`api.contract.json_body` (so validation failures are answered consistently)."""
+    :func:`crashd.api.security.auth.requires_scope` (it needs ``principal=``) and outside
+    :func:`crashd.api.rest.contract.json_body` (so validation failures are answered consistently)."""
     from crashd.api.services import current_services  # services imports this module
 
     route_meta(view).idempotent = True

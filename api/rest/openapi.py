@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document, generated from the app's real URL map.
 
-Every rule under ``/api/v1`` is walked; its view's :class:`~api.contract.RouteMeta`
+Every rule under ``/api/v1`` is walked; its view's :class:`~crashd.api.rest.contract.RouteMeta`
 (recorded by ``@documented``, ``@json_body``, ``@query_params``, ``@requires_scope``,
 ``@idempotent``) becomes an operation. Problem responses are derived from the same
 records (a route with a body can answer 400/413/415/422, one with a scope 401/403, …),

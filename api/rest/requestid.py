@@ -16,7 +16,7 @@ request, including those the app never routes (404) and those it fails on (500):
   bookkeeping. The connection is left neither closed nor idle: ``Connection: close`` is
   ignored and the keep-alive timer never starts, so sockets pile up. Shielding each
   ``send`` from cancellation lets it complete (it only writes to a socket Hypercorn
-  already guards with its own timeouts). ``tests/test_serve_keepalive.py`` is the
+  already guards with its own timeouts). ``tests/cli/test_keepalive.py`` is the
   regression test.
 """
 

@@ -1,7 +1,7 @@
 """Bearer-key authentication and scope checks for routes.
 
 ``@requires_scope("read:balance")`` verifies ``Authorization: Bearer ck_…`` and passes
-the caller's :class:`~api.keys.Principal` to the view as ``principal=``. A missing,
+the caller's :class:`~crashd.api.security.keys.Principal` to the view as ``principal=``. A missing,
 malformed, unknown or revoked key is 401 ``invalid_api_key``; a valid key without the
 scope is 403 ``insufficient_scope``. Both carry an RFC 6750 ``WWW-Authenticate`` header.
 """

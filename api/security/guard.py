@@ -1,12 +1,12 @@
 """Request security wired into the app: signed writes and per-key rate limits.
 
-Two pieces, both built on the pure modules :mod:`api.signing` and :mod:`api.ratelimit`:
+Two pieces, both built on the pure modules :mod:`crashd.api.security.signing` and :mod:`crashd.api.security.ratelimit`:
 
 * ``@signed`` (placed inside ``@requires_scope``, outside ``@idempotent``) refuses a
   money-moving request unless it carries a fresh, correctly signed
   ``X-Crashd-Timestamp`` / ``X-Crashd-Nonce`` / ``X-Crashd-Signature`` triple over the
   exact method, path with query, body and ``Idempotency-Key``. The signing secret of a
-  key is derived from the pepper (:meth:`api.keys.KeyStore.signing_secret`), never
+  key is derived from the pepper (:meth:`crashd.api.security.keys.KeyStore.signing_secret`), never
   stored. Nonces are remembered per key for the window, so a replay is refused even
   though its signature is valid; the check runs before idempotency, so a replayed
   request cannot fetch a stored response either.

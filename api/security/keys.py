@@ -4,7 +4,7 @@ A key is ``ck_test_<32 base62>`` (sandbox) or ``ck_live_<32 base62>`` (productio
 prefix tells a human (and a secret scanner) what leaked. Only
 ``HMAC-SHA256(pepper, key)`` is stored; the key itself is shown once, at creation. The
 HMAC is deterministic, so a lookup is one indexed query, and the pepper (a file beside
-the database, see :mod:`api.apidb`) means a copy of the database alone is useless.
+the database, see :mod:`crashd.api.database`) means a copy of the database alone is useless.
 
 Each key belongs to a partner (``partner_id``), is bound to one environment and carries
 scopes. :class:`KeyStore` is synchronous (the CLI uses it directly; the server calls it

@@ -66,7 +66,7 @@ class BetAccepted(Event):
 @dataclass(frozen=True, slots=True)
 class Rejected(Event):
     """A command was refused and changed nothing. ``reason`` is a stable snake_case
-    code (see ``engine.round.REASONS``); ``round_id`` is the round that was asked."""
+    code (see ``crashd.engine.round.REASONS``); ``round_id`` is the round that was asked."""
 
     TYPE: ClassVar[str] = "rejected"
     command: str

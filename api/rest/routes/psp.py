@@ -1,7 +1,7 @@
 """PSP webhooks: ``POST /api/v1/psp/webhook``, the only way money enters or leaves.
 
 No API key: the PSP authenticates with ``Crashd-PSP-Signature: t=…,v1=…`` (HMAC-SHA256
-of ``"{t}.{raw body}"``, :mod:`api.pspsig`), checked against every secret in
+of ``"{t}.{raw body}"``, :mod:`crashd.api.security.webhook`), checked against every secret in
 ``psp_secrets_file`` (one per line, so the operator can add the new secret before the
 PSP switches and remove the old one after). The file is re-read when it changes, so a
 rotation needs no restart.
