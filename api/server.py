@@ -50,7 +50,6 @@ from crashd.engine.ledger import Balance, Ledger, open_ledger
 from crashd.engine.proclock import ProcessLock
 from crashd.engine.round.config import RoundConfig
 
-from .cli.chain import create_chain_file
 from .config import Config, ConfigError, describe
 from .feed import FeedConfig, FeedServer
 from .feed.balances import BalanceFeed
@@ -102,8 +101,13 @@ def ensure_chain(config: Config, out: TextIO = sys.stderr) -> chainstore.ChainFi
         )
     interval = min(DEFAULT_CHECKPOINT_INTERVAL, config.chain_length)
     salt = secrets.token_hex(32) if sandbox else None
-    chain = create_chain_file(
-        config.chain_file, config.chain_length, ChainEncoding.HEX, interval, salt, out
+    chain = chainstore.create(
+        config.chain_file,
+        config.chain_length,
+        ChainEncoding.HEX,
+        interval,
+        salt,
+        chainstore.progress_printer(out, config.chain_length),
     )
     print(
         f"created chain file {config.chain_file} ({config.chain_length:,} games; secret, mode 0600: back it up)",

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
-from .fairness import ChainEncoding, ChainSpec, FairnessError, parse_hash
+from .fairness import ChainEncoding, ChainSpec, FairnessError, build_chain, new_seed, parse_hash
 
 FORMAT = "crashd-chain/1"
 
@@ -93,3 +96,41 @@ def load(path: Path) -> ChainFile:
     if len(spec.checkpoints) != expected:
         raise ChainFileError(f"{path} has {len(spec.checkpoints)} checkpoints, expected {expected}")
     return ChainFile(spec=spec, salt=salt)
+
+
+def create(
+    path: Path,
+    length: int,
+    encoding: ChainEncoding,
+    interval: int,
+    salt: str | None,
+    progress: Callable[[int], None] | None = None,
+) -> ChainFile:
+    """Build a chain from a fresh secret seed and store it (mode 0600); never over an
+    existing file. ``progress`` is called with the links hashed so far."""
+    if path.exists():
+        raise ChainFileError(f"{path} already exists; refusing to overwrite a chain")
+    try:
+        spec = build_chain(new_seed(), length, encoding, interval, progress)
+    except FairnessError as exc:
+        raise ChainFileError(str(exc)) from None
+    chain = ChainFile(spec=spec, salt=salt)
+    save(path, chain)
+    return chain
+
+
+def progress_printer(out: TextIO, length: int) -> Callable[[int], None]:
+    """A ``progress`` for ``create`` that redraws one line on ``out`` at most once a
+    second (a 10,000,000-link chain takes a few seconds)."""
+    started = time.perf_counter()
+    last = [0.0]
+
+    def progress(done: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 1.0 or done == length:
+            last[0] = now
+            print(f"\rhashing chain: {done:,}/{length:,} links", end="", file=out, flush=True)
+        if done == length:
+            print(f"\rhashing chain: {length:,} links in {now - started:.1f} s", file=out)
+
+    return progress

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,6 @@ from crashd.engine.fairness import (
     DEFAULT_CHAIN_LENGTH,
     DEFAULT_CHECKPOINT_INTERVAL,
     ChainEncoding,
-    FairnessError,
-    build_chain,
-    new_seed,
 )
 
 from .usage import UsageError
@@ -93,29 +89,12 @@ def create_chain_file(
     salt: str | None,
     out: Any = sys.stderr,
 ) -> chainstore.ChainFile:
-    """Build a chain and store it; shared with ``crashd serve``'s first start."""
-    if path.exists():
-        raise UsageError(f"{path} already exists; refusing to overwrite a chain")
-    started = time.perf_counter()
-    last = [0.0]
-
-    def progress(done: int) -> None:
-        now = time.perf_counter()
-        if now - last[0] >= 1.0 or done == length:
-            last[0] = now
-            print(f"\rhashing chain: {done:,}/{length:,} links", end="", file=out, flush=True)
-
     try:
-        spec = build_chain(new_seed(), length, encoding, interval, progress)
-    except FairnessError as exc:
-        raise UsageError(str(exc)) from None
-    print(f"\rhashing chain: {length:,} links in {time.perf_counter() - started:.1f} s", file=out)
-    chain = chainstore.ChainFile(spec=spec, salt=salt)
-    try:
-        chainstore.save(path, chain)
+        return chainstore.create(
+            path, length, encoding, interval, salt, chainstore.progress_printer(out, length)
+        )
     except chainstore.ChainFileError as exc:
         raise UsageError(str(exc)) from None
-    return chain
 
 
 def run_new(args: argparse.Namespace) -> int:

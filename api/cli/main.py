@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from crashd.api import __version__
 from crashd.api.cli import (
     chain as cli_chain,
 )
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="crashd",
         description="A provably fair, real-time crash game engine.",
     )
-    parser.add_argument("--version", action="version", version="crashd 0.1.0")
+    parser.add_argument("--version", action="version", version=f"crashd {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for module in (

@@ -19,6 +19,7 @@ from quart import Blueprint, Response, current_app, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from crashd.api import __version__
 from crashd.api.security.guard import install as install_security
 from crashd.api.services import SERVICES_EXTENSION, Services, current_services
 
@@ -32,7 +33,6 @@ from .routes.game import game
 from .routes.psp import psp
 from .routes.users import users
 
-VERSION = "0.1.0"
 log = logging.getLogger(__name__)
 
 meta = Blueprint("meta", __name__, url_prefix=API_PREFIX)
@@ -89,7 +89,7 @@ async def health() -> Response:
     return json_response(
         {
             "status": "ok",
-            "version": VERSION,
+            "version": __version__,
             "environment": services.config.environment,
             "uptime_s": int(time.monotonic() - services.started_monotonic),
         },
@@ -150,9 +150,7 @@ async def fairness() -> Response:
 @meta.get("/openapi.json")
 @documented("This OpenAPI 3.1 document", response={"type": "object"}, tags=("meta",))
 async def openapi() -> Response:
-    return json_response(
-        build_openapi(current_app, version=VERSION), headers={"Cache-Control": "no-cache"}
-    )
+    return json_response(build_openapi(current_app), headers={"Cache-Control": "no-cache"})
 
 
 def _http_exception(exc: HTTPException) -> Response:

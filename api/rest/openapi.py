@@ -16,6 +16,7 @@ from typing import Any
 from quart import Quart
 from werkzeug.routing.rules import parse_converter_args
 
+from crashd.api import __version__
 from crashd.api.rest import validation
 from crashd.api.security.keys import SCOPES
 
@@ -113,7 +114,7 @@ def _query_parameters(schema: type) -> list[dict[str, Any]]:
     return params
 
 
-def build_openapi(app: Quart, *, version: str = "0.1.0") -> dict[str, Any]:
+def build_openapi(app: Quart, *, version: str = __version__) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     request_id_header = {
         REQUEST_ID_HEADER: {

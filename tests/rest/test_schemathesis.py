@@ -69,7 +69,6 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 from crashd.api.config import SETTINGS  # noqa: E402
-from crashd.api.rest.app import VERSION  # noqa: E402
 from crashd.api.rest.idempotency import KEY_PATTERN  # noqa: E402
 from crashd.api.rest.openapi import build_openapi  # noqa: E402
 from crashd.api.security.keys import KeyStore  # noqa: E402
@@ -273,7 +272,7 @@ def _document() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         under_test = build_app(make_config(Path(tmp), chain_length=10))
         try:
-            return build_openapi(under_test.app, version=VERSION)
+            return build_openapi(under_test.app)
         finally:
             under_test.services.close()
 
