@@ -16,7 +16,8 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
-from crashd.engine.fairness import ChainReader, build_chain, crash_point, new_seed
+from crashd.engine.chainstore import new_seed
+from crashd.engine.fairness import ChainReader, build_chain, crash_point
 
 
 def _rate(fn: Callable[[int], None], n: int) -> float:

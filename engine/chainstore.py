@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .fairness import ChainEncoding, ChainSpec, FairnessError, build_chain, new_seed, parse_hash
+from .fairness import ChainEncoding, ChainSpec, FairnessError, build_chain, parse_hash
 
 FORMAT = "crashd-chain/1"
 
@@ -96,6 +97,12 @@ def load(path: Path) -> ChainFile:
     if len(spec.checkpoints) != expected:
         raise ChainFileError(f"{path} has {len(spec.checkpoints)} checkpoints, expected {expected}")
     return ChainFile(spec=spec, salt=salt)
+
+
+def new_seed() -> bytes:
+    """A fresh 32-byte secret seed from the OS CSPRNG (kept out of the pure
+    ``fairness`` module: randomness is input, like time)."""
+    return secrets.token_bytes(32)
 
 
 def create(

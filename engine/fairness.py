@@ -29,7 +29,6 @@ import functools
 import hashlib
 import hmac
 import math
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -125,11 +124,6 @@ def chain_position(
             return position
         link = step(link)
     return None
-
-
-def new_seed() -> bytes:
-    """A fresh 32-byte secret seed from the OS CSPRNG."""
-    return secrets.token_bytes(32)
 
 
 @dataclass(frozen=True)
