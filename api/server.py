@@ -36,6 +36,7 @@ import hypercorn.trio
 import trio
 from quart import Blueprint
 
+from crashd.api.wire import FEED_PATH
 from crashd.engine import chainstore
 from crashd.engine.driver import Engine
 from crashd.engine.fairness import (
@@ -55,7 +56,6 @@ from .feed import FeedConfig, FeedServer
 from .feed.balances import BalanceFeed
 from .feed.hub import Hub
 from .feed.messages import FeedAnnouncer, make_snapshot
-from .feed.server import FEED_PATH
 from .rest.app import create_app
 from .rest.routes.feed import feed_authenticator
 from .services import GameRuntime, Services, open_services

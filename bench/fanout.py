@@ -59,8 +59,8 @@ def serve_crashd(port: int, n: int, rate: float, ticks: int, warmup: int, size: 
     import trio
 
     from crashd.api.feed import FeedConfig, Principal, serve_feed
-    from crashd.api.feed.access import SCOPE_GAME_STATE
-    from crashd.api.feed.hub import LIVE_MULTIPLIER, Hub
+    from crashd.api.feed.hub import Hub
+    from crashd.api.wire import LIVE_MULTIPLIER, SCOPE_GAME_STATE
 
     principal = Principal("bench", "sandbox", frozenset({SCOPE_GAME_STATE}))
     # Heartbeats off the measured path (the load generator does not ack them).

@@ -40,14 +40,7 @@ import trio
 
 from .driver import Engine
 from .ledger import LedgerError
-from .ledger.model import (
-    BetConfirmed,
-    BetSettled,
-    BetView,
-    HoldReserved,
-    HoldVoided,
-    Result,
-)
+from .ledger.model import BetConfirmed, BetSettled, BetView, HoldReserved, HoldVoided, Result
 from .ledger.ops import (
     BetConfirm,
     BetRefund,

@@ -8,11 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from crashd.engine import chainstore
-from crashd.engine.fairness import (
-    DEFAULT_CHAIN_LENGTH,
-    DEFAULT_CHECKPOINT_INTERVAL,
-    ChainEncoding,
-)
+from crashd.engine.fairness import DEFAULT_CHAIN_LENGTH, DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding
 
 from .usage import UsageError
 

@@ -17,14 +17,8 @@ from typing import Any
 
 from crashd.api import database as apidb
 from crashd.api.config import ConfigError, add_arguments, config_from_args
-from crashd.api.security.keys import (
-    DEFAULT_PARTNER,
-    SCOPES,
-    ApiKey,
-    CreatedKey,
-    KeyStore,
-    KeyStoreError,
-)
+from crashd.api.security.keys import DEFAULT_PARTNER, ApiKey, CreatedKey, KeyStore, KeyStoreError
+from crashd.api.wire import SCOPES
 
 from .usage import UsageError
 

@@ -12,30 +12,14 @@ import sys
 from collections.abc import Sequence
 
 from crashd.api import __version__
-from crashd.api.cli import (
-    chain as cli_chain,
-)
-from crashd.api.cli import (
-    db as cli_db,
-)
-from crashd.api.cli import (
-    keys as cli_keys,
-)
-from crashd.api.cli import (
-    psp as cli_psp,
-)
-from crashd.api.cli import (
-    request as cli_request,
-)
-from crashd.api.cli import (
-    serve as cli_serve,
-)
-from crashd.api.cli import (
-    verify as cli_verify,
-)
-from crashd.api.cli import (
-    watch as cli_watch,
-)
+from crashd.api.cli import chain as cli_chain
+from crashd.api.cli import db as cli_db
+from crashd.api.cli import keys as cli_keys
+from crashd.api.cli import psp as cli_psp
+from crashd.api.cli import request as cli_request
+from crashd.api.cli import serve as cli_serve
+from crashd.api.cli import verify as cli_verify
+from crashd.api.cli import watch as cli_watch
 
 from .usage import UsageError
 

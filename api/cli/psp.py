@@ -21,13 +21,14 @@ from typing import Any
 
 import httpx
 
+from crashd.api import wire
 from crashd.api.config import ConfigError, add_arguments, config_from_args
 from crashd.api.rest.routes.psp import MONEY_TYPES, SecretFile
 from crashd.api.security import webhook as pspsig
+from crashd.api.wire import WEBHOOK_PATH
 
 from .usage import UsageError
 
-WEBHOOK_PATH = "/api/v1/psp/webhook"
 _SETTINGS = ("psp_secrets_file", "environment")
 
 
@@ -105,7 +106,7 @@ def run_send(args: argparse.Namespace) -> int:
     body = json.dumps(build_event(args, config.environment), separators=(",", ":")).encode()
     headers = {
         "Content-Type": "application/json",
-        pspsig.HEADER: pspsig.header_value(found[0], int(time.time()), body),
+        wire.PSP_SIGNATURE_HEADER: pspsig.header_value(found[0], int(time.time()), body),
     }
     verify: ssl.SSLContext | bool = True
     if args.cafile is not None:

@@ -37,7 +37,7 @@ from crashd.api.client import (
     open_feed,
 )
 from crashd.api.client.messages import StreamMessage
-from crashd.api.feed.hub import LIVE_MULTIPLIER, ROUND_UPDATES
+from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES
 from crashd.engine.curve import format_multiplier
 from crashd.engine.fairness import ChainEncoding, FairnessError, crash_point, next_link, parse_hash
 

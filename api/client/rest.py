@@ -28,10 +28,10 @@ import httpx
 import trio
 
 from crashd.api.security.signing import sign_request
+from crashd.api.wire import API_PREFIX
 
 from .backoff import Backoff, RandomFn
 
-PREFIX = "/api/v1"
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRY_CODES = frozenset({"idempotency_key_in_flight"})
 
@@ -276,7 +276,7 @@ class RestClient:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
-            request = self._build(method, PREFIX + path, query, content, idempotency_key)
+            request = self._build(method, API_PREFIX + path, query, content, idempotency_key)
             self.attempts += 1
             try:
                 response = await self._http.send(request)

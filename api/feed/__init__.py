@@ -9,22 +9,10 @@ Protocol and close codes: docs/feed.md. Integration::
 
 from __future__ import annotations
 
-from .access import (
-    SCOPE_BALANCE,
-    SCOPE_GAME_STATE,
-    Authenticate,
-    Principal,
-    user_channel,
-)
-from .protocol import CloseCode
-from .server import (
-    DEFAULT_FEED_PORT,
-    FEED_PATH,
-    FeedConfig,
-    FeedServer,
-    FeedStatistics,
-    serve_feed,
-)
+from crashd.api.wire import FEED_PATH, SCOPE_BALANCE, SCOPE_GAME_STATE, CloseCode, user_channel
+
+from .access import Authenticate, Principal
+from .server import DEFAULT_FEED_PORT, FeedConfig, FeedServer, FeedStatistics, serve_feed
 
 __all__ = [
     "Authenticate",

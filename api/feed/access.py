@@ -10,17 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .hub import LIVE_MULTIPLIER, ROUND_UPDATES
-
-SCOPE_GAME_STATE = "read:game_state"
-"""Needed to open a feed connection at all (public channels)."""
-
-SCOPE_BALANCE = "read:balance"
-"""Needed for per-user channels: bets, cashouts and balances are a user's private data."""
-
-PUBLIC_CHANNELS = (LIVE_MULTIPLIER, ROUND_UPDATES)
-USER_PREFIX = "user:"
-MAX_CHANNEL_NAME = 200
+from crashd.api.wire import PUBLIC_CHANNELS, SCOPE_BALANCE, parse_user_channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,23 +37,17 @@ quick (a dict or cache lookup); it must not block on I/O.
 """
 
 
-def user_channel(partner_id: str, user_id: str) -> str:
-    """The per-user channel name: ``user:{partner_id}:{user_id}``."""
-    return f"{USER_PREFIX}{partner_id}:{user_id}"
-
-
 def channel_denial(principal: Principal, channel: str) -> tuple[str, str] | None:
     """``None`` if ``principal`` may subscribe to ``channel``, else ``(code, message)``."""
     if channel in PUBLIC_CHANNELS:
         return None
-    if len(channel) <= MAX_CHANNEL_NAME and channel.startswith(USER_PREFIX):
-        parts = channel.split(":", 2)
-        if len(parts) == 3 and parts[1] and parts[2]:
-            if parts[1] != principal.partner_id:
-                return ("forbidden_channel", f"{channel!r} belongs to another partner")
-            if SCOPE_BALANCE not in principal.scopes:
-                return ("forbidden_channel", f"{channel!r} needs the {SCOPE_BALANCE!r} scope")
-            return None
+    user = parse_user_channel(channel)
+    if user is not None:
+        if user[0] != principal.partner_id:
+            return ("forbidden_channel", f"{channel!r} belongs to another partner")
+        if SCOPE_BALANCE not in principal.scopes:
+            return ("forbidden_channel", f"{channel!r} needs the {SCOPE_BALANCE!r} scope")
+        return None
     return (
         "unknown_channel",
         f"unknown channel {channel[:64]!r}: use live_multiplier, round_updates or "

@@ -9,10 +9,10 @@ from typing import Any
 
 import trio
 
+from crashd.api.wire import parse_user_channel, user_channel
 from crashd.engine.ledger.model import Balance, PlayerBalance
 
 from .hub import Hub
-from .messages import USER_PREFIX, user_channel
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,12 @@ class BalanceFeed:
 
     def want(self, channel: str) -> None:
         """A subscriber joined ``channel``: make sure its balance gets announced."""
-        if channel in self._known or channel in self._wanted or not channel.startswith(USER_PREFIX):
+        if channel in self._known or channel in self._wanted:
             return
-        partner_id, sep, user_id = channel[len(USER_PREFIX) :].partition(":")
-        if not sep or len(self._wanted) >= self._max_wanted:
+        user = parse_user_channel(channel)
+        if user is None or len(self._wanted) >= self._max_wanted:
             return
-        self._wanted[channel] = (partner_id, user_id)
+        self._wanted[channel] = user
         self._wake.set()
 
     async def run(self) -> None:

@@ -34,10 +34,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .frames import encode_text
+from crashd.api.wire import LIVE_MULTIPLIER
 
-LIVE_MULTIPLIER = "live_multiplier"
-ROUND_UPDATES = "round_updates"
+from .frames import encode_text
 
 CLOSE_SLOW_CONSUMER = 4009
 """Close code for a subscriber that kept overflowing its outbox (see docs/feed.md)."""

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
+from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES, USER_PREFIX, user_channel
 from crashd.engine.curve import GROWTH_PER_MS
 from crashd.engine.round.events import (
     BetAccepted,
@@ -32,16 +33,9 @@ from crashd.engine.round.events import (
 )
 from crashd.engine.round.machine import RoundSnapshot
 
-from .hub import LIVE_MULTIPLIER, ROUND_UPDATES, Hub
+from .hub import Hub
 
 log = logging.getLogger(__name__)
-
-USER_PREFIX = "user:"
-
-
-def user_channel(partner_id: str, user_id: str) -> str:
-    """The per-user channel name (the feed's ``crashd.api.feed.user_channel`` rule)."""
-    return f"{USER_PREFIX}{partner_id}:{user_id}"
 
 
 def channel_of_user(user: Hashable) -> str | None:

@@ -11,40 +11,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 from .frames import encode_text
 from .hub import encode_json
-
-
-class CloseCode(IntEnum):
-    """Close codes the feed sends. 1xxx are RFC 6455's; 4xxx are the feed's own."""
-
-    NORMAL = 1000
-    """The client closed, or asked to."""
-    GOING_AWAY = 1001
-    """The server is shutting down; reconnect (with ``resume``) after a short delay."""
-    PROTOCOL_ERROR = 1002
-    """The bytes were not valid WebSocket framing (garbage, unmasked client frame…)."""
-    INVALID_PAYLOAD = 1007
-    """A text frame was not valid UTF-8."""
-    MESSAGE_TOO_BIG = 1009
-    """A client message exceeded ``max_message_bytes``."""
-    TRY_AGAIN_LATER = 1013
-    """The server is at its connection limit."""
-    INVALID_MESSAGES = 4000
-    """Too many malformed or unknown messages (each one was answered with an ``error``)."""
-    UNAUTHORIZED = 4001
-    """Missing, wrong or expired credential, or no ``auth`` within the auth timeout."""
-    FORBIDDEN = 4003
-    """The credential lacks the ``read:game_state`` scope."""
-    HEARTBEAT_TIMEOUT = 4008
-    """No ``ack`` for the server's heartbeats within the heartbeat timeout."""
-    SLOW_CONSUMER = 4009
-    """The client read too slowly: its outbox overflowed repeatedly (see docs/feed.md)."""
-    RATE_LIMITED = 4029
-    """The client kept sending faster than the control-message rate limit."""
 
 
 class ClientError(Exception):

@@ -35,20 +35,15 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from .access import (
-    SCOPE_GAME_STATE,
-    Authenticate,
-    ConnectRateLimited,
-    Principal,
-    channel_denial,
-)
+from crashd.api.wire import FEED_PATH, SCOPE_GAME_STATE, CloseCode
+
+from .access import Authenticate, ConnectRateLimited, Principal, channel_denial
 from .frames import OPCODE_PONG, encode_close, encode_frame
 from .hub import Hub, Subscriber
 from .protocol import (
     Ack,
     Auth,
     ClientError,
-    CloseCode,
     RateLimiter,
     Subscribe,
     Unsubscribe,
@@ -59,7 +54,6 @@ from .protocol import (
 
 log = logging.getLogger(__name__)
 
-FEED_PATH = "/api/v1/ws"
 DEFAULT_FEED_PORT = 8001
 _HEARTBEAT_KEY = "~heartbeat"
 

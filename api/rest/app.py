@@ -22,9 +22,10 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from crashd.api import __version__
 from crashd.api.security.guard import install as install_security
 from crashd.api.services import SERVICES_EXTENSION, Services, current_services
+from crashd.api.wire import API_PREFIX
 
 from .contract import documented, json_response
-from .openapi import API_PREFIX, build_openapi
+from .openapi import build_openapi
 from .problems import Problem, code_for_status, problem_response
 from .requestid import RequestContextMiddleware, log_context
 from .routes.bets import bets

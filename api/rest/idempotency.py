@@ -43,12 +43,11 @@ from quart import Response, make_response, request
 from crashd.api import database as apidb
 from crashd.api.rest import validation
 from crashd.api.security.keys import Principal
+from crashd.api.wire import IDEMPOTENCY_HEADER, REPLAYED_HEADER
 
 from .contract import V, route_meta
 from .problems import Problem, problem_response
 
-HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 """1-255 visible ASCII characters: room for a UUID, a ULID or a partner's own order id."""
 
@@ -244,15 +243,16 @@ def idempotent(view: V) -> V:
     @functools.wraps(view)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         principal: Principal = kwargs["principal"]
-        key = request.headers.get(HEADER)
+        key = request.headers.get(IDEMPOTENCY_HEADER)
         if key is None:
             raise Problem(
                 "idempotency_key_required",
-                f"send an {HEADER} header (e.g. a UUID) with this request",
+                f"send an {IDEMPOTENCY_HEADER} header (e.g. a UUID) with this request",
             )
         if KEY_PATTERN.fullmatch(key) is None:
             raise Problem(
-                "idempotency_key_invalid", f"{HEADER} must be 1-255 visible ASCII characters"
+                "idempotency_key_invalid",
+                f"{IDEMPOTENCY_HEADER} must be 1-255 visible ASCII characters",
             )
         services = current_services()
         store = services.idempotency
@@ -269,12 +269,13 @@ def idempotent(view: V) -> V:
             return Response(result.body, status=result.status, headers=headers)
         if isinstance(result, Reused):
             raise Problem(
-                "idempotency_key_reused", f"this {HEADER} was used for a different request"
+                "idempotency_key_reused",
+                f"this {IDEMPOTENCY_HEADER} was used for a different request",
             )
         if isinstance(result, InFlight):
             raise Problem(
                 "idempotency_key_in_flight",
-                f"a request with this {HEADER} is still being processed; retry shortly",
+                f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry shortly",
                 headers={"Retry-After": "1"},
             )
         stored = False

@@ -18,15 +18,18 @@ from werkzeug.routing.rules import parse_converter_args
 
 from crashd.api import __version__
 from crashd.api.rest import validation
-from crashd.api.security.keys import SCOPES
+from crashd.api.wire import (
+    API_PREFIX,
+    IDEMPOTENCY_HEADER,
+    REPLAYED_HEADER,
+    REQUEST_ID_HEADER,
+    SCOPES,
+)
 
 from .contract import ResponseSpec, find_route_meta
-from .idempotency import HEADER as IDEMPOTENCY_HEADER
-from .idempotency import KEY_PATTERN, REPLAYED_HEADER
+from .idempotency import KEY_PATTERN
 from .problems import CODES, PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA
-from .requestid import REQUEST_ID_HEADER
 
-API_PREFIX = "/api/v1"
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
 _RULE_PARAM = re.compile(
     r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\((?P<args>[^)]*)\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>"

@@ -39,7 +39,6 @@ Receive = Callable[[], Awaitable[Any]]
 Send = Callable[[Any], Awaitable[None]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
-REQUEST_ID_HEADER = "X-Request-ID"
 _SCOPE_REQUEST_ID = "crashd.request_id"
 _SCOPE_KEY_ID = "crashd.key_id"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")

@@ -16,9 +16,10 @@ from quart import request
 
 from crashd.api.rest.contract import V, route_meta
 from crashd.api.rest.problems import Problem
+from crashd.api.wire import SCOPES
 
 from .guard import bearer_token, request_principal
-from .keys import SCOPES, Principal
+from .keys import Principal
 
 _REALM = 'Bearer realm="crashd"'
 

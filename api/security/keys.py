@@ -44,8 +44,8 @@ from pathlib import Path
 import trio
 
 from crashd.api import database as apidb
+from crashd.api.wire import SCOPES
 
-SCOPES: tuple[str, ...] = ("read:game_state", "read:balance", "write:bet")
 """Every scope a key can carry. ``read:game_state``: live state and finished rounds;
 ``read:balance``: balances of the partner's users; ``write:bet``: place and cash out bets
 (and, on a sandbox server, fund users from the faucet)."""

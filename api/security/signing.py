@@ -22,10 +22,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-TIMESTAMP_HEADER = "X-Crashd-Timestamp"
-NONCE_HEADER = "X-Crashd-Nonce"
-SIGNATURE_HEADER = "X-Crashd-Signature"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
+from crashd.api.wire import IDEMPOTENCY_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 DEFAULT_WINDOW_S = 30
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")

@@ -12,7 +12,8 @@ import hmac
 import re
 from collections.abc import Iterable
 
-HEADER = "Crashd-PSP-Signature"
+from crashd.api.wire import PSP_SIGNATURE_HEADER
+
 DEFAULT_TOLERANCE_S = 300
 _MAX_HEADER = 4096
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -45,15 +46,21 @@ def verify(
 ) -> int:
     """Return the signed timestamp, or raise ``WebhookSignatureError``."""
     if not header:
-        raise WebhookSignatureError("signature_missing", f"the {HEADER} header is required")
+        raise WebhookSignatureError(
+            "signature_missing", f"the {PSP_SIGNATURE_HEADER} header is required"
+        )
     if len(header) > _MAX_HEADER:
-        raise WebhookSignatureError("signature_malformed", f"the {HEADER} header is too long")
+        raise WebhookSignatureError(
+            "signature_malformed", f"the {PSP_SIGNATURE_HEADER} header is too long"
+        )
     timestamp: int | None = None
     candidates: list[str] = []
     for part in header.split(","):
         name, sep, value = part.strip().partition("=")
         if not sep:
-            raise WebhookSignatureError("signature_malformed", f"cannot parse {HEADER}")
+            raise WebhookSignatureError(
+                "signature_malformed", f"cannot parse {PSP_SIGNATURE_HEADER}"
+            )
         if name == "t":
             if timestamp is not None or not value.isdigit() or len(value) > 12:
                 raise WebhookSignatureError(
@@ -69,7 +76,7 @@ def verify(
         # Other schemes (v0, future v2) are ignored, as Stripe does.
     if timestamp is None or not candidates:
         raise WebhookSignatureError(
-            "signature_malformed", f"{HEADER} needs t= and at least one v1="
+            "signature_malformed", f"{PSP_SIGNATURE_HEADER} needs t= and at least one v1="
         )
     if abs(now - timestamp) > tolerance_s:
         raise WebhookSignatureError(

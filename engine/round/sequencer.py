@@ -8,14 +8,7 @@ from dataclasses import dataclass, field
 from crashd.engine.fairness import crash_point as fair_crash_point
 
 from .config import RoundConfig
-from .events import (
-    AutoCashoutChanged,
-    BetAccepted,
-    BetRefunded,
-    Event,
-    Rejected,
-    Stopped,
-)
+from .events import AutoCashoutChanged, BetAccepted, BetRefunded, Event, Rejected, Stopped
 from .machine import Bet, BetState, Round, RoundSnapshot, SeqCounter, check_new_bet, check_target
 from .tables import (
     DUPLICATE_TICKET,

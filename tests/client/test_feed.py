@@ -29,7 +29,8 @@ from crashd.api.client import (
     open_feed,
 )
 from crashd.api.feed import FEED_PATH, FeedConfig, FeedServer, Principal
-from crashd.api.feed.hub import LIVE_MULTIPLIER, ROUND_UPDATES, Hub
+from crashd.api.feed.hub import Hub
+from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES
 from support.client import CuttableProxy, make_signed_key, quick_config
 from support.servers import running_server, wait_until
 

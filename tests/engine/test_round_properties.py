@@ -18,13 +18,7 @@ from dataclasses import dataclass
 
 from hypothesis import event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from crashd.engine.curve import MAX_MULTIPLIER, ms_at, multiplier_at
 from crashd.engine.fairness import ChainReader, build_chain, crash_point

@@ -19,6 +19,7 @@ import httpx
 import trio
 from trio_websocket import open_websocket_url
 
+from crashd.api import wire
 from crashd.api.security import webhook as pspsig
 from crashd.api.server import run_server
 from support.feed import next_of
@@ -51,7 +52,7 @@ async def _psp(
         content=body,
         headers={
             "Content-Type": "application/json",
-            pspsig.HEADER: pspsig.header_value(PSP_SECRET, int(time.time()), body),
+            wire.PSP_SIGNATURE_HEADER: pspsig.header_value(PSP_SECRET, int(time.time()), body),
         },
     )
     assert r.status_code == 200 and r.json()["status"] == "applied", r.text

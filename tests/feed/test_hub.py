@@ -15,16 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crashd.api.feed.frames import OPCODE_TEXT, decode_server_frame, encode_close, encode_text
-from crashd.api.feed.hub import (
-    CLOSE_SLOW_CONSUMER,
-    LIVE_MULTIPLIER,
-    ROUND_UPDATES,
-    Frame,
-    Hub,
-    Outbox,
-    ReplayBuffer,
-    Subscriber,
-)
+from crashd.api.feed.hub import CLOSE_SLOW_CONSUMER, Frame, Hub, Outbox, ReplayBuffer, Subscriber
+from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES
 
 
 class Pipe:

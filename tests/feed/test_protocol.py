@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crashd.api.feed.access import Principal, channel_denial, user_channel
+from crashd.api.feed.access import Principal, channel_denial
 from crashd.api.feed.protocol import (
     Ack,
     ClientError,
@@ -17,6 +17,7 @@ from crashd.api.feed.protocol import (
     Unsubscribe,
     parse_client_message,
 )
+from crashd.api.wire import user_channel
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

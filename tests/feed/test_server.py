@@ -33,7 +33,8 @@ from wsproto.events import (
 )
 
 from crashd.api.feed import FEED_PATH, CloseCode, FeedConfig, FeedServer, Principal, serve_feed
-from crashd.api.feed.hub import LIVE_MULTIPLIER, ROUND_UPDATES, Hub
+from crashd.api.feed.hub import Hub
+from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES
 
 GAME = frozenset({"read:game_state"})
 TOKENS = {

@@ -28,6 +28,7 @@ import schemathesis
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from crashd.api import wire
 from crashd.api.security import webhook as pspsig
 from support.security import (
     LogScan,
@@ -524,7 +525,7 @@ def test_wrong_scope_wrong_partner_wrong_environment(target: Target) -> None:
 def test_forged_webhooks_are_refused(target: Target, raw: bytes, header: str | None) -> None:
     headers = {"Content-Type": "application/json"}
     if header is not None:
-        headers[pspsig.HEADER] = header
+        headers[wire.PSP_SIGNATURE_HEADER] = header
     try:
         r = target.client.post("/api/v1/psp/webhook", content=raw, headers=headers)
     except (httpx.LocalProtocolError, UnicodeEncodeError):
@@ -560,7 +561,7 @@ def test_genuinely_signed_hostile_events_never_fail_the_server(target: Target, d
     r = target.client.post(
         "/api/v1/psp/webhook",
         content=raw,
-        headers={"Content-Type": "application/json", pspsig.HEADER: header},
+        headers={"Content-Type": "application/json", wire.PSP_SIGNATURE_HEADER: header},
     )
     assert r.status_code < 500, r.text
     if r.status_code == 200:

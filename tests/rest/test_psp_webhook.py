@@ -13,6 +13,7 @@ import httpx
 import pytest
 import trio
 
+from crashd.api import wire
 from crashd.api.cli.main import main as cli_main
 from crashd.api.security import webhook as pspsig
 from support.security import LogScan, money_fingerprint
@@ -64,7 +65,7 @@ class Psp:
         return await self.client.post(
             WEBHOOK,
             content=body,
-            headers={"Content-Type": "application/json", pspsig.HEADER: value},
+            headers={"Content-Type": "application/json", wire.PSP_SIGNATURE_HEADER: value},
         )
 
 

@@ -55,6 +55,8 @@ from typing import Any
 
 import pytest
 
+from crashd.api import wire
+
 schemathesis = pytest.importorskip("schemathesis")
 
 import requests  # noqa: E402  (schemathesis' own dependency)
@@ -153,13 +155,13 @@ class SigningSession(requests.Session):
     def _sign(self, request: requests.PreparedRequest) -> None:
         from crashd.api.security import signing
 
-        names = (signing.TIMESTAMP_HEADER, signing.NONCE_HEADER, signing.SIGNATURE_HEADER)
+        names = (wire.TIMESTAMP_HEADER, wire.NONCE_HEADER, wire.SIGNATURE_HEADER)
         if not all(name in request.headers for name in names):
             return
         body = request.body or b""
         if isinstance(body, str):
             body = body.encode("utf-8")
-        key = request.headers.get(signing.IDEMPOTENCY_HEADER, "")
+        key = request.headers.get(wire.IDEMPOTENCY_HEADER, "")
         if isinstance(key, bytes):
             key = key.decode("latin-1")
         headers = signing.sign_request(

@@ -16,7 +16,8 @@ from crashd.api import database as apidb
 from crashd.api.cli.main import main
 from crashd.api.rest.contract import documented, json_response
 from crashd.api.security.auth import requires_scope
-from crashd.api.security.keys import SCOPES, KeyStore, KeyStoreError, Principal
+from crashd.api.security.keys import KeyStore, KeyStoreError, Principal
+from crashd.api.wire import SCOPES
 from support.servers import build_app, make_config, make_key, serving_app
 
 

@@ -21,13 +21,13 @@ from quart import Blueprint, Response
 
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, idempotent
-from crashd.api.rest.openapi import API_PREFIX
 from crashd.api.rest.problems import CODES, Problem, register_code
 from crashd.api.rest.validation import Integer, String
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import current_services
+from crashd.api.wire import API_PREFIX
 from crashd.engine.curve import MAX_MULTIPLIER, format_multiplier
 from crashd.engine.game import GameError, Player, ticket_for
 from crashd.engine.ledger import LedgerError

@@ -19,12 +19,12 @@ from quart import Blueprint, Response
 from crashd.api.feed import Principal as FeedPrincipal
 from crashd.api.feed.access import ConnectRateLimited
 from crashd.api.rest.contract import documented, json_response
-from crashd.api.rest.openapi import API_PREFIX
 from crashd.api.security import feedtokens
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.keys import Authenticator, Principal
 from crashd.api.security.ratelimit import Policy, RateLimiter
 from crashd.api.services import current_services
+from crashd.api.wire import API_PREFIX
 
 feed = Blueprint("feed", __name__, url_prefix=API_PREFIX)
 

@@ -15,12 +15,12 @@ from quart import Blueprint, Response
 
 from crashd.api.rest.conditional import CONDITIONAL_HEADERS, CONDITIONAL_RESPONSES, conditional_json
 from crashd.api.rest.contract import documented, json_response, query_params
-from crashd.api.rest.openapi import API_PREFIX
 from crashd.api.rest.problems import Problem, register_code
 from crashd.api.rest.validation import MAX_INTEGER, Integer
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.keys import Principal
 from crashd.api.services import current_services
+from crashd.api.wire import API_PREFIX
 from crashd.engine.curve import GROWTH_PER_MS, format_multiplier
 from crashd.engine.ledger.model import BetView, RoundView
 

@@ -36,15 +36,16 @@ from typing import Annotated, Any, Literal
 import trio
 from quart import Blueprint, Response, request
 
+from crashd.api import wire
 from crashd.api.rest import validation
 from crashd.api.rest.contract import documented, json_response
-from crashd.api.rest.openapi import API_PREFIX
 from crashd.api.rest.problems import Problem, register_code
 from crashd.api.rest.requestid import log_context
 from crashd.api.rest.validation import Choice, Integer, String
 from crashd.api.security import webhook as pspsig
 from crashd.api.security.keys import PARTNER_ID
 from crashd.api.services import current_services
+from crashd.api.wire import API_PREFIX
 from crashd.engine.ledger import LedgerError
 
 from .bets import MAX_AMOUNT, USER_ID, problem_from
@@ -212,7 +213,7 @@ async def webhook() -> Response:
         )
     raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     try:
-        pspsig.verify(request.headers.get(pspsig.HEADER), raw, secrets_, time.time())
+        pspsig.verify(request.headers.get(wire.PSP_SIGNATURE_HEADER), raw, secrets_, time.time())
     except pspsig.WebhookSignatureError as exc:
         raise Problem(exc.code, exc.detail) from None
     # Only a genuine PSP gets this far: parse strictly now (a forger learns nothing).

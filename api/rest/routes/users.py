@@ -9,13 +9,13 @@ from quart import Blueprint, Response
 
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, idempotent
-from crashd.api.rest.openapi import API_PREFIX
 from crashd.api.rest.problems import Problem
 from crashd.api.rest.validation import Integer, String
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import current_services
+from crashd.api.wire import API_PREFIX
 
 from .bets import USER_ID, decide
 
