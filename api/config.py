@@ -21,11 +21,12 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from crashd.engine.bounds import MAX_AMOUNT
+from crashd.engine.ledger.model import ENVIRONMENTS, Environment
+
 ENV_PREFIX = "CRASHD_"
 CONFIG_ENV = "CRASHD_CONFIG"
 
-Environment = Literal["sandbox", "production"]
-ENVIRONMENTS: tuple[str, ...] = ("sandbox", "production")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 
 
@@ -136,8 +137,8 @@ SETTINGS: tuple[Setting, ...] = (
         "pause_ms", int, "pause after a crash before the next betting window, ms", 0, 3_600_000
     ),
     Setting("tick_hz", int, "multiplier ticks per second on the feed", 1, 1000),
-    Setting("min_stake", int, "smallest stake per bet, minor units", 1, 10**15),
-    Setting("max_stake", int, "largest stake per bet, minor units", 1, 10**15),
+    Setting("min_stake", int, "smallest stake per bet, minor units", 1, MAX_AMOUNT),
+    Setting("max_stake", int, "largest stake per bet, minor units", 1, MAX_AMOUNT),
     Setting(
         "max_profit",
         int,

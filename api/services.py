@@ -18,12 +18,10 @@ from crashd.engine.game import Game
 
 from .config import Config
 from .rest.idempotency import IdempotencyStore
-from .rest.problems import Problem, register_code
+from .rest.problems import Problem
 from .security.keys import Authenticator, KeyStore
 
 SERVICES_EXTENSION = "crashd.services"
-
-register_code("engine_unavailable", 503, "Game engine unavailable")
 
 
 @dataclass

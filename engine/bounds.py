@@ -1,17 +1,28 @@
-"""Bounds on every amount, multiplier and id the ledger accepts (one home each)."""
+"""Every bound on an amount, a multiplier or an id, declared once.
+
+The engine, the ledger and the API (its request schemas and config limits) read them
+from here, so the largest stake the API accepts is the largest the ledger stores.
+Pure data.
+"""
 
 from __future__ import annotations
 
+MIN_MULTIPLIER = 100
+"""1.00x: the curve's value at (and before) elapsed time zero; the lowest crash point."""
+MAX_MULTIPLIER = 10**8
+"""1,000,000.00x: the largest multiplier the engine schedules or prices, and the bound on
+a win or auto-cashout multiplier. With MAX_AMOUNT it keeps a payout below 10^16, far
+inside SQLite's 64-bit integers (the engine's max-profit cap is the product limit; this
+is the overflow guard)."""
+MIN_AUTO_CASHOUT = 101
+"""1.01x: the lowest auto-cashout target (1.00x would only return the stake)."""
 MAX_AMOUNT = 10**10
 """Bound on any stake, deposit or withdrawal (10^10 minor units: 100 million in cents)."""
-MAX_MULTIPLIER = 100_000_000
-"""Bound on a win or auto-cashout multiplier: 1,000,000.00x. With MAX_AMOUNT it keeps a
-payout below 10^16, far inside SQLite's 64-bit integers (the engine's max-profit cap
-is the product limit; this is the overflow guard)."""
 MAX_CRASH_POINT = 2**53
 """Crash points are recorded as drawn; any double-derived value fits."""
-MIN_AUTO_CASHOUT = 101
 MAX_TTL_MS = 24 * 3600 * 1000
+"""The longest a hold may wait for its confirmation."""
 MAX_SWEEP = 10_000
 """Bound on holds released by one sweep or one op's housekeeping."""
 MAX_ID_LEN = 200
+"""Longest idempotency, hold, ticket, partner or user id the ledger stores."""

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import math
 
+from .bounds import MAX_MULTIPLIER, MIN_MULTIPLIER
+
 GROWTH_PER_MS = 0.00006
 """Exponent rate: 2.00x at 11,553 ms, 100x at 76,753 ms (README figures are checked against ms_at)."""
-
-MIN_MULTIPLIER = 100
-"""1.00x, the value at (and before) elapsed time zero."""
-
-MAX_MULTIPLIER = 10**8
-"""1,000,000.00x: the largest multiplier the engine will schedule or price."""
 
 
 def multiplier_at(elapsed_ms: int) -> int:

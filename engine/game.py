@@ -52,6 +52,21 @@ from .ledger.ops import (
     SettleWin,
 )
 from .ledger.writer import Ledger, Pending
+from .reasons import (
+    ALREADY_CASHED_OUT,
+    BET_BUSY,
+    BET_REFUNDED,
+    CATALOGUE,
+    HOLD_BUSY,
+    HOLD_EXPIRED,
+    HOLD_RESOLVED,
+    LEDGER_BUSY,
+    ROUND_CLOSED,
+    ROUND_SETTLED,
+    ROUND_VOIDED,
+    UNKNOWN_HOLD,
+    UNKNOWN_TICKET,
+)
 from .round.events import (
     AutoCashoutChanged,
     BetAccepted,
@@ -87,14 +102,16 @@ class Announcer(Protocol):
 
 
 class GameError(Exception):
-    """A request the game refuses; ``code`` is the stable API problem code."""
+    """A request the game refuses. ``code`` names its entry in the one catalogue of
+    refusals (``crashd.engine.reasons``), which gives its status and default detail."""
 
-    def __init__(self, code: str, detail: str, status: int = 409, **extra: object) -> None:
-        super().__init__(detail)
+    def __init__(self, code: str, detail: str | None = None, **extra: object) -> None:
+        entry = CATALOGUE[code]
         self.code = code
-        self.detail = detail
-        self.status = status
+        self.detail = detail if detail is not None else entry.detail
+        self.status = entry.status
         self.extra = extra
+        super().__init__(self.detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +313,7 @@ class Game:
 
     def _check_backlog(self) -> None:
         if self.ledger.statistics().queued > self.max_ledger_backlog:
-            raise GameError("ledger_busy", "the ledger is behind; retry shortly", 503)
+            raise GameError(LEDGER_BUSY)
 
     async def reserve(
         self, op_id: str, player: Player, hold_id: str, amount: int, ttl_ms: int
@@ -305,8 +322,6 @@ class Game:
         if reason is not None:
             raise GameError(
                 reason,
-                _REASON_TEXT.get(reason, reason),
-                422,
                 min_stake=self.engine.config.min_stake,
                 max_stake=self.engine.config.max_stake,
             )
@@ -323,7 +338,7 @@ class Game:
 
     async def void_hold(self, op_id: str, player: Player, hold_id: str) -> HoldVoided:
         if hold_id in self._holds_busy:
-            raise GameError("hold_busy", "this hold is being confirmed", 409)
+            raise GameError(HOLD_BUSY, "this hold is being confirmed")
         self._holds_busy.add(hold_id)
         try:
             return await self.ledger.hold_void(
@@ -362,7 +377,7 @@ class Game:
                 result,
             )
         if hold_id in self._holds_busy:
-            raise GameError("hold_busy", "this hold is already being confirmed or voided", 409)
+            raise GameError(HOLD_BUSY, "this hold is already being confirmed or voided")
         self._holds_busy.add(hold_id)
         try:
             return await self._confirm(op_id, player, hold_id, auto_cashout, ticket_id)
@@ -378,18 +393,11 @@ class Game:
             player.partner_id,
             player.user_id,
         ):
-            raise GameError("unknown_hold", "no such hold for this user", 404)
+            raise GameError(UNKNOWN_HOLD)
         if hold.state != "pending":
-            raise GameError(
-                "hold_resolved", f"the hold is already {hold.state}", 409, state=hold.state
-            )
+            raise GameError(HOLD_RESOLVED, f"the hold is already {hold.state}", state=hold.state)
         if hold.expires_at <= self.ledger.now_ms() + self.confirm_margin_ms:
-            raise GameError(
-                "hold_expired",
-                "the hold has expired (or is about to); reserve again",
-                409,
-                expires_at=hold.expires_at,
-            )
+            raise GameError(HOLD_EXPIRED, expires_at=hold.expires_at)
         self._check_backlog()
         self._confirming[ticket_id] = (player, hold_id, op_id)
         try:
@@ -400,15 +408,11 @@ class Game:
         if accepted is None:
             rejected = _first(answer, Rejected)
             assert rejected is not None, answer
-            raise GameError(
-                rejected.reason,
-                _REASON_TEXT.get(rejected.reason, rejected.reason),
-                _REASON_STATUS.get(rejected.reason, 409),
-            )
+            raise GameError(rejected.reason)
         try:
             result = await self._wait(accepted)
         except LedgerError as err:
-            raise GameError(err.code, err.message, err.status, **err.detail) from None
+            raise GameError(err.code, err.message, **err.detail) from None
         assert isinstance(result, BetConfirmed)
         return Placed(
             ticket_id,
@@ -437,7 +441,7 @@ class Game:
             return Cashout(ticket_id, late.round_id, "too_late", crash_point=late.crashed_at)
         rejected = _first(answer, Rejected)
         assert rejected is not None, answer
-        if rejected.reason in {"already_cashed_out", "unknown_ticket", "round_settled"}:
+        if rejected.reason in {ALREADY_CASHED_OUT, UNKNOWN_TICKET, ROUND_SETTLED}:
             # The engine has moved on (or the bet already won): answer from the record,
             # once the ledger has it — a second request for a won bet learns its win,
             # for a lost one the crash. Never silence.
@@ -458,30 +462,28 @@ class Game:
                 rnd = await self.ledger.round(view.round_id)
                 crash = rnd.crash_point if rnd is not None else None
                 return Cashout(ticket_id, view.round_id, "too_late", crash_point=crash)
-            raise GameError("bet_refunded", "the bet was refunded (its round was voided)")
-        raise GameError(
-            rejected.reason,
-            _REASON_TEXT.get(rejected.reason, rejected.reason),
-            _REASON_STATUS.get(rejected.reason, 409),
-        )
+            raise GameError(BET_REFUNDED, "the bet was refunded (its round was voided)")
+        raise GameError(rejected.reason)
 
     async def _settled(self, ticket_id: str) -> BetView:
-        """The bet's ledger record once settled: the engine decided its outcome, and the
-        commit is at most one group behind (or the ledger is stalled: then give up)."""
-        for _ in range(500):
+        """The bet's ledger record once settled. The engine has decided its outcome and
+        queued the op before this call, so once everything queued so far committed
+        (``Ledger.barrier``: a wait, not a poll), the record has it."""
+        view = await self.ledger.bet(ticket_id)
+        if view is not None and view.outcome is None:
+            await self.ledger.barrier()
             view = await self.ledger.bet(ticket_id)
-            if view is None:
-                raise GameError("unknown_ticket", "no such ticket", 404)
-            if view.outcome is not None:
-                return view
-            await trio.sleep(0.01)
-        raise GameError("ledger_busy", "the settlement is not committed yet; retry", 503)
+        if view is None:
+            raise GameError(UNKNOWN_TICKET)
+        if view.outcome is None:
+            raise GameError(LEDGER_BUSY, "the settlement is not committed yet; retry")
+        return view
 
     async def _check_owner(self, player: Player, ticket_id: str) -> None:
         bet = self.engine.sequencer.find_bet(ticket_id)
         if bet is not None:
             if bet.user != player.key:
-                raise GameError("unknown_ticket", "no such ticket", 404)
+                raise GameError(UNKNOWN_TICKET)
             return
         view = await self.ledger.bet(ticket_id)
         if view is None or (view.environment, view.partner_id, view.user_id) != (
@@ -489,7 +491,7 @@ class Game:
             player.partner_id,
             player.user_id,
         ):
-            raise GameError("unknown_ticket", "no such ticket", 404)
+            raise GameError(UNKNOWN_TICKET)
 
     async def set_auto_cashout(
         self, op_id: str, player: Player, ticket_id: str, target: int | None
@@ -499,7 +501,7 @@ class Game:
         engine no longer holds is answered from its ledger record."""
         await self._check_owner(player, ticket_id)
         if ticket_id in self._retargeting:
-            raise GameError("bet_busy", "another change of this bet is in progress; retry", 409)
+            raise GameError(BET_BUSY)
         self._retargeting[ticket_id] = op_id
         try:
             if target is None:
@@ -513,15 +515,15 @@ class Game:
             try:
                 await self._wait(changed)
             except LedgerError as err:
-                raise GameError(err.code, err.message, err.status, **err.detail) from None
+                raise GameError(err.code, err.message, **err.detail) from None
             return changed.target
         rejected = _first(answer, Rejected)
         assert rejected is not None, answer
-        if rejected.reason == "unknown_ticket":
+        if rejected.reason == UNKNOWN_TICKET:
             raise await self._forgotten(ticket_id)
-        if rejected.reason in ("round_closed", "round_settled", "round_voided"):
-            raise _refusal(rejected.reason, round_id=rejected.round_id)
-        raise _refusal(rejected.reason)
+        if rejected.reason in (ROUND_CLOSED, ROUND_SETTLED, ROUND_VOIDED):
+            raise GameError(rejected.reason, round_id=rejected.round_id)
+        raise GameError(rejected.reason)
 
     async def _forgotten(self, ticket_id: str) -> GameError:
         """Why a command on a bet the engine no longer holds (settled in an earlier
@@ -529,33 +531,19 @@ class Game:
         record says. Only a ticket the ledger does not know is ``unknown_ticket``."""
         view = await self.ledger.bet(ticket_id)
         if view is None:
-            return _refusal("unknown_ticket")
+            return GameError(UNKNOWN_TICKET)
         if view.outcome == "refunded":
             # A bet that joined a round is refunded only by voiding it (by the engine or
             # by recovery after a restart), as the engine itself would answer; one
             # queued for a round that was never played is simply refunded.
             if view.round_id is not None:
-                return GameError(
-                    "round_voided", _REASON_TEXT["round_voided"], 409, round_id=view.round_id
-                )
-            return GameError("bet_refunded", _REASON_TEXT["bet_refunded"], 409)
+                return GameError(ROUND_VOIDED, round_id=view.round_id)
+            return GameError(BET_REFUNDED)
         if view.outcome is not None:
-            return GameError(
-                "round_settled",
-                _REASON_TEXT["round_settled"],
-                409,
-                round_id=view.round_id,
-                outcome=view.outcome,
-            )
+            return GameError(ROUND_SETTLED, round_id=view.round_id, outcome=view.outcome)
         # Unsettled and unknown to the engine: its round is past betting (it is being
         # settled right now), or the bet is still being confirmed.
-        return GameError("round_closed", _REASON_TEXT["round_closed"], 409, round_id=view.round_id)
-
-
-def _refusal(reason: str, **extra: object) -> GameError:
-    return GameError(
-        reason, _REASON_TEXT.get(reason, reason), _REASON_STATUS.get(reason, 409), **extra
-    )
+        return GameError(ROUND_CLOSED, round_id=view.round_id)
 
 
 E = TypeVar("E", bound=Event)
@@ -566,31 +554,3 @@ def _first(events: Sequence[Event], cls: type[E]) -> E | None:
         if isinstance(event, cls):
             return event
     return None
-
-
-_REASON_TEXT = {
-    "round_closed": "betting is closed for this round",
-    "round_not_running": "the round is not running yet; cash out once it runs",
-    "round_voided": "the round was voided",
-    "round_settled": "the round is over",
-    "round_full": "the round has no room for more bets",
-    "too_late": "the round crashed before the cashout",
-    "unknown_ticket": "no such ticket",
-    "duplicate_ticket": "this ticket already exists",
-    "stake_too_small": "the stake is below the minimum",
-    "stake_too_large": "the stake is above the maximum",
-    "too_many_bets": "this user already has the maximum number of bets in this round",
-    "already_cashed_out": "the bet was already cashed out",
-    "bet_refunded": "the bet was refunded",
-    "invalid_target": "auto-cashout targets are between 1.01x (101) and 1,000,000x",
-    "engine_stopping": "the server is shutting down and takes no more bets",
-    "bet_busy": "another change of this bet is in progress",
-}
-
-_REASON_STATUS = {
-    "unknown_ticket": 404,
-    "stake_too_small": 422,
-    "stake_too_large": 422,
-    "invalid_target": 422,
-    "engine_stopping": 503,
-}

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crashd.engine.reasons import CATALOGUE
+
 if TYPE_CHECKING:
     from quart import Response
 
@@ -30,50 +32,170 @@ documentation URL exists; docs/api.md lists every code."""
 class ProblemKind:
     status: int
     title: str
+    when: str = ""
+    """When it happens (docs/api.md's code tables are made from it)."""
 
 
-CODES: dict[str, ProblemKind] = {
-    # Transport and routing: produced by the framework, reshaped by the app.
-    "bad_request": ProblemKind(400, "Bad request"),
-    "not_found": ProblemKind(404, "Not found"),
-    "method_not_allowed": ProblemKind(405, "Method not allowed"),
-    "request_timeout": ProblemKind(408, "Request timeout"),
-    "payload_too_large": ProblemKind(413, "Request body too large"),
-    "unsupported_media_type": ProblemKind(415, "Unsupported media type"),
-    "internal_error": ProblemKind(500, "Internal server error"),
-    # Request bodies and parameters.
-    "malformed_json": ProblemKind(400, "Malformed JSON body"),
-    "validation_failed": ProblemKind(422, "Validation failed"),
-    # Authentication and authorisation.
-    "invalid_api_key": ProblemKind(401, "Invalid API key"),
-    "insufficient_scope": ProblemKind(403, "Insufficient scope"),
-    # Idempotency-Key.
-    "idempotency_key_required": ProblemKind(400, "Idempotency-Key header required"),
-    "idempotency_key_invalid": ProblemKind(400, "Idempotency-Key header invalid"),
-    "idempotency_key_reused": ProblemKind(422, "Idempotency-Key reused with a different request"),
-    "idempotency_key_in_flight": ProblemKind(
-        409, "Request with this Idempotency-Key still in progress"
+def _k(status: int, title: str, when: str) -> ProblemKind:
+    return ProblemKind(status, title, when)
+
+
+API_CODES: dict[str, ProblemKind] = {
+    # The API's own codes, in the order docs/api.md lists them. The game's, the
+    # engine's and the ledger's are the catalogue in crashd.engine.reasons.
+    "bad_request": _k(400, "Bad request", "a request the framework cannot parse"),
+    "malformed_json": _k(
+        400,
+        "Malformed JSON body",
+        "the body is not one well-formed UTF-8 JSON document (also: `NaN`/`Infinity`, "
+        "duplicate members, nesting too deep)",
+    ),
+    "idempotency_key_required": _k(
+        400, "Idempotency-Key header required", "a money-moving POST without `Idempotency-Key`"
+    ),
+    "idempotency_key_invalid": _k(
+        400,
+        "Idempotency-Key header invalid",
+        "`Idempotency-Key` is empty, longer than 255 or not visible ASCII",
+    ),
+    "invalid_api_key": _k(
+        401,
+        "Invalid API key",
+        "no key, a malformed `Authorization` header, or a key that is unknown, revoked, or "
+        "for an environment this server does not serve",
+    ),
+    "insufficient_scope": _k(
+        403,
+        "Insufficient scope",
+        "the key is valid but lacks the route's scope (`required_scope` names it)",
+    ),
+    "signature_missing": _k(
+        401,
+        "Signature missing",
+        "a signed route without `X-Crashd-Timestamp`/`-Nonce`/`-Signature` (or a webhook "
+        "without `Crashd-PSP-Signature`)",
+    ),
+    "signature_malformed": _k(
+        400,
+        "Signature malformed",
+        "a signature header that does not parse (timestamp not Unix seconds, nonce not "
+        "16-64 of `A-Za-z0-9_-`, signature not 64 lowercase hex)",
+    ),
+    "signature_expired": _k(
+        401,
+        "Signature expired",
+        "the timestamp is more than `signature_window_s` (webhook: 300 s) in the past",
+    ),
+    "signature_from_future": _k(
+        401,
+        "Signature timestamp in the future",
+        "the timestamp is more than `signature_window_s` in the future",
+    ),
+    "invalid_signature": _k(
+        401,
+        "Invalid signature",
+        "the signature does not match the request (or no `v1` matches a PSP secret)",
+    ),
+    "nonce_reused": _k(
+        409, "Nonce reused", "this key already used this nonce within the window: a replay"
+    ),
+    "rate_limited": _k(
+        429,
+        "Too many requests",
+        "over the key's (or, without a valid key, the client IP's) limit; see `Retry-After`",
+    ),
+    "psp_not_configured": _k(
+        503,
+        "PSP webhooks not configured",
+        "a PSP webhook, but `psp_secrets_file` is missing or empty",
+    ),
+    "environment_mismatch": _k(
+        422,
+        "Event for another environment",
+        "a PSP event for the other environment than this server's",
+    ),
+    "not_found": _k(404, "Not found", "no such resource"),
+    "method_not_allowed": _k(
+        405,
+        "Method not allowed",
+        "the resource exists but not with this method (see `Allow`)",
+    ),
+    "request_timeout": _k(408, "Request timeout", "the request body did not arrive within 30 s"),
+    "idempotency_key_in_flight": _k(
+        409,
+        "Request with this Idempotency-Key still in progress",
+        "the first request with this key is still running; retry after `Retry-After`",
+    ),
+    "payload_too_large": _k(
+        413,
+        "Request body too large",
+        "the body exceeds `max_body_bytes` (default 64 KiB), with or without `Content-Length`",
+    ),
+    "unsupported_media_type": _k(
+        415,
+        "Unsupported media type",
+        "a JSON route got a body that is not `Content-Type: application/json` (charset, if "
+        "given, must be UTF-8)",
+    ),
+    "validation_failed": _k(
+        422,
+        "Validation failed",
+        "the JSON or query parameters do not match the schema; `errors` lists every bad field",
+    ),
+    "idempotency_key_reused": _k(
+        422,
+        "Idempotency-Key reused with a different request",
+        "the key was used before for a different request (method, path, query or body differ)",
+    ),
+    "internal_error": _k(
+        500, "Internal server error", "the server failed; nothing internal is disclosed"
     ),
 }
 
+CODES: dict[str, ProblemKind] = {
+    **API_CODES,
+    **{code: _k(r.status, r.title, r.when) for code, r in CATALOGUE.items()},
+}
+"""Every code a response may carry: the API's own, then the game's catalogue."""
+assert not set(API_CODES) & set(CATALOGUE), "a code is declared twice"
+
 _GENERIC_BY_STATUS: dict[int, str] = {}
-for _code, _kind in CODES.items():
-    _GENERIC_BY_STATUS.setdefault(_kind.status, _code)
+for _code in (
+    "bad_request",
+    "invalid_api_key",
+    "insufficient_scope",
+    "not_found",
+    "method_not_allowed",
+    "request_timeout",
+    "idempotency_key_in_flight",
+    "payload_too_large",
+    "unsupported_media_type",
+    "validation_failed",
+    "internal_error",
+):
+    _GENERIC_BY_STATUS[API_CODES[_code].status] = _code
 
 
-def register_code(code: str, status: int, title: str) -> None:
-    """Add a domain code (``insufficient_funds``, ``round_closed`` …) at import time.
+def register_code(code: str, status: int, title: str, when: str = "") -> None:
+    """Add a code at import time (tests register their own ``test_*`` codes).
 
     Re-registering the same code with the same meaning is allowed (module reloads in
     tests); changing its status or title is a programming error.
     """
     if not code or not code.replace("_", "").isalnum() or code != code.lower():
         raise ValueError(f"problem code must be snake_case: {code!r}")
-    kind = ProblemKind(status, title)
+    kind = ProblemKind(status, title, when)
     existing = CODES.get(code)
-    if existing is not None and existing != kind:
+    if existing is not None and (existing.status, existing.title) != (status, title):
         raise ValueError(f"problem code {code!r} already registered as {existing}")
-    CODES[code] = kind
+    CODES.setdefault(code, kind)
+
+
+def describe_api_codes() -> str:
+    """The API's own codes as docs/api.md's Markdown table (a test keeps them equal)."""
+    lines = ["| code | status | when |", "|---|---|---|"]
+    lines += [f"| `{code}` | {k.status} | {k.when} |" for code, k in API_CODES.items()]
+    return "\n".join(lines) + "\n"
 
 
 def code_for_status(status: int) -> str:

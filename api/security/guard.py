@@ -34,7 +34,7 @@ from quart_trio import QuartTrio
 
 from crashd.api.config import Config
 from crashd.api.rest.contract import V, route_meta
-from crashd.api.rest.problems import Problem, register_code
+from crashd.api.rest.problems import Problem
 from crashd.api.rest.requestid import set_key_id
 from crashd.api.security import ratelimit, signing
 from crashd.api.services import current_services
@@ -46,18 +46,6 @@ _SCOPE_PRINCIPAL = "crashd.principal"
 _SCOPE_DECISION = "crashd.ratelimit"
 EXEMPT_PATHS = frozenset({"/api/v1/psp/webhook"})
 FEED_PATHS = frozenset({"/api/v1/feed/token"})
-
-SIGNATURE_CODES: dict[str, tuple[int, str]] = {
-    "signature_missing": (401, "Signature missing"),
-    "signature_malformed": (400, "Signature malformed"),
-    "signature_expired": (401, "Signature expired"),
-    "signature_from_future": (401, "Signature timestamp in the future"),
-    "invalid_signature": (401, "Invalid signature"),
-    "nonce_reused": (409, "Nonce reused"),
-}
-for _code, (_status, _title) in SIGNATURE_CODES.items():
-    register_code(_code, _status, _title)
-register_code("rate_limited", 429, "Too many requests")
 
 
 @dataclass
@@ -242,7 +230,6 @@ def signed(view: V) -> V:
 
 __all__: list[str] = [
     "EXEMPT_PATHS",
-    "SIGNATURE_CODES",
     "SecurityState",
     "bearer_token",
     "install",

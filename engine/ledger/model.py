@@ -18,6 +18,30 @@ from enum import Enum
 from typing import Any, ClassVar, Literal, NamedTuple
 
 from crashd.engine.proclock import InUse
+from crashd.engine.reasons import (
+    ALREADY_REVERSED,
+    ALREADY_SETTLED,
+    BET_IN_ROUND,
+    DUPLICATE_HOLD,
+    DUPLICATE_TICKET,
+    ENVIRONMENT_NOT_ALLOWED,
+    HOLD_EXPIRED,
+    HOLD_RESOLVED,
+    IDEMPOTENCY_CONFLICT,
+    INSUFFICIENT_FUNDS,
+    INVALID_MULTIPLIER,
+    INVALID_REQUEST,
+    LEDGER_UNAVAILABLE,
+    ROUND_CLOSED,
+    ROUND_NOT_CRASHED,
+    ROUND_OUT_OF_ORDER,
+    ROUND_STILL_OPEN,
+    UNKNOWN_HOLD,
+    UNKNOWN_ROUND,
+    UNKNOWN_TICKET,
+    UNKNOWN_WITHDRAWAL,
+    reason,
+)
 
 Environment = Literal["sandbox", "production"]
 ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
@@ -364,8 +388,12 @@ class LedgerError(Exception):
     """An operation was refused. Recorded against its idempotency id (so it stays
     failed), except ``InvalidRequest``, which never reaches the ledger."""
 
-    code: ClassVar[str] = "ledger_error"
-    status: ClassVar[int] = 409
+    code: ClassVar[str] = INVALID_REQUEST
+    """Its refusal code in ``crashd.engine.reasons`` (which gives its HTTP status)."""
+
+    @property
+    def status(self) -> int:
+        return reason(self.code).status
 
     def __init__(self, message: str, **detail: Any) -> None:
         super().__init__(message)
@@ -397,126 +425,105 @@ class InvalidRequest(LedgerError, ValueError):
     """Malformed operation (bad amount, unknown environment, …). Raised before queueing
     and not recorded: the caller can correct it and reuse the id."""
 
-    code = "invalid_request"
-    status = 422
+    code = INVALID_REQUEST
 
 
 class IdempotencyConflict(LedgerError):
     """The id was used before for a different operation or different contents."""
 
-    code = "idempotency_conflict"
-    status = 409
+    code = IDEMPOTENCY_CONFLICT
 
 
 class InsufficientFunds(LedgerError):
-    code = "insufficient_funds"
-    status = 409
+    code = INSUFFICIENT_FUNDS
 
 
 class EnvironmentNotAllowed(LedgerError):
     """E.g. a faucet credit in production."""
 
-    code = "environment_not_allowed"
-    status = 403
+    code = ENVIRONMENT_NOT_ALLOWED
 
 
 class DuplicateHold(LedgerError):
-    code = "duplicate_hold"
-    status = 409
+    code = DUPLICATE_HOLD
 
 
 class UnknownHold(LedgerError):
-    code = "unknown_hold"
-    status = 404
+    code = UNKNOWN_HOLD
 
 
 class HoldExpired(LedgerError):
-    code = "hold_expired"
-    status = 409
+    code = HOLD_EXPIRED
 
 
 class HoldResolved(LedgerError):
     """The hold was already posted or voided."""
 
-    code = "hold_resolved"
-    status = 409
+    code = HOLD_RESOLVED
 
 
 class DuplicateTicket(LedgerError):
-    code = "duplicate_ticket"
-    status = 409
+    code = DUPLICATE_TICKET
 
 
 class UnknownTicket(LedgerError):
-    code = "unknown_ticket"
-    status = 404
+    code = UNKNOWN_TICKET
 
 
 class AlreadySettled(LedgerError):
-    code = "already_settled"
-    status = 409
+    code = ALREADY_SETTLED
 
 
 class UnknownRound(LedgerError):
-    code = "unknown_round"
-    status = 404
+    code = UNKNOWN_ROUND
 
 
 class RoundClosed(LedgerError):
     """The round is not in a state that allows this (crashed, voided, or not open)."""
 
-    code = "round_closed"
-    status = 409
+    code = ROUND_CLOSED
 
 
 class BetInRound(LedgerError):
     """A bet that joined a round is refunded only by voiding that round."""
 
-    code = "bet_in_round"
-    status = 409
+    code = BET_IN_ROUND
 
 
 class RoundNotCrashed(LedgerError):
-    code = "round_not_crashed"
-    status = 409
+    code = ROUND_NOT_CRASHED
 
 
 class RoundStillOpen(LedgerError):
     """A new round cannot start while another is open."""
 
-    code = "round_still_open"
-    status = 409
+    code = ROUND_STILL_OPEN
 
 
 class RoundOutOfOrder(LedgerError):
     """Round ids are game numbers and only increase."""
 
-    code = "round_out_of_order"
-    status = 409
+    code = ROUND_OUT_OF_ORDER
 
 
 class InvalidMultiplier(LedgerError):
     """Below 1.00x, or above the crash point of a crashed round."""
 
-    code = "invalid_multiplier"
-    status = 422
+    code = INVALID_MULTIPLIER
 
 
 class UnknownWithdrawal(LedgerError):
-    code = "unknown_withdrawal"
-    status = 404
+    code = UNKNOWN_WITHDRAWAL
 
 
 class AlreadyReversed(LedgerError):
-    code = "already_reversed"
-    status = 409
+    code = ALREADY_REVERSED
 
 
 class LedgerClosed(LedgerError):
     """The writer stopped (shutdown or a fatal error) before answering."""
 
-    code = "ledger_unavailable"
-    status = 503
+    code = LEDGER_UNAVAILABLE
 
 
 class LedgerInUse(InUse):

@@ -215,6 +215,7 @@ class Ledger:
         self.recovery: Recovered | None = None
         """What start-up recovery did (``None`` if opened with ``recover=False``)."""
         self._commit_listeners: list[Callable[[Sequence[PlayerBalance]], None]] = []
+        self._inflight: _Batch | None = None
 
     def add_balance_listener(self, listener: Callable[[Sequence[PlayerBalance]], None]) -> None:
         """Call ``listener`` after every commit that changed player balances, with each
@@ -239,6 +240,7 @@ class Ledger:
                 self._wakeup = trio.Event()
                 continue
             batch = batches.popleft()
+            self._inflight = batch
             n = len(batch.ops)
             assert 0 < n <= self._max_group
             self._queued -= n
@@ -321,6 +323,16 @@ class Ledger:
         batch.ops.append(op)
         self._queued += 1
         return Pending(op, batch, len(batch.ops) - 1)
+
+    async def barrier(self) -> None:
+        """Wait until every op queued before this call has committed (or the ledger
+        stopped): ops commit in queue order, so waiting for the newest group is enough.
+        For a reader that knows an op was queued and wants to see its result."""
+        last = self._batches[-1] if self._batches else self._inflight
+        if last is None or last.done.is_set():
+            await trio.lowlevel.checkpoint()
+            return
+        await last.done.wait()
 
     def now_ms(self) -> int:
         """The ledger's clock (hold expiry is judged by it)."""

@@ -35,7 +35,19 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from crashd.engine.curve import MAX_MULTIPLIER, MIN_MULTIPLIER, ms_at, multiplier_at
+from crashd.engine.bounds import MAX_MULTIPLIER, MIN_AUTO_CASHOUT, MIN_MULTIPLIER
+from crashd.engine.curve import ms_at, multiplier_at
+from crashd.engine.reasons import (
+    ALREADY_CASHED_OUT,
+    BET_REFUNDED,
+    DUPLICATE_TICKET,
+    INVALID_TARGET,
+    ROUND_FULL,
+    STAKE_TOO_LARGE,
+    STAKE_TOO_SMALL,
+    TOO_MANY_BETS,
+    UNKNOWN_TICKET,
+)
 
 from .config import RoundConfig
 from .events import (
@@ -55,26 +67,7 @@ from .events import (
     TooLate,
     public_value,
 )
-from .tables import (
-    ALREADY_CASHED_OUT,
-    BET_REFUNDED,
-    COMMANDS,
-    DUPLICATE_TICKET,
-    INVALID_TARGET,
-    LEGAL,
-    MIN_AUTO_CASHOUT,
-    PUBLIC_STATUS,
-    REASONS,
-    ROUND_FULL,
-    STAKE_TOO_LARGE,
-    STAKE_TOO_SMALL,
-    TOO_MANY_BETS,
-    TRANSITIONS,
-    UNKNOWN_TICKET,
-    Command,
-    Phase,
-    Trigger,
-)
+from .tables import COMMANDS, LEGAL, PUBLIC_STATUS, REASONS, TRANSITIONS, Command, Phase, Trigger
 
 
 class BetState(str, Enum):

@@ -6,20 +6,19 @@ from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from crashd.engine.fairness import crash_point as fair_crash_point
-
-from .config import RoundConfig
-from .events import AutoCashoutChanged, BetAccepted, BetRefunded, Event, Rejected, Stopped
-from .machine import Bet, BetState, Round, RoundSnapshot, SeqCounter, check_new_bet, check_target
-from .tables import (
+from crashd.engine.reasons import (
     DUPLICATE_TICKET,
     ENGINE_STOPPING,
     ROUND_FULL,
     ROUND_NOT_RUNNING,
     TOO_MANY_BETS,
     UNKNOWN_TICKET,
-    Command,
-    Phase,
 )
+
+from .config import RoundConfig
+from .events import AutoCashoutChanged, BetAccepted, BetRefunded, Event, Rejected, Stopped
+from .machine import Bet, BetState, Round, RoundSnapshot, SeqCounter, check_new_bet, check_target
+from .tables import Command, Phase
 
 
 @dataclass(slots=True)

@@ -7,8 +7,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import Enum
 
-MIN_AUTO_CASHOUT = 101
-"""1.01x: the lowest auto-cashout target (1.00x would only return the stake)."""
+from crashd.engine.reasons import (
+    ALREADY_CASHED_OUT,
+    BET_REFUNDED,
+    DUPLICATE_TICKET,
+    ENGINE_STOPPING,
+    INVALID_TARGET,
+    ROUND_CLOSED,
+    ROUND_FULL,
+    ROUND_NOT_RUNNING,
+    ROUND_SETTLED,
+    ROUND_VOIDED,
+    STAKE_TOO_LARGE,
+    STAKE_TOO_SMALL,
+    TOO_LATE,
+    TOO_MANY_BETS,
+    UNKNOWN_TICKET,
+)
 
 
 class Phase(str, Enum):
@@ -50,23 +65,7 @@ class Command(str, Enum):
     VOID = "void"
 
 
-# Reason codes: stable snake_case strings, the same ones the API returns as ``code``.
-ROUND_CLOSED = "round_closed"
-ROUND_NOT_RUNNING = "round_not_running"
-ROUND_VOIDED = "round_voided"
-ROUND_SETTLED = "round_settled"
-ROUND_FULL = "round_full"
-TOO_LATE = "too_late"
-UNKNOWN_TICKET = "unknown_ticket"
-DUPLICATE_TICKET = "duplicate_ticket"
-STAKE_TOO_SMALL = "stake_too_small"
-STAKE_TOO_LARGE = "stake_too_large"
-TOO_MANY_BETS = "too_many_bets"
-ALREADY_CASHED_OUT = "already_cashed_out"
-BET_REFUNDED = "bet_refunded"
-INVALID_TARGET = "invalid_target"
-ENGINE_STOPPING = "engine_stopping"
-
+# The refusals the round engine gives (a subset of the one catalogue).
 REASONS = frozenset(
     {
         ROUND_CLOSED,

@@ -7,7 +7,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crashd.engine.curve import MAX_MULTIPLIER, format_multiplier, ms_at, multiplier_at
+from crashd.engine.bounds import MAX_MULTIPLIER
+from crashd.engine.curve import format_multiplier, ms_at, multiplier_at
 
 
 def test_known_points() -> None:

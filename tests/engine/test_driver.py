@@ -10,7 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from crashd.engine.curve import MAX_MULTIPLIER, ms_at
+from crashd.engine.bounds import MAX_MULTIPLIER
+from crashd.engine.curve import ms_at
 from crashd.engine.driver import Engine, EngineNotRunning
 from crashd.engine.fairness import ChainReader, build_chain, crash_point
 from crashd.engine.round.config import RoundConfig

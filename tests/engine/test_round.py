@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crashd.engine.curve import MAX_MULTIPLIER, ms_at, multiplier_at
+from crashd.engine.bounds import MAX_MULTIPLIER
+from crashd.engine.curve import ms_at, multiplier_at
 from crashd.engine.fairness import ChainReader, build_chain, crash_point
 from crashd.engine.round.config import RoundConfig
 from crashd.engine.round.events import (

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crashd.engine.curve import MAX_MULTIPLIER, ms_at
+from crashd.engine.bounds import MAX_MULTIPLIER
+from crashd.engine.curve import ms_at
 from support.servers import REPO
 
 ROOT = REPO

@@ -21,14 +21,15 @@ from quart import Blueprint, Response
 
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, idempotent
-from crashd.api.rest.problems import CODES, Problem, register_code
+from crashd.api.rest.problems import Problem
 from crashd.api.rest.validation import Integer, String
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import current_services
 from crashd.api.wire import API_PREFIX
-from crashd.engine.curve import MAX_MULTIPLIER, format_multiplier
+from crashd.engine.bounds import MAX_AMOUNT, MAX_MULTIPLIER
+from crashd.engine.curve import format_multiplier
 from crashd.engine.game import GameError, Player, ticket_for
 from crashd.engine.ledger import LedgerError
 from crashd.engine.ledger.model import BetView
@@ -40,60 +41,14 @@ bets = Blueprint("bets", __name__, url_prefix=API_PREFIX)
 USER_ID = r"[A-Za-z0-9_.:@-]{1,64}"
 TICKET = re.compile(r"t_[0-9a-f]{24}")
 HOLD = r"h_[0-9a-f]{24}"
-MAX_AMOUNT = 10**15
-
-# Domain problem codes: every refusal the engine, the game seam or the ledger can give.
-for _code, _status, _title in [
-    ("insufficient_funds", 409, "Insufficient funds"),
-    ("round_closed", 409, "Betting is closed"),
-    ("round_not_running", 409, "Round not running"),
-    ("round_voided", 409, "Round voided"),
-    ("round_settled", 409, "Round already settled"),
-    ("round_full", 409, "Round full"),
-    ("too_late", 409, "Too late: the round crashed"),
-    ("unknown_ticket", 404, "Unknown ticket"),
-    ("duplicate_ticket", 409, "Duplicate ticket"),
-    ("stake_too_small", 422, "Stake below the minimum"),
-    ("stake_too_large", 422, "Stake above the maximum"),
-    ("too_many_bets", 409, "Too many bets in this round"),
-    ("already_cashed_out", 409, "Already cashed out"),
-    ("bet_refunded", 409, "Bet refunded"),
-    ("invalid_target", 422, "Invalid auto-cashout target"),
-    ("engine_stopping", 503, "Server shutting down"),
-    ("hold_busy", 409, "Hold busy"),
-    ("bet_busy", 409, "Bet busy"),
-    ("ledger_busy", 503, "Ledger busy"),
-    ("unknown_hold", 404, "Unknown hold"),
-    ("hold_expired", 409, "Hold expired"),
-    ("hold_resolved", 409, "Hold already confirmed or released"),
-    ("duplicate_hold", 409, "Duplicate hold"),
-    ("idempotency_conflict", 409, "Idempotent id reused for a different operation"),
-    ("environment_not_allowed", 403, "Not allowed in this environment"),
-    ("ledger_unavailable", 503, "Ledger unavailable"),
-    ("invalid_request", 422, "Invalid request"),
-    ("already_settled", 409, "Already settled"),
-    ("bet_in_round", 409, "Bet already in a round"),
-    # Ledger refusals no route should meet (they guard the engine's own ops); registered
-    # so that one reaching a client anyway is a clear problem, never a 500.
-    ("round_out_of_order", 409, "Round out of order"),
-    ("round_still_open", 409, "Another round is still open"),
-    ("round_not_crashed", 409, "Round not crashed"),
-    ("invalid_multiplier", 422, "Invalid multiplier"),
-    ("unknown_withdrawal", 404, "Unknown withdrawal"),
-    ("already_reversed", 409, "Withdrawal already reversed"),
-]:
-    register_code(_code, _status, _title)
 
 
 def problem_from(err: GameError | LedgerError) -> Problem:
+    """The refusal as its problem: the code is the catalogue's (crashd.engine.reasons),
+    and so are its status and title."""
     if isinstance(err, GameError):
-        code, detail, status, extra = err.code, err.detail, err.status, dict(err.extra)
-    else:
-        code, detail, status, extra = err.code, err.message, err.status, dict(err.detail)
-    if code not in CODES:
-        # Every code is registered above; an unknown one is a bug, but still no 500.
-        code = "invalid_request" if status < 500 else "ledger_unavailable"
-    return Problem(code, detail, status=status, extra=extra)
+        return Problem(err.code, err.detail, extra=dict(err.extra))
+    return Problem(err.code, err.message, extra=dict(err.detail))
 
 
 def player_of(principal: Principal, user_id: str) -> Player:

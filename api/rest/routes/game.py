@@ -15,7 +15,7 @@ from quart import Blueprint, Response
 
 from crashd.api.rest.conditional import CONDITIONAL_HEADERS, CONDITIONAL_RESPONSES, conditional_json
 from crashd.api.rest.contract import documented, json_response, query_params
-from crashd.api.rest.problems import Problem, register_code
+from crashd.api.rest.problems import Problem
 from crashd.api.rest.validation import MAX_INTEGER, Integer
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.keys import Principal
@@ -26,8 +26,6 @@ from crashd.engine.ledger.model import BetView, RoundView
 
 game = Blueprint("game", __name__, url_prefix=API_PREFIX)
 
-register_code("unknown_round", 404, "Unknown round")
-register_code("round_not_finished", 409, "Round not finished")
 
 PAGE_MAX = 100
 

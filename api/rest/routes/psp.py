@@ -39,22 +39,21 @@ from quart import Blueprint, Response, request
 from crashd.api import wire
 from crashd.api.rest import validation
 from crashd.api.rest.contract import documented, json_response
-from crashd.api.rest.problems import Problem, register_code
+from crashd.api.rest.problems import Problem
 from crashd.api.rest.requestid import log_context
 from crashd.api.rest.validation import Choice, Integer, String
 from crashd.api.security import webhook as pspsig
 from crashd.api.security.keys import PARTNER_ID
 from crashd.api.services import current_services
 from crashd.api.wire import API_PREFIX
+from crashd.engine.bounds import MAX_AMOUNT
 from crashd.engine.ledger import LedgerError
 
-from .bets import MAX_AMOUNT, USER_ID, problem_from
+from .bets import USER_ID, problem_from
 
 psp = Blueprint("psp", __name__, url_prefix=API_PREFIX)
 log = logging.getLogger(__name__)
 
-register_code("psp_not_configured", 503, "PSP webhooks not configured")
-register_code("environment_mismatch", 422, "Event for another environment")
 
 EVENT_ID = r"[A-Za-z0-9_.:\-]{1,128}"
 EVENT_TYPE = r"[a-z0-9_.]{1,64}"
