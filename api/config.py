@@ -91,7 +91,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "address to listen on"),
-    Setting("port", int, "TCP port (0 picks a free one, reported in the log)", 0, 65535),
+    Setting("port", int, "TCP port (0 picks a free one, reported on stdout)", 0, 65535),
     Setting(
         "feed_port", int, "TCP port of the WebSocket feed listener (0 picks a free one)", 0, 65535
     ),
@@ -317,6 +317,43 @@ def config_from_args(args: Any, names: tuple[str, ...] | None = None) -> Config:
     wanted = names if names is not None else tuple(_BY_NAME)
     flags = {name: getattr(args, name, None) for name in wanted}
     return load_config(flags, config_file=getattr(args, "config", None))
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    return f"`{value}`"
+
+
+def _range_text(setting: Setting) -> str:
+    if setting.choices:
+        return " / ".join(f"`{c}`" for c in setting.choices)
+    if setting.minimum is None and setting.maximum is None:
+        return ""
+
+    def num(v: float | None) -> str:
+        if v is None:
+            return ""
+        return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
+
+    return f"{num(setting.minimum)}..{num(setting.maximum)}"
+
+
+def describe_settings() -> str:
+    """Every setting as docs/api.md's Markdown table (a test keeps them equal)."""
+    defaults = Config()
+    lines = [
+        "| TOML key | flag | environment | default | allowed | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        default = _default_text(getattr(defaults, s.name))
+        lines.append(
+            f"| `{s.name}` | `{s.flag}` | `{s.env}` | {default} | {_range_text(s)} | {s.help} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def describe(config: Config) -> str:

@@ -196,14 +196,19 @@ async def test_meta_routes_are_public_and_get_only(tmp_path: Path, path: str) ->
             assert (await client.post(path)).status_code == 405
 
 
-def test_the_docs_code_tables_are_the_code() -> None:
+def test_the_docs_code_and_settings_tables_are_the_code() -> None:
+    from crashd.api.config import describe_settings
     from crashd.api.rest.problems import describe_api_codes
     from crashd.engine.reasons import describe_codes
 
     docs = (REPO / "docs" / "api.md").read_text()
-    for name, table in (("api", describe_api_codes()), ("game", describe_codes())):
-        begin, end = f"<!-- codes:{name}:begin -->\n", f"<!-- codes:{name}:end -->"
-        assert docs[docs.index(begin) + len(begin) : docs.index(end)] == table
+    for name, table in (
+        ("codes:api", describe_api_codes()),
+        ("codes:game", describe_codes()),
+        ("settings", describe_settings()),
+    ):
+        begin, end = f"<!-- {name}:begin -->\n", f"<!-- {name}:end -->"
+        assert docs[docs.index(begin) + len(begin) : docs.index(end)] == table, name
 
 
 def test_docs_list_every_problem_code_and_setting() -> None:
