@@ -25,7 +25,6 @@ import logging
 import secrets
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -56,6 +55,7 @@ from .feed import FeedConfig, FeedServer
 from .feed.balances import BalanceFeed
 from .feed.hub import Hub
 from .feed.messages import FeedAnnouncer, make_snapshot
+from .live import LiveState
 from .rest.app import create_app
 from .rest.routes.feed import feed_authenticator
 from .services import GameRuntime, Services, open_services
@@ -200,12 +200,13 @@ def _parse_bind(url: str) -> ServerInfo:
 
 
 async def purge_idempotency_records(services: Services) -> None:
-    """Delete idempotency records past their retention, hourly."""
+    """Forget stored replies past their retention, hourly (a ledger op: the one writer
+    deletes them, in order with everything else)."""
+    ledger = services.require_game().game.ledger
     while True:
         await trio.sleep(PURGE_INTERVAL_S)
-        removed = await trio.to_thread.run_sync(services.idempotency.purge, time.time())
-        if removed:
-            log.info("purged %d expired idempotency records", removed)
+        kept = await services.idempotency.purge(ledger, ledger.now_ms())
+        log.info("idempotency: %d stored replies within the retention", kept)
 
 
 def service_tasks(services: Services) -> list[ServiceTask]:
@@ -279,11 +280,10 @@ async def _run_server(
             game = build_game(config, services.chain, ledger)
             game_done = trio.Event()
             balances: BalanceFeed | None = None
+            live = LiveState(game.engine, game.epoch_ms, config.environment, config.tick_hz)
             hub = Hub(
                 snapshot=make_snapshot(
-                    game.engine.last_snapshot,
-                    game.epoch_ms,
-                    lambda channel: balances.known(channel) if balances is not None else None,
+                    live, lambda channel: balances.known(channel) if balances is not None else None
                 )
             )
             game.announcer = FeedAnnouncer(hub, game.epoch_ms)
@@ -306,7 +306,9 @@ async def _run_server(
                     raise ServiceTaskEnded("the game engine stopped (is the hash chain used up?)")
 
             await nursery.start(run_game)
-            services.game = GameRuntime(game, game.epoch_offset_ms)
+            services.game = GameRuntime(game, game.epoch_offset_ms, live)
+            known = await services.idempotency.load(ledger, ledger.now_ms())
+            log.info("idempotency: %d stored replies within the retention", known)
             feed_server = FeedServer(hub, feed_authenticator(services.authenticator), FeedConfig())
             feed_port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
             feed_host = f"[{config.host}]" if ":" in config.host else config.host

@@ -7,9 +7,9 @@ tasks itself; the server owns every resource's lifetime (open here, close in
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from quart import current_app
 
@@ -17,11 +17,14 @@ from crashd.engine.chainstore import ChainFile
 from crashd.engine.game import Game
 
 from .config import Config
-from .rest.idempotency import IdempotencyStore
+from .rest.idempotency import Idempotency
 from .rest.problems import Problem
 from .security.keys import Authenticator, KeyStore
 
 SERVICES_EXTENSION = "crashd.services"
+
+if TYPE_CHECKING:
+    from .live import LiveState
 
 
 @dataclass
@@ -29,6 +32,8 @@ class GameRuntime:
     game: Game
     epoch_offset_ms: int
     """Wall-clock ms (Unix epoch) of engine instant 0."""
+    live: LiveState
+    """The public live state, built once per engine change (``GET /game/state``)."""
 
     def epoch_ms(self, engine_ms: int) -> int:
         return self.epoch_offset_ms + engine_ms
@@ -39,13 +44,11 @@ class Services:
     config: Config
     keys: KeyStore
     authenticator: Authenticator
-    idempotency: IdempotencyStore
+    idempotency: Idempotency
     chain: ChainFile
     """The operator's chain, including its secret seed: the engine needs it; routes may
     publish only ``spec.terminating_hash``, ``spec.encoding``, ``spec.games`` and
     ``salt``."""
-    instance_id: str = field(default_factory=lambda: secrets.token_hex(8))
-    """Identifies this process run (idempotency records left by a dead run are taken over)."""
     started_monotonic: float = field(default_factory=time.monotonic)
     feed_url: str | None = None
     """Where the WebSocket feed listens (``ws://host:port/api/v1/ws``), once it does."""
@@ -58,7 +61,6 @@ class Services:
         return self.game
 
     def close(self) -> None:
-        self.idempotency.close()
         self.keys.close()
 
 
@@ -66,13 +68,7 @@ def open_services(config: Config, chain: ChainFile) -> Services:
     """Open the database-backed parts of the services (blocking: call from a thread or
     before the event loop)."""
     keys = KeyStore(config.database)
-    try:
-        idempotency = IdempotencyStore(
-            config.database, retention_s=config.idempotency_retention_hours * 3600
-        )
-    except BaseException:
-        keys.close()
-        raise
+    idempotency = Idempotency(retention_ms=config.idempotency_retention_hours * 3600 * 1000)
     # One environment per server. Rounds are shared by every bet placed in them, and
     # max profit caps a whole round: demo bets in a production round could force real
     # players out early. So a sandbox server serves sandbox keys only, a production

@@ -9,6 +9,7 @@ are the engine's catalogue, ``crashd.engine.reasons``, plus the API's own in
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import IntEnum
 
 API_PREFIX = "/api/v1"
@@ -17,6 +18,19 @@ FEED_PATH = f"{API_PREFIX}/ws"
 """The WebSocket feed's path (on the feed listener's port)."""
 WEBHOOK_PATH = f"{API_PREFIX}/psp/webhook"
 FEED_TOKEN_PATH = f"{API_PREFIX}/feed/token"
+
+
+def iso_ms(epoch_ms: int | None) -> str | None:
+    """A Unix-epoch millisecond instant as the API writes times: ISO 8601, UTC, ``Z``,
+    millisecond precision (``2026-12-01T09:50:00.123Z``)."""
+    if epoch_ms is None:
+        return None
+    return (
+        datetime.fromtimestamp(epoch_ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
 
 # -- headers --------------------------------------------------------------------------
 

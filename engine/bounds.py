@@ -26,3 +26,5 @@ MAX_SWEEP = 10_000
 """Bound on holds released by one sweep or one op's housekeeping."""
 MAX_ID_LEN = 200
 """Longest idempotency, hold, ticket, partner or user id the ledger stores."""
+TOP_PARTICIPANTS = 10
+"""The largest bets a live-state snapshot lists (the full list is paged)."""

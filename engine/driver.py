@@ -30,8 +30,17 @@ import trio
 import trio.testing
 
 from .round.config import RoundConfig
-from .round.events import Event
-from .round.machine import RoundSnapshot
+from .round.events import (
+    BettingOpened,
+    Crashed,
+    Event,
+    RoundSettled,
+    RoundVoided,
+    RunningStarted,
+    Stopped,
+    Tick,
+)
+from .round.machine import BetInfo, RoundSnapshot
 from .round.sequencer import Sequencer
 from .round.tables import Phase
 
@@ -50,6 +59,9 @@ _MS_EPSILON = 1e-6
 """A nanosecond, in ms. ``sleep_until(t0 + d / 1000)`` wakes at a float that, minus
 ``t0`` and times 1000, can land a hair below ``d``; without this the engine would see
 ``d - 1`` on waking from the timer for ``d``."""
+
+
+_PHASE_OR_TICK = (Tick, BettingOpened, RunningStarted, Crashed, RoundVoided, RoundSettled, Stopped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +125,10 @@ class Engine:
         self._timer_wakeups = 0
         self._commands = 0
         self._events = 0
+        self.changes = 0
+        """Published event batches so far (a reader caching the state compares it)."""
+        self.phase_changes = 0
+        """Published batches that held a phase change or a tick."""
         self._max_tick_lateness = 0.0
         # Bounded: the bench reads these; a server running for weeks keeps the latest.
         self.tick_lateness: collections.deque[float] = collections.deque(maxlen=lateness_samples)
@@ -171,6 +187,14 @@ class Engine:
         now = self.now_ms()
         self._publish(self._seq.advance(now))
         return self._seq.snapshot(now)
+
+    def user_bets(self, user: Hashable) -> tuple[BetInfo, ...]:
+        """One user's bets in the current round, as of the last event published."""
+        return self._seq.user_bets(user)
+
+    def participants(self, offset: int, limit: int) -> tuple[BetInfo, ...]:
+        """A page of the current round's bets, as of the last event published."""
+        return self._seq.participants(offset, limit)
 
     def last_snapshot(self) -> RoundSnapshot:
         """The state as of the last event published, without advancing the clock: what
@@ -322,6 +346,11 @@ class Engine:
         if not events:
             return
         self._events += len(events)
+        # Counted before the observers run, so one reading them from inside a publish
+        # (a feed snapshot) already knows the state moved on.
+        self.changes += 1
+        if any(isinstance(e, _PHASE_OR_TICK) for e in events):
+            self.phase_changes += 1
         batch = tuple(events)
         self._publishing = True
         try:

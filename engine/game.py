@@ -40,7 +40,15 @@ import trio
 
 from .driver import Engine
 from .ledger import LedgerError
-from .ledger.model import BetConfirmed, BetSettled, BetView, HoldReserved, HoldVoided, Result
+from .ledger.model import (
+    BetConfirmed,
+    BetSettled,
+    BetView,
+    HoldReserved,
+    HoldVoided,
+    ReplySlot,
+    Result,
+)
 from .ledger.ops import (
     BetConfirm,
     BetRefund,
@@ -180,6 +188,9 @@ class Game:
         # ticket -> op id of the target change the engine may accept next (set by
         # set_auto_cashout just before the engine call, read by the observer).
         self._retargeting: dict[str, str] = {}
+        # ticket -> the reply slot of the request whose op the engine may decide next
+        # for that ticket (confirm, cash-out, target change): stored in that op's commit.
+        self._replies: dict[str, ReplySlot] = {}
         self._holds_busy: set[str] = set()
         # Tickets accepted for a round that had not opened yet: if refunded before it
         # opens, the ledger refunds them one by one (they never joined a round).
@@ -251,7 +262,7 @@ class Game:
         for event in events:
             op = self._op_for(event)
             if op is not None:
-                pending = self.ledger.enqueue(op)
+                pending = self.ledger.enqueue(op, self._reply_for(event))
                 self._pending_by_seq[event.seq] = pending
                 queued.append((event, pending))
             if not (isinstance(event, BetRefunded) and event.reason == WITHDRAWN):
@@ -265,6 +276,16 @@ class Game:
             self._watch_send.send_nowait((event, pending, announce if last else []))
         if not queued:
             self._announce(announce)
+
+    def _reply_for(self, event: Event) -> ReplySlot | None:
+        """The waiting request's reply slot, if this event answers it; the engine's
+        decision goes into its hints (what the reply says beyond the ledger's result)."""
+        if not isinstance(event, (BetAccepted, CashedOut, AutoCashoutChanged)):
+            return None
+        slot = self._replies.pop(event.ticket, None)
+        if slot is not None:
+            slot.hints["event"] = event
+        return slot
 
     def _op_for(self, event: Event) -> Op | None:
         if isinstance(event, BettingOpened):
@@ -316,7 +337,13 @@ class Game:
             raise GameError(LEDGER_BUSY)
 
     async def reserve(
-        self, op_id: str, player: Player, hold_id: str, amount: int, ttl_ms: int
+        self,
+        op_id: str,
+        player: Player,
+        hold_id: str,
+        amount: int,
+        ttl_ms: int,
+        reply: ReplySlot | None = None,
     ) -> HoldReserved:
         reason = check_new_bet(self.engine.config, amount, None)
         if reason is not None:
@@ -334,9 +361,12 @@ class Game:
             hold_id=hold_id,
             amount=amount,
             ttl_ms=ttl_ms,
+            reply=reply,
         )
 
-    async def void_hold(self, op_id: str, player: Player, hold_id: str) -> HoldVoided:
+    async def void_hold(
+        self, op_id: str, player: Player, hold_id: str, reply: ReplySlot | None = None
+    ) -> HoldVoided:
         if hold_id in self._holds_busy:
             raise GameError(HOLD_BUSY, "this hold is being confirmed")
         self._holds_busy.add(hold_id)
@@ -347,17 +377,32 @@ class Game:
                 partner_id=player.partner_id,
                 user_id=player.user_id,
                 hold_id=hold_id,
+                reply=reply,
             )
         finally:
             self._holds_busy.discard(hold_id)
 
     async def confirm(
-        self, op_id: str, player: Player, hold_id: str, auto_cashout: int | None, ticket_id: str
+        self,
+        op_id: str,
+        player: Player,
+        hold_id: str,
+        auto_cashout: int | None,
+        ticket_id: str,
+        reply: ReplySlot | None = None,
+        *,
+        fresh: bool = False,
     ) -> Placed:
-        """Post a hold as a bet in the round open for betting, or the next one."""
-        existing = await self.ledger.bet(ticket_id)
+        """Post a hold as a bet in the round open for betting, or the next one.
+
+        ``fresh``: the caller knows this ticket was never confirmed (its request key is
+        new), so no read is needed to rule out a retry."""
+        existing = None if fresh else await self.ledger.bet(ticket_id)
         if existing is not None:
             # A retry of a confirm that already went through: the ledger's answer.
+            if reply is not None:
+                reply.hints["round_id"] = existing.round_id or 0
+                reply.hints["queued"] = existing.round_id is None
             result = await self.ledger.bet_confirm(
                 op_id,
                 environment=player.environment,
@@ -367,6 +412,7 @@ class Game:
                 ticket_id=ticket_id,
                 auto_cashout=existing.auto_cashout,
                 round_id=existing.round_id,
+                reply=reply,
             )
             return Placed(
                 ticket_id,
@@ -380,12 +426,18 @@ class Game:
             raise GameError(HOLD_BUSY, "this hold is already being confirmed or voided")
         self._holds_busy.add(hold_id)
         try:
-            return await self._confirm(op_id, player, hold_id, auto_cashout, ticket_id)
+            return await self._confirm(op_id, player, hold_id, auto_cashout, ticket_id, reply)
         finally:
             self._holds_busy.discard(hold_id)
 
     async def _confirm(
-        self, op_id: str, player: Player, hold_id: str, auto_cashout: int | None, ticket_id: str
+        self,
+        op_id: str,
+        player: Player,
+        hold_id: str,
+        auto_cashout: int | None,
+        ticket_id: str,
+        reply: ReplySlot | None,
     ) -> Placed:
         hold = await self.ledger.hold(hold_id)
         if hold is None or (hold.environment, hold.partner_id, hold.user_id) != (
@@ -400,10 +452,13 @@ class Game:
             raise GameError(HOLD_EXPIRED, expires_at=hold.expires_at)
         self._check_backlog()
         self._confirming[ticket_id] = (player, hold_id, op_id)
+        if reply is not None:
+            self._replies[ticket_id] = reply
         try:
             answer = await self.engine.place_bet(ticket_id, player.key, hold.amount, auto_cashout)
         finally:
             self._confirming.pop(ticket_id, None)
+            self._replies.pop(ticket_id, None)
         accepted = _first(answer, BetAccepted)
         if accepted is None:
             rejected = _first(answer, Rejected)
@@ -414,6 +469,19 @@ class Game:
         except LedgerError as err:
             raise GameError(err.code, err.message, **err.detail) from None
         assert isinstance(result, BetConfirmed)
+        if result.replayed:
+            # The confirm had gone through long ago (its key's reply was past the
+            # retention, so nothing said "retry"): the engine's new bet is a duplicate.
+            # Take it back before it can play; the answer is the ledger's record.
+            self._withdraw(ticket_id)
+            return Placed(
+                ticket_id,
+                result.round_id or accepted.round_id,
+                result.round_id is None,
+                result.stake,
+                result.auto_cashout,
+                result,
+            )
         return Placed(
             ticket_id,
             accepted.round_id,
@@ -428,9 +496,16 @@ class Game:
         assert pending is not None, event
         return await pending.wait()
 
-    async def cash_out(self, player: Player, ticket_id: str) -> Cashout:
+    async def cash_out(
+        self, player: Player, ticket_id: str, reply: ReplySlot | None = None
+    ) -> Cashout:
         await self._check_owner(player, ticket_id)
-        answer = await self.engine.cash_out(ticket_id)
+        if reply is not None:
+            self._replies[ticket_id] = reply
+        try:
+            answer = await self.engine.cash_out(ticket_id)
+        finally:
+            self._replies.pop(ticket_id, None)
         won = _first(answer, CashedOut)
         if won is not None:
             result = await self._wait(won)
@@ -494,7 +569,12 @@ class Game:
             raise GameError(UNKNOWN_TICKET)
 
     async def set_auto_cashout(
-        self, op_id: str, player: Player, ticket_id: str, target: int | None
+        self,
+        op_id: str,
+        player: Player,
+        ticket_id: str,
+        target: int | None,
+        reply: ReplySlot | None = None,
     ) -> int | None:
         """Set (or cancel, with ``None``) a bet's auto-cashout target. Answered once the
         change is committed, so the bet's record shows the target in force; a bet the
@@ -503,6 +583,8 @@ class Game:
         if ticket_id in self._retargeting:
             raise GameError(BET_BUSY)
         self._retargeting[ticket_id] = op_id
+        if reply is not None:
+            self._replies[ticket_id] = reply
         try:
             if target is None:
                 answer = await self.engine.cancel_auto_cashout(ticket_id)
@@ -510,6 +592,7 @@ class Game:
                 answer = await self.engine.set_auto_cashout(ticket_id, target)
         finally:
             self._retargeting.pop(ticket_id, None)
+            self._replies.pop(ticket_id, None)
         changed = _first(answer, AutoCashoutChanged)
         if changed is not None:
             try:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES, USER_PREFIX, user_channel
+from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES, parse_user_channel, user_channel
 from crashd.engine.curve import GROWTH_PER_MS
 from crashd.engine.round.events import (
     BetAccepted,
@@ -31,7 +31,7 @@ from crashd.engine.round.events import (
     RunningStarted,
     Tick,
 )
-from crashd.engine.round.machine import RoundSnapshot
+from crashd.engine.round.machine import BetInfo, RoundSnapshot
 
 from .hub import Hub
 
@@ -97,6 +97,30 @@ def phase_payload(
     return None
 
 
+def cashout_public(event: CashedOut) -> dict[str, Any]:
+    """A cash-out as everyone may see it: no ticket, no user."""
+    return {
+        "stake": event.stake,
+        "multiplier": event.multiplier,
+        "payout": event.payout,
+        "kind": event.kind,
+        "elapsed_ms": event.elapsed_ms,
+    }
+
+
+def cashout_private(event: CashedOut) -> dict[str, Any]:
+    """A cash-out on its user's channel: with the ticket."""
+    user = event.user
+    user_id = str(user[2]) if isinstance(user, tuple) and len(user) == 3 else None
+    return {
+        "type": "cashed_out",
+        "round_id": event.round_id,
+        **cashout_public(event),
+        "ticket_id": event.ticket,
+        "user_id": user_id,
+    }
+
+
 def settled_payloads(
     event: Event, epoch_ms: Callable[[int], int]
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -106,18 +130,15 @@ def settled_payloads(
     channel = channel_of_user(user) if user is not None else None
     user_id = str(user[2]) if isinstance(user, tuple) and len(user) == 3 else None
     if isinstance(event, CashedOut):
-        public = {
-            "type": "cashed_out",
-            "round_id": event.round_id,
-            "stake": event.stake,
-            "multiplier": event.multiplier,
-            "payout": event.payout,
-            "kind": event.kind,
-            "elapsed_ms": event.elapsed_ms,
-        }
-        out.append((ROUND_UPDATES, public))
+        # Public cash-outs go out batched (FeedAnnouncer); this is the per-event form.
+        out.append(
+            (
+                ROUND_UPDATES,
+                {"type": "cashed_out", "round_id": event.round_id, **cashout_public(event)},
+            )
+        )
         if channel is not None:
-            out.append((channel, {**public, "ticket_id": event.ticket, "user_id": user_id}))
+            out.append((channel, cashout_private(event)))
     elif isinstance(event, BetAccepted) and channel is not None:
         out.append(
             (
@@ -177,8 +198,18 @@ def settled_payloads(
     return out
 
 
+def _bet_public(p: BetInfo) -> dict[str, Any]:
+    return {
+        "stake": p.stake,
+        "status": p.status,
+        "cashed_out_at": p.cashed_out_at,
+        "payout": p.payout,
+    }
+
+
 def public_state(snap: RoundSnapshot, epoch_ms: Callable[[int], int]) -> dict[str, Any]:
-    """The round as a late joiner needs it to draw the curve (no user named)."""
+    """The round as a late joiner needs it to draw the curve (no user named). Its size
+    does not grow with the round's: counts, totals and the largest bets only."""
     return {
         "round_id": snap.round_id,
         "status": snap.status,
@@ -193,53 +224,53 @@ def public_state(snap: RoundSnapshot, epoch_ms: Callable[[int], int]) -> dict[st
         else None,
         "crash_point": snap.crash_point,
         "game_hash": snap.game_hash,
-        "participant_count": len(snap.participants),
-        "participants": [
-            {
-                "stake": p.stake,
-                "status": p.status,
-                "cashed_out_at": p.cashed_out_at,
-                "payout": p.payout,
-            }
-            for p in snap.participants
-        ],
+        "participant_count": snap.participant_count,
+        "cashed_out_count": snap.cashed_out_count,
+        "total_stake": snap.total_stake,
+        "total_payout": snap.total_payout,
+        "top_bets": [_bet_public(p) for p in snap.top],
         "next_round_bets": snap.next_round_bets,
         "growth_per_ms": GROWTH_PER_MS,
     }
 
 
 def user_state(
-    snap: RoundSnapshot, channel: str, balance: Mapping[str, Any] | None = None
+    round_id: int,
+    status: str,
+    bets: Sequence[BetInfo],
+    balance: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A user's bets in the live round and the balance as of the last commit that
     changed it (``None`` until the server has read it: a ``balance`` message follows)."""
-    bets = [
-        {
-            "ticket_id": p.ticket,
-            "stake": p.stake,
-            "status": p.status,
-            "cashed_out_at": p.cashed_out_at,
-            "payout": p.payout,
-        }
-        for p in snap.participants
-        if channel_of_user(p.user) == channel
-    ]
-    return {"round_id": snap.round_id, "status": snap.status, "bets": bets, "balance": balance}
+    return {
+        "round_id": round_id,
+        "status": status,
+        "bets": [{"ticket_id": p.ticket, **_bet_public(p)} for p in bets],
+        "balance": balance,
+    }
+
+
+class LiveSource(Protocol):
+    """Where snapshots come from (``crashd.api.live.LiveState``)."""
+
+    def public(self) -> Mapping[str, Any]: ...
+    def user_bets(self, partner_id: str, user_id: str) -> tuple[int, str, tuple[BetInfo, ...]]: ...
 
 
 def make_snapshot(
-    state: Callable[[], RoundSnapshot],
-    epoch_ms: Callable[[int], int],
+    live: LiveSource,
     balance_of: Callable[[str], Mapping[str, Any] | None] | None = None,
 ) -> Callable[[str], Mapping[str, Any]]:
-    """The hub's snapshot provider (``balance_of``: a user channel's last balance, e.g.
-    ``BalanceFeed.known``)."""
+    """The hub's snapshot provider: public channels from the shared live state (built
+    once per engine change), a user channel from that user's bets alone (``balance_of``:
+    its last balance, e.g. ``BalanceFeed.known``)."""
 
     def snapshot(channel: str) -> Mapping[str, Any]:
-        snap = state()
-        if channel.startswith(USER_PREFIX):
-            return user_state(snap, channel, balance_of(channel) if balance_of else None)
-        return public_state(snap, epoch_ms)
+        user = parse_user_channel(channel)
+        if user is not None:
+            round_id, status, bets = live.user_bets(*user)
+            return user_state(round_id, status, bets, balance_of(channel) if balance_of else None)
+        return live.public()
 
     return snapshot
 
@@ -254,19 +285,52 @@ def publish_all(hub: Hub | None, pairs: list[tuple[str, dict[str, Any]]]) -> Non
 class FeedAnnouncer:
     """The game's announcer (``crashd.engine.game.Announcer``) for the feed: phase changes and
     ticks are published the moment the engine decides them, money news once its
-    ledger op committed."""
+    ledger op committed.
+
+    Public cash-outs travel together: those committed since the last tick go out as one
+    ``cashouts`` message on ``round_updates`` just before the next tick (or the round's
+    settlement), so the public channels cost subscribers × tick rate, never subscribers ×
+    cash-outs. A user's own cash-out still goes to its user channel at once.
+    """
 
     def __init__(self, hub: Hub, epoch_ms: Callable[[int], int]) -> None:
         self.hub = hub
         self.epoch_ms = epoch_ms
+        self._cashouts: list[dict[str, Any]] = []
+        self._cashouts_round: int | None = None
 
     def decided(self, events: Sequence[Event]) -> None:
         for event in events:
             phase = phase_payload(event, self.epoch_ms)
             if phase is not None:
+                if isinstance(event, Tick):
+                    self.flush_cashouts()
                 self.hub.publish(*phase)
 
     def committed(self, events: Sequence[Event]) -> None:
         for event in events:
-            if phase_payload(event, self.epoch_ms) is None:
-                publish_all(self.hub, settled_payloads(event, self.epoch_ms))
+            if phase_payload(event, self.epoch_ms) is not None:
+                continue
+            if isinstance(event, CashedOut):
+                if self._cashouts_round not in (None, event.round_id):
+                    self.flush_cashouts()
+                self._cashouts_round = event.round_id
+                self._cashouts.append(cashout_public(event))
+                channel = channel_of_user(event.user)
+                if channel is not None:
+                    self.hub.publish(channel, cashout_private(event))
+                continue
+            if isinstance(event, RoundSettled):
+                self.flush_cashouts()  # every cash-out of the round before its totals
+            publish_all(self.hub, settled_payloads(event, self.epoch_ms))
+
+    def flush_cashouts(self) -> None:
+        """Publish the cash-outs gathered since the last flush, if any, as one message."""
+        if not self._cashouts:
+            return
+        assert self._cashouts_round is not None
+        cashouts, self._cashouts = self._cashouts, []
+        self.hub.publish(
+            ROUND_UPDATES,
+            {"type": "cashouts", "round_id": self._cashouts_round, "cashouts": cashouts},
+        )

@@ -1,115 +1,57 @@
-"""``Idempotency-Key`` for POSTs that move money: one request, one effect, one answer.
+"""``Idempotency-Key`` for requests that move money: one request, one effect, one answer,
+and one durable commit.
 
-Records live in the ``api_idempotency`` table, keyed by (API key id, Idempotency-Key),
-so two partners cannot collide. Each holds a fingerprint (SHA-256 of method, path,
-query and body; a JSON body in canonical form, so member order and whitespace do not
-matter), a state (``in_progress`` / ``done``), the process run that owns it
-and, once done, the response (status, content type, body).
+A request's reply is stored by the ledger, in the same transaction (the same group
+commit) as the money movement it answers (``crashd.engine.ledger.model.ReplySlot``), in
+the ledger's ``replies`` table, keyed by a 16-byte hash of (API key id, Idempotency-Key)
+so two partners cannot collide. With it: the request's fingerprint (SHA-256 of method,
+path, query and body; a JSON body in canonical form, so member order and whitespace do
+not matter) and the reply (status, content type, body).
 
 For a request with key K:
 
-* no record (or one older than the retention, default 24 h): claim K, run the view,
-  store its response;
-* a ``done`` record with the same fingerprint: replay the stored response, with
+* K is still running in this process: 409 ``idempotency_key_in_flight`` (kept in
+  memory: a process that died has nothing in flight);
+* K has a stored reply with the same fingerprint: it is replayed with
   ``Idempotent-Replayed: true``; the view does not run, nothing moves;
-* a record with a different fingerprint: 422 ``idempotency_key_reused``;
-* an ``in_progress`` record of this process run: 409 ``idempotency_key_in_flight``;
-* an ``in_progress`` record of a *previous* run (the process died mid-request): taken
-  over, the view runs again. That is safe because the ledger's own idempotent ids carry
-  the same key, so money it already moved is not moved twice.
+* with a different fingerprint: 422 ``idempotency_key_reused``;
+* otherwise the view runs, and its money op carries K's reply slot into the commit.
 
-What is stored: every answer below 500 except 429 (a rate limit is about *when*, not
-*what*), including 4xx problems such as ``insufficient_funds``: asking again with the
-same key gets the same answer, as with Stripe. A 5xx or an exception (including
-cancellation) releases the claim so the client can retry with the same key.
+Which keys have a stored reply is known in memory (``SeenKeys``, a Bloom filter over
+the retention window, rebuilt from the table at start): a new key — almost every
+request — costs no read at all, a possible replay one read. What is stored: the answer
+to every request whose op reached the ledger, its refusals (``insufficient_funds``…)
+included, as the ledger records them. A request refused before any money could move
+(the round is closed, a validation error) touches no disk: a retry asks again. Records
+are kept ``idempotency_retention_hours`` (at least 24 h), then purged.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
+import math
 import re
-import sqlite3
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import trio
-from quart import Response, make_response, request
+from quart import Response, request
 
-from crashd.api import database as apidb
 from crashd.api.rest import validation
 from crashd.api.security.keys import Principal
 from crashd.api.wire import IDEMPOTENCY_HEADER, REPLAYED_HEADER
+from crashd.engine.ledger.model import LedgerError, ReplySlot, Result, StoredReply
 
 from .contract import V, route_meta
-from .problems import Problem, problem_response
+from .problems import PROBLEM_CONTENT_TYPE, Problem
+
+if TYPE_CHECKING:
+    from crashd.engine.ledger import Ledger
 
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 """1-255 visible ASCII characters: room for a UUID, a ULID or a partner's own order id."""
-
-_STORED_HEADERS = ("Content-Type", "Location")
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS api_idempotency (
-        key_id           TEXT NOT NULL,
-        idempotency_key  TEXT NOT NULL,
-        fingerprint      BLOB NOT NULL,
-        state            TEXT NOT NULL CHECK (state IN ('in_progress', 'done')),
-        owner            TEXT NOT NULL,
-        created_at       REAL NOT NULL,
-        status           INTEGER,
-        content_type     TEXT,
-        location         TEXT,
-        body             BLOB,
-        PRIMARY KEY (key_id, idempotency_key)
-    )""",
-    "CREATE INDEX IF NOT EXISTS api_idempotency_created ON api_idempotency (created_at)",
-)
-
-
-@dataclass(frozen=True)
-class Started:
-    """The caller owns the key now: run the request, then complete or release."""
-
-
-@dataclass(frozen=True)
-class Replay:
-    status: int
-    content_type: str
-    location: str | None
-    body: bytes
-
-
-@dataclass(frozen=True)
-class Reused:
-    """Same key, different request."""
-
-
-@dataclass(frozen=True)
-class InFlight:
-    """Same key, same request, still running."""
-
-
-BeginResult = Started | Replay | Reused | InFlight
-
-
-@dataclass(frozen=True)
-class IdempotencyToken:
-    """Passed to an idempotent view as ``idempotency=``: the key the client sent, scoped
-    to its API key. Give :attr:`scoped_id` to the ledger as the transfer's idempotent id,
-    so a retry after a crash cannot move money twice."""
-
-    key_id: str
-    key: str
-
-    @property
-    def scoped_id(self) -> str:
-        # key ids are "key_<hex>" (no "/"), so the split point is unambiguous.
-        return f"{self.key_id}/{self.key}"
 
 
 def canonical_body(body: bytes) -> bytes:
@@ -135,107 +77,145 @@ def fingerprint(method: str, path: str, query: bytes, body: bytes) -> bytes:
     return h.digest()
 
 
-class IdempotencyStore:
-    """The ``api_idempotency`` table. Thread-safe, blocking; ``now`` is wall-clock
-    seconds (records outlive the process, so monotonic time would not do)."""
-
-    def __init__(self, database: Path, *, retention_s: float = 24 * 3600) -> None:
-        if retention_s < 24 * 3600:
-            raise ValueError("idempotency records must be kept at least 24 hours")
-        self.retention_s = retention_s
-        self._db = apidb.Connection(database)
-        try:
-            with self._db.write() as conn:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-        except sqlite3.Error as exc:
-            raise apidb.DatabaseError(
-                f"cannot prepare idempotency table in {database}: {exc}"
-            ) from None
-
-    def close(self) -> None:
-        self._db.close()
-
-    def begin(self, key_id: str, key: str, fp: bytes, owner: str, now: float) -> BeginResult:
-        with self._db.write() as conn:
-            row = conn.execute(
-                "SELECT fingerprint, state, owner, created_at, status, content_type, location, body"
-                " FROM api_idempotency WHERE key_id = ? AND idempotency_key = ?",
-                (key_id, key),
-            ).fetchone()
-            if row is not None and row[3] < now - self.retention_s:
-                conn.execute(
-                    "DELETE FROM api_idempotency WHERE key_id = ? AND idempotency_key = ?",
-                    (key_id, key),
-                )
-                row = None
-            if row is None:
-                conn.execute(
-                    "INSERT INTO api_idempotency (key_id, idempotency_key, fingerprint, state, owner, created_at)"
-                    " VALUES (?, ?, ?, 'in_progress', ?, ?)",
-                    (key_id, key, fp, owner, now),
-                )
-                return Started()
-            stored_fp, state, stored_owner, _, status, content_type, location, body = row
-            if bytes(stored_fp) != fp:
-                return Reused()
-            if state == "done":
-                return Replay(int(status), str(content_type), location, bytes(body))
-            if stored_owner != owner:
-                conn.execute(
-                    "UPDATE api_idempotency SET owner = ? WHERE key_id = ? AND idempotency_key = ?",
-                    (owner, key_id, key),
-                )
-                return Started()
-            return InFlight()
-
-    def complete(
-        self,
-        key_id: str,
-        key: str,
-        owner: str,
-        status: int,
-        content_type: str,
-        location: str | None,
-        body: bytes,
-    ) -> None:
-        with self._db.write() as conn:
-            conn.execute(
-                "UPDATE api_idempotency SET state = 'done', status = ?, content_type = ?, location = ?, body = ?"
-                " WHERE key_id = ? AND idempotency_key = ? AND owner = ? AND state = 'in_progress'",
-                (status, content_type, location, body, key_id, key, owner),
-            )
-
-    def release(self, key_id: str, key: str, owner: str) -> None:
-        with self._db.write() as conn:
-            conn.execute(
-                "DELETE FROM api_idempotency WHERE key_id = ? AND idempotency_key = ?"
-                " AND owner = ? AND state = 'in_progress'",
-                (key_id, key, owner),
-            )
-
-    def purge(self, now: float) -> int:
-        """Delete records past the retention; returns how many."""
-        with self._db.write() as conn:
-            cur = conn.execute(
-                "DELETE FROM api_idempotency WHERE created_at < ?", (now - self.retention_s,)
-            )
-            return cur.rowcount
-
-    def count(self) -> int:
-        with self._db.read() as conn:
-            return int(conn.execute("SELECT count(*) FROM api_idempotency").fetchone()[0])
+def reply_key(key_id: str, key: str) -> bytes:
+    """The 16-byte key a request's reply is stored under (fixed size: the index stays
+    compact however long clients' keys are)."""
+    return hashlib.blake2b(f"{key_id}/{key}".encode(), digest_size=16).digest()
 
 
-def _should_store(status: int) -> bool:
-    return status < 500 and status != 429
+class SeenKeys:
+    """A Bloom filter of the reply keys stored within the retention window.
+
+    ``key in seen`` is never false for a stored key, and wrongly true for about one new
+    key in a hundred at the sized capacity: those pay one read. Sized for ``capacity``
+    keys; beyond it the false-positive rate rises (still correct), so the server
+    rebuilds it from the table after each purge."""
+
+    def __init__(self, capacity: int = 1_000_000, false_positive_rate: float = 0.01) -> None:
+        capacity = max(1, capacity)
+        bits = max(64, math.ceil(-capacity * math.log(false_positive_rate) / math.log(2) ** 2))
+        self._bits = bits
+        self._hashes = max(1, round(bits / capacity * math.log(2)))
+        self._array = bytearray((bits + 7) // 8)
+        self.added = 0
+
+    def _positions(self, key: bytes) -> Iterable[int]:
+        # Two 64-bit halves of the key's own hash (it is already a uniform hash),
+        # combined Kirsch-Mitzenmacher style into k positions.
+        a = int.from_bytes(key[:8], "little")
+        b = int.from_bytes(key[8:16], "little") | 1
+        return ((a + i * b) % self._bits for i in range(self._hashes))
+
+    def add(self, key: bytes) -> None:
+        array = self._array
+        for pos in self._positions(key):
+            array[pos >> 3] |= 1 << (pos & 7)
+        self.added += 1
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, bytes):
+            return False
+        array = self._array
+        return all(array[pos >> 3] & (1 << (pos & 7)) for pos in self._positions(key))
+
+
+@dataclass
+class Idempotency:
+    """The process's side of the Idempotency-Key rules: what is in flight, which keys
+    may have a stored reply, and the retention."""
+
+    retention_ms: int
+    seen: SeenKeys = field(default_factory=SeenKeys)
+    in_flight: set[bytes] = field(default_factory=set)
+    replays: int = 0
+    """Requests answered from a stored reply (for the operator's metrics)."""
+
+    async def load(self, ledger: Ledger, now_ms: int) -> int:
+        """(Re)build ``seen`` from the replies stored within the retention."""
+        keys = await ledger.reply_keys(now_ms - self.retention_ms)
+        seen = SeenKeys(capacity=max(1_000_000, 2 * len(keys)))
+        for key in keys:
+            seen.add(key)
+        self.seen = seen
+        return len(keys)
+
+    async def purge(self, ledger: Ledger, now_ms: int) -> int:
+        """Drop replies past the retention, then rebuild ``seen``; returns how many
+        replies remain."""
+        await ledger.purge_replies(now_ms - self.retention_ms)
+        return await self.load(ledger, now_ms)
+
+
+Render = Callable[[Result], tuple[int, Any]]
+"""A route's reply for its op's result: (HTTP status, JSON-able body)."""
+
+
+@dataclass
+class IdempotencyToken:
+    """Passed to an idempotent view as ``idempotency=``: the key the client sent, scoped
+    to its API key. Give :attr:`scoped_id` to the ledger as the transfer's idempotent id,
+    so a retry after a crash cannot move money twice, and :meth:`slot` to the money op
+    that answers the request, so the reply is stored in the same commit."""
+
+    key_id: str
+    key: str
+    fingerprint: bytes = b""
+    request_id: str = ""
+    fresh: bool = False
+    """No reply was ever stored under this key: the request is not a retry of one that
+    reached the ledger (so, e.g., a confirm need not look for its bet first)."""
+    slots: list[ReplySlot] = field(default_factory=list)
+
+    @property
+    def scoped_id(self) -> str:
+        # key ids are "key_<hex>" (no "/"), so the split point is unambiguous.
+        return f"{self.key_id}/{self.key}"
+
+    def slot(self, render: Render) -> ReplySlot:
+        """A reply slot for the op answering this request: ``render`` makes the reply of
+        a result; a refusal of the ledger is kept as its problem."""
+        request_id = self.request_id
+
+        def keep(slot: ReplySlot, answer: Result | LedgerError) -> StoredReply:
+            if isinstance(answer, LedgerError):
+                from crashd.api.rest.routes.bets import problem_from  # (routes import us)
+
+                problem = problem_from(answer)
+                return StoredReply(problem.status, PROBLEM_CONTENT_TYPE, problem.encode(request_id))
+            status, body = render(answer)
+            data = json.dumps(body, separators=(",", ":")).encode()
+            return StoredReply(status, "application/json", data)
+
+        slot = ReplySlot(reply_key(self.key_id, self.key), self.fingerprint, keep)
+        self.slots.append(slot)
+        return slot
+
+
+def reply_response(reply: StoredReply, *, replayed: bool = False) -> Response:
+    headers = {"Content-Type": reply.content_type}
+    if replayed:
+        headers[REPLAYED_HEADER] = "true"
+    return Response(reply.body, status=reply.status, headers=headers)
+
+
+def stored_or(slot: ReplySlot, live: Callable[[], Response]) -> Response:
+    """The response for a request whose op answered with ``slot``: exactly the reply
+    that was stored (or, if its key was taken, the earlier one); ``live()`` only when
+    nothing could be kept."""
+    if slot.existing is not None:
+        return reply_response(slot.existing[1], replayed=True)
+    if slot.stored is not None:
+        return reply_response(slot.stored)
+    return live()
 
 
 def idempotent(view: V) -> V:
     """Require an ``Idempotency-Key`` and apply the rules above; the view receives
     ``idempotency=`` (an :class:`IdempotencyToken`). Place it inside
-    :func:`crashd.api.security.auth.requires_scope` (it needs ``principal=``) and outside
-    :func:`crashd.api.rest.contract.json_body` (so validation failures are answered consistently)."""
+    :func:`crashd.api.security.auth.requires_scope` (it needs ``principal=``) and
+    outside :func:`crashd.api.rest.contract.json_body` (so validation failures are
+    answered consistently)."""
+    from crashd.api.rest.requestid import request_id_of
     from crashd.api.services import current_services  # services imports this module
 
     route_meta(view).idempotent = True
@@ -255,57 +235,47 @@ def idempotent(view: V) -> V:
                 f"{IDEMPOTENCY_HEADER} must be 1-255 visible ASCII characters",
             )
         services = current_services()
-        store = services.idempotency
-        owner = services.instance_id
+        state = services.idempotency
         body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         fp = fingerprint(request.method, request.path, request.query_string, body)
-        result = await trio.to_thread.run_sync(
-            store.begin, principal.key_id, key, fp, owner, time.time()
-        )
-        if isinstance(result, Replay):
-            headers = {REPLAYED_HEADER: "true", "Content-Type": result.content_type}
-            if result.location is not None:
-                headers["Location"] = result.location
-            return Response(result.body, status=result.status, headers=headers)
-        if isinstance(result, Reused):
-            raise Problem(
-                "idempotency_key_reused",
-                f"this {IDEMPOTENCY_HEADER} was used for a different request",
-            )
-        if isinstance(result, InFlight):
+        rkey = reply_key(principal.key_id, key)
+        if rkey in state.in_flight:
             raise Problem(
                 "idempotency_key_in_flight",
                 f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry shortly",
                 headers={"Retry-After": "1"},
             )
-        stored = False
-        kwargs["idempotency"] = IdempotencyToken(principal.key_id, key)
+        state.in_flight.add(rkey)
         try:
-            try:
-                response = await make_response(await view(*args, **kwargs))
-            except Problem as problem:
-                response = problem_response(problem)
-            if _should_store(response.status_code):
-                raw = response.get_data(as_text=False)
-                # Quart's get_data is async, Werkzeug's (a view may return one) is not.
-                data: bytes = await raw if inspect.isawaitable(raw) else raw
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(
-                        store.complete,
-                        principal.key_id,
-                        key,
-                        owner,
-                        response.status_code,
-                        response.headers.get("Content-Type", "application/json"),
-                        response.headers.get("Location"),
-                        data,
+            fresh = rkey not in state.seen
+            if not fresh and services.game is not None:
+                found = await services.game.game.ledger.reply(rkey)
+                if found is not None:
+                    stored_fp, reply = found
+                    if stored_fp != fp:
+                        raise Problem(
+                            "idempotency_key_reused",
+                            f"this {IDEMPOTENCY_HEADER} was used for a different request",
+                        )
+                    state.replays += 1
+                    return reply_response(reply, replayed=True)
+            token = IdempotencyToken(
+                principal.key_id, key, fp, request_id_of(request.scope), fresh=fresh
+            )
+            kwargs["idempotency"] = token
+            response = await view(*args, **kwargs)
+            for slot in token.slots:
+                if slot.stored is not None:
+                    state.seen.add(slot.key)
+                if slot.existing is not None and slot.existing[0] != fp:
+                    # The key was taken after all (a hash collision, or a reply stored
+                    # by another path): the first reply stands.
+                    raise Problem(
+                        "idempotency_key_reused",
+                        f"this {IDEMPOTENCY_HEADER} was used for a different request",
                     )
-                stored = True
             return response
         finally:
-            if not stored:
-                # Shielded: a cancelled request must still free its key for a retry.
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(store.release, principal.key_id, key, owner)
+            state.in_flight.discard(rkey)
 
     return wrapper  # type: ignore[return-value]

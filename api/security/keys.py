@@ -64,6 +64,9 @@ MAX_OVERLAP_S = 30 * 24 * 3600
 SIGNING_PREFIX = "cs_"
 
 _SCHEMA = """
+-- The API's own idempotency table of earlier builds: replies are now stored by the
+-- ledger in the same commit as their money (its replies table).
+DROP TABLE IF EXISTS api_idempotency;
 CREATE TABLE IF NOT EXISTS api_keys (
     id           TEXT PRIMARY KEY,
     secret_hash  BLOB NOT NULL UNIQUE,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -256,6 +257,9 @@ class Posted(Result):
     amount: int
     balance: int
     """The player's available balance right after this op."""
+    posted: int | None = None
+    """The player's posted balance right after this op (``None`` in records written
+    before it was kept)."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +342,13 @@ class RoundVoided(Result):
 
 
 @dataclass(frozen=True)
+class RepliesPurged(Result):
+    kind: ClassVar[str] = "replies_purged"
+    before: int
+    """Stored replies created before this instant (ms) were deleted."""
+
+
+@dataclass(frozen=True)
 class HoldsReleased(Result):
     kind: ClassVar[str] = "holds_released"
     released: int
@@ -370,6 +381,7 @@ RESULT_TYPES: dict[str, type[Result]] = {
         RoundSettled,
         RoundVoided,
         HoldsReleased,
+        RepliesPurged,
         Recovered,
     )
 }
@@ -579,6 +591,44 @@ class Balance:
     pending: int
     """Unexpired pending holds."""
     available: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReply:
+    """The reply a client got for a request, kept with the op that answered it."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+class ReplySlot:
+    """A client request's reply, to be stored in the same transaction as the op that
+    answers it, under the request's key: one durable commit for both, and a retry with
+    the same key is answered from the stored reply (``crashd.api.rest.idempotency``).
+
+    The ledger never reads the reply: ``render(slot, answer)`` turns the op's answer
+    (its result or refusal) into the bytes to keep; the caller may leave ``hints`` for
+    it (the engine's decision, say). After the commit ``stored`` holds what was kept;
+    ``existing`` is set instead when the key was already taken (the stored reply of an
+    earlier request, which the op did not overwrite).
+    """
+
+    __slots__ = ("key", "fingerprint", "render", "hints", "stored", "existing")
+
+    def __init__(
+        self,
+        key: bytes,
+        fingerprint: bytes,
+        render: Callable[[ReplySlot, Result | LedgerError], StoredReply],
+    ) -> None:
+        assert len(key) == 16, "a reply key is a 16-byte hash of the request's key"
+        self.key = key
+        self.fingerprint = fingerprint
+        self.render = render
+        self.hints: dict[str, Any] = {}
+        self.stored: StoredReply | None = None
+        self.existing: tuple[bytes, StoredReply] | None = None
 
 
 class PlayerBalance(NamedTuple):

@@ -59,6 +59,7 @@ from .model import (
     OpRecord,
     Posted,
     Recovered,
+    RepliesPurged,
     Result,
     Round,
     RoundClosed,
@@ -246,7 +247,9 @@ class PspDeposit(_PlayerOp):
         txn.transfer(
             seq, txn.system(self.environment, AccountKind.PSP), player, self.amount, "deposit", now
         )
-        return Posted(self.op_id, seq, amount=self.amount, balance=player.available)
+        return Posted(
+            self.op_id, seq, amount=self.amount, balance=player.available, posted=player.posted
+        )
 
 
 @dataclass(frozen=True)
@@ -281,7 +284,9 @@ class PspWithdrawal(_PlayerOp):
             "withdrawal",
             now,
         )
-        return Posted(self.op_id, seq, amount=self.amount, balance=player.available)
+        return Posted(
+            self.op_id, seq, amount=self.amount, balance=player.available, posted=player.posted
+        )
 
 
 @dataclass(frozen=True)
@@ -316,7 +321,9 @@ class PspWithdrawalReversal(Op):
         psp = txn.account_by_id(credit)
         txn.transfer(seq, psp, player, amount, "withdrawal_reversal", now)
         txn.record_reversal(original.seq, seq)
-        return Posted(self.op_id, seq, amount=amount, balance=player.available)
+        return Posted(
+            self.op_id, seq, amount=amount, balance=player.available, posted=player.posted
+        )
 
 
 @dataclass(frozen=True)
@@ -343,7 +350,9 @@ class FaucetCredit(_PlayerOp):
         txn.transfer(
             seq, txn.system("sandbox", AccountKind.FAUCET), player, self.amount, "faucet", now
         )
-        return Posted(self.op_id, seq, amount=self.amount, balance=player.available)
+        return Posted(
+            self.op_id, seq, amount=self.amount, balance=player.available, posted=player.posted
+        )
 
 
 @dataclass(frozen=True)
@@ -893,6 +902,25 @@ class RoundVoid(Op):
         return RoundVoided(
             self.op_id, seq, round_id=self.round_id, refunded=refunded, refunded_amount=amount
         )
+
+
+@dataclass(frozen=True)
+class PurgeReplies(Op):
+    """Forget the stored replies created before ``before`` (ms): the retention of
+    Idempotency-Key answers. The ledger's history is untouched."""
+
+    kind: ClassVar[str] = "purge_replies"
+    before: int
+
+    def validate(self) -> None:
+        super().validate()
+        if type(self.before) is not int or self.before < 0:
+            raise InvalidRequest("before must be a non-negative int (ms)", field="before")
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        txn.purge_replies_before = max(txn.purge_replies_before or 0, self.before)
+        txn.mutations += 1
+        return RepliesPurged(self.op_id, seq, before=self.before)
 
 
 @dataclass(frozen=True)

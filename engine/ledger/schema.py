@@ -11,7 +11,7 @@ transaction as the transfers and audited against their sum.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Multi-value CHECKs are spelled as OR chains, never ``IN (...)``: SQLite evaluates a
 # constant IN list of three or more values by building a temporary index each time
@@ -141,6 +141,19 @@ CREATE TABLE IF NOT EXISTS transfers (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS transfers_by_op ON transfers (op);
 
+-- Version 4: the reply each client request got, stored in the same transaction as the
+-- op that answered it (one durable commit per request), under a 16-byte hash of the
+-- request's scoped Idempotency-Key. Not history: rows past the retention are deleted.
+CREATE TABLE IF NOT EXISTS replies (
+    key          BLOB PRIMARY KEY CHECK (length(key) = 16),
+    fingerprint  BLOB NOT NULL,
+    status       INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    body         BLOB NOT NULL,
+    created_at   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replies_by_age ON replies (created_at);
+
 CREATE TABLE IF NOT EXISTS reversals (
     withdrawal_op INTEGER PRIMARY KEY REFERENCES ops(id),
     op            INTEGER NOT NULL UNIQUE REFERENCES ops(id)
@@ -258,3 +271,6 @@ MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
 # 2 → 3 changes no table: the bets trigger is swapped by the DDL itself (DROP of the
 # old name, CREATE of the new), which every open runs.
 MIGRATIONS[2] = []
+# 3 → 4 adds the replies table (the DDL creates it); the API's separate
+# api_idempotency table, which needed two commits of its own per request, is gone.
+MIGRATIONS[3] = []

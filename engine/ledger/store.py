@@ -7,6 +7,7 @@ knows about Trio.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -30,14 +31,18 @@ from .model import (
     LedgerInUse,
     OpRecord,
     PlayerBalance,
+    ReplySlot,
     Result,
     Round,
     RoundState,
     RoundView,
+    StoredReply,
 )
 from .ops import Op, apply, prefetch_keys
 from .schema import DDL, MIGRATIONS, SCHEMA_VERSION
 from .txn import Ids, Txn
+
+log = logging.getLogger(__name__)
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 _SYNC_CODES = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
@@ -419,10 +424,18 @@ class Store:
         for t in tickets - bet_found:
             txn.prime_bet(t, None)
 
-    def apply_group(self, ops: Sequence[Op], now: int) -> list[Result | LedgerError]:
+    def apply_group(
+        self,
+        ops: Sequence[Op],
+        now: int,
+        replies: Sequence[ReplySlot | None] | None = None,
+    ) -> list[Result | LedgerError]:
         """Plan every op, write them all, commit once. Returns one answer per op, in
         order, valid only because the commit succeeded (an exception means nothing of
-        this group is durable and the caller must not answer anyone)."""
+        this group is durable and the caller must not answer anyone).
+
+        ``replies`` (one slot or ``None`` per op) are the client replies to store with
+        their ops, in the same transaction (see ``ReplySlot``)."""
         txn = Txn(self, Ids(**vars(self.ids)))
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
@@ -430,6 +443,8 @@ class Store:
             op_keys = [op.key() for op in ops]
             self._prefetch(txn, ops, op_keys)
             answers = [apply(txn, op, now, key) for op, key in zip(ops, op_keys, strict=True)]
+            if replies is not None:
+                self._keep_replies(txn, replies, answers, now)
             self._flush(txn)
             c.execute("COMMIT")
         except BaseException:
@@ -458,6 +473,45 @@ class Store:
             self._accounts.clear()
             self._accounts_by_id.clear()
         return answers
+
+    def _keep_replies(
+        self,
+        txn: Txn,
+        slots: Sequence[ReplySlot | None],
+        answers: Sequence[Result | LedgerError],
+        now: int,
+    ) -> None:
+        wanted = [s for s in slots if s is not None]
+        if not wanted:
+            return
+        taken: dict[bytes, tuple[bytes, StoredReply]] = {}
+        for chunk in _chunks(sorted({s.key for s in wanted})):
+            for r in self.conn.execute(
+                "SELECT key, fingerprint, status, content_type, body FROM replies "
+                f"WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                taken[bytes(r[0])] = (bytes(r[1]), StoredReply(r[2], r[3], bytes(r[4])))
+        for slot, answer in zip(slots, answers, strict=True):
+            if slot is None:
+                continue
+            if slot.key in taken:
+                # The client's retry raced past its own check (or a key hash collided):
+                # the first reply stands, never overwritten.
+                slot.existing = taken[slot.key]
+                continue
+            try:
+                reply = slot.render(slot, answer)
+            except Exception:
+                # A reply that cannot be rendered is a bug of the caller's; it must not
+                # fail the group (every other op's commit): keep nothing, answer live.
+                log.exception("rendering a stored reply failed (nothing kept)")
+                continue
+            taken[slot.key] = (slot.fingerprint, reply)
+            slot.stored = reply
+            txn.new_replies.append(
+                (slot.key, slot.fingerprint, reply.status, reply.content_type, reply.body, now)
+            )
 
     def _flush(self, txn: Txn) -> None:
         c = self.conn
@@ -567,6 +621,14 @@ class Store:
                 "kind, hold, ts) VALUES (?,?,?,?,?,?,?,?,?)",
                 txn.new_transfers,
             )
+        if txn.new_replies:
+            c.executemany(
+                "INSERT INTO replies (key, fingerprint, status, content_type, body, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                txn.new_replies,
+            )
+        if txn.purge_replies_before is not None:
+            c.execute("DELETE FROM replies WHERE created_at < ?", (txn.purge_replies_before,))
         if txn.new_reversals:
             c.executemany(
                 "INSERT INTO reversals (withdrawal_op, op) VALUES (?,?)", txn.new_reversals
@@ -626,6 +688,22 @@ class Reader:
 
     def close(self) -> None:
         self.conn.close()
+
+    def reply(self, key: bytes) -> tuple[bytes, StoredReply] | None:
+        """(request fingerprint, stored reply) under a request key, if any."""
+        row = self.conn.execute(
+            "SELECT fingerprint, status, content_type, body FROM replies WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return bytes(row[0]), StoredReply(row[1], row[2], bytes(row[3]))
+
+    def reply_keys(self, since: int) -> list[bytes]:
+        """Keys of the replies stored since ``since`` (ms), for an in-memory index."""
+        return [
+            bytes(r[0])
+            for r in self.conn.execute("SELECT key FROM replies WHERE created_at >= ?", (since,))
+        ]
 
     def balance(self, key: AccountKey, now: int) -> Balance:
         row = self.conn.execute(

@@ -91,6 +91,9 @@ class Txn:
         self.new_transfers: list[tuple[int, int, str, int, int, int, str, int | None, int]] = []
         """(id, op, environment, debit, credit, amount, kind, hold, ts)"""
         self.new_reversals: list[tuple[int, int]] = []
+        self.new_replies: list[tuple[bytes, bytes, int, str, bytes, int]] = []
+        """(key, fingerprint, status, content type, body, created at)"""
+        self.purge_replies_before: int | None = None
 
     # -- cache priming (the store prefetches in bulk; misses fall back to single loads)
 

@@ -51,12 +51,15 @@ from .model import (
     PlayerBalance,
     Posted,
     Recovered,
+    RepliesPurged,
+    ReplySlot,
     Result,
     RoundCrashed,
     RoundSettled,
     RoundStarted,
     RoundView,
     RoundVoided,
+    StoredReply,
 )
 from .ops import (
     BetConfirm,
@@ -69,6 +72,7 @@ from .ops import (
     PspDeposit,
     PspWithdrawal,
     PspWithdrawalReversal,
+    PurgeReplies,
     ReleaseExpired,
     RoundCrash,
     RoundSettle,
@@ -132,12 +136,20 @@ class _Batch:
     """The ops that will share one commit, and one event for all their callers: one
     wake-up call per group instead of one Event per op."""
 
-    __slots__ = ("ops", "answers", "done")
+    __slots__ = ("ops", "replies", "answers", "done")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
+        self.replies: list[ReplySlot | None] | None = None
+        """Reply slots by op index, created on the first op that has one."""
         self.answers: list[Result | LedgerError] | None = None
         self.done = _Done()
+
+    def add_reply(self, index: int, slot: ReplySlot) -> None:
+        if self.replies is None:
+            self.replies = [None] * len(self.ops)
+        self.replies.extend([None] * (index + 1 - len(self.replies)))
+        self.replies[index] = slot
 
 
 class Pending:
@@ -248,9 +260,20 @@ class Ledger:
             now = self._clock()
             start = time.perf_counter()
             try:
-                answers = await trio.to_thread.run_sync(
-                    self._store.apply_group, batch.ops, now, limiter=self._write_limiter
-                )
+                replies = batch.replies
+                if replies is None:
+                    answers = await trio.to_thread.run_sync(
+                        self._store.apply_group, batch.ops, now, limiter=self._write_limiter
+                    )
+                else:
+                    replies.extend([None] * (len(batch.ops) - len(replies)))
+                    answers = await trio.to_thread.run_sync(
+                        self._store.apply_group,
+                        batch.ops,
+                        now,
+                        replies,
+                        limiter=self._write_limiter,
+                    )
             except BaseException as exc:
                 # Nothing of this group is durable (rolled back) and the cause may be
                 # a broken disk or a broken invariant: stop, answer everyone waiting
@@ -278,7 +301,7 @@ class Ledger:
                     except Exception:
                         log.exception("a balance listener failed (the commit stands)")
 
-    async def submit(self, op: Op) -> Result:
+    async def submit(self, op: Op, reply: ReplySlot | None = None) -> Result:
         """Queue ``op``, wait for its commit, return its result or raise its error.
         If the caller is cancelled after queueing, the op may still commit: retry with
         the same id to learn its answer."""
@@ -295,6 +318,8 @@ class Ledger:
         batch = batches[-1]
         index = len(batch.ops)
         batch.ops.append(op)
+        if reply is not None:
+            batch.add_reply(index, reply)
         self._queued += 1
         await batch.done.wait()
         if batch.answers is None:
@@ -304,7 +329,7 @@ class Ledger:
             raise answer
         return answer
 
-    def enqueue(self, op: Op) -> Pending:
+    def enqueue(self, op: Op, reply: ReplySlot | None = None) -> Pending:
         """Queue ``op`` now, without waiting, and return a handle to await its result.
 
         For a caller that must fix the *order* of its ops from synchronous code (the
@@ -321,6 +346,8 @@ class Ledger:
             self._wakeup.set()
         batch = batches[-1]
         batch.ops.append(op)
+        if reply is not None:
+            batch.add_reply(len(batch.ops) - 1, reply)
         self._queued += 1
         return Pending(op, batch, len(batch.ops) - 1)
 
@@ -338,12 +365,12 @@ class Ledger:
         """The ledger's clock (hold expiry is judged by it)."""
         return self._clock()
 
-    async def _submit(self, op: Op, cls: type[R]) -> R:
+    async def _submit(self, op: Op, cls: type[R], reply: ReplySlot | None = None) -> R:
         # ``submit`` inlined for its fast path (room in the queue, ledger open): one
         # coroutine frame less per op on the callers' side.
         result: Result | LedgerError
         if self._queued >= self._max_queue or self._closing:
-            result = await self.submit(op)
+            result = await self.submit(op, reply)
         else:
             op.validate()
             batches = self._batches
@@ -354,6 +381,8 @@ class Ledger:
             ops = batch.ops
             index = len(ops)
             ops.append(op)
+            if reply is not None:
+                batch.add_reply(index, reply)
             self._queued += 1
             await batch.done.wait()
             answers = batch.answers
@@ -399,10 +428,11 @@ class Ledger:
         user_id: str,
         amount: int,
         environment: str = "sandbox",
+        reply: ReplySlot | None = None,
     ) -> Posted:
         """Demo money; ``environment_not_allowed`` outside sandbox."""
         return await self._submit(
-            FaucetCredit(op_id, environment, partner_id, user_id, amount), Posted
+            FaucetCredit(op_id, environment, partner_id, user_id, amount), Posted, reply
         )
 
     async def bet_reserve(
@@ -415,10 +445,12 @@ class Ledger:
         hold_id: str,
         amount: int,
         ttl_ms: int,
+        reply: ReplySlot | None = None,
     ) -> HoldReserved:
         return await self._submit(
             BetReserve(op_id, environment, partner_id, user_id, hold_id, amount, ttl_ms),
             HoldReserved,
+            reply,
         )
 
     async def bet_confirm(
@@ -432,19 +464,28 @@ class Ledger:
         ticket_id: str,
         auto_cashout: int | None = None,
         round_id: int | None = None,
+        reply: ReplySlot | None = None,
     ) -> BetConfirmed:
         return await self._submit(
             BetConfirm(
                 op_id, environment, partner_id, user_id, hold_id, ticket_id, auto_cashout, round_id
             ),
             BetConfirmed,
+            reply,
         )
 
     async def hold_void(
-        self, op_id: str, *, environment: str, partner_id: str, user_id: str, hold_id: str
+        self,
+        op_id: str,
+        *,
+        environment: str,
+        partner_id: str,
+        user_id: str,
+        hold_id: str,
+        reply: ReplySlot | None = None,
     ) -> HoldVoided:
         return await self._submit(
-            HoldVoid(op_id, environment, partner_id, user_id, hold_id), HoldVoided
+            HoldVoid(op_id, environment, partner_id, user_id, hold_id), HoldVoided, reply
         )
 
     async def bet_target(
@@ -497,6 +538,12 @@ class Ledger:
             RoundVoid(op_id, round_id, reason, crash_point, game_hash), RoundVoided
         )
 
+    async def purge_replies(self, before_ms: int) -> RepliesPurged:
+        """Forget stored client replies created before ``before_ms`` (their retention)."""
+        return await self._submit(
+            PurgeReplies(f"purge:{uuid.uuid4().hex}", before_ms), RepliesPurged
+        )
+
     async def release_expired_holds(self, limit: int = 1000) -> HoldsReleased:
         """Sweep: expire pending holds past their deadline. Skips the write (and the
         op record) when a read shows nothing to release."""
@@ -509,6 +556,14 @@ class Ledger:
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._read_limiter)
+
+    async def reply(self, key: bytes) -> tuple[bytes, StoredReply] | None:
+        """(request fingerprint, stored reply) kept under a request key, if any."""
+        return await self._read(self._reader.reply, key)
+
+    async def reply_keys(self, since_ms: int) -> list[bytes]:
+        """Keys of the replies stored since ``since_ms``."""
+        return await self._read(self._reader.reply_keys, since_ms)
 
     async def balance(self, *, environment: str, partner_id: str, user_id: str) -> Balance:
         """``available`` = posted minus unexpired pending holds; 0s for unknown users."""

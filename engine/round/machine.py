@@ -31,11 +31,12 @@ and ``RoundVoided``, and in a snapshot taken after one of them. ``next_deadline_
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from crashd.engine.bounds import MAX_MULTIPLIER, MIN_AUTO_CASHOUT, MIN_MULTIPLIER
+from crashd.engine.bounds import MAX_MULTIPLIER, MIN_AUTO_CASHOUT, MIN_MULTIPLIER, TOP_PARTICIPANTS
 from crashd.engine.curve import ms_at, multiplier_at
 from crashd.engine.reasons import (
     ALREADY_CASHED_OUT,
@@ -129,7 +130,15 @@ class RoundSnapshot:
     pause_ends_at_ms: int | None
     crash_point: int | None
     game_hash: str | None
-    participants: tuple[BetInfo, ...]
+    participant_count: int
+    """Bets in the round (withdrawn unfunded bets are not counted)."""
+    cashed_out_count: int
+    total_stake: int
+    total_payout: int
+    top: tuple[BetInfo, ...]
+    """The largest bets by stake (at most ``TOP_PARTICIPANTS``), largest first: the
+    snapshot's size does not grow with the round's (``Round.participants`` pages
+    through all of them)."""
     next_round_bets: int
 
     def to_public_dict(self) -> dict[str, object]:
@@ -145,10 +154,17 @@ class RoundSnapshot:
             "pause_ends_at_ms": self.pause_ends_at_ms,
             "crash_point": self.crash_point,
             "game_hash": self.game_hash,
-            "participant_count": len(self.participants),
-            "participants": [p.to_public_dict() for p in self.participants],
+            "participant_count": self.participant_count,
+            "cashed_out_count": self.cashed_out_count,
+            "total_stake": self.total_stake,
+            "total_payout": self.total_payout,
+            "top": [p.to_public_dict() for p in self.top],
             "next_round_bets": self.next_round_bets,
         }
+
+
+def _info(b: Bet) -> BetInfo:
+    return BetInfo(b.ticket, b.user, b.stake, b.state.value, b.multiplier, b.payout)
 
 
 class SeqCounter:
@@ -219,6 +235,10 @@ class Round:
         self.total_stake = 0
         self.open_stake = 0
         self.total_payout = 0
+        self.winners = 0
+        self._withdrawn = 0
+        self._by_user: dict[Hashable, list[str]] = {}
+        self._top: list[tuple[int, int, str]] = []
         self._last_force_point: int | None = None
 
     # -- introspection -------------------------------------------------------------
@@ -283,12 +303,27 @@ class Round:
             pause_ends_at_ms=self.pause_ends_at_ms,
             crash_point=revealed[0] if revealed else None,
             game_hash=revealed[1] if revealed else None,
-            participants=tuple(
-                BetInfo(b.ticket, b.user, b.stake, b.state.value, b.multiplier, b.payout)
-                for b in self._bets.values()
-            ),
+            participant_count=self.participant_count,
+            cashed_out_count=self.winners,
+            total_stake=self.total_stake,
+            total_payout=self.total_payout,
+            top=tuple(_info(self._bets[t]) for _, _, t in sorted(self._top, reverse=True)),
             next_round_bets=next_round_bets,
         )
+
+    @property
+    def participant_count(self) -> int:
+        return len(self._bets) - self._withdrawn
+
+    def bets_of(self, user: Hashable) -> tuple[BetInfo, ...]:
+        """One user's bets in this round, in the order placed (O(their bets))."""
+        return tuple(_info(self._bets[t]) for t in self._by_user.get(user, ()))
+
+    def participants(self, offset: int, limit: int) -> tuple[BetInfo, ...]:
+        """A page of every bet in placement order (O(offset + limit))."""
+        assert offset >= 0 and limit >= 0
+        page = itertools.islice(self._bets.values(), offset, offset + limit)
+        return tuple(_info(b) for b in page)
 
     # -- time ----------------------------------------------------------------------
 
@@ -518,6 +553,7 @@ class Round:
         self.open_stake -= bet.stake
         self.total_stake -= bet.stake
         self._user_bets[bet.user] -= 1
+        self._withdrawn += 1
         events.append(
             BetRefunded(
                 self._seq.take(),
@@ -555,8 +591,15 @@ class Round:
     def _add_bet(self, bet: Bet) -> None:
         self._bets[bet.ticket] = bet
         self._user_bets[bet.user] = self._user_bets.get(bet.user, 0) + 1
+        self._by_user.setdefault(bet.user, []).append(bet.ticket)
         self.total_stake += bet.stake
         self.open_stake += bet.stake
+        # The largest stakes, for snapshots: a bounded min-heap (ties: earlier first).
+        entry = (bet.stake, -len(self._bets), bet.ticket)
+        if len(self._top) < TOP_PARTICIPANTS:
+            heapq.heappush(self._top, entry)
+        elif entry > self._top[0]:
+            heapq.heapreplace(self._top, entry)
 
     def _start_running(self, at_ms: int, events: list[Event]) -> None:
         self._transition(Trigger.CLOSE_BETTING)
@@ -619,6 +662,7 @@ class Round:
         bet.state, bet.multiplier, bet.payout = BetState.WON, multiplier, payout
         self.open_stake -= bet.stake
         self.total_payout += payout
+        self.winners += 1
         if self.config.max_profit is not None:
             assert self.total_payout <= self.total_stake + self.config.max_profit
             # Cashing out at or below the force point can only push it later.

@@ -17,7 +17,16 @@ from crashd.engine.reasons import (
 
 from .config import RoundConfig
 from .events import AutoCashoutChanged, BetAccepted, BetRefunded, Event, Rejected, Stopped
-from .machine import Bet, BetState, Round, RoundSnapshot, SeqCounter, check_new_bet, check_target
+from .machine import (
+    Bet,
+    BetInfo,
+    BetState,
+    Round,
+    RoundSnapshot,
+    SeqCounter,
+    check_new_bet,
+    check_target,
+)
 from .tables import Command, Phase
 
 
@@ -330,6 +339,14 @@ class Sequencer:
 
     def snapshot(self, now_ms: int) -> RoundSnapshot:
         return self.current.snapshot(now_ms, next_round_bets=len(self._queue.bets))
+
+    def user_bets(self, user: Hashable) -> tuple[BetInfo, ...]:
+        """A user's bets in the current round (O(their bets))."""
+        return self.current.bets_of(user)
+
+    def participants(self, offset: int, limit: int) -> tuple[BetInfo, ...]:
+        """A page of the current round's bets in placement order."""
+        return self.current.participants(offset, limit)
 
     # -- internals -----------------------------------------------------------------
 

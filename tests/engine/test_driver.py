@@ -241,7 +241,9 @@ async def test_snapshot_keeps_the_secret_until_the_crash(
         await engine.place_bet("a", ("partner", "sandbox", 1), 500)
         snap = engine.snapshot()
         assert snap.status == "betting" and snap.betting_closes_at_ms == 1_000
-        assert [p.ticket for p in snap.participants] == ["a"]
+        assert [p.ticket for p in snap.top] == ["a"] and snap.participant_count == 1
+        assert [p.ticket for p in engine.user_bets(("partner", "sandbox", 1))] == ["a"]
+        assert [p.ticket for p in engine.participants(0, 10)] == ["a"]
         game_hash = READER.game_hash(1)
         while engine.sequencer.current.phase is not Phase.CRASHED:
             snap = engine.snapshot()
@@ -254,7 +256,7 @@ async def test_snapshot_keeps_the_secret_until_the_crash(
         snap = engine.snapshot()
         assert snap.status == "crashed" and snap.game_hash == game_hash
         assert snap.crash_point == crash_of(1) and snap.pause_ends_at_ms is not None
-        assert snap.to_public_dict()["participants"][0]["user"] == ["partner", "sandbox", 1]
+        assert snap.to_public_dict()["top"][0]["user"] == ["partner", "sandbox", 1]
         engine.stop()
 
 

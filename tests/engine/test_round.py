@@ -480,3 +480,28 @@ def test_the_documented_tables_are_the_code() -> None:
     doc = (REPO / "docs" / "round-engine.md").read_text()
     begin, end = "<!-- tables:begin -->\n", "<!-- tables:end -->"
     assert doc[doc.index(begin) + len(begin) : doc.index(end)] == describe_tables()
+
+
+@settings(max_examples=100)
+@given(stakes=st.lists(st.integers(1, 10_000), min_size=0, max_size=60))
+def test_snapshot_size_is_bounded_and_its_summary_exact(stakes: list[int]) -> None:
+    """The snapshot lists at most TOP_PARTICIPANTS bets, the largest by stake (earlier
+    first on ties), with exact counts and totals; the pages and per-user index give
+    every bet."""
+    from crashd.engine.bounds import TOP_PARTICIPANTS
+
+    cfg = dataclasses.replace(CFG, max_bets_per_user=100, max_stake=10_000)
+    r = new_round(500, cfg)
+    for i, stake in enumerate(stakes):
+        r.place_bet(0, f"t{i}", f"u{i % 3}", stake)
+    snap = r.snapshot(0)
+    assert snap.participant_count == len(stakes) and snap.total_stake == sum(stakes)
+    expected = sorted(range(len(stakes)), key=lambda i: (-stakes[i], i))[:TOP_PARTICIPANTS]
+    assert [p.ticket for p in snap.top] == [f"t{i}" for i in expected]
+    everything = [p.ticket for p in r.participants(0, 1000)]
+    assert everything == [f"t{i}" for i in range(len(stakes))]
+    assert [p.ticket for p in r.participants(5, 3)] == everything[5:8]
+    for u in range(3):
+        assert [p.ticket for p in r.bets_of(f"u{u}")] == [
+            f"t{i}" for i in range(len(stakes)) if i % 3 == u
+        ]

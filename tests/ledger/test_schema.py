@@ -159,7 +159,7 @@ def test_version_2_bet_targets_become_changeable_until_settled(tmp_path: Path) -
         assert "bets_one_way" in names and "bets_settle_once" not in names
         assert store.conn.execute(
             "SELECT value FROM meta WHERE key = 'schema_version'"
-        ).fetchone() == ("3",)
+        ).fetchone() == (str(SCHEMA_VERSION),)
         from crashd.engine.ledger.model import BetRetargeted, BetSettled
         from crashd.engine.ledger.ops import BetConfirm, BetRefund, BetReserve, BetTarget
 
@@ -180,5 +180,50 @@ def test_version_2_bet_targets_become_changeable_until_settled(tmp_path: Path) -
         assert getattr(late, "code", None) == "already_settled"
         with pytest.raises(sqlite3.IntegrityError, match="settled exactly once"):
             store.conn.execute("UPDATE bets SET auto_cashout = 300")
+    finally:
+        store.close()
+
+
+def test_replies_are_kept_in_the_same_commit_and_purged(tmp_path: Path) -> None:
+    """A reply slot's reply is stored in the op's own transaction (one commit), never
+    overwritten by a second request under the same key; purging forgets old replies
+    and leaves the ledger's history alone."""
+    from crashd.engine.ledger.model import LedgerError, ReplySlot, Result, StoredReply
+    from crashd.engine.ledger.ops import FaucetCredit, PurgeReplies
+    from crashd.engine.ledger.store import Reader
+
+    def render(slot: ReplySlot, answer: Result | LedgerError) -> StoredReply:
+        return StoredReply(201, "application/json", repr(answer).encode())
+
+    path = tmp_path / "ledger.sqlite3"
+    store = Store(path)
+    try:
+        key = b"k" * 16
+        slot = ReplySlot(key, b"fp-1", render)
+        [posted] = store.apply_group([FaucetCredit("f1", "sandbox", "p", "u", 10)], 5, [slot])
+        assert isinstance(posted, Posted) and slot.stored is not None and slot.existing is None
+        reader = Reader(path)
+        try:
+            assert reader.reply(key) == (b"fp-1", slot.stored)
+            assert reader.reply_keys(0) == [key]
+            # The same key again (a retry that raced its own check): the first reply stands.
+            again = ReplySlot(key, b"fp-2", render)
+            store.apply_group([FaucetCredit("f2", "sandbox", "p", "u", 10)], 6, [again])
+            assert again.stored is None and again.existing == (b"fp-1", slot.stored)
+            assert reader.reply(key) == (b"fp-1", slot.stored)
+
+            # A group whose render fails keeps nothing and still commits its money.
+            def broken(slot: ReplySlot, answer: Result | LedgerError) -> StoredReply:
+                raise RuntimeError("bug")
+
+            bad = ReplySlot(b"b" * 16, b"fp", broken)
+            store.apply_group([FaucetCredit("f3", "sandbox", "p", "u", 10)], 7, [bad])
+            assert bad.stored is None and reader.reply(b"b" * 16) is None
+            assert store.conn.execute("SELECT count(*) FROM transfers").fetchone() == (3,)
+            store.apply_group([PurgeReplies("purge", 6)], 8)
+            assert reader.reply(key) is None
+            assert store.conn.execute("SELECT count(*) FROM ops").fetchone()[0] == 4
+        finally:
+            reader.close()
     finally:
         store.close()

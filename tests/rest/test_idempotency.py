@@ -1,270 +1,222 @@
-"""The Idempotency-Key wrapper, through the real app and server, on test-only routes
-(the bet routes will use the same wrapper)."""
+"""The Idempotency-Key rules, against a real server and its real money routes.
+
+A request's reply is stored by the ledger in the same commit as its money (one durable
+commit per request); a retry with the same key and request gets exactly that reply,
+with ``Idempotent-Replayed: true``, and moves nothing, also after a restart; another
+request under the same key is 422; a key still running is 409 (a test-only route that
+blocks, on the real app); a refusal made before any money could move is not stored.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+import json
+import sqlite3
+import uuid
 from pathlib import Path
-from typing import Annotated
 
 import httpx
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from quart import Blueprint, Response
 
-from crashd.api.rest.contract import documented, json_body, json_response
-from crashd.api.rest.idempotency import (
-    IdempotencyStore,
-    IdempotencyToken,
-    InFlight,
-    Replay,
-    Reused,
-    Started,
-    fingerprint,
-    idempotent,
-)
-from crashd.api.rest.problems import Problem, register_code
-from crashd.api.rest.validation import Integer, String
+from crashd.api.rest.contract import documented, json_response
+from crashd.api.rest.idempotency import IdempotencyToken, SeenKeys, idempotent, reply_key
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.keys import Principal
-from support.servers import build_app, make_config, make_key, serving_app
+from support.game import Api, fund, game_config
+from support.servers import build_app, make_config, make_key, running_server, serving_app
 
-register_code("test_refused", 422, "Refused by a test route")
-
-
-@dataclass(frozen=True)
-class Transfer:
-    user_id: Annotated[str, String(min_length=1, max_length=32)]
-    amount: Annotated[int, Integer(minimum=1, maximum=10**9)]
+SCOPES = "read:game_state,read:balance,write:bet"
 
 
-@dataclass
-class Effects:
-    """What the test routes did: the thing idempotency must protect."""
-
-    applied: list[tuple[str, int]]
-    entered: trio.Event
-    release: trio.Event
-    fail_next: bool = False
-    ledger_ids: list[str] = field(default_factory=list)
+async def _faucet(api: Api, user: str, amount: int, key: str) -> httpx.Response:
+    return await api.post("/api/v1/sandbox/faucet", {"user_id": user, "amount": amount}, key=key)
 
 
-def _routes(effects: Effects) -> Blueprint:
+async def test_a_retry_gets_the_stored_reply_and_moves_nothing(api: Api, tmp_path: Path) -> None:
+    key = uuid.uuid4().hex
+    first = await _faucet(api, "ann", 700, key)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    again = await _faucet(api, "ann", 700, key)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content  # byte for byte, the stored reply
+    # The same JSON written differently is the same request.
+    raw = json.dumps({"amount": 700, "user_id": "ann"}, indent=2).encode()
+    from crashd.api.security.signing import sign_request
+
+    headers = {
+        **api.headers,
+        "Content-Type": "application/json",
+        **sign_request(
+            api.signing_secret,
+            "POST",
+            "/api/v1/sandbox/faucet",
+            raw,
+            key,
+            int(__import__("time").time()),
+        ),
+    }
+    pretty = await api.client.post("/api/v1/sandbox/faucet", content=raw, headers=headers)
+    assert pretty.status_code == 201 and pretty.headers["idempotent-replayed"] == "true"
+    assert await api.balance("ann") == 700
+
+
+async def test_the_same_key_for_another_request_is_422(api: Api) -> None:
+    key = uuid.uuid4().hex
+    assert (await _faucet(api, "bob", 100, key)).status_code == 201
+    other = await _faucet(api, "bob", 101, key)
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+    # Another route, same key: also another request.
+    r = await api.post("/api/v1/bets/reserve", {"user_id": "bob", "amount": 10}, key=key)
+    assert (r.status_code, r.json()["code"]) == (422, "idempotency_key_reused")
+    assert await api.balance("bob") == 100
+
+
+async def test_a_ledger_refusal_is_the_stored_answer(api: Api) -> None:
+    key = uuid.uuid4().hex
+    r1 = await api.post("/api/v1/bets/reserve", {"user_id": "cy", "amount": 5_000}, key=key)
+    assert (r1.status_code, r1.json()["code"]) == (409, "insufficient_funds")
+    await fund(api, "cy", 10_000)
+    # Funded now, but the key's answer was given: the same refusal, the same body.
+    r2 = await api.post("/api/v1/bets/reserve", {"user_id": "cy", "amount": 5_000}, key=key)
+    assert r2.status_code == 409 and r2.headers["idempotent-replayed"] == "true"
+    assert r2.content == r1.content
+    assert await api.balance("cy") == 10_000
+
+
+async def test_keys_are_scoped_per_api_key(tmp_path: Path) -> None:
+    config = game_config(tmp_path)
+    async with running_server(config) as info:
+        _, one = make_key(config, SCOPES)
+        _, two = make_key(config, SCOPES)
+        async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
+            a, b = Api(client, one), Api(client, two)
+            assert (await _faucet(a, "dee", 10, "same-key")).status_code == 201
+            r = await _faucet(b, "dee", 20, "same-key")
+            assert r.status_code == 201 and "idempotent-replayed" not in r.headers
+            assert await a.balance("dee") == 30  # one partner: both credits landed
+
+
+async def test_one_commit_per_request_and_replies_survive_a_restart(tmp_path: Path) -> None:
+    config = game_config(tmp_path)
+    key = uuid.uuid4().hex
+    async with running_server(config) as info:
+        _, secret = make_key(config, SCOPES)
+        async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
+            api = Api(client, secret)
+            first = await _faucet(api, "eve", 300, key)
+            assert first.status_code == 201
+    with sqlite3.connect(config.database) as db:
+        # The reply is in the ledger, keyed by the hash of the scoped key; the API keeps
+        # no idempotency table of its own (that needed two commits per request).
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        assert "api_idempotency" not in tables
+        [(stored_key, body)] = db.execute("SELECT key, body FROM replies").fetchall()
+        key_id = db.execute("SELECT id FROM api_keys").fetchone()[0]
+        assert stored_key == reply_key(key_id, key) and body == first.content
+    async with running_server(config) as info:
+        async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
+            api = Api(client, secret)
+            again = await _faucet(api, "eve", 300, key)
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.content == first.content
+            assert await api.balance("eve") == 300
+
+
+async def test_a_refusal_before_the_ledger_is_not_stored(tmp_path: Path) -> None:
+    """A cash-out of a bet still in betting moves nothing and stores nothing: asked
+    again with the same key once the round runs, it is answered anew."""
+    config = game_config(tmp_path, betting_ms=1_500)
+    async with running_server(config) as info:
+        _, secret = make_key(config, SCOPES)
+        async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
+            api = Api(client, secret)
+            await fund(api, "fay")
+            await api.wait_status("betting")
+            placed = await api.place("fay", 100)
+            key = uuid.uuid4().hex
+            path = f"/api/v1/bets/{placed['ticket_id']}/cashout"
+            r1 = await api.post(path, {"user_id": "fay"}, key=key)
+            assert (r1.status_code, r1.json()["code"]) == (409, "round_not_running")
+            await api.wait_status("running")
+            r2 = await api.post(path, {"user_id": "fay"}, key=key)
+            assert "idempotent-replayed" not in r2.headers
+            assert r2.status_code in (200, 409), r2.text
+            if r2.status_code == 200:
+                r3 = await api.post(path, {"user_id": "fay"}, key=key)
+                assert r3.headers["idempotent-replayed"] == "true" and r3.content == r2.content
+
+
+async def test_a_request_still_running_is_409(tmp_path: Path) -> None:
+    entered, release = trio.Event(), trio.Event()
+    runs: list[str] = []
     bp = Blueprint("idemtest", __name__, url_prefix="/test")
-
-    @bp.post("/transfers")
-    @documented("test")
-    @requires_scope("write:bet")
-    @idempotent
-    @json_body(Transfer)
-    async def transfer(
-        *, principal: Principal, idempotency: IdempotencyToken, body: Transfer
-    ) -> Response:
-        assert idempotency.key_id == principal.key_id
-        effects.ledger_ids.append(idempotency.scoped_id)
-        if body.amount > 1000:
-            raise Problem("test_refused", "not enough money")
-        if effects.fail_next:
-            effects.fail_next = False
-            raise RuntimeError("database on fire")
-        effects.applied.append((body.user_id, body.amount))
-        n = len(effects.applied)
-        return json_response(
-            {"transfer": n, "amount": body.amount},
-            status=201,
-            headers={"Location": f"/test/transfers/{n}"},
-        )
 
     @bp.post("/slow")
     @documented("test")
     @requires_scope("write:bet")
     @idempotent
     async def slow(*, principal: Principal, idempotency: IdempotencyToken) -> Response:
-        effects.entered.set()
-        await effects.release.wait()
-        effects.applied.append(("slow", 0))
+        runs.append(idempotency.scoped_id)
+        entered.set()
+        await release.wait()
         return json_response({"done": True})
 
-    return bp
-
-
-@pytest.fixture
-async def env(tmp_path: Path):  # type: ignore[no-untyped-def]
-    effects = Effects([], trio.Event(), trio.Event())
     under_test = build_app(make_config(tmp_path))
-    under_test.app.register_blueprint(_routes(effects))
+    under_test.app.register_blueprint(bp)
     _, secret = make_key(under_test.config, "write:bet")
     async with serving_app(under_test) as info:
         async with httpx.AsyncClient(
             base_url=info.url, headers={"Authorization": f"Bearer {secret}"}
         ) as client:
-            yield client, effects, under_test
+            results: list[httpx.Response] = []
+            async with trio.open_nursery() as nursery:
+
+                async def first() -> None:
+                    results.append(
+                        await client.post("/test/slow", headers={"Idempotency-Key": "k"})
+                    )
+
+                nursery.start_soon(first)
+                await entered.wait()
+                r = await client.post("/test/slow", headers={"Idempotency-Key": "k"})
+                assert r.status_code == 409 and r.json()["code"] == "idempotency_key_in_flight"
+                assert r.headers["retry-after"] == "1"
+                release.set()
+            assert results[0].status_code == 200
+            # Nothing moved money, so nothing was stored: the key is free again.
+            again = await client.post("/test/slow", headers={"Idempotency-Key": "k"})
+            assert again.status_code == 200 and len(runs) == 2
+            for bad in ({}, {"Idempotency-Key": ""}, {"Idempotency-Key": "a b"}):
+                r = await client.post("/test/slow", headers=bad)
+                assert r.status_code == 400 and r.json()["code"].startswith("idempotency_key_")
+            assert len(runs) == 2
 
 
-def _h(key: str) -> dict[str, str]:
-    return {"Idempotency-Key": key}
+@settings(max_examples=50)
+@given(st.sets(st.binary(min_size=16, max_size=16), max_size=300))
+def test_seen_keys_never_forget_a_key(keys: set[bytes]) -> None:
+    seen = SeenKeys(capacity=200)
+    for key in keys:
+        seen.add(key)
+    assert all(key in seen for key in keys)
 
 
-async def test_missing_or_invalid_key_is_400_and_nothing_runs(env) -> None:  # type: ignore[no-untyped-def]
-    client, effects, _ = env
-    r = await client.post("/test/transfers", json={"user_id": "u", "amount": 5})
-    assert r.status_code == 400 and r.json()["code"] == "idempotency_key_required"
-    for bad in ("", "x" * 256, "has space", "é"):
-        r = await client.post(
-            "/test/transfers",
-            json={"user_id": "u", "amount": 5},
-            headers={"Idempotency-Key": bad.encode("utf-8")},
-        )
-        assert r.status_code == 400 and r.json()["code"] == "idempotency_key_invalid", bad
-    assert effects.applied == []
+def test_seen_keys_false_positives_are_rare() -> None:
+    import hashlib
+
+    seen = SeenKeys(capacity=10_000, false_positive_rate=0.01)
+    for i in range(10_000):
+        seen.add(hashlib.blake2b(b"in%d" % i, digest_size=16).digest())
+    strangers = [hashlib.blake2b(b"out%d" % i, digest_size=16).digest() for i in range(20_000)]
+    rate = sum(k in seen for k in strangers) / len(strangers)
+    assert rate < 0.03, rate
 
 
-async def test_same_key_same_body_replays_the_first_response(env) -> None:  # type: ignore[no-untyped-def]
-    client, effects, _ = env
-    first = await client.post(
-        "/test/transfers", json={"user_id": "u", "amount": 5}, headers=_h("k-1")
-    )
-    assert first.status_code == 201 and "idempotent-replayed" not in first.headers
-    for _ in range(3):
-        again = await client.post(
-            "/test/transfers", json={"user_id": "u", "amount": 5}, headers=_h("k-1")
-        )
-        assert again.status_code == 201
-        assert again.content == first.content
-        assert again.headers["idempotent-replayed"] == "true"
-        assert again.headers["location"] == first.headers["location"]
-        assert again.headers["content-type"] == "application/json"
-        assert again.headers["x-request-id"] != first.headers["x-request-id"]  # a new request
-    assert effects.applied == [("u", 5)]
-    assert len(effects.ledger_ids) == 1 and effects.ledger_ids[0].endswith("/k-1")
-    # The same JSON re-encoded (order, whitespace) is the same request.
-    again = await client.post(
-        "/test/transfers",
-        content=b'{ "amount": 5,\n "user_id": "u" }',
-        headers={**_h("k-1"), "Content-Type": "application/json"},
-    )
-    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
-    assert effects.applied == [("u", 5)]
-
-
-async def test_same_key_different_request_is_422(env) -> None:  # type: ignore[no-untyped-def]
-    client, effects, _ = env
-    await client.post("/test/transfers", json={"user_id": "u", "amount": 5}, headers=_h("k-2"))
-    r = await client.post("/test/transfers", json={"user_id": "u", "amount": 6}, headers=_h("k-2"))
-    assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused"
-    r = await client.post(
-        "/test/transfers?x=1", json={"user_id": "u", "amount": 5}, headers=_h("k-2")
-    )
-    assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused"
-    assert effects.applied == [("u", 5)]
-
-
-async def test_keys_are_scoped_per_api_key(env) -> None:  # type: ignore[no-untyped-def]
-    client, effects, under_test = env
-    _, other = make_key(under_test.config, "write:bet", partner="other")
-    await client.post("/test/transfers", json={"user_id": "u", "amount": 5}, headers=_h("shared"))
-    r = await client.post(
-        "/test/transfers",
-        json={"user_id": "u", "amount": 7},
-        headers={**_h("shared"), "Authorization": f"Bearer {other}"},
-    )
-    assert r.status_code == 201 and "idempotent-replayed" not in r.headers
-    assert effects.applied == [("u", 5), ("u", 7)]
-
-
-async def test_a_request_still_running_is_409(env) -> None:  # type: ignore[no-untyped-def]
-    client, effects, _ = env
-    results: list[httpx.Response] = []
-    async with trio.open_nursery() as nursery:
-
-        async def first() -> None:
-            results.append(await client.post("/test/slow", headers=_h("k-3")))
-
-        nursery.start_soon(first)
-        await effects.entered.wait()
-        r = await client.post("/test/slow", headers=_h("k-3"))
-        assert r.status_code == 409 and r.json()["code"] == "idempotency_key_in_flight"
-        assert r.headers["retry-after"] == "1"
-        effects.release.set()
-    assert results[0].status_code == 200
-    replay = await client.post("/test/slow", headers=_h("k-3"))
-    assert replay.headers["idempotent-replayed"] == "true"
-    assert effects.applied == [("slow", 0)]
-
-
-async def test_definitive_problems_are_stored_and_server_errors_are_not(env) -> None:  # type: ignore[no-untyped-def]
-    client, effects, _ = env
-    # A domain refusal is the answer for that key: asked again, answered the same.
-    r1 = await client.post(
-        "/test/transfers", json={"user_id": "u", "amount": 5000}, headers=_h("k-4")
-    )
-    r2 = await client.post(
-        "/test/transfers", json={"user_id": "u", "amount": 5000}, headers=_h("k-4")
-    )
-    assert r1.status_code == r2.status_code == 422 and r1.json()["code"] == "test_refused"
-    assert r2.headers["idempotent-replayed"] == "true"
-    assert r2.json()["request_id"] == r1.json()["request_id"]  # the stored body, verbatim
-    assert r2.headers["content-type"] == "application/problem+json"
-    # Validation failures too.
-    v1 = await client.post(
-        "/test/transfers", json={"user_id": "u", "amount": -1}, headers=_h("k-5")
-    )
-    v2 = await client.post(
-        "/test/transfers", json={"user_id": "u", "amount": -1}, headers=_h("k-5")
-    )
-    assert v1.status_code == 422 and v2.headers["idempotent-replayed"] == "true"
-    # A 500 frees the key: the retry runs (the ledger dedupes by the same key).
-    effects.fail_next = True
-    e1 = await client.post("/test/transfers", json={"user_id": "u", "amount": 9}, headers=_h("k-6"))
-    assert e1.status_code == 500 and e1.json()["code"] == "internal_error"
-    e2 = await client.post("/test/transfers", json={"user_id": "u", "amount": 9}, headers=_h("k-6"))
-    assert e2.status_code == 201 and "idempotent-replayed" not in e2.headers
-    assert effects.applied == [("u", 9)]
-
-
-async def test_a_claim_left_by_a_dead_process_is_taken_over(env) -> None:  # type: ignore[no-untyped-def]
-    client, effects, under_test = env
-    body = b'{"user_id":"u","amount":5}'
-    key_id = await _principal_key_id(under_test, client)
-    fp = fingerprint("POST", "/test/transfers", b"", body)
-    assert isinstance(
-        under_test.services.idempotency.begin(key_id, "k-7", fp, "previous-run", time.time()),
-        Started,
-    )
-    r = await client.post(
-        "/test/transfers", content=body, headers={**_h("k-7"), "Content-Type": "application/json"}
-    )
-    assert r.status_code == 201
-    assert effects.applied == [("u", 5)]
-
-
-async def _principal_key_id(under_test, client: httpx.AsyncClient) -> str:  # type: ignore[no-untyped-def]
-    secret = client.headers["authorization"].split()[1]
-    key = under_test.services.keys.lookup(secret)
-    assert key is not None
-    return str(key.id)
-
-
-def test_store_rules_and_retention(tmp_path: Path) -> None:
-    store = IdempotencyStore(tmp_path / "i.sqlite3")
-    day = 24 * 3600
-    fp, other = b"a" * 32, b"b" * 32
-    t0 = 1_000_000.0
-    assert isinstance(store.begin("key", "k", fp, "run1", t0), Started)
-    assert isinstance(store.begin("key", "k", fp, "run1", t0 + 1), InFlight)
-    assert isinstance(store.begin("key", "k", other, "run1", t0 + 1), Reused)
-    store.complete("key", "k", "run1", 201, "application/json", None, b"{}")
-    assert store.begin("key", "k", fp, "run2", t0 + day - 1) == Replay(
-        201, "application/json", None, b"{}"
-    )
-    # Kept at least 24 h; after the retention the key is new again.
-    assert isinstance(store.begin("key", "k", other, "run2", t0 + day + 1), Started)
-    store.release("key", "k", "run2")
-    assert store.count() == 0
-    store.begin("key", "old", fp, "run1", t0)
-    store.begin("key", "new", fp, "run1", t0 + day)
-    assert store.purge(t0 + day + 10) == 1 and store.count() == 1
-    with pytest.raises(ValueError):
-        IdempotencyStore(tmp_path / "j.sqlite3", retention_s=3600)
-    store.close()
+@pytest.mark.parametrize("n", [0, 1])
+def test_reply_keys_are_fixed_size_and_scoped(n: int) -> None:
+    assert len(reply_key("key_a", "x" * (255 * n + 1))) == 16
+    assert reply_key("key_a", "k") != reply_key("key_b", "k")

@@ -13,28 +13,38 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import trio
 from quart import Blueprint, Response
 
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
-from crashd.api.rest.idempotency import IdempotencyToken, idempotent
-from crashd.api.rest.problems import Problem
+from crashd.api.rest.idempotency import IdempotencyToken, Render, idempotent, stored_or
+from crashd.api.rest.problems import Problem, problem_response
 from crashd.api.rest.validation import Integer, String
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import current_services
-from crashd.api.wire import API_PREFIX
+from crashd.api.wire import API_PREFIX, iso_ms
 from crashd.engine.bounds import MAX_AMOUNT, MAX_MULTIPLIER
 from crashd.engine.curve import format_multiplier
-from crashd.engine.game import GameError, Player, ticket_for
+from crashd.engine.game import Cashout, GameError, Placed, Player, ticket_for
 from crashd.engine.ledger import LedgerError
-from crashd.engine.ledger.model import BetView
+from crashd.engine.ledger.model import (
+    BetConfirmed,
+    BetRetargeted,
+    BetSettled,
+    BetView,
+    HoldReserved,
+    HoldVoided,
+    ReplySlot,
+    Result,
+)
 
-from .game import iso_ms
+T = TypeVar("T")
 
 bets = Blueprint("bets", __name__, url_prefix=API_PREFIX)
 
@@ -57,6 +67,37 @@ def player_of(principal: Principal, user_id: str) -> Player:
 
 def derived_id(prefix: str, idempotency: IdempotencyToken) -> str:
     return prefix + hashlib.blake2b(idempotency.scoped_id.encode(), digest_size=12).hexdigest()
+
+
+async def answer_with(
+    idempotency: IdempotencyToken,
+    render: Render,
+    call: Callable[[ReplySlot], Awaitable[T]],
+    live: Callable[[T], Response],
+) -> Response:
+    """Run a money-moving call whose op carries this request's reply slot, shielded
+    (see the module docstring), and answer with exactly the reply stored in its commit
+    (``render`` makes it from the op's result; a ledger refusal is kept as its problem).
+    ``live`` answers when no op stored a reply (the engine answered from a record); a
+    refusal before any op (the engine's) is its problem, and nothing is stored."""
+    slot = idempotency.slot(render)
+    try:
+        with trio.CancelScope(shield=True):
+            outcome = await call(slot)
+    except (GameError, LedgerError) as err:
+        problem = problem_from(err)
+        if slot.stored is not None or slot.existing is not None:
+            return stored_or(slot, lambda: problem_response(problem))
+        raise problem from None
+    return stored_or(slot, lambda: live(outcome))
+
+
+def event_hint(slot: ReplySlot, name: str) -> Any:
+    """What the engine decided for this request (left in the slot by the game)."""
+    event = slot.hints.get("event")
+    if event is not None:
+        return getattr(event, name)
+    return slot.hints[name]
 
 
 async def decide(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -171,24 +212,30 @@ async def reserve(
 ) -> Response:
     game = current_services().require_game().game
     hold_id = derived_id("h_", idempotency)
-    held = await decide(
-        game.reserve,
-        idempotency.scoped_id + ":reserve",
-        player_of(principal, body.user_id),
-        hold_id,
-        body.amount,
-        body.ttl_ms,
-    )
-    return json_response(
-        {
+
+    def render(held: Result) -> tuple[int, Any]:
+        assert isinstance(held, HoldReserved)
+        return 201, {
             "hold_id": hold_id,
             "user_id": body.user_id,
             "amount": held.amount,
             "expires_at": iso_ms(held.expires_at),
             "expires_at_ms": held.expires_at,
             "available": held.available,
-        },
-        status=201,
+        }
+
+    return await answer_with(
+        idempotency,
+        render,
+        lambda slot: game.reserve(
+            idempotency.scoped_id + ":reserve",
+            player_of(principal, body.user_id),
+            hold_id,
+            body.amount,
+            body.ttl_ms,
+            slot,
+        ),
+        lambda held: json_response(*reversed(render(held))),
     )
 
 
@@ -271,24 +318,45 @@ async def confirm(
 ) -> Response:
     game = current_services().require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
-    placed = await decide(
-        game.confirm,
-        idempotency.scoped_id + ":confirm",
-        player_of(principal, body.user_id),
-        body.hold_id,
-        body.auto_cashout,
-        ticket_id,
-    )
-    return json_response(
-        {
-            "ticket_id": placed.ticket_id,
-            "round_id": placed.round_id,
-            "queued": placed.queued,
-            "stake": placed.stake,
-            "auto_cashout": placed.auto_cashout,
+
+    def render(result: Result) -> tuple[int, Any]:
+        assert isinstance(result, BetConfirmed)
+        slot = idempotency.slots[-1]
+        return 201, {
+            "ticket_id": result.ticket_id,
+            "round_id": event_hint(slot, "round_id"),
+            "queued": event_hint(slot, "queued"),
+            "stake": result.stake,
+            "auto_cashout": result.auto_cashout,
             "status": "active",
-        },
-        status=201,
+        }
+
+    def live(placed: Placed) -> Response:
+        return json_response(
+            {
+                "ticket_id": placed.ticket_id,
+                "round_id": placed.round_id,
+                "queued": placed.queued,
+                "stake": placed.stake,
+                "auto_cashout": placed.auto_cashout,
+                "status": "active",
+            },
+            status=201,
+        )
+
+    return await answer_with(
+        idempotency,
+        render,
+        lambda slot: game.confirm(
+            idempotency.scoped_id + ":confirm",
+            player_of(principal, body.user_id),
+            body.hold_id,
+            body.auto_cashout,
+            ticket_id,
+            slot,
+            fresh=idempotency.fresh,
+        ),
+        live,
     )
 
 
@@ -329,13 +397,22 @@ async def release(
     *, principal: Principal, idempotency: IdempotencyToken, body: ReleaseBody
 ) -> Response:
     game = current_services().require_game().game
-    voided = await decide(
-        game.void_hold,
-        idempotency.scoped_id + ":release",
-        player_of(principal, body.user_id),
-        body.hold_id,
+
+    def render(voided: Result) -> tuple[int, Any]:
+        assert isinstance(voided, HoldVoided)
+        return 200, {"hold_id": voided.hold_id, "amount": voided.amount, "status": "released"}
+
+    return await answer_with(
+        idempotency,
+        render,
+        lambda slot: game.void_hold(
+            idempotency.scoped_id + ":release",
+            player_of(principal, body.user_id),
+            body.hold_id,
+            slot,
+        ),
+        lambda voided: json_response(*reversed(render(voided))),
     )
-    return json_response({"hold_id": voided.hold_id, "amount": voided.amount, "status": "released"})
 
 
 CASHOUT_SCHEMA: dict[str, Any] = {
@@ -390,25 +467,39 @@ async def cashout(
     ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken, body: CashoutBody
 ) -> Response:
     game = current_services().require_game().game
-    answer = await decide(game.cash_out, player_of(principal, body.user_id), _ticket(ticket_id))
-    if answer.status == "too_late":
-        crash = answer.crash_point
-        raise Problem(
-            "too_late",
-            f"the round crashed at {format_multiplier(crash) if crash else '?'}x "
-            "before the cashout",
-            extra={"ticket_id": ticket_id, "round_id": answer.round_id, "crash_point": crash},
-        )
-    assert answer.multiplier is not None and answer.payout is not None
-    return json_response(
-        {
+
+    def cashed_out(round_id: int, multiplier: int, payout: int) -> dict[str, Any]:
+        return {
             "ticket_id": ticket_id,
-            "round_id": answer.round_id,
+            "round_id": round_id,
             "status": "cashed_out",
-            "multiplier": answer.multiplier,
-            "multiplier_display": format_multiplier(answer.multiplier),
-            "payout": answer.payout,
+            "multiplier": multiplier,
+            "multiplier_display": format_multiplier(multiplier),
+            "payout": payout,
         }
+
+    def render(result: Result) -> tuple[int, Any]:
+        assert isinstance(result, BetSettled) and result.multiplier is not None
+        slot = idempotency.slots[-1]
+        return 200, cashed_out(event_hint(slot, "round_id"), result.multiplier, result.payout)
+
+    def live(answer: Cashout) -> Response:
+        if answer.status == "too_late":
+            crash = answer.crash_point
+            raise Problem(
+                "too_late",
+                f"the round crashed at {format_multiplier(crash) if crash else '?'}x "
+                "before the cashout",
+                extra={"ticket_id": ticket_id, "round_id": answer.round_id, "crash_point": crash},
+            )
+        assert answer.multiplier is not None and answer.payout is not None
+        return json_response(cashed_out(answer.round_id, answer.multiplier, answer.payout))
+
+    return await answer_with(
+        idempotency,
+        render,
+        lambda slot: game.cash_out(player_of(principal, body.user_id), _ticket(ticket_id), slot),
+        live,
     )
 
 
@@ -454,14 +545,23 @@ async def auto_cashout(
     ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken, body: AutoCashoutBody
 ) -> Response:
     game = current_services().require_game().game
-    target = await decide(
-        game.set_auto_cashout,
-        idempotency.scoped_id + ":target",
-        player_of(principal, body.user_id),
-        _ticket(ticket_id),
-        body.target,
+
+    def render(result: Result) -> tuple[int, Any]:
+        assert isinstance(result, BetRetargeted)
+        return 200, {"ticket_id": ticket_id, "auto_cashout": result.auto_cashout}
+
+    return await answer_with(
+        idempotency,
+        render,
+        lambda slot: game.set_auto_cashout(
+            idempotency.scoped_id + ":target",
+            player_of(principal, body.user_id),
+            _ticket(ticket_id),
+            body.target,
+            slot,
+        ),
+        lambda target: json_response({"ticket_id": ticket_id, "auto_cashout": target}),
     )
-    return json_response({"ticket_id": ticket_id, "auto_cashout": target})
 
 
 @dataclass(frozen=True)

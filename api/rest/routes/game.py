@@ -20,24 +20,14 @@ from crashd.api.rest.validation import MAX_INTEGER, Integer
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.keys import Principal
 from crashd.api.services import current_services
-from crashd.api.wire import API_PREFIX
-from crashd.engine.curve import GROWTH_PER_MS, format_multiplier
+from crashd.api.wire import API_PREFIX, iso_ms
+from crashd.engine.curve import format_multiplier
 from crashd.engine.ledger.model import BetView, RoundView
 
 game = Blueprint("game", __name__, url_prefix=API_PREFIX)
 
 
 PAGE_MAX = 100
-
-
-def iso_ms(epoch_ms: int | None) -> str | None:
-    if epoch_ms is None:
-        return None
-    return (
-        datetime.fromtimestamp(epoch_ms / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def public_user(user: Any, principal: Principal) -> str | None:
@@ -51,7 +41,7 @@ def public_user(user: Any, principal: Principal) -> str | None:
 
 STATE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["round_id", "status", "current_multiplier", "timestamp", "participants"],
+    "required": ["round_id", "status", "current_multiplier", "timestamp", "participant_count"],
     "properties": {
         "round_id": {"type": "integer", "description": "the round's game number in the chain"},
         "status": {"type": "string", "enum": ["betting", "running", "crashed", "voided"]},
@@ -67,7 +57,15 @@ STATE_SCHEMA: dict[str, Any] = {
         "crash_point": {"type": ["integer", "null"], "description": "only once crashed"},
         "game_hash": {"type": ["string", "null"], "description": "only once crashed"},
         "participant_count": {"type": "integer"},
-        "participants": {"type": "array", "items": {"type": "object"}},
+        "cashed_out_count": {"type": "integer"},
+        "total_stake": {"type": "integer"},
+        "total_payout": {"type": "integer"},
+        "top_bets": {
+            "type": "array",
+            "description": "the largest bets by stake (at most 10), anonymous; every bet: "
+            "GET /game/state/participants",
+            "items": {"type": "object"},
+        },
         "next_round_bets": {"type": "integer"},
         "curve": {"type": "object"},
     },
@@ -108,17 +106,65 @@ ROUNDS_SCHEMA: dict[str, Any] = {
 
 @game.get("/game/state")
 @documented(
-    "The live round: phase, multiplier, deadlines and participants",
+    "The live round: phase, multiplier, deadlines, counts and totals, the largest bets",
     response=STATE_SCHEMA,
     tags=("game",),
     problems=("engine_unavailable",),
 )
 @requires_scope("read:game_state")
 async def game_state(*, principal: Principal) -> Response:
-    runtime = current_services().require_game()
-    snap = runtime.game.engine.snapshot()
-    at = runtime.epoch_ms
-    participants = [
+    # Built and encoded once per engine change, whatever the number of readers or bets.
+    body = current_services().require_game().live.rest_body()
+    return Response(body, content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@dataclass(frozen=True)
+class ParticipantsQuery:
+    offset: Annotated[int, Integer(minimum=0, maximum=MAX_INTEGER, description="bets to skip")] = 0
+    limit: Annotated[int, Integer(minimum=1, maximum=PAGE_MAX, description="page size")] = 50
+
+
+PARTICIPANTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["round_id", "participant_count", "offset", "participants"],
+    "properties": {
+        "round_id": {"type": "integer"},
+        "participant_count": {"type": "integer"},
+        "offset": {"type": "integer"},
+        "participants": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["stake", "status"],
+                "properties": {
+                    "ticket_id": {"type": ["string", "null"], "description": "your users' only"},
+                    "user_id": {"type": ["string", "null"], "description": "your users' only"},
+                    "stake": {"type": "integer"},
+                    "status": {"type": "string", "enum": ["open", "won", "lost", "refunded"]},
+                    "cashed_out_at": {"type": ["integer", "null"]},
+                    "payout": {"type": ["integer", "null"]},
+                },
+            },
+        },
+        "next_offset": {"type": ["integer", "null"]},
+    },
+}
+
+
+@game.get("/game/state/participants")
+@documented(
+    "Every bet of the live round, a page at a time, in the order placed (other partners' "
+    "users anonymous)",
+    response=PARTICIPANTS_SCHEMA,
+    tags=("game",),
+    problems=("engine_unavailable",),
+)
+@requires_scope("read:game_state")
+@query_params(ParticipantsQuery)
+async def game_participants(*, principal: Principal, query: ParticipantsQuery) -> Response:
+    live = current_services().require_game().live
+    round_id, count, page = live.participants(query.offset, query.limit)
+    items = [
         {
             "ticket_id": p.ticket if public_user(p.user, principal) is not None else None,
             "user_id": public_user(p.user, principal),
@@ -127,34 +173,19 @@ async def game_state(*, principal: Principal) -> Response:
             "cashed_out_at": p.cashed_out_at,
             "payout": p.payout,
         }
-        for p in snap.participants
+        for p in page
     ]
-    body = {
-        "round_id": snap.round_id,
-        "status": snap.status,
-        "current_multiplier": snap.multiplier,
-        "current_multiplier_display": format_multiplier(snap.multiplier),
-        "timestamp": iso_ms(at(snap.now_ms)),
-        "server_time_ms": at(snap.now_ms),
-        "elapsed_ms": snap.elapsed_ms,
-        "betting_closes_at": iso_ms(at(snap.betting_closes_at_ms)),
-        "started_at": iso_ms(at(snap.started_at_ms)) if snap.started_at_ms is not None else None,
-        "crashed_at": iso_ms(at(snap.crashed_at_ms)) if snap.crashed_at_ms is not None else None,
-        "next_round_at": iso_ms(at(snap.pause_ends_at_ms))
-        if snap.pause_ends_at_ms is not None
-        else None,
-        "crash_point": snap.crash_point,
-        "game_hash": snap.game_hash,
-        "participant_count": len(participants),
-        "participants": participants,
-        "next_round_bets": snap.next_round_bets,
-        "curve": {
-            "formula": "multiplier_hundredths = floor(100 * e^(growth_per_ms * elapsed_ms))",
-            "growth_per_ms": GROWTH_PER_MS,
-            "started_at_ms": at(snap.started_at_ms) if snap.started_at_ms is not None else None,
+    following = query.offset + len(page)
+    return json_response(
+        {
+            "round_id": round_id,
+            "participant_count": count,
+            "offset": query.offset,
+            "participants": items,
+            "next_offset": following if len(page) == query.limit else None,
         },
-    }
-    return json_response(body, headers={"Cache-Control": "no-store"})
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _round_body(view: RoundView, bets: list[BetView], salt: str | None) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import current_services
 from crashd.api.wire import API_PREFIX
+from crashd.engine.ledger.model import Posted, Result
 
-from .bets import USER_ID, decide
+from .bets import USER_ID, answer_with
 
 users = Blueprint("users", __name__, url_prefix=API_PREFIX)
 
@@ -117,11 +118,30 @@ async def faucet(
             "environment_not_allowed", "the faucet hands out demo money to sandbox users only"
         )
     ledger = current_services().require_game().game.ledger
-    await decide(
-        ledger.faucet_credit,
-        idempotency.scoped_id + ":faucet",
-        partner_id=principal.partner_id,
-        user_id=body.user_id,
-        amount=body.amount,
+    environment = principal.environment
+
+    def render(posted: Result) -> tuple[int, Any]:
+        assert isinstance(posted, Posted)
+        # The balance the credit's own commit left (a record from before ``posted`` was
+        # kept has only what is available).
+        total = posted.posted if posted.posted is not None else posted.balance
+        return 201, {
+            "user_id": body.user_id,
+            "environment": environment,
+            "posted": total,
+            "pending": total - posted.balance,
+            "available": posted.balance,
+        }
+
+    return await answer_with(
+        idempotency,
+        render,
+        lambda slot: ledger.faucet_credit(
+            idempotency.scoped_id + ":faucet",
+            partner_id=principal.partner_id,
+            user_id=body.user_id,
+            amount=body.amount,
+            reply=slot,
+        ),
+        lambda posted: json_response(*reversed(render(posted))),
     )
-    return json_response(await _balance_body(principal, body.user_id), status=201)
