@@ -1,39 +1,43 @@
-"""``python -m bench NAME [args…]``: run one benchmark module's ``main(argv)``.
-
-Each benchmark lives in ``bench/NAME.py`` and exposes ``main(argv: list[str]) -> int``.
-Figures are printed as tables, always next to the peer or limit they are compared with.
-"""
+"""``python -m bench``: the list; ``python -m bench NAME [args…]``: one benchmark's
+``main(argv)``; ``python -m bench all|report|compare``: the suite (see ``bench.suite``
+for the registry and what a bench module exposes)."""
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import sys
 
-import bench
+from bench.suite import BENCHES, COMMANDS
+
+MODULES = {"all": "bench.runner", "report": "bench.report", "compare": "bench.compare"}
 
 
-def available() -> list[str]:
-    return sorted(
-        m.name
-        for m in pkgutil.iter_modules(bench.__path__)
-        if not m.name.startswith("_") and m.name not in {"common"}
-    )
+def listing() -> str:
+    width = max(len(n) for n in [*COMMANDS, *(b.name for b in BENCHES)])
+    lines = ["usage: python -m bench NAME [args…]   (python -m bench NAME --help)", ""]
+    lines += ["benchmarks:"] + [f"  {b.name:<{width}}  {b.summary}" for b in BENCHES]
+    lines += ["", "suite:"] + [f"  {n:<{width}}  {what}" for n, what in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
-    names = available()
-    if not argv or argv[0] in {"-h", "--help"}:
-        print("usage: python -m bench NAME [args…]\nbenchmarks: " + ", ".join(names))
-        return 0 if argv else 2
+    if not argv or argv[0] in {"-h", "--help", "list"}:
+        print(listing())
+        return 0
     name, rest = argv[0], argv[1:]
-    if name not in names:
+    if name == "_worker":
+        from bench.runner import worker
+
+        return worker(rest)
+    names = [b.name for b in BENCHES]
+    if name not in names and name not in MODULES:
         print(
-            f"python -m bench: unknown benchmark {name!r}; choose from: {', '.join(names)}",
+            f"python -m bench: unknown benchmark {name!r}; choose from: "
+            + ", ".join([*names, *MODULES]),
             file=sys.stderr,
         )
         return 2
-    module = importlib.import_module(f"bench.{name}")
+    module = importlib.import_module(MODULES.get(name, f"bench.{name}"))
     code: int = module.main(rest)
     return code
 

@@ -56,6 +56,12 @@ from typing import Any
 
 import trio
 
+from bench.suite import Context, Progress, Skip, clamp
+from bench.suite import Row as SuiteRow
+from bench.suite import ratio as ratio_of
+
+NAME = "api"
+T_API = "REST API: reads and the signed bet path beside the framework's hello route"
 HELLO_PATH = "/bench/hello"
 STATE_PATH = "/api/v1/game/state"
 SCOPES = "read:game_state,read:balance,write:bet"
@@ -517,9 +523,9 @@ def print_table(rows: list[Row], hello: Row, *, concurrency: int, client: str) -
     )
 
 
-def main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bench api", description=__doc__.split("\n\n")[0]
+        prog="python -m bench api", description=(__doc__ or "").split("\n\n")[0]
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="per row (default 10)")
     parser.add_argument(
@@ -556,16 +562,77 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="repeat the rows (same server)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument("--quick", action="store_true", help="2 s rows: a smoke run of every path")
     parser.add_argument("--serve-child", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     if args.serve_child is not None:
         return serve_child(args.serve_child, args.synchronous, args.log_level)
+    if args.quick:
+        args.seconds = 2.0
+    skips: list[Skip] = []
+    rows, _, problems = execute(args, None, skips)
+    for s in skips:
+        print(f"api: skipped {s.what}: {s.why}")
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "requests": r.requests,
+                        "failures": r.failures,
+                        "seconds": r.seconds,
+                        "rate": r.rate,
+                        "p50_ms": percentile(r.latencies_ms, 50),
+                        "p99_ms": percentile(r.latencies_ms, 99),
+                        "server_cpu": r.server_cpu,
+                        "statuses": r.statuses,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+    return 0 if all(r.failures == 0 for r in rows) and not problems else 1
 
+
+def run(ctx: Context) -> list[SuiteRow]:
+    if ctx.quick:
+        argv = ["--seconds", "2"]
+    else:
+        # Start-up, funding and three 1 s warm-ups take ~15 s; three rows share the rest.
+        argv = ["--seconds", f"{clamp((ctx.seconds - 20) / 3, 2, 10):.0f}"]
+    if shutil.which("wrk"):
+        argv.append("--wrk")
+    else:
+        ctx.skip(
+            "the wrk cross-check of the GET rows", "wrk is not installed (apt-get install wrk)"
+        )
+    ctx.note("equivalent: python -m bench api " + " ".join(argv))
+    skips: list[Skip] = []
+    rows, args, problems = execute(parser().parse_args(argv), ctx.progress, skips)
+    for s in skips:
+        ctx.skip(s.what, s.why)
+    return to_rows(rows, args, problems)
+
+
+def execute(
+    args: argparse.Namespace, progress: Progress | None, skips: list[Skip]
+) -> tuple[list[Row], argparse.Namespace, list[str]]:
+    """Start the server, measure the rows, stop it and audit its ledger (money conserved
+    after the load). Returns (rows, args, the audit's problems)."""
     cores = sorted(os.sched_getaffinity(0))
     pin = not args.no_pin and len(cores) >= 2
     server_cpu, client_cpu = (cores[0], cores[1]) if pin else (None, None)
     opener = RawConnection.open if args.client == "raw" else HttpxConnection.open
+    args.progress = progress
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        if progress is not None:
+            progress.update(0, 1, "starting the server")
         server = start_server(
             Path(tmp), synchronous=args.synchronous, log_level=args.log_level, cpu=server_cpu
         )
@@ -587,27 +654,90 @@ def main(argv: list[str]) -> int:
             server.stop()
             if client_cpu is not None:
                 os.sched_setaffinity(0, set(cores))
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                [
-                    {
-                        "name": r.name,
-                        "requests": r.requests,
-                        "failures": r.failures,
-                        "seconds": r.seconds,
-                        "rate": r.rate,
-                        "p50_ms": percentile(r.latencies_ms, 50),
-                        "p99_ms": percentile(r.latencies_ms, 99),
-                        "server_cpu": r.server_cpu,
-                        "statuses": r.statuses,
-                    }
-                    for r in rows
-                ],
-                indent=2,
+        problems = audit_ledger(_child_config(Path(tmp), args.synchronous, "error").database)
+    print(
+        "the server's ledger after the load: "
+        + ("audit passed (money conserved)" if not problems else "; ".join(problems[:5]))
+    )
+    if args.wrk and not shutil.which("wrk"):
+        skips.append(Skip(NAME, "the wrk cross-check", "wrk is not installed"))
+    if progress is not None:
+        progress.done()
+    return rows, args, problems
+
+
+def audit_ledger(path: Path) -> list[str]:
+    from crashd.engine.ledger.store import Store, audit
+
+    store = Store(path, "OFF")
+    try:
+        return list(audit(store.conn).problems)
+    finally:
+        store.close()
+
+
+def to_rows(rows: list[Row], args: argparse.Namespace, problems: list[str]) -> list[SuiteRow]:
+    out = []
+    hello = next((r for r in rows if r.name.startswith(f"GET {HELLO_PATH}")), None)
+    seen: dict[str, int] = {}
+    for row in rows:
+        if row.name.startswith("wrk"):
+            p50, p99 = (row.latencies_ms + [float("nan")] * 2)[:2]
+        else:
+            p50, p99 = percentile(row.latencies_ms, 50), percentile(row.latencies_ms, 99)
+        if row.name.startswith("GET " + HELLO_PATH):
+            key, role = "hello", "limit"
+        elif row.name.startswith("GET " + STATE_PATH):
+            key, role = "state", "subject"
+        elif row.name.startswith("POST"):
+            key, role = "bet_path", "subject"
+        else:
+            key, role = "wrk" + row.name[4:].replace("/", "_"), "limit"
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:
+            key = f"{key}/{seen[key] - 1}"
+        metrics = {
+            "req_per_s": row.rate,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "server_cpu_share": row.server_cpu,
+            "requests_n": float(row.requests),
+            "failures_n": float(row.failures),
+        }
+        checks = {"no request failed": row.failures == 0}
+        if key.startswith("bet_path"):
+            metrics["bets_per_s"] = row.ok / row.seconds if row.seconds else float("nan")
+            checks[
+                "the server's ledger audits clean after the load (money conserved)"
+            ] = not problems
+        out.append(
+            SuiteRow(
+                NAME,
+                T_API,
+                key,
+                {
+                    "hello": f"`GET {HELLO_PATH}` (a bare route on the same app: the framework's limit)",
+                    "state": f"`GET {STATE_PATH}`",
+                    "bet_path": "`POST /bets/reserve` → `POST /bets/confirm` (signed, durable)",
+                }.get(key.split("/")[0], row.name),
+                metrics,
+                {"× hello": ratio_of(row.rate, hello.rate if hello else float("nan"))},
+                role=role,
+                params={
+                    "concurrency": args.concurrency,
+                    "client": args.client,
+                    "synchronous": args.synchronous,
+                    "log_level": args.log_level,
+                    "seconds": args.seconds,
+                    "users": args.users,
+                },
+                checks=checks,
+                headline="/" not in key and not key.startswith("wrk"),
+                primary=["req_per_s", "p50_ms", "p99_ms", "× hello"],
+                note="; ".join(problems[:3]) if key.startswith("bet_path") else "",
             )
         )
-    return 0 if all(r.failures == 0 for r in rows) else 1
+    return out
 
 
 async def _measure(server: Server, args: argparse.Namespace, opener: Any) -> list[Row]:
@@ -620,7 +750,10 @@ async def _measure(server: Server, args: argparse.Namespace, opener: Any) -> lis
     await run_load(server, "warmup", get_op(reqs.get(STATE_PATH)), seconds=1.0, **load)
     await run_load(server, "warmup", bet_op(reqs, users, args.concurrency), seconds=1.0, **load)
     all_rows: list[Row] = []
-    for _ in range(args.repeat):
+    progress = getattr(args, "progress", None)
+    for rep in range(args.repeat):
+        if progress is not None:
+            progress.update(3 * rep, 3 * args.repeat, f"GET {HELLO_PATH}")
         hello = await run_load(
             server,
             f"GET {HELLO_PATH} (framework limit)",
@@ -628,9 +761,13 @@ async def _measure(server: Server, args: argparse.Namespace, opener: Any) -> lis
             seconds=args.seconds,
             **load,
         )
+        if progress is not None:
+            progress.update(3 * rep + 1, 3 * args.repeat, f"GET {STATE_PATH}")
         state = await run_load(
             server, f"GET {STATE_PATH}", get_op(reqs.get(STATE_PATH)), seconds=args.seconds, **load
         )
+        if progress is not None:
+            progress.update(3 * rep + 2, 3 * args.repeat, "the bet path")
         bets = await run_load(
             server,
             "POST reserve -> POST confirm (path)",
@@ -663,3 +800,9 @@ async def _measure(server: Server, args: argparse.Namespace, opener: Any) -> lis
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def plot(rows: list[SuiteRow], directory: Path) -> list[tuple[Path, str]]:
+    from bench import plots
+
+    return plots.api(rows, directory)

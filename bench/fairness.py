@@ -2,22 +2,34 @@
 
 The limit is hashlib's SHA-256 of a 64-byte message called in a plain Python loop on the
 same machine: a chain link is exactly one such call plus a hex encoding, so the ratio
-shows what the chain code costs beyond the hash itself. Also reports the time and peak
-memory of building a full chain (default 10,000,000 links) and the per-round cost of
-serving a game hash from checkpoints.
+shows what the chain code costs beyond the hash itself. The peer is the raw Ed25519
+rate (the ``cryptography`` package: sign and verify of a 32-byte message), what a
+signature-based fairness scheme would pay per round; skipped with a line when the
+package is not installed (``pip install -e '.[bench]'``). Also reports the time and
+peak memory of building a full chain (default 10,000,000 links) and the per-round cost
+of serving a game hash from checkpoints, and checks what it built: revealed games verify
+against the terminating hash, crash points are at least 1.00x.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
+from bench.suite import Context, Progress, Row, clamp, ratio
 from crashd.engine.chainstore import new_seed
-from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.fairness import ChainReader, build_chain, crash_point, verify_game
+
+NAME = "fairness"
+SALT = "0000000000000000004d6ec16dafe9d8370958664c1dc422f452892264c59526"
+T_RATES = "Fairness: operations per second, beside the limit and the peer"
+T_CHAIN = "Fairness: building and serving a chain"
 
 
 def _rate(fn: Callable[[int], None], n: int) -> float:
@@ -43,59 +55,203 @@ def chain_links(n: int) -> None:
 def crash_points(n: int) -> None:
     h = hashlib.sha256(b"x").hexdigest()
     for _ in range(n):
-        crash_point(h, "0000000000000000004d6ec16dafe9d8370958664c1dc422f452892264c59526")
+        crash_point(h, SALT)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench fairness", description=__doc__)
-    parser.add_argument("--n", type=int, default=500_000, help="operations per rate sample")
-    parser.add_argument(
-        "--chain-length", type=int, default=10_000_000, help="full chain to build (0 to skip)"
+def ed25519() -> tuple[Callable[[int], None], Callable[[int], None], bool] | str:
+    """(sign n times, verify n times, a signature checked) or why it cannot run."""
+    try:
+        module: Any = importlib.import_module("cryptography.hazmat.primitives.asymmetric.ed25519")
+        exceptions: Any = importlib.import_module("cryptography.exceptions")
+    except ImportError:
+        return "the `cryptography` package is not installed (pip install -e '.[bench]')"
+    key = module.Ed25519PrivateKey.generate()
+    public = key.public_key()
+    msg = hashlib.sha256(b"round").digest()
+    signature = key.sign(msg)
+
+    def sign(n: int) -> None:
+        for _ in range(n):
+            key.sign(msg)
+
+    def verify(n: int) -> None:
+        for _ in range(n):
+            public.verify(signature, msg)
+
+    try:
+        public.verify(signature, msg)
+        public.verify(signature, msg[::-1])
+        checked = False  # a tampered message must not verify
+    except exceptions.InvalidSignature:
+        checked = True
+    return sign, verify, checked
+
+
+def measure(
+    n: int, chain_length: int, serve_games: int, progress: Progress | None = None
+) -> list[Row]:
+    """Print the tables and return the rows."""
+    step = progress.update if progress is not None else (lambda *a: None)
+    parts = 5 if chain_length else 3
+    step(0, parts, "raw SHA-256")
+    limit = _rate(raw_sha256, n)
+    step(1, parts, "chain links")
+    links = _rate(chain_links, n)
+    step(2, parts, "crash points")
+    points = _rate(crash_points, n)
+    peer = ed25519()
+    signs = verifies = float("nan")
+    ed_checked = True
+    if not isinstance(peer, str):
+        signs = _rate(peer[0], max(1, n // 20))
+        verifies = _rate(peer[1], max(1, n // 20))
+        ed_checked = peer[2]
+    print(f"{'what':<34}{'per second':>14}{'vs raw SHA-256':>16}{'vs Ed25519 sign':>17}")
+    table = [
+        ("sha256", "raw hashlib SHA-256 (64-byte msg)", limit, "limit"),
+        ("links", "chain links (hex encoding)", links, "subject"),
+        ("crash_points", "crash points (HMAC + float)", points, "subject"),
+    ]
+    if isinstance(peer, str):
+        print(f"(Ed25519 peer skipped: {peer})")
+    else:
+        table += [
+            ("ed25519_sign", "raw Ed25519 sign (cryptography)", signs, "peer"),
+            ("ed25519_verify", "raw Ed25519 verify (cryptography)", verifies, "peer"),
+        ]
+    rows = []
+    for key, label, rate, role in table:
+        print(f"{label:<34}{rate:>14,.0f}{rate / limit:>16.2f}{ratio(rate, signs):>17.2f}")
+        ratios = {"× SHA-256": ratio(rate, limit)}
+        if not isinstance(peer, str):
+            ratios["× Ed25519 sign"] = ratio(rate, signs)
+        rows.append(
+            Row(
+                NAME,
+                T_RATES,
+                key,
+                label,
+                {"ops_per_s": rate},
+                ratios,
+                role=role,
+                params={"n": n},
+                headline=key in {"sha256", "links", "crash_points", "ed25519_sign"},
+            )
+        )
+    if not isinstance(peer, str):
+        rows[-2].checks["a tampered message does not verify"] = ed_checked
+    h = hashlib.sha256(b"x").hexdigest()
+    rows[2].checks["crash points are deterministic and >= 1.00x"] = (
+        crash_point(h, SALT) == crash_point(h, SALT) >= 100
     )
-    args = parser.parse_args(argv)
 
-    limit = _rate(raw_sha256, args.n)
-    links = _rate(chain_links, args.n)
-    points = _rate(crash_points, args.n)
-    print(f"{'what':<34}{'per second':>14}{'vs raw SHA-256':>16}")
-    print(f"{'raw hashlib SHA-256 (64-byte msg)':<34}{limit:>14,.0f}{1.0:>16.2f}")
-    print(f"{'chain links (hex encoding)':<34}{links:>14,.0f}{links / limit:>16.2f}")
-    print(f"{'crash points (HMAC + float)':<34}{points:>14,.0f}{points / limit:>16.2f}")
-
-    if args.chain_length:
+    if chain_length:
+        step(3, parts, f"build {chain_length:,} links")
         started = time.perf_counter()
-        spec = build_chain(new_seed(), args.chain_length)
+        spec = build_chain(new_seed(), chain_length)
         elapsed = time.perf_counter() - started
         # Traced separately: tracemalloc slows the hot loop several-fold.
-        traced_length = min(args.chain_length, 1_000_000)
+        traced_length = min(chain_length, 1_000_000)
         tracemalloc.start()
         build_chain(new_seed(), traced_length)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         print(
-            f"\nbuild {args.chain_length:,} links: {elapsed:.1f} s "
-            f"({args.chain_length / elapsed:,.0f} links/s); {len(spec.checkpoints):,} checkpoints "
+            f"\nbuild {chain_length:,} links: {elapsed:.1f} s "
+            f"({chain_length / elapsed:,.0f} links/s); {len(spec.checkpoints):,} checkpoints "
             f"of 32 bytes kept; peak traced memory building {traced_length:,} links: "
             f"{peak / 2**10:.0f} KiB"
         )
-
+        step(4, parts, "serve games")
         reader = ChainReader(spec)
         costs = []
-        for game in range(1, 20_001):
+        served = min(serve_games, chain_length)
+        hashes = {}
+        for game in range(1, served + 1):
             started = time.perf_counter()
-            reader.game_hash(game)
+            hashes[game] = reader.game_hash(game)
             costs.append(time.perf_counter() - started)
         costs.sort()
         print(
-            "serve games 1..20,000 in play order: "
+            f"serve games 1..{served:,} in play order: "
             f"mean {statistics.fmean(costs) * 1e6:.1f} µs, p50 {costs[len(costs) // 2] * 1e6:.1f} µs, "
             f"max {costs[-1] * 1e3:.1f} ms (one segment of {spec.interval:,} links recomputed "
             "every interval games)"
         )
         cold = ChainReader(spec)
         started = time.perf_counter()
-        cold.game_hash(args.chain_length // 2)
-        print(
-            f"cold lookup of a game in the middle of the chain: {(time.perf_counter() - started) * 1e3:.1f} ms"
+        cold.game_hash(chain_length // 2)
+        cold_ms = (time.perf_counter() - started) * 1e3
+        print(f"cold lookup of a game in the middle of the chain: {cold_ms:.1f} ms")
+        # What a player checks: a revealed game sits at its place under the published
+        # terminating hash, and its crash point is the one the engine computes.
+        terminating = spec.terminating_hash.hex()
+        sample = sorted({1, 2, served // 2 or 1, served})
+        verified = all(
+            verify_game(hashes[g], SALT, terminating, g) == crash_point(hashes[g], SALT)
+            for g in sample
         )
-    return 0
+        rows += [
+            Row(
+                NAME,
+                T_CHAIN,
+                "build",
+                f"build a {chain_length:,}-link chain",
+                {
+                    "build_s": elapsed,
+                    "links_per_s": chain_length / elapsed,
+                    "checkpoints_n": len(spec.checkpoints),
+                    "peak_traced_kib": peak / 2**10,
+                },
+                params={"chain_length": chain_length, "traced_length": traced_length},
+                checks={"revealed games verify against the terminating hash": verified},
+            ),
+            Row(
+                NAME,
+                T_CHAIN,
+                "serve",
+                f"serve games 1..{served:,} in play order",
+                {
+                    "mean_us": statistics.fmean(costs) * 1e6,
+                    "p50_us": costs[len(costs) // 2] * 1e6,
+                    "max_ms": costs[-1] * 1e3,
+                    "cold_lookup_ms": cold_ms,
+                },
+                params={"games": served, "interval": spec.interval},
+            ),
+        ]
+    step(parts, parts, "done")
+    return rows
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench fairness", description=__doc__)
+    p.add_argument("--n", type=int, default=500_000, help="operations per rate sample")
+    p.add_argument(
+        "--chain-length", type=int, default=10_000_000, help="full chain to build (0 to skip)"
+    )
+    p.add_argument("--serve", type=int, default=20_000, help="games served in play order")
+    p.add_argument("--quick", action="store_true", help="small sizes: a few seconds")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.quick:
+        args.n, args.chain_length, args.serve = 20_000, 100_000, 2_000
+    rows = measure(args.n, args.chain_length, args.serve)
+    return 0 if all(all(r.checks.values()) for r in rows) else 1
+
+
+def run(ctx: Context) -> list[Row]:
+    if ctx.quick:
+        n, chain, serve = 20_000, 100_000, 2_000
+    else:
+        # The default run (500,000 per sample, 10M links) takes about 20 s; a smaller
+        # budget scales both down.
+        scale = clamp(ctx.seconds / 30, 0.05, 1.0)
+        n, chain, serve = int(500_000 * scale), int(10_000_000 * scale), 20_000
+    ctx.note(f"equivalent: python -m bench fairness --n {n} --chain-length {chain} --serve {serve}")
+    if isinstance(ed25519(), str):
+        ctx.skip("the raw Ed25519 peer", str(ed25519()))
+    return measure(n, chain, serve, ctx.progress)

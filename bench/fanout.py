@@ -39,6 +39,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.suite import Context, Progress, Row, Skip, ratio
+
+NAME = "fanout"
+T_SUSTAINED = "Fan-out: live subscribers sustained on one core"
+T_POINTS = "Fan-out: every measured point"
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "fanout"
 CACHE = Path(os.environ.get("CRASHD_BENCH_CACHE", Path.home() / ".cache" / "crashd" / "bench"))
@@ -190,6 +195,8 @@ class Point:
     client_cpu_share: float
     passed: bool
     note: str
+    dups: int = 0
+    """Ticks a subscriber got again or out of order (the load generator counts them)."""
 
 
 def _server_command(
@@ -230,7 +237,7 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
     return proc.stdout.readline() if ready else ""
 
 
-def measure(
+def measure_point(
     server: str,
     n: int,
     rate: float,
@@ -304,6 +311,7 @@ def measure(
     passed = (
         client["connected"] == n
         and client["closed_early"] == 0
+        and client.get("dups", 0) == 0
         and received == expected
         and delivered >= 0.99 * n * rate
         and 0 <= p99 < P99_LIMIT_MS
@@ -329,6 +337,7 @@ def measure(
         client_cpu_share=round(client_share, 2),
         passed=passed,
         note=note,
+        dups=client.get("dups", 0),
     )
 
 
@@ -354,44 +363,86 @@ def table(points: list[Point], sustained: dict[tuple[str, float], int]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench fanout", description=__doc__.split("\n\n")[0]
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench fanout", description=(__doc__ or "").split("\n\n")[0]
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="a short sanity run: small N, 3 s points"
-    )
-    parser.add_argument(
+    p.add_argument("--quick", action="store_true", help="a short sanity run: small N, 3 s points")
+    p.add_argument(
         "--servers",
         default=",".join(DEFAULT_SERVERS),
         help="comma-separated, from " + ",".join(SERVERS),
     )
-    parser.add_argument("--rates", default="10,20", help="tick rates in Hz")
-    parser.add_argument(
+    p.add_argument("--rates", default="10,20", help="tick rates in Hz")
+    p.add_argument(
         "--ladder", default="500,1000,2500,5000,6000,7500,10000,12500", help="N values to climb"
     )
-    parser.add_argument(
+    p.add_argument(
         "--duration", type=float, default=15.0, help="measured seconds per run (after 1 s warm-up)"
     )
-    parser.add_argument(
+    p.add_argument(
         "--runs", type=int, default=3, help="runs per point; a point passes only if all do"
     )
-    parser.add_argument(
-        "--out", type=Path, default=CACHE, help="where fanout.json and fanout.png go"
-    )
-    parser.add_argument("--serve-crashd", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    p.add_argument("--out", type=Path, default=CACHE, help="where fanout.json and fanout.png go")
+    p.add_argument("--serve-crashd", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     if args.serve_crashd:
         port, n, rate, ticks, warmup, size = args.serve_crashd
         serve_crashd(int(port), int(n), float(rate), int(ticks), int(warmup), int(size))
         return 0
     if args.quick:
         args.ladder, args.duration, args.runs = "200,1000", 3.0, 1
+    skips: list[Skip] = []
+    rows = measure(args, None, skips)
+    if rows is None:
+        return 2
+    return 0
+
+
+def run(ctx: Context) -> list[Row]:
+    servers = ",".join(DEFAULT_SERVERS)
+    if ctx.quick:
+        # One small point per server at 20 Hz: every server starts, every subscriber
+        # gets every tick in order.
+        argv = ["--servers", servers, "--rates", "20", "--ladder", "200", "--duration", "2"]
+        argv += ["--runs", "1"]
+    else:
+        ladder = [1000, 2500, 5000, 7500, 10000]
+        rates = (10, 20)
+        # A point costs its duration plus ~4 s (start, connect, warm-up, drain); a
+        # server's climb stops at its first failure, so plan for ~4 points per climb.
+        per_point = ctx.seconds / (len(DEFAULT_SERVERS) * len(rates) * 4)
+        duration = max(2.0, min(15.0, per_point - 4))
+        argv = ["--servers", servers, "--rates", ",".join(map(str, rates))]
+        argv += ["--ladder", ",".join(map(str, ladder)), "--duration", f"{duration:.0f}"]
+        argv += ["--runs", "1"]
+    argv += ["--out", str(ctx.out / "fanout")]
+    ctx.note("equivalent: python -m bench fanout " + " ".join(argv))
+    skips: list[Skip] = []
+    rows = measure(parser().parse_args(argv), ctx.progress, skips)
+    for s in skips:
+        ctx.skip(s.what, s.why)
+    return rows or []
+
+
+def measure(
+    args: argparse.Namespace, progress: Progress | None, skips: list[Skip]
+) -> list[Row] | None:
+    """Climb every server's ladder, print the table, write fanout.json/png to ``--out``;
+    return the rows (``None``: bad arguments)."""
+
+    def skip(what: str, why: str) -> None:
+        skips.append(Skip(NAME, what, why))
+        print(f"fanout: skipped {what}: {why}", flush=True)
 
     loadgen, why = build_c("loadgen")
     if loadgen is None:
-        print(f"fanout: skipped: {why} (the C load generator is what measures every server)")
-        return 0
+        skip("every server", f"{why} (the C load generator is what measures every server)")
+        return []
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(servers) - set(SERVERS)
     if unknown:
@@ -399,17 +450,17 @@ def main(argv: list[str]) -> int:
             f"fanout: unknown servers {sorted(unknown)}; choose from {', '.join(SERVERS)}",
             file=sys.stderr,
         )
-        return 2
+        return None
     if "c-floor" in servers:
         floor, why = build_c("floor")
         if floor is None:
-            print(f"fanout: note: {why}; the C floor is skipped")
+            skip("the C floor", why)
             servers.remove("c-floor")
     node_modules = None
     if "node-ws" in servers:
         node_modules, why = install_node_ws()
         if node_modules is None:
-            print(f"fanout: note: {why}")
+            skip("the Node `ws` peer", why)
             servers.remove("node-ws")
     cpus_available = sorted(os.sched_getaffinity(0))
     cpus: tuple[int | None, int | None] = (None, None)
@@ -424,14 +475,17 @@ def main(argv: list[str]) -> int:
     ladder = [int(x) for x in args.ladder.split(",")]
     points: list[Point] = []
     sustained: dict[tuple[str, float], int] = {}
+    planned = len(servers) * len(rates) * len(ladder) * args.runs
     for server in servers:
         for rate in rates:
             sustained[(server, rate)] = 0
             for n in ladder:
                 runs = []
                 for run in range(args.runs):
+                    if progress is not None:
+                        progress.update(len(points), planned, f"{server} {rate:g} Hz N={n:,}")
                     try:
-                        p = measure(
+                        p = measure_point(
                             server, n, rate, args.duration, run, loadgen, node_modules, cpus
                         )
                     except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
@@ -470,6 +524,10 @@ def main(argv: list[str]) -> int:
                 if all(p.passed for p in runs):
                     sustained[(server, rate)] = n
                 else:
+                    # The climb stops here: the rest of this ladder is not measured.
+                    planned -= (len(ladder) - ladder.index(n) - 1) * args.runs + (
+                        args.runs - len(runs)
+                    )
                     break
     print()
     print(table(points, sustained))
@@ -486,7 +544,99 @@ def main(argv: list[str]) -> int:
     )
     write_plot(args.out / "fanout.png", points, rates)
     print(f"\nwrote {args.out / 'fanout.json'} and {args.out / 'fanout.png'}")
-    return 0
+    if progress is not None:
+        progress.done()
+    return to_rows(points, sustained, ladder, args)
+
+
+LABELS = {
+    "crashd": "crashd",
+    "websockets": "`websockets` broadcast()",
+    "node-ws": "Node `ws`",
+    "c-floor": "C epoll floor (one send() per socket)",
+    "hypercorn": "the feed on Hypercorn (ASGI)",
+}
+ROLES = {"crashd": "subject", "c-floor": "limit"}
+
+
+def to_rows(
+    points: list[Point],
+    sustained: dict[tuple[str, float], int],
+    ladder: list[int],
+    args: argparse.Namespace,
+) -> list[Row]:
+    rows = []
+    for (server, rate), n in sustained.items():
+        at = [p for p in points if p.server == server and p.rate == rate and p.n == n]
+        metrics = {"sustained_n": float(n)}
+        if at:
+            metrics |= {
+                "p99_at_sustained_ms": max(p.p99_ms for p in at),
+                "cpu_us_per_msg": max(p.cpu_us_per_msg for p in at),
+                "rss_mb": max(p.rss_mb for p in at),
+            }
+        ratios = {}
+        if server == "crashd":
+            for peer in ("websockets", "node-ws", "c-floor"):
+                if (peer, rate) in sustained:
+                    ratios[f"× {peer}"] = ratio(n, sustained[(peer, rate)])
+        checks = {}
+        if server == "crashd":
+            first = [p for p in points if p.server == server and p.rate == rate][:1]
+            if first:
+                checks[f"N={first[0].n:,}: every subscriber got every tick once, in order"] = (
+                    first[0].connected == first[0].n
+                    and first[0].loss == 0
+                    and first[0].dups == 0
+                    and first[0].received == first[0].expected
+                )
+        rows.append(
+            Row(
+                NAME,
+                T_SUSTAINED,
+                f"sustained/{server}/{rate:g}",
+                f"{LABELS.get(server, server)}, {rate:g} Hz",
+                metrics,
+                ratios,
+                role=ROLES.get(server, "peer"),
+                params={
+                    "server": server,
+                    "rate_hz": rate,
+                    "ladder": ",".join(map(str, ladder)),
+                    "top_of_ladder": n == ladder[-1],
+                    "duration_s": args.duration,
+                    "runs": args.runs,
+                },
+                checks=checks,
+                headline=True,
+                primary=["sustained_n", "p99_at_sustained_ms", "cpu_us_per_msg", *ratios],
+                note="the top of the ladder: it may sustain more" if n == ladder[-1] else "",
+            )
+        )
+    for p in points:
+        rows.append(
+            Row(
+                NAME,
+                T_POINTS,
+                f"point/{p.server}/{p.rate:g}/{p.n}/{p.run}",
+                f"{p.server}, {p.rate:g} Hz, N={p.n:,}, run {p.run + 1}",
+                {
+                    "n": float(p.n),
+                    "delivered_per_s": float(p.delivered_per_s),
+                    "loss_n": float(p.loss),
+                    "p50_ms": p.p50_ms,
+                    "p99_ms": p.p99_ms,
+                    "max_ms": p.max_ms,
+                    "cpu_us_per_msg": p.cpu_us_per_msg,
+                    "rss_mb": p.rss_mb,
+                    "client_cpu_share": p.client_cpu_share,
+                },
+                role=ROLES.get(p.server, "peer"),
+                params={"server": p.server, "rate_hz": p.rate, "n": p.n, "passed": p.passed},
+                note=p.note if p.passed else ("FAIL " + p.note).strip(),
+            )
+        )
+    return rows
 
 
 # -- a PNG without plotting libraries -----------------------------------------------------
@@ -662,3 +812,9 @@ def write_plot(path: Path, points: list[Point], rates: Sequence[float]) -> None:
             canvas.text(x1 - 124, legend_y, server, color)
             legend_y += 16
     path.write_bytes(canvas.png())
+
+
+def plot(rows: list[Row], directory: Path) -> list[tuple[Path, str]]:
+    from bench import plots
+
+    return plots.fanout(rows, directory)

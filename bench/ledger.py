@@ -18,16 +18,28 @@ ledger's queue, Trio's wake-ups), so the ledger's own cost is not confused with 
 harness's.
 
 Options: ``--seconds S`` per configuration (default 2.0), ``--callers 1,10,100,1000``,
-``--sync FULL,NORMAL``, ``--quick`` (1 s, fewer configurations), ``--repeat N``;
+``--sync FULL,NORMAL``, ``--quick`` (0.3 s, fewer configurations), ``--repeat N``;
 ``--growth OPS`` instead measures the store alone while the ledger grows to OPS ops.
+``--postgres`` adds raw PostgreSQL as a peer: ``pgbench`` posting the same deposit
+(ops row with a random key into a unique index, transfer row, two balance updates, one
+transaction each) with 100 clients into a throwaway cluster on a Unix socket, when the
+PostgreSQL server binaries are installed (skipped with a line saying why otherwise).
+
+Correctness, checked on every run: the ledger's audit after each configuration (the
+sum of balances is zero, every balance equals its transfers: money conserved), a
+redelivered deposit (the same id posted by 20 callers at once) posts one transfer and
+answers each the same, and a settled round replayed settles nothing twice.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pwd
+import re
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 import time
 import uuid
@@ -37,12 +49,19 @@ from typing import cast
 
 import trio
 
+from bench.suite import Context, Progress, Row, Skip, clamp, ratio
 from crashd.engine.ledger import open_ledger
 from crashd.engine.ledger.model import Posted, RoundSettled
 from crashd.engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, RoundSettle, RoundStart
 from crashd.engine.ledger.store import Store, Synchronous, audit
 
+NAME = "ledger"
 USERS = 1000
+T_LIMITS = "Ledger: the limits beneath it (SQLite, the store alone, PostgreSQL)"
+T_GROUP = "Ledger: durable PSP deposits, group commit against one transaction per op"
+T_BULK = "Ledger: a crashed round settled in one op"
+T_GROWTH = "Ledger: the store alone while the ledger grows"
+PG_CLIENTS = 100
 
 
 @dataclass
@@ -95,13 +114,13 @@ async def run_ledger(
         inner = store.apply_group
         if null_store:
 
-            def inner(ops, now):  # type: ignore[no-untyped-def]
+            def inner(ops, now, *rest):  # type: ignore[no-untyped-def]
                 return [Posted(op.op_id, 1, amount=op.amount, balance=0) for op in ops]
 
-        def timed(ops, now):  # type: ignore[no-untyped-def]
+        def timed(ops, now, *rest):  # type: ignore[no-untyped-def]
             t0 = time.perf_counter()
             c0 = time.thread_time()
-            out = inner(ops, now)
+            out = inner(ops, now, *rest)
             writer_cpu[0] += time.thread_time() - c0
             commits.append((time.perf_counter() - t0) * 1000)
             return out
@@ -211,14 +230,23 @@ def store_direct_rate(
     return n / elapsed, cpu / n * 1e6
 
 
-def growth(path: Path, sync: str, total: int, step: int = 100_000, group: int = 1000) -> None:
+def growth(
+    path: Path,
+    sync: str,
+    total: int,
+    step: int = 100_000,
+    group: int = 1000,
+    progress: Progress | None = None,
+) -> list[tuple[int, float, float]]:
     """The store alone (random ids, ``group`` deposits per commit) while the ledger
     grows to ``total`` ops: the rate of each ``step`` ops and the file's size. A fresh
     file is the best case: once the ops key index is larger than a commit's working
-    set, every deposit dirties a page of its own."""
+    set, every deposit dirties a page of its own. Returns (ops held, deposits/s of the
+    last step, file MB) per step."""
     store = Store(path, sync)  # type: ignore[arg-type]
     n = 0
     block = 0.0
+    points = []
     try:
         while n < total:
             ops = _deposits(n, group, True)
@@ -233,9 +261,13 @@ def growth(path: Path, sync: str, total: int, step: int = 100_000, group: int = 
                     f"({block / done * 1e6:.1f} µs each), file {path.stat().st_size / 1e6:,.0f} MB",
                     flush=True,
                 )
+                points.append((n, done / block, path.stat().st_size / 1e6))
+                if progress is not None:
+                    progress.update(n, total, f"growth: {n:,} ops")
                 block = 0.0
     finally:
         store.close()
+    return points
 
 
 def ledger_rows_rate(
@@ -311,56 +343,337 @@ def bulk_settle_rate(path: Path, sync: str, bets: int) -> tuple[float, float, in
     return transfers / elapsed, elapsed * 1000, transfers
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench ledger")
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--callers", default="1,10,100,1000")
-    parser.add_argument("--sync", default="FULL,NORMAL")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument(
+def redelivery_check(path: Path, sync: str) -> list[str]:
+    """The same deposit id posted by 20 callers at once, then once more: one transfer,
+    the same answer to all; the audit passes. Returns problems (empty: all good)."""
+
+    async def check() -> list[Posted]:
+        answers: list[Posted] = []
+        async with open_ledger(
+            path, synchronous=cast(Synchronous, sync), sweep_interval_s=None
+        ) as ledger:
+
+            async def post() -> None:
+                answers.append(
+                    await ledger.psp_deposit(
+                        "redelivered",
+                        environment="production",
+                        partner_id="bench",
+                        user_id="u1",
+                        amount=100,
+                    )
+                )
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(post)
+            await post()
+        return answers
+
+    answers = trio.run(check)
+    problems = []
+    # (The first answer says replayed=False, the others True: the rest must agree.)
+    distinct = {(a.op_id, a.seq, a.amount, a.balance) for a in answers}
+    if len(distinct) != 1:
+        problems.append(f"a redelivered deposit got different answers: {distinct}")
+    store = Store(path, "OFF")
+    try:
+        transfers = store.conn.execute("SELECT count(*) FROM transfers").fetchone()[0]
+        report = audit(store.conn)
+    finally:
+        store.close()
+    if transfers != 1:
+        problems.append(f"a deposit redelivered 21 times posted {transfers} transfers")
+    problems += report.problems
+    return problems
+
+
+def bulk_settle_check(path: Path, sync: str, bets: int) -> list[str]:
+    """After ``bulk_settle_rate``: replaying the settle op settles nothing again (the
+    same answer, no new transfer) and the audit passes."""
+    store = Store(path, sync)  # type: ignore[arg-type]
+    try:
+        before = store.conn.execute("SELECT count(*) FROM transfers").fetchone()[0]
+        users = [f"s{i}" for i in range(bets)]
+        wins = tuple((f"t{u}", 200) for u in users[: bets // 2])
+        [again] = store.apply_group([RoundSettle("settle", 1, 250, "a" * 64, wins)], 0)
+        after = store.conn.execute("SELECT count(*) FROM transfers").fetchone()[0]
+        report = audit(store.conn)
+    finally:
+        store.close()
+    problems = list(report.problems)
+    if after != before:
+        problems.append(f"replaying a settled round posted {after - before} more transfers")
+    if not (isinstance(again, RoundSettled) and again.won + again.lost == bets):
+        problems.append(f"replaying a settled round answered {again!r}")
+    return problems
+
+
+# -- raw PostgreSQL, the peer ----------------------------------------------------------------
+
+PG_SCHEMA = """
+CREATE TABLE ops (id bigserial PRIMARY KEY, key text UNIQUE NOT NULL, kind text NOT NULL,
+                  result text NOT NULL, ts bigint NOT NULL);
+CREATE TABLE transfers (id bigserial PRIMARY KEY, op bigint NOT NULL, debit int NOT NULL,
+                        credit int NOT NULL, amount bigint NOT NULL, kind text NOT NULL,
+                        ts bigint NOT NULL);
+CREATE TABLE accounts (id int PRIMARY KEY, posted bigint NOT NULL);
+INSERT INTO accounts SELECT g, 0 FROM generate_series(1, 1001) g;
+"""
+PG_SCRIPT = """\\set u random(2, 1001)
+BEGIN;
+INSERT INTO ops (key, kind, result, ts) VALUES (md5(random()::text || clock_timestamp()::text), 'psp_deposit', '{"type":"posted"}', 0);
+INSERT INTO transfers (op, debit, credit, amount, kind, ts) VALUES (currval('ops_id_seq'), 1, :u, 100, 'deposit', 0);
+UPDATE accounts SET posted = posted - 100 WHERE id = 1;
+UPDATE accounts SET posted = posted + 100 WHERE id = :u;
+END;
+"""
+
+
+def _pg_bindir() -> Path | None:
+    config = shutil.which("pg_config")
+    candidates = []
+    if config:
+        out = subprocess.run([config, "--bindir"], capture_output=True, text=True).stdout.strip()
+        candidates.append(Path(out))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for d in candidates:
+        if (d / "initdb").exists() and (d / "pg_ctl").exists() and (d / "pgbench").exists():
+            return d
+    return None
+
+
+def postgres_rates(
+    tmp: Path, syncs: list[str], seconds: float, clients: int = PG_CLIENTS
+) -> dict[str, tuple[float, float, list[str]]] | str:
+    """pgbench posting deposits into a throwaway cluster (Unix socket only, no TCP):
+    per synchronous level (FULL: ``synchronous_commit=on``, NORMAL: ``off``, fsync on in
+    both), (transactions/s, mean latency ms, problems). Or why it cannot run."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        return "PostgreSQL server binaries (initdb, pg_ctl, pgbench) not found"
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and no `postgres` user to run a cluster as"
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            return "running as root and no `runuser` to drop to the postgres user"
+        prefix = [runuser, "-u", "postgres", "--"]
+    base = tmp / "pg"
+    base.mkdir()
+    data = base / "data"
+    if prefix:
+        shutil.chown(base, "postgres")
+        tmp.chmod(0o755)
+
+    def sh(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, *cmd], capture_output=True, text=True, timeout=timeout, cwd=base
+        )
+
+    out = sh(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "bench", "--no-sync")
+    if out.returncode != 0:
+        return f"initdb failed: {out.stderr.strip()[-300:]}"
+    results: dict[str, tuple[float, float, list[str]]] = {}
+    try:
+        options = f"-c listen_addresses='' -k {base} -c max_connections={clients + 20} -c fsync=on"
+        out = sh(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
+        )
+        if out.returncode != 0:
+            return f"pg_ctl start failed: {out.stderr.strip()[-300:]}"
+        psql = [str(bindir / "psql"), "-h", str(base), "-U", "bench", "-d", "postgres", "-qAt"]
+        (base / "deposit.sql").write_text(PG_SCRIPT)
+        for sync in syncs:
+            commit = "on" if sync == "FULL" else "off"
+            sh(*psql, "-c", "DROP TABLE IF EXISTS ops, transfers, accounts")
+            out = sh(*psql, "-c", PG_SCHEMA)
+            if out.returncode != 0:
+                return f"creating the schema failed: {out.stderr.strip()[-300:]}"
+            sh(*psql, "-c", f"ALTER SYSTEM SET synchronous_commit = {commit}")
+            sh(*psql, "-c", "SELECT pg_reload_conf()")
+            out = sh(
+                str(bindir / "pgbench"),
+                "-h",
+                str(base),
+                "-U",
+                "bench",
+                "-n",
+                "-f",
+                str(base / "deposit.sql"),
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(max(1, round(seconds))),
+                "postgres",
+                timeout=seconds + 120,
+            )
+            tps = re.search(r"tps = ([\d.]+) \(without initial", out.stdout)
+            latency = re.search(r"latency average = ([\d.]+) ms", out.stdout)
+            if out.returncode != 0 or tps is None:
+                return f"pgbench failed: {(out.stderr or out.stdout).strip()[-300:]}"
+            check = (
+                sh(
+                    *psql,
+                    "-c",
+                    "SELECT (SELECT sum(posted) FROM accounts), (SELECT count(*) FROM ops), "
+                    "(SELECT count(*) FROM transfers)",
+                )
+                .stdout.strip()
+                .split("|")
+            )
+            problems = []
+            if len(check) != 3 or check[0] != "0" or check[1] != check[2]:
+                problems.append(f"PostgreSQL peer: balances/ops/transfers {check}")
+            results[sync] = (
+                float(tps[1]),
+                float(latency[1]) if latency else float("nan"),
+                problems,
+            )
+    finally:
+        sh(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+    return results
+
+
+# -- the command and the suite's entry ---------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench ledger",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--callers", default="1,10,100,1000")
+    p.add_argument("--sync", default="FULL,NORMAL")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument(
         "--growth",
         type=int,
         metavar="OPS",
         help="instead of the table: the store alone (random ids, FULL) while the "
         "ledger grows to OPS ops, rate per 100,000",
     )
-    parser.add_argument(
+    p.add_argument(
         "--repeat",
         type=int,
         default=1,
         help="run the table this many times (the VM is shared: compare runs)",
     )
-    args = parser.parse_args(argv)
+    p.add_argument(
+        "--postgres", action="store_true", help="also raw PostgreSQL via pgbench, if installed"
+    )
+    p.add_argument(
+        "--then-growth",
+        type=int,
+        default=0,
+        metavar="OPS",
+        help="after the table, also the growth measurement up to OPS ops",
+    )
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.growth:
+        out = Path(__file__).resolve().parent / "out"
+        out.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="ledger-", dir=out))
+        try:
+            print(f"ledger growth: store alone, random ids, 1000 deposits per commit, db in {tmp}")
+            growth(tmp / "growth.sqlite3", args.sync.split(",")[0].strip().upper(), args.growth)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
+    skips: list[Skip] = []
+    rows = measure(args, None, skips)
+    for s in skips:
+        print(f"ledger: skipped {s.what}: {s.why}")
+    return 0 if all(all(r.checks.values()) for r in rows) else 1
+
+
+def run(ctx: Context) -> list[Row]:
+    if ctx.quick:
+        argv = ["--quick", "--postgres", "--then-growth", "20000"]
+    else:
+        # 33 timed configurations per run (x2 for the PostgreSQL and growth parts, about).
+        seconds = clamp((ctx.seconds * 0.7) / 40, 0.3, 2.0)
+        grow = int(clamp(ctx.seconds * 0.2 * 20_000, 100_000, 2_000_000) // 100_000 * 100_000)
+        argv = ["--seconds", f"{seconds:.2f}", "--postgres", "--then-growth", str(grow)]
+    ctx.note("equivalent: python -m bench ledger " + " ".join(argv))
+    skips: list[Skip] = []
+    rows = measure(parser().parse_args(argv), ctx.progress, skips)
+    for s in skips:
+        ctx.skip(s.what, s.why)
+    return rows
+
+
+def measure(args: argparse.Namespace, progress: Progress | None, skips: list[Skip]) -> list[Row]:
+    """The whole table, printed as it runs; returned as rows."""
     repeat = max(1, args.repeat)
-    seconds = 1.0 if args.quick else args.seconds
+    seconds = 0.3 if args.quick else args.seconds
     callers = [int(c) for c in args.callers.split(",")]
     syncs = [s.strip().upper() for s in args.sync.split(",")]
     if args.quick:
         callers = [1, 100]
+    # What the bar counts: timed configurations.
+    total = len(syncs) * (1 + 2 + 4 + 2 * len(callers) * repeat + 1) + 2 + (args.postgres * 2)
+    done = [0]
+
+    # The table is the first 80% of the bar when the growth part follows.
+    table_part = progress.part(0, 0.8 if args.then_growth else 1) if progress else None
+
+    def step(what: str) -> None:
+        if table_part is not None:
+            table_part.update(done[0], total, what)
+        done[0] += 1
+
+    rows: list[Row] = []
     # Same disk as the checkout: bench/out/ (ignored by git).
     out = Path(__file__).resolve().parent / "out"
     out.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="ledger-", dir=out))
-    if args.growth:
-        try:
-            print(f"ledger growth: store alone, random ids, 1000 deposits per commit, db in {tmp}")
-            growth(tmp / "growth.sqlite3", syncs[0], args.growth)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return 0
     print(f"ledger bench: {os.cpu_count()} cpus, {seconds:.1f} s per configuration, db in {tmp}")
     print("each op = 1 PSP deposit: 1 transfer, 1 idempotency record, 2 balance updates\n")
     try:
         limits = {}
         for sync in syncs:
+            step(f"raw sqlite3 {sync}")
             limits[sync] = raw_insert_rate(tmp / f"raw-{sync}.sqlite3", sync, seconds)
             print(
                 f"raw sqlite3 executemany, 1000 rows/commit, synchronous={sync}: "
                 f"{limits[sync]:,.0f} rows/s"
             )
+            rows.append(
+                Row(
+                    NAME,
+                    T_LIMITS,
+                    f"raw/{sync}",
+                    f"raw sqlite3 executemany, 1000 rows/commit, {sync}",
+                    {"rows_per_s": limits[sync]},
+                    role="limit",
+                    params={"sync": sync, "batch": 1000},
+                )
+            )
+        schema_rate: dict[str, float] = {}
         for sync in syncs:
             for random_ids in (False, True):
                 label = "random ids" if random_ids else "ids in order"
+                step(f"SQLite alone {sync} {label}")
                 rate = ledger_rows_rate(
                     tmp / f"rows-{sync}-{random_ids}.sqlite3", sync, seconds, random_ids
                 )
@@ -368,10 +681,27 @@ def main(argv: list[str]) -> int:
                     f"SQLite alone, a deposit's rows in the ledger schema, 1000/commit, {label}, "
                     f"synchronous={sync}: {rate:,.0f} deposits/s ({1e6 / rate:.1f} µs each)"
                 )
+                if random_ids:
+                    schema_rate[sync] = rate
+                rows.append(
+                    Row(
+                        NAME,
+                        T_LIMITS,
+                        f"schema/{sync}/{'random' if random_ids else 'ordered'}",
+                        f"SQLite alone, a deposit's rows in the ledger schema, {label}, {sync}",
+                        {"deposits_per_s": rate, "us_per_op": 1e6 / rate},
+                        {"× raw sqlite3": ratio(rate, limits[sync])},
+                        role="limit",
+                        params={"sync": sync, "random_ids": random_ids, "batch": 1000},
+                        headline=random_ids and sync == syncs[0],
+                        primary=["deposits_per_s"],
+                    )
+                )
         for sync in syncs:
             for random_ids in (False, True):
                 label = "random ids" if random_ids else "ids in order"
                 for g in (100, 1000):
+                    step(f"store alone {sync} {g}/commit {label}")
                     rate, cpu_us = store_direct_rate(
                         tmp / f"direct-{sync}-{g}-{random_ids}.sqlite3",
                         sync,
@@ -384,15 +714,74 @@ def main(argv: list[str]) -> int:
                         f"synchronous={sync}: {rate:,.0f} transfers/s ({rate / limits[sync]:.3f} of raw), "
                         f"{cpu_us:.1f} µs CPU/op"
                     )
+                    rows.append(
+                        Row(
+                            NAME,
+                            T_LIMITS,
+                            f"store/{sync}/{g}/{'random' if random_ids else 'ordered'}",
+                            f"the ledger's store alone (plan + flush + commit), {g} ops/commit, "
+                            f"{label}, {sync}",
+                            {"deposits_per_s": rate, "cpu_us_per_op": cpu_us},
+                            {"× raw sqlite3": ratio(rate, limits[sync])},
+                            params={"sync": sync, "random_ids": random_ids, "group": g},
+                        )
+                    )
+        pg: dict[str, tuple[float, float, list[str]]] = {}
+        if args.postgres:
+            step("raw PostgreSQL (pgbench)")
+            found = postgres_rates(tmp, syncs, max(1.0, seconds * 2))
+            done[0] += 1
+            if isinstance(found, str):
+                skips.append(Skip(NAME, "the raw PostgreSQL peer", found))
+                print(f"raw PostgreSQL peer skipped: {found}")
+            else:
+                pg = found
+                for sync, (tps, latency, problems) in pg.items():
+                    print(
+                        f"raw PostgreSQL (pgbench, {PG_CLIENTS} clients, a deposit's rows, one "
+                        f"transaction each, synchronous_commit={'on' if sync == 'FULL' else 'off'}): "
+                        f"{tps:,.0f} deposits/s, mean latency {latency:.2f} ms"
+                    )
+                    rows.append(
+                        Row(
+                            NAME,
+                            T_LIMITS,
+                            f"postgres/{sync}",
+                            f"raw PostgreSQL, pgbench, {PG_CLIENTS} clients, one transaction "
+                            f"per deposit, synchronous_commit={'on' if sync == 'FULL' else 'off'}",
+                            {"deposits_per_s": tps, "latency_mean_ms": latency},
+                            role="peer",
+                            params={"sync": sync, "clients": PG_CLIENTS},
+                            checks={
+                                "PostgreSQL peer: money conserved, one transfer per op": not problems
+                            },
+                            headline=sync == syncs[0],
+                            primary=["deposits_per_s"],
+                        )
+                    )
         print()
         for n in (100, 1000):
             if n not in callers:
                 continue
+            step(f"callers' side alone, {n}")
             r = trio.run(run_ledger, tmp / f"null-{n}.sqlite3", "FULL", True, n, seconds, True)
             print(
                 f"callers' side alone (store answers at once, no SQLite), {n} callers: "
                 f"{r.rate:,.0f} ops/s, {r.process_cpu_s / max(1, r.transfers) * 1e6:.1f} µs "
                 "CPU/op (harness loop + psp_deposit + queue + Trio wake-ups + thread hop)"
+            )
+            rows.append(
+                Row(
+                    NAME,
+                    T_LIMITS,
+                    f"callers/{n}",
+                    f"the callers' side alone (a store answering at once), {n} callers",
+                    {
+                        "ops_per_s": r.rate,
+                        "cpu_us_per_op": r.process_cpu_s / max(1, r.transfers) * 1e6,
+                    },
+                    params={"callers": n},
+                )
             )
         print()
         header = (
@@ -407,6 +796,8 @@ def main(argv: list[str]) -> int:
             for sync in syncs:
                 for group in (False, True):
                     for n in callers:
+                        mode = "group commit" if group else "one transaction per op"
+                        step(f"{sync} {mode}, {n} callers")
                         db = tmp / f"l-{sync}-{group}-{n}-{rep}.sqlite3"
                         r = trio.run(run_ledger, db, sync, group, n, seconds)
                         mean_group = r.transfers / max(1, r.groups)
@@ -425,9 +816,52 @@ def main(argv: list[str]) -> int:
                         # Sanity: the run left a consistent ledger.
                         store = Store(db, "OFF")
                         report = audit(store.conn)
+                        transfers = store.conn.execute("SELECT count(*) FROM transfers").fetchone()[
+                            0
+                        ]
                         store.close()
                         assert report.ok, report.problems
                         db.unlink()
+                        ratios = {
+                            "× raw sqlite3": ratio(r.rate, limits[sync]),
+                            "× SQLite alone": ratio(r.rate, schema_rate.get(sync, float("nan"))),
+                        }
+                        if sync in pg:
+                            ratios["× PostgreSQL"] = ratio(r.rate, pg[sync][0])
+                        rows.append(
+                            Row(
+                                NAME,
+                                T_GROUP,
+                                f"{sync}/{'group' if group else 'per-op'}/{n}"
+                                + (f"/{rep}" if rep else ""),
+                                f"{sync}, {mode}, {n} callers",
+                                {
+                                    "transfers_per_s": r.rate,
+                                    "ack_p50_ms": pct(r.ack_ms, 0.5),
+                                    "ack_p99_ms": pct(r.ack_ms, 0.99),
+                                    "commit_p50_ms": pct(r.commit_ms, 0.5),
+                                    "commit_p99_ms": pct(r.commit_ms, 0.99),
+                                    "mean_group_n": mean_group,
+                                    "writer_cpu_us_per_op": r.writer_cpu_s * per_op,
+                                    "total_cpu_us_per_op": r.process_cpu_s * per_op,
+                                },
+                                ratios,
+                                params={"sync": sync, "group": group, "callers": n, "repeat": rep},
+                                checks={
+                                    "audit: money conserved, balances = transfers": report.ok,
+                                    "one transfer per acknowledged deposit": transfers
+                                    == r.transfers,
+                                },
+                                headline=rep == 0 and sync == syncs[0] and n == max(callers),
+                                primary=[
+                                    "transfers_per_s",
+                                    "ack_p99_ms",
+                                    "× SQLite alone",
+                                    "× PostgreSQL",
+                                ],
+                                note="; ".join(report.problems[:3]),
+                            )
+                        )
         print()
         for sync, rate in best.items():
             print(
@@ -436,18 +870,70 @@ def main(argv: list[str]) -> int:
                 f"{'met' if rate >= 50_000 else f'{rate / 50_000:.0%} of it'}"
             )
         print()
+        bets = 500 if args.quick else 5000
         for sync in syncs:
-            rate, ms, n = bulk_settle_rate(tmp / f"bulk-{sync}.sqlite3", sync, 5000)
+            step(f"bulk round_settle {sync}")
+            rate, ms, n = bulk_settle_rate(tmp / f"bulk-{sync}.sqlite3", sync, bets)
+            problems = bulk_settle_check(tmp / f"bulk-{sync}.sqlite3", sync, bets)
             print(
-                f"bulk round_settle, 5000 bets in one op, synchronous={sync}: {n} transfers "
+                f"bulk round_settle, {bets} bets in one op, synchronous={sync}: {n} transfers "
                 f"in {ms:.1f} ms = {rate:,.0f} transfers/s"
             )
+            rows.append(
+                Row(
+                    NAME,
+                    T_BULK,
+                    f"bulk/{sync}",
+                    f"round_settle of {bets:,} bets in one op, {sync}",
+                    {"transfers_per_s": rate, "commit_ms": ms, "transfers_n": n},
+                    {"× raw sqlite3": ratio(rate, limits[sync])},
+                    params={"sync": sync, "bets": bets},
+                    checks={"a replayed settle settles nothing twice; audit passes": not problems},
+                    note="; ".join(problems[:3]),
+                )
+            )
+        step("redelivered deposit")
+        problems = redelivery_check(tmp / "redelivery.sqlite3", syncs[0])
+        print(
+            "a deposit redelivered 21 times (20 at once): "
+            + ("one transfer, one answer" if not problems else "; ".join(problems))
+        )
+        rows[-1].checks["a redelivered deposit posts one transfer, same answer"] = not problems
         print(
             "\n(m = milliseconds; 'of raw' = ledger transfers/s ÷ raw rows/s at the same"
             " synchronous level; group = mean ops per commit; writer = CPU µs per op of the"
             " writer thread in plan + flush + COMMIT; total = CPU µs per op of the whole"
             " process, callers and Trio included)"
         )
+        if args.then_growth:
+            print(f"\nledger growth: store alone, random ids, 1000 deposits per commit, {syncs[0]}")
+            step_ops = max(1000, args.then_growth // 10 // 1000 * 1000)
+            points = growth(
+                tmp / "growth.sqlite3",
+                syncs[0],
+                args.then_growth,
+                step=step_ops,
+                progress=progress.part(0.8, 1) if progress else None,
+            )
+            for size, rate, mb in points:
+                rows.append(
+                    Row(
+                        NAME,
+                        T_GROWTH,
+                        f"growth/{size}",
+                        f"ledger holding {size:,} ops",
+                        {"ops_n": size, "deposits_per_s": rate, "file_mb": mb},
+                        params={"sync": syncs[0], "random_ids": True, "group": 1000},
+                    )
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+    if progress is not None:
+        progress.done()
+    return rows
+
+
+def plot(rows: list[Row], directory: Path) -> list[tuple[Path, str]]:
+    from bench import plots
+
+    return plots.ledger(rows, directory)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import gc
 import hashlib
 import json
@@ -36,17 +37,30 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
+from bench.suite import Context, Progress, Row, clamp, ratio
 from crashd.engine.driver import DEFAULT_SPIN_MS, Engine, Observer
 from crashd.engine.fairness import ChainReader, build_chain
 from crashd.engine.gctune import GcSettings, restore_gc, tune_gc
 from crashd.engine.round.config import RoundConfig
-from crashd.engine.round.events import Event
+from crashd.engine.round.events import (
+    BetAccepted,
+    BetLost,
+    BetRefunded,
+    CashedOut,
+    Event,
+    RoundSettled,
+    Tick,
+)
 from crashd.engine.round.tables import Phase
 
+NAME = "tick"
 TARGET_P99_MS = 2.0
+T_TICK = "Tick lateness and cashout latency (real engine, real clock)"
+T_GC = "Tick: one full collection of the start-up heap"
 
 
 @dataclass
@@ -61,6 +75,9 @@ class Result:
     full_collections: int
     max_gc_pause_ms: float
     bare: bool = False
+    problems: list[str] = dataclasses.field(default_factory=list)
+    """What the ``Checker`` found wrong in the run's events (empty: all good)."""
+    bets: int = 0
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -97,6 +114,67 @@ def encoding_observer(replay: collections.deque[bytes | Event]) -> Observer:
     return observe
 
 
+class Checker:
+    """An observer that checks the run's events as they come: events in sequence, ticks
+    rising within a round, every accepted bet settled exactly once (cashed out, lost or
+    refunded), cashout payouts = stake x multiplier // 100, and each round's settled
+    totals equal to what its bets staked and were paid. Dict updates only: it does not
+    change what the tick loop costs."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.last_seq = 0
+        self.last_tick: tuple[int, int] = (0, -1)
+        self.open: dict[str, tuple[int, int]] = {}  # ticket -> (round, stake)
+        self.settled: set[str] = set()
+        self.stake: collections.Counter[int] = collections.Counter()
+        self.paid: collections.Counter[int] = collections.Counter()
+        self.accepted = 0
+
+    def _problem(self, text: str) -> None:
+        if len(self.problems) < 20:
+            self.problems.append(text)
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        for e in events:
+            if e.seq <= self.last_seq:
+                self._problem(f"event seq {e.seq} after {self.last_seq}")
+            self.last_seq = e.seq
+            if isinstance(e, Tick):
+                if (e.round_id, e.elapsed_ms) <= self.last_tick:
+                    self._problem(f"round {e.round_id}: tick at {e.elapsed_ms} ms out of order")
+                self.last_tick = (e.round_id, e.elapsed_ms)
+            elif isinstance(e, BetAccepted):
+                self.accepted += 1
+                self.open[e.ticket] = (e.round_id, e.stake)
+            elif isinstance(e, CashedOut | BetLost | BetRefunded):
+                if e.ticket in self.settled or e.ticket not in self.open:
+                    self._problem(f"bet {e.ticket} settled twice or never accepted")
+                    continue
+                round_id, stake = self.open.pop(e.ticket)
+                self.settled.add(e.ticket)
+                if stake != e.stake:
+                    self._problem(f"bet {e.ticket}: stake {e.stake} != accepted {stake}")
+                if isinstance(e, BetRefunded):
+                    continue
+                self.stake[round_id] += stake
+                if isinstance(e, CashedOut):
+                    if e.payout != e.stake * e.multiplier // 100:
+                        self._problem(f"bet {e.ticket}: payout {e.payout} != stake x multiplier")
+                    self.paid[round_id] += e.payout
+            elif isinstance(e, RoundSettled):
+                got = (e.total_stake, e.total_payout)
+                want = (self.stake.pop(e.round_id, 0), self.paid.pop(e.round_id, 0))
+                if got != want:
+                    self._problem(f"round {e.round_id}: settled {got}, its bets say {want}")
+
+    def finish(self) -> list[str]:
+        """After the engine stopped (voiding the last round): every bet has its outcome."""
+        if self.open:
+            self._problem(f"{len(self.open)} accepted bets never settled")
+        return self.problems
+
+
 async def bare_loop(hz: int, ticks: int, spin_ms: int) -> list[float]:
     """The floor: the same absolute-deadline wake-ups with no engine at all. On a shared
     machine this is mostly the OS scheduler's noise, which no engine can beat."""
@@ -120,7 +198,7 @@ async def run_one(
     ticks: int,
     seed: int,
     spin_ms: int | None,
-) -> tuple[Engine, list[float], int]:
+) -> tuple[Engine, list[float], int, Checker]:
     config = RoundConfig(
         betting_ms=500,
         pause_ms=300,
@@ -139,6 +217,8 @@ async def run_one(
     )
     replay: collections.deque[bytes | Event] = collections.deque(maxlen=40_000)
     engine.add_observer(encoding_observer(replay))
+    checker = Checker()
+    engine.add_observer(checker)
     cashout_s: list[float] = []
     commands = 0
     rng = random.Random(seed)
@@ -192,30 +272,63 @@ async def run_one(
             nursery.start_soon(load)
         await engine.wait_finished()
         nursery.cancel_scope.cancel()
-    return engine, cashout_s, commands
+    return engine, cashout_s, commands, checker
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
         prog="python -m bench tick",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--ticks", type=int, default=300, help="ticks per configuration")
-    parser.add_argument("--rates", default="20,100", help="tick rates in Hz, comma-separated")
-    parser.add_argument("--load", type=int, default=500, help="commands per second under load")
-    parser.add_argument(
+    p.add_argument("--ticks", type=int, default=300, help="ticks per configuration")
+    p.add_argument("--rates", default="20,100", help="tick rates in Hz, comma-separated")
+    p.add_argument("--load", type=int, default=500, help="commands per second under load")
+    p.add_argument(
         "--heap", type=int, default=1_000_000, help="long-lived start-up objects the process holds"
     )
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
         "--spin-ms",
         type=int,
         default=None,
         help="Engine spin_ms (default: the engine's own, 1 ms); 0 to see plain trio.sleep_until",
     )
-    args = parser.parse_args(argv)
+    p.add_argument(
+        "--quick", action="store_true", help="40 ticks per configuration, a small heap: seconds"
+    )
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if args.quick:
+        args.ticks, args.heap = 40, 100_000
+    rows = measure(args)
+    return 0 if all(all(r.checks.values()) for r in rows) else 1
+
+
+def run(ctx: Context) -> list[Row]:
+    rates = (20, 100)
+    if ctx.quick:
+        ticks, heap = 40, 100_000
+    else:
+        # Per rate: a bare row and four engine rows, each ``ticks`` ticks long.
+        per_tick = sum(5 / hz for hz in rates)
+        ticks = int(clamp((ctx.seconds * 0.85 - 10) / per_tick, 40, 2000))
+        heap = 1_000_000
+    argv = ["--ticks", str(ticks), "--heap", str(heap), "--rates", ",".join(map(str, rates))]
+    ctx.note("equivalent: python -m bench tick " + " ".join(argv))
+    return measure(parser().parse_args(argv), ctx.progress)
+
+
+def measure(args: argparse.Namespace, progress: Progress | None = None) -> list[Row]:
+    """Every configuration, printed as it runs and as a table; returned as rows."""
     rates = [int(r) for r in args.rates.split(",")]
+    step = progress.update if progress is not None else (lambda *a: None)
+    # Expected wall time of each configuration: what the bar advances by.
+    total = sum(5 * args.ticks / hz for hz in rates)
+    done = 0.0
 
     # The start-up heap: small containers, as a real server's modules and caches are.
     # Lists: always tracked by the collector (dicts and tuples of atoms are untracked).
@@ -236,8 +349,10 @@ def main(argv: list[str]) -> int:
     )
     try:
         for hz in rates:
+            step(done, total, f"{hz} Hz bare loop")
             spin_ms = DEFAULT_SPIN_MS if args.spin_ms is None else args.spin_ms
             bare = trio.run(bare_loop, hz, args.ticks, spin_ms)
+            done += args.ticks / hz
             result = Result(
                 hz=hz,
                 load=False,
@@ -254,11 +369,12 @@ def main(argv: list[str]) -> int:
             print(row(result), flush=True)
             for load in (False, True):
                 for gc_mode in ("default", "tuned"):
+                    step(done, total, f"{hz} Hz, {'load' if load else 'idle'}, {gc_mode} GC")
                     restore_gc(default)
                     if gc_mode == "tuned":
                         tune_gc()
                     timer.full, timer.max_pause = 0, 0.0
-                    engine, cashout_s, commands = trio.run(
+                    engine, cashout_s, commands, checker = trio.run(
                         run_one,
                         reader,
                         first_game,
@@ -268,6 +384,7 @@ def main(argv: list[str]) -> int:
                         args.seed,
                         args.spin_ms,
                     )
+                    done += args.ticks / hz
                     first_game = engine.next_game
                     result = Result(
                         hz=hz,
@@ -279,9 +396,13 @@ def main(argv: list[str]) -> int:
                         commands=commands,
                         full_collections=timer.full,
                         max_gc_pause_ms=timer.max_pause * 1000,
+                        problems=checker.finish(),
+                        bets=checker.accepted,
                     )
                     results.append(result)
                     print(row(result), flush=True)
+                    for problem in result.problems:
+                        print(f"  CHECK FAILED: {problem}", flush=True)
     finally:
         gc.callbacks.remove(timer)
         restore_gc(default)
@@ -305,8 +426,80 @@ def main(argv: list[str]) -> int:
             f"target of {TARGET_P99_MS} ms (bare-loop floor on this machine now: p99 "
             f"{percentile(floor[0].lateness_ms, 99):.3f} ms)"
         )
+    heap_objects = len(heap) * 2
     del heap
-    return 0
+    step(total, total, "done")
+    return to_rows(results, args, (full_default, full_tuned, frozen, heap_objects))
+
+
+def to_rows(
+    results: list[Result], args: argparse.Namespace, gc_cost: tuple[float, float, int, int]
+) -> list[Row]:
+    rows = []
+    floors = {r.hz: percentile(r.lateness_ms, 99) for r in results if r.bare}
+    for r in results:
+        lat, co = r.lateness_ms, r.cashout_us
+        what = "bare loop (the floor)" if r.bare else "500 cmd/s" if r.load else "idle"
+        if r.load:
+            what = f"{args.load} cmd/s"
+        metrics = {
+            "late_p50_ms": percentile(lat, 50),
+            "late_p99_ms": percentile(lat, 99),
+            "late_max_ms": max(lat) if lat else float("nan"),
+        }
+        if not r.bare:
+            metrics |= {
+                "cashout_p50_us": percentile(co, 50),
+                "cashout_p99_us": percentile(co, 99),
+                "commands_n": r.commands,
+                "full_gcs_n": r.full_collections,
+                "max_gc_pause_ms": r.max_gc_pause_ms,
+            }
+        key = f"{r.hz}hz/{'bare' if r.bare else 'load' if r.load else 'idle'}/{r.gc_mode}"
+        checks = {f"{r.ticks} of {args.ticks} ticks recorded": r.ticks >= args.ticks}
+        if not r.bare:
+            checks[
+                "bets settled exactly once, money as staked and paid, events in order"
+            ] = not r.problems
+            if r.load:
+                checks["the load placed bets and cashed out"] = r.bets > 0 and bool(co)
+        rows.append(
+            Row(
+                NAME,
+                T_TICK,
+                key,
+                f"{r.hz} Hz, {what}" + ("" if r.bare else f", {r.gc_mode} GC"),
+                metrics,
+                {"p99 × bare floor": ratio(metrics["late_p99_ms"], floors.get(r.hz, float("nan")))},
+                role="limit" if r.bare else "subject",
+                params={
+                    "hz": r.hz,
+                    "load": args.load if r.load else 0,
+                    "gc": r.gc_mode,
+                    "bare": r.bare,
+                    "ticks": args.ticks,
+                    "heap": args.heap,
+                },
+                checks=checks,
+                samples={"lateness_ms": lat, "cashout_us": co} if co else {"lateness_ms": lat},
+                headline=r.hz == 20 and (r.bare or (r.load and r.gc_mode == "tuned")),
+                primary=["late_p50_ms", "late_p99_ms", "late_max_ms", "cashout_p99_us"],
+                note="; ".join(r.problems[:3]),
+            )
+        )
+    full_default, full_tuned, frozen, objects = gc_cost
+    rows.append(
+        Row(
+            NAME,
+            T_GC,
+            "full_collection",
+            f"a full collection, {objects:,}-object start-up heap",
+            {"default_gc_ms": full_default, "tuned_gc_ms": full_tuned, "frozen_n": frozen},
+            {"tuned × default": ratio(full_tuned, full_default)},
+            params={"heap": args.heap},
+        )
+    )
+    return rows
 
 
 def full_collection_cost(default: GcSettings) -> tuple[float, float, int]:
@@ -342,3 +535,9 @@ def row(r: Result) -> str:
         f"{percentile(lat, 50):11.3f}  {percentile(lat, 99):6.3f}  {max(lat):6.3f}  "
         f"{r.commands:5d}  {cash}  {r.full_collections:8d}  {r.max_gc_pause_ms:15.2f}"
     )
+
+
+def plot(rows: list[Row], directory: Path) -> list[tuple[Path, str]]:
+    from bench import plots
+
+    return plots.tick(rows, directory)
