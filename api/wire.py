@@ -32,6 +32,10 @@ def iso_ms(epoch_ms: int | None) -> str | None:
     )
 
 
+MAX_BATCH = 100
+"""Items in one ``POST /api/v1/bets/batch``."""
+
+
 # -- headers --------------------------------------------------------------------------
 
 AUTHORIZATION_HEADER = "Authorization"

@@ -29,6 +29,7 @@ the caller gets the ledger's refusal.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import time
@@ -42,6 +43,7 @@ from .driver import Engine
 from .ledger import LedgerError
 from .ledger.model import (
     BetConfirmed,
+    BetPlaced,
     BetSettled,
     BetView,
     HoldReserved,
@@ -51,6 +53,7 @@ from .ledger.model import (
 )
 from .ledger.ops import (
     BetConfirm,
+    BetPlace,
     BetRefund,
     BetTarget,
     Op,
@@ -90,6 +93,9 @@ from .round.events import (
 from .round.machine import check_new_bet
 
 log = logging.getLogger(__name__)
+
+MAX_UNFUNDED = 10_000
+"""How many refused placements the game remembers (to ignore their later ops)."""
 
 WITHDRAWN = "funding_failed"
 """``BetRefunded.reason`` of a bet withdrawn because its ledger confirm failed: the
@@ -143,7 +149,7 @@ class Placed:
     queued: bool
     stake: int
     auto_cashout: int | None
-    confirmed: BetConfirmed
+    confirmed: BetConfirmed | BetPlaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +197,12 @@ class Game:
         # ticket -> the reply slot of the request whose op the engine may decide next
         # for that ticket (confirm, cash-out, target change): stored in that op's commit.
         self._replies: dict[str, ReplySlot] = {}
+        # ticket -> (player, hold id, op id) of one-shot bets (reserve and confirm in one
+        # op) the engine may accept next: set by place(), read by the observer.
+        self._placing: dict[str, tuple[Player, str, str]] = {}
+        # Tickets whose placement the ledger refused, most recent last (bounded): their
+        # later ops are refused too and announced to no one.
+        self._unfunded: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._holds_busy: set[str] = set()
         # Tickets accepted for a round that had not opened yet: if refunded before it
         # opens, the ledger refunds them one by one (they never joined a round).
@@ -224,15 +236,18 @@ class Game:
             try:
                 await pending.wait()
             except LedgerError as err:
+                ticket = getattr(event, "ticket", None)
                 if isinstance(event, BetAccepted):
-                    log.warning(
-                        "bet %s withdrawn: ledger refused its confirm (%s)", event.ticket, err.code
-                    )
+                    log.warning("bet %s withdrawn: ledger refused it (%s)", event.ticket, err.code)
+                    self._unfunded[event.ticket] = None
+                    while len(self._unfunded) > MAX_UNFUNDED:
+                        self._unfunded.popitem(last=False)
                     self._withdraw(event.ticket)
-                    announce = [e for e in announce if e is not event]
-                elif isinstance(event, AutoCashoutChanged) and err.code == "unknown_ticket":
-                    # The bet's confirm was refused just before (it is being withdrawn):
-                    # there is no record to retarget, and its caller hears the refusal.
+                elif ticket is not None and ticket in self._unfunded:
+                    # A bet the ledger never held (its placement was refused just before,
+                    # and it is being withdrawn) had time to change its target or even
+                    # win in the engine: there is no record to change, nothing was paid,
+                    # and its caller hears the refusal.
                     pass
                 else:
                     raise RuntimeError(
@@ -241,6 +256,8 @@ class Game:
                     ) from err
             finally:
                 self._pending_by_seq.pop(event.seq, None)
+            if self._unfunded:
+                announce = [e for e in announce if getattr(e, "ticket", None) not in self._unfunded]
             self._announce(announce)
 
     def epoch_ms(self, engine_ms: int) -> int:
@@ -292,9 +309,23 @@ class Game:
             self._queued.clear()  # every queued bet joins this round now
             return RoundStart(f"round:{event.round_id}:start", event.round_id)
         if isinstance(event, BetAccepted):
-            player, hold_id, op_id = self._confirming[event.ticket]
             if event.queued:
                 self._queued.add(event.ticket)
+            placing = self._placing.get(event.ticket)
+            if placing is not None:
+                player, hold_id, op_id = placing
+                return BetPlace(
+                    op_id,
+                    player.environment,
+                    player.partner_id,
+                    player.user_id,
+                    hold_id,
+                    event.ticket,
+                    event.stake,
+                    event.auto_cashout,
+                    None if event.queued else event.round_id,
+                )
+            player, hold_id, op_id = self._confirming[event.ticket]
             return BetConfirm(
                 op_id,
                 player.environment,
@@ -474,6 +505,98 @@ class Game:
             # retention, so nothing said "retry"): the engine's new bet is a duplicate.
             # Take it back before it can play; the answer is the ledger's record.
             self._withdraw(ticket_id)
+            return Placed(
+                ticket_id,
+                result.round_id or accepted.round_id,
+                result.round_id is None,
+                result.stake,
+                result.auto_cashout,
+                result,
+            )
+        return Placed(
+            ticket_id,
+            accepted.round_id,
+            accepted.queued,
+            accepted.stake,
+            accepted.auto_cashout,
+            result,
+        )
+
+    async def place(
+        self,
+        op_id: str,
+        player: Player,
+        stake: int,
+        auto_cashout: int | None,
+        ticket_id: str,
+        hold_id: str,
+        reply: ReplySlot | None = None,
+        *,
+        fresh: bool = False,
+    ) -> Placed:
+        """Place a bet in one request and one ledger op (reserve and confirm at once):
+        in the round open for betting, else the next. The engine takes the bet first (it
+        decides the round); the ledger then posts the stake or refuses it
+        (``insufficient_funds``), and a refused bet is withdrawn before it can play.
+
+        ``fresh``: the caller knows this ticket was never placed (its request key is
+        new), so no read is needed to rule out a retry."""
+        reason = check_new_bet(self.engine.config, stake, auto_cashout)
+        if reason is not None:
+            raise GameError(
+                reason,
+                min_stake=self.engine.config.min_stake,
+                max_stake=self.engine.config.max_stake,
+            )
+        if not fresh:
+            existing = await self.ledger.bet(ticket_id)
+            if existing is not None:
+                # A retry of a placement that went through: the ledger's answer.
+                if reply is not None:
+                    reply.hints["round_id"] = existing.round_id or 0
+                    reply.hints["queued"] = existing.round_id is None
+                result = await self.ledger.bet_place(
+                    op_id,
+                    environment=player.environment,
+                    partner_id=player.partner_id,
+                    user_id=player.user_id,
+                    hold_id=hold_id,
+                    ticket_id=ticket_id,
+                    amount=existing.stake,
+                    auto_cashout=existing.auto_cashout,
+                    round_id=existing.round_id,
+                    reply=reply,
+                )
+                return Placed(
+                    ticket_id,
+                    existing.round_id or 0,
+                    existing.round_id is None,
+                    existing.stake,
+                    existing.auto_cashout,
+                    result,
+                )
+        self._check_backlog()
+        self._placing[ticket_id] = (player, hold_id, op_id)
+        if reply is not None:
+            self._replies[ticket_id] = reply
+        try:
+            answer = await self.engine.place_bet(ticket_id, player.key, stake, auto_cashout)
+        finally:
+            self._placing.pop(ticket_id, None)
+            self._replies.pop(ticket_id, None)
+        accepted = _first(answer, BetAccepted)
+        if accepted is None:
+            rejected = _first(answer, Rejected)
+            assert rejected is not None, answer
+            raise GameError(rejected.reason)
+        try:
+            placed = await self._wait(accepted)
+        except LedgerError as err:
+            raise GameError(err.code, err.message, **err.detail) from None
+        assert isinstance(placed, BetPlaced)
+        result = placed
+        if result.replayed:
+            self._withdraw(ticket_id)  # see _confirm: the duplicate must not play
             return Placed(
                 ticket_id,
                 result.round_id or accepted.round_id,

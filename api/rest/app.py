@@ -28,6 +28,7 @@ from .contract import documented, json_response
 from .openapi import build_openapi
 from .problems import Problem, code_for_status, problem_response
 from .requestid import RequestContextMiddleware, log_context
+from .routes.batch import batch
 from .routes.bets import bets
 from .routes.feed import feed
 from .routes.game import game
@@ -193,6 +194,7 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
     app.register_blueprint(meta)
     app.register_blueprint(game)
     app.register_blueprint(bets)
+    app.register_blueprint(batch)
     app.register_blueprint(users)
     app.register_blueprint(feed)
     app.register_blueprint(psp)

@@ -55,7 +55,9 @@ class RouteMeta:
     description: str = ""
     tags: tuple[str, ...] = ()
     responses: dict[int, ResponseSpec] = field(default_factory=dict)
-    body_schema: type | None = None
+    body_schema: type | dict[str, Any] | None = None
+    """A validated dataclass (``json_body``), or a JSON Schema for a view that checks
+    its body itself."""
     query_schema: type | None = None
     scope: str | None = None
     idempotent: bool = False
@@ -149,7 +151,7 @@ def _is_json(content_type: str | None) -> bool:
     return charset in ("", "utf-8", "utf8")
 
 
-def _validation_problem(exc: validation.ValidationFailed, where: str) -> Problem:
+def validation_problem(exc: validation.ValidationFailed, where: str) -> Problem:
     errors = [{"field": e.field, "message": e.message} for e in exc.errors]
     first = exc.errors[0]
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -160,19 +162,24 @@ def _validation_problem(exc: validation.ValidationFailed, where: str) -> Problem
     )
 
 
-async def read_json_body(schema: type[validation.T]) -> validation.T:
-    """Check content type (415), decode strictly (400) and validate (422) the body."""
+async def read_json_value() -> Any:
+    """Check content type (415) and decode strictly (400) the body, unvalidated."""
     if not _is_json(request.headers.get("Content-Type")):
         raise Problem("unsupported_media_type", "send the body as Content-Type: application/json")
     raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     try:
-        data = validation.decode_json(raw)
+        return validation.decode_json(raw)
     except validation.MalformedJSON as exc:
         raise Problem("malformed_json", str(exc)) from None
+
+
+async def read_json_body(schema: type[validation.T]) -> validation.T:
+    """Check content type (415), decode strictly (400) and validate (422) the body."""
+    data = await read_json_value()
     try:
         return validation.parse(schema, data)
     except validation.ValidationFailed as exc:
-        raise _validation_problem(exc, "body") from None
+        raise validation_problem(exc, "body") from None
 
 
 def json_body(schema: type) -> Callable[[V], V]:
@@ -205,7 +212,7 @@ def query_params(schema: type) -> Callable[[V], V]:
             try:
                 kwargs["query"] = validation.parse_query(schema, args_lists)
             except validation.ValidationFailed as exc:
-                raise _validation_problem(exc, "query parameter") from None
+                raise validation_problem(exc, "query parameter") from None
             return await view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -33,7 +33,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -209,6 +209,63 @@ def stored_or(slot: ReplySlot, live: Callable[[], Response]) -> Response:
     return live()
 
 
+async def run_idempotent(
+    principal: Principal,
+    key: str,
+    fp: bytes,
+    request_id: str,
+    run: Callable[[IdempotencyToken], Awaitable[Response]],
+) -> Response:
+    """The rules above for one request (or one item of a batch) with key ``key`` and
+    fingerprint ``fp``: in flight → 409, a stored reply → replayed or 422, else
+    ``run(token)``."""
+    from crashd.api.services import current_services  # services imports this module
+
+    if KEY_PATTERN.fullmatch(key) is None:
+        raise Problem(
+            "idempotency_key_invalid",
+            f"{IDEMPOTENCY_HEADER} must be 1-255 visible ASCII characters",
+        )
+    services = current_services()
+    state = services.idempotency
+    rkey = reply_key(principal.key_id, key)
+    if rkey in state.in_flight:
+        raise Problem(
+            "idempotency_key_in_flight",
+            f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    state.in_flight.add(rkey)
+    try:
+        fresh = rkey not in state.seen
+        if not fresh and services.game is not None:
+            found = await services.game.game.ledger.reply(rkey)
+            if found is not None:
+                stored_fp, reply = found
+                if stored_fp != fp:
+                    raise Problem(
+                        "idempotency_key_reused",
+                        f"this {IDEMPOTENCY_HEADER} was used for a different request",
+                    )
+                state.replays += 1
+                return reply_response(reply, replayed=True)
+        token = IdempotencyToken(principal.key_id, key, fp, request_id, fresh=fresh)
+        response = await run(token)
+        for slot in token.slots:
+            if slot.stored is not None:
+                state.seen.add(slot.key)
+            if slot.existing is not None and slot.existing[0] != fp:
+                # The key was taken after all (a hash collision, or a reply stored by
+                # another path): the first reply stands.
+                raise Problem(
+                    "idempotency_key_reused",
+                    f"this {IDEMPOTENCY_HEADER} was used for a different request",
+                )
+        return response
+    finally:
+        state.in_flight.discard(rkey)
+
+
 def idempotent(view: V) -> V:
     """Require an ``Idempotency-Key`` and apply the rules above; the view receives
     ``idempotency=`` (an :class:`IdempotencyToken`). Place it inside
@@ -216,7 +273,6 @@ def idempotent(view: V) -> V:
     outside :func:`crashd.api.rest.contract.json_body` (so validation failures are
     answered consistently)."""
     from crashd.api.rest.requestid import request_id_of
-    from crashd.api.services import current_services  # services imports this module
 
     route_meta(view).idempotent = True
 
@@ -229,53 +285,12 @@ def idempotent(view: V) -> V:
                 "idempotency_key_required",
                 f"send an {IDEMPOTENCY_HEADER} header (e.g. a UUID) with this request",
             )
-        if KEY_PATTERN.fullmatch(key) is None:
-            raise Problem(
-                "idempotency_key_invalid",
-                f"{IDEMPOTENCY_HEADER} must be 1-255 visible ASCII characters",
-            )
-        services = current_services()
-        state = services.idempotency
         body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         fp = fingerprint(request.method, request.path, request.query_string, body)
-        rkey = reply_key(principal.key_id, key)
-        if rkey in state.in_flight:
-            raise Problem(
-                "idempotency_key_in_flight",
-                f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        state.in_flight.add(rkey)
-        try:
-            fresh = rkey not in state.seen
-            if not fresh and services.game is not None:
-                found = await services.game.game.ledger.reply(rkey)
-                if found is not None:
-                    stored_fp, reply = found
-                    if stored_fp != fp:
-                        raise Problem(
-                            "idempotency_key_reused",
-                            f"this {IDEMPOTENCY_HEADER} was used for a different request",
-                        )
-                    state.replays += 1
-                    return reply_response(reply, replayed=True)
-            token = IdempotencyToken(
-                principal.key_id, key, fp, request_id_of(request.scope), fresh=fresh
-            )
-            kwargs["idempotency"] = token
-            response = await view(*args, **kwargs)
-            for slot in token.slots:
-                if slot.stored is not None:
-                    state.seen.add(slot.key)
-                if slot.existing is not None and slot.existing[0] != fp:
-                    # The key was taken after all (a hash collision, or a reply stored
-                    # by another path): the first reply stands.
-                    raise Problem(
-                        "idempotency_key_reused",
-                        f"this {IDEMPOTENCY_HEADER} was used for a different request",
-                    )
-            return response
-        finally:
-            state.in_flight.discard(rkey)
+
+        async def run(token: IdempotencyToken) -> Response:
+            return await view(*args, **{**kwargs, "idempotency": token})  # type: ignore[no-any-return]
+
+        return await run_idempotent(principal, key, fp, request_id_of(request.scope), run)
 
     return wrapper  # type: ignore[return-value]

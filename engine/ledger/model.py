@@ -289,6 +289,20 @@ class BetConfirmed(Result):
 
 
 @dataclass(frozen=True)
+class BetPlaced(Result):
+    """A bet placed in one op (stake held and posted at once, no separate hold)."""
+
+    kind: ClassVar[str] = "bet_placed"
+    ticket_id: str
+    hold_id: str
+    stake: int
+    auto_cashout: int | None
+    round_id: int | None
+    available: int
+    """The player's available balance right after the stake left it."""
+
+
+@dataclass(frozen=True)
 class BetRetargeted(Result):
     kind: ClassVar[str] = "bet_retargeted"
     ticket_id: str
@@ -374,6 +388,7 @@ RESULT_TYPES: dict[str, type[Result]] = {
         HoldReserved,
         HoldVoided,
         BetConfirmed,
+        BetPlaced,
         BetRetargeted,
         BetSettled,
         RoundStarted,

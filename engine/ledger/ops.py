@@ -39,6 +39,7 @@ from .model import (
     BetConfirmed,
     BetInRound,
     BetOutcome,
+    BetPlaced,
     BetRetargeted,
     BetSettled,
     DuplicateHold,
@@ -479,6 +480,78 @@ class BetConfirm(_PlayerOp):
             stake=hold.amount,
             auto_cashout=self.auto_cashout,
             round_id=self.round_id,
+        )
+
+
+@dataclass(frozen=True)
+class BetPlace(_PlayerOp):
+    """Reserve and confirm in one op: the stake goes from the player to escrow and the
+    bet is recorded under ``ticket_id`` (for a round open for bets, or ``None`` for the
+    next one), or nothing happens (``insufficient_funds``). The hold is kept too (posted
+    at once), so every bet has one, as with the two-phase flow."""
+
+    kind: ClassVar[str] = "bet_place"
+    hold_id: str
+    ticket_id: str
+    amount: int
+    auto_cashout: int | None = None
+    round_id: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        _check_id("hold_id", self.hold_id)
+        _check_id("ticket_id", self.ticket_id)
+        _check_amount("amount", self.amount)
+        if self.auto_cashout is not None:
+            _check_multiplier("auto_cashout", self.auto_cashout, MIN_AUTO_CASHOUT)
+        if self.round_id is not None:
+            _check_round_id(self.round_id)
+
+    def prefetch(self) -> tuple[list[AccountKey], list[str], list[str]]:
+        return [self.account_key], [self.hold_id], [self.ticket_id]
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        if txn.bet(self.ticket_id) is not None:
+            raise DuplicateTicket("ticket id already used", ticket_id=self.ticket_id)
+        if txn.hold(self.hold_id) is not None:
+            raise DuplicateHold("hold id already used", hold_id=self.hold_id)
+        player = txn.account(self.account_key, create=False)
+        available = player.available if player is not None else 0
+        if player is None or available < self.amount:
+            raise InsufficientFunds(
+                "stake exceeds the available balance", available=available, requested=self.amount
+            )
+        if self.round_id is not None:
+            rnd = txn.round(self.round_id)
+            if rnd is None:
+                raise UnknownRound("no such round", round_id=self.round_id)
+            if rnd.state is not RoundState.OPEN:
+                raise RoundClosed(f"round is {rnd.state.value}", round_id=self.round_id)
+        escrow = txn.system(self.environment, AccountKind.ESCROW)
+        hold = txn.create_hold(seq, self.hold_id, player, escrow, self.amount, now + 1)
+        txn.resolve_hold(hold, HoldState.POSTED, seq, now)
+        txn.create_bet(
+            Bet(
+                id=txn.ids.bet,
+                ticket_id=self.ticket_id,
+                hold=hold.id,
+                account=player.id,
+                stake=self.amount,
+                auto_cashout=self.auto_cashout,
+                round_id=self.round_id,
+                confirmed_op=seq,
+                confirmed_at=now,
+            )
+        )
+        return BetPlaced(
+            self.op_id,
+            seq,
+            ticket_id=self.ticket_id,
+            hold_id=self.hold_id,
+            stake=self.amount,
+            auto_cashout=self.auto_cashout,
+            round_id=self.round_id,
+            available=player.available,
         )
 
 

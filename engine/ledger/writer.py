@@ -39,6 +39,7 @@ from .model import (
     AuditReport,
     Balance,
     BetConfirmed,
+    BetPlaced,
     BetRetargeted,
     BetSettled,
     BetView,
@@ -63,6 +64,7 @@ from .model import (
 )
 from .ops import (
     BetConfirm,
+    BetPlace,
     BetRefund,
     BetReserve,
     BetTarget,
@@ -471,6 +473,36 @@ class Ledger:
                 op_id, environment, partner_id, user_id, hold_id, ticket_id, auto_cashout, round_id
             ),
             BetConfirmed,
+            reply,
+        )
+
+    async def bet_place(
+        self,
+        op_id: str,
+        *,
+        environment: str,
+        partner_id: str,
+        user_id: str,
+        hold_id: str,
+        ticket_id: str,
+        amount: int,
+        auto_cashout: int | None = None,
+        round_id: int | None = None,
+        reply: ReplySlot | None = None,
+    ) -> BetPlaced:
+        return await self._submit(
+            BetPlace(
+                op_id,
+                environment,
+                partner_id,
+                user_id,
+                hold_id,
+                ticket_id,
+                amount,
+                auto_cashout,
+                round_id,
+            ),
+            BetPlaced,
             reply,
         )
 

@@ -45,6 +45,7 @@ pytestmark = pytest.mark.usefixtures("logscan")
 PSP_SECRET = "whsec_hostile_" + "c3" * 12
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 MONEY_ROUTES = [
+    ("POST", "/api/v1/bets"),
     ("POST", "/api/v1/bets/reserve"),
     ("POST", "/api/v1/bets/confirm"),
     ("POST", "/api/v1/bets/release"),
@@ -231,6 +232,40 @@ def _encode(value: Any) -> bytes:
 
 
 # --- bodies ---------------------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    items=st.lists(
+        st.one_of(
+            BODIES,
+            st.fixed_dictionaries(
+                {
+                    "action": st.sampled_from(["place", "cashout", "dance"]),
+                    "key": st.text(max_size=8),
+                },
+                optional={
+                    "user_id": st.sampled_from(["mallory", "", "x" * 80]),
+                    "amount": JSON_VALUE,
+                    "ticket_id": st.sampled_from(["t_000000000000000000000000", "nope"]),
+                },
+            ),
+        ),
+        max_size=5,
+    )
+)
+def test_hostile_batches_move_nothing(target: Target, items: list[Any]) -> None:
+    """A batch of garbage items: the whole batch is refused (4xx), or each of its
+    results is; nothing moves either way."""
+    path = "/api/v1/bets/batch"
+    raw = _encode({"items": items})
+    r = target.client.post(path, content=raw, headers=target.signed("POST", path, raw))
+    if r.status_code == 200:
+        for result in r.json()["results"]:
+            assert 400 <= result["status"] < 500 and result["body"]["code"], (items, result)
+        assert money_fingerprint(target.database) == target.baseline, items
+    else:
+        target.check(r, items)
 
 
 @FUZZ

@@ -35,6 +35,7 @@ from crashd.engine.game import Cashout, GameError, Placed, Player, ticket_for
 from crashd.engine.ledger import LedgerError
 from crashd.engine.ledger.model import (
     BetConfirmed,
+    BetPlaced,
     BetRetargeted,
     BetSettled,
     BetView,
@@ -270,6 +271,133 @@ PLACED_SCHEMA: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class PlaceBody:
+    user_id: Annotated[
+        str,
+        String(min_length=1, max_length=64, pattern=USER_ID, description="the partner's user id"),
+    ]
+    amount: Annotated[
+        int, Integer(minimum=1, maximum=MAX_AMOUNT, description="stake in minor units")
+    ]
+    auto_cashout: Annotated[
+        int | None,
+        Integer(
+            minimum=101,
+            maximum=MAX_MULTIPLIER,
+            description="auto-cashout target in hundredths (>= 101, i.e. 1.01x)",
+        ),
+    ] = None
+
+
+PLACED_ONCE_SCHEMA: dict[str, Any] = {
+    **PLACED_SCHEMA,
+    "properties": {
+        **PLACED_SCHEMA["properties"],
+        "available": {"type": "integer", "description": "the user's balance after the stake"},
+    },
+}
+
+
+@bets.post("/bets")
+@documented(
+    "Place a bet in one request: the stake is taken and the bet joins the round open "
+    "for betting (else the next) in one durable commit",
+    response=PLACED_ONCE_SCHEMA,
+    status=201,
+    tags=("bets",),
+    problems=(
+        "insufficient_funds",
+        "stake_too_small",
+        "stake_too_large",
+        "invalid_target",
+        "too_many_bets",
+        "round_full",
+        "duplicate_ticket",
+        "duplicate_hold",
+        "idempotency_conflict",
+        "invalid_request",
+        "engine_stopping",
+        "ledger_busy",
+        "ledger_unavailable",
+        "engine_unavailable",
+    ),
+    links={
+        "status": {
+            "operationId": "bets_bet_status",
+            "parameters": {"ticket_id": "$response.body#/ticket_id"},
+        },
+        **{
+            name: {
+                "operationId": f"bets_{name}",
+                "parameters": {"ticket_id": "$response.body#/ticket_id"},
+                "requestBody": {"user_id": "$request.body#/user_id"},
+            }
+            for name in ("cashout", "auto_cashout")
+        },
+    },
+)
+@requires_scope("write:bet")
+@signed
+@idempotent
+@json_body(PlaceBody)
+async def place(
+    *, principal: Principal, idempotency: IdempotencyToken, body: PlaceBody
+) -> Response:
+    return await place_now(principal, idempotency, body)
+
+
+async def place_now(
+    principal: Principal, idempotency: IdempotencyToken, body: PlaceBody
+) -> Response:
+    """A one-shot bet, answered with the reply its commit stored (REST, batch, feed)."""
+    game = current_services().require_game().game
+    ticket_id = ticket_for(idempotency.scoped_id)
+
+    def render(result: Result) -> tuple[int, Any]:
+        assert isinstance(result, BetPlaced)
+        slot = idempotency.slots[-1]
+        return 201, {
+            "ticket_id": result.ticket_id,
+            "round_id": event_hint(slot, "round_id"),
+            "queued": event_hint(slot, "queued"),
+            "stake": result.stake,
+            "auto_cashout": result.auto_cashout,
+            "status": "active",
+            "available": result.available,
+        }
+
+    def live(placed: Placed) -> Response:
+        return json_response(
+            {
+                "ticket_id": placed.ticket_id,
+                "round_id": placed.round_id,
+                "queued": placed.queued,
+                "stake": placed.stake,
+                "auto_cashout": placed.auto_cashout,
+                "status": "active",
+                "available": getattr(placed.confirmed, "available", None),
+            },
+            status=201,
+        )
+
+    return await answer_with(
+        idempotency,
+        render,
+        lambda slot: game.place(
+            idempotency.scoped_id + ":place",
+            player_of(principal, body.user_id),
+            body.amount,
+            body.auto_cashout,
+            ticket_id,
+            derived_id("h_", idempotency),
+            slot,
+            fresh=idempotency.fresh,
+        ),
+        live,
+    )
+
+
 @bets.post("/bets/confirm")
 @documented(
     "Confirm a reserved stake as a bet: the round open for betting, else the next",
@@ -466,6 +594,13 @@ class CashoutBody:
 async def cashout(
     ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken, body: CashoutBody
 ) -> Response:
+    return await cash_out_now(principal, idempotency, ticket_id, body.user_id)
+
+
+async def cash_out_now(
+    principal: Principal, idempotency: IdempotencyToken, ticket_id: str, user_id: str
+) -> Response:
+    """A cash-out, answered with the reply its commit stored (REST, batch, feed)."""
     game = current_services().require_game().game
 
     def cashed_out(round_id: int, multiplier: int, payout: int) -> dict[str, Any]:
@@ -498,7 +633,7 @@ async def cashout(
     return await answer_with(
         idempotency,
         render,
-        lambda slot: game.cash_out(player_of(principal, body.user_id), _ticket(ticket_id), slot),
+        lambda slot: game.cash_out(player_of(principal, user_id), _ticket(ticket_id), slot),
         live,
     )
 
