@@ -20,7 +20,7 @@ import json
 import random as _random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ import httpx
 import trio
 
 from crashd.api.security.signing import sign_request
-from crashd.api.wire import API_PREFIX
+from crashd.api.wire import API_PREFIX, MAX_BATCH
 
 from .backoff import Backoff, RandomFn
 
@@ -106,6 +106,20 @@ class Ticket:
     stake: int
     auto_cashout: int | None
     raw: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One batch item's answer: exactly what the single request would have answered."""
+
+    key: str
+    status: int
+    replayed: bool
+    body: Mapping[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
 
 @dataclass(frozen=True)
@@ -432,19 +446,38 @@ class RestClient:
         auto_cashout: int | None = None,
         idempotency_key: str | None = None,
     ) -> Ticket:
-        """Reserve then confirm. With ``idempotency_key`` K the two writes use ``K:reserve``
-        and ``K:confirm``, so calling ``place_bet`` again with K places the bet once."""
-        hold = await self.reserve(
-            user_id,
-            amount,
-            idempotency_key=None if idempotency_key is None else f"{idempotency_key}:reserve",
+        """A bet in one request (``POST /bets``: the stake is taken and the bet placed in
+        one durable commit). Calling it again with the same ``idempotency_key`` places the
+        bet once and returns the same ticket. (``reserve`` + ``confirm`` is the two-phase
+        form, for partners who hold the stake first.)"""
+        body: dict[str, Any] = {"user_id": user_id, "amount": amount}
+        if auto_cashout is not None:
+            body["auto_cashout"] = auto_cashout
+        b = await self._write("POST", "/bets", body, idempotency_key)
+        return Ticket(
+            b["ticket_id"], b["round_id"], b["queued"], b["stake"], b.get("auto_cashout"), b
         )
-        return await self.confirm(
-            user_id,
-            hold.hold_id,
-            auto_cashout=auto_cashout,
-            idempotency_key=None if idempotency_key is None else f"{idempotency_key}:confirm",
+
+    async def batch(self, items: Sequence[Mapping[str, Any]]) -> list[BatchResult]:
+        """Up to ``MAX_BATCH`` bets (``{"action": "place", "key", "user_id", "amount",
+        "auto_cashout"?}``) and cash-outs (``{"action": "cashout", "key", "user_id",
+        "ticket_id"}``) in one signed request; each item's ``key`` is its idempotency key
+        (a retry of the batch, or of one item alone, moves nothing twice). One result per
+        item, in order: partial success is normal."""
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1..{MAX_BATCH} items")
+        # Signed like every write, so it carries an Idempotency-Key too (the batch itself
+        # is not stored: its items are, by their own keys).
+        response = await self.request(
+            "POST",
+            "/bets/batch",
+            body={"items": list(items)},
+            idempotency_key=new_idempotency_key(),
         )
+        return [
+            BatchResult(r["key"], r["status"], bool(r.get("replayed")), r["body"])
+            for r in response.json()["results"]
+        ]
 
     async def release(
         self, user_id: str, hold_id: str, *, idempotency_key: str | None = None

@@ -181,3 +181,23 @@ async def test_rate_limits_are_waited_out_or_raised(tmp_path: Path) -> None:
                 await api.faucet("eve", 100)
             assert (await api.balance("eve")).available == 500
             assert api.attempts > 5  # some were 429s, retried after Retry-After
+
+
+async def test_batch_places_and_answers_each_item(tmp_path: Path) -> None:
+    config = quick_config(tmp_path)
+    async with running_server(config) as info:
+        key, signing = make_signed_key(config, SCOPES)
+        async with RestClient(info.url, key, signing_secret=signing) as api:
+            await api.faucet("bea", 1_000)
+            await api.faucet("ben", 1_000)
+            await wait_status(api, "betting")
+            items = [
+                {"action": "place", "key": "bea-1", "user_id": "bea", "amount": 100},
+                {"action": "place", "key": "ben-1", "user_id": "ben", "amount": 10_000},
+            ]
+            first, second = await api.batch(items)
+            assert first.ok and first.body["stake"] == 100 and not first.replayed, first
+            assert (second.status, second.body["code"]) == (409, "insufficient_funds")
+            again = await api.batch(items)
+            assert [r.replayed for r in again] == [True, True]
+            assert (await api.balance("bea")).available == 900

@@ -6,8 +6,9 @@ Each item carries its own idempotency key and gets its own result, exactly the a
 the same request as ``POST /api/v1/bets`` with ``Idempotency-Key: K`` and that body, and
 a retry of either form is answered from the other's stored reply. Items run
 concurrently, so their money moves in the same group commits; partial success is
-normal (one user's ``insufficient_funds`` does not fail the others). The batch itself is
-not stored: its items are.
+normal (one user's ``insufficient_funds`` does not fail the others). Signed like every
+write, so the request carries an ``Idempotency-Key`` too (the string to sign includes
+it); the batch itself is not stored: its items are, by their own keys.
 """
 
 from __future__ import annotations
