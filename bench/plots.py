@@ -128,7 +128,8 @@ def tick(rows: list[Row], directory: Path) -> list[tuple[Path, str]]:
     right.set_title("cashout latency under load")
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     title = "Tick: distributions of tick lateness and cashout latency"
     return [(_save(fig, directory / "tick-latency.png"), title)]
 

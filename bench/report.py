@@ -50,11 +50,13 @@ WORDS = {"cpu": "CPU", "gcs": "GCs", "gc": "GC", "rss": "RSS", "req": "req", "op
 def column_title(name: str) -> str:
     """``ack_p99_ms`` -> ``ack p99 ms``; ``transfers_per_s`` -> ``transfers/s``."""
     for suffix, unit in UNITS:
-        if name.endswith(suffix):
+        if name.endswith(suffix) or name == suffix[1:]:
             base, tail = name[: -len(suffix)], unit
             break
     else:
         base, tail = name, ""
+    if not base:  # the name is a unit alone: ``us_per_op`` -> ``µs/op``
+        return tail.strip()
     words = [WORDS.get(w, w) for w in base.split("_") if w]
     return " ".join(words) + tail
 
@@ -66,7 +68,7 @@ def fmt(name: str, value: float) -> str:
         return "–"
     if name.endswith("_share"):
         return f"{value:.0%}"
-    if name.startswith("×") or name.endswith("_ratio"):
+    if "×" in name or name.endswith("_ratio"):
         a = abs(value)
         if a >= 100:
             return f"{value:,.0f}"

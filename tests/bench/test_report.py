@@ -160,3 +160,13 @@ def test_every_plot_the_published_run_names_is_committed() -> None:
     doc = res.load(PUBLISHED)
     for plot in doc["plots"]:
         assert (PUBLISHED.parent / plot["file"]).exists(), plot
+
+
+def test_plots_are_drawn_from_rows(tmp_path: Path, synthetic_doc: dict[str, Any]) -> None:
+    pytest.importorskip("matplotlib", reason="the bench extra (matplotlib) is not installed")
+    from bench.runner import draw_plots
+
+    drawn = draw_plots(synthetic_doc, tmp_path)
+    assert [p["bench"] for p in drawn] == ["tick"]  # the only bench with plottable rows
+    png = tmp_path / drawn[0]["file"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
