@@ -442,6 +442,20 @@ def bet_op(reqs: Requests, users: list[str], concurrency: int) -> Operation:
     return op
 
 
+def one_shot_op(reqs: Requests, users: list[str], concurrency: int) -> Operation:
+    """``POST /api/v1/bets``: a bet in one signed, durable request."""
+    turn = [0] * concurrency
+
+    async def op(conn: Connection, index: int) -> tuple[int, bool, dict[int, int]]:
+        mine = users[index::concurrency]
+        user = mine[turn[index] % len(mine)]
+        turn[index] += 1
+        status, _ = await conn.request(reqs.post("/api/v1/bets", {"user_id": user, "amount": 1}))
+        return 1, status == 201, {status: 1}
+
+    return op
+
+
 async def fund(
     server: Server, reqs: Requests, users: list[str], amount: int, concurrency: int
 ) -> None:
@@ -689,6 +703,8 @@ def to_rows(rows: list[Row], args: argparse.Namespace, problems: list[str]) -> l
             key, role = "hello", "limit"
         elif row.name.startswith("GET " + STATE_PATH):
             key, role = "state", "subject"
+        elif row.name.startswith("POST /api/v1/bets "):
+            key, role = "bet_once", "subject"
         elif row.name.startswith("POST"):
             key, role = "bet_path", "subject"
         else:
@@ -705,7 +721,7 @@ def to_rows(rows: list[Row], args: argparse.Namespace, problems: list[str]) -> l
             "failures_n": float(row.failures),
         }
         checks = {"no request failed": row.failures == 0}
-        if key.startswith("bet_path"):
+        if key.startswith(("bet_path", "bet_once")):
             metrics["bets_per_s"] = row.ok / row.seconds if row.seconds else float("nan")
             checks[
                 "the server's ledger audits clean after the load (money conserved)"
@@ -719,6 +735,7 @@ def to_rows(rows: list[Row], args: argparse.Namespace, problems: list[str]) -> l
                     "hello": f"`GET {HELLO_PATH}` (a bare route on the same app: the framework's limit)",
                     "state": f"`GET {STATE_PATH}`",
                     "bet_path": "`POST /bets/reserve` → `POST /bets/confirm` (signed, durable)",
+                    "bet_once": "`POST /bets`: a bet in one request (signed, durable)",
                 }.get(key.split("/")[0], row.name),
                 metrics,
                 {"× hello": ratio_of(row.rate, hello.rate if hello else float("nan"))},
@@ -734,7 +751,7 @@ def to_rows(rows: list[Row], args: argparse.Namespace, problems: list[str]) -> l
                 checks=checks,
                 headline="/" not in key and not key.startswith("wrk"),
                 primary=["req_per_s", "p50_ms", "p99_ms", "× hello"],
-                note="; ".join(problems[:3]) if key.startswith("bet_path") else "",
+                note="; ".join(problems[:3]) if key.startswith(("bet_path", "bet_once")) else "",
             )
         )
     return out
@@ -749,6 +766,9 @@ async def _measure(server: Server, args: argparse.Namespace, opener: Any) -> lis
     await run_load(server, "warmup", get_op(reqs.get(HELLO_PATH, auth=False)), seconds=1.0, **load)
     await run_load(server, "warmup", get_op(reqs.get(STATE_PATH)), seconds=1.0, **load)
     await run_load(server, "warmup", bet_op(reqs, users, args.concurrency), seconds=1.0, **load)
+    await run_load(
+        server, "warmup", one_shot_op(reqs, users, args.concurrency), seconds=1.0, **load
+    )
     all_rows: list[Row] = []
     progress = getattr(args, "progress", None)
     for rep in range(args.repeat):
@@ -775,7 +795,16 @@ async def _measure(server: Server, args: argparse.Namespace, opener: Any) -> lis
             seconds=args.seconds,
             **load,
         )
-        rows = [hello, state, bets]
+        if progress is not None:
+            progress.update(3 * rep + 2, 3 * args.repeat, "one-shot bets")
+        once = await run_load(
+            server,
+            "POST /api/v1/bets (one request per bet)",
+            one_shot_op(reqs, users, args.concurrency),
+            seconds=args.seconds,
+            **load,
+        )
+        rows = [hello, state, bets, once]
         if args.wrk:
             for path, auth in ((HELLO_PATH, False), (STATE_PATH, True)):
                 wrk_row = run_wrk(
@@ -788,7 +817,8 @@ async def _measure(server: Server, args: argparse.Namespace, opener: Any) -> lis
         print_table(rows, hello, concurrency=args.concurrency, client=args.client)
         print(
             f"bet path: {bets.ok / bets.seconds:.0f} paths/s ({bets.ok} bets placed, "
-            f"{bets.failures} refused or failed)"
+            f"{bets.failures} refused or failed); one-shot: {once.ok / once.seconds:.0f} bets/s "
+            f"({once.failures} refused or failed)"
         )
         for row in rows:
             refused = {s: n for s, n in row.statuses.items() if s >= 300}
