@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,41 @@ class Acks:
     def __init__(self) -> None:
         self.confirmed: dict[str, int] = {}
         self.cashed_out: dict[str, tuple[int, int]] = {}
+        self.unanswered: list[tuple[str, str, dict[str, Any]]] = []
+        """(path, Idempotency-Key, body) of bets whose answer was lost to a kill."""
+
+    def placed(self, body: dict[str, Any], stake: int) -> str:
+        ticket: str = body["ticket_id"]
+        self.confirmed[ticket] = stake
+        return ticket
+
+
+async def place(api: Api, user: str, stake: int, rng: random.Random, acks: Acks) -> str | None:
+    """One bet, in one of the three ways a partner may place it: reserve + confirm, the
+    one-shot POST /bets, or an item of a batch."""
+    way = rng.choice(["two-phase", "one-shot", "batch"])
+    if way == "two-phase":
+        r = await api.post("/api/v1/bets/reserve", {"user_id": user, "amount": stake})
+        if r.status_code != 201:
+            return None
+        r = await api.post(
+            "/api/v1/bets/confirm", {"user_id": user, "hold_id": r.json()["hold_id"]}
+        )
+        return acks.placed(r.json(), stake) if r.status_code == 201 else None
+    key = uuid.uuid4().hex
+    body = {"user_id": user, "amount": stake}
+    try:
+        if way == "one-shot":
+            r = await api.post("/api/v1/bets", body, key=key)
+            return acks.placed(r.json(), stake) if r.status_code == 201 else None
+        r = await api.post(
+            "/api/v1/bets/batch", {"items": [{"action": "place", "key": key, **body}]}
+        )
+        [item] = r.json()["results"]
+        return acks.placed(item["body"], stake) if item["status"] == 201 else None
+    except (httpx.TransportError, OSError):
+        acks.unanswered.append(("/api/v1/bets", key, body))
+        raise
 
 
 async def player(api: Api, user: str, rng: random.Random, acks: Acks) -> None:
@@ -80,19 +116,10 @@ async def player(api: Api, user: str, rng: random.Random, acks: Acks) -> None:
     try:
         r = await api.post("/api/v1/sandbox/faucet", {"user_id": user, "amount": 1_000_000})
         while True:
-            stake = rng.randint(1, 500)
-            r = await api.post("/api/v1/bets/reserve", {"user_id": user, "amount": stake})
-            if r.status_code != 201:
+            ticket = await place(api, user, rng.randint(1, 500), rng, acks)
+            if ticket is None:
                 await trio.sleep(0.05)
                 continue
-            r = await api.post(
-                "/api/v1/bets/confirm", {"user_id": user, "hold_id": r.json()["hold_id"]}
-            )
-            if r.status_code != 201:
-                await trio.sleep(0.05)
-                continue
-            ticket = r.json()["ticket_id"]
-            acks.confirmed[ticket] = stake
             await trio.sleep(rng.uniform(0.2, 1.2))
             r = await api.post(f"/api/v1/bets/{ticket}/cashout", {"user_id": user})
             if r.status_code == 200:
@@ -100,6 +127,18 @@ async def player(api: Api, user: str, rng: random.Random, acks: Acks) -> None:
                 acks.cashed_out[ticket] = (body["multiplier"], body["payout"])
     except (httpx.TransportError, OSError):
         return  # killed
+
+
+async def retry_lost_answers(api: Api, acks: Acks) -> None:
+    """A partner retries every bet whose answer it lost, with the same key: the answer
+    is the bet's (placed once), or a refusal, never a second bet."""
+    lost, acks.unanswered = acks.unanswered, []
+    for path, key, body in lost:
+        r = await api.post(path, body, key=key)
+        if r.status_code == 201:
+            acks.placed(r.json(), body["amount"])
+        else:
+            assert 400 <= r.status_code < 500, r.text
 
 
 async def test_kill_the_server_under_load_and_recover(tmp_path: Path) -> None:
@@ -114,6 +153,7 @@ async def test_kill_the_server_under_load_and_recover(tmp_path: Path) -> None:
         try:
             async with httpx.AsyncClient(base_url=url, timeout=5) as client:
                 api = Api(client, secret)
+                await retry_lost_answers(api, acks)
                 async with trio.open_nursery() as nursery:
                     for i in range(4):
                         nursery.start_soon(player, api, f"u{i}", random.Random(rng.random()), acks)
@@ -128,6 +168,8 @@ async def test_kill_the_server_under_load_and_recover(tmp_path: Path) -> None:
         assert proc.returncode == -signal.SIGKILL
     # One clean start and stop: recovery runs, the betting round is voided on the way out.
     proc, url = await start(config)
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        await retry_lost_answers(Api(client, secret), acks)
     proc.send_signal(signal.SIGTERM)
     with trio.fail_after(30):
         assert await proc.wait() == 0
