@@ -1,6 +1,7 @@
 """The live WebSocket feed: ``serve_feed`` on a dedicated listener, fed by ``crashd.api.feed.hub``.
 
-Protocol and close codes: docs/feed.md. Integration::
+Protocol and close codes: docs/feed.md; one connection's rules are the sans-IO
+``session.FeedSession``, which ``server`` drives. Integration::
 
     hub = Hub(snapshot=engine_state_for_channel)
     port = await nursery.start(serve_feed, hub, "127.0.0.1", 8001, authenticate)

@@ -7,7 +7,7 @@ the channel rules below, which are part of the protocol (docs/feed.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from crashd.api.wire import PUBLIC_CHANNELS, SCOPE_BALANCE, parse_user_channel
@@ -29,11 +29,14 @@ class ConnectRateLimited(Exception):
     client treats as a reason to back off, not as a bad credential."""
 
 
-Authenticate = Callable[[str], "Principal | None"]
+Authenticate = Callable[[str], Awaitable[Principal | None] | Principal | None]
 """``authenticate(credential)`` -> the principal, or ``None`` when it is not valid.
 
-Called once per connection, synchronously on the feed's event loop, so it must be
-quick (a dict or cache lookup); it must not block on I/O.
+Called once per connection and awaited by the connection's own task: an ``async``
+function may look credentials up in a database (in a thread, never on the event loop:
+``trio.to_thread.run_sync``) while every other connection carries on. A plain function
+is accepted for a lookup that cannot block (an in-memory table such as ``dict.get``).
+It may raise ``ConnectRateLimited``.
 """
 
 

@@ -1,10 +1,11 @@
-"""The feed's application protocol, sans I/O: close codes, client messages, replies.
+"""The feed's application protocol, sans I/O: client messages and control replies.
 
 Clients send small JSON text frames (``auth``, ``subscribe``, ``unsubscribe``, ``ack``);
 ``parse_client_message`` turns one into a typed message or raises ``ClientError``
 carrying the stable error ``code`` the server answers with. Server control messages
 are built here too; channel messages are built by the hub. Nothing in this module
-touches a socket or a clock (the rate limiter takes ``now`` as an argument).
+touches a socket or a clock. What the server does with a message (the connection's
+rules) is ``crashd.api.feed.session``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ class ClientError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Auth:
+    """The client's ``auth`` message."""
+
     token: str
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
+    """The client's ``subscribe`` (with ``resume`` after a reconnect)."""
+
     channels: tuple[str, ...]
     request_id: Any = None
     resume_seq: int | None = None
@@ -42,12 +47,16 @@ class Subscribe:
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
+    """The client's ``unsubscribe``."""
+
     channels: tuple[str, ...]
     request_id: Any = None
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
+    """The client's ``ack`` of a heartbeat."""
+
     heartbeat_id: int
 
 
@@ -149,23 +158,3 @@ def error_frame(code: str, message: str, request_id: Any = None) -> bytes:
     if request_id is not None:
         body["id"] = request_id
     return control(body)
-
-
-class RateLimiter:
-    """A token bucket over client messages: ``rate`` per second, bursts up to ``burst``."""
-
-    __slots__ = ("rate", "burst", "_tokens", "_at")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._at = now
-
-    def allow(self, now: float) -> bool:
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False

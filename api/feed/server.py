@@ -1,13 +1,15 @@
-"""The feed listener: a thin Trio driver around wsproto (inbound) and the hub (outbound).
+"""The feed listener: a thin Trio driver around wsproto, ``FeedSession`` and the hub.
 
-Each connection is one task that reads (wsproto parses what the client sends: the
-HTTP upgrade, masked frames, pings, close). Outbound data never goes through wsproto
-or through this task: the hub writes pre-encoded frames straight into the socket from
-the publisher's task, and only when the kernel buffer is full does this module start a
-writer task for that connection (``_drain``) until its outbox is empty again.
+Each connection is one task that reads. wsproto parses what the client sends (the HTTP
+upgrade, masked frames, pings, close); the connection's ``FeedSession`` (session.py)
+decides what each message means; this module carries its decisions out against the
+hub and the socket. Outbound data never goes through this task: the hub writes
+pre-encoded frames straight into the socket from the publisher's task, and only when
+the kernel buffer is full does this module start a writer task for that connection
+(``_drain``) until its outbox is empty again.
 
 Sockets are plain non-blocking stdlib sockets; Trio is used for what it is good at,
-waiting (``wait_readable``/``wait_writable``), timeouts and structured shutdown. A
+waiting (readable, writable, an event, a deadline), timeouts and structured shutdown. A
 single heartbeat task serves every connection.
 """
 
@@ -16,9 +18,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -33,29 +34,44 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from crashd.api.wire import FEED_PATH, SCOPE_GAME_STATE, CloseCode
+from crashd.api.wire import FEED_PATH
 
-from .access import Authenticate, ConnectRateLimited, Principal, channel_denial
-from .frames import OPCODE_PONG, encode_close, encode_frame
-from .hub import Hub, Subscriber
-from .protocol import (
-    Ack,
-    Auth,
-    ClientError,
-    RateLimiter,
-    Subscribe,
-    Unsubscribe,
-    control,
-    error_frame,
-    parse_client_message,
+from .access import Authenticate, ConnectRateLimited, Principal
+from .hub import Hub
+from .protocol import ClientError, control, parse_client_message
+from .session import (
+    Action,
+    Binary,
+    ClientEvent,
+    Close,
+    ConnectRefused,
+    Dropped,
+    Event,
+    FeedSession,
+    HeaderCredential,
+    Heartbeat,
+    InvalidData,
+    Join,
+    Leave,
+    Lost,
+    PeerClosed,
+    Replayed,
+    Revoked,
+    Send,
+    ShuttingDown,
+    State,
+    Timer,
+    TooBig,
+    Verdict,
+    Verify,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FEED_PORT = 8001
-_HEARTBEAT_KEY = "~heartbeat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +93,7 @@ class FeedConfig:
     max_subscriptions: int = 64
     rate: float = 20.0
     """Client messages per second allowed (sustained)…"""
-    burst: float = 50.0
+    burst: int = 50
     """…and in a burst."""
     max_strikes: int = 5
     """Errors answered before the connection is closed (4000, or 4029 for rate limits)."""
@@ -111,53 +127,237 @@ class _Closed(Exception):
     """The peer went away during the handshake; unwinds the connection task quietly."""
 
 
-class FeedConnection:
-    """One client: handshake, auth, subscriptions, heartbeat state, close."""
+async def _recv(sock: socket.socket) -> bytes:
+    """The next bytes from the client; ``b""`` at EOF or when the connection broke."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return sock.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return b""  # reset by the peer: the same as EOF for us
+
+
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    """Only for the handshake, before the connection has a subscriber."""
+    view = memoryview(data)
+    while view:
+        await trio.lowlevel.wait_writable(sock)
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            continue
+        except OSError:
+            raise _Closed from None
+
+
+def _parse(text: str) -> ClientEvent:
+    try:
+        return parse_client_message(text)
+    except ClientError as err:
+        return err  # the session answers it (a strike)
+
+
+class _Upgrade:
+    """The HTTP/1.1 upgrade of one socket: read the request, accept or refuse it.
+
+    Only the frame-level ``Connection`` outlives it: the handshake's h11 state would
+    otherwise stay alive for the connection's life, a few KiB times thousands of
+    subscribers.
+    """
 
     def __init__(self, server: FeedServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.handshake = WSConnection(ConnectionType.SERVER)
+
+    async def run(self) -> tuple[Connection | None, str | None]:
+        """The accepted connection and the header credential; ``(None, None)`` if refused."""
+        size = 0
+        while True:
+            data = await _recv(self.sock)
+            if not data:
+                raise _Closed
+            size += len(data)
+            if size > self.server.config.max_handshake_bytes:
+                await self._reject(431, "request headers too large")
+                return None, None
+            try:
+                self.handshake.receive_data(data)
+                for event in self.handshake.events():
+                    if isinstance(event, Request):
+                        return await self._on_request(event)
+            except RemoteProtocolError as exc:
+                hint = self.handshake.send(exc.event_hint) if exc.event_hint else b""
+                await _send_all(self.sock, hint)
+                return None, None
+
+    async def _reject(self, status: int, text: str) -> None:
+        body = (text + "\n").encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        if status == 503:
+            headers.append((b"retry-after", b"5"))
+        try:
+            out = self.handshake.send(
+                RejectConnection(status_code=status, headers=headers, has_body=True)
+            )
+            out += self.handshake.send(RejectData(data=body, body_finished=True))
+        except LocalProtocolError:
+            # The upgrade request itself was not even HTTP; a raw 400 is all we can say.
+            out = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        await _send_all(self.sock, out)
+
+    async def _on_request(self, request: Request) -> tuple[Connection | None, str | None]:
+        config = self.server.config
+        path = request.target.split("?", 1)[0]
+        if path != config.path:
+            await self._reject(404, f"the feed is at {config.path}")
+            return None, None
+        if len(self.server.connections) >= config.max_connections:
+            await self._reject(503, "feed connection limit reached, retry later")
+            return None, None
+        credential = None
+        for name, value in request.extra_headers:
+            if name.lower() == b"authorization" and value[:7].lower() == b"bearer ":
+                credential = value[7:].decode("latin-1").strip()
+        # No permessage-deflate: every subscriber gets the same uncompressed bytes.
+        accept = self.handshake.send(AcceptConnection(extensions=[]))
+        ws = self.handshake.connection
+        assert ws is not None  # wsproto made it when it accepted
+        await _send_all(self.sock, accept)
+        return ws, credential
+
+
+class FeedConnection:
+    """One accepted WebSocket: the I/O of its ``FeedSession``.
+
+    Reads frames into wsproto, gives each client message to the session and carries
+    out the session's actions: frames through the hub's subscriber (one queue, so
+    order holds), subscriptions in the hub, the close. It keeps no protocol state of
+    its own: what the client may do is the session's, whether the close handshake is
+    under way is wsproto's (``ws.state``).
+    """
+
+    def __init__(
+        self, server: FeedServer, sock: socket.socket, ws: Connection, accepted_at: float
+    ) -> None:
         self.server = server
         self.hub = server.hub
         self.config = server.config
         self.sock = sock
-        self.handshake: WSConnection | None = WSConnection(ConnectionType.SERVER)
-        # After the upgrade only the frame-level connection is kept: the HTTP/1.1
-        # handshake state (h11) would otherwise stay alive for the connection's life,
-        # a few KiB times thousands of subscribers.
-        self.ws: Connection | None = None
-        self.sub: Subscriber | None = None
-        self.principal: Principal | None = None
-        self.accepted_at = trio.current_time()
-        self.last_ack = self.accepted_at
-        self.closing = False
+        self.ws = ws
+        self.sub = self.hub.attach(sock.send, self._on_backlog, self._on_kill)
+        self.session = FeedSession(
+            self.config,
+            accepted_at,
+            epoch=self.hub.epoch,
+            channels=self.sub.channels,
+            heartbeat_id=server.heartbeat_id,
+        )
         self.scope = trio.CancelScope()
         self.nursery: trio.Nursery | None = None
-        self.writing = False
-        self._accepted = False
-        self.strikes = 0
-        self.limiter = RateLimiter(self.config.rate, self.config.burst, self.accepted_at)
-        self._message: list[str | bytes | bytearray] = []
-        self._message_size = 0
+        self._writer: trio.Event | None = None
+        """Set when the running writer task (``_drain``) exits; ``None``: no writer."""
+        self._text: list[str] = []
+        self._size = 0
+        """Characters (text) or bytes (binary) of the client message being assembled."""
 
-    # -- outbound: everything goes through the subscriber so order is one queue ------
+    # -- carrying out the session's actions ---------------------------------------------
 
-    def send(self, data: bytes) -> None:
-        assert self.sub is not None
-        self.sub.deliver(data)
+    def tell(self, now: float, event: Event) -> None:
+        """Report an event that cannot lead to an authentication (from any task)."""
+        self._carry_out_now(self.session.handle(now, event))
+
+    def _carry_out_now(self, actions: list[Action]) -> None:
+        for action in actions:
+            self._do(action)
+
+    async def _carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Verify):
+                if not self.sub.closed:
+                    await self._authenticate(action.credential)
+            else:
+                self._do(action)
+
+    def _do(self, action: Action) -> None:
+        sub = self.sub
+        if isinstance(action, Close):
+            self._close(action)
+        elif sub.closed:
+            # The hub dropped the subscriber, or the peer went, while this list was
+            # being carried out: nothing else goes out (and it must not rejoin a channel).
+            return
+        elif isinstance(action, Send):
+            sub.deliver(action.data, action.key)
+        elif isinstance(action, Join):
+            resume = action.resume
+            replayed = self.hub.subscribe(
+                sub,
+                action.channels,
+                since_seq=None if resume is None else resume.seq,
+                epoch=None if resume is None else resume.epoch,
+            )
+            if resume is not None and replayed is not None:
+                # The replay is complete: from here on the stream is live.
+                self.tell(trio.current_time(), Replayed(replayed, self.hub.seq, action.request_id))
+        elif isinstance(action, Leave):
+            self.hub.unsubscribe(sub, action.channels)
+        else:
+            raise AssertionError(f"{action!r} needs the connection's own task")
+
+    async def _authenticate(self, credential: str) -> None:
+        """Ask the server's authenticator and report the verdict to the session.
+
+        Awaited in this connection's task, so a credential looked up in a database (in
+        a thread) holds up this connection only, never the event loop.
+        """
+        event: Event
+        try:
+            found = self.server.authenticate(credential)
+            principal = await found if isinstance(found, Awaitable) else found
+        except ConnectRateLimited:
+            event = ConnectRefused()
+        else:
+            event = Verdict(principal, self.hub.seq)  # the seq as of the welcome
+        self.tell(trio.current_time(), event)
+
+    def _close(self, action: Close) -> None:
+        """Send the error (if any) and wsproto's close frame, stop delivering; never blocks.
+
+        The read loop keeps going until the client answers with its close frame or
+        ``close_timeout`` passes, so the close is clean when the peer cooperates and
+        bounded when it does not.
+        """
+        if self.scope.cancel_called:
+            return  # torn down (the peer is gone): there is no one to tell
+        sub = self.sub
+        if action.error is not None:
+            sub.deliver_final(action.error)
+        # OPEN, or REMOTE_CLOSING when this answers the client's close; any other state
+        # means wsproto's handshake already ended and there is no frame left to send.
+        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            sub.deliver_final(self.ws.send(CloseConnection(action.code, action.reason)))
+        sub.kill(action.code, action.reason)  # detach from the hub: nothing after close
+        self.scope.deadline = min(
+            self.scope.deadline, trio.current_time() + self.config.close_timeout
+        )
+        closes = self.server.stats_closes
+        closes[action.code] = closes.get(action.code, 0) + 1
+
+    # -- outbound: everything goes through the subscriber so order is one queue --------
 
     def _on_backlog(self) -> None:
-        if not self.writing and self.nursery is not None:
-            self.writing = True
+        if self._writer is None and self.nursery is not None:
+            self._writer = trio.Event()
             self.nursery.start_soon(self._drain)
 
     async def _drain(self) -> None:
         """The writer: empties the outbox as the socket accepts data, then exits."""
-        assert self.sub is not None
         outbox = self.sub.outbox
         try:
-            while True:
-                chunk = outbox.peek()
-                if chunk is None:
-                    break
+            while (chunk := outbox.peek()) is not None:
                 try:
                     n = self.sock.send(chunk)
                 except BlockingIOError:
@@ -169,364 +369,119 @@ class FeedConnection:
                 outbox.consumed(n)
             self.sub.drained()
         finally:
-            self.writing = False
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.set()
 
     def _on_kill(self, code: int, reason: str) -> None:
-        if code == 1006:
-            self.abort()
+        if code == CloseReason.ABNORMAL_CLOSURE:
+            self.abort()  # the socket failed: no close handshake is possible
         else:
-            self.close(code, reason)
+            self.tell(trio.current_time(), Dropped(code, reason))
 
     def abort(self) -> None:
         """Drop the connection now, without a close handshake (the peer is gone)."""
-        self.closing = True
-        if self.sub is not None:
-            self.sub.kill(1006, "aborted")
+        self.session.handle(trio.current_time(), Lost())
+        self.sub.kill(CloseReason.ABNORMAL_CLOSURE, "aborted")
         self.scope.cancel()
-
-    def close(self, code: int, reason: str, error: bytes | None = None) -> None:
-        """Send ``error`` (if any) and a close frame, stop delivering; never blocks.
-
-        The read loop keeps going until the client answers with its close frame or
-        ``close_timeout`` passes, so the close is clean when the peer cooperates and
-        bounded when it does not.
-        """
-        if self.closing:
-            return
-        self.closing = True
-        assert self.sub is not None
-        sub = self.sub
-        frames = ([error] if error is not None else []) + [encode_close(code, reason)]
-        for frame in frames:
-            sub.deliver_final(frame)
-        sub.kill(code, reason)  # detach from the hub: nothing is delivered after close
-        self.scope.deadline = min(
-            self.scope.deadline, trio.current_time() + self.config.close_timeout
-        )
-        self.server.stats_closes[code] = self.server.stats_closes.get(code, 0) + 1
-
-    # -- the connection task -----------------------------------------------------------
-
-    async def run(self) -> None:
-        credential: str | None = None
-        try:
-            with trio.move_on_after(self.config.handshake_timeout):
-                credential = await self._handshake()
-            if not self._accepted:
-                return
-            self.sub = self.hub.attach(self.sock.send, self._on_backlog, self._on_kill)
-            self.server.connections.add(self)
-            with self.scope:
-                async with trio.open_nursery() as nursery:
-                    self.nursery = nursery
-                    if credential is not None:
-                        self._authenticate(credential)
-                    # Frames that came in the same packets as the upgrade request.
-                    if not self._handle_events():
-                        await self._read_loop()
-                    await self._flush()
-                    nursery.cancel_scope.cancel()
-        except _Closed:
-            pass
-        except Exception:
-            # A bug met while serving one client must not take the feed down for all
-            # of them (Trio would propagate it to the listener's nursery): log it, and
-            # this connection alone ends.
-            log.exception("feed connection failed")
-            self.server.stats_failures += 1
-        finally:
-            self.server.connections.discard(self)
-            if self.sub is not None:
-                self.sub.kill(1006, "connection ended")  # idempotent: detaches, stops sends
-                self.sub.release()
-            self.nursery = None
-            trio.lowlevel.notify_closing(self.sock)
-            self.sock.close()
-
-    async def _recv(self) -> bytes:
-        """The next bytes from the client; ``b""`` at EOF or when the connection broke."""
-        while True:
-            await trio.lowlevel.wait_readable(self.sock)
-            try:
-                return self.sock.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return b""  # reset by the peer: the same as EOF for us
-
-    async def _send_raw(self, data: bytes) -> None:
-        """Only for the handshake, before the connection has a subscriber."""
-        view = memoryview(data)
-        while view:
-            await trio.lowlevel.wait_writable(self.sock)
-            try:
-                view = view[self.sock.send(view) :]
-            except BlockingIOError:
-                continue
-            except OSError:
-                raise _Closed from None
-
-    async def _handshake(self) -> str | None:
-        """Read the HTTP upgrade; accept or reject it. Returns a header credential."""
-        size = 0
-        while True:
-            data = await self._recv()
-            if not data:
-                raise _Closed
-            size += len(data)
-            if size > self.config.max_handshake_bytes:
-                await self._reject(431, "request headers too large")
-                return None
-            assert self.handshake is not None
-            try:
-                self.handshake.receive_data(data)
-                for event in self.handshake.events():
-                    if isinstance(event, Request):
-                        return await self._on_request(event)
-            except RemoteProtocolError as exc:
-                await self._send_raw(self.handshake.send(exc.event_hint) if exc.event_hint else b"")
-                return None
-
-    async def _reject(self, status: int, text: str) -> None:
-        body = (text + "\n").encode()
-        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
-        if status == 503:
-            headers.append((b"retry-after", b"5"))
-        assert self.handshake is not None
-        try:
-            out = self.handshake.send(
-                RejectConnection(status_code=status, headers=headers, has_body=True)
-            )
-            out += self.handshake.send(RejectData(data=body, body_finished=True))
-        except LocalProtocolError:
-            # The upgrade request itself was not even HTTP; a raw 400 is all we can say.
-            out = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        await self._send_raw(out)
-
-    async def _on_request(self, request: Request) -> str | None:
-        path = request.target.split("?", 1)[0]
-        if path != self.config.path:
-            await self._reject(404, f"the feed is at {self.config.path}")
-            return None
-        if len(self.server.connections) >= self.config.max_connections:
-            await self._reject(503, "feed connection limit reached, retry later")
-            return None
-        credential = None
-        for name, value in request.extra_headers:
-            if name.lower() == b"authorization" and value[:7].lower() == b"bearer ":
-                credential = value[7:].decode("latin-1").strip()
-        # No permessage-deflate: every subscriber gets the same uncompressed bytes.
-        assert self.handshake is not None
-        accept = self.handshake.send(AcceptConnection(extensions=[]))
-        self.ws, self.handshake = self.handshake.connection, None
-        await self._send_raw(accept)
-        self._accepted = True
-        return credential
-
-    def _authenticate(self, credential: str) -> None:
-        try:
-            principal = self.server.authenticate(credential)
-        except ConnectRateLimited:
-            self.close(
-                CloseCode.TRY_AGAIN_LATER,
-                "connect rate limited",
-                error_frame(
-                    "rate_limited", "too many connections for this credential; retry later"
-                ),
-            )
-            return
-        if principal is None:
-            self.close(
-                CloseCode.UNAUTHORIZED,
-                "invalid credential",
-                error_frame("unauthorized", "the API key or feed token is not valid (or expired)"),
-            )
-            return
-        if SCOPE_GAME_STATE not in principal.scopes:
-            self.close(
-                CloseCode.FORBIDDEN,
-                "missing scope read:game_state",
-                error_frame("forbidden", f"the credential lacks the {SCOPE_GAME_STATE!r} scope"),
-            )
-            return
-        self.principal = principal
-        self.last_ack = trio.current_time()
-        config = self.config
-        self.send(
-            control(
-                {
-                    "type": "welcome",
-                    "epoch": self.hub.epoch,
-                    "seq": self.hub.seq,
-                    "partner_id": principal.partner_id,
-                    "environment": principal.environment,
-                    "heartbeat_interval_ms": round(config.heartbeat_interval * 1000),
-                    "heartbeat_timeout_ms": round(config.heartbeat_timeout * 1000),
-                    "max_message_bytes": config.max_message_bytes,
-                }
-            )
-        )
-
-    async def _read_loop(self) -> None:
-        auth_deadline = self.accepted_at + self.config.auth_timeout
-        while True:
-            if self.principal is None and not self.closing:
-                with trio.move_on_at(auth_deadline):
-                    if self._receive(await self._recv()):
-                        return
-                    continue
-                self.close(
-                    CloseCode.UNAUTHORIZED,
-                    "authentication timeout",
-                    error_frame("unauthorized", 'send {"type": "auth", "token": ...} first'),
-                )
-                continue
-            if self._receive(await self._recv()):
-                return
-
-    def _receive(self, data: bytes) -> bool:
-        """Process bytes from the client (``b""`` is EOF); True when the connection is over."""
-        assert self.ws is not None
-        if self.ws.state is ConnectionState.CLOSED:
-            return True
-        self.ws.receive_data(data or None)
-        return self._handle_events()
-
-    def _handle_events(self) -> bool:
-        assert self.ws is not None
-        for event in self.ws.events():
-            if isinstance(event, CloseConnection):
-                if self.closing or self.ws.state is ConnectionState.CLOSED:
-                    return True  # the answer to our close, or EOF: nothing more to say
-                if self.ws.state is ConnectionState.OPEN:
-                    # No close frame arrived: wsproto reports bytes that are not valid
-                    # WebSocket (1002) or not UTF-8 (1007) as a close event. Say why.
-                    self.close(
-                        event.code,
-                        event.reason or "protocol error",
-                        error_frame("protocol_error", f"invalid WebSocket data: {event.reason}"),
-                    )
-                else:
-                    self.close(CloseCode.NORMAL, "bye")  # the client's close: answer it
-                return True
-            if self.closing:
-                continue  # after our close frame only the peer's close matters
-            if isinstance(event, Ping):
-                self.send(encode_frame(OPCODE_PONG, bytes(event.payload)))
-            elif isinstance(event, (TextMessage, BytesMessage)):
-                self._message.append(event.data)
-                self._message_size += len(event.data)
-                if self._message_size > self.config.max_message_bytes:
-                    self._message, self._message_size = [], 0
-                    self.close(
-                        CloseCode.MESSAGE_TOO_BIG,
-                        "message too big",
-                        error_frame(
-                            "message_too_big",
-                            f"client messages are limited to {self.config.max_message_bytes} bytes",
-                        ),
-                    )
-                    continue
-                if event.message_finished:
-                    parts, self._message, self._message_size = self._message, [], 0
-                    if isinstance(event, BytesMessage):
-                        self._strike(
-                            ClientError("binary_not_supported", "send JSON in text frames")
-                        )
-                    else:
-                        self._on_text("".join(parts))  # type: ignore[arg-type]
-        return False
-
-    def _strike(self, err: ClientError, close_code: int = CloseCode.INVALID_MESSAGES) -> None:
-        self.strikes += 1
-        frame = error_frame(err.code, err.message, err.request_id)
-        if self.strikes >= self.config.max_strikes:
-            self.close(close_code, f"too many errors, last: {err.code}", frame)
-        else:
-            self.send(frame)
-
-    def _on_text(self, text: str) -> None:
-        now = trio.current_time()
-        if not self.limiter.allow(now):
-            self._strike(
-                ClientError("rate_limited", f"at most {self.config.rate:g} messages per second"),
-                CloseCode.RATE_LIMITED,
-            )
-            return
-        try:
-            message = parse_client_message(text)
-        except ClientError as err:
-            self._strike(err)
-            return
-        if self.principal is None:
-            if isinstance(message, Auth):
-                self._authenticate(message.token)
-            else:
-                self.close(
-                    CloseCode.UNAUTHORIZED,
-                    "not authenticated",
-                    error_frame("unauthorized", 'send {"type": "auth", "token": ...} first'),
-                )
-            return
-        if isinstance(message, Ack):
-            if 0 < message.heartbeat_id <= self.server.heartbeat_id:
-                self.last_ack = now
-            else:
-                self._strike(
-                    ClientError("invalid_message", f"no heartbeat {message.heartbeat_id} was sent")
-                )
-        elif isinstance(message, Subscribe):
-            self._subscribe(message)
-        elif isinstance(message, Unsubscribe):
-            assert self.sub is not None
-            self.hub.unsubscribe(self.sub, message.channels)
-            self.send(control(self._reply("unsubscribed", message.request_id)))
-        elif isinstance(message, Auth):
-            self._strike(ClientError("invalid_message", "already authenticated"))
-
-    def _reply(self, kind: str, request_id: Any) -> dict[str, Any]:
-        assert self.sub is not None
-        body: dict[str, Any] = {"type": kind, "channels": sorted(self.sub.channels)}
-        if request_id is not None:
-            body["id"] = request_id
-        return body
-
-    def _subscribe(self, message: Subscribe) -> None:
-        assert self.sub is not None and self.principal is not None
-        for channel in message.channels:
-            denial = channel_denial(self.principal, channel)
-            if denial is not None:
-                self._strike(ClientError(*denial, request_id=message.request_id))
-                return
-        if len(self.sub.channels | set(message.channels)) > self.config.max_subscriptions:
-            self._strike(
-                ClientError(
-                    "too_many_subscriptions",
-                    f"at most {self.config.max_subscriptions} channels per connection",
-                    message.request_id,
-                )
-            )
-            return
-        new = [c for c in message.channels if c not in self.sub.channels]
-        body = self._reply("subscribed", message.request_id)
-        body["channels"] = sorted(self.sub.channels | set(new))
-        self.send(control(body))
-        replayed = self.hub.subscribe(
-            self.sub, new, since_seq=message.resume_seq, epoch=message.resume_epoch
-        )
-        if message.resume_seq is not None and replayed is not None:
-            # The replay is complete: from here on the stream is live.
-            resumed: dict[str, Any] = {"type": "resumed", "replayed": replayed, "seq": self.hub.seq}
-            if message.request_id is not None:
-                resumed["id"] = message.request_id
-            self.send(control(resumed))
 
     async def _flush(self) -> None:
         """Give the writer ``close_timeout`` to get the last frames (our close) out."""
-        assert self.sub is not None
         with trio.move_on_after(self.config.close_timeout):
-            while self.sub.outbox:
-                await trio.sleep(0.005)
+            # A non-empty outbox always has a writer: it is started with the backlog.
+            while self.sub.outbox and self._writer is not None:
+                await self._writer.wait()
+
+    # -- the connection task -------------------------------------------------------------
+
+    async def run(self, credential: str | None) -> None:
+        """Read and answer until the conversation is over (the close handshake is done
+        or the peer went away); the scope's close deadline bounds it from outside."""
+        self.server.connections.add(self)
+        try:
+            with self.scope:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    over = await self._until_authenticated(credential)
+                    # The loop is here rather than in a helper, and runs without a
+                    # cancel scope of its own: a connection's task keeps its frames
+                    # and scopes alive while it waits, times thousands of connections.
+                    while not over:
+                        over = await self._receive(await _recv(self.sock))
+                    await self._flush()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.server.leave(self)
+            self.sub.kill(CloseReason.ABNORMAL_CLOSURE, "connection ended")  # idempotent
+            self.sub.release()
+            self.nursery = None
+
+    async def _until_authenticated(self, credential: str | None) -> bool:
+        """The conversation while the session has a deadline (the auth timeout); True
+        when the conversation is already over."""
+        first = True
+        while (deadline := self.session.next_deadline()) is not None:
+            with trio.move_on_at(deadline) as timer:
+                if first:
+                    first = False
+                    over = await self._start(credential)
+                else:
+                    over = await self._receive(await _recv(self.sock))
+            if timer.cancelled_caught:
+                self.tell(trio.current_time(), Timer())
+            elif over:
+                return True
+        return False
+
+    async def _start(self, credential: str | None) -> bool:
+        """Verify the upgrade request's credential (if any), then handle the frames that
+        came with the request; True when the conversation is already over."""
+        if credential is not None:
+            now = trio.current_time()
+            await self._carry_out(self.session.handle(now, HeaderCredential(credential)))
+        return await self._handle_events()
+
+    async def _receive(self, data: bytes) -> bool:
+        """Process bytes from the client (``b""`` is EOF); True when the connection is over."""
+        if self.ws.state is ConnectionState.CLOSED:
+            return True
+        self.ws.receive_data(data or None)
+        return await self._handle_events()
+
+    async def _handle_events(self) -> bool:
+        ws, session = self.ws, self.session
+        for event in ws.events():
+            if isinstance(event, CloseConnection):
+                now = trio.current_time()
+                if ws.state is ConnectionState.OPEN:
+                    # No close frame arrived: wsproto reports bytes that are not valid
+                    # WebSocket (1002) or not UTF-8 (1007) as a close event.
+                    self.tell(now, InvalidData(event.code, event.reason))
+                elif ws.state is ConnectionState.REMOTE_CLOSING:
+                    self.tell(now, PeerClosed())
+                else:
+                    session.handle(now, Lost())  # EOF, or the answer to our close
+                return True
+            if ws.state is not ConnectionState.OPEN:
+                continue  # after our close frame only the peer's close matters
+            if isinstance(event, Ping):
+                self.sub.deliver(ws.send(event.response()))  # wsproto's own pong
+            elif isinstance(event, (TextMessage, BytesMessage)):
+                self._size += len(event.data)
+                if isinstance(event, TextMessage):
+                    self._text.append(event.data)
+                if self._size > self.config.max_message_bytes:
+                    self._text, self._size = [], 0
+                    self.tell(trio.current_time(), TooBig())
+                    continue
+                if event.message_finished:
+                    text, self._text, self._size = "".join(self._text), [], 0
+                    now = trio.current_time()
+                    if isinstance(event, BytesMessage):
+                        self.tell(now, Binary())
+                    else:
+                        await self._carry_out(session.handle(now, _parse(text)))
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,6 +510,20 @@ class FeedServer:
         self.heartbeat_id = 0
         self.stats_closes: dict[int, int] = {}
         self.stats_failures = 0
+        self._emptied = trio.Event()
+        """Set when the last connection leaves (replaced once it is stale)."""
+
+    def leave(self, conn: FeedConnection) -> None:
+        """A connection's task is ending."""
+        self.connections.discard(conn)
+        if not self.connections:
+            self._emptied.set()
+
+    async def _wait_no_connections(self) -> None:
+        while self.connections:
+            if self._emptied.is_set():  # from an earlier moment without connections
+                self._emptied = trio.Event()
+            await self._emptied.wait()
 
     async def heartbeats(self) -> None:
         """Every interval: drop connections that stopped acking, beat the others.
@@ -568,22 +537,11 @@ class FeedServer:
             await trio.sleep(interval)
             now = trio.current_time()
             self.heartbeat_id += 1
-            frame = control({"type": "heartbeat", "id": self.heartbeat_id})
+            beat = Heartbeat(
+                self.heartbeat_id, control({"type": "heartbeat", "id": self.heartbeat_id})
+            )
             for conn in list(self.connections):
-                if conn.principal is None or conn.closing or conn.sub is None:
-                    continue
-                if now - conn.last_ack > self.config.heartbeat_timeout:
-                    conn.close(
-                        CloseCode.HEARTBEAT_TIMEOUT,
-                        "heartbeat timeout",
-                        error_frame(
-                            "heartbeat_timeout",
-                            f"no ack for {self.config.heartbeat_timeout:g} s; "
-                            'answer {"type": "heartbeat", "id": N} with {"type": "ack", "id": N}',
-                        ),
-                    )
-                else:
-                    conn.sub.deliver(frame, _HEARTBEAT_KEY)
+                conn.tell(now, beat)
 
     async def accept_loop(self, listener: socket.socket, nursery: trio.Nursery) -> None:
         while True:
@@ -609,14 +567,37 @@ class FeedServer:
                     sock.setsockopt(
                         socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer_bytes
                     )
-                nursery.start_soon(FeedConnection(self, sock).run)
+                nursery.start_soon(self._serve_socket, sock, trio.current_time())
+
+    async def _serve_socket(self, sock: socket.socket, accepted_at: float) -> None:
+        """One connection's task, from the upgrade request to the closed socket."""
+        # This frame waits as long as the connection lives: it holds nothing of the
+        # handshake (the upgrade's h11 state is gone once it returns).
+        ws: Connection | None = None
+        credential: str | None = None
+        try:
+            with trio.move_on_after(self.config.handshake_timeout):
+                ws, credential = await _Upgrade(self, sock).run()
+            if ws is not None:
+                await FeedConnection(self, sock, ws, accepted_at).run(credential)
+        except _Closed:
+            pass
+        except Exception:
+            # A bug met while serving one client must not take the feed down for all
+            # of them (Trio would propagate it to the listener's nursery): log it, and
+            # this connection alone ends.
+            log.exception("feed connection failed")
+            self.stats_failures += 1
+        finally:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
     def statistics(self) -> FeedStatistics:
         conns = list(self.connections)
         return FeedStatistics(
             connections=len(conns),
-            authenticated=sum(1 for c in conns if c.principal is not None),
-            backlogged=sum(1 for c in conns if c.sub is not None and c.sub.outbox),
+            authenticated=sum(1 for c in conns if c.session.principal is not None),
+            backlogged=sum(1 for c in conns if c.sub.outbox),
             closes=dict(self.stats_closes),
             failures=self.stats_failures,
         )
@@ -629,14 +610,13 @@ class FeedServer:
         Credentials are checked when a connection opens; this is how the REST side
         makes a revoked API key or an expired feed token take effect on open ones.
         """
+        now = trio.current_time()
         closed = 0
         for conn in list(self.connections):
-            if conn.principal is not None and not conn.closing and which(conn.principal):
-                conn.close(
-                    CloseCode.UNAUTHORIZED,
-                    reason,
-                    error_frame("unauthorized", f"{reason}; reconnect with a valid one"),
-                )
+            session = conn.session
+            principal = session.principal
+            if session.state is State.AUTHENTICATED and principal is not None and which(principal):
+                conn.tell(now, Revoked(reason))
                 closed += 1
         return closed
 
@@ -666,12 +646,11 @@ class FeedServer:
 
     async def shutdown(self) -> None:
         """Close every connection with 1001 and give them ``close_timeout`` to finish."""
+        now = trio.current_time()
         for conn in list(self.connections):
-            if conn.sub is not None:
-                conn.close(CloseCode.GOING_AWAY, "server shutting down")
+            conn.tell(now, ShuttingDown())
         with trio.move_on_after(self.config.close_timeout):
-            while self.connections:
-                await trio.sleep(0.01)
+            await self._wait_no_connections()
 
 
 async def serve_feed(

@@ -1,4 +1,5 @@
-"""The feed protocol's pure parts: client message parsing, rate limiting, channel rules."""
+"""The feed protocol's pure parts: client message parsing and channel rules (the rules of
+a connection, rate limit included, are tests/feed/test_session.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from crashd.api.feed.access import Principal, channel_denial
 from crashd.api.feed.protocol import (
     Ack,
     ClientError,
-    RateLimiter,
     Subscribe,
     Unsubscribe,
     parse_client_message,
@@ -82,18 +82,6 @@ def test_messages_parse_to_what_the_docs_say() -> None:
             assert err.code == code, bad
         else:
             raise AssertionError(f"{bad[:40]!r} was accepted")
-
-
-@given(st.lists(st.floats(0, 0.5), max_size=200))
-def test_the_rate_limiter_never_allows_more_than_burst_plus_rate_times_time(
-    gaps: list[float],
-) -> None:
-    limiter = RateLimiter(rate=10, burst=5, now=0.0)
-    now, allowed = 0.0, 0
-    for gap in gaps:
-        now += gap
-        allowed += limiter.allow(now)
-    assert allowed <= 5 + 10 * now + 1e-9
 
 
 def test_user_channels_belong_to_one_partner_and_need_read_balance() -> None:

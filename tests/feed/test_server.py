@@ -12,9 +12,11 @@ import asyncio
 import json
 import socket
 import statistics
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +36,10 @@ from wsproto.events import (
 
 from crashd.api.feed import FEED_PATH, CloseCode, FeedConfig, FeedServer, Principal, serve_feed
 from crashd.api.feed.hub import Hub
+from crashd.api.rest.routes.feed import FEED_TOKEN_LABEL, feed_authenticator
+from crashd.api.security import feedtokens
+from crashd.api.security.keys import ApiKey, Authenticator, KeyStore
+from crashd.api.security.ratelimit import Policy
 from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES
 
 GAME = frozenset({"read:game_state"})
@@ -664,3 +670,133 @@ async def test_revoking_a_credential_closes_its_open_connections() -> None:
         stats = server.statistics()
         assert stats.closes == {CloseCode.UNAUTHORIZED: 1} and stats.failures == 0
         nursery.cancel_scope.cancel()
+
+
+# -- the REST side's authenticator: a key store on disk -------------------------------
+
+
+class SlowKeyStore(KeyStore):
+    """A key store whose lookup of one secret blocks its thread until the test lets go,
+    as a database stuck on a lock or a slow disk would."""
+
+    def __init__(self, database: Path) -> None:
+        super().__init__(database)
+        self.slow_secret: str | None = None
+        self.entered = trio.Event()
+        self.release = threading.Event()
+
+    def lookup_with_expiry(
+        self, secret: str, now: float | None = None
+    ) -> tuple[ApiKey | None, float | None]:
+        if secret == self.slow_secret:
+            # Only a worker thread of Trio's can do this: on the event loop it would raise.
+            trio.from_thread.run_sync(self.entered.set)
+            self.release.wait(timeout=30)
+        return super().lookup_with_expiry(secret, now)
+
+
+def bearer(secret: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Bearer {secret}".encode())]
+
+
+async def test_a_slow_key_lookup_holds_up_its_own_handshake_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    store = SlowKeyStore(tmp_path / "keys.sqlite3")
+    try:
+        fast = store.create("sandbox", "read:game_state", partner_id="acme")
+        slow = store.create("sandbox", "read:game_state", partner_id="acme")
+        store.slow_secret = slow.secret
+        authenticate = feed_authenticator(Authenticator(store, frozenset({"sandbox"})))
+        hub = Hub(snapshot=state)
+        server = FeedServer(hub, authenticate, FeedConfig())
+        order: list[str] = []
+        welcomed = trio.Event()
+
+        async def slow_client(port: int) -> None:
+            client = await RawClient.connect(port, headers=bearer(slow.secret))
+            order.append(f"slow: {(await client.recv())['type']}")
+            welcomed.set()
+
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve, "127.0.0.1", 0)
+            reader = await RawClient.connect(port, headers=bearer(fast.secret))
+            assert (await reader.recv())["type"] == "welcome"
+            await reader.send_json({"type": "subscribe", "channels": [ROUND_UPDATES]})
+            assert [(await reader.recv())["type"] for _ in range(2)] == ["subscribed", "snapshot"]
+
+            nursery.start_soon(slow_client, port)
+            with trio.fail_after(10):
+                await store.entered.wait()  # its lookup now blocks a worker thread
+            for i in range(5):
+                seq = hub.publish(ROUND_UPDATES, {"type": "event", "i": i})
+                with trio.fail_after(10):
+                    assert (await reader.recv())["seq"] == seq
+                order.append(f"reader: {seq}")
+            assert server.statistics().authenticated == 1, "the slow one is still waiting"
+            order.append("database answers")
+            store.release.set()
+            with trio.fail_after(10):
+                await welcomed.wait()
+            nursery.cancel_scope.cancel()
+        assert order == [
+            "reader: 1",
+            "reader: 2",
+            "reader: 3",
+            "reader: 4",
+            "reader: 5",
+            "database answers",
+            "slow: welcome",
+        ]
+    finally:
+        store.release.set()
+        store.close()
+
+
+async def test_the_rest_authenticator_rate_limits_keys_with_1013_and_checks_feed_tokens(
+    tmp_path: Path,
+) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    try:
+        key = store.create("sandbox", "read:game_state,read:balance", partner_id="acme")
+        second = store.create("sandbox", "read:game_state", partner_id="acme")
+        authenticator = Authenticator(store, frozenset({"sandbox"}))
+        token = feedtokens.issue(
+            store.derive_secret(FEED_TOKEN_LABEL),
+            feedtokens.FeedClaims(
+                key.key.id,
+                "acme",
+                "sandbox",
+                frozenset({"read:game_state"}),
+                int(time.time()) + 300,
+            ),
+        )
+        authenticate = feed_authenticator(authenticator, Policy("feed_connect", 2, 60.0))
+        hub = Hub(snapshot=state)
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(
+                lambda task_status: serve_feed(
+                    hub, "127.0.0.1", 0, authenticate, task_status=task_status
+                )
+            )
+            for _ in range(2):
+                client = await RawClient.connect(port, headers=bearer(key.secret))
+                welcome = await client.recv()
+                assert (welcome["type"], welcome["partner_id"]) == ("welcome", "acme")
+            refused = await RawClient.connect(port, headers=bearer(key.secret))
+            await expect_close(refused, CloseCode.TRY_AGAIN_LATER, "rate_limited")
+            other = await RawClient.connect(port, headers=bearer(second.secret))
+            assert (await other.recv())["type"] == "welcome", "the limit is per key"
+            unknown = await RawClient.connect(port, headers=bearer("ck_test_" + "x" * 32))
+            await expect_close(unknown, CloseCode.UNAUTHORIZED, "unauthorized")
+
+            # Feed tokens are not counted (their issue is), and die with their key.
+            browser = await RawClient.connect(port)
+            assert (await browser.auth(token))["type"] == "welcome"
+            store.revoke(key.key.id)
+            late = await RawClient.connect(port)
+            await late.send_json({"type": "auth", "token": token})
+            await expect_close(late, CloseCode.UNAUTHORIZED, "unauthorized")
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()

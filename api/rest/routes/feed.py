@@ -4,16 +4,19 @@ The feed itself listens on its own port (see docs/feed.md: the framework's per-m
 path costs 7-10x the CPU per delivered message). This module connects it to the API
 keys: ``feed_authenticator`` turns a presented credential — an API key in the upgrade
 request's ``Authorization`` header, or a feed token sent as the first message — into the
-feed's principal.
+feed's principal. The feed awaits it in the connection's own task: it answers from the
+key cache on the event loop and reads the key store (SQLite) in a thread, so a slow
+database delays that one handshake and nothing else.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
 from quart import Blueprint, Response
 
 from crashd.api.feed import Principal as FeedPrincipal
@@ -82,17 +85,25 @@ they are issued, so they are not counted here)."""
 
 def feed_authenticator(
     authenticator: Authenticator, connects: Policy = FEED_CONNECTS
-) -> Callable[[str], FeedPrincipal | None]:
+) -> Callable[[str], Awaitable[FeedPrincipal | None]]:
+    """The feed's ``Authenticate``: API keys (counted against ``connects`` per key; over
+    it, ``ConnectRateLimited``) and feed tokens (whose issuing key must still be active)."""
     secret = authenticator.store.derive_secret(FEED_TOKEN_LABEL)
     limiter = RateLimiter(max_keys=10_000)  # full buckets are swept when it fills
 
-    def authenticate(credential: str) -> FeedPrincipal | None:
+    async def authenticate(credential: str) -> FeedPrincipal | None:
         if credential.startswith(feedtokens.PREFIX):
-            claims = feedtokens.verify(secret, credential, time.time())
-            if claims is None or not authenticator.key_active(claims.key_id):
+            claims = feedtokens.verify(secret, credential, time.time())  # an HMAC: no I/O
+            if claims is None:
+                return None
+            # Revoking the issuing key revokes its tokens: one indexed read of the store.
+            if not await trio.to_thread.run_sync(authenticator.key_active, claims.key_id):
                 return None
             return FeedPrincipal(claims.partner_id, claims.environment, claims.scopes)
-        principal = authenticator.authenticate_sync(credential)
+        # The REST path's own lookup: the cache on the loop (its validity check reads
+        # the one-row revocation counter, as every REST request does), a miss and the
+        # last-used stamp in a worker thread.
+        principal = await authenticator.authenticate(credential)
         if principal is None:
             return None
         if not limiter.check(principal.key_id, connects, time.monotonic()).allowed:
