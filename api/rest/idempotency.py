@@ -48,6 +48,7 @@ from .contract import V, route_meta
 from .problems import PROBLEM_CONTENT_TYPE, Problem
 
 if TYPE_CHECKING:
+    from crashd.api.services import Services
     from crashd.engine.ledger import Ledger
 
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
@@ -215,10 +216,11 @@ async def run_idempotent(
     fp: bytes,
     request_id: str,
     run: Callable[[IdempotencyToken], Awaitable[Response]],
+    services: Services | None = None,
 ) -> Response:
-    """The rules above for one request (or one item of a batch) with key ``key`` and
-    fingerprint ``fp``: in flight → 409, a stored reply → replayed or 422, else
-    ``run(token)``."""
+    """The rules above for one request (or one item of a batch, or one feed order) with
+    key ``key`` and fingerprint ``fp``: in flight → 409, a stored reply → replayed or
+    422, else ``run(token)``. ``services``: outside a Quart request (the feed)."""
     from crashd.api.services import current_services  # services imports this module
 
     if KEY_PATTERN.fullmatch(key) is None:
@@ -226,7 +228,8 @@ async def run_idempotent(
             "idempotency_key_invalid",
             f"{IDEMPOTENCY_HEADER} must be 1-255 visible ASCII characters",
         )
-    services = current_services()
+    if services is None:
+        services = current_services()
     state = services.idempotency
     rkey = reply_key(principal.key_id, key)
     if rkey in state.in_flight:

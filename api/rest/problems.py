@@ -275,14 +275,15 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def problem_response(problem: Problem) -> Response:
-    """Render ``problem`` for the current request (quoting its request id)."""
+def problem_response(problem: Problem, request_id: str | None = None) -> Response:
+    """Render ``problem`` for the current request (quoting its request id), or, outside
+    a request (a feed order), for ``request_id``."""
     # Imported here so the code table above stays importable without Quart (docs, tests).
     from quart import Response, request
 
     from .requestid import request_id_of
 
-    rid = request_id_of(request.scope)
+    rid = request_id if request_id is not None else request_id_of(request.scope)
     headers = dict(problem.headers)
     headers["Cache-Control"] = "no-store"
     return Response(

@@ -9,7 +9,9 @@ Stateless and pure (``now`` is an argument)::
     ft_<base64url(JSON claims)>.<base64url(HMAC-SHA256(secret, claims))>
 
 claims: ``k`` key id, ``p`` partner, ``e`` environment, ``s`` scopes, ``x`` expiry (Unix
-seconds). The secret is derived from the server's key pepper, so tokens die with it.
+seconds), and ``u`` the user, for a token minted for one of the partner's users (it may
+then carry ``write:bet``: that user's browser bets and cashes out for that user only).
+The secret is derived from the server's key pepper, so tokens die with it.
 Revoking the key that issued a token also invalidates the token (the feed's
 authenticator checks the key is still active).
 """
@@ -34,6 +36,8 @@ class FeedClaims:
     environment: str
     scopes: frozenset[str]
     expires_at: int
+    user_id: str | None = None
+    """The one user a user-scoped token acts for (``None``: the whole partner, read only)."""
 
 
 def _b64(data: bytes) -> str:
@@ -45,17 +49,16 @@ def _unb64(text: str) -> bytes:
 
 
 def issue(secret: bytes, claims: FeedClaims) -> str:
-    body = json.dumps(
-        {
-            "k": claims.key_id,
-            "p": claims.partner_id,
-            "e": claims.environment,
-            "s": sorted(claims.scopes),
-            "x": claims.expires_at,
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    ).encode()
+    doc: dict[str, object] = {
+        "k": claims.key_id,
+        "p": claims.partner_id,
+        "e": claims.environment,
+        "s": sorted(claims.scopes),
+        "x": claims.expires_at,
+    }
+    if claims.user_id is not None:
+        doc["u"] = claims.user_id
+    body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     mac = hmac.new(secret, body, hashlib.sha256).digest()
     return f"{PREFIX}{_b64(body)}.{_b64(mac)}"
 
@@ -81,6 +84,7 @@ def verify(secret: bytes, token: str, now: float) -> FeedClaims | None:
             str(doc["e"]),
             frozenset(str(s) for s in doc["s"]),
             int(doc["x"]),
+            None if doc.get("u") is None else str(doc["u"]),
         )
     except (ValueError, KeyError, TypeError):
         return None

@@ -27,7 +27,7 @@ from crashd.api.rest.validation import Integer, String
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
-from crashd.api.services import current_services
+from crashd.api.services import Services, current_services
 from crashd.api.wire import API_PREFIX, iso_ms
 from crashd.engine.bounds import MAX_AMOUNT, MAX_MULTIPLIER
 from crashd.engine.curve import format_multiplier
@@ -88,7 +88,7 @@ async def answer_with(
     except (GameError, LedgerError) as err:
         problem = problem_from(err)
         if slot.stored is not None or slot.existing is not None:
-            return stored_or(slot, lambda: problem_response(problem))
+            return stored_or(slot, lambda: problem_response(problem, idempotency.request_id))
         raise problem from None
     return stored_or(slot, lambda: live(outcome))
 
@@ -348,10 +348,13 @@ async def place(
 
 
 async def place_now(
-    principal: Principal, idempotency: IdempotencyToken, body: PlaceBody
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: PlaceBody,
+    services: Services | None = None,
 ) -> Response:
     """A one-shot bet, answered with the reply its commit stored (REST, batch, feed)."""
-    game = current_services().require_game().game
+    game = (services or current_services()).require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
 
     def render(result: Result) -> tuple[int, Any]:
@@ -598,10 +601,14 @@ async def cashout(
 
 
 async def cash_out_now(
-    principal: Principal, idempotency: IdempotencyToken, ticket_id: str, user_id: str
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    ticket_id: str,
+    user_id: str,
+    services: Services | None = None,
 ) -> Response:
     """A cash-out, answered with the reply its commit stored (REST, batch, feed)."""
-    game = current_services().require_game().game
+    game = (services or current_services()).require_game().game
 
     def cashed_out(round_id: int, multiplier: int, payout: int) -> dict[str, Any]:
         return {
@@ -679,7 +686,18 @@ class AutoCashoutBody:
 async def auto_cashout(
     ticket_id: str, *, principal: Principal, idempotency: IdempotencyToken, body: AutoCashoutBody
 ) -> Response:
-    game = current_services().require_game().game
+    return await retarget_now(principal, idempotency, ticket_id, body)
+
+
+async def retarget_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    ticket_id: str,
+    body: AutoCashoutBody,
+    services: Services | None = None,
+) -> Response:
+    """An auto-cashout change, answered with the reply its commit stored (REST, feed)."""
+    game = (services or current_services()).require_game().game
 
     def render(result: Result) -> tuple[int, Any]:
         assert isinstance(result, BetRetargeted)
