@@ -55,9 +55,11 @@ from .feed import FeedConfig, FeedServer
 from .feed.balances import BalanceFeed
 from .feed.hub import Hub
 from .feed.messages import FeedAnnouncer, make_snapshot
+from .feed.orders import OrderDesk
 from .live import LiveState
 from .rest.app import create_app
 from .rest.routes.feed import feed_authenticator
+from .security.guard import security_state
 from .services import GameRuntime, Services, open_services
 
 log = logging.getLogger(__name__)
@@ -309,7 +311,10 @@ async def _run_server(
             services.game = GameRuntime(game, game.epoch_offset_ms, live)
             known = await services.idempotency.load(ledger, ledger.now_ms())
             log.info("idempotency: %d stored replies within the retention", known)
-            feed_server = FeedServer(hub, feed_authenticator(services.authenticator), FeedConfig())
+            orders = OrderDesk(services, security_state(app).nonces, config.signature_window_s)
+            feed_server = FeedServer(
+                hub, feed_authenticator(services.authenticator), FeedConfig(), orders
+            )
             feed_port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
             feed_host = f"[{config.host}]" if ":" in config.host else config.host
             services.feed_url = f"ws://{feed_host}:{feed_port}{FEED_PATH}"

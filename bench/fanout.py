@@ -67,7 +67,7 @@ def serve_crashd(port: int, n: int, rate: float, ticks: int, warmup: int, size: 
     from crashd.api.feed.hub import Hub
     from crashd.api.wire import LIVE_MULTIPLIER, SCOPE_GAME_STATE
 
-    principal = Principal("bench", "sandbox", frozenset({SCOPE_GAME_STATE}))
+    principal = Principal("key_bench", "bench", "sandbox", frozenset({SCOPE_GAME_STATE}))
     # Heartbeats off the measured path (the load generator does not ack them).
     config = FeedConfig(heartbeat_interval=3600, heartbeat_timeout=7200, max_connections=n + 100)
 

@@ -10,9 +10,10 @@ Protocol and close codes: docs/feed.md; one connection's rules are the sans-IO
 
 from __future__ import annotations
 
+from crashd.api.security.keys import Principal
 from crashd.api.wire import FEED_PATH, SCOPE_BALANCE, SCOPE_GAME_STATE, CloseCode, user_channel
 
-from .access import Authenticate, Principal
+from .access import Authenticate
 from .server import DEFAULT_FEED_PORT, FeedConfig, FeedServer, FeedStatistics, serve_feed
 
 __all__ = [

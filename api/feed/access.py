@@ -8,19 +8,9 @@ the channel rules below, which are part of the protocol (docs/feed.md).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
+from crashd.api.security.keys import Principal
 from crashd.api.wire import PUBLIC_CHANNELS, SCOPE_BALANCE, parse_user_channel
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated partner credential (API key or feed token)."""
-
-    partner_id: str
-    environment: str
-    """``sandbox`` or ``production``."""
-    scopes: frozenset[str] = field(default_factory=frozenset)
 
 
 class ConnectRateLimited(Exception):
@@ -48,6 +38,8 @@ def channel_denial(principal: Principal, channel: str) -> tuple[str, str] | None
     if user is not None:
         if user[0] != principal.partner_id:
             return ("forbidden_channel", f"{channel!r} belongs to another partner")
+        if principal.user_id is not None and user[1] != principal.user_id:
+            return ("forbidden_channel", f"{channel!r} is another user's: this token is one user's")
         if SCOPE_BALANCE not in principal.scopes:
             return ("forbidden_channel", f"{channel!r} needs the {SCOPE_BALANCE!r} scope")
         return None

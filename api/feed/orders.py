@@ -51,7 +51,6 @@ from crashd.api.security.keys import Principal
 from crashd.api.security.ratelimit import Policy, RateLimiter
 from crashd.api.services import Services
 from crashd.api.wire import (
-    API_PREFIX,
     IDEMPOTENCY_HEADER,
     NONCE_HEADER,
     SCOPE_BET,
@@ -73,18 +72,6 @@ class OrderRefused(Exception):
     def __init__(self, problem: Problem) -> None:
         super().__init__(problem.detail)
         self.problem = problem
-
-
-@dataclass(frozen=True)
-class Credential:
-    """What a feed connection authenticated with, as far as orders care."""
-
-    principal: Principal
-    """The API key (for a token: the key that issued it): scopes, partner, key id."""
-    user_id: str | None = None
-    """A user-scoped token's user: its orders act for that user only."""
-    token: bool = False
-    """Authenticated with a feed token (orders need no signature) rather than a key."""
 
 
 @dataclass(frozen=True)
@@ -114,23 +101,16 @@ def parse(obj: dict[str, Any], request_id: Any) -> Order:
     return Order(str(kind), request_id, key, fields, signature)
 
 
-def rest_request(order: Order) -> tuple[str, str, dict[str, Any]]:
-    """The REST request an order stands for: (method, path, body)."""
-    fields = dict(order.fields)
-    if order.kind == "bet":
-        return "POST", f"{API_PREFIX}/bets", fields
-    ticket = fields.pop("ticket_id", None)
-    if not isinstance(ticket, str) or TICKET.fullmatch(ticket) is None:
+def rest_request(order: Order) -> tuple[str, str, dict[str, Any], bytes]:
+    """The REST request an order stands for: (method, path, body, the body's canonical
+    bytes, which the order is signed and fingerprinted over: ``signing.order_body``)."""
+    message = {"type": order.kind, **order.fields}
+    method, path, raw = signing.order_body(message)
+    ticket = order.fields.get("ticket_id")
+    if order.kind != "bet" and (not isinstance(ticket, str) or TICKET.fullmatch(ticket) is None):
         raise OrderRefused(Problem("unknown_ticket", "no such ticket"))
-    if order.kind == "cashout":
-        return "POST", f"{API_PREFIX}/bets/{ticket}/cashout", fields
-    return "PUT", f"{API_PREFIX}/bets/{ticket}/auto-cashout", fields
-
-
-def canonical_body(body: dict[str, Any]) -> bytes:
-    """The body bytes an order is signed and fingerprinted over: its REST body as
-    compact JSON with sorted members (what a client computes to sign it)."""
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    body = {k: v for k, v in order.fields.items() if k != "ticket_id"}
+    return method, path, body, raw
 
 
 class OrderDesk:
@@ -147,7 +127,7 @@ class OrderDesk:
         self.refused = 0
 
     async def answer(
-        self, credential: Credential, obj: dict[str, Any], request_id: Any
+        self, principal: Principal, obj: dict[str, Any], request_id: Any
     ) -> dict[str, Any]:
         """The ``result`` message for one order message (never raises for the order's
         sake: every refusal is a result with its problem, as REST would answer)."""
@@ -155,7 +135,7 @@ class OrderDesk:
         key: Any = obj.get("key")
         try:
             order = parse(obj, request_id)
-            response = await self._run(credential, order, rid)
+            response = await self._run(principal, order, rid)
         except OrderRefused as refused:
             response = problem_response(refused.problem, rid)
         except Problem as problem:
@@ -175,8 +155,7 @@ class OrderDesk:
             result["id"] = request_id
         return result
 
-    async def _run(self, credential: Credential, order: Order, rid: str) -> Response:
-        principal = credential.principal
+    async def _run(self, principal: Principal, order: Order, rid: str) -> Response:
         if SCOPE_BET not in principal.scopes:
             raise OrderRefused(
                 Problem(
@@ -185,20 +164,19 @@ class OrderDesk:
                     extra={"required_scope": SCOPE_BET},
                 )
             )
-        if credential.user_id is not None:
-            user = order.fields.setdefault("user_id", credential.user_id)
-            if user != credential.user_id:
+        if principal.user_id is not None:
+            user = order.fields.setdefault("user_id", principal.user_id)
+            if user != principal.user_id:
                 # A browser's token acts for its own user only.
                 raise OrderRefused(
                     Problem("insufficient_scope", "this credential acts for one user only")
                 )
-        elif credential.token:
+        elif principal.via_token:
             raise OrderRefused(
                 Problem("insufficient_scope", "orders on a feed token need a user-scoped token")
             )
-        method, path, body = rest_request(order)
-        raw = canonical_body(body)
-        if not credential.token:
+        method, path, body, raw = rest_request(order)
+        if not principal.via_token:
             self._check_signature(principal, order, method, path, raw)
         user_id = body.get("user_id")
         if isinstance(user_id, str):

@@ -60,7 +60,18 @@ class Ack:
     heartbeat_id: int
 
 
-ClientMessage = Auth | Subscribe | Unsubscribe | Ack
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A ``bet``, ``cashout`` or ``auto_cashout`` order (docs/feed.md, Orders): run as
+    its REST request, answered with a ``result``."""
+
+    message: dict[str, Any]
+    request_id: Any = None
+
+
+ORDER_TYPES = ("bet", "cashout", "auto_cashout")
+
+ClientMessage = Auth | Subscribe | Unsubscribe | Ack | Order
 
 MAX_CHANNELS_PER_REQUEST = 32
 
@@ -136,6 +147,8 @@ def parse_client_message(text: str) -> ClientMessage:
         return Subscribe(channels, request_id, seq, epoch)
     if kind == "unsubscribe":
         return Unsubscribe(_channels(obj, request_id), request_id)
+    if kind in ORDER_TYPES:
+        return Order(obj, request_id)
     if kind == "ack":
         hb = obj.get("id")
         if not isinstance(hb, int) or isinstance(hb, bool):
@@ -143,7 +156,8 @@ def parse_client_message(text: str) -> ClientMessage:
         return Ack(hb)
     raise ClientError(
         "unknown_type",
-        f"unknown message type {str(kind)[:32]!r}: expected auth, subscribe, unsubscribe or ack",
+        f"unknown message type {str(kind)[:32]!r}: expected auth, subscribe, unsubscribe, "
+        "ack, bet, cashout or auto_cashout",
         request_id,
     )
 

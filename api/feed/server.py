@@ -20,6 +20,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -37,11 +38,12 @@ from wsproto.events import (
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from crashd.api.security.keys import Principal
 from crashd.api.wire import FEED_PATH
 
-from .access import Authenticate, ConnectRateLimited, Principal
+from .access import Authenticate, ConnectRateLimited
 from .hub import Hub
-from .protocol import ClientError, control, parse_client_message
+from .protocol import ClientError, Order, control, parse_client_message
 from .session import (
     Action,
     Binary,
@@ -50,6 +52,7 @@ from .session import (
     ConnectRefused,
     Dropped,
     Event,
+    Execute,
     FeedSession,
     HeaderCredential,
     Heartbeat,
@@ -70,6 +73,41 @@ from .session import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class OrderHandler(Protocol):
+    """Runs a feed order for a principal and returns its ``result`` message."""
+
+    async def answer(
+        self, principal: Principal, message: dict[str, Any], request_id: Any
+    ) -> dict[str, Any]: ...
+
+
+def order_refusal(order: Order, code: str, detail: str) -> dict[str, Any]:
+    """A ``result`` refusing an order before it could run (the problem body as REST's)."""
+    from crashd.api.rest.problems import CODES
+
+    kind = CODES[code]
+    body = {
+        "type": f"urn:crashd:problem:{code}",
+        "title": kind.title,
+        "status": kind.status,
+        "detail": detail,
+        "code": code,
+        "request_id": None,
+    }
+    key = order.message.get("key")
+    result: dict[str, Any] = {
+        "type": "result",
+        "key": key if isinstance(key, str) else None,
+        "status": kind.status,
+        "replayed": False,
+        "body": body,
+    }
+    if order.request_id is not None:
+        result["id"] = order.request_id
+    return result
+
 
 DEFAULT_FEED_PORT = 8001
 
@@ -95,6 +133,8 @@ class FeedConfig:
     """Client messages per second allowed (sustained)…"""
     burst: int = 50
     """…and in a burst."""
+    max_orders_in_flight: int = 16
+    """Orders of one connection being run at once (each is answered in turn)."""
     max_strikes: int = 5
     """Errors answered before the connection is closed (4000, or 4029 for rate limits)."""
     backlog: int = 4096
@@ -261,6 +301,7 @@ class FeedConnection:
         """Set when the running writer task (``_drain``) exits; ``None``: no writer."""
         self._text: list[str] = []
         self._size = 0
+        self._orders_in_flight = 0
         """Characters (text) or bytes (binary) of the client message being assembled."""
 
     # -- carrying out the session's actions ---------------------------------------------
@@ -304,8 +345,43 @@ class FeedConnection:
                 self.tell(trio.current_time(), Replayed(replayed, self.hub.seq, action.request_id))
         elif isinstance(action, Leave):
             self.hub.unsubscribe(sub, action.channels)
+        elif isinstance(action, Execute):
+            self._execute(action)
         else:
             raise AssertionError(f"{action!r} needs the connection's own task")
+
+    def _execute(self, action: Execute) -> None:
+        """Run an order in its own task (the read loop goes on), at most
+        ``max_orders_in_flight`` at a time per connection; over it, the order is
+        answered at once with ``rate_limited``."""
+        order = action.order
+        principal = self.session.principal
+        desk = self.server.orders
+        if desk is None or principal is None or self.nursery is None:
+            self._answer(order_refusal(order, "engine_unavailable", "orders are not taken here"))
+            return
+        if self._orders_in_flight >= self.config.max_orders_in_flight:
+            self._answer(
+                order_refusal(
+                    order,
+                    "rate_limited",
+                    f"at most {self.config.max_orders_in_flight} orders in flight per connection",
+                )
+            )
+            return
+        self._orders_in_flight += 1
+        self.nursery.start_soon(self._run_order, desk, principal, order)
+
+    async def _run_order(self, desk: OrderHandler, principal: Principal, order: Order) -> None:
+        try:
+            result = await desk.answer(principal, order.message, order.request_id)
+        finally:
+            self._orders_in_flight -= 1
+        self._answer(result)
+
+    def _answer(self, result: dict[str, Any]) -> None:
+        if not self.sub.closed:
+            self.sub.deliver(control(result))
 
     async def _authenticate(self, credential: str) -> None:
         """Ask the server's authenticator and report the verdict to the session.
@@ -502,10 +578,18 @@ class FeedServer:
     also read ``statistics()`` or ``disconnect()`` connections (key revocation).
     """
 
-    def __init__(self, hub: Hub, authenticate: Authenticate, config: FeedConfig) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        authenticate: Authenticate,
+        config: FeedConfig,
+        orders: OrderHandler | None = None,
+    ) -> None:
         self.hub = hub
         self.authenticate = authenticate
         self.config = config
+        self.orders = orders
+        """Who runs orders (``crashd.api.feed.orders.OrderDesk``); ``None``: none taken."""
         self.connections: set[FeedConnection] = set()
         self.heartbeat_id = 0
         self.stats_closes: dict[int, int] = {}

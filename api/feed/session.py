@@ -35,11 +35,21 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
+from crashd.api.security.keys import Principal
 from crashd.api.security.ratelimit import Policy, RateLimiter
 from crashd.api.wire import SCOPE_GAME_STATE, CloseCode
 
-from .access import Principal, channel_denial
-from .protocol import Ack, Auth, ClientError, Subscribe, Unsubscribe, control, error_frame
+from .access import channel_denial
+from .protocol import (
+    Ack,
+    Auth,
+    ClientError,
+    Order,
+    Subscribe,
+    Unsubscribe,
+    control,
+    error_frame,
+)
 
 HEARTBEAT_KEY = "~heartbeat"
 """The outbox conflation key of heartbeats: only the newest needs an ack, so a beat
@@ -182,7 +192,7 @@ class Dropped:
     reason: str
 
 
-ClientEvent = Auth | Subscribe | Unsubscribe | Ack | ClientError
+ClientEvent = Auth | Subscribe | Unsubscribe | Ack | Order | ClientError
 """One text message from the client, parsed (or the ``ClientError`` parsing raised)."""
 
 Event = (
@@ -203,7 +213,7 @@ Event = (
     | Dropped
 )
 
-_CLIENT_EVENTS = (Auth, Subscribe, Unsubscribe, Ack, ClientError)
+_CLIENT_EVENTS = (Auth, Subscribe, Unsubscribe, Ack, Order, ClientError)
 """Each text message counts against the rate limit before anything else."""
 
 
@@ -260,7 +270,16 @@ class Close:
     error: bytes | None = None
 
 
-Action = Send | Verify | Join | Leave | Close
+@dataclass(frozen=True, slots=True)
+class Execute:
+    """Run an order (``crashd.api.feed.orders``) for the connection's principal and send
+    its ``result`` when it is answered; the session goes on meanwhile (answers carry the
+    order's ``id`` and ``key``, and may come in any order)."""
+
+    order: Order
+
+
+Action = Send | Verify | Join | Leave | Close | Execute
 
 
 # -- the table --------------------------------------------------------------------------
@@ -281,6 +300,7 @@ TRANSITIONS: Mapping[State, Mapping[type[Event], State]] = {
         Subscribe: State.CLOSED,
         Unsubscribe: State.CLOSED,
         Ack: State.CLOSED,
+        Order: State.CLOSED,
         ClientError: State.AWAITING_AUTH,
         Binary: State.AWAITING_AUTH,
         Timer: State.AWAITING_AUTH,
@@ -303,6 +323,7 @@ TRANSITIONS: Mapping[State, Mapping[type[Event], State]] = {
         Subscribe: State.AUTHENTICATED,
         Unsubscribe: State.AUTHENTICATED,
         Ack: State.AUTHENTICATED,
+        Order: State.AUTHENTICATED,
         ClientError: State.AUTHENTICATED,
         Binary: State.AUTHENTICATED,
         Replayed: State.AUTHENTICATED,
@@ -452,7 +473,7 @@ class FeedSession:
                 return [Verify(credential)]
             case Auth():
                 return self._strike(ClientError("invalid_message", "already authenticated"))
-            case Subscribe() | Unsubscribe() | Ack() if not authenticated:
+            case Subscribe() | Unsubscribe() | Ack() | Order() if not authenticated:
                 return [_unauthorized("not authenticated", _SEND_AUTH_FIRST)]
             case Verdict(principal, seq):
                 return self._verdict(now, principal, seq)
@@ -468,6 +489,8 @@ class FeedSession:
                 ]
             case Subscribe():
                 return self._subscribe(event)
+            case Order():
+                return [Execute(event)]
             case Unsubscribe(channels, request_id):
                 left = _reply("unsubscribed", (c for c in self._channels if c not in channels))
                 return [Leave(channels), Send(control(_with_id(left, request_id)))]

@@ -132,7 +132,13 @@ class Principal:
     previous_until: float | None = None
     """Until when (Unix s) the previous generation's secrets still work, if rotated."""
     expires_at: float | None = None
-    """Set when the caller presented the *previous* secret: it stops working then."""
+    """Set when the caller presented the *previous* secret (it stops working then), or
+    for a feed token, its expiry."""
+    user_id: str | None = None
+    """A user-scoped feed token's user: it reads that user's channel and orders for that
+    user only."""
+    via_token: bool = False
+    """Presented a feed token (issued by ``key_id``) rather than the API key itself."""
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

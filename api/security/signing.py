@@ -16,13 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from crashd.api.wire import IDEMPOTENCY_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from crashd.api.wire import (
+    API_PREFIX,
+    IDEMPOTENCY_HEADER,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+)
 
 DEFAULT_WINDOW_S = 30
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -77,6 +85,43 @@ def sign_request(
         NONCE_HEADER: nonce,
         SIGNATURE_HEADER: signature(secret, canonical),
         IDEMPOTENCY_HEADER: idempotency_key,
+    }
+
+
+def order_body(order: dict[str, Any]) -> tuple[str, str, bytes]:
+    """A feed order's REST equivalent as it is signed: (method, path, body bytes), the
+    body being the order's REST body as compact JSON with sorted members. The one
+    definition the server (``crashd.api.feed.orders``) and clients share."""
+    fields = {k: v for k, v in order.items() if k not in ("type", "id", "key", "signature")}
+    kind = order.get("type")
+    if kind == "bet":
+        method, path = "POST", f"{API_PREFIX}/bets"
+    else:
+        ticket = str(fields.pop("ticket_id", ""))
+        method, path = (
+            ("POST", f"{API_PREFIX}/bets/{ticket}/cashout")
+            if kind == "cashout"
+            else ("PUT", f"{API_PREFIX}/bets/{ticket}/auto-cashout")
+        )
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return method, path, body.encode()
+
+
+def sign_order(
+    secret: str, order: dict[str, Any], timestamp: int, nonce: str | None = None
+) -> dict[str, Any]:
+    """``order`` with its ``"signature"`` member: what a partner's server sends on an
+    API-key feed connection (docs/feed.md, Orders). ``order["key"]`` is the idempotency
+    key; the string to sign is the REST request's, over ``order_body(order)``."""
+    method, path, body = order_body(order)
+    headers = sign_request(secret, method, path, body, str(order["key"]), timestamp, nonce)
+    return {
+        **order,
+        "signature": {
+            "timestamp": int(headers[TIMESTAMP_HEADER]),
+            "nonce": headers[NONCE_HEADER],
+            "value": headers[SIGNATURE_HEADER],
+        },
     }
 
 

@@ -35,7 +35,7 @@ from support.client import CuttableProxy, make_signed_key, quick_config
 from support.servers import running_server, wait_until
 
 GAME = frozenset({"read:game_state", "read:balance"})
-KEYS = {"key-p1": Principal("p1", "sandbox", GAME)}
+KEYS = {"key-p1": Principal("key_p1", "p1", "sandbox", GAME)}
 ALICE = "user:p1:alice"
 FAST = Backoff(base=0.02, cap=0.2)
 

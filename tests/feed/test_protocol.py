@@ -85,8 +85,8 @@ def test_messages_parse_to_what_the_docs_say() -> None:
 
 
 def test_user_channels_belong_to_one_partner_and_need_read_balance() -> None:
-    reader = Principal("p1", "sandbox", frozenset({"read:game_state"}))
-    full = Principal("p1", "sandbox", frozenset({"read:game_state", "read:balance"}))
+    reader = Principal("key_p1", "p1", "sandbox", frozenset({"read:game_state"}))
+    full = Principal("key_p1", "p1", "sandbox", frozenset({"read:game_state", "read:balance"}))
     assert channel_denial(reader, "live_multiplier") is None
     assert channel_denial(full, user_channel("p1", "alice")) is None
     assert channel_denial(reader, user_channel("p1", "alice")) == (

@@ -44,9 +44,9 @@ from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES
 
 GAME = frozenset({"read:game_state"})
 TOKENS = {
-    "key-p1": Principal("p1", "sandbox", GAME | {"read:balance"}),
-    "key-p2": Principal("p2", "sandbox", GAME | {"read:balance"}),
-    "key-noscope": Principal("p3", "sandbox", frozenset({"write:bet"})),
+    "key-p1": Principal("key_p1", "p1", "sandbox", GAME | {"read:balance"}),
+    "key-p2": Principal("key_p2", "p2", "sandbox", GAME | {"read:balance"}),
+    "key-noscope": Principal("key_p3", "p3", "sandbox", frozenset({"write:bet"})),
 }
 
 

@@ -60,9 +60,9 @@ from support.servers import REPO
 
 EPOCH = "5f1c9e0a7d3b2c41"
 GAME = frozenset({"read:game_state"})
-P1 = Principal("p1", "sandbox", GAME | {"read:balance"})
-READER = Principal("p1", "sandbox", GAME)
-UNSCOPED = Principal("p3", "sandbox", frozenset({"write:bet"}))
+P1 = Principal("key_p1", "p1", "sandbox", GAME | {"read:balance"})
+READER = Principal("key_p1", "p1", "sandbox", GAME)
+UNSCOPED = Principal("key_p3", "p3", "sandbox", frozenset({"write:bet"}))
 CREDENTIALS: dict[str, Principal | None] = {"key-p1": P1, "key-reader": READER, "key-x": UNSCOPED}
 ALICE = user_channel("p1", "alice")
 

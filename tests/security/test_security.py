@@ -513,7 +513,7 @@ def test_docs_worked_examples_are_correct() -> None:
     assert pspsig.header_value("whsec_example_secret", 1767225600, body) in docs
 
 
-def test_feed_connects_with_an_api_key_are_rate_limited_per_key(
+async def test_feed_connects_with_an_api_key_are_rate_limited_per_key(
     tmp_path: Path, logscan: LogScan
 ) -> None:
     from crashd.api.feed.access import ConnectRateLimited
@@ -529,11 +529,12 @@ def test_feed_connects_with_an_api_key_are_rate_limited_per_key(
         authenticate = feed_authenticator(
             Authenticator(store, frozenset({"sandbox"})), Policy("feed_connect", 3, 60.0)
         )
-        assert all(authenticate(a.secret) is not None for _ in range(3))
+        for _ in range(3):
+            assert await authenticate(a.secret) is not None
         # The fourth is refused as "try again later", not as a bad credential.
         with pytest.raises(ConnectRateLimited):
-            authenticate(a.secret)
-        assert authenticate(b.secret) is not None  # per key
-        assert authenticate("ck_test_" + "x" * 32) is None
+            await authenticate(a.secret)
+        assert await authenticate(b.secret) is not None  # per key
+        assert await authenticate("ck_test_" + "x" * 32) is None
     finally:
         store.close()

@@ -14,20 +14,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import trio
 from quart import Blueprint, Response
 
-from crashd.api.feed import Principal as FeedPrincipal
 from crashd.api.feed.access import ConnectRateLimited
-from crashd.api.rest.contract import documented, json_response
+from crashd.api.rest.contract import documented, json_body, json_response
+from crashd.api.rest.validation import Boolean, Integer, String
 from crashd.api.security import feedtokens
 from crashd.api.security.auth import requires_scope
+from crashd.api.security.guard import signed
 from crashd.api.security.keys import Authenticator, Principal
 from crashd.api.security.ratelimit import Policy, RateLimiter
 from crashd.api.services import current_services
 from crashd.api.wire import API_PREFIX
+
+from .bets import USER_ID
 
 feed = Blueprint("feed", __name__, url_prefix=API_PREFIX)
 
@@ -77,6 +81,64 @@ async def feed_token(*, principal: Principal) -> Response:
     )
 
 
+USER_TOKEN_SCOPES = frozenset({"read:game_state", "read:balance", "write:bet"})
+MAX_USER_TOKEN_TTL_S = 3600
+
+
+@dataclass(frozen=True)
+class UserTokenBody:
+    user_id: Annotated[
+        str, String(min_length=1, max_length=64, pattern=USER_ID, description="your user")
+    ]
+    ttl_s: Annotated[
+        int,
+        Integer(minimum=30, maximum=MAX_USER_TOKEN_TTL_S, description="lifetime, seconds"),
+    ] = feedtokens.DEFAULT_TTL_S
+    read_only: Annotated[
+        bool, Boolean(description="true: no write:bet (the page can watch, not bet)")
+    ] = False
+
+
+@feed.post("/feed/user-token")
+@documented(
+    "A short-lived feed token for one of your users' browsers: it reads that user's "
+    "channel and (with write:bet) bets and cashes out for that user only, over the feed",
+    response=TOKEN_SCHEMA,
+    tags=("feed",),
+)
+@requires_scope("read:balance")
+@signed
+@json_body(UserTokenBody)
+async def user_token(*, principal: Principal, body: UserTokenBody) -> Response:
+    services = current_services()
+    expires = int(time.time()) + body.ttl_s
+    scopes = principal.scopes & USER_TOKEN_SCOPES
+    if body.read_only:
+        scopes -= {"write:bet"}
+    token = feedtokens.issue(
+        services.keys.derive_secret(FEED_TOKEN_LABEL),
+        feedtokens.FeedClaims(
+            principal.key_id,
+            principal.partner_id,
+            principal.environment,
+            scopes,
+            expires,
+            user_id=body.user_id,
+        ),
+    )
+    return json_response(
+        {
+            "token": token,
+            "expires_at": expires,
+            "expires_in_s": body.ttl_s,
+            "ws_url": services.feed_url or "",
+            "scopes": sorted(scopes),
+            "user_id": body.user_id,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 FEED_CONNECTS = Policy("feed_connect", 60, 60.0)
 """Connections per minute one API key may open to the feed directly (a partner's server
 reconnecting; browsers connect with feed tokens, which ``rate_limit_feed`` bounds when
@@ -85,13 +147,13 @@ they are issued, so they are not counted here)."""
 
 def feed_authenticator(
     authenticator: Authenticator, connects: Policy = FEED_CONNECTS
-) -> Callable[[str], Awaitable[FeedPrincipal | None]]:
+) -> Callable[[str], Awaitable[Principal | None]]:
     """The feed's ``Authenticate``: API keys (counted against ``connects`` per key; over
     it, ``ConnectRateLimited``) and feed tokens (whose issuing key must still be active)."""
     secret = authenticator.store.derive_secret(FEED_TOKEN_LABEL)
     limiter = RateLimiter(max_keys=10_000)  # full buckets are swept when it fills
 
-    async def authenticate(credential: str) -> FeedPrincipal | None:
+    async def authenticate(credential: str) -> Principal | None:
         if credential.startswith(feedtokens.PREFIX):
             claims = feedtokens.verify(secret, credential, time.time())  # an HMAC: no I/O
             if claims is None:
@@ -99,7 +161,15 @@ def feed_authenticator(
             # Revoking the issuing key revokes its tokens: one indexed read of the store.
             if not await trio.to_thread.run_sync(authenticator.key_active, claims.key_id):
                 return None
-            return FeedPrincipal(claims.partner_id, claims.environment, claims.scopes)
+            return Principal(
+                claims.key_id,
+                claims.partner_id,
+                claims.environment,
+                claims.scopes,
+                expires_at=claims.expires_at,
+                user_id=claims.user_id,
+                via_token=True,
+            )
         # The REST path's own lookup: the cache on the loop (its validity check reads
         # the one-row revocation counter, as every REST request does), a miss and the
         # last-used stamp in a worker thread.
@@ -109,6 +179,6 @@ def feed_authenticator(
         if not limiter.check(principal.key_id, connects, time.monotonic()).allowed:
             log.info("feed connect refused: rate limited key_id=%s", principal.key_id)
             raise ConnectRateLimited(principal.key_id)
-        return FeedPrincipal(principal.partner_id, principal.environment, principal.scopes)
+        return principal
 
     return authenticate
