@@ -205,3 +205,16 @@ async def test_bad_orders_get_a_result_and_move_nothing(tmp_path: Any) -> None:
                     msg = json.loads(await ws.get_message())
                 assert (msg["type"], msg["code"]) == ("error", "unauthorized")
             assert money_fingerprint(config.database) == before
+
+
+def test_the_documented_order_limits_are_the_code() -> None:
+    from support.servers import REPO
+
+    from crashd.api.feed.orders import USER_ORDERS
+    from crashd.api.feed.server import FeedConfig
+
+    doc = (REPO / "docs" / "feed.md").read_text()
+    assert USER_ORDERS.window_s == 1.0
+    assert f"at most\n{USER_ORDERS.limit} orders a second" in doc
+    assert f"`max_orders_in_flight` ({FeedConfig().max_orders_in_flight})" in doc
+    assert f"| `max_orders_in_flight` | {FeedConfig().max_orders_in_flight} |" in doc
