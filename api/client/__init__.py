@@ -15,7 +15,7 @@ Both run under Trio. Guide with examples: docs/sdk.md. ::
 from __future__ import annotations
 
 from .backoff import Backoff
-from .feed import FATAL_CLOSE_CODES, ClientStatistics, FeedClient, open_feed
+from .feed import FATAL_CLOSE_CODES, ClientStatistics, FeedClient, OrderResult, open_feed
 from .messages import (
     EPOCH_CHANGED,
     RESUME_GAP,
@@ -29,6 +29,7 @@ from .messages import (
 )
 from .rest import (
     Balance,
+    BatchResult,
     Bet,
     Cashout,
     Fairness,
@@ -47,6 +48,7 @@ from .stream import ResumePoint, StreamCursor
 __all__ = [
     "Backoff",
     "Balance",
+    "BatchResult",
     "Bet",
     "Cashout",
     "ChannelMessage",
@@ -60,6 +62,7 @@ __all__ = [
     "FeedUnavailable",
     "GameState",
     "Hold",
+    "OrderResult",
     "ProblemError",
     "RESUME_GAP",
     "RESYNC",

@@ -31,12 +31,16 @@ from __future__ import annotations
 import json
 import logging
 import random as _random
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import trio
+
+from crashd.api.security.signing import sign_order
 
 from .backoff import Backoff, RandomFn
 from .messages import (
@@ -94,10 +98,26 @@ class ClientStatistics:
     epoch: str | None
 
 
+@dataclass(frozen=True)
+class OrderResult:
+    """An order's answer: the REST answer's status and body (``replayed``: from the
+    stored reply of an earlier request with the same key)."""
+
+    key: str
+    status: int
+    replayed: bool
+    body: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
 @dataclass(slots=True)
 class _Pending:
     done: trio.Event
     error: FeedError | None = None
+    result: dict[str, Any] | None = None
 
 
 class FeedClient:
@@ -116,6 +136,8 @@ class FeedClient:
         buffer: int = 1024,
         connect_timeout: float = 10.0,
         request_timeout: float = 10.0,
+        signing_secret: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if (api_key is None) == (token is None):
             raise ValueError("give exactly one of api_key (header) or token (first message)")
@@ -123,6 +145,8 @@ class FeedClient:
             raise ValueError("max_attempts must be at least 1 (or None: retry forever)")
         self.url = url
         self._api_key = api_key
+        self._signing_secret = signing_secret
+        self._clock = clock
         self._token = token
         self.backoff = backoff if backoff is not None else Backoff()
         self.max_attempts = max_attempts
@@ -137,6 +161,8 @@ class FeedClient:
         applied for them): on reconnect these resume, the others subscribe afresh."""
         self._cursor = StreamCursor()
         self._ws: WebSocket | None = None
+        self._connected = trio.Event()
+        """Set while a connection is up (replaced when it goes)."""
         self._conn_epoch = ""
         self._pending: dict[int, _Pending] = {}
         self._resuming: dict[int, list[str]] = {}
@@ -203,6 +229,41 @@ class FeedClient:
             for channel in new:
                 self._channels.pop(channel, None)
             raise
+
+    async def order(self, kind: str, *, key: str | None = None, **members: Any) -> OrderResult:
+        """Send an order (``"bet"``, ``"cashout"`` or ``"auto_cashout"``, with its REST
+        body's members, docs/feed.md, Orders) and return its answer. ``key`` is its
+        idempotency key (default: a fresh UUID); if the connection drops before the
+        answer, the order is sent again with the same key on the next connection, so it
+        acts once. On an API-key connection each attempt is signed (``signing_secret``)."""
+        if kind not in ("bet", "cashout", "auto_cashout"):
+            raise ValueError(f"unknown order type {kind!r}")
+        key = key or uuid.uuid4().hex
+        order: dict[str, Any] = {"type": kind, "key": key, **members}
+        while True:
+            ws = self._ws
+            if ws is None:
+                await self._connected.wait()
+                continue
+            message = order
+            if self._api_key is not None:
+                if self._signing_secret is None:
+                    raise ValueError("orders on an API-key connection need signing_secret")
+                message = sign_order(self._signing_secret, order, int(self._clock()))
+            request_id = self._new_id()
+            pending = self._pending[request_id] = _Pending(trio.Event())
+            try:
+                await ws.send(json.dumps({**message, "id": request_id}))
+                with trio.fail_after(self.request_timeout):
+                    await pending.done.wait()
+            except ConnectionLost:
+                continue
+            finally:
+                self._pending.pop(request_id, None)
+            if pending.result is None:
+                continue  # the connection went before the answer: again, same key
+            r = pending.result
+            return OrderResult(key, int(r["status"]), bool(r.get("replayed")), r["body"])
 
     async def unsubscribe(self, channels: Iterable[str]) -> None:
         """Remove channels; their messages stop (any already in flight are dropped)."""
@@ -311,6 +372,7 @@ class FeedClient:
             idle_limit = 2 * interval + 1.0
             self._ws = ws
             self._connects += 1
+            self._connected.set()
             await self._subscribe_all(ws)
             ready()
             await self._read_loop(ws, idle_limit)
@@ -401,11 +463,18 @@ class FeedClient:
         if kind == "error":
             self._last_error = obj
             log.warning("feed error %s: %s", obj.get("code"), obj.get("message"))
-        if isinstance(request_id, int) and kind in ("subscribed", "unsubscribed", "error"):
+        if isinstance(request_id, int) and kind in (
+            "subscribed",
+            "unsubscribed",
+            "error",
+            "result",
+        ):
             pending = self._pending.get(request_id)
             if pending is not None:
                 if kind == "error":
                     pending.error = FeedError(str(obj.get("code")), str(obj.get("message", "")))
+                if kind == "result":
+                    pending.result = obj
                 pending.done.set()
 
     async def _request(self, ws: WebSocket, body: dict[str, Any]) -> None:
@@ -428,6 +497,7 @@ class FeedClient:
 
     def _disconnected(self) -> None:
         self._ws = None
+        self._connected = trio.Event()
         self._resuming.clear()
         # Requests waiting on this connection are answered by the next one's subscribe.
         for pending in self._pending.values():

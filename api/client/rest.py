@@ -554,6 +554,19 @@ class RestClient:
         b = await self._json("POST", "/feed/token")
         return FeedToken(b["token"], b["ws_url"], b["expires_in_s"], b)
 
+    async def user_token(
+        self, user_id: str, *, ttl_s: int | None = None, read_only: bool = False
+    ) -> FeedToken:
+        """A feed token for one of your users' browsers (``POST /feed/user-token``, signed):
+        that user's channel and, unless ``read_only``, orders for that user on the feed."""
+        body: dict[str, Any] = {"user_id": user_id, "read_only": read_only}
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
+        b = await self._json(
+            "POST", "/feed/user-token", body=body, idempotency_key=new_idempotency_key()
+        )
+        return FeedToken(b["token"], b["ws_url"], b["expires_in_s"], b)
+
     async def feed_token_string(self) -> str:
         """A fresh token, as ``FeedClient(token=rest.feed_token_string)`` wants it."""
         return (await self.feed_token()).token

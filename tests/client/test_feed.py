@@ -306,3 +306,32 @@ async def test_close_is_prompt_even_while_waiting_to_reconnect() -> None:
     assert not client.connected
     async for _ in client.messages():
         raise AssertionError("a closed client delivers nothing")
+
+
+async def test_orders_through_the_sdk_on_both_credentials(tmp_path: Path) -> None:
+    """A partner's server (API key, each order signed) and a player's browser (a user
+    token) both bet through FeedClient.order; a lost answer is retried with its key."""
+    from crashd.api.client import RestClient
+    from support.client import make_signed_key, quick_config
+    from support.servers import running_server
+
+    config = quick_config(tmp_path)
+    async with running_server(config) as info:
+        key, signing = make_signed_key(config, "read:game_state,read:balance,write:bet")
+        async with RestClient(info.url, key, signing_secret=signing) as api:
+            await api.faucet("sam", 1_000)
+            await api.faucet("sue", 1_000)
+            ws_url = (await api.feed_token()).ws_url
+            async with open_feed(ws_url, api_key=key, signing_secret=signing) as server_side:
+                placed = await server_side.order("bet", key="sam-1", user_id="sam", amount=100)
+                assert placed.ok and placed.body["stake"] == 100, placed
+                again = await server_side.order("bet", key="sam-1", user_id="sam", amount=100)
+                assert again.replayed and again.body == placed.body
+            token = await api.user_token("sue")
+            async with open_feed(ws_url, token=token.token) as browser:
+                mine = await browser.order("bet", amount=50)
+                assert mine.ok and mine.body["stake"] == 50
+                theirs = await browser.order("bet", user_id="sam", amount=1)
+                assert (theirs.status, theirs.body["code"]) == (403, "insufficient_scope")
+            assert (await api.balance("sam")).available == 900
+            assert (await api.balance("sue")).available == 950
