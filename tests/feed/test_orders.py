@@ -208,10 +208,9 @@ async def test_bad_orders_get_a_result_and_move_nothing(tmp_path: Any) -> None:
 
 
 def test_the_documented_order_limits_are_the_code() -> None:
-    from support.servers import REPO
-
     from crashd.api.feed.orders import USER_ORDERS
     from crashd.api.feed.server import FeedConfig
+    from support.servers import REPO
 
     doc = (REPO / "docs" / "feed.md").read_text()
     assert USER_ORDERS.window_s == 1.0
