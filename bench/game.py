@@ -10,33 +10,38 @@ Every one of ``--players`` players (default 2,500) is, as a partner's integratio
 make it:
 
 * **a feed subscriber** at the server's 20 Hz: one WebSocket to the feed listener (the
-  ``ws_url`` of ``POST /api/v1/feed/token``), authenticated with its own feed token,
-  subscribed to ``live_multiplier``, ``round_updates`` and its own ``user:{partner}:{user}``
-  channel (which carries the server's instant of each of its cash-outs). The generator
-  is a thin client on raw sockets: one ``epoll`` for every connection, read by one Trio
-  task (no task, no wsproto per connection), frames parsed by hand, and each distinct
-  frame decoded once (every subscriber gets the same bytes). Thousands of connections on
-  one Python core is the hard part, so the generator's own CPU share is measured: at
-  ≥ 90% the feed figures say more about the generator than the server;
-* **a bettor** every round (``--rounds``, default 5), through one of the server's ways to
-  place a bet, mixed by ``--mix``: the one-shot ``POST /api/v1/bets`` (signed, its own
-  Idempotency-Key), the batch ``POST /api/v1/bets/batch`` (a partner server gathering its
-  players' bets, ≤ 100 items per request, each item its own key; the request signed with
-  its own key), or orders on the feed connection, which the server does not take yet:
-  that channel is skipped with a printed line (see ``FeedOrders``: the one class to fill
-  in when it exists). Bets are sent at random instants over the first ``--spread`` of the
+  ``ws_url`` its token names), authenticated with its own feed token, subscribed to
+  ``live_multiplier``, ``round_updates`` and its own ``user:{partner}:{user}`` channel
+  (which carries the server's instant of each of its cash-outs). The generator is a thin
+  client on raw sockets: one ``epoll`` for every connection, read by one Trio task (no
+  task, no wsproto per connection), frames parsed by hand, and each distinct frame
+  decoded once (every subscriber gets the same bytes). Thousands of connections on one
+  Python core is the hard part, so the generator's own CPU share is measured: at ≥ 90%
+  the feed figures say more about the generator than the server;
+* **a bettor** every round (``--rounds``, default 5), through one of the server's three
+  ways to place a bet, mixed by ``--mix`` (default a third each): the one-shot
+  ``POST /api/v1/bets`` (signed, its own Idempotency-Key); the batch
+  ``POST /api/v1/bets/batch`` (a partner server gathering its players' bets every
+  ``--batch-ms``, ≤ 100 items per request, each item its own key; the request signed,
+  with a key of its own); or ``bet`` orders on the player's own feed connection, which
+  then holds a user-scoped token (``POST /api/v1/feed/user-token``). A server without
+  feed orders (that route answering 404) gets those players over REST, with a printed
+  skip line. Bets are sent at random instants over the first ``--spread`` of the
   betting window;
 * half the players **cash out by hand**, at a random multiplier each round: when the
-  player's own view (the ticks its connection received) reaches the target,
-  ``POST /api/v1/bets/{ticket_id}/cashout`` (signed) goes out; a third of them also set a
-  high auto-cashout as a safety net. The other half **auto-cash-out** at mixed targets.
+  player's own view (the ticks its connection received) reaches the target, its cash-out
+  goes out — ``POST /api/v1/bets/{ticket_id}/cashout`` (signed, from a pool of
+  ``--cashout-connections``), or a ``cashout`` order for a player betting over the feed;
+  a third of them also set a high auto-cashout as a safety net. The other half
+  **auto-cash-out** at mixed targets.
 
 Reported: bets/s (answered bets over the time bets were in flight) and what the players
 offered; the share of bets placed during betting that made their round (a bet the server
-answers ``queued: true`` missed it); cash-out answer latency (send → answer) p50/p99;
-the pricing lag (the server's decision instant — the round's ``started_at_ms`` plus the
-cash-out's ``elapsed_ms`` from the user channel — minus the client's send instant, one
-clock); feed lateness (receive time − the tick's ``at_ms``); tick lateness from the feed
+answers ``queued: true`` missed it); cash-out answer latency (send → answer) p50/p99,
+REST and feed orders apart; the pricing lag (the server's decision instant — the round's
+``started_at_ms`` plus the cash-out's ``elapsed_ms`` from the user channel — minus the
+client's send instant, one clock; both server instants are whole ms and the server's
+epoch offset is floored, so it is good to about ±2 ms); feed lateness (receive time − the tick's ``at_ms``); tick lateness from the feed
 (the tick's ``elapsed_ms`` against the documented grid ``k·1000/tick_hz``, whole ms); the
 server process's CPU share and RSS (``/proc``); the generator's CPU share; the hello
 route's req/s (idle) and latency (probed during the rounds). The engine's sub-ms tick
@@ -363,6 +368,9 @@ class Bet:
     cash_answered_at: float = math.nan
     cash_attempts: int = 0
     cash: CashoutAnswer | None = None
+    decision_ms: float = math.nan
+    """The server's instant (epoch ms) of its manual cash-out: the round's
+    ``started_at_ms`` plus the ``elapsed_ms`` of its ``cashed_out`` on the user channel."""
 
     @property
     def acknowledged(self) -> bool:
@@ -664,8 +672,6 @@ class Result:
     feed_late: Histogram = field(default_factory=Histogram)
     tick_late_ms: list[float] = field(default_factory=list)
     """Per distinct tick: whole ms behind the documented grid (from its elapsed_ms)."""
-    pricing_lag_ms: list[float] = field(default_factory=list)
-    decision_in_flight: list[bool] = field(default_factory=list)
     ticks_received: int = 0
     ticks_expected: int = 0
     messages: int = 0
@@ -831,49 +837,79 @@ def to_rows(r: Result) -> list[Row]:
                 params={**params, "channel": channel},
             )
         )
-    manual = [
-        b for b in bets if math.isfinite(b.cash_sent_at) and math.isfinite(b.cash_answered_at)
-    ]
-    answer_ms = [(b.cash_answered_at - b.cash_sent_at) * 1000 for b in manual]
-    waits = [(b.cash_sent_at - b.trigger_at) * 1000 for b in manual if math.isfinite(b.trigger_at)]
     hello_load_p50 = percentile(r.hello_load.latencies_ms, 50)
-    cash_checks = {
-        f"manual cash-outs priced between send and answer (±{PRICED_TOLERANCE_MS:g} ms, one clock)": all(
-            r.decision_in_flight
-        )
+    cash_labels = {
+        "rest": "`POST /bets/{ticket}/cashout` at the player's own multiplier",
+        "feed": "a `cashout` order on the player's feed connection",
     }
-    rows.append(
-        Row(
-            NAME,
-            T_CASHOUT,
-            "cashout",
-            "`POST /bets/{ticket}/cashout` at the player's own multiplier",
-            {
-                "cashouts_n": float(len(manual)),
-                "won_n": float(sum(1 for b in manual if b.cash and b.cash.status == "cashed_out")),
-                "too_late_n": float(
-                    sum(1 for b in manual if b.cash and b.cash.status == "too_late")
-                ),
-                "answer_p50_ms": percentile(answer_ms, 50),
-                "answer_p99_ms": percentile(answer_ms, 99),
-                "pricing_lag_p50_ms": percentile(r.pricing_lag_ms, 50),
-                "pricing_lag_p99_ms": percentile(r.pricing_lag_ms, 99),
-                "client_wait_p99_ms": percentile(waits, 99),
-            },
-            {"× hello p50": ratio(percentile(answer_ms, 50), hello_load_p50)},
-            params=params,
-            checks=cash_checks,
-            samples={"answer_ms": answer_ms, "pricing_lag_ms": list(r.pricing_lag_ms)},
-            headline=True,
-            primary=[
-                "answer_p50_ms",
-                "answer_p99_ms",
-                "pricing_lag_p50_ms",
-                "pricing_lag_p99_ms",
-                "× hello p50",
-            ],
+    for channel in ("rest", "feed"):
+        manual = [
+            b
+            for b in bets
+            if (b.channel == "feed") == (channel == "feed")
+            and math.isfinite(b.cash_sent_at)
+            and math.isfinite(b.cash_answered_at)
+        ]
+        if not manual and channel == "feed":
+            continue
+        answer_ms = [(b.cash_answered_at - b.cash_sent_at) * 1000 for b in manual]
+        waits = [
+            (b.cash_sent_at - b.trigger_at) * 1000 for b in manual if math.isfinite(b.trigger_at)
+        ]
+        # Priced by hand, answered at the first attempt (a retry's send came after the
+        # decision it replays), with the server's instant from the user channel.
+        priced = [
+            b
+            for b in manual
+            if math.isfinite(b.decision_ms)
+            and b.cash_attempts == 1
+            and b.cash is not None
+            and b.cash.status == "cashed_out"
+        ]
+        lag = [b.decision_ms - b.cash_sent_at * 1000 for b in priced]
+        in_flight = all(
+            b.cash_sent_at * 1000 - PRICED_TOLERANCE_MS
+            <= b.decision_ms
+            <= b.cash_answered_at * 1000 + PRICED_TOLERANCE_MS
+            for b in priced
         )
-    )
+        rows.append(
+            Row(
+                NAME,
+                T_CASHOUT,
+                "cashout" if channel == "rest" else "cashout/feed",
+                cash_labels[channel],
+                {
+                    "cashouts_n": float(len(manual)),
+                    "won_n": float(
+                        sum(1 for b in manual if b.cash and b.cash.status == "cashed_out")
+                    ),
+                    "too_late_n": float(
+                        sum(1 for b in manual if b.cash and b.cash.status == "too_late")
+                    ),
+                    "answer_p50_ms": percentile(answer_ms, 50),
+                    "answer_p99_ms": percentile(answer_ms, 99),
+                    "pricing_lag_p50_ms": percentile(lag, 50),
+                    "pricing_lag_p99_ms": percentile(lag, 99),
+                    "client_wait_p99_ms": percentile(waits, 99),
+                },
+                {"× hello p50": ratio(percentile(answer_ms, 50), hello_load_p50)},
+                params={**params, "channel": channel},
+                checks={
+                    f"manual cash-outs priced between send and answer (±{PRICED_TOLERANCE_MS:g} "
+                    "ms, one clock)": in_flight
+                },
+                samples={"answer_ms": answer_ms, "pricing_lag_ms": lag},
+                headline=True,
+                primary=[
+                    "answer_p50_ms",
+                    "answer_p99_ms",
+                    "pricing_lag_p50_ms",
+                    "pricing_lag_p99_ms",
+                    "× hello p50",
+                ],
+            )
+        )
     rows.append(
         Row(
             NAME,
@@ -1440,36 +1476,84 @@ class BatchOrders:
             self.flush()
 
 
-class FeedOrders:
-    """Bets as messages on the player's own feed connection — not offered by the server
-    yet (docs/feed.md: a client sends ``auth``, ``subscribe``, ``unsubscribe`` and
-    ``ack`` only), so ``unavailable`` says so and the game skips the channel.
+CashAnswered = Callable[[Bet, int, dict[str, Any], float, float, int], None]
 
-    To add it once the feed takes orders: make ``unavailable`` return ``""``; in
-    ``place``, send ``{"type": "place", "id": <unique>, "key": bet.key, "user_id": …,
-    "amount": …, "auto_cashout": …}`` with ``Swarm.send_json(player_index, …)`` and
-    remember ``id -> (bet, sent_at)``; the swarm hands every control message that
-    carries an ``id`` to ``Swarm.on_reply``: set it (in ``__init__``) to a method that
-    matches the id and calls ``answered(bet, status, body, sent_at, now, 1)``. Nothing
-    else in the game changes: the mix, the rows (``bets/feed``) and the verification
-    already treat it as any other channel."""
+
+class FeedOrders:
+    """Bets and cash-outs as orders on the player's own feed connection (docs/feed.md,
+    Orders): the player's page holds a user-scoped feed token (``POST
+    /api/v1/feed/user-token``, minted by the partner's server), so an order carries no
+    signature and no ``user_id``; ``{"type": "bet", "id", "key", "amount",
+    "auto_cashout"?}`` and ``{"type": "cashout", "id", "key", "ticket_id"}`` are answered
+    with a ``result`` control message (the REST answer's status and body) matched by
+    ``id``. The send instant is the socket write, the answer instant the poll that found
+    the result. An order whose connection is lost, or that has no result within
+    ``timeout_s``, has no answer (status 0): the verification then finds out what the
+    server did with its key. ``why`` is set when the server does not offer orders."""
 
     name = "feed"
 
-    def __init__(self, swarm: Swarm | None, answered: Answered) -> None:
-        self.swarm, self.answered = swarm, answered
+    def __init__(
+        self, swarm: Swarm | None, answered: Answered, why: str = "", timeout_s: float = 30.0
+    ) -> None:
+        self.swarm, self.answered, self.why, self.timeout_s = swarm, answered, why, timeout_s
+        self.pending: dict[int, tuple[Bet, float, CashAnswered]] = {}
+        self.next_id = 1
+        if swarm is not None:
+            swarm.on_reply = self.on_reply
 
     def unavailable(self) -> str:
-        return (
-            "the feed takes no orders yet (docs/feed.md: client messages are auth, "
-            "subscribe, unsubscribe and ack); its share of the players bets over REST"
-        )
+        return self.why
+
+    def _send(self, bet: Bet, order: dict[str, Any], done: CashAnswered) -> None:
+        assert self.swarm is not None
+        order["id"] = self.next_id
+        self.next_id += 1
+        sent = time.time()
+        if not self.swarm.send_json(player_of(bet), order):
+            done(bet, 0, {}, sent, math.nan, 1)
+            return
+        self.pending[order["id"]] = (bet, sent, done)
 
     def place(self, bet: Bet) -> None:
-        raise NotImplementedError(self.unavailable())
+        order: dict[str, Any] = {"type": "bet", "key": bet.key, "amount": bet.stake}
+        if bet.auto is not None:
+            order["auto_cashout"] = bet.auto
+        self._send(bet, order, self.answered)
+
+    def cash_out(self, bet: Bet, key: str, done: CashAnswered) -> None:
+        self._send(bet, {"type": "cashout", "key": key, "ticket_id": bet.ticket}, done)
+
+    def on_reply(self, player: int, doc: dict[str, Any], now: float) -> None:
+        if doc.get("type") != "result":
+            return
+        entry = self.pending.pop(doc.get("id"), None)  # type: ignore[arg-type]
+        if entry is None:
+            return
+        bet, sent, done = entry
+        body = doc.get("body")
+        done(bet, int(doc.get("status", 0)), body if isinstance(body, dict) else {}, sent, now, 1)
+
+    def lost(self, player: int) -> None:
+        """The player's connection is gone: its orders in flight have no answer."""
+        for oid, (bet, sent, done) in list(self.pending.items()):
+            if player_of(bet) == player:
+                del self.pending[oid]
+                done(bet, 0, {}, sent, math.nan, 1)
 
     async def run(self) -> None:
-        await trio.sleep_forever()
+        while True:
+            await trio.sleep(1.0)
+            now = time.time()
+            for oid, (bet, sent, done) in list(self.pending.items()):
+                if now - sent > self.timeout_s:
+                    del self.pending[oid]
+                    done(bet, 0, {}, sent, math.nan, 1)
+
+
+def player_of(bet: Bet) -> int:
+    """The player index of a bet's user (``player-N``)."""
+    return int(bet.user.rsplit("-", 1)[1])
 
 
 # ============================================================================ feed side
@@ -1543,6 +1627,7 @@ class Swarm:
         self.on_round: Callable[[Msg, float], None] = lambda m, t: None
         self.on_user: Callable[[int, Msg, float], None] = lambda p, m, t: None
         self.on_reply: Callable[[int, dict[str, Any], float], None] = lambda p, d, t: None
+        self.on_lost: Callable[[int], None] = lambda p: None
         self.messages = 0
         self.out_of_order = 0
         self.resyncs = 0
@@ -1710,6 +1795,7 @@ class Swarm:
         conn.alive = False
         if not self.closing:
             self.lost_players.add(conn.player)
+            self.on_lost(conn.player)
         with contextlib.suppress(Exception):
             self.ep.unregister(conn.fd)
         self.conns.pop(conn.fd, None)
@@ -1841,18 +1927,33 @@ class Game:
         if failures:
             raise SystemExit(f"bench game: funding failed: {failures[:3]}")
 
+    async def user_token(self, http: Http, user: str) -> tuple[int, dict[str, Any]]:
+        """``POST /api/v1/feed/user-token`` (signed): a token for one player's page, which
+        reads its own user channel and sends orders for that user only."""
+        raw = dumps({"user_id": user, "ttl_s": 3600})
+        key = f"user-token-{user}-{uuid.uuid4().hex}"
+        status, body, *_ = await http.request(
+            lambda: self.signer.post(f"{API}/feed/user-token", raw, key)
+        )
+        return status, _json(body)
+
     async def tokens(self) -> tuple[list[str], str]:
+        """A feed token per player: a user-scoped one (orders allowed) for the players who
+        bet over the feed, the read-only ``POST /feed/token`` one for the others."""
         tokens = [""] * len(self.players)
         urls: list[str] = []
 
         def job(i: int) -> Job:
             async def run(http: Http) -> None:
-                status, body, *_ = await http.request(
-                    lambda: self.signer.post(f"{API}/feed/token", b"", None)
-                )
-                doc = _json(body)
+                if self.players[i].channel == "feed":
+                    status, doc = await self.user_token(http, self.players[i].user)
+                else:
+                    status, body, *_ = await http.request(
+                        lambda: self.signer.post(f"{API}/feed/token", b"", None)
+                    )
+                    doc = _json(body)
                 if status != 200 or "token" not in doc:
-                    raise SystemExit(f"bench game: POST /feed/token: {status} {body[:300]!r}")
+                    raise SystemExit(f"bench game: a feed token for player {i}: {status} {doc}")
                 tokens[i] = str(doc["token"])
                 urls.append(str(doc.get("ws_url", "")))
 
@@ -1860,6 +1961,21 @@ class Game:
 
         await self.parallel([job(i) for i in range(len(self.players))], 16)
         return tokens, urls[0]
+
+    async def feed_orders_offered(self) -> str:
+        """Empty when the server takes orders on the feed, else why not: asked the way a
+        partner finds out, by minting a user-scoped token (404: no such route)."""
+        http = Http(self.server)
+        try:
+            status, doc = await self.user_token(http, "player-0")
+        finally:
+            await http.aclose()
+        if status == 200 and "write:bet" in doc.get("scopes", []):
+            return ""
+        return (
+            f"the server takes no orders on the feed (POST {API}/feed/user-token answered "
+            f"{status} {doc.get('code', '')}); those players bet over REST"
+        )
 
     async def hello_floor(self, seconds: float, concurrency: int) -> Floor:
         floor = Floor()
@@ -2027,7 +2143,7 @@ class Game:
             bet.round_id = int(body.get("round_id", 0))
             bet.queued = bool(body.get("queued"))
             if bet.manual is not None:
-                self.players[int(bet.user.rsplit("-", 1)[1])].armed.append(bet)
+                self.players[player_of(bet)].armed.append(bet)
         else:
             bet.code = str(body.get("code", "")) if status else "no answer"
             if status == 0:
@@ -2064,29 +2180,44 @@ class Game:
             batch.flush()
 
     def cash_out(self, player: Player, bet: Bet, seen_multiplier: int, now: float) -> None:
+        """The player's manual cash-out: an order on its own connection if it bets over the
+        feed, else ``POST /api/v1/bets/{ticket_id}/cashout`` (signed) from the pool."""
         player.armed.remove(bet)
         bet.trigger_at, bet.trigger_multiplier = now, seen_multiplier
+        key = bet.key + ":cashout"
+        feed = self.channels.get("feed")
+        if player.channel == "feed" and isinstance(feed, FeedOrders):
+            feed.cash_out(bet, key, self.cashed)
+            return
         path = f"{API}/bets/{bet.ticket}/cashout"
         raw = dumps({"user_id": bet.user})
-        key = bet.key + ":cashout"
 
         async def job(http: Http) -> None:
             status, body, sent, done, tries = await http.request(
                 lambda: self.signer.post(path, raw, key)
             )
-            bet.cash_sent_at, bet.cash_answered_at, bet.cash_attempts = sent, done, tries
-            doc = _json(body)
-            if status == 200:
-                bet.cash = CashoutAnswer("cashed_out", doc.get("multiplier"), doc.get("payout"))
-            elif status == 0:
-                bet.cash = CashoutAnswer("unknown")
-                self.result.lost_answers += 1
-            else:
-                bet.cash = CashoutAnswer(
-                    str(doc.get("code", status)), crash_point=doc.get("crash_point")
-                )
+            self.cashed(bet, status, _json(body), sent, done, tries)
 
         self.cash_pool.submit(job)
+
+    def cashed(
+        self, bet: Bet, status: int, doc: dict[str, Any], sent: float, done: float, tries: int
+    ) -> None:
+        bet.cash_sent_at, bet.cash_answered_at, bet.cash_attempts = sent, done, tries
+        if status == 200:
+            bet.cash = CashoutAnswer("cashed_out", doc.get("multiplier"), doc.get("payout"))
+        elif status == 0:
+            bet.cash = CashoutAnswer("unknown")
+            self.result.lost_answers += 1
+        else:
+            bet.cash = CashoutAnswer(
+                str(doc.get("code", status)), crash_point=doc.get("crash_point")
+            )
+
+    async def orders_drained(self) -> None:
+        feed = self.channels.get("feed")
+        while isinstance(feed, FeedOrders) and feed.pending:
+            await trio.sleep(0.05)
 
     # -- samplers ------------------------------------------------------------------------
     async def probe_hello(self) -> None:
@@ -2148,8 +2279,8 @@ class Game:
         }
         weights = parse_mix(args.mix)
         unavailable = []
-        why = FeedOrders(None, self.answered).unavailable()
-        if weights.get("feed", 0) > 0 and why:
+        why = await self.feed_orders_offered() if weights.get("feed", 0) > 0 else ""
+        if why:
             self.skips.append(Skip(NAME, "bets over the feed connection", why))
             unavailable.append("feed")
         assigned = assign_channels(args.players, weights, unavailable)
@@ -2177,8 +2308,10 @@ class Game:
         self.step(0, 1, "feed tokens")
         tokens, url = await self.tokens()
         swarm = self.make_swarm(url)
-        if "feed" in weights and "feed" not in unavailable:
-            channels["feed"] = FeedOrders(swarm, self.answered)
+        if weights.get("feed", 0) > 0 and "feed" not in unavailable:
+            feed = FeedOrders(swarm, self.answered)
+            swarm.on_lost = feed.lost
+            channels["feed"] = feed
         self.channels = channels
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
@@ -2208,11 +2341,13 @@ class Game:
             # Every answer in, every bet's round over (a missed bet plays the next one).
             with trio.move_on_after(120):
                 await self.bet_pool.drained()
+                await self.orders_drained()
                 last = max((b.round_id for b in result.bets if b.acknowledged), default=0)
                 while last not in self.rounds or not self.rounds[last].crashed.is_set():
                     await trio.sleep(0.05)
                 await self.rounds[last].crashed.wait()
                 await self.cash_pool.drained()
+                await self.orders_drained()
                 if args.user_channel:  # settlements reach user channels after their commit
                     crashed = {r for r, seen in self.rounds.items() if seen.crashed.is_set()}
                     want = [
@@ -2234,21 +2369,11 @@ class Game:
         result.generator_cpu_peak_share = self.generator_peak
         for e in swarm.errors[:5]:
             self.say(f"feed: {e}")
-        # Pricing lag: the server's decision instant against the player's send instant.
-        for bet in result.measured():
+        # The server's instant of each manual cash-out (the pricing lag's other end).
+        for bet in result.bets:
             decision = self.decisions.get(bet.ticket)
-            if decision is None or bet.cash is None or bet.cash.status != "cashed_out":
-                continue
-            if bet.cash_attempts != 1:  # a retry's send came after the decision it replays
-                continue
-            if not (math.isfinite(bet.cash_sent_at) and math.isfinite(bet.cash_answered_at)):
-                continue
-            result.pricing_lag_ms.append(decision - bet.cash_sent_at * 1000)
-            result.decision_in_flight.append(
-                bet.cash_sent_at * 1000 - PRICED_TOLERANCE_MS
-                <= decision
-                <= bet.cash_answered_at * 1000 + PRICED_TOLERANCE_MS
-            )
+            if decision is not None:
+                bet.decision_ms = float(decision)
         self.step(0, 1, "verifying every bet")
         await self.verify()
         return result

@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -231,6 +232,7 @@ def result(problems: list[str] | None = None) -> Result:
         b.sent_at, b.answered_at = b.planned_at + 0.001, b.planned_at + 0.004
         if b.cash is not None:
             b.trigger_at, b.cash_sent_at, b.cash_answered_at = 110.0, 110.001, 110.01
+            b.cash_attempts, b.decision_ms = 1, 110_004.0
     bets[-1].queued = True  # meant for round 2, answered queued for round 3: missed
     bets[-1].round_planned, bets[-1].round_id = 2, 3
     r.bets = bets
@@ -239,8 +241,6 @@ def result(problems: list[str] | None = None) -> Result:
     for ms in (0.5, 1.0, 2.0, 30.0):
         r.feed_late.add(ms)
     r.tick_late_ms = [0.0, 1.0]
-    r.pricing_lag_ms = [0.4, 1.2]
-    r.decision_in_flight = [True, True]
     r.ticks_received = r.ticks_expected = 400
     r.hello_idle.requests, r.hello_idle.seconds = 1000, 1.0
     r.hello_idle.latencies_ms = [1.0, 2.0]
@@ -269,6 +269,17 @@ def test_every_row_is_well_formed_json() -> None:
     # Six of seven bets meant for rounds 1-2 made their round; the seventh was queued.
     assert bets_row.metrics["in_window_share"] == pytest.approx(6 / 7)
     assert bets_row.ratios["× hello req/s"] == pytest.approx(bets_row.metrics["bets_per_s"] / 1000)
+    cash = next(r for r in rows if r.key == "cashout")
+    assert cash.metrics["pricing_lag_p50_ms"] == pytest.approx(3.0)  # 110.004 s - 110.001 s
+
+
+def test_a_cash_out_priced_outside_its_request_fails_its_check() -> None:
+    r = result()
+    for b in r.bets:
+        if b.cash is not None and b.cash.status == "cashed_out":
+            b.decision_ms = 109_000.0  # a second before it was sent
+    cash = next(row for row in game.to_rows(r) if row.key == "cashout")
+    assert not all(cash.checks.values())
 
 
 def test_a_failed_verification_fails_the_rows_checks() -> None:
@@ -400,6 +411,50 @@ def test_a_bet_placed_during_betting_that_was_queued_missed_its_round() -> None:
     assert game.in_window(late) is None
 
 
+class FakeSwarm:
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, dict[str, Any]]] = []
+        self.on_reply: Any = None
+        self.up = True
+
+    def send_json(self, player: int, doc: dict[str, Any]) -> bool:
+        self.sent.append((player, dict(doc)))
+        return self.up
+
+
+def test_feed_orders_match_results_by_id_and_lose_nothing_silently() -> None:
+    swarm = FakeSwarm()
+    answers: list[tuple[str, int, dict[str, Any]]] = []
+
+    def answered(b: Bet, status: int, body: dict[str, Any], *_: Any) -> None:
+        answers.append((b.key, status, body))
+
+    orders = game.FeedOrders(cast(Any, swarm), answered)
+    assert orders.unavailable() == "" and swarm.on_reply == orders.on_reply
+    one = Bet("player-3", "k1", "feed", 10, 150, None, 1)
+    two = Bet("player-4", "k2", "feed", 20, None, None, 1)
+    orders.place(one)
+    orders.place(two)
+    (p1, o1), (p2, o2) = swarm.sent
+    assert (p1, p2) == (3, 4)
+    assert o1 == {"type": "bet", "key": "k1", "amount": 10, "auto_cashout": 150, "id": o1["id"]}
+    assert "auto_cashout" not in o2 and "user_id" not in o2  # a user token names the user
+    # Results come in the order orders finish: matched by id.
+    body = {"ticket_id": "t_1", "round_id": 1, "queued": False}
+    orders.on_reply(4, {"type": "result", "id": o2["id"], "status": 201, "body": body}, 9.0)
+    orders.on_reply(4, {"type": "heartbeat", "id": o1["id"]}, 9.0)  # not a result
+    assert answers == [("k2", 201, body)]
+    # A lost connection answers its orders in flight with "no answer" (status 0).
+    orders.lost(3)
+    assert answers[-1] == ("k1", 0, {}) and orders.pending == {}
+    one.ticket = "t_9"
+    orders.cash_out(one, "k1:cashout", answered)
+    assert swarm.sent[-1][1]["type"] == "cashout" and swarm.sent[-1][1]["ticket_id"] == "t_9"
+    swarm.up = False
+    orders.place(two)
+    assert answers[-1] == ("k2", 0, {})
+
+
 def test_quick_sizes_apply_unless_named() -> None:
     args = game.configure(game.parser().parse_args(["--quick"]), ["--quick"])
     assert (args.players, args.rounds, args.betting_ms) == (20, 2, 600)
@@ -425,4 +480,7 @@ def test_a_quick_run_passes_every_check(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())
     assert rows and all(validate_row(r) == [] for r in rows)
     assert all(ok for r in rows for ok in r["checks"].values())
-    assert "skipped bets over the feed connection" in proc.stdout
+    keys = {r["key"] for r in rows}
+    assert {"bets", "bets/rest", "bets/batch", "cashout", "feed", "hello"} <= keys
+    # Orders on the feed: measured when the server takes them, else skipped with a line.
+    assert "bets/feed" in keys or "skipped bets over the feed connection" in proc.stdout
