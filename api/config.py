@@ -62,6 +62,7 @@ class Config:
     rate_limit_write: int = 3000
     rate_limit_feed: int = 1200
     rate_limit_anonymous: int = 600
+    rate_limit_sessions: int = 30
     rate_limit_window_s: float = 60.0
     psp_secrets_file: Path = Path("crashd-psp-secrets")
     tls_cert: Path | None = None
@@ -180,6 +181,14 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "requests per client IP per rate_limit_window_s without a valid API key",
         1,
+        10**7,
+    ),
+    Setting(
+        "rate_limit_sessions",
+        int,
+        "public session tokens (page viewers, sandbox demo players) per client IP per "
+        "rate_limit_window_s; 0 turns public sessions off",
+        0,
         10**7,
     ),
     Setting(

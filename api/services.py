@@ -20,6 +20,7 @@ from .config import Config
 from .rest.idempotency import Idempotency
 from .rest.problems import Problem
 from .security.keys import Authenticator, KeyStore
+from .security.sessions import HouseKeys, open_house_keys
 
 SERVICES_EXTENSION = "crashd.services"
 
@@ -49,6 +50,8 @@ class Services:
     """The operator's chain, including its secret seed: the engine needs it; routes may
     publish only ``spec.terminating_hash``, ``spec.encoding``, ``spec.games`` and
     ``salt``."""
+    house: HouseKeys
+    """The server's own keys, for public viewer and demo sessions."""
     started_monotonic: float = field(default_factory=time.monotonic)
     feed_url: str | None = None
     """Where the WebSocket feed listens (``ws://host:port/api/v1/ws``), once it does."""
@@ -80,6 +83,7 @@ def open_services(config: Config, chain: ChainFile) -> Services:
         authenticator=Authenticator(keys, accepted),
         idempotency=idempotency,
         chain=chain,
+        house=open_house_keys(keys, config.environment),
     )
 
 

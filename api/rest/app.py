@@ -33,6 +33,7 @@ from .routes.bets import bets
 from .routes.feed import feed
 from .routes.game import game
 from .routes.psp import psp
+from .routes.sessions import sessions
 from .routes.users import users
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
     app.register_blueprint(users)
     app.register_blueprint(feed)
     app.register_blueprint(psp)
+    app.register_blueprint(sessions)
     for extra in blueprints:
         app.register_blueprint(extra)
     install_security(app, services.config)

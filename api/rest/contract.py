@@ -60,6 +60,8 @@ class RouteMeta:
     its body itself."""
     query_schema: type | None = None
     scope: str | None = None
+    tokens: bool = False
+    """Feed tokens (``Bearer ft_…``) are accepted beside API keys."""
     idempotent: bool = False
     problems: tuple[str, ...] = ()
     """Domain problem codes the view may raise (``unknown_ticket``, ``round_closed`` …),

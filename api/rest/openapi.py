@@ -217,9 +217,18 @@ def build_openapi(app: Quart, *, version: str = __version__) -> dict[str, Any]:
                 {400: "malformed_json", 413: "payload_too_large", 415: "unsupported_media_type"}
             )
         if meta.scope is not None:
-            problems.update({401: "invalid_api_key", 403: "insufficient_scope"})
+            problems.update(
+                {
+                    401: "invalid_api_key",
+                    403: "insufficient_scope"
+                    if meta.tokens
+                    else "insufficient_scope / token_not_accepted",
+                }
+            )
             op["security"] = [{"bearerAuth": []}]
             op["x-required-scope"] = meta.scope
+            # Routes that accept feed tokens say so; on the others a token is refused.
+            op["x-accepts-feed-token"] = meta.tokens
         if meta.idempotent:
             problems[400] = (
                 problems.get(400, "") + ", " if 400 in problems else ""
@@ -256,7 +265,11 @@ def build_openapi(app: Quart, *, version: str = __version__) -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "API key (ck_test_… sandbox, ck_live_… production). Scopes: "
                     + ", ".join(SCOPES)
-                    + "; each operation names its scope in x-required-scope.",
+                    + "; each operation names its scope in x-required-scope. Operations with "
+                    "x-accepts-feed-token: true also take a feed token (ft_…: POST "
+                    "/api/v1/feed/token, /feed/user-token, /session/viewer, "
+                    "/sandbox/session); the others answer a token with 403 "
+                    "token_not_accepted.",
                 },
             },
         },

@@ -69,6 +69,28 @@ API_CODES: dict[str, ProblemKind] = {
         "Insufficient scope",
         "the key is valid but lacks the route's scope (`required_scope` names it)",
     ),
+    "token_not_accepted": _k(
+        403,
+        "Feed token not accepted here",
+        "a feed token on a route that takes an API key (tokens read game state, and a user "
+        "token its own user's balance and bets)",
+    ),
+    "token_wrong_user": _k(
+        403,
+        "Token is for another user",
+        "a user-scoped token asked for another user's balance or bets (`user_id` names its user)",
+    ),
+    "sessions_disabled": _k(
+        403,
+        "Public sessions are off",
+        "the operator turned public sessions off (`rate_limit_sessions` = 0, or the house "
+        "key revoked); a demo session on a production server",
+    ),
+    "invalid_session_token": _k(
+        401,
+        "Session token invalid",
+        "the token to renew is forged, not a demo session's, or expired more than a day ago",
+    ),
     "signature_missing": _k(
         401,
         "Signature missing",

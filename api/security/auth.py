@@ -1,6 +1,7 @@
 """Bearer-key authentication and scope checks for routes.
 
-``@requires_scope("read:balance")`` verifies ``Authorization: Bearer ck_…`` and passes
+``@requires_scope("read:balance")`` verifies ``Authorization: Bearer ck_…`` (or, where
+the route accepts them, a feed token ``ft_…``) and passes
 the caller's :class:`~crashd.api.security.keys.Principal` to the view as ``principal=``. A missing,
 malformed, unknown or revoked key is 401 ``invalid_api_key``; a valid key without the
 scope is 403 ``insufficient_scope``. Both carry an RFC 6750 ``WWW-Authenticate`` header.
@@ -50,17 +51,33 @@ async def authenticate_request() -> Principal:
     return principal
 
 
-def requires_scope(scope: str) -> Callable[[V], V]:
-    """Require a verified key holding ``scope``; the view receives ``principal=``."""
+def requires_scope(scope: str, *, tokens: bool = False) -> Callable[[V], V]:
+    """Require a verified key holding ``scope``; the view receives ``principal=``.
+
+    ``tokens=True``: a feed token holding the scope is accepted too (read routes a
+    browser may call: game state, and a user token's own balance and bets; the view
+    confines a user token to its user with :func:`require_user`). Elsewhere a token is
+    403 ``token_not_accepted``: signed writes and the partner's view of all its users
+    take the API key itself.
+    """
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
     def decorate(view: V) -> V:
-        route_meta(view).scope = scope
+        meta = route_meta(view)
+        meta.scope = scope
+        meta.tokens = tokens
 
         @functools.wraps(view)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
             principal = await authenticate_request()
+            if principal.via_token and not tokens:
+                raise Problem(
+                    "token_not_accepted",
+                    "this route takes an API key, not a feed token (a browser's token "
+                    "reads game state and its own user's balance and bets; it bets over "
+                    "the feed)",
+                )
             if not principal.has_scope(scope):
                 raise Problem(
                     "insufficient_scope",
@@ -76,3 +93,13 @@ def requires_scope(scope: str) -> Callable[[V], V]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def require_user(principal: Principal, user_id: str) -> None:
+    """A user-scoped token reads its own user only: 403 ``token_wrong_user`` otherwise."""
+    if principal.user_id is not None and principal.user_id != user_id:
+        raise Problem(
+            "token_wrong_user",
+            "this token acts for one user only; ask for that user's data",
+            extra={"user_id": principal.user_id},
+        )

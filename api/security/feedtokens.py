@@ -27,6 +27,8 @@ from dataclasses import dataclass
 PREFIX = "ft_"
 DEFAULT_TTL_S = 300
 MAX_TOKEN = 2048
+SECRET_LABEL = "feed-token"
+"""The label the token secret is derived under (``KeyStore.derive_secret``)."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,9 @@ def issue(secret: bytes, claims: FeedClaims) -> str:
     return f"{PREFIX}{_b64(body)}.{_b64(mac)}"
 
 
-def verify(secret: bytes, token: str, now: float) -> FeedClaims | None:
-    """The token's claims if it is authentic and unexpired, else ``None``."""
+def verify(secret: bytes, token: str, now: float, grace_s: float = 0) -> FeedClaims | None:
+    """The token's claims if it is authentic and unexpired (or expired less than
+    ``grace_s`` ago: renewing a session), else ``None``."""
     if not token.startswith(PREFIX) or len(token) > MAX_TOKEN:
         return None
     body_b64, dot, mac_b64 = token[len(PREFIX) :].partition(".")
@@ -88,6 +91,6 @@ def verify(secret: bytes, token: str, now: float) -> FeedClaims | None:
         )
     except (ValueError, KeyError, TypeError):
         return None
-    if claims.expires_at <= now:
+    if claims.expires_at + grace_s <= now:
         return None
     return claims

@@ -36,7 +36,7 @@ from crashd.api.config import Config
 from crashd.api.rest.contract import V, route_meta
 from crashd.api.rest.problems import Problem
 from crashd.api.rest.requestid import set_key_id
-from crashd.api.security import ratelimit, signing
+from crashd.api.security import feedtokens, ratelimit, signing
 from crashd.api.services import current_services
 
 from .keys import Principal
@@ -46,6 +46,9 @@ _SCOPE_PRINCIPAL = "crashd.principal"
 _SCOPE_DECISION = "crashd.ratelimit"
 EXEMPT_PATHS = frozenset({"/api/v1/psp/webhook"})
 FEED_PATHS = frozenset({"/api/v1/feed/token"})
+SESSION_PATHS = frozenset({"/api/v1/session/viewer", "/api/v1/sandbox/session"})
+"""Public routes that issue tokens: limited per client IP (``rate_limit_sessions``)
+whoever calls them, as each one mints a credential (and a demo session funds a user)."""
 
 
 @dataclass
@@ -66,6 +69,8 @@ class SecurityState:
             "write": ratelimit.Policy("write", c.rate_limit_write, w),
             "feed": ratelimit.Policy("feed", c.rate_limit_feed, w),
             "anonymous": ratelimit.Policy("anonymous", c.rate_limit_anonymous, w),
+            # 0 turns sessions off (the routes refuse); the policy needs a positive limit.
+            "session": ratelimit.Policy("session", max(c.rate_limit_sessions, 1), w),
         }
 
     def statistics(self) -> dict[str, int]:
@@ -105,9 +110,15 @@ async def request_principal() -> Principal | None:
         cached: Principal | None = scope[_SCOPE_PRINCIPAL]
         return cached
     token = bearer_token(request.headers.get("Authorization"))
-    principal = (
-        None if token is None else await current_services().authenticator.authenticate(token)
-    )
+    authenticator = current_services().authenticator
+    if token is None:
+        principal = None
+    elif token.startswith(feedtokens.PREFIX):
+        # A browser's token (feed token or public session): read routes that say so
+        # accept it (``requires_scope(..., tokens=True)``), the rest refuse it.
+        principal = await authenticator.authenticate_token(token)
+    else:
+        principal = await authenticator.authenticate(token)
     scope[_SCOPE_PRINCIPAL] = principal
     if principal is not None:
         set_key_id(scope, principal.key_id)
@@ -138,8 +149,19 @@ async def _charge() -> None:
         state.limiter.sweep(now)
         state.last_sweep = now
     principal = await request_principal()
-    if principal is None:
+    if request.path in SESSION_PATHS and state.config.rate_limit_sessions:
+        bucket, policy = "session:" + _client_ip(), state.policies["session"]
+    elif principal is None:
         bucket, policy = "ip:" + _client_ip(), state.policies["anonymous"]
+    elif principal.via_token:
+        # Tokens share their issuing key (every page viewer holds one of the server's
+        # viewer tokens): charge the user a token acts for, else the client's address.
+        who = (
+            f"user:{principal.partner_id}:{principal.user_id}"
+            if principal.user_id
+            else "ip:" + _client_ip()
+        )
+        bucket, policy = "token:" + who, state.policies["feed"]
     else:
         bucket, policy = (
             "key:" + principal.key_id,
@@ -230,6 +252,7 @@ def signed(view: V) -> V:
 
 __all__: list[str] = [
     "EXEMPT_PATHS",
+    "SESSION_PATHS",
     "SecurityState",
     "bearer_token",
     "install",

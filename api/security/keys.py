@@ -46,6 +46,8 @@ import trio
 from crashd.api import database as apidb
 from crashd.api.wire import SCOPES
 
+from . import feedtokens
+
 """Every scope a key can carry. ``read:game_state``: live state and finished rounds;
 ``read:balance``: balances of the partner's users; ``write:bet``: place and cash out bets
 (and, on a sandbox server, fund users from the faucet)."""
@@ -56,6 +58,8 @@ _SECRET_CHARS = 32  # 62**32 ~ 2**190
 _TOKEN = re.compile(rf"ck_(test|live)_[A-Za-z0-9]{{{_SECRET_CHARS}}}")
 PARTNER_ID = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}"
 DEFAULT_PARTNER = "default"
+HOUSE_LABEL_PREFIX = "crashd:"
+"""Labels of the keys the server creates for itself (public viewer and demo sessions)."""
 MAX_LABEL = 100
 _CACHE_LIMIT = 10_000
 LAST_USED_RESOLUTION_S = 60.0
@@ -393,6 +397,27 @@ class KeyStore:
         key = _row_to_key(row)
         return key, key.previous_until
 
+    def house_key(
+        self, label: str, environment: str, partner_id: str, scopes: tuple[str, ...]
+    ) -> str | None:
+        """The id of the server's own key labelled ``label`` (created on first use), or
+        ``None`` once the operator has revoked it: revoking a house key turns off what
+        it issues tokens for, for good. Its secret is discarded at creation: the server
+        only ever issues feed tokens under it (``crashd keys list`` shows it)."""
+        if not label.startswith(HOUSE_LABEL_PREFIX):
+            raise KeyStoreError(f"house key labels start with {HOUSE_LABEL_PREFIX!r}")
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM api_keys WHERE label = ? AND environment = ? "
+                "ORDER BY created_at, id",
+                (label, environment),
+            ).fetchall()
+        keys = [_row_to_key(r) for r in rows]
+        if keys:
+            active = [k for k in keys if k.active]
+            return active[0].id if active else None
+        return self.create(environment, scopes, label=label, partner_id=partner_id).key.id
+
     def derive_secret(self, label: str) -> bytes:
         """A server secret for ``label`` (e.g. feed tokens), derived from the pepper: it
         needs no storage of its own and changes if the pepper ever does."""
@@ -423,14 +448,14 @@ class Authenticator:
         self._misses = 0
         self._touched: dict[str, float] = {}
         """key id -> when its last_used_at was last written (monotonic)."""
+        self._token_secret = store.derive_secret(feedtokens.SECRET_LABEL)
+        self._active: dict[str, bool] = {}
+        """key id -> whether it may issue tokens now (dropped with the cache)."""
 
     def _cached(self, secret: str, now: float) -> tuple[bytes, Principal | None]:
         """The secret's digest and its cached principal, if any (counted as a hit or a
         miss); a revocation anywhere empties the cache first."""
-        counter = self.store.revocation_counter()
-        if counter != self._counter:
-            self._cache.clear()
-            self._counter = counter
+        self._check_revocations()
         digest = self.store.hash_secret(secret)
         principal = self._cache.get(digest)
         if (
@@ -445,6 +470,13 @@ class Authenticator:
         else:
             self._misses += 1
         return digest, principal
+
+    def _check_revocations(self) -> None:
+        counter = self.store.revocation_counter()
+        if counter != self._counter:
+            self._cache.clear()
+            self._active.clear()
+            self._counter = counter
 
     def _remember(
         self, digest: bytes, key: ApiKey | None, expires_at: float | None
@@ -491,24 +523,49 @@ class Authenticator:
             await trio.to_thread.run_sync(self.store.touch, principal.key_id, utc_now())
         return principal
 
-    def authenticate_sync(self, secret: str) -> Principal | None:
-        """``authenticate`` for callers that cannot await (the WebSocket feed's handshake):
-        the cache, else one indexed SQLite read on the calling thread."""
-        if _TOKEN.fullmatch(secret) is None:
-            return None
-        now = time.time()
-        digest, principal = self._cached(secret, now)
-        if principal is None:
-            key, expires_at = self.store.lookup_with_expiry(secret, now)
-            principal = self._remember(digest, key, expires_at)
-        if principal is not None and self._due_touch(principal.key_id):
-            self.store.touch(principal.key_id, utc_now())
-        return principal
-
     def key_active(self, key_id: str) -> bool:
         """Whether ``key_id`` is still an active key of this server's environment."""
         key = self.store.get(key_id)
         return key is not None and key.active and key.environment in self.accepted_environments
+
+    def issue_token(self, claims: feedtokens.FeedClaims) -> str:
+        return feedtokens.issue(self._token_secret, claims)
+
+    def token_claims(self, token: str, grace_s: float = 0) -> feedtokens.FeedClaims | None:
+        """An authentic token's claims (expired less than ``grace_s`` ago counts); its
+        issuing key is not checked here (:meth:`authenticate_token` does)."""
+        return feedtokens.verify(self._token_secret, token, time.time(), grace_s)
+
+    async def issuer_active(self, key_id: str) -> bool:
+        """Whether ``key_id`` may stand behind tokens now: cached until the revocation
+        counter moves, so a page polling with a token costs no database read."""
+        self._check_revocations()
+        active = self._active.get(key_id)
+        if active is None:
+            active = await trio.to_thread.run_sync(self.key_active, key_id)
+            if len(self._active) >= _CACHE_LIMIT:
+                self._active.clear()
+            self._active[key_id] = active
+        return active
+
+    async def authenticate_token(self, token: str, grace_s: float = 0) -> Principal | None:
+        """The principal of a feed token (REST or the feed), or ``None`` if it is forged,
+        expired (more than ``grace_s`` ago), for another environment, or its issuing key
+        was revoked (revoking a key revokes its tokens)."""
+        claims = self.token_claims(token, grace_s)  # an HMAC: no I/O
+        if claims is None or claims.environment not in self.accepted_environments:
+            return None
+        if not await self.issuer_active(claims.key_id):
+            return None
+        return Principal(
+            claims.key_id,
+            claims.partner_id,
+            claims.environment,
+            claims.scopes,
+            expires_at=claims.expires_at,
+            user_id=claims.user_id,
+            via_token=True,
+        )
 
     def statistics(self) -> dict[str, int]:
         return {"cached": len(self._cache), "hits": self._hits, "misses": self._misses}

@@ -36,7 +36,7 @@ from wsproto.events import (
 
 from crashd.api.feed import FEED_PATH, CloseCode, FeedConfig, FeedServer, Principal, serve_feed
 from crashd.api.feed.hub import Hub
-from crashd.api.rest.routes.feed import FEED_TOKEN_LABEL, feed_authenticator
+from crashd.api.rest.routes.feed import feed_authenticator
 from crashd.api.security import feedtokens
 from crashd.api.security.keys import ApiKey, Authenticator, KeyStore
 from crashd.api.security.ratelimit import Policy
@@ -762,7 +762,7 @@ async def test_the_rest_authenticator_rate_limits_keys_with_1013_and_checks_feed
         second = store.create("sandbox", "read:game_state", partner_id="acme")
         authenticator = Authenticator(store, frozenset({"sandbox"}))
         token = feedtokens.issue(
-            store.derive_secret(FEED_TOKEN_LABEL),
+            store.derive_secret(feedtokens.SECRET_LABEL),
             feedtokens.FeedClaims(
                 key.key.id,
                 "acme",

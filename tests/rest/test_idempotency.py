@@ -104,7 +104,7 @@ async def test_one_commit_per_request_and_replies_survive_a_restart(tmp_path: Pa
     config = game_config(tmp_path)
     key = uuid.uuid4().hex
     async with running_server(config) as info:
-        _, secret = make_key(config, SCOPES)
+        key_id, secret = make_key(config, SCOPES)
         async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
             api = Api(client, secret)
             first = await _faucet(api, "eve", 300, key)
@@ -115,7 +115,6 @@ async def test_one_commit_per_request_and_replies_survive_a_restart(tmp_path: Pa
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
         assert "api_idempotency" not in tables
         [(stored_key, body)] = db.execute("SELECT key, body FROM replies").fetchall()
-        key_id = db.execute("SELECT id FROM api_keys").fetchone()[0]
         assert stored_key == reply_key(key_id, key) and body == first.content
     async with running_server(config) as info:
         async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:

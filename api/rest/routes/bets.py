@@ -24,7 +24,7 @@ from crashd.api.rest.contract import documented, json_body, json_response, query
 from crashd.api.rest.idempotency import IdempotencyToken, Render, idempotent, stored_or
 from crashd.api.rest.problems import Problem, problem_response
 from crashd.api.rest.validation import Integer, String
-from crashd.api.security.auth import requires_scope
+from crashd.api.security.auth import require_user, requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import Services, current_services
@@ -729,13 +729,15 @@ class UserQuery:
     tags=("bets",),
     problems=("unknown_ticket", "engine_unavailable"),
 )
-@requires_scope("write:bet")
+@requires_scope("write:bet", tokens=True)
 async def bet_status(ticket_id: str, *, principal: Principal) -> Response:
     game = current_services().require_game().game
     view = await game.ledger.bet(_ticket(ticket_id))
-    if view is None or (view.environment, view.partner_id) != (
-        principal.environment,
-        principal.partner_id,
+    if (
+        view is None
+        or (view.environment, view.partner_id) != (principal.environment, principal.partner_id)
+        # A user token sees its own user's bets only; another's are not its to know of.
+        or (principal.user_id is not None and view.user_id != principal.user_id)
     ):
         raise Problem("unknown_ticket", "no such ticket")
     return json_response(bet_body(view), headers={"Cache-Control": "no-store"})
@@ -760,11 +762,12 @@ class UserBetsQuery:
         },
     },
     tags=("bets",),
-    problems=("engine_unavailable",),
+    problems=("engine_unavailable", "token_wrong_user"),
 )
-@requires_scope("write:bet")
+@requires_scope("write:bet", tokens=True)
 @query_params(UserBetsQuery)
 async def user_bets(*, principal: Principal, query: UserBetsQuery) -> Response:
+    require_user(principal, query.user_id)
     game = current_services().require_game().game
     views = await game.ledger.user_bets(
         environment=principal.environment,

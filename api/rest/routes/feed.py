@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import trio
 from quart import Blueprint, Response
 
 from crashd.api.feed.access import ConnectRateLimited
@@ -35,7 +34,6 @@ from .bets import USER_ID
 
 feed = Blueprint("feed", __name__, url_prefix=API_PREFIX)
 
-FEED_TOKEN_LABEL = "feed-token"
 log = logging.getLogger(__name__)
 
 TOKEN_SCHEMA: dict[str, Any] = {
@@ -63,11 +61,10 @@ async def feed_token(*, principal: Principal) -> Response:
     expires = int(time.time()) + feedtokens.DEFAULT_TTL_S
     # A browser needs no write scope on the feed: the token carries read scopes only.
     scopes = frozenset(s for s in principal.scopes if s.startswith("read:"))
-    token = feedtokens.issue(
-        services.keys.derive_secret(FEED_TOKEN_LABEL),
+    token = services.authenticator.issue_token(
         feedtokens.FeedClaims(
             principal.key_id, principal.partner_id, principal.environment, scopes, expires
-        ),
+        )
     )
     return json_response(
         {
@@ -115,8 +112,7 @@ async def user_token(*, principal: Principal, body: UserTokenBody) -> Response:
     scopes = principal.scopes & USER_TOKEN_SCOPES
     if body.read_only:
         scopes -= {"write:bet"}
-    token = feedtokens.issue(
-        services.keys.derive_secret(FEED_TOKEN_LABEL),
+    token = services.authenticator.issue_token(
         feedtokens.FeedClaims(
             principal.key_id,
             principal.partner_id,
@@ -124,7 +120,7 @@ async def user_token(*, principal: Principal, body: UserTokenBody) -> Response:
             scopes,
             expires,
             user_id=body.user_id,
-        ),
+        )
     )
     return json_response(
         {
@@ -150,26 +146,11 @@ def feed_authenticator(
 ) -> Callable[[str], Awaitable[Principal | None]]:
     """The feed's ``Authenticate``: API keys (counted against ``connects`` per key; over
     it, ``ConnectRateLimited``) and feed tokens (whose issuing key must still be active)."""
-    secret = authenticator.store.derive_secret(FEED_TOKEN_LABEL)
     limiter = RateLimiter(max_keys=10_000)  # full buckets are swept when it fills
 
     async def authenticate(credential: str) -> Principal | None:
         if credential.startswith(feedtokens.PREFIX):
-            claims = feedtokens.verify(secret, credential, time.time())  # an HMAC: no I/O
-            if claims is None:
-                return None
-            # Revoking the issuing key revokes its tokens: one indexed read of the store.
-            if not await trio.to_thread.run_sync(authenticator.key_active, claims.key_id):
-                return None
-            return Principal(
-                claims.key_id,
-                claims.partner_id,
-                claims.environment,
-                claims.scopes,
-                expires_at=claims.expires_at,
-                user_id=claims.user_id,
-                via_token=True,
-            )
+            return await authenticator.authenticate_token(credential)
         # The REST path's own lookup: the cache on the loop (its validity check reads
         # the one-row revocation counter, as every REST request does), a miss and the
         # last-used stamp in a worker thread.

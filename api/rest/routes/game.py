@@ -111,7 +111,7 @@ ROUNDS_SCHEMA: dict[str, Any] = {
     tags=("game",),
     problems=("engine_unavailable",),
 )
-@requires_scope("read:game_state")
+@requires_scope("read:game_state", tokens=True)
 async def game_state(*, principal: Principal) -> Response:
     # Built and encoded once per engine change, whatever the number of readers or bets.
     body = current_services().require_game().live.rest_body()
@@ -159,7 +159,7 @@ PARTICIPANTS_SCHEMA: dict[str, Any] = {
     tags=("game",),
     problems=("engine_unavailable",),
 )
-@requires_scope("read:game_state")
+@requires_scope("read:game_state", tokens=True)
 @query_params(ParticipantsQuery)
 async def game_participants(*, principal: Principal, query: ParticipantsQuery) -> Response:
     live = current_services().require_game().live
@@ -229,7 +229,7 @@ class RoundsQuery:
     headers=CONDITIONAL_HEADERS,
     extra_responses=CONDITIONAL_RESPONSES,
 )
-@requires_scope("read:game_state")
+@requires_scope("read:game_state", tokens=True)
 @query_params(RoundsQuery)
 async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
     services = current_services()
@@ -256,7 +256,7 @@ async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
     headers=CONDITIONAL_HEADERS,
     extra_responses=CONDITIONAL_RESPONSES,
 )
-@requires_scope("read:game_state")
+@requires_scope("read:game_state", tokens=True)
 async def get_round(round_id: int, *, principal: Principal) -> Response:
     services = current_services()
     ledger = services.require_game().game.ledger

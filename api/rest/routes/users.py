@@ -11,7 +11,7 @@ from crashd.api.rest.contract import documented, json_body, json_response, query
 from crashd.api.rest.idempotency import IdempotencyToken, idempotent
 from crashd.api.rest.problems import Problem
 from crashd.api.rest.validation import Integer, String
-from crashd.api.security.auth import requires_scope
+from crashd.api.security.auth import require_user, requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import current_services
@@ -58,14 +58,15 @@ async def _balance_body(principal: Principal, user_id: str) -> dict[str, Any]:
 
 @users.get("/user/balance")
 @documented(
-    "One user's balance (the calling partner's users only)",
+    "One user's balance (the calling partner's users only; a user token, its own user)",
     response=BALANCE_SCHEMA,
     tags=("users",),
-    problems=("engine_unavailable",),
+    problems=("engine_unavailable", "token_wrong_user"),
 )
-@requires_scope("read:balance")
+@requires_scope("read:balance", tokens=True)
 @query_params(BalanceQuery)
 async def balance(*, principal: Principal, query: BalanceQuery) -> Response:
+    require_user(principal, query.user_id)
     return json_response(
         await _balance_body(principal, query.user_id), headers={"Cache-Control": "no-store"}
     )

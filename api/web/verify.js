@@ -1,0 +1,245 @@
+// The verifier (/verify) and a round's page (/rounds/{id}): the crash point and the
+// chain link to the published terminating hash, recomputed in this browser.
+//
+// Signed round transcripts (DESIGN.md, "Verifiable settlement") come in a later issue.
+// The hook: when a round's body carries `transcript` (or `transcript_url`), `showTranscript`
+// is where its signature and Merkle root get checked; until then the page says so.
+
+import { Session, get, ApiError, Unreachable } from "./api.js";
+import { crashPoint, chainPosition, FairnessError, parseHash } from "./fairness.js";
+import { formatMultiplier } from "./curve.js";
+import { el, formatMoney, setDecimals } from "./format.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  title: $("title"),
+  form: $("verify-form"),
+  hash: $("hash"),
+  salt: $("salt"),
+  button: $("verify"),
+  verdict: $("verdict"),
+  body: $("verdict-body"),
+  chain: $("chain"),
+  round: $("round"),
+  facts: $("round-facts"),
+  bets: $("round-bets"),
+  transcript: $("transcript"),
+  terminating: $("terminating"),
+  command: $("command"),
+  encodingRule: $("encoding-rule"),
+};
+
+const AUTO_WALK = 200_000; // longer walks start on request (they take a while)
+
+let fairness = null;
+let round = null; // the server's round, on /rounds/{id}
+let walk = null; // AbortController of a running chain walk
+const x = (h) => `${formatMultiplier(h)}x`;
+
+function roundIdFromPath() {
+  const m = /^\/rounds\/(\d+)$/.exec(location.pathname);
+  return m ? Number(m[1]) : null;
+}
+
+function fact(term, value) {
+  return [el("dt", { text: term }), el("dd", {}, value)];
+}
+
+async function verify() {
+  if (walk) walk.abort();
+  const hash = ui.hash.value.trim().toLowerCase();
+  const salt = ui.salt.value;
+  ui.verdict.hidden = false;
+  ui.chain.replaceChildren();
+  ui.command.textContent = `crashd verify --hash ${hash || "GAME_HASH"} --salt ${salt || "SALT"}`;
+  let point;
+  try {
+    parseHash(hash, "the game hash");
+    point = await crashPoint(hash, salt);
+  } catch (err) {
+    ui.verdict.dataset.ok = "false";
+    ui.hash.setAttribute("aria-invalid", "true");
+    ui.body.replaceChildren(el("p", { class: "bad", id: "error", text: err.message }));
+    return;
+  }
+  ui.hash.removeAttribute("aria-invalid");
+  const fromServer = round && hash === round.game_hash ? round.crash_point : round ? round.crash_point : null;
+  const parts = [
+    el("p", {}, "Crash point computed here: ", el("strong", { id: "computed", "data-value": String(point), text: x(point) })),
+  ];
+  let ok = true;
+  if (fromServer !== null && fromServer !== undefined) {
+    const agrees = fromServer === point;
+    ok = agrees;
+    parts.push(
+      el(
+        "p",
+        { id: "agreement", class: agrees ? "ok" : "bad", "data-agrees": String(agrees) },
+        agrees
+          ? `Matches the server's crash point for round ${round.round_id}: ${x(fromServer)}.`
+          : `Does NOT match the server's crash point for round ${round.round_id} (${x(fromServer)}): this hash is not that round's.`,
+      ),
+    );
+  }
+  ui.verdict.dataset.ok = String(ok);
+  ui.body.replaceChildren(...parts);
+  await checkChain(hash);
+}
+
+async function checkChain(hash) {
+  if (!fairness) return;
+  const expected = round && hash === round.game_hash ? round.round_id : null;
+  const maxSteps = expected ?? fairness.games;
+  const controller = new AbortController();
+  walk = controller;
+  const status = el("p", { id: "chain-status", text: "Checking the chain…" });
+  const progress = el("progress", { max: String(maxSteps), value: "0", "aria-label": "Chain check progress" });
+  const stop = el("button", { type: "button", class: "button", text: "Stop" });
+  stop.addEventListener("click", () => controller.abort());
+  const run = async () => {
+    ui.chain.replaceChildren(status, progress, stop);
+    let position;
+    try {
+      position = await chainPosition(hash, fairness.terminating_hash, maxSteps, {
+        encoding: fairness.chain_encoding,
+        signal: controller.signal,
+        onProgress: (step) => {
+          progress.value = step;
+          status.textContent = `Checking the chain… ${step.toLocaleString("en")} of up to ${maxSteps.toLocaleString("en")} steps`;
+        },
+      });
+    } catch (err) {
+      if (err instanceof FairnessError) {
+        ui.chain.replaceChildren(el("p", { id: "chain-status", class: "bad", text: `Chain check ${err.message}.` }));
+        return;
+      }
+      throw err;
+    }
+    const linked = position !== null && (expected === null || position === expected);
+    ui.chain.replaceChildren(
+      el(
+        "p",
+        { id: "chain-status", class: linked ? "ok" : "bad", "data-linked": String(linked), "data-position": String(position ?? "") },
+        linked
+          ? `Linked: hashed ${position.toLocaleString("en")} times it gives the published terminating hash, so it is game ${position.toLocaleString("en")} of the chain, fixed before the first game.`
+          : position !== null
+            ? `Linked at position ${position}, but this is round ${expected}: not this round's hash.`
+            : `Not linked: within ${maxSteps.toLocaleString("en")} steps this hash never reaches the published terminating hash. It is not part of the committed chain.`,
+      ),
+    );
+    if (!linked) ui.verdict.dataset.ok = "false";
+  };
+  if (maxSteps <= AUTO_WALK) {
+    await run();
+  } else {
+    const start = el("button", { type: "button", class: "button", id: "walk", text: `Check the chain (up to ${maxSteps.toLocaleString("en")} hashes)` });
+    start.addEventListener("click", run);
+    ui.chain.replaceChildren(el("p", { text: "Checking the link to the commitment takes one hash per game." }), start);
+  }
+}
+
+function showRound(r) {
+  ui.round.hidden = false;
+  ui.title.textContent = `Round ${r.round_id}`;
+  document.title = `crashd — round ${r.round_id}`;
+  ui.facts.replaceChildren(
+    ...fact("Status", r.status === "voided" ? `voided (${r.void_reason || "no reason given"}): every bet refunded` : "crashed"),
+    ...fact("Crash point (server)", r.crash_point !== null ? x(r.crash_point) : "–"),
+    ...fact("Game hash", el("code", { text: r.game_hash || "–" })),
+    ...fact("Started", r.started_at || "–"),
+    ...fact("Ended", r.ended_at || "–"),
+    ...fact("Bets", String(r.bets ?? 0)),
+    ...fact("Total staked", formatMoney(r.total_stake ?? 0)),
+    ...fact("Total paid out", formatMoney(r.total_payout ?? 0)),
+  );
+  const list = Array.isArray(r.bet_list) ? r.bet_list : Array.isArray(r.cashouts) ? r.cashouts : null;
+  if (list && list.length) {
+    const rows = list.map((b) =>
+      el(
+        "tr",
+        {},
+        el("td", { text: formatMoney(b.stake) }),
+        el("td", { text: b.cashed_out_at || b.multiplier ? x(b.cashed_out_at || b.multiplier) : "busted" }),
+        el("td", { text: b.payout ? formatMoney(b.payout) : "–" }),
+      ),
+    );
+    ui.bets.replaceChildren(
+      el(
+        "div",
+        { class: "table-wrap" },
+        el(
+          "table",
+          {},
+          el("caption", { class: "visually-hidden", text: "The round's bets" }),
+          el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "Stake" }), el("th", { scope: "col", text: "Cashed out @" }), el("th", { scope: "col", text: "Paid" }))),
+          el("tbody", {}, ...rows),
+        ),
+      ),
+    );
+  }
+  showTranscript(r);
+}
+
+// The hook for signed round transcripts (a later issue).
+function showTranscript(r) {
+  if (r.transcript || r.transcript_url) {
+    ui.transcript.replaceChildren(
+      "This round has a signed transcript: ",
+      el("a", { href: r.transcript_url || "#", text: "download it" }),
+      ". Checking its signature in the browser comes with the transcripts themselves.",
+    );
+  } else {
+    ui.transcript.textContent = "Signed round transcripts (every bet and cash-out, sealed and signed) are not published yet.";
+  }
+}
+
+async function boot() {
+  ui.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    verify();
+  });
+  try {
+    fairness = await get("/fairness");
+    ui.terminating.textContent = fairness.terminating_hash;
+    if (fairness.chain_encoding === "raw") ui.encodingRule.textContent = "(SHA-256 of its 32 bytes)";
+    if (!ui.salt.value && fairness.salt) ui.salt.value = fairness.salt;
+  } catch (err) {
+    ui.verdict.hidden = false;
+    ui.body.replaceChildren(el("p", { class: "bad", text: `Could not read the published commitment: ${err.message}` }));
+  }
+  try {
+    const rules = await get("/game/rules");
+    setDecimals(rules.currency_decimals ?? rules.minor_unit_digits ?? 2);
+  } catch {
+    // two decimals
+  }
+  const params = new URLSearchParams(location.search);
+  if (params.get("hash")) ui.hash.value = params.get("hash");
+  if (params.get("salt")) ui.salt.value = params.get("salt");
+  const id = roundIdFromPath();
+  if (id !== null) {
+    try {
+      const session = new Session();
+      const s = await session.open();
+      round = await get(`/game/rounds/${id}`, { token: s.token });
+      showRound(round);
+      if (round.game_hash && !params.get("hash")) ui.hash.value = round.game_hash;
+      if (round.salt) ui.salt.value = round.salt;
+    } catch (err) {
+      ui.verdict.hidden = false;
+      const why =
+        err instanceof ApiError && err.code === "round_not_finished"
+          ? `Round ${id} is still being played: its hash is revealed when it crashes.`
+          : err instanceof ApiError && err.code === "unknown_round"
+            ? `Round ${id} has not been played.`
+            : err instanceof Unreachable
+              ? "The server is unreachable."
+              : `Could not read round ${id}: ${err.message}`;
+      ui.body.replaceChildren(el("p", { class: "bad", id: "error", text: why }));
+      return;
+    }
+  }
+  if (ui.hash.value && ui.salt.value) await verify();
+}
+
+boot();
