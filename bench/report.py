@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from bench import results as res
-from bench.suite import BENCHES, JSON, Row
+from bench.suite import BENCHES, DEFAULT_BUDGET_MIN, JSON, Row
 
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
@@ -325,6 +325,18 @@ def render_docs(doc: JSON, plots_base: str = "../bench/published/") -> str:
         "and reported as a ratio.",
         "",
         CONVENTION,
+        "## The benchmarks",
+        "",
+        "| bench | what it measures | minutes of the default run |",
+        "|---|---|---|",
+        *(
+            f"| `{b.name}` | {b.summary} | "
+            f"{DEFAULT_BUDGET_MIN * b.minutes / sum(x.minutes for x in BENCHES):.1f} |"
+            for b in BENCHES
+        ),
+        "",
+        "Each one's `python -m bench NAME --help` says how, and with which flags.",
+        "",
         "## The published run",
         "",
     ]
