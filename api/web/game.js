@@ -723,6 +723,7 @@ function renderPhase(view) {
     ui.multiplier.dataset.value = String(shown);
   }
   if (ui.multiplier.dataset.phase !== (state.phase || "waiting")) ui.multiplier.dataset.phase = state.phase || "waiting";
+  if (state.roundId !== null) ui.multiplier.dataset.round = String(state.roundId);
   const lagging = state.phase === "running" && view.lagging;
   if (ui.lag.hidden === lagging) ui.lag.hidden = !lagging;
   const hashText = state.phase === "crashed" && state.gameHash ? state.gameHash : "";

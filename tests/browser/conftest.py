@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -44,6 +44,8 @@ from support.client import CuttableProxy
 from support.servers import make_config
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # the suite's page helpers: ``import pagedriver``
 SCREENSHOTS = HERE / "screenshots"
 AXE = HERE / "vendor" / "axe.min.js"
 
@@ -141,7 +143,7 @@ class LiveServer:
     _token: Any = None
     _shutdown: trio.Event | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
-    _proxied: trio.Event = field(default_factory=trio.Event)
+    _proxied: Any = None
     _thread: threading.Thread | None = None
     _error: BaseException | None = None
 
@@ -168,6 +170,7 @@ class LiveServer:
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self._shutdown = trio.Event()
+        self._proxied = trio.Event()
         async with trio.open_nursery() as nursery:
             self.info = await nursery.start(
                 functools.partial(
@@ -320,7 +323,6 @@ __all__ = [
     "console_errors",
     "crash_of",
     "game_hash",
-    "json",
     "rest_state",
     "running_ms",
     "wait_for",
