@@ -51,6 +51,8 @@ from crashd.engine.proclock import ProcessLock
 from crashd.engine.round.config import RoundConfig
 
 from .config import Config, ConfigError, describe
+from .edge.engine import serve_relay
+from .edge.engine import wanted as relay_wanted
 from .feed import FeedConfig, FeedServer
 from .feed.balances import BalanceFeed
 from .feed.hub import Hub
@@ -315,6 +317,8 @@ async def _run_server(
             feed_server = FeedServer(
                 hub, feed_authenticator(services.authenticator), FeedConfig(), orders
             )
+            if relay_wanted(config):
+                await nursery.start(serve_relay, config, hub, live, feed_server)
             feed_port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
             feed_host = f"[{config.host}]" if ":" in config.host else config.host
             services.feed_url = f"ws://{feed_host}:{feed_port}{FEED_PATH}"

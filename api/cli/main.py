@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from crashd.api import __version__
 from crashd.api.cli import chain as cli_chain
 from crashd.api.cli import db as cli_db
+from crashd.api.cli import edge as cli_edge
 from crashd.api.cli import keys as cli_keys
 from crashd.api.cli import psp as cli_psp
 from crashd.api.cli import request as cli_request
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_request,
         cli_watch,
         cli_db,
+        cli_edge,
     ):
         module.register(subparsers)
     return parser

@@ -401,6 +401,9 @@ class Hub:
         self.on_subscribe: Callable[[str], None] | None = None
         """Called with each channel a subscriber joins, after its snapshot or replay
         (the server uses it to announce a user's balance on first interest)."""
+        self.on_frame: Callable[[Frame], None] | None = None
+        """Called with every frame ``publish`` builds, before it is fanned out (feed
+        edges: ``crashd.api.edge.relay`` forwards each one, byte for byte)."""
 
     # -- the engine side -------------------------------------------------------------
 
@@ -418,6 +421,22 @@ class Hub:
         body.update(payload)
         data = encode_text(encode_json(body))
         frame = Frame(seq, channel, data)
+        if self.on_frame is not None:
+            self.on_frame(frame)
+        self._fan_out(frame)
+        return seq
+
+    def relay(self, frame: Frame) -> None:
+        """Deliver a frame another hub built (a feed edge: the engine's frames, with the
+        engine's ``seq``), exactly as ``publish`` delivers its own; never blocks."""
+        if frame.seq <= self.seq:
+            raise ValueError(f"seq must increase: {frame.seq} after {self.seq}")
+        self.seq = frame.seq
+        self._fan_out(frame)
+
+    def _fan_out(self, frame: Frame) -> None:
+        data = frame.data
+        channel = frame.channel
         self.stats_published += 1
         if channel in self.conflated:
             self.latest[channel] = frame
@@ -444,7 +463,6 @@ class Hub:
                     sub._backlog(data, n, key)
             else:
                 sub.deliver(data, key)
-        return seq
 
     # -- the transport side ----------------------------------------------------------
 
