@@ -68,6 +68,7 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     redis_url: str | None = None
+    redis_prefix: str = "crashd"
     relay_socket: Path | None = None
 
     def with_overrides(self, **changes: Any) -> Config:
@@ -216,6 +217,12 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "Redis for feed edges and API processes on other machines (redis://HOST:PORT/DB, "
         "rediss://…, unix:///PATH); frames and commands only, never money (docs/scale-out.md)",
+    ),
+    Setting(
+        "redis_prefix",
+        str,
+        "prefix of every Redis key of this deployment (a sandbox and a production crashd "
+        "may share one Redis with different prefixes)",
     ),
     Setting(
         "relay_socket",

@@ -26,6 +26,7 @@ EDGE_SETTINGS = (
     "environment",
     "log_level",
     "redis_url",
+    "redis_prefix",
     "relay_socket",
     "signature_window_s",
 )

@@ -71,14 +71,20 @@ async def serve_relay(
         log.warning("feed: new epoch %s (%d direct connections closed)", epoch, closed)
 
     async with contextlib.AsyncExitStack() as stack:
+        # The link first: coredis keeps its pool in a context variable, which tasks see
+        # only if their nursery was opened inside it.
+        link = None
+        if config.redis_url is not None:
+            link = await stack.enter_async_context(open_link(config.redis_url))
         nursery = await stack.enter_async_context(trio.open_nursery())
         if config.relay_socket is not None:
             runtime.unix = UnixRelayServer(relay, config.relay_socket)
             await nursery.start(runtime.unix.serve)
             log.info("feed relay for local edges on %s", config.relay_socket)
-        if config.redis_url is not None:
-            link = await stack.enter_async_context(open_link(config.redis_url))
-            runtime.stream = StreamOutlet(relay, link, on_epoch=on_epoch)
+        if link is not None and config.redis_url is not None:
+            runtime.stream = StreamOutlet(
+                relay, link, prefix=config.redis_prefix, on_epoch=on_epoch
+            )
             await nursery.start(runtime.stream.run)
             log.info("feed relay into Redis at %s", redact_url(config.redis_url))
         nursery.start_soon(relay.run)

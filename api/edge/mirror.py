@@ -164,9 +164,10 @@ class EdgeHub(Hub):
             self._resync_all()
             return
         if not self.synced:
-            self.seq = max(self.seq, record.seq)
-            if len(self.replay) == 0:
-                self.replay.evicted_through = self.seq
+            if record.seq > self.seq:
+                # The stream began with this keyframe: nothing before it is known here.
+                self.seq = record.seq
+                self._rebase_buffers(record.seq)
             self.synced = True
 
     def _user(self, record: Record) -> None:

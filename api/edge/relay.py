@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -96,7 +97,7 @@ class FeedRelay:
 
     def _state(self, seq: int, public: Mapping[str, Any]) -> Record:
         self._public_sent = public
-        self._state_at = trio.current_time()
+        self._state_at = time.monotonic()
         self.stats_states += 1
         data = b'{"public":' + encode_json(public) + b',"rest":' + self.live.rest_body() + b"}"
         return Record(Kind.STATE, seq, ROUND_UPDATES, data)
@@ -154,7 +155,7 @@ class FeedRelay:
             if not self.outlets:
                 continue
             state = self._state_if_changed(self.hub.seq)
-            if state is None and trio.current_time() - self._state_at >= self.keyframe_every_s:
+            if state is None and time.monotonic() - self._state_at >= self.keyframe_every_s:
                 state = self.state_now()
             if state is not None:
                 for outlet in self.outlets:

@@ -74,17 +74,20 @@ async def run_edge(
                 )
 
         async with contextlib.AsyncExitStack() as stack:
-            nursery = await stack.enter_async_context(trio.open_nursery())
             link = None
             if config.redis_url is not None:
+                # Before the nursery: coredis keeps its pool in a context variable.
                 link = await stack.enter_async_context(open_link(config.redis_url))
+            nursery = await stack.enter_async_context(trio.open_nursery())
             if config.relay_socket is not None:
                 await nursery.start(follow_unix, config.relay_socket, hub, on_epoch)
                 source = f"unix:{config.relay_socket}"
             else:
                 assert link is not None
                 await nursery.start(
-                    lambda task_status: follow_stream(link, hub, on_epoch, task_status=task_status)
+                    lambda task_status: follow_stream(
+                        link, hub, on_epoch, prefix=config.redis_prefix, task_status=task_status
+                    )
                 )
                 assert config.redis_url is not None
                 source = redact_url(config.redis_url)
