@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from quart import current_app
 
@@ -25,7 +25,17 @@ from .security.sessions import HouseKeys, open_house_keys
 SERVICES_EXTENSION = "crashd.services"
 
 if TYPE_CHECKING:
+    from crashd.engine.ledger.reads import LedgerReads
+
     from .live import LiveState
+    from .rest.commands import CommandSink
+
+
+class LiveBody(Protocol):
+    """``GET /game/state``'s body, built once per engine change (``LiveState``, or in a
+    process without the engine the engine's keyframes: ``crashd.api.cluster``)."""
+
+    def rest_body(self) -> bytes: ...
 
 
 @dataclass
@@ -57,11 +67,33 @@ class Services:
     """Where the WebSocket feed listens (``ws://host:port/api/v1/ws``), once it does."""
     game: GameRuntime | None = None
     """The running game (engine + ledger), set by the server once both are up."""
+    commands: CommandSink | None = None
+    """In a process without the engine (``crashd api``, ``crashd edge``): where
+    money-moving calls go (``crashd.api.rest.commands``)."""
+    reads: LedgerReads | None = None
+    """In a process without the engine: the ledger's reads."""
+    live: LiveBody | None = None
+    """In a process without the engine: the live round's public state."""
 
     def require_game(self) -> GameRuntime:
         if self.game is None:
             raise Problem("engine_unavailable", "the game engine is not running")
         return self.game
+
+    def require_ledger(self) -> LedgerReads:
+        """The ledger's reads, here or in a process without the engine."""
+        if self.game is not None:
+            return self.game.game.ledger
+        if self.reads is not None:
+            return self.reads
+        raise Problem("engine_unavailable", "the game engine is not running")
+
+    def require_live(self) -> LiveBody:
+        if self.game is not None:
+            return self.game.live
+        if self.live is not None:
+            return self.live
+        raise Problem("engine_unavailable", "the game engine is not running")
 
     def close(self) -> None:
         self.keys.close()
