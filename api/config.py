@@ -70,6 +70,7 @@ class Config:
     redis_url: str | None = None
     redis_prefix: str = "crashd"
     relay_socket: Path | None = None
+    feed_url: str | None = None
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -229,6 +230,12 @@ SETTINGS: tuple[Setting, ...] = (
         Path,
         "Unix socket where the engine feeds the edges on its machine (crashd edge), and "
         "where they connect",
+    ),
+    Setting(
+        "feed_url",
+        str,
+        "the feed URL an API process hands to clients (ws://… of the edges' port or of a "
+        "load balancer in front of them); the engine hands out its own listener's",
     ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}

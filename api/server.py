@@ -50,9 +50,9 @@ from crashd.engine.ledger import Balance, Ledger, open_ledger
 from crashd.engine.proclock import ProcessLock
 from crashd.engine.round.config import RoundConfig
 
+from .cluster.engine import serve_cluster
+from .cluster.engine import wanted as cluster_wanted
 from .config import Config, ConfigError, describe
-from .edge.engine import serve_relay
-from .edge.engine import wanted as relay_wanted
 from .feed import FeedConfig, FeedServer
 from .feed.balances import BalanceFeed
 from .feed.hub import Hub
@@ -317,8 +317,8 @@ async def _run_server(
             feed_server = FeedServer(
                 hub, feed_authenticator(services.authenticator), FeedConfig(), orders
             )
-            if relay_wanted(config):
-                await nursery.start(serve_relay, config, hub, live, feed_server)
+            if cluster_wanted(config):
+                await nursery.start(serve_cluster, config, hub, live, feed_server, services, ledger)
             feed_port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
             feed_host = f"[{config.host}]" if ":" in config.host else config.host
             services.feed_url = f"ws://{feed_host}:{feed_port}{FEED_PATH}"

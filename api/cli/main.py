@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from crashd.api import __version__
+from crashd.api.cli import api as cli_api
 from crashd.api.cli import chain as cli_chain
 from crashd.api.cli import db as cli_db
 from crashd.api.cli import edge as cli_edge
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_watch,
         cli_db,
         cli_edge,
+        cli_api,
     ):
         module.register(subparsers)
     return parser

@@ -1,0 +1,170 @@
+"""``crashd api``: the REST API in a process without the engine.
+
+It authenticates, verifies signatures, rate-limits and validates as the engine's own
+REST does (same app, same routes); reads go to the database (``open_reads``), the live
+round's state comes from the engine's keyframes (it follows the feed stream as an edge
+does, without subscribers), and money-moving calls go to the engine as commands
+(``RedisCommands``). Per-process state stays per process: rate limits and nonces count
+per API process (a replayed signed request is still answered from its stored reply, by
+its Idempotency-Key), in-flight keys are checked again by the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import hypercorn.trio
+import trio
+
+from crashd.api.config import Config, ConfigError, describe
+from crashd.api.edge.links import LinkError, StreamLink, open_link
+from crashd.api.edge.mirror import EdgeHub
+from crashd.api.edge.streams import follow_stream
+from crashd.api.rest.app import create_app
+from crashd.api.rest.problems import Problem
+from crashd.api.server import ServerInfo, _parse_bind, hypercorn_config
+from crashd.api.services import Services, open_services
+from crashd.engine.chainstore import ChainFile
+from crashd.engine.fairness import ChainEncoding, ChainSpec
+from crashd.engine.ledger.reads import ReadOnlyLedger, open_reads
+
+from .client import RedisCommands
+from .wire import public_key
+
+log = logging.getLogger(__name__)
+
+
+class KeyframeLive:
+    """``GET /game/state``'s body from the engine's newest keyframe (encoded once each)."""
+
+    def __init__(self, hub: EdgeHub) -> None:
+        self.hub = hub
+        self._seen: object = None
+        self._body = b""
+
+    def rest_body(self) -> bytes:
+        state = self.hub.public_state()
+        if state is None:
+            raise Problem("engine_unavailable", "no state from the engine yet")
+        if state is not self._seen:
+            self._seen = state
+            self._body = json.dumps(state["rest"], separators=(",", ":")).encode()
+        return self._body
+
+
+async def public_chain(link: StreamLink, prefix: str, timeout: float = 60.0) -> ChainFile:
+    """The engine's public commitment (the chain without its secret)."""
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                raw = await link.get(public_key(prefix))
+            except LinkError as exc:
+                log.warning("api: Redis unavailable (%s); retrying", exc)
+                raw = None
+            if raw is not None:
+                doc = json.loads(raw)
+                spec = ChainSpec(
+                    seed=b"",
+                    length=int(doc["games"]),
+                    encoding=ChainEncoding(doc["encoding"]),
+                    interval=1,
+                    checkpoints=(),
+                    terminating_hash=bytes.fromhex(doc["terminating_hash"]),
+                )
+                return ChainFile(spec=spec, salt=doc.get("salt"))
+            await trio.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class ApiInfo:
+    server: ServerInfo
+    services: Services
+    commands: RedisCommands
+    hub: EdgeHub
+
+
+async def remote_services(
+    config: Config, link: StreamLink, nursery: trio.Nursery
+) -> tuple[Services, RedisCommands, EdgeHub, ReadOnlyLedger]:
+    """Services for a process without the engine, their tasks started in ``nursery``."""
+    chain = await public_chain(link, config.redis_prefix)
+    services = await trio.to_thread.run_sync(open_services, config, chain)
+    reads = await trio.to_thread.run_sync(open_reads, config.database)
+    commands = RedisCommands(link, prefix=config.redis_prefix)
+    hub = EdgeHub()
+    services.reads = reads
+    services.commands = commands
+    services.live = KeyframeLive(hub)
+    services.feed_url = config.feed_url
+    await nursery.start(commands.run)
+
+    def on_epoch(epoch: str) -> None:
+        log.info("api: the feed moved to epoch %s", epoch)
+
+    await nursery.start(
+        lambda task_status: follow_stream(
+            link, hub, on_epoch, prefix=config.redis_prefix, task_status=task_status
+        )
+    )
+    return services, commands, hub, reads
+
+
+async def run_api(
+    config: Config,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[ApiInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the REST API without the engine until ``shutdown`` is set (or cancelled)."""
+    if config.redis_url is None:
+        raise ConfigError("an API process needs redis_url (the engine's commands go there)")
+    shutdown = shutdown if shutdown is not None else trio.Event()
+    async with open_link(config.redis_url) as link, trio.open_nursery() as nursery:
+        services, commands, hub, reads = await remote_services(config, link, nursery)
+        try:
+            app = create_app(services)
+            stop_http = trio.Event()
+
+            async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
+                await hypercorn.trio.serve(
+                    app,
+                    hypercorn_config(config),
+                    shutdown_trigger=stop_http.wait,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()
+
+            binds: list[str] = await nursery.start(serve_http)
+            info = _parse_bind(binds[0])
+            log.info("crashd api listening on %s %s", info.url, describe(config))
+            task_status.started(ApiInfo(info, services, commands, hub))
+            await shutdown.wait()
+            stop_http.set()
+        finally:
+            services.close()
+            reads.close()
+
+
+def run_api_blocking(config: Config, on_ready: Callable[[ApiInfo], Any] | None = None) -> None:
+    """``crashd api``: until SIGINT/SIGTERM (then Hypercorn drains its requests)."""
+
+    async def main() -> None:
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            info: ApiInfo = await nursery.start(partial(run_api, config, shutdown=shutdown))
+            if on_ready is not None:
+                on_ready(info)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    if shutdown.is_set():
+                        nursery.cancel_scope.cancel()
+                        return
+                    shutdown.set()
+
+    trio.run(main)
