@@ -59,6 +59,8 @@ class RedisCommands:
         self.process = process or secrets.token_hex(6)
         self.commands = commands_key(prefix)
         self.replies = replies_key(prefix, self.process)
+        self.reply_to = self.replies
+        """Where the engine is asked to answer (this process reads ``replies``)."""
         self.timeout_s = timeout_s
         self.retry_s = retry_s
         self._next = 0
@@ -118,7 +120,7 @@ class RedisCommands:
         now_ms = time.time_ns() // 1_000_000
         doc = {
             "id": correlation,
-            "to": self.replies,
+            "to": self.reply_to,
             "name": name,
             "principal": principal_to_json(principal),
             "key": token.key if token is not None else None,
