@@ -123,7 +123,9 @@ async def test_one_key_sent_to_two_api_processes_moves_money_once(
                 replies: list[httpx.Response] = []
                 key = f"twice-{n}"
 
-                async def send(api: Api, key: str = key) -> None:
+                async def send(
+                    api: Api, key: str = key, replies: list[httpx.Response] = replies
+                ) -> None:
                     replies.append(
                         await api.post("/api/v1/bets", {"user_id": "ann", "amount": 100}, key=key)
                     )
