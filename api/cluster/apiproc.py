@@ -89,20 +89,29 @@ class ApiInfo:
     hub: EdgeHub
 
 
-async def remote_services(
+async def commanding_services(
     config: Config, link: StreamLink, nursery: trio.Nursery
-) -> tuple[Services, RedisCommands, EdgeHub, ReadOnlyLedger]:
-    """Services for a process without the engine, their tasks started in ``nursery``."""
+) -> tuple[Services, RedisCommands, ReadOnlyLedger]:
+    """Services whose money-moving calls go to the engine (an API process's, an edge's
+    for feed orders), the command client's task started in ``nursery``."""
     chain = await public_chain(link, config.redis_prefix)
     services = await trio.to_thread.run_sync(open_services, config, chain)
     reads = await trio.to_thread.run_sync(open_reads, config.database)
     commands = RedisCommands(link, prefix=config.redis_prefix)
-    hub = EdgeHub()
     services.reads = reads
     services.commands = commands
-    services.live = KeyframeLive(hub)
     services.feed_url = config.feed_url
     await nursery.start(commands.run)
+    return services, commands, reads
+
+
+async def remote_services(
+    config: Config, link: StreamLink, nursery: trio.Nursery
+) -> tuple[Services, RedisCommands, EdgeHub, ReadOnlyLedger]:
+    """An API process's services, their tasks started in ``nursery``."""
+    services, commands, reads = await commanding_services(config, link, nursery)
+    hub = EdgeHub()
+    services.live = KeyframeLive(hub)
 
     def on_epoch(epoch: str) -> None:
         log.info("api: the feed moved to epoch %s", epoch)

@@ -57,9 +57,11 @@ async def serve_relay(
     live: LiveView,
     feed_server: FeedServer,
     *,
+    keep: dict[str, bytes] | None = None,
     task_status: trio.TaskStatus[RelayRuntime] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the configured outlets until cancelled; ``started()`` once edges can connect."""
+    """Run the configured outlets until cancelled; ``started()`` once edges can connect.
+    ``keep``: other Redis keys to write with each new stream (the public commitment)."""
     relay = FeedRelay(hub, live, tick_s=1 / config.tick_hz)
     runtime = RelayRuntime(relay, None, None)
 
@@ -83,7 +85,7 @@ async def serve_relay(
             log.info("feed relay for local edges on %s", config.relay_socket)
         if link is not None and config.redis_url is not None:
             runtime.stream = StreamOutlet(
-                relay, link, prefix=config.redis_prefix, on_epoch=on_epoch
+                relay, link, prefix=config.redis_prefix, on_epoch=on_epoch, keep=keep
             )
             await nursery.start(runtime.stream.run)
             log.info("feed relay into Redis at %s", redact_url(config.redis_url))

@@ -17,7 +17,6 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -46,15 +45,10 @@ class EdgeInfo:
     feed: FeedServer
 
 
-OrdersFactory = Callable[[Any], OrderHandler | None]
-"""Given the edge's Redis link (or ``None``), who runs orders (``None``: nobody)."""
-
-
 async def run_edge(
     config: Config,
     *,
     feed_config: FeedConfig | None = None,
-    orders: OrdersFactory | None = None,
     task_status: trio.TaskStatus[EdgeInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the feed as an edge until cancelled (see the module docstring)."""
@@ -91,11 +85,22 @@ async def run_edge(
                 )
                 assert config.redis_url is not None
                 source = redact_url(config.redis_url)
+            desk: OrderHandler | None = None
+            if link is not None:
+                # Orders on this edge's connections go to the engine as commands.
+                from crashd.api.cluster.apiproc import commanding_services
+                from crashd.api.feed.orders import OrderDesk
+                from crashd.api.security.signing import NonceCache
+
+                services, _, reads = await commanding_services(config, link, nursery)
+                stack.callback(services.close)
+                stack.callback(reads.close)
+                desk = OrderDesk(services, NonceCache(), config.signature_window_s)
             feed_server = FeedServer(
                 hub,
                 feed_authenticator(authenticator),
                 feed_config or FeedConfig(reuse_port=True),
-                orders(link) if orders is not None else None,
+                desk,
             )
             port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
             host = f"[{config.host}]" if ":" in config.host else config.host

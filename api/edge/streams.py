@@ -67,6 +67,8 @@ class StreamOutlet:
         on_epoch: Callable[[str], None] | None = None,
         max_pending: int = MAX_PENDING,
         retry_s: float = 0.2,
+        keep: dict[str, bytes] | None = None,
+        watch_s: float = 1.0,
     ) -> None:
         self.relay = relay
         self.link = link
@@ -76,6 +78,10 @@ class StreamOutlet:
         own hub (and Unix edges) to it too, so every edge and client agrees."""
         self.max_pending = max_pending
         self.retry_s = retry_s
+        self.keep = dict(keep or {})
+        """Other keys to (re)write with every new stream (a restarted Redis lost them)."""
+        self.watch_s = watch_s
+        self._lost = False
         self.epoch = relay.hub.epoch
         self._pending: collections.deque[Entry] = collections.deque()
         self._last = (-1, 0)
@@ -113,6 +119,8 @@ class StreamOutlet:
         self._open = True
         first = self._entry(self.relay.state_now())
         await link.append(stream_key(self.prefix, self.epoch), [first])
+        for key, value in self.keep.items():
+            await link.set(key, value)
         await link.set(epoch_key(self.prefix), self.epoch.encode())
         if previous is not None and previous.decode() != self.epoch:
             old = stream_key(self.prefix, previous.decode())
@@ -139,10 +147,27 @@ class StreamOutlet:
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._answer_wants)
+            nursery.start_soon(self._watch)
             await self._write_loop()
+
+    async def _watch(self) -> None:
+        """A Redis that restarted between two writes accepts the next one into a new,
+        empty stream: only the epoch key's absence tells. Look every ``watch_s``."""
+        while True:
+            await trio.sleep(self.watch_s)
+            try:
+                current = await self.link.get(epoch_key(self.prefix))
+            except LinkError:
+                continue  # the writer meets it too, and recovers
+            if self._open and (current is None or current.decode() != self.epoch):
+                self._lost = True
+                self._wake.set()
 
     async def _write_loop(self) -> None:
         while True:
+            if self._lost:
+                await self._new_epoch()
+                continue
             if not self._pending:
                 await self._wake.wait()
                 self._wake = trio.Event()
@@ -172,20 +197,28 @@ class StreamOutlet:
                 continue
             if alive and current is not None and current.decode() == self.epoch:
                 return  # a blip: the stream is there; the pending records follow
-            new = secrets.token_hex(8)
-            log.warning(
-                "relay: Redis lost the feed stream (restarted?): new epoch %s (was %s)",
-                new,
-                self.epoch,
-            )
-            self._open = False
-            self.stats_epochs += 1
-            self.epoch = new
-            if self.on_epoch is not None:
-                self.on_epoch(new)
+            await self._new_epoch()
+            return
+
+    async def _new_epoch(self) -> None:
+        """Redis lost the stream: move the feed to a new epoch and begin its stream."""
+        new = secrets.token_hex(8)
+        log.warning(
+            "relay: Redis lost the feed stream (restarted?): new epoch %s (was %s)",
+            new,
+            self.epoch,
+        )
+        self._open = False
+        self._lost = False
+        self.stats_epochs += 1
+        self.epoch = new
+        if self.on_epoch is not None:
+            self.on_epoch(new)
+        while True:
             try:
                 await self._start_stream()
             except LinkError:
+                await trio.sleep(self.retry_s)
                 continue
             return
 

@@ -10,6 +10,7 @@ while it was down runs once it is back, and nothing it answered runs again.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -20,13 +21,17 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from crashd.api.cluster.apiproc import ApiInfo, run_api
 from crashd.api.cluster.wire import POSITION, commands_key, entry_id_key
 from crashd.api.config import Config
 from crashd.api.edge.links import open_link
+from crashd.api.edge.server import EdgeInfo, run_edge
 from crashd.engine.ledger.store import POSITION_PREFIX
+from support.feed import next_of
 from support.game import Api, fund, game_config
+from support.redis import SKIP_NO_REDIS, private_redis, server_binary
 from support.security import money_fingerprint
 from support.servers import make_key, running_server
 
@@ -244,3 +249,129 @@ async def api_process_after_engine(config: Config) -> AsyncIterator[tuple[ApiInf
                 yield proc, restart
             finally:
                 stop.set()
+
+
+async def _welcome(ws: Any, token: str) -> dict[str, Any]:
+    await ws.send_message(json.dumps({"type": "auth", "token": token}))
+    return await next_of(ws, lambda m: m["type"] == "welcome")
+
+
+async def test_orders_on_an_edge_go_to_the_engine(tmp_path: Path, redis_url: str) -> None:
+    config = cluster_config(tmp_path, redis_url, betting_ms=1_200)
+    async with running_server(config) as engine, trio.open_nursery() as nursery:
+        _, secret = make_key(config, SCOPES)
+        edge: EdgeInfo = await nursery.start(run_edge, config)
+        async with httpx.AsyncClient(base_url=engine.url, timeout=15) as client:
+            api = Api(client, secret)
+            await fund(api, "amy", 1_000)
+            r = await api.post("/api/v1/feed/user-token", {"user_id": "amy"})
+            token = r.json()["token"]
+            async with open_websocket_url(edge.url) as ws:
+                await _welcome(ws, token)
+                await ws.send_message(
+                    json.dumps({"type": "subscribe", "id": 1, "channels": ["user:acme:amy"]})
+                )
+                await api.wait_status("betting", timeout=30)
+                key = uuid.uuid4().hex
+                await ws.send_message(
+                    json.dumps({"type": "bet", "id": 3, "key": key, "amount": 300})
+                )
+                # The answer, and the money news through the edge (in either order).
+                seen: dict[str, dict[str, Any]] = {}
+                while len(seen) < 2:
+                    msg = await next_of(
+                        ws, lambda m: m.get("type") == "bet_accepted" or m.get("id") == 3
+                    )
+                    seen[msg["type"]] = msg
+                bet, accepted = seen["result"], seen["bet_accepted"]
+                assert bet["status"] == 201, bet
+                assert accepted["ticket_id"] == bet["body"]["ticket_id"]
+                # The same request as REST's, wherever it was taken.
+                rest = await api.post("/api/v1/bets", {"user_id": "amy", "amount": 300}, key=key)
+                assert rest.headers["idempotent-replayed"] == "true" and rest.json() == bet["body"]
+                assert await api.balance("amy") == 700
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_a_redis_restart_changes_the_feeds_epoch_and_loses_no_money(
+    tmp_path: Path,
+) -> None:
+    if server_binary() is None:
+        pytest.skip(SKIP_NO_REDIS)
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    with private_redis(redis_dir) as redis:
+        config = cluster_config(tmp_path, redis.url)
+        async with running_server(config) as engine, trio.open_nursery() as nursery:
+            _, secret = make_key(config, SCOPES)
+            edge: EdgeInfo = await nursery.start(run_edge, config)
+            async with (
+                api_process(config) as proc,
+                httpx.AsyncClient(base_url=proc.server.url, timeout=30) as client,
+                httpx.AsyncClient(base_url=engine.url, timeout=30) as direct,
+            ):
+                api, here = Api(client, secret), Api(direct, secret)
+                users = [f"dan{i}" for i in range(4)]
+                for user in users:
+                    await fund(api, user)
+                placed = []
+                for i in range(3):
+                    r = await api.post("/api/v1/bets", {"user_id": users[i], "amount": 100 + i})
+                    assert r.status_code == 201, r.text
+                    placed.append(r.json()["ticket_id"])
+                async with open_websocket_url(
+                    edge.url, extra_headers=[("Authorization", f"Bearer {secret}")]
+                ) as ws:
+                    welcome = await next_of(ws, lambda m: m["type"] == "welcome")
+                    await ws.send_message(
+                        json.dumps({"type": "subscribe", "id": 1, "channels": ["round_updates"]})
+                    )
+                    snapshot = await next_of(ws, lambda m: m["type"] == "snapshot")
+                    epoch = welcome["epoch"]
+                    redis.restart()  # everything Redis held is gone
+                    with trio.fail_after(30):
+                        with pytest.raises(ConnectionClosed) as closed:
+                            while True:
+                                await ws.get_message()
+                    assert closed.value.reason.code == 1001
+                # The client comes back and resumes: a snapshot of the new epoch.
+                with trio.fail_after(30):
+                    while edge.hub.epoch == epoch:
+                        await trio.sleep(0.05)
+                async with open_websocket_url(
+                    edge.url, extra_headers=[("Authorization", f"Bearer {secret}")]
+                ) as ws:
+                    welcome = await next_of(ws, lambda m: m["type"] == "welcome")
+                    assert welcome["epoch"] != epoch
+                    await ws.send_message(
+                        json.dumps(
+                            {
+                                "type": "subscribe",
+                                "id": 2,
+                                "channels": ["round_updates"],
+                                "resume": {"seq": snapshot["seq"], "epoch": epoch},
+                            }
+                        )
+                    )
+                    again = await next_of(ws, lambda m: m["type"] == "snapshot")
+                    assert again["reason"] == "epoch_changed" and again["epoch"] == welcome["epoch"]
+                # Commands flow again; what was acknowledged before is all there.
+                with trio.fail_after(30):
+                    while True:
+                        r = await api.post(
+                            "/api/v1/bets", {"user_id": users[3], "amount": 50}, key="after"
+                        )
+                        if r.status_code == 201:
+                            break
+                        assert r.json()["code"] in (
+                            "engine_unavailable",
+                            "idempotency_key_in_flight",
+                        )
+                        await trio.sleep(0.2)
+                tickets = [t for t, _, _ in bets_of(config.database)]
+                assert set(placed) <= set(tickets) and len(tickets) == len(placed) + 1
+                for user in users:
+                    assert await here.balance(user) == await api.balance(user)
+            nursery.cancel_scope.cancel()
+        money_fingerprint(config.database)  # the audit passes
