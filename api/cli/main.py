@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from crashd.api import __version__
 from crashd.api.cli import api as cli_api
 from crashd.api.cli import chain as cli_chain
+from crashd.api.cli import cluster as cli_cluster
 from crashd.api.cli import db as cli_db
 from crashd.api.cli import edge as cli_edge
 from crashd.api.cli import keys as cli_keys
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_db,
         cli_edge,
         cli_api,
+        cli_cluster,
     ):
         module.register(subparsers)
     return parser

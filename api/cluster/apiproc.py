@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -81,6 +82,16 @@ async def public_chain(link: StreamLink, prefix: str, timeout: float = 60.0) -> 
             await trio.sleep(0.2)
 
 
+def reuse_port_listener(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(backlog)
+    return sock
+
+
 @dataclass(frozen=True)
 class ApiInfo:
     server: ServerInfo
@@ -140,12 +151,15 @@ async def run_api(
             app = create_app(services)
             stop_http = trio.Event()
 
+            hc = hypercorn_config(config)
+            if config.tls_cert is None:
+                # Several API processes may share one port (SO_REUSEPORT), as edges do.
+                listener = reuse_port_listener(config.host, config.port, hc.backlog)
+                hc.bind = [f"fd://{listener.fileno()}"]
+
             async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
                 await hypercorn.trio.serve(
-                    app,
-                    hypercorn_config(config),
-                    shutdown_trigger=stop_http.wait,
-                    task_status=task_status,
+                    app, hc, shutdown_trigger=stop_http.wait, task_status=task_status
                 )
                 nursery.cancel_scope.cancel()
 
