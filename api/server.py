@@ -57,6 +57,7 @@ from .feed.hub import Hub
 from .feed.messages import FeedAnnouncer, make_snapshot
 from .feed.orders import OrderDesk
 from .live import LiveState
+from .ops.runtime import start_ops
 from .rest.app import create_app
 from .rest.routes.feed import feed_authenticator
 from .security.guard import security_state
@@ -280,6 +281,12 @@ async def _run_server(
             # The ledger outlives everything else here: it is entered first and closed
             # last, after the engine has stopped and every op it caused has committed.
             game = build_game(config, services.chain, ledger)
+            game.engine.on_tick_lateness = services.metrics.tick_lateness.observe
+            ledger.on_commit = services.metrics.observe_commit
+            # Before the first round opens: it plays with the limits in force.
+            ops = await start_ops(config, game)
+            services.ops = ops
+            nursery.start_soon(ops.run)
             game_done = trio.Event()
             balances: BalanceFeed | None = None
             live = LiveState(game.engine, game.epoch_ms, config.environment, config.tick_hz)
@@ -308,14 +315,18 @@ async def _run_server(
                     raise ServiceTaskEnded("the game engine stopped (is the hash chain used up?)")
 
             await nursery.start(run_game)
+            services.started_trio = trio.current_time()
             services.game = GameRuntime(game, game.epoch_offset_ms, live)
+            services.hub = hub
             known = await services.idempotency.load(ledger, ledger.now_ms())
             log.info("idempotency: %d stored replies within the retention", known)
             orders = OrderDesk(services, security_state(app).nonces, config.signature_window_s)
             feed_server = FeedServer(
                 hub, feed_authenticator(services.authenticator), FeedConfig(), orders
             )
+            services.feed_server = feed_server
             feed_port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
+            services.feed_port = feed_port
             feed_host = f"[{config.host}]" if ":" in config.host else config.host
             services.feed_url = f"ws://{feed_host}:{feed_port}{FEED_PATH}"
             log.info("feed listening on %s", services.feed_url)

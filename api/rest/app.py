@@ -27,11 +27,12 @@ from crashd.api.wire import API_PREFIX
 from .contract import documented, json_response
 from .openapi import build_openapi
 from .problems import Problem, code_for_status, problem_response
-from .requestid import RequestContextMiddleware, log_context
+from .requestid import SCOPE_ROUTE, RequestContextMiddleware, log_context
 from .routes.batch import batch
 from .routes.bets import bets
 from .routes.feed import feed
 from .routes.game import game
+from .routes.ops import probes
 from .routes.psp import psp
 from .routes.sessions import sessions
 from .routes.users import users
@@ -178,6 +179,12 @@ def _http_exception(exc: HTTPException) -> Response:
     return problem_response(Problem(code, detail, status=status, headers=headers))
 
 
+async def _note_route() -> None:
+    rule = request.url_rule
+    if rule is not None:
+        request.scope[SCOPE_ROUTE] = rule.rule  # type: ignore[literal-required]  # our own key in the ASGI scope
+
+
 def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> QuartTrio:
     app = QuartTrio(__name__)
     # "//" in a path is a 404 problem, not a 308 redirect with an HTML body: a client
@@ -200,8 +207,12 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
     app.register_blueprint(feed)
     app.register_blueprint(psp)
     app.register_blueprint(sessions)
+    app.register_blueprint(probes)
     for extra in blueprints:
         app.register_blueprint(extra)
+    # Routed requests are labelled by their rule in the metrics (never by raw path).
+    # Registered before the security hooks: a refused request still has its route.
+    app.before_request(_note_route)
     install_security(app, services.config)
 
     @app.errorhandler(Problem)
@@ -225,5 +236,7 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
             Problem("internal_error", "the server failed; quote the request id when reporting it")
         )
 
-    app.asgi_app = RequestContextMiddleware(app.asgi_app)  # type: ignore[method-assign]  # Quart's documented middleware hook
+    app.asgi_app = RequestContextMiddleware(  # type: ignore[method-assign]  # Quart's documented middleware hook
+        app.asgi_app, services.metrics.observe_request
+    )
     return app

@@ -191,3 +191,19 @@ class Stopped(Event):
 
     TYPE: ClassVar[str] = "stopped"
     next_game: int
+
+
+@dataclass(frozen=True, slots=True)
+class Paused(Event):
+    """The operator paused the game: ``round_id`` plays to its end, then no round opens
+    until ``Resumed``; the ``refunded`` bets queued for the next round were refunded."""
+
+    TYPE: ClassVar[str] = "paused"
+    refunded: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed(Event):
+    """The game goes on: the next round opens now (if the paused one had ended)."""
+
+    TYPE: ClassVar[str] = "resumed"
