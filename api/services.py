@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .feed.hub import Hub
     from .feed.server import FeedServer
     from .live import LiveState
+    from .ops.chains import ChainRegistry
     from .ops.runtime import Ops
 
 
@@ -72,6 +73,14 @@ class Services:
     """``trio.current_time()`` when the game started (readiness measures from it)."""
     ops: Ops | None = None
     """The operator's side: limits, bankroll, round control, RTP (``crashd.api.ops``)."""
+    chains: ChainRegistry | None = None
+    """Every hash chain published, in order (``crashd.api.ops.chains``)."""
+
+    def salt_for(self, round_id: int) -> str | None:
+        """The public salt of the chain a round was played from."""
+        if self.chains is not None:
+            return self.chains.salt_for(round_id)
+        return self.chain.salt
 
     def require_game(self) -> GameRuntime:
         if self.game is None:
@@ -99,6 +108,7 @@ def open_services(config: Config, chain: ChainFile) -> Services:
         idempotency=idempotency,
         chain=chain,
         house=open_house_keys(keys, config.environment),
+        metrics=Metrics(config.environment),
     )
 
 

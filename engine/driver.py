@@ -104,7 +104,7 @@ class Engine:
     def __init__(
         self,
         *,
-        games: Iterable[tuple[int, str]],
+        games: Iterable[tuple[int, str] | tuple[int, str, str]],
         salt: str,
         first_game: int,
         config: RoundConfig | None = None,

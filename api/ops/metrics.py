@@ -49,49 +49,61 @@ class Metrics:
     """The instruments observed on the hot paths (unregistered: the collector yields
     them, so each server's registry holds its own)."""
 
-    def __init__(self) -> None:
-        self.tick_lateness = Histogram(
+    def __init__(self, environment: str = "sandbox") -> None:
+        env = ("environment",)
+        self._tick_lateness = Histogram(
             "crashd_tick_lateness_seconds",
             "How late the engine woke for each multiplier tick (wake time - deadline)",
+            env,
             buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
             registry=None,
         )
-        self.cashout_answer = Histogram(
+        self._cashout_answer = Histogram(
             "crashd_cashout_answer_seconds",
             "From a cash-out request reaching the game to its definitive answer "
             "(committed win or too late): REST, batch and feed orders",
+            env,
             buckets=LATENCY_BUCKETS,
             registry=None,
         )
-        self.commit_seconds = Histogram(
+        self._commit_seconds = Histogram(
             "crashd_ledger_commit_seconds",
             "Duration of one ledger group commit (plan, flush, fsync)",
+            env,
             buckets=LATENCY_BUCKETS,
             registry=None,
         )
-        self.commit_ops = Histogram(
+        self._commit_ops = Histogram(
             "crashd_ledger_group_ops",
             "Ops committed together in one ledger group commit",
+            env,
             buckets=GROUP_BUCKETS,
             registry=None,
         )
-        self.requests = Counter(
+        self._requests = Counter(
             "crashd_http_requests",
             "HTTP requests answered, by route rule, method and status",
-            ("route", "method", "status"),
+            ("environment", "route", "method", "status"),
             registry=None,
         )
-        self.request_seconds = Histogram(
+        self._request_seconds = Histogram(
             "crashd_http_request_duration_seconds",
             "HTTP request durations by route rule (middleware in to last byte out)",
-            ("route",),
+            ("environment", "route"),
             buckets=LATENCY_BUCKETS,
             registry=None,
         )
+        self.environment = environment
+        # The children the hot paths observe (one label lookup, done here, once).
+        self.tick_lateness = self._tick_lateness.labels(environment)
+        self.cashout_answer = self._cashout_answer.labels(environment)
+        self.commit_seconds = self._commit_seconds.labels(environment)
+        self.commit_ops = self._commit_ops.labels(environment)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        env = self.environment
+        self._requests.labels(env, route, method, str(status)).inc()
+        self._request_seconds.labels(env, route).observe(seconds)
 
     def observe_commit(self, seconds: float, ops: int) -> None:
         self.commit_seconds.observe(seconds)
@@ -99,12 +111,12 @@ class Metrics:
 
     def instruments(self) -> tuple[Counter | Histogram, ...]:
         return (
-            self.tick_lateness,
-            self.cashout_answer,
-            self.commit_seconds,
-            self.commit_ops,
-            self.requests,
-            self.request_seconds,
+            self._tick_lateness,
+            self._cashout_answer,
+            self._commit_seconds,
+            self._commit_ops,
+            self._requests,
+            self._request_seconds,
         )
 
 
@@ -157,6 +169,26 @@ class CrashdCollector(Collector):
         ops = services.ops
         if ops is not None:
             yield from ops.collect(env)
+        chains = services.chains
+        if chains is not None:
+            yield _gauge(
+                "crashd_chain_games_left",
+                "Unplayed games in the current hash chain and the ready ones after it",
+                chains.games_left(),
+                env,
+            )
+            yield _gauge(
+                "crashd_chain_current",
+                "Number of the chain being played",
+                chains.current.number,
+                env,
+            )
+            yield _gauge(
+                "crashd_chain_low",
+                "1 while fewer than chain_warn_games are left (publish the next chain)",
+                int(chains.games_left() < chains.warn_games),
+                env,
+            )
 
     def _engine(self, env: str) -> Iterator[Metric]:
         rt = self.services.game

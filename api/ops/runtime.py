@@ -87,6 +87,7 @@ class Ops:
         self.book = RoundBook(
             RtpWindow(config.rtp_window_rounds, config.rtp_alert_sigma, config.rtp_min_bets)
         )
+        self.limits_lock = trio.Lock()
         self._base: RoundConfig = self.engine.next_config
         self._refresh_send, self._refresh_recv = trio.open_memory_channel[None](1)
         self.engine.add_observer(self._on_events)

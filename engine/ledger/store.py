@@ -804,6 +804,19 @@ class Reader:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
+    def recent_ops(
+        self, kinds: Sequence[str], limit: int, scan: int = 50_000
+    ) -> list[tuple[int, str, str, bool, str | None, str, int]]:
+        """The newest ops of these kinds among the last ``scan`` ops (bounded: ops has
+        no index by kind, and adding one would cost every write)."""
+        rows = self.conn.execute(
+            "SELECT id, key, kind, ok, code, result, ts FROM "
+            "(SELECT * FROM ops ORDER BY id DESC LIMIT ?) "
+            f"WHERE kind IN ({','.join('?' * len(kinds))}) ORDER BY id DESC LIMIT ?",
+            (scan, *kinds, limit),
+        )
+        return [(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
+
     _AUDIT_COLS = "id, ts, environment, actor, action, before, after, note"
 
     def audit_entries(

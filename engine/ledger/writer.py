@@ -640,6 +640,12 @@ class Ledger:
         """A system account's posted balance (the house bankroll: ``"house"``)."""
         return await self._read(self._reader.system_posted, environment, kind)
 
+    async def recent_ops(
+        self, kinds: Sequence[str], limit: int = 20
+    ) -> list[tuple[int, str, str, bool, str | None, str, int]]:
+        """(seq, key, kind, ok, code, result JSON, ts) of recent ops of these kinds."""
+        return await self._read(self._reader.recent_ops, tuple(kinds), limit)
+
     async def audit_entries(
         self,
         environment: str,

@@ -71,7 +71,7 @@ class Sequencer:
         self,
         *,
         config: RoundConfig,
-        games: Iterator[tuple[int, str]],
+        games: Iterator[tuple[int, str] | tuple[int, str, str]],
         salt: str,
         first_game: int,
         first_seq: int = 1,
@@ -433,7 +433,9 @@ class Sequencer:
             self._refund_queue(at_ms, "chain_exhausted", events)
             self._finish(at_ms, events)
             return
-        number, game_hash = game
+        # (number, hash) or, across chains with salts of their own, (number, hash, salt).
+        number, game_hash = game[0], game[1]
+        salt = game[2] if len(game) > 2 else self.salt
         assert number == self._next_game, f"chain gave game {number}, expected {self._next_game}"
         self._next_game += 1
         if self._current is not None:
@@ -442,7 +444,7 @@ class Sequencer:
         self._current = Round(
             round_id=number,
             game_hash=game_hash,
-            crash_point=fair_crash_point(game_hash, self.salt),
+            crash_point=fair_crash_point(game_hash, salt),
             config=self.config,
             opens_at_ms=at_ms,
             seq=self._seq,
