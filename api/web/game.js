@@ -2,8 +2,8 @@
 // history strip. It speaks the public REST API and the feed only (docs/page.md), so it
 // is also the worked example of integrating crashd in a browser.
 
-import { Session, get, ApiError, Unreachable } from "./api.js";
-import { CurveClock, formatMultiplier, multiplierAt } from "./curve.js";
+import { Session, get, post, Unreachable } from "./api.js";
+import { CurveClock } from "./curve.js";
 import { Feed } from "./feed.js";
 import {
   band,
@@ -23,6 +23,7 @@ const ui = {
   multiplier: $("multiplier"),
   phase: $("phase"),
   lag: $("lag"),
+  offline: $("offline"),
   announce: $("announce"),
   crashHash: $("crash-hash"),
   history: $("history"),
@@ -148,6 +149,7 @@ function onRound(msg) {
       state.phase = "betting";
       state.closesAt = msg.closes_at_ms;
       clock.reset(msg.round_id);
+      state.liveCount = 0;
       resetLive(msg.round_id);
       say(`Round ${msg.round_id}: betting is open.`);
       break;
@@ -786,9 +788,13 @@ function draw(view) {
     ctx.fillText(`${m.toFixed(stepX < 1 ? 1 : 0)}x`, 4, y + 4);
   }
   const stepS = niceStep(spanMs / 1000) * 1000;
+  ctx.textAlign = "center";
   for (let t = 0; t <= spanMs; t += stepS) {
-    ctx.fillText(`${Math.round(t / 1000)}s`, px(t) - 6, h - 6);
+    const label = `${Math.round(t / 1000)}s`;
+    const half = ctx.measureText(label).width / 2;
+    ctx.fillText(label, Math.min(px(t), w - pad.r - half), h - 6);
   }
+  ctx.textAlign = "start";
   if (elapsed <= 0) return;
   const crashed = state.phase === "crashed";
   ctx.beginPath();
@@ -844,7 +850,12 @@ function onStatus(status, info) {
   }[status];
   ui.conn.textContent = text;
   ui.conn.dataset.state = status;
-  if (status === "unreachable" || status === "expired") ui.phase.textContent = text;
+  // The outage, where the player looks: the game goes on at the server meanwhile.
+  const offline = status !== "live" && (status !== "connecting" || state.phase !== null);
+  ui.offline.hidden = !offline;
+  ui.offline.textContent = offline
+    ? `${text} Your bets stay in play; an auto cash-out still happens at its target.`
+    : "";
   render();
 }
 
@@ -863,7 +874,6 @@ async function target(refresh) {
   if (!s) return null;
   let url = s.wsUrl || (state.rules && state.rules.ws_url);
   if (!url) {
-    const { post } = await import("./api.js");
     url = (await post("/session/viewer", {})).ws_url;
     s.wsUrl = url;
   }
@@ -926,4 +936,5 @@ async function boot() {
 
 boot();
 
-export { state, clock, formatMultiplier, multiplierAt, ApiError };
+// For a console session (and nothing else): the page's state and its curve clock.
+export { state, clock };

@@ -121,7 +121,7 @@ async function checkChain(hash) {
         "p",
         { id: "chain-status", class: linked ? "ok" : "bad", "data-linked": String(linked), "data-position": String(position ?? "") },
         linked
-          ? `Linked: hashed ${position.toLocaleString("en")} times it gives the published terminating hash, so it is game ${position.toLocaleString("en")} of the chain, fixed before the first game.`
+          ? `Linked: hashed ${position === 1 ? "once" : `${position.toLocaleString("en")} times`} it gives the published terminating hash, so it is game ${position.toLocaleString("en")} of the chain, fixed before the first game.`
           : position !== null
             ? `Linked at position ${position}, but this is round ${expected}: not this round's hash.`
             : `Not linked: within ${maxSteps.toLocaleString("en")} steps this hash never reaches the published terminating hash. It is not part of the committed chain.`,

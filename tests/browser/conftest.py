@@ -243,6 +243,9 @@ def browser_missing() -> str | None:
 @pytest.fixture(scope="session")
 def server(browser_missing: str | None) -> Iterator[LiveServer]:
     if browser_missing:
+        if os.environ.get("CI") == "true":
+            # CI installs them (.ci/run): a skip there would hide a broken install.
+            pytest.fail(f"{browser_missing}: CI must run the browser suite")
         pytest.skip(browser_missing)
     tmp = Path(tempfile.mkdtemp(prefix="crashd-browser-"))
     live = LiveServer(browser_config(tmp))
@@ -252,6 +255,16 @@ def server(browser_missing: str | None) -> Iterator[LiveServer]:
     finally:
         live.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def server_still_up(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test: the server thread is still serving (a failure that follows a
+    dead server says so, instead of timing out on the page)."""
+    yield
+    if "server" in request.fixturenames:
+        live: LiveServer = request.getfixturevalue("server")
+        assert live._thread is not None and live._thread.is_alive(), live._error
 
 
 @pytest.fixture(scope="session")
@@ -278,6 +291,8 @@ def driver(server: LiveServer) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def shots() -> Callable[[Any, str], Path]:
     SCREENSHOTS.mkdir(exist_ok=True)
+    for old in SCREENSHOTS.glob("*.png"):
+        old.unlink()  # this run's steps only
     counter = iter(range(1, 1000))
 
     def shoot(driver: Any, name: str) -> Path:

@@ -166,10 +166,12 @@ def load_pages(root: Path, assets: Mapping[str, Asset]) -> dict[str, Page]:
     }
 
 
-ASSETS = load_assets()
+# An installation without the pages' files (a wheel built without its package data)
+# serves the API all the same; the pages then answer 404.
+ASSETS = load_assets() if WEB_DIR.is_dir() else {}
 """Computed once, at import: the bytes, hashes and names of every asset."""
 BY_HASHED = {a.hashed: a for a in ASSETS.values()}
-RENDERED = load_pages(WEB_DIR, ASSETS)
+RENDERED = load_pages(WEB_DIR, ASSETS) if ASSETS else {}
 
 pages = Blueprint("pages", __name__)
 
@@ -208,7 +210,9 @@ def _send(body: Body, cache_control: str, extra: Mapping[str, str] | None = None
 
 
 def _page(name: str) -> Response:
-    page = RENDERED[name]
+    page = RENDERED.get(name)
+    if page is None:
+        raise NotFound()
     return _send(
         page.body,
         REVALIDATE,
