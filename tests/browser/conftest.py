@@ -114,6 +114,7 @@ def browser_config(tmp_path: Path, **overrides: Any) -> Config:
         pause_ms=300,
         tick_hz=20,
         stop_wait_s=0.5,
+        max_bets_per_user=2,  # the page's second bet panel
     )
     settings.update(overrides)
     config = make_config(tmp_path, **settings)

@@ -183,6 +183,48 @@ def test_a_demo_bet_is_cashed_out_and_the_balance_moves_by_the_payout(
     assert "You" in live and x(bet["multiplier"]) in live
 
 
+def test_two_bets_in_one_round_one_auto_cashed_out_one_lost(
+    driver: Any, watcher: Server, rest: httpx.Client, shots: Any
+) -> None:
+    session = read(driver)["session"]
+    me = Server(rest, session["token"])
+    wait_for(lambda: read(driver, 2)["action"] == "bet", what="the second bet panel")
+    before = me.get("/api/v1/user/balance", user_id=session["userId"])["available"]
+    game = next_round(watcher.state(), crash_of, 125)
+    watcher.wait_phase_for_bet(game)
+    for field, value in (
+        ("stake", "10.00"),
+        ("auto", ""),
+        ("stake-2", "20.00"),
+        ("auto-2", "1.20"),
+    ):
+        element = driver.find_element("id", field)
+        element.clear()
+        if value:
+            element.send_keys(value)
+    driver.find_element("id", "action").click()
+    wait_for(lambda: read(driver)["action"] in ("queued", "placed"), what="the first bet")
+    driver.find_element("id", "action-2").click()
+    wait_for(lambda: read(driver, 2)["action"] in ("queued", "placed"), what="the second bet")
+    assert "auto cash-out at 1.20x" in read(driver, 2)["result"]
+    wait_for(lambda: read(driver, 2)["outcome"] == "won", timeout=30, what="the auto cash-out")
+    wait_for(lambda: read(driver)["outcome"] == "lost", timeout=30, what="the loss")
+    shots(driver, "game-two-bets")
+    first, second = read(driver), read(driver, 2)
+    assert second["result"].startswith("Auto cashed out @ 1.20x: paid 24.00")
+    assert first["result"] == f"Busted @ {x(crash_of(game))}: lost 10.00."
+    bets = {
+        b["ticket_id"]: b
+        for b in me.get("/api/v1/user/bets", user_id=session["userId"])["bets"]
+        if b["round_id"] == game
+    }
+    assert bets[first["ticket"]]["status"] == "lost"
+    assert bets[second["ticket"]]["status"] == "cashed_out"
+    assert bets[second["ticket"]]["multiplier"] == 120
+    after = before - 1000 - 2000 + 2400
+    wait_for(lambda: read(driver)["available"] == after, what="the balance")
+
+
 def race_the_crash(
     driver: Any, watcher: Server, me: Server, user_id: str, lead_ms: int, shots: Any
 ) -> str | None:

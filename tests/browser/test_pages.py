@@ -116,3 +116,19 @@ def test_the_view_only_page_is_accessible_too(driver: Any, server: LiveServer, s
     assert read(driver)["action"] is None  # watching: no bet button
     shots(driver, "game-view-only")
     assert axe_violations(driver) == []
+
+
+def test_sound_is_off_until_the_player_turns_it_on(driver: Any, server: LiveServer) -> None:
+    driver.get(server.url + "/")
+    driver.execute_script("localStorage.removeItem('crashd.sound')")
+    driver.get(server.url + "/")
+    loaded(driver, "/")
+    toggle = driver.find_element("id", "sound")
+    assert toggle.get_attribute("aria-pressed") == "false" and toggle.text == "Sound: off"
+    toggle.click()
+    assert toggle.get_attribute("aria-pressed") == "true"
+    driver.get(server.url + "/")
+    loaded(driver, "/")
+    assert driver.find_element("id", "sound").get_attribute("aria-pressed") == "true"
+    driver.find_element("id", "sound").click()  # and off again, for the next tests
+    assert console_errors(driver) == []
