@@ -1,4 +1,4 @@
-// The game page: the live curve, one bet panel, the round's bets, my bets and the
+// The game page: the live curve, the bet panels, the round's bets, my bets and the
 // history strip. It speaks the public REST API and the feed only (docs/page.md), so it
 // is also the worked example of integrating crashd in a browser.
 
@@ -53,8 +53,9 @@ const state = {
   skew: null, // server clock minus ours, a lower bound (ms)
   balance: null,
   bets: new Map(), // my bets by ticket id
-  live: [],
+  live: [], // the round's bets: {stake, status, cashedOutAt, payout, ticket, mine}
   liveRound: null,
+  liveCount: 0,
   history: [],
   firstFrame: false,
   connected: false,

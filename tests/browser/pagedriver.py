@@ -44,7 +44,7 @@ if (!window.__shown) {
   window.__shown = [];
   const m = document.getElementById("multiplier");
   new MutationObserver(() => {
-    window.__shown.push([Date.now(), Number(m.dataset.value), m.dataset.phase, m.textContent]);
+    window.__shown.push([Date.now(), Number(m.dataset.value), m.dataset.phase, Number(m.dataset.round)]);
   }).observe(m, { childList: true, characterData: true, subtree: true, attributes: true });
 }
 """

@@ -77,29 +77,6 @@ def test_the_page_loads_clean_and_light(
     assert console_errors(driver) == []
 
 
-def test_assets_are_cached_for_good_and_the_html_revalidates(
-    server: LiveServer, rest: httpx.Client
-) -> None:
-    page = rest.get("/")
-    assert page.status_code == 200
-    assert page.headers["Cache-Control"] == "no-cache"
-    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    again = rest.get("/", headers={"If-None-Match": page.headers["ETag"]})
-    assert again.status_code == 304
-    hashed = [part.split('"')[0] for part in page.text.split('src="/assets/')[1:]]
-    assert hashed, page.text
-    asset = rest.get(f"/assets/{hashed[0]}", headers={"Accept-Encoding": "gzip"})
-    assert asset.status_code == 200
-    assert asset.headers["Cache-Control"] == "public, max-age=31536000, immutable"
-    assert asset.headers["Content-Encoding"] == "gzip"
-    stem, digest, ext = hashed[0].rsplit(".", 2)
-    assert len(digest) == 12
-    plain = rest.get(f"/assets/{stem}.{ext}")
-    assert plain.headers["Cache-Control"] == "no-cache"
-    assert plain.content == asset.content
-    assert rest.get("/assets/nope.js").status_code == 404
-
-
 def test_the_curve_moves_and_never_shows_more_than_the_server_reached(
     driver: Any, watcher: Server, shots: Any
 ) -> None:
@@ -124,8 +101,7 @@ def test_the_curve_moves_and_never_shows_more_than_the_server_reached(
     assert f"/rounds/{game}" in page["history"]
     samples = driver.execute_script("return window.__shown")
     crash_at = started + ms_at(crash)
-    running = [(t, v) for t, v, phase, _ in samples if phase == "running" and started <= t]
-    running = [(t, v) for t, v in running if t < crash_at + 2_000]
+    running = [(t, v) for t, v, phase, r in samples if phase == "running" and r == game]
     values = [v for _, v in running]
     assert len(set(values)) >= 8, values  # it moved, smoothly, many steps
     assert values == sorted(values)  # never backwards

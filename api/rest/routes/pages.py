@@ -70,18 +70,21 @@ _IMPORT_MAP_REF = "{{ importmap }}"
 
 @dataclass(frozen=True)
 class Body:
-    """One response body, as sent: its bytes, gzip form and strong validator."""
+    """One response body, as sent: its bytes, its gzip form and a strong validator for
+    each (two representations, two ETags: RFC 9110 8.8.3)."""
 
     raw: bytes
     gzipped: bytes
     etag: str
+    etag_gzip: str
     content_type: str
 
     @classmethod
     def of(cls, raw: bytes, content_type: str) -> Body:
-        digest = hashlib.sha256(raw).hexdigest()
+        digest = hashlib.sha256(raw).hexdigest()[:32]
         # mtime=0: the compressed bytes depend on the content only.
-        return cls(raw, gzip.compress(raw, 9, mtime=0), f'"{digest[:32]}"', content_type)
+        compressed = gzip.compress(raw, 9, mtime=0)
+        return cls(raw, compressed, f'"{digest}"', f'"{digest}-gz"', content_type)
 
 
 @dataclass(frozen=True)
@@ -185,25 +188,27 @@ def _accepts_gzip() -> bool:
     return False
 
 
-def _not_modified(etag: str) -> bool:
+def _not_modified(body: Body) -> bool:
+    """``If-None-Match`` names either representation (weak comparison, RFC 9110 13.1.2)."""
     sent = request.headers.get("If-None-Match")
     if sent is None:
         return False
     tags = {t.strip().removeprefix("W/") for t in sent.split(",")}
-    return "*" in tags or etag in tags
+    return "*" in tags or body.etag in tags or body.etag_gzip in tags
 
 
 def _send(body: Body, cache_control: str, extra: Mapping[str, str] | None = None) -> Response:
+    compressed = _accepts_gzip()
     headers = {
         "Cache-Control": cache_control,
-        "ETag": body.etag,
+        "ETag": body.etag_gzip if compressed else body.etag,
         "Vary": "Accept-Encoding",
         "X-Content-Type-Options": "nosniff",
         **(extra or {}),
     }
-    if _not_modified(body.etag):
+    if _not_modified(body):
         return Response(b"", status=304, headers=headers)
-    if _accepts_gzip():
+    if compressed:
         headers["Content-Encoding"] = "gzip"
         return Response(body.gzipped, content_type=body.content_type, headers=headers)
     return Response(body.raw, content_type=body.content_type, headers=headers)
