@@ -32,6 +32,7 @@ from .routes.batch import batch
 from .routes.bets import bets
 from .routes.feed import feed
 from .routes.game import game
+from .routes.pages import pages
 from .routes.psp import psp
 from .routes.sessions import sessions
 from .routes.users import users
@@ -200,6 +201,7 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
     app.register_blueprint(feed)
     app.register_blueprint(psp)
     app.register_blueprint(sessions)
+    app.register_blueprint(pages)  # the player's pages at /, /verify, /rounds/{id}, /rules
     for extra in blueprints:
         app.register_blueprint(extra)
     install_security(app, services.config)
