@@ -235,6 +235,30 @@ def rest_state(server: LiveServer, client: httpx.Client, token: str) -> dict[str
 
 # -- fixtures ---------------------------------------------------------------------------------
 
+_ON_LEAVING: list[Callable[[], None]] = []
+"""Closers of the suite's server and browser: session fixtures (the modules share them),
+but closed as soon as the last browser test is done, so they do not tick and paint
+through the rest of the test run."""
+
+
+@pytest.hookimpl(trylast=True)  # after the item's own fixtures are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if nextitem is None or HERE not in Path(nextitem.path).parents:
+        while _ON_LEAVING:
+            _ON_LEAVING.pop()()
+
+
+def once(close: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            close()
+
+    return run
+
 
 @pytest.fixture(scope="session")
 def browser_missing() -> str | None:
@@ -250,12 +274,18 @@ def server(browser_missing: str | None) -> Iterator[LiveServer]:
         pytest.skip(browser_missing)
     tmp = Path(tempfile.mkdtemp(prefix="crashd-browser-"))
     live = LiveServer(browser_config(tmp))
+
+    @once
+    def close() -> None:
+        live.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    _ON_LEAVING.append(close)
     live.start()
     try:
         yield live
     finally:
-        live.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        close()
 
 
 @pytest.fixture(autouse=True)
@@ -282,11 +312,17 @@ def driver(server: LiveServer) -> Iterator[Any]:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     browser.set_script_timeout(60)
+
+    @once
+    def close() -> None:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+    _ON_LEAVING.append(close)
     try:
         yield browser
     finally:
-        browser.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        close()
 
 
 @pytest.fixture(scope="session")
