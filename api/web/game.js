@@ -748,17 +748,35 @@ function renderWho() {
   renderMine();
 }
 
+// The page plays as someone else now (a demo started, a partner's token arrived): forget
+// the last player's bets and balance, and start the feed again from a snapshot (its new
+// user channel has no past on this connection).
+function switchedUser(s) {
+  state.bets.clear();
+  state.balance = null;
+  for (const slot of slots) {
+    slot.ticket = null;
+    slot.pending = null;
+    slot.result.textContent = "";
+    delete slot.result.dataset.outcome;
+    delete slot.result.dataset.ticket;
+  }
+  ui.balance.textContent = "–";
+  delete ui.balance.dataset.available;
+  if (s.balance) setBalance(s.balance);
+  feed.seq = null;
+  feed.restart();
+  renderWho();
+  renderMine();
+  refreshRest();
+}
+
 async function startDemo(event) {
   const button = event.currentTarget;
   button.disabled = true;
   try {
-    const s = await session.demo();
-    if (s.balance) setBalance(s.balance);
-    feed.seq = null; // a new user channel: start from a snapshot
-    feed.restart();
-    renderWho();
+    switchedUser(await session.demo());
     slots[0].stake.focus();
-    refreshRest();
   } catch (err) {
     button.disabled = false;
     showText(slots[0], `Could not start a demo session: ${err.message}`, "refused");
@@ -1032,6 +1050,11 @@ async function boot() {
     on: { message: onMessage, status: onStatus, rtt: onRtt, refused: () => {} },
   });
   feed.start();
+  // A partner may hand this tab a player's token later, in the fragment: take it.
+  window.addEventListener("hashchange", async () => {
+    if (!new URLSearchParams(location.hash.slice(1)).get("token")) return;
+    switchedUser(await session.open());
+  });
 }
 
 boot();

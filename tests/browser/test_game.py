@@ -9,7 +9,9 @@ round it needs; the game's first rounds are chosen short, ``conftest.EXPECTED``)
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -17,7 +19,9 @@ import pytest
 from conftest import LiveServer, console_errors, crash_of, game_hash, wait_for
 from pagedriver import RECORD, Server, money, next_round, read, x
 
+from crashd.api.security.signing import sign_request
 from crashd.engine.curve import ms_at, multiplier_at
+from support.servers import SIGNING_SECRETS, make_key
 
 pytestmark = pytest.mark.usefixtures("server")
 
@@ -299,3 +303,35 @@ def test_the_page_recovers_after_the_feed_is_cut(
         e for e in console_errors(driver) if "WebSocket connection" not in e.get("message", "")
     ]
     assert errors == []
+
+
+def signed_post(rest: httpx.Client, key: str, path: str, body: dict[str, Any]) -> Any:
+    """A partner's backend call: signed with its API key's signing secret."""
+    raw = json.dumps(body).encode()
+    headers = sign_request(
+        SIGNING_SECRETS[key], "POST", path, raw, uuid.uuid4().hex, int(time.time())
+    )
+    headers |= {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    r = rest.post(path, content=raw, headers=headers)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def test_a_partner_opens_the_page_for_its_player_with_a_token_in_the_fragment(
+    driver: Any, server: LiveServer, rest: httpx.Client, shots: Any
+) -> None:
+    _, key = make_key(server.config, "read:game_state,read:balance,write:bet", partner="acme")
+    signed_post(rest, key, "/api/v1/sandbox/faucet", {"user_id": "alice", "amount": 5_000})
+    token = signed_post(rest, key, "/api/v1/feed/user-token", {"user_id": "alice", "ttl_s": 600})
+    driver.get(server.url + "/")
+    driver.execute_script("sessionStorage.clear()")
+    driver.get(f"{server.url}/#token={token['token']}")
+    wait_for(lambda: read(driver)["conn"] == "live", what="the feed")
+    # The token left the address bar at once (it never went to any server: a fragment).
+    assert "#" not in driver.current_url and "ft_" not in driver.current_url
+    assert driver.find_element("id", "player").text == "Playing as alice"
+    wait_for(lambda: read(driver)["available"] == 5_000, what="alice's balance")
+    assert read(driver)["action"] in ("bet", "queued", "placed", "cashout")
+    assert read(driver)["session"]["kind"] == "player"
+    assert driver.find_elements("id", "demo") == []
+    shots(driver, "game-partner-player")
