@@ -125,14 +125,6 @@ def browser_config(tmp_path: Path, **overrides: Any) -> Config:
 # -- the server, in a thread of its own -------------------------------------------------------
 
 
-def pages_blueprints() -> list[Any]:
-    """The pages' blueprint, unless ``create_app`` registers it already."""
-    from crashd.api.rest import app as app_module
-    from crashd.api.rest.routes.pages import pages
-
-    return [] if getattr(app_module, "pages", None) is pages else [pages]
-
-
 @dataclass
 class LiveServer:
     """A real server in a background thread; ``url`` for the browser, ``rest`` for the
@@ -179,7 +171,6 @@ class LiveServer:
                     self.config,
                     shutdown=self._shutdown,
                     extra_tasks=[self._front_feed],
-                    blueprints=pages_blueprints(),
                 )
             )
             await self._proxied.wait()

@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
-from conftest import pages_blueprints
 
 from crashd.api.rest.routes import pages as pages_module
 from crashd.api.server import ServerInfo, run_server
@@ -30,7 +29,7 @@ async def site(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         info: ServerInfo = await nursery.start(
-            functools.partial(run_server, config, shutdown=shutdown, blueprints=pages_blueprints())
+            functools.partial(run_server, config, shutdown=shutdown)
         )
         try:
             async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
