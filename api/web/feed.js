@@ -49,7 +49,7 @@ export class Feed {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
-    clearInterval(this.watchdog);
+    clearInterval(this.probe);
     if (this.ws) this.ws.close(1000, "page closed");
   }
 

@@ -76,6 +76,9 @@ async def test_the_import_map_maps_every_module_and_the_csp_allows_only_it(
     csp = page.headers["Content-Security-Policy"]
     assert f"script-src 'self' 'sha256-{digest}'" in csp
     assert "default-src 'none'" in csp and "'unsafe-inline'" not in csp
+    viewer = (await site.post("/api/v1/session/viewer")).json()
+    feed = viewer["ws_url"].rsplit("/api/", 1)[0]
+    assert f"connect-src 'self' {feed};" in csp  # the feed's origin, and no other
     assert "<script>" not in page.text  # no inline script but the import map
 
 

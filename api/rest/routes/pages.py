@@ -20,8 +20,8 @@ Caching, decided once at import from the files' bytes:
 * every response is also kept gzip-compressed, sent to clients that accept it.
 
 Each HTML page carries a Content-Security-Policy: scripts from this origin only (and
-the page's own import map, by its hash), no inline script or style, no frames of
-other origins' content, connections to this origin and to the feed's WebSocket.
+the page's own import map, by its hash), no inline script or style, connections to
+this origin and to the feed's WebSocket origin (the ``ws_url`` the sessions hand out).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from pathlib import Path
 
 from quart import Blueprint, Response, request
 from werkzeug.exceptions import NotFound
+
+from crashd.api.services import current_services
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 """``api/web/``: the pages' sources, served as they are."""
@@ -104,6 +106,19 @@ class Asset:
 class Page:
     body: Body
     csp: str
+    """The Content-Security-Policy, with ``{feed}`` for the feed's origin."""
+
+    def policy(self, feed_url: str | None) -> str:
+        return self.csp.replace("{feed}", feed_origin(feed_url))
+
+
+def feed_origin(feed_url: str | None) -> str:
+    """The origin the page's WebSocket goes to (the ``ws_url`` its sessions get), for
+    ``connect-src``; any WebSocket origin while the feed is not up yet."""
+    if not feed_url:
+        return "ws: wss:"
+    scheme, _, rest = feed_url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def hashed_name(name: str, raw: bytes) -> str:
@@ -153,8 +168,8 @@ def render_page(template: str, assets: Mapping[str, Asset]) -> Page:
             f"script-src 'self' 'sha256-{map_hash}'",
             "style-src 'self'",
             "img-src 'self' data:",
-            # The feed listens on its own port (docs/feed.md), so ws: of any port.
-            "connect-src 'self' ws: wss:",
+            # The feed listens on its own port (docs/feed.md): filled in per response.
+            "connect-src 'self' {feed}",
             "base-uri 'none'",
             "form-action 'self'",
         )
@@ -221,7 +236,10 @@ def _page(name: str) -> Response:
     return _send(
         page.body,
         REVALIDATE,
-        {"Content-Security-Policy": page.csp, "Referrer-Policy": "no-referrer"},
+        {
+            "Content-Security-Policy": page.policy(current_services().feed_url),
+            "Referrer-Policy": "no-referrer",
+        },
     )
 
 
