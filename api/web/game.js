@@ -992,7 +992,15 @@ async function target(refresh) {
     url = (await post("/session/viewer", {})).ws_url;
     s.wsUrl = url;
   }
-  return { url, token: s.token };
+  return { url: reachable(url), token: s.token };
+}
+
+// A feed bound to every interface (0.0.0.0) advertises that address, which no browser
+// can dial: dial the host this page came from instead, on the feed's port.
+function reachable(url) {
+  const u = new URL(url);
+  if (u.hostname === "0.0.0.0" || u.hostname === "[::]") u.hostname = location.hostname;
+  return u.toString();
 }
 
 function channels(welcome) {

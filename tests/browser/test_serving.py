@@ -116,3 +116,12 @@ def test_assets_are_named_from_their_bytes(tmp_path: Path) -> None:
     assert page.body.raw.decode().startswith(f"/assets/a.{digest}.js <script type=")
     with pytest.raises(LookupError):
         pages_module.render_page("{{ asset missing.js }}", assets)
+
+
+def test_a_feed_on_every_interface_is_reached_at_the_pages_host() -> None:
+    origin = pages_module.feed_origin
+    assert origin("ws://127.0.0.1:8001/api/v1/ws", "127.0.0.1:8000") == "ws://127.0.0.1:8001"
+    assert origin("ws://0.0.0.0:8001/api/v1/ws", "192.168.1.5:8000") == "ws://192.168.1.5:8001"
+    assert origin("ws://[::]:8001/api/v1/ws", "[fd00::5]:8000") == "ws://[fd00::5]:8001"
+    assert origin("ws://0.0.0.0:8001/api/v1/ws", "crashd.lan") == "ws://crashd.lan:8001"
+    assert origin(None, "crashd.lan") == "ws: wss:"

@@ -108,17 +108,27 @@ class Page:
     csp: str
     """The Content-Security-Policy, with ``{feed}`` for the feed's origin."""
 
-    def policy(self, feed_url: str | None) -> str:
-        return self.csp.replace("{feed}", feed_origin(feed_url))
+    def policy(self, feed_url: str | None, page_host: str) -> str:
+        return self.csp.replace("{feed}", feed_origin(feed_url, page_host))
 
 
-def feed_origin(feed_url: str | None) -> str:
+UNSPECIFIED_HOSTS = frozenset({"0.0.0.0", "[::]"})
+"""A feed bound to every interface advertises an address no browser can dial; the page
+then dials the host it was loaded from, on the feed's port (``api/web/game.js``)."""
+
+
+def feed_origin(feed_url: str | None, page_host: str) -> str:
     """The origin the page's WebSocket goes to (the ``ws_url`` its sessions get), for
     ``connect-src``; any WebSocket origin while the feed is not up yet."""
     if not feed_url:
         return "ws: wss:"
     scheme, _, rest = feed_url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+    authority = rest.split("/", 1)[0]
+    host, _, port = authority.rpartition(":")
+    if host in UNSPECIFIED_HOSTS:
+        page = page_host.rsplit(":", 1)[0] if not page_host.endswith("]") else page_host
+        authority = f"{page}:{port}"
+    return f"{scheme}://{authority}"
 
 
 def hashed_name(name: str, raw: bytes) -> str:
@@ -237,7 +247,7 @@ def _page(name: str) -> Response:
         page.body,
         REVALIDATE,
         {
-            "Content-Security-Policy": page.policy(current_services().feed_url),
+            "Content-Security-Policy": page.policy(current_services().feed_url, request.host),
             "Referrer-Policy": "no-referrer",
         },
     )
