@@ -34,6 +34,7 @@ from .routes.bets import bets
 from .routes.feed import feed
 from .routes.game import game
 from .routes.ops import probes
+from .routes.pages import pages
 from .routes.psp import psp
 from .routes.sessions import sessions
 from .routes.users import users
@@ -231,6 +232,7 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
     app.register_blueprint(sessions)
     app.register_blueprint(probes)
     app.register_blueprint(admin)
+    app.register_blueprint(pages)  # the player's pages at /, /verify, /rounds/{id}, /rules
     for extra in blueprints:
         app.register_blueprint(extra)
     # Routed requests are labelled by their rule in the metrics (never by raw path).

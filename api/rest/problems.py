@@ -48,7 +48,7 @@ API_CODES: dict[str, ProblemKind] = {
         400,
         "Malformed JSON body",
         "the body is not one well-formed UTF-8 JSON document (also: `NaN`/`Infinity`, "
-        "duplicate members, nesting too deep)",
+        "duplicate members, nesting too deep, a lone surrogate escape such as `\\ud800`)",
     ),
     "idempotency_key_required": _k(
         400, "Idempotency-Key header required", "a money-moving POST without `Idempotency-Key`"

@@ -170,7 +170,9 @@ class Store:
             raise
         try:
             self.check_integrity()
-            self.conn.executescript(DDL)
+            # In one transaction: a kill while a new file gets its schema leaves no
+            # half-made schema behind (SQLite's DDL is transactional).
+            self.conn.executescript("BEGIN IMMEDIATE;\n" + DDL + "\nCOMMIT;")
             self._init_meta()
             self.ids = self._load_ids()
         except BaseException:
