@@ -47,6 +47,7 @@ from crashd.api.wire import (
     SCOPE_ADMIN_BANKROLL,
     SCOPE_ADMIN_CONTROL,
     SCOPE_ADMIN_READ,
+    SCOPE_GAME_STATE,
     iso_ms,
 )
 from crashd.engine.bounds import MAX_AMOUNT
@@ -701,7 +702,8 @@ SESSION_SCHEMA: dict[str, Any] = {
 async def operator_session(*, principal: Principal) -> Response:
     services = current_services()
     expires = int(time.time()) + OPERATOR_TOKEN_TTL_S
-    scopes = frozenset(s for s in principal.scopes if s in ADMIN_SCOPES)
+    # The key's admin scopes, and the public game's (the page charts finished rounds).
+    scopes = frozenset(s for s in principal.scopes if s in ADMIN_SCOPES) | {SCOPE_GAME_STATE}
     token = services.authenticator.issue_token(
         feedtokens.FeedClaims(
             principal.key_id, principal.partner_id, principal.environment, scopes, expires

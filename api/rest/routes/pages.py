@@ -55,6 +55,7 @@ PAGES: Mapping[str, str] = {
     "game": "index.html",
     "verify": "verify.html",
     "rules": "rules.html",
+    "operator": "operator.html",
 }
 """Page name -> its HTML file in ``api/web/``."""
 
@@ -275,6 +276,13 @@ async def round_page(round_id: int) -> Response:
 async def rules_page() -> Response:
     """The rules, read from the live configuration (``GET /api/v1/game/rules``)."""
     return _page("rules")
+
+
+@pages.get("/operator")
+async def operator_page() -> Response:
+    """The operator's page (an operator token from ``crashd admin page``; the page
+    itself is public and empty without one: every number comes from /api/v1/admin)."""
+    return _page("operator")
 
 
 @pages.get(f"{ASSETS_PATH}/<name>")
