@@ -273,7 +273,7 @@ def test_the_page_recovers_after_the_feed_is_cut(
 ) -> None:
     wait_for(lambda: read(driver)["conn"] == "live")
     # Cut it while a round runs, early in a round long enough to watch the page freeze.
-    cut_during = next_round(watcher.state(), crash_of, 125)
+    cut_during = next_round(watcher.state(), crash_of, 118)
     watcher.wait_running(cut_during)
     wait_for(
         lambda: (
