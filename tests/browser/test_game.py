@@ -272,14 +272,25 @@ def test_the_page_recovers_after_the_feed_is_cut(
     driver: Any, server: LiveServer, watcher: Server, shots: Any
 ) -> None:
     wait_for(lambda: read(driver)["conn"] == "live")
-    cut_during = watcher.state()["round_id"]
-    server.cut_feed(down=True)
-    wait_for(lambda: read(driver)["conn"] == "unreachable", what="the outage to show")
-    page = read(driver)
-    assert (
-        "unreachable" in page["phase"].lower()
-        or "unreachable" in driver.find_element("id", "conn").text.lower()
+    # Cut it while a round runs, early in a round long enough to watch the page freeze.
+    cut_during = next_round(watcher.state(), crash_of, 118)
+    watcher.wait_running(cut_during)
+    wait_for(
+        lambda: (
+            (page := read(driver))["round"] == cut_during
+            and page["multiplierPhase"] == "running"
+            and page["multiplier"] >= 105
+        ),
+        what="the curve to rise",
     )
+    server.cut_feed(down=True)
+    # No tick: the curve stops where the last tick left it, and says so ("lag").
+    frozen = wait_for(lambda: (page := read(driver))["lagging"] and page, what="the lag badge")
+    time.sleep(0.5)
+    assert read(driver)["multiplier"] == frozen["multiplier"] < crash_of(cut_during)
+    shots(driver, "game-lag-frozen")
+    wait_for(lambda: read(driver)["conn"] == "unreachable", what="the outage to show")
+    assert "unreachable" in driver.find_element("id", "offline").text.lower()
     shots(driver, "game-server-unreachable")
     # The game goes on without the page: wait for a round to crash during the outage.
     watcher.finished(cut_during)
