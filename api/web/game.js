@@ -1058,11 +1058,19 @@ async function boot() {
     on: { message: onMessage, status: onStatus, rtt: onRtt, refused: () => {} },
   });
   feed.start();
-  // A partner may hand this tab a player's token later, in the fragment: take it.
-  window.addEventListener("hashchange", async () => {
-    if (!new URLSearchParams(location.hash.slice(1)).get("token")) return;
-    switchedUser(await session.open());
-  });
+  booted = true;
+  takeHandedToken(); // one that came while the page was starting
+}
+
+// A partner may hand this tab a player's token later, in the fragment: take it.
+let booted = false;
+window.addEventListener("hashchange", () => {
+  if (booted) takeHandedToken();
+});
+
+async function takeHandedToken() {
+  if (!new URLSearchParams(location.hash.slice(1)).get("token")) return;
+  switchedUser(await session.open());
 }
 
 boot();

@@ -337,9 +337,10 @@ def test_a_partner_opens_the_page_for_its_player_with_a_token_in_the_fragment(
     driver.get(server.url + "/")
     driver.execute_script("sessionStorage.clear()")
     driver.get(f"{server.url}/#token={token['token']}")
+    # The token leaves the address bar at once (it never went to any server: a fragment).
+    wait_for(lambda: "#" not in driver.current_url, what="the token to leave the URL")
+    assert "ft_" not in driver.current_url
     wait_for(lambda: read(driver)["conn"] == "live", what="the feed")
-    # The token left the address bar at once (it never went to any server: a fragment).
-    assert "#" not in driver.current_url and "ft_" not in driver.current_url
     assert driver.find_element("id", "player").text == "Playing as alice"
     wait_for(lambda: read(driver)["available"] == 5_000, what="alice's balance")
     assert read(driver)["action"] in ("bet", "queued", "placed", "cashout")
