@@ -4,11 +4,14 @@ accessibility violation (contrast AA included)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AXE, LiveServer, console_errors, wait_for
+from conftest import AXE, LiveServer, browser_config, console_errors, wait_for
 from pagedriver import money, read
 
 pytestmark = pytest.mark.usefixtures("server")
@@ -131,4 +134,34 @@ def test_sound_is_off_until_the_player_turns_it_on(driver: Any, server: LiveServ
     loaded(driver, "/")
     assert driver.find_element("id", "sound").get_attribute("aria-pressed") == "true"
     driver.find_element("id", "sound").click()  # and off again, for the next tests
+    assert console_errors(driver) == []
+
+
+@pytest.fixture(scope="module")
+def production(browser_missing: str | None) -> Iterator[LiveServer]:
+    """A production server of its own: no demo money, a page without a token watches."""
+    if browser_missing:
+        pytest.skip(browser_missing)
+    tmp = Path(tempfile.mkdtemp(prefix="crashd-production-"))
+    live = LiveServer(browser_config(tmp, environment="production"))
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_in_production_a_page_without_a_token_is_view_only(
+    driver: Any, production: LiveServer, shots: Any
+) -> None:
+    driver.get(production.url + "/")
+    loaded(driver, "/")
+    who = driver.find_element("id", "who").text
+    assert "View only" in who and "casino" in who
+    assert driver.find_elements("id", "demo") == []  # no demo money in production
+    assert read(driver)["action"] is None and read(driver)["available"] is None
+    wait_for(lambda: read(driver)["multiplierPhase"] in ("running", "crashed"), what="a round")
+    shots(driver, "game-production-view-only")
+    assert axe_violations(driver) == []
     assert console_errors(driver) == []
