@@ -46,7 +46,7 @@ from crashd.engine.fairness import (
 )
 from crashd.engine.game import Game
 from crashd.engine.gctune import tune_gc
-from crashd.engine.ledger import Balance, Ledger, open_ledger
+from crashd.engine.ledger import Balance, Ledger, LedgerInUse, open_ledger
 from crashd.engine.proclock import ProcessLock
 from crashd.engine.round.config import RoundConfig
 
@@ -257,13 +257,19 @@ async def run_server(
     fails; the chain file is created first if missing (blocking work, in a thread).
     """
     shutdown = shutdown if shutdown is not None else trio.Event()
-    # One server per chain, held before the chain is read or created: two servers
-    # playing one chain would show each other's players games still to come.
-    chain_lock = lock_chain(config)
+    # One server per database and per chain, both held before either is read (the key
+    # store and the chain registry read the database before the ledger opens it): a
+    # second server's recovery would void the first's rounds, and two servers playing
+    # one chain would show each other's players games still to come.
+    database_lock = ProcessLock(config.database, "database", LedgerInUse, share=True)
     try:
-        await _run_server(config, shutdown, extra_tasks, blueprints, task_status)
+        chain_lock = lock_chain(config)
+        try:
+            await _run_server(config, shutdown, extra_tasks, blueprints, task_status)
+        finally:
+            chain_lock.release()
     finally:
-        chain_lock.release()
+        database_lock.release()
 
 
 def lock_chain(config: Config) -> ProcessLock:

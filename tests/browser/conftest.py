@@ -232,11 +232,23 @@ but closed as soon as the last browser test is done, so they do not tick and pai
 through the rest of the test run."""
 
 
+_BROWSERS: list[Any] = []
+"""The shared browser, once started (the hook below has no fixtures)."""
+
+
 @pytest.hookimpl(trylast=True)  # after the item's own fixtures are torn down
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     if nextitem is None or HERE not in Path(nextitem.path).parents:
         while _ON_LEAVING:
             _ON_LEAVING.pop()()
+    elif nextitem.path != item.path:
+        # A module's tests share the page (one test leaves it where the next goes on),
+        # but the next module starts clean: a module's own server (the production
+        # server) has just stopped under the page, whose reconnecting feed would log
+        # refusals into the next module's ``console_errors``.
+        for browser in _BROWSERS:
+            browser.get("about:blank")
+            browser.get_log("browser")
 
 
 def once(close: Callable[[], None]) -> Callable[[], None]:
@@ -306,10 +318,12 @@ def driver(server: LiveServer) -> Iterator[Any]:
 
     @once
     def close() -> None:
+        _BROWSERS.remove(browser)
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
 
     _ON_LEAVING.append(close)
+    _BROWSERS.append(browser)
     try:
         yield browser
     finally:
