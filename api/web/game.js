@@ -435,7 +435,13 @@ function showResult(slot, bet, reason) {
     beep("win");
     const profit = bet.payout - bet.stake;
     const how =
-      bet.kind === "auto" ? "Auto cashed out" : bet.kind === "forced" ? "Cashed out at the round's profit cap" : "Cashed out";
+      bet.kind === "auto"
+        ? "Auto cashed out"
+        : bet.kind === "forced"
+          ? "Cashed out at the round's profit cap"
+          : bet.kind === "max_win"
+            ? "Cashed out at the max win"
+            : "Cashed out";
     showText(
       slot,
       `${how} @ ${x(bet.multiplier)}: paid ${formatMoney(bet.payout)} (profit ${formatMoney(profit, { sign: true })}).`,

@@ -26,6 +26,10 @@ def public_value(value: object) -> object:
     return str(value)
 
 
+CASHOUT_KINDS = ("manual", "auto", "max_win", "forced")
+"""``CashedOut.kind``: how a bet was cashed out (docs/round-engine.md, docs/feed.md)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     TYPE: ClassVar[str] = "event"
@@ -101,9 +105,10 @@ class Tick(Event):
 
 @dataclass(frozen=True, slots=True)
 class CashedOut(Event):
-    """A bet won: ``payout = stake * multiplier // 100``. ``kind`` is ``manual``
-    (priced at the handling moment), ``auto`` (exactly its target) or ``forced``
-    (the max-profit force point)."""
+    """A bet won: ``payout = stake * multiplier // 100``. ``kind`` is one of
+    ``CASHOUT_KINDS``: ``manual`` (priced at the handling moment), ``auto`` (exactly
+    its target), ``max_win`` (the bet's max-win cap) or ``forced`` (the max-profit
+    force point)."""
 
     TYPE: ClassVar[str] = "cashed_out"
     ticket: str

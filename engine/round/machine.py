@@ -644,7 +644,8 @@ class Round:
         max_win = self.config.max_win
         if max_win is None:
             return None
-        point = 100 * (stake + max_win) // stake
+        # stake * m // 100 <= W  <=>  stake * m <= 100 * W + 99 (the payout is floored).
+        point = (100 * (stake + max_win) + 99) // stake
         return point if point <= MAX_MULTIPLIER else None
 
     def force_point(self) -> int | None:

@@ -129,6 +129,34 @@ async def test_limits_change_from_the_next_round_and_are_audited(operated: Opera
     assert len(await audit(o, "limits")) == 1
 
 
+async def test_the_rules_follow_the_limits_from_the_next_round(operated: Operated) -> None:
+    """``GET /game/rules`` (what the /rules page states) gives the limits a bet placed
+    now plays with: the operator's, not the start-up settings."""
+    o = operated
+    client = o.player.client
+    before = (await client.get("/api/v1/game/rules")).json()
+    assert before["max_win"] is None and before["max_profit_bankroll_bp"] is None
+    await admin_write(o, "bankroll/deposit", {"amount": 200_000})
+    state = await o.player.wait_status("betting")
+    await admin_write(
+        o,
+        "limits",
+        {"max_stake": 40_000, "max_win": 900, "max_profit_mode": "bankroll", "max_profit_bp": 150},
+        method="PATCH",
+    )
+    # The round taking bets keeps its limits: so do the rules while it does.
+    rules = (await client.get("/api/v1/game/rules")).json()
+    if (await o.player.state())["round_id"] == state["round_id"] and rules["max_win"] is None:
+        assert rules["max_stake"] == before["max_stake"]
+    await o.player.wait_round_over(state["round_id"])
+    await o.player.wait_status("betting")
+    rules = (await client.get("/api/v1/game/rules")).json()
+    house = (await o.admin.get("/api/v1/admin/state")).json()["house"]
+    assert rules["max_stake"] == 40_000 and rules["max_win"] == 900
+    assert rules["max_profit_bankroll_bp"] == 150
+    assert rules["max_profit"] == house["round_max_profit"] == house["balance"] * 150 // 10_000
+
+
 async def test_bankroll_share_caps_the_round_and_max_win_caps_a_bet(operated: Operated) -> None:
     o = operated
     r = await o.admin.post("/api/v1/admin/bankroll/withdraw", {"amount": 1})
