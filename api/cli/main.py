@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from crashd.api import __version__
+from crashd.api.cli import admin as cli_admin
 from crashd.api.cli import api as cli_api
 from crashd.api.cli import chain as cli_chain
 from crashd.api.cli import cluster as cli_cluster
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_edge,
         cli_api,
         cli_cluster,
+        cli_admin,
     ):
         module.register(subparsers)
     return parser

@@ -102,6 +102,7 @@ class EdgeHub(Hub):
     def start(self, epoch: str, seq: int) -> None:
         """Begin (again) at ``seq`` of ``epoch``: nothing retained, nothing to replay.
         The driver has closed every connection first if the epoch changed."""
+        self.flush_all()
         self.epoch = epoch
         self.seq = seq
         self._rebase_buffers(seq)
@@ -158,6 +159,9 @@ class EdgeHub(Hub):
             return  # older than what was delivered: kept as the newest state we have
         if self.holding or (self.synced and record.seq > self.seq):
             # Frames up to its seq are missing here: start again from this keyframe.
+            # What the fan-out still queues comes from before the hole: into the
+            # outboxes first, where the resync snapshot replaces it.
+            self.flush_all()
             self.holding = False
             self.seq = record.seq
             self._rebase_buffers(record.seq)
@@ -181,6 +185,8 @@ class EdgeHub(Hub):
         while len(users) > self.user_capacity:
             users.popitem(last=False)
         if channel in self._omitted:
+            # The channel's queued frames go out before the snapshot that follows them.
+            self.flush_all()
             self._omitted.discard(channel)
             subs = self.subscribers(channel)
             if subs:

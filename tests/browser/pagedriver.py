@@ -12,7 +12,8 @@ from crashd.engine.curve import format_multiplier
 
 READ_PAGE = """
 const $ = (id) => document.getElementById(id);
-const m = $("multiplier"), a = $("action"), r = $("result"), b = $("balance");
+const n = arguments[0] || "";
+const m = $("multiplier"), a = $("action" + n), r = $("result" + n), b = $("balance");
 let session = null;
 try { session = JSON.parse(sessionStorage.getItem("crashd.session") || "null"); } catch (e) {}
 return {
@@ -43,14 +44,16 @@ if (!window.__shown) {
   window.__shown = [];
   const m = document.getElementById("multiplier");
   new MutationObserver(() => {
-    window.__shown.push([Date.now(), Number(m.dataset.value), m.dataset.phase, m.textContent]);
+    window.__shown.push([Date.now(), Number(m.dataset.value), m.dataset.phase, Number(m.dataset.round)]);
   }).observe(m, { childList: true, characterData: true, subtree: true, attributes: true });
 }
 """
 
 
-def read(driver: Any) -> dict[str, Any]:
-    return driver.execute_script(READ_PAGE)  # type: ignore[no-any-return]
+def read(driver: Any, panel: int = 1) -> dict[str, Any]:
+    """The page as a player sees it (``panel`` 2: the second bet panel's button and
+    answer)."""
+    return driver.execute_script(READ_PAGE, "" if panel == 1 else f"-{panel}")  # type: ignore[no-any-return]
 
 
 def x(hundredths: int) -> str:

@@ -9,7 +9,9 @@ round it needs; the game's first rounds are chosen short, ``conftest.EXPECTED``)
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -17,7 +19,9 @@ import pytest
 from conftest import LiveServer, console_errors, crash_of, game_hash, wait_for
 from pagedriver import RECORD, Server, money, next_round, read, x
 
+from crashd.api.security.signing import sign_request
 from crashd.engine.curve import ms_at, multiplier_at
+from support.servers import SIGNING_SECRETS, make_key
 
 pytestmark = pytest.mark.usefixtures("server")
 
@@ -77,29 +81,6 @@ def test_the_page_loads_clean_and_light(
     assert console_errors(driver) == []
 
 
-def test_assets_are_cached_for_good_and_the_html_revalidates(
-    server: LiveServer, rest: httpx.Client
-) -> None:
-    page = rest.get("/")
-    assert page.status_code == 200
-    assert page.headers["Cache-Control"] == "no-cache"
-    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
-    again = rest.get("/", headers={"If-None-Match": page.headers["ETag"]})
-    assert again.status_code == 304
-    hashed = [part.split('"')[0] for part in page.text.split('src="/assets/')[1:]]
-    assert hashed, page.text
-    asset = rest.get(f"/assets/{hashed[0]}", headers={"Accept-Encoding": "gzip"})
-    assert asset.status_code == 200
-    assert asset.headers["Cache-Control"] == "public, max-age=31536000, immutable"
-    assert asset.headers["Content-Encoding"] == "gzip"
-    stem, digest, ext = hashed[0].rsplit(".", 2)
-    assert len(digest) == 12
-    plain = rest.get(f"/assets/{stem}.{ext}")
-    assert plain.headers["Cache-Control"] == "no-cache"
-    assert plain.content == asset.content
-    assert rest.get("/assets/nope.js").status_code == 404
-
-
 def test_the_curve_moves_and_never_shows_more_than_the_server_reached(
     driver: Any, watcher: Server, shots: Any
 ) -> None:
@@ -124,8 +105,7 @@ def test_the_curve_moves_and_never_shows_more_than_the_server_reached(
     assert f"/rounds/{game}" in page["history"]
     samples = driver.execute_script("return window.__shown")
     crash_at = started + ms_at(crash)
-    running = [(t, v) for t, v, phase, _ in samples if phase == "running" and started <= t]
-    running = [(t, v) for t, v in running if t < crash_at + 2_000]
+    running = [(t, v) for t, v, phase, r in samples if phase == "running" and r == game]
     values = [v for _, v in running]
     assert len(set(values)) >= 8, values  # it moved, smoothly, many steps
     assert values == sorted(values)  # never backwards
@@ -181,6 +161,48 @@ def test_a_demo_bet_is_cashed_out_and_the_balance_moves_by_the_payout(
     assert x(bet["multiplier"]) in mine and money(bet["payout"] - 2500) in mine
     live = driver.find_element("id", "live-bets").text
     assert "You" in live and x(bet["multiplier"]) in live
+
+
+def test_two_bets_in_one_round_one_auto_cashed_out_one_lost(
+    driver: Any, watcher: Server, rest: httpx.Client, shots: Any
+) -> None:
+    session = read(driver)["session"]
+    me = Server(rest, session["token"])
+    wait_for(lambda: read(driver, 2)["action"] == "bet", what="the second bet panel")
+    before = me.get("/api/v1/user/balance", user_id=session["userId"])["available"]
+    game = next_round(watcher.state(), crash_of, 125)
+    watcher.wait_phase_for_bet(game)
+    for field, value in (
+        ("stake", "10.00"),
+        ("auto", ""),
+        ("stake-2", "20.00"),
+        ("auto-2", "1.20"),
+    ):
+        element = driver.find_element("id", field)
+        element.clear()
+        if value:
+            element.send_keys(value)
+    driver.find_element("id", "action").click()
+    wait_for(lambda: read(driver)["action"] in ("queued", "placed"), what="the first bet")
+    driver.find_element("id", "action-2").click()
+    wait_for(lambda: read(driver, 2)["action"] in ("queued", "placed"), what="the second bet")
+    assert "auto cash-out at 1.20x" in read(driver, 2)["result"]
+    wait_for(lambda: read(driver, 2)["outcome"] == "won", timeout=30, what="the auto cash-out")
+    wait_for(lambda: read(driver)["outcome"] == "lost", timeout=30, what="the loss")
+    shots(driver, "game-two-bets")
+    first, second = read(driver), read(driver, 2)
+    assert second["result"].startswith("Auto cashed out @ 1.20x: paid 24.00")
+    assert first["result"] == f"Busted @ {x(crash_of(game))}: lost 10.00."
+    bets = {
+        b["ticket_id"]: b
+        for b in me.get("/api/v1/user/bets", user_id=session["userId"])["bets"]
+        if b["round_id"] == game
+    }
+    assert bets[first["ticket"]]["status"] == "lost"
+    assert bets[second["ticket"]]["status"] == "cashed_out"
+    assert bets[second["ticket"]]["multiplier"] == 120
+    after = before - 1000 - 2000 + 2400
+    wait_for(lambda: read(driver)["available"] == after, what="the balance")
 
 
 def race_the_crash(
@@ -250,14 +272,25 @@ def test_the_page_recovers_after_the_feed_is_cut(
     driver: Any, server: LiveServer, watcher: Server, shots: Any
 ) -> None:
     wait_for(lambda: read(driver)["conn"] == "live")
-    cut_during = watcher.state()["round_id"]
-    server.cut_feed(down=True)
-    wait_for(lambda: read(driver)["conn"] == "unreachable", what="the outage to show")
-    page = read(driver)
-    assert (
-        "unreachable" in page["phase"].lower()
-        or "unreachable" in driver.find_element("id", "conn").text.lower()
+    # Cut it while a round runs, early in a round long enough to watch the page freeze.
+    cut_during = next_round(watcher.state(), crash_of, 118)
+    watcher.wait_running(cut_during)
+    wait_for(
+        lambda: (
+            (page := read(driver))["round"] == cut_during
+            and page["multiplierPhase"] == "running"
+            and page["multiplier"] >= 105
+        ),
+        what="the curve to rise",
     )
+    server.cut_feed(down=True)
+    # No tick: the curve stops where the last tick left it, and says so ("lag").
+    frozen = wait_for(lambda: (page := read(driver))["lagging"] and page, what="the lag badge")
+    time.sleep(0.5)
+    assert read(driver)["multiplier"] == frozen["multiplier"] < crash_of(cut_during)
+    shots(driver, "game-lag-frozen")
+    wait_for(lambda: read(driver)["conn"] == "unreachable", what="the outage to show")
+    assert "unreachable" in driver.find_element("id", "offline").text.lower()
     shots(driver, "game-server-unreachable")
     # The game goes on without the page: wait for a round to crash during the outage.
     watcher.finished(cut_during)
@@ -281,3 +314,36 @@ def test_the_page_recovers_after_the_feed_is_cut(
         e for e in console_errors(driver) if "WebSocket connection" not in e.get("message", "")
     ]
     assert errors == []
+
+
+def signed_post(rest: httpx.Client, key: str, path: str, body: dict[str, Any]) -> Any:
+    """A partner's backend call: signed with its API key's signing secret."""
+    raw = json.dumps(body).encode()
+    headers = sign_request(
+        SIGNING_SECRETS[key], "POST", path, raw, uuid.uuid4().hex, int(time.time())
+    )
+    headers |= {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    r = rest.post(path, content=raw, headers=headers)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def test_a_partner_opens_the_page_for_its_player_with_a_token_in_the_fragment(
+    driver: Any, server: LiveServer, rest: httpx.Client, shots: Any
+) -> None:
+    _, key = make_key(server.config, "read:game_state,read:balance,write:bet", partner="acme")
+    signed_post(rest, key, "/api/v1/sandbox/faucet", {"user_id": "alice", "amount": 5_000})
+    token = signed_post(rest, key, "/api/v1/feed/user-token", {"user_id": "alice", "ttl_s": 600})
+    driver.get(server.url + "/")
+    driver.execute_script("sessionStorage.clear()")
+    driver.get(f"{server.url}/#token={token['token']}")
+    # The token leaves the address bar at once (it never went to any server: a fragment).
+    wait_for(lambda: "#" not in driver.current_url, what="the token to leave the URL")
+    assert "ft_" not in driver.current_url
+    wait_for(lambda: read(driver)["conn"] == "live", what="the feed")
+    assert driver.find_element("id", "player").text == "Playing as alice"
+    wait_for(lambda: read(driver)["available"] == 5_000, what="alice's balance")
+    assert read(driver)["action"] in ("bet", "queued", "placed", "cashout")
+    assert read(driver)["session"]["kind"] == "player"
+    assert driver.find_elements("id", "demo") == []
+    shots(driver, "game-partner-player")

@@ -200,6 +200,72 @@ def test_a_client_ahead_of_the_edge_resumes_without_a_snapshot() -> None:
     assert [m["seq"] for m in pipe.messages()] == [3, 4, 5]  # it drops 3 and 4 itself
 
 
+def test_under_sliced_fan_out_edges_get_every_frame_at_once_and_serve_the_same_bytes() -> None:
+    """The feed server's mode on both sides (``publish``/``relay`` queue, a task flushes
+    in slices): the relay still hands edges every frame as it is published, in ``seq``
+    order and byte for byte, and an edge's subscribers end with the engine's bytes."""
+    wire = Wire()
+    edge = EdgeHub()
+    edge.start(wire.hub.epoch, 0)
+    wire.hub.on_pending = _nothing
+    edge.on_pending = _nothing
+    engine_pipes = [Pipe() for _ in range(5)]
+    edge_pipes = [Pipe() for _ in range(5)]
+    wire.live.change()
+    wire.hub.publish(ROUND_UPDATES, {"type": "first"})
+    for record in wire.take():
+        edge.apply(record, contiguous=True)
+    for hub, pipes in ((wire.hub, engine_pipes), (edge, edge_pipes)):
+        for pipe in pipes:
+            sub = hub.attach(pipe.send, _nothing, _nothing)
+            hub.subscribe(sub, [LIVE_MULTIPLIER, ROUND_UPDATES], since_seq=0)
+    for i in range(30):
+        wire.hub.publish(LIVE_MULTIPLIER if i % 4 else ROUND_UPDATES, {"type": "x", "i": i})
+        if i % 7 == 0:
+            wire.hub.flush(budget=2)  # the engine's fan-out runs a slice now and then
+    frames = [r for r in wire.take() if r.kind is Kind.FRAME]
+    # Every frame went to the edges at publish time, whatever the engine's fan-out did.
+    assert [r.seq for r in frames] == list(range(2, wire.hub.seq + 1))
+    for record in frames:
+        edge.apply(record, contiguous=True)
+    before = [bytes(p.buffer) for p in edge_pipes]
+    assert edge.statistics().pending > 0  # queued on the edge too, for its own slices
+    while edge.flush(budget=2):
+        pass
+    wire.hub.flush_all()
+    assert edge.seq == wire.hub.seq
+    joined = b"".join(r.data for r in frames)
+    for pipe, old in zip(edge_pipes, before, strict=True):
+        assert bytes(pipe.buffer) == old + joined  # the engine's bytes, in seq order
+    assert {bytes(p.buffer) for p in edge_pipes} == {bytes(p.buffer) for p in engine_pipes}
+
+
+def test_a_resync_on_an_edge_comes_after_the_frames_its_fan_out_still_queued() -> None:
+    wire = Wire()
+    wire.live.change()
+    wire.hub.publish(ROUND_UPDATES, {"type": "x"})
+    edge = EdgeHub()
+    edge.start(wire.hub.epoch, 0)
+    edge.on_pending = _nothing
+    for record in wire.take():
+        edge.apply(record, contiguous=True)
+    pipe = Pipe()
+    sub = edge.attach(pipe.send, _nothing, _nothing)
+    edge.subscribe(sub, [ROUND_UPDATES])
+    wire.hub.publish(ROUND_UPDATES, {"type": "queued"})
+    for record in wire.take():
+        edge.apply(record, contiguous=True)  # queued for the fan-out, not flushed yet
+    wire.hub.publish(ROUND_UPDATES, {"type": "lost"})
+    wire.take()  # the transport lost it
+    wire.live.change()
+    wire.hub.publish(ROUND_UPDATES, {"type": "with a keyframe"})
+    for record in wire.take():
+        edge.apply(record, contiguous=True)
+    edge.flush_all()
+    got = [(m["type"], m.get("reason")) for m in pipe.messages()]
+    assert got == [("snapshot", "subscribe"), ("queued", None), ("snapshot", "resync")]
+
+
 def test_records_survive_any_split_of_the_byte_stream() -> None:
     records = [
         Record(Kind.FRAME, 7, "round_updates", b"\x81\x03abc"),
