@@ -425,8 +425,9 @@ class Hub:
         """Called with each channel a subscriber joins, after its snapshot or replay
         (the server uses it to announce a user's balance on first interest)."""
         self.on_frame: Callable[[Frame], None] | None = None
-        """Called with every frame ``publish`` builds, before it is fanned out (feed
-        edges: ``crashd.api.edge.relay`` forwards each one, byte for byte)."""
+        """Called with every frame ``publish`` builds, at once and before it is queued or
+        fanned out (feed edges: ``crashd.api.edge.relay`` forwards each one, byte for
+        byte, in ``seq`` order)."""
 
     # -- the engine side -------------------------------------------------------------
 

@@ -266,6 +266,31 @@ def test_a_resync_on_an_edge_comes_after_the_frames_its_fan_out_still_queued() -
     assert got == [("snapshot", "subscribe"), ("queued", None), ("snapshot", "resync")]
 
 
+def test_a_user_keyframe_on_an_edge_comes_after_the_frames_its_fan_out_still_queued() -> None:
+    wire = Wire()
+    wire.live.change()
+    wire.hub.publish(ROUND_UPDATES, {"type": "x"})
+    edge = EdgeHub(want=_nothing)
+    edge.start(wire.hub.epoch, 0)
+    edge.on_pending = _nothing
+    for record in wire.take():
+        edge.apply(record, contiguous=True)
+    pipe = Pipe()
+    sub = edge.attach(pipe.send, _nothing, _nothing)
+    user = "user:acme:zoe"
+    edge.subscribe(sub, [ROUND_UPDATES, user])  # the user's keyframe is wanted
+    wire.hub.publish(ROUND_UPDATES, {"type": "queued"})
+    for record in wire.take():
+        edge.apply(record, contiguous=True)  # queued for the fan-out, not flushed yet
+    answer = wire.relay.want(user)
+    assert answer is not None
+    edge.apply(answer, contiguous=True)
+    edge.flush_all()
+    got = [(m["type"], m["seq"]) for m in pipe.messages()]
+    assert [t for t, _ in got] == ["snapshot", "queued", "snapshot"]
+    assert [s for _, s in got] == sorted(s for _, s in got)
+
+
 def test_records_survive_any_split_of_the_byte_stream() -> None:
     records = [
         Record(Kind.FRAME, 7, "round_updates", b"\x81\x03abc"),
