@@ -6,13 +6,14 @@
 feed's current epoch. Only commands Valkey shares with Redis 7.0 (``XADD … MINID ~``,
 ``XREAD``, ``GET``, ``SET``, ``EXISTS``, ``DEL``).
 
-Two implementations, measured side by side by ``python -m bench relay`` (docs/scale-out.md):
+Two implementations, measured side by side by ``python -m bench cluster`` (docs/scale-out.md):
 
 * ``CoredisLink``: coredis ≥ 6, natively async on AnyIO, so on Trio (no thread hop);
 * ``ThreadedRedisLink``: redis-py's synchronous client, each call in a worker thread
   (``trio.to_thread``), a blocking ``XREAD`` holding its own thread.
 
-``open_link(url)`` picks coredis (the measured choice) unless ``client="redis-py"``.
+``open_link(url)`` picks coredis unless ``client="redis-py"`` (docs/scale-out.md has both
+measured: redis-py in a thread had the lower p99 there).
 URLs: ``redis://host:port/db``, ``rediss://…`` (TLS), ``unix:///path/to/redis.sock``.
 """
 
