@@ -109,6 +109,12 @@ async def test_an_api_process_answers_as_the_engine_does(tmp_path: Path, redis_u
                 "/api/v1/bets/t_000000000000000000000000/cashout", {"user_id": "zoe"}
             )
             assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_ticket"
+            # A finished round's bets: read from the database, as the engine reads them.
+            await api.wait_status("betting", timeout=30)
+            path = f"/api/v1/game/rounds/{placed.json()['round_id']}/bets"
+            there, mine = await api.get(path), await here.get(path)
+            assert there.status_code == mine.status_code == 200, there.text
+            assert there.json() == mine.json() and there.json()["bets"][0]["ticket_id"] == ticket
     assert bets_of(config.database) == [(ticket, 700, "won")]
 
 

@@ -328,7 +328,7 @@ async def get_round_bets(
     round_id: int, *, principal: Principal, query: ParticipantsQuery
 ) -> Response:
     services = current_services()
-    ledger = services.require_game().game.ledger
+    ledger = services.require_ledger()
     view = await ledger.round(round_id)
     if view is None:
         raise Problem("unknown_round", f"no round {round_id} has been played")
