@@ -61,6 +61,10 @@ class AccountKind(str, Enum):
     """Clearing account mirroring money outside crashd (deposits in, withdrawals out)."""
     FAUCET = "faucet"
     """Source of demo money; sandbox only."""
+    WALLET = "wallet"
+    """An operator's seamless wallet (one per partner, ``partner_id`` set, no user):
+    stakes its debits paid arrive from it, credits and rollbacks it confirmed go back
+    to it (crashd.engine.ledger.wallet)."""
 
 
 SYSTEM_KINDS: tuple[AccountKind, ...] = (

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from crashd.engine.proclock import ProcessLock
 
+from . import walletstore
 from .model import (
     Account,
     AccountKey,
@@ -41,6 +42,7 @@ from .model import (
 from .ops import Op, apply, prefetch_keys
 from .schema import DDL, MIGRATIONS, SCHEMA_VERSION
 from .txn import Ids, Txn
+from .wallet import WalletTx
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +226,8 @@ class Store:
                 sql = c.execute(
                     "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)
                 ).fetchone()[0]
+                if old not in sql and new in sql:
+                    continue  # already in this version's form
                 if old not in sql:
                     raise LedgerCorrupt(
                         f"migration {version}->{version + 1}: {table} is not "
@@ -378,6 +382,15 @@ class Store:
             "SELECT op FROM reversals WHERE withdrawal_op = ?", (withdrawal_seq,)
         ).fetchone()
         return None if row is None else int(row[0])
+
+    def load_wallet_tx(self, tx_id: str) -> WalletTx | None:
+        return walletstore.load_tx(self.conn, tx_id)
+
+    def load_wallet_debits(self, round_id: int) -> list[WalletTx]:
+        return walletstore.load_debits(self.conn, round_id)
+
+    def load_wallet_open_debits(self) -> list[WalletTx]:
+        return walletstore.load_open_debits(self.conn)
 
     # -- the group
 
@@ -638,6 +651,8 @@ class Store:
                 "UPDATE accounts SET posted=?, pending=? WHERE id=?",
                 [(a.posted, a.pending, a.id) for a in txn.dirty_accounts.values()],
             )
+        if txn.wallet is not None and not txn.wallet.empty:
+            walletstore.flush(c, txn.wallet)
 
 
 def _round_row(r: Round) -> tuple[object, ...]:
@@ -830,10 +845,13 @@ def audit(conn: sqlite3.Connection) -> AuditReport:
             )
             psp_net[env] = -rows.get("psp", 0)
             faucet[env] = -rows.get("faucet", 0)
+            # What seamless wallets paid in (stakes) net of what went back to them.
+            wallets = -rows.get("wallet", 0)
             internal[env] = rows.get("player", 0) + rows.get("house", 0) + rows.get("escrow", 0)
-            if internal[env] != psp_net[env] + faucet[env]:
+            if internal[env] != psp_net[env] + faucet[env] + wallets:
                 problems.append(
-                    f"{env}: internal {internal[env]} != psp {psp_net[env]} + faucet {faucet[env]}"
+                    f"{env}: internal {internal[env]} != psp {psp_net[env]} + faucet "
+                    f"{faucet[env]} + wallets {wallets}"
                 )
             escrow = rows.get("escrow", 0)
             open_stakes = conn.execute(
@@ -865,6 +883,7 @@ def audit(conn: sqlite3.Connection) -> AuditReport:
         n_open = conn.execute("SELECT count(*) FROM rounds WHERE state='open'").fetchone()[0]
         if n_open > 1:
             problems.append(f"{n_open} rounds open at once")
+        problems.extend(walletstore.audit_problems(conn))
     finally:
         conn.execute("COMMIT")
     return AuditReport(

@@ -17,13 +17,19 @@ from crashd.engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
 from crashd.engine.ledger.store import Store, audit
 
 
-def version_1_ddl() -> str:
-    """Version 1's DDL: today's with the 1 → 2 migration undone."""
+def undo_migrations(down_to: int) -> str:
+    """Today's DDL with the table rewrites from ``down_to`` on undone, newest first."""
     ddl = DDL
-    for _table, old, new in MIGRATIONS[1]:
-        assert new in ddl and old not in ddl
-        ddl = ddl.replace(new, old)
+    for version in range(SCHEMA_VERSION - 1, down_to - 1, -1):
+        for _table, old, new in MIGRATIONS[version]:
+            assert new in ddl and old not in ddl
+            ddl = ddl.replace(new, old)
     return ddl
+
+
+def version_1_ddl() -> str:
+    """Version 1's DDL: today's with every migration undone."""
+    return undo_migrations(1)
 
 
 def make_version_1(path: Path) -> None:
@@ -225,5 +231,46 @@ def test_replies_are_kept_in_the_same_commit_and_purged(tmp_path: Path) -> None:
             assert store.conn.execute("SELECT count(*) FROM ops").fetchone()[0] == 4
         finally:
             reader.close()
+    finally:
+        store.close()
+
+
+def test_version_4_gains_the_wallet_in_place(tmp_path: Path) -> None:
+    """4 → 5: the account kind 'wallet' and the wallet transfer kinds join the CHECKs
+    (rewritten in place: stored rows untouched); the wallet tables are created."""
+    path = tmp_path / "ledger.sqlite3"
+    ddl = undo_migrations(4)
+    # Version 4 had no wallet tables: cut them (and their triggers) out of the script.
+    start = ddl.index("-- Version 5: the seamless wallet")
+    end = ddl.index("CREATE TABLE IF NOT EXISTS reversals")
+    ddl = ddl[:start] + ddl[end:]
+    ddl = ddl[: ddl.index("-- A wallet transaction's identity")]
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(ddl)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    conn.execute(
+        "INSERT INTO ops VALUES (1, 'psp:production:a', 'psp_deposit', x'00', 1, NULL, '{}', 0)"
+    )
+    conn.execute("INSERT INTO accounts VALUES (1, 'production', 'psp', '', '', -70, 0)")
+    conn.execute("INSERT INTO accounts VALUES (2, 'production', 'player', 'p', 'u', 70, 0)")
+    conn.execute("INSERT INTO transfers VALUES (1, 1, 'production', 1, 2, 70, 'deposit', NULL, 0)")
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        conn.execute("INSERT INTO accounts VALUES (3, 'production', 'wallet', 'p', '', 0, 0)")
+    conn.close()
+    store = Store(path)
+    try:
+        assert store.conn.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone() == (str(SCHEMA_VERSION),)
+        tables = {
+            r[0] for r in store.conn.execute("SELECT name FROM sqlite_schema WHERE type='table'")
+        }
+        assert {"wallet_txs", "wallet_calls"} <= tables
+        store.conn.execute("INSERT INTO accounts VALUES (3, 'production', 'wallet', 'p', '', 0, 0)")
+        store.conn.execute(
+            "INSERT INTO transfers VALUES (2, 1, 'production', 3, 2, 5, 'wallet_debit', NULL, 0)"
+        )
+        assert store.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         store.close()
