@@ -20,11 +20,14 @@ from .config import Config
 from .rest.idempotency import Idempotency
 from .rest.problems import Problem
 from .security.keys import Authenticator, KeyStore
-from .security.sessions import HouseKeys, open_house_keys
+from .security.sessions import HouseKeys, open_house_keys, open_wallet_house_keys
+from .wallet.partners import PartnerConfig, load_partners
 
 SERVICES_EXTENSION = "crashd.services"
 
 if TYPE_CHECKING:
+    from crashd.engine.wallet.seamless import Seamless
+
     from .live import LiveState
 
 
@@ -57,6 +60,12 @@ class Services:
     """Where the WebSocket feed listens (``ws://host:port/api/v1/ws``), once it does."""
     game: GameRuntime | None = None
     """The running game (engine + ledger), set by the server once both are up."""
+    wallet_partners: dict[str, PartnerConfig] = field(default_factory=dict)
+    """The partners that play on their own wallet (``wallets_file``)."""
+    wallet_keys: dict[str, str | None] = field(default_factory=dict)
+    """Seamless partner → the house key its launch sessions are issued under."""
+    wallets: Seamless | None = None
+    """The seamless wallet's driver, set by the server when a partner plays seamless."""
 
     def require_game(self) -> GameRuntime:
         if self.game is None:
@@ -77,6 +86,12 @@ def open_services(config: Config, chain: ChainFile) -> Services:
     # players out early. So a sandbox server serves sandbox keys only, a production
     # server production keys only (run a second, sandbox crashd for integration tests).
     accepted = frozenset({config.environment})
+    try:
+        partners = load_partners(config)
+        wallet_keys = open_wallet_house_keys(keys, config.environment, partners)
+    except BaseException:
+        keys.close()
+        raise
     return Services(
         config=config,
         keys=keys,
@@ -84,6 +99,8 @@ def open_services(config: Config, chain: ChainFile) -> Services:
         idempotency=idempotency,
         chain=chain,
         house=open_house_keys(keys, config.environment),
+        wallet_partners=partners,
+        wallet_keys=wallet_keys,
     )
 
 

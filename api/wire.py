@@ -55,7 +55,9 @@ SCOPE_BALANCE = "read:balance"
 """Balances of the partner's users; needed for per-user feed channels."""
 SCOPE_BET = "write:bet"
 """Place and cash out bets (and, on a sandbox server, fund users from the faucet)."""
-SCOPES: tuple[str, ...] = (SCOPE_GAME_STATE, SCOPE_BALANCE, SCOPE_BET)
+SCOPE_WALLET = "manage:wallet"
+"""Seamless partners: resolve the wallet transactions parked in the failed queue."""
+SCOPES: tuple[str, ...] = (SCOPE_GAME_STATE, SCOPE_BALANCE, SCOPE_BET, SCOPE_WALLET)
 """Every scope, in canonical order."""
 
 # -- feed channels --------------------------------------------------------------------

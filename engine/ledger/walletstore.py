@@ -142,20 +142,32 @@ def flush(conn: sqlite3.Connection, wallet: WalletOverlay) -> None:
 # -- reads -------------------------------------------------------------------------------
 
 
-def due(conn: sqlite3.Connection, now: int, limit: int) -> list[WalletTx]:
-    """Credits and rollbacks the outbox should send now, oldest due first."""
+def _partners(partners: Sequence[str]) -> tuple[str, list[str]]:
+    return f"partner_id IN ({','.join('?' * len(partners))})", list(partners)
+
+
+def due(conn: sqlite3.Connection, partners: Sequence[str], now: int, limit: int) -> list[WalletTx]:
+    """The credits and rollbacks of these partners the outbox should send now, oldest
+    due first."""
+    if not partners:
+        return []
+    where, args = _partners(partners)
     rows = conn.execute(
         f"SELECT {TX_COLS} FROM wallet_txs WHERE state = 'pending' AND next_at <= ? "
-        "ORDER BY next_at, id LIMIT ?",
-        (now, limit),
+        f"AND {where} ORDER BY next_at, id LIMIT ?",
+        (now, *args, limit),
     )
     return [_tx(r) for r in rows]
 
 
-def next_due(conn: sqlite3.Connection, after: int) -> int | None:
-    """When the first credit or rollback due after ``after`` is (``None``: none)."""
+def next_due(conn: sqlite3.Connection, partners: Sequence[str], after: int) -> int | None:
+    """When their first credit or rollback due after ``after`` is (``None``: none)."""
+    if not partners:
+        return None
+    where, args = _partners(partners)
     row = conn.execute(
-        "SELECT min(next_at) FROM wallet_txs WHERE state = 'pending' AND next_at > ?", (after,)
+        f"SELECT min(next_at) FROM wallet_txs WHERE state = 'pending' AND next_at > ? AND {where}",
+        (after, *args),
     ).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 

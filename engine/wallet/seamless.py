@@ -558,7 +558,10 @@ class Seamless:
 
     # -- the operator -----------------------------------------------------------------
 
-    async def resolve(self, partner_id: str, tx_id: str, action: str, note: str) -> Result:
+    async def resolve(
+        self, partner_id: str, tx_id: str, action: str, note: str, reply: ReplySlot | None = None
+    ) -> Result:
+        """The operator's answer to a parked credit or rollback (``WalletResolve``)."""
         result = await self.ledger.submit(
             WalletResolve(
                 f"wallet:{tx_id}:resolve:{self.now_ms()}:{self._rng.getrandbits(32)}",
@@ -567,7 +570,8 @@ class Seamless:
                 action,
                 note,
                 self.now_ms() + self.horizon_ms,
-            )
+            ),
+            reply,
         )
         self.wake()
         return result
@@ -580,13 +584,14 @@ class Seamless:
         """Send every due credit and rollback, each in its own task (at most
         ``max_in_flight`` per wallet), record each answer, and sleep until the next is
         due or something new is queued."""
+        partners = sorted(self.partners)
         async with trio.open_nursery() as nursery:
             task_status.started()
             while True:
                 self._wake = trio.Event()
                 now = self.now_ms()
                 due = await self.ledger.read(
-                    walletstore.due, now, OUTBOX_BATCH + len(self._inflight)
+                    walletstore.due, partners, now, OUTBOX_BATCH + len(self._inflight)
                 )
                 wait_ms: int | None = None
                 for tx in due:
@@ -605,7 +610,7 @@ class Seamless:
                         continue
                     self._inflight.add(tx.tx_id)
                     nursery.start_soon(self._deliver, wallet, tx, verdict.probe)
-                upcoming = await self.ledger.read(walletstore.next_due, now)
+                upcoming = await self.ledger.read(walletstore.next_due, partners, now)
                 if upcoming is not None:
                     wait_ms = upcoming - now if wait_ms is None else min(wait_ms, upcoming - now)
                 if len(due) >= OUTBOX_BATCH + len(self._inflight) - 1:

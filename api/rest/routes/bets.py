@@ -28,6 +28,12 @@ from crashd.api.security.auth import require_user, requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import Services, current_services
+from crashd.api.wallet.bets import (
+    WALLET_PROBLEMS,
+    refuse_two_phase,
+    seamless_of,
+    seamless_place_now,
+)
 from crashd.api.wire import API_PREFIX, iso_ms
 from crashd.engine.bounds import MAX_AMOUNT, MAX_MULTIPLIER
 from crashd.engine.curve import format_multiplier
@@ -192,6 +198,7 @@ RESERVE_SCHEMA: dict[str, Any] = {
         "ledger_busy",
         "ledger_unavailable",
         "engine_unavailable",
+        "seamless_one_shot",
     ),
     links={
         name: {
@@ -211,6 +218,7 @@ RESERVE_SCHEMA: dict[str, Any] = {
 async def reserve(
     *, principal: Principal, idempotency: IdempotencyToken, body: ReserveBody
 ) -> Response:
+    refuse_two_phase(current_services(), principal.partner_id)
     game = current_services().require_game().game
     hold_id = derived_id("h_", idempotency)
 
@@ -321,6 +329,9 @@ PLACED_ONCE_SCHEMA: dict[str, Any] = {
         "ledger_busy",
         "ledger_unavailable",
         "engine_unavailable",
+        "round_closed",
+        "bet_busy",
+        *WALLET_PROBLEMS,
     ),
     links={
         "status": {
@@ -353,8 +364,13 @@ async def place_now(
     body: PlaceBody,
     services: Services | None = None,
 ) -> Response:
-    """A one-shot bet, answered with the reply its commit stored (REST, batch, feed)."""
-    game = (services or current_services()).require_game().game
+    """A one-shot bet, answered with the reply its commit stored (REST, batch, feed);
+    a seamless partner's is a debit of its wallet (``crashd.api.wallet.bets``)."""
+    services = services or current_services()
+    game = services.require_game().game
+    seamless = seamless_of(services, principal.partner_id)
+    if seamless is not None:
+        return await seamless_place_now(seamless, principal, idempotency, body)
     ticket_id = ticket_for(idempotency.scoped_id)
 
     def render(result: Result) -> tuple[int, Any]:
@@ -424,6 +440,7 @@ async def place_now(
         "ledger_busy",
         "ledger_unavailable",
         "engine_unavailable",
+        "seamless_one_shot",
     ),
     links={
         "status": {
@@ -447,6 +464,7 @@ async def place_now(
 async def confirm(
     *, principal: Principal, idempotency: IdempotencyToken, body: ConfirmBody
 ) -> Response:
+    refuse_two_phase(current_services(), principal.partner_id)
     game = current_services().require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
 
@@ -518,6 +536,7 @@ class ReleaseBody:
         "invalid_request",
         "ledger_unavailable",
         "engine_unavailable",
+        "seamless_one_shot",
     ),
 )
 @requires_scope("write:bet")
@@ -527,6 +546,7 @@ class ReleaseBody:
 async def release(
     *, principal: Principal, idempotency: IdempotencyToken, body: ReleaseBody
 ) -> Response:
+    refuse_two_phase(current_services(), principal.partner_id)
     game = current_services().require_game().game
 
     def render(voided: Result) -> tuple[int, Any]:
