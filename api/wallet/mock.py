@@ -30,7 +30,8 @@ deliver it: the second is a replay); ``insufficient_rate`` (debits refused as
 is closed unanswered; the admin endpoint still answers).
 
 Admin endpoint (JSON; ``Authorization: Bearer <admin token>`` when one is set):
-``GET/POST /admin/faults``, ``GET/POST /admin/players``, ``POST /admin/sessions``,
+``GET/POST /admin/faults``, ``GET/POST /admin/players`` (one object, or a list of
+them in one transaction), ``POST /admin/sessions``,
 ``GET /admin/transactions``, ``GET /admin/violations``.
 """
 
@@ -630,7 +631,16 @@ class MockWallet:
             elif method == "GET" and path == "/admin/players":
                 out = self.book.players()
             elif method == "POST" and path == "/admin/players":
-                out = self.book.set_player(data, self.currency)
+                if isinstance(data, list):  # many at once, one transaction
+                    self.book.conn.execute("BEGIN")
+                    try:
+                        out = [self.book.set_player(d, self.currency) for d in data]
+                        self.book.conn.execute("COMMIT")
+                    except BaseException:
+                        self.book.conn.execute("ROLLBACK")
+                        raise
+                else:
+                    out = self.book.set_player(data, self.currency)
             elif method == "POST" and path == "/admin/sessions":
                 session = self.book.add_session(
                     str(data["token"]),

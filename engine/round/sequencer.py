@@ -370,6 +370,10 @@ class Sequencer:
         """A user's bets in the current round (O(their bets))."""
         return self.current.bets_of(user)
 
+    def queued_bets_of(self, user: Hashable) -> int:
+        """How many bets ``user`` has queued for the next round (O(1))."""
+        return self._queue.per_user.get(user, 0)
+
     def participants(self, offset: int, limit: int) -> tuple[BetInfo, ...]:
         """A page of the current round's bets in placement order."""
         return self.current.participants(offset, limit)

@@ -69,6 +69,7 @@ from crashd.engine.reasons import (
     BET_BUSY,
     DUPLICATE_TICKET,
     ENGINE_STOPPING,
+    TOO_MANY_BETS,
     WALLET_CURRENCY_MISMATCH,
     WALLET_ERROR,
     WALLET_TIMEOUT,
@@ -98,6 +99,8 @@ MAX_SESSIONS = 100_000
 OUTBOX_BATCH = 256
 """Due transactions read per outbox pass."""
 PURGE_INTERVAL_S = 3600.0
+DRAIN_ALL = 2**62
+"""As "now" for the due query: every pending transaction is due."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,8 @@ class PartnerWallet:
     sessions: collections.OrderedDict[str, str] = field(default_factory=collections.OrderedDict)
     """Player id → the wallet's session token (from ``session.verify``), sent with debits."""
     limiter: trio.CapacityLimiter = field(init=False)
+    failing: bool = False
+    """Its last call got no usable answer: the next one that does drains the outbox."""
 
     def __post_init__(self) -> None:
         self.limiter = trio.CapacityLimiter(self.max_in_flight)
@@ -187,6 +192,7 @@ class Seamless:
         self._live: dict[str, int] = {}
         self._rounds: dict[int, set[str]] = {}
         self._inflight: set[str] = set()
+        self._drain: set[str] = set()
         self._wake = trio.Event()
         self._watch_send, self._watch_recv = trio.open_memory_channel[Pending](float("inf"))
         self.attempts = 0
@@ -320,12 +326,15 @@ class Seamless:
     ) -> Sent:
         sent = await wallet.port.send(request, deadline)
         answer = sent.answer
+        usable = answer.outcome is not Outcome.UNKNOWN
         wallet.breaker.record(
-            self.now_ms(),
-            answer.outcome is not Outcome.UNKNOWN,
-            f"{request.call.value}: {answer.code}",
-            probe=probe,
+            self.now_ms(), usable, f"{request.call.value}: {answer.code}", probe=probe
         )
+        if usable and wallet.failing:
+            # The wallet answers again: what waits out a backoff goes now.
+            self._drain.add(wallet.partner_id)
+            self.wake()
+        wallet.failing = not usable
         if answer.balance is not None and request.player_id is not None and self.on_balance:
             try:
                 self.on_balance(wallet.partner_id, request.player_id, answer.balance)
@@ -368,9 +377,19 @@ class Seamless:
             )
         if engine.sequencer.stopping or engine.finished:
             raise GameError(ENGINE_STOPPING)
-        probe = self._admit(wallet)
         now = engine.now_ms()
         round_id, confirm_by, after_close = self._target(now)
+        # What the engine would refuse anyway is refused before the wallet is asked:
+        # a debit only to roll it back helps no one.
+        sequencer = engine.sequencer
+        held = (
+            len(sequencer.user_bets(player.key))
+            if round_id == sequencer.current.round_id
+            else sequencer.queued_bets_of(player.key)
+        )
+        if held >= engine.config.max_bets_per_user:
+            raise GameError(TOO_MANY_BETS, round_id=round_id)
+        probe = self._admit(wallet)
         tx_id = contract.debit_id(ticket_id)
         try:
             opened = await self.ledger.submit(
@@ -593,6 +612,13 @@ class Seamless:
                 due = await self.ledger.read(
                     walletstore.due, partners, now, OUTBOX_BATCH + len(self._inflight)
                 )
+                if self._drain:
+                    # A wallet that failed answers again: its pending credits and
+                    # rollbacks go now, not after their backoff.
+                    drain, self._drain = sorted(self._drain), set()
+                    due += await self.ledger.read(
+                        walletstore.due, drain, DRAIN_ALL, OUTBOX_BATCH + len(self._inflight)
+                    )
                 wait_ms: int | None = None
                 for tx in due:
                     if tx.tx_id in self._inflight:

@@ -1,0 +1,98 @@
+"""The seamless driver (crashd.engine.wallet.seamless) with its knobs within reach: a
+real engine, a real SQLite ledger and the real mock wallet over HTTP, but a retry horizon
+of a fraction of a second, so the outbox's give-up, the failed queue and its retry run
+in a test's time. The server-level rules are tested in tests/rest/test_wallet.py and
+the state machine in tests/system/test_wallet_machine.py."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import trio
+
+from crashd.api.wallet.client import HttpWalletPort, wallet_client
+from crashd.engine.driver import Engine
+from crashd.engine.fairness import ChainReader, build_chain
+from crashd.engine.game import Game, Player, ticket_for
+from crashd.engine.ledger import open_ledger, walletstore
+from crashd.engine.round.config import RoundConfig
+from crashd.engine.wallet.breaker import Breaker
+from crashd.engine.wallet.retry import Backoff
+from crashd.engine.wallet.seamless import PartnerWallet, Seamless
+from crashd.engine.wallet.signing import HmacSha256Signer
+from support.wallet import CURRENCY, PARTNER, WALLET_SECRET, running_mock
+
+SPEC = build_chain(hashlib.sha256(b"seamless").digest(), length=100, interval=10)
+ALICE = Player("sandbox", PARTNER, "alice")
+
+
+async def test_a_credit_past_its_horizon_is_parked_then_retried(tmp_path: Path) -> None:
+    async with (
+        running_mock(tmp_path) as mock,
+        open_ledger(tmp_path / "ledger.sqlite3", synchronous="NORMAL") as ledger,
+        wallet_client(8) as client,
+        trio.open_nursery() as nursery,
+    ):
+        await mock.fund("alice", 1000)
+        engine = Engine(
+            games=ChainReader(SPEC).games(1),
+            salt="s",
+            first_game=1,
+            config=RoundConfig(betting_ms=200, pause_ms=100),
+        )
+        game = Game(engine, ledger)
+        port = HttpWalletPort(
+            client,
+            mock.url,
+            HmacSha256Signer(WALLET_SECRET),
+            environment="sandbox",
+            partner_id=PARTNER,
+        )
+        wallets = {
+            PARTNER: PartnerWallet(
+                PARTNER, CURRENCY, port, timeout_ms=300, breaker=Breaker(threshold=1000)
+            )
+        }
+        seamless = Seamless(
+            game,
+            wallets,
+            environment="sandbox",
+            horizon_ms=400,
+            backoff=Backoff(base_ms=20, cap_ms=60),
+        )
+        await seamless.recover()
+        await nursery.start(game.run)
+        await nursery.start(seamless.run)
+        ticket = ticket_for("k/1")
+        placed = await seamless.place("k/1", ALICE, 100, 101, ticket, "h_1")
+        assert placed.round_id == 1 and not placed.queued
+        await mock.faults(error_rate=1)  # the wallet fails every call from now on
+
+        async def failed() -> list[walletstore.WalletTx]:
+            return await ledger.read(
+                walletstore.txs,
+                walletstore.TxFilter("sandbox", PARTNER, state="failed"),
+            )
+
+        with trio.fail_after(20):
+            while not await failed():
+                await trio.sleep(0.05)
+        [parked] = await failed()
+        # Auto-cashed out at 1.01x: the credit of 101, tried until its horizon.
+        assert parked.kind == "credit" and parked.amount == 101 and parked.attempts >= 2
+        assert parked.code == "http_503"
+        balance = await ledger.balance(environment="sandbox", partner_id=PARTNER, user_id="alice")
+        assert balance.posted == 101  # owed to the wallet, held in crashd's ledger
+        await mock.heal()
+        await seamless.resolve(PARTNER, parked.tx_id, "retry", "wallet fixed")
+        with trio.fail_after(20):
+            while (await ledger.read(walletstore.load_tx, parked.tx_id)).state != "ok":  # type: ignore[union-attr]
+                await trio.sleep(0.05)
+        assert (await mock.balances())["alice"] == 1000 - 100 + 101
+        balance = await ledger.balance(environment="sandbox", partner_id=PARTNER, user_id="alice")
+        assert balance.posted == 0
+        report = await ledger.audit()
+        assert report.ok, report.problems
+        engine.stop(void=True)
+        nursery.cancel_scope.cancel()
