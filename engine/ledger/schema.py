@@ -11,7 +11,7 @@ transaction as the transfers and audited against their sum.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Multi-value CHECKs are spelled as OR chains, never ``IN (...)``: SQLite evaluates a
 # constant IN list of three or more values by building a temporary index each time
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     id          INTEGER PRIMARY KEY,
     environment TEXT NOT NULL CHECK (environment IN ('sandbox', 'production')),
     kind        TEXT NOT NULL CHECK (kind = 'player' OR kind = 'house' OR kind = 'escrow'
-        OR kind = 'psp' OR kind = 'faucet'
+        OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'
         OR kind = 'wallet'),
     partner_id  TEXT NOT NULL,
     user_id     TEXT NOT NULL,
@@ -132,6 +132,7 @@ CREATE TABLE IF NOT EXISTS transfers (
     kind   TEXT NOT NULL CHECK (kind = 'deposit' OR kind = 'withdrawal'
         OR kind = 'withdrawal_reversal' OR kind = 'faucet' OR kind = 'bet_stake'
         OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'
+        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'
         OR kind = 'wallet_debit' OR kind = 'wallet_credit' OR kind = 'wallet_rollback'),
     hold   INTEGER REFERENCES holds(id),
     ts     INTEGER NOT NULL,
@@ -156,7 +157,25 @@ CREATE TABLE IF NOT EXISTS replies (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS replies_by_age ON replies (created_at);
 
--- Version 5: the seamless wallet (docs/wallet.md; crashd.engine.ledger.wallet). The
+-- Version 5: the operator's audit log. One row per operator action (a limits change,
+-- a pause, a void, a bankroll deposit, a chain published…), written by the op that
+-- carried it out, in the same transaction, under that op's id: who (the key id), when,
+-- the state before and after (JSON), append-only like the ledger's history. Portable
+-- SQL: plain INTEGER/TEXT columns and a CHECK; the triggers below have an equivalent
+-- in every SQL database.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id          INTEGER PRIMARY KEY REFERENCES ops(id),
+    ts          INTEGER NOT NULL,
+    environment TEXT NOT NULL CHECK (environment = 'sandbox' OR environment = 'production'),
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    before      TEXT,
+    after       TEXT,
+    note        TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS audit_log_by_action ON audit_log (environment, action, id);
+
+-- Version 6: the seamless wallet (docs/wallet.md; crashd.engine.ledger.wallet). The
 -- accounts gain kind 'wallet' (one per partner: the operator's wallet, as crashd's
 -- clearing account for it), the transfers three kinds; and two tables:
 -- wallet_txs, every debit, credit and rollback crashd must bring to a final answer
@@ -245,6 +264,10 @@ CREATE TRIGGER IF NOT EXISTS reversals_no_update BEFORE UPDATE ON reversals
 BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS reversals_no_delete BEFORE DELETE ON reversals
 BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS accounts_no_delete BEFORE DELETE ON accounts
 BEGIN SELECT RAISE(ABORT, 'accounts are never deleted'); END;
 -- UPDATE OF the identity columns: an UPDATE that does not name them cannot change
@@ -364,19 +387,35 @@ MIGRATIONS[2] = []
 # 3 → 4 adds the replies table (the DDL creates it); the API's separate
 # api_idempotency table, which needed two commits of its own per request, is gone.
 MIGRATIONS[3] = []
-# 4 → 5 adds the seamless wallet: the wallet tables (the DDL creates them), account kind
-# 'wallet' and the transfer kinds wallet_debit, wallet_credit and wallet_rollback, by the
-# same in-place rewrite of the two CHECKs as 1 → 2 (every stored row satisfies the wider one).
+# 4 → 5: the operator's capital account (the other side of bankroll deposits and
+# withdrawals) and its transfer kinds, in the CHECKs of accounts and transfers; the
+# audit_log table and its triggers come with the DDL.
 MIGRATIONS[4] = [
     (
         "accounts",
         "OR kind = 'psp' OR kind = 'faucet'),",
-        "OR kind = 'psp' OR kind = 'faucet'\n        OR kind = 'wallet'),",
+        "OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'),",
     ),
     (
         "transfers",
         "OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'),",
         "OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'\n"
+        "        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),",
+    ),
+]
+# 5 → 6 adds the seamless wallet: the wallet tables (the DDL creates them), account kind
+# 'wallet' and the transfer kinds wallet_debit, wallet_credit and wallet_rollback, by the
+# same in-place rewrite of the two CHECKs as 4 → 5 (every stored row satisfies the wider one).
+MIGRATIONS[5] = [
+    (
+        "accounts",
+        "OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'),",
+        "OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'\n        OR kind = 'wallet'),",
+    ),
+    (
+        "transfers",
+        "OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),",
+        "OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'\n"
         "        OR kind = 'wallet_debit' OR kind = 'wallet_credit' OR kind = 'wallet_rollback'),",
     ),
 ]

@@ -101,6 +101,8 @@ class Txn:
         self.purge_replies_before: int | None = None
         self.wallet: WalletOverlay | None = None
         """The seamless wallet's rows, once an op of the wallet's touched them."""
+        self.new_audit: list[tuple[int, int, str, str, str, str | None, str | None, str]] = []
+        """(op seq, ts, environment, actor, action, before, after, note)"""
 
     def wallet_overlay(self) -> WalletOverlay:
         if self.wallet is None:
@@ -409,6 +411,21 @@ class Txn:
         assert self.reversal_of(withdrawal_seq) is None
         self._reversals[withdrawal_seq] = op
         self.new_reversals.append((withdrawal_seq, op))
+        self.mutations += 1
+
+    def record_audit(
+        self,
+        seq: int,
+        now: int,
+        environment: str,
+        actor: str,
+        action: str,
+        before: str | None,
+        after: str | None,
+        note: str,
+    ) -> None:
+        """Append an operator action to the audit log, under the op's seq."""
+        self.new_audit.append((seq, now, environment, actor, action, before, after, note))
         self.mutations += 1
 
     def record_op(self, rec: OpRecord, now: int) -> None:

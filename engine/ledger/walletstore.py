@@ -1,4 +1,4 @@
-"""SQL of the seamless wallet's tables (schema version 5): the planner's loads, the
+"""SQL of the seamless wallet's tables (schema version 6): the planner's loads, the
 group flush, the reads behind the reconciliation endpoints and the audit's wallet checks.
 
 Blocking functions over a ``sqlite3`` connection, called by ``Store`` (the one writer)

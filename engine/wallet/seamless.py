@@ -69,6 +69,7 @@ from crashd.engine.reasons import (
     BET_BUSY,
     DUPLICATE_TICKET,
     ENGINE_STOPPING,
+    GAME_PAUSED,
     TOO_MANY_BETS,
     WALLET_CURRENCY_MISMATCH,
     WALLET_ERROR,
@@ -389,6 +390,8 @@ class Seamless:
         )
         if held >= engine.config.max_bets_per_user:
             raise GameError(TOO_MANY_BETS, round_id=round_id)
+        if sequencer.paused and sequencer.current.phase is not Phase.BETTING:
+            raise GameError(GAME_PAUSED)
         probe = self._admit(wallet)
         tx_id = contract.debit_id(ticket_id)
         try:
