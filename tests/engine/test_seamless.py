@@ -9,14 +9,17 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
 import trio
 
 from crashd.api.wallet.client import HttpWalletPort, wallet_client
 from crashd.engine.driver import Engine
 from crashd.engine.fairness import ChainReader, build_chain
-from crashd.engine.game import Game, Player, ticket_for
+from crashd.engine.game import Game, GameError, Player, ticket_for
 from crashd.engine.ledger import open_ledger, walletstore
+from crashd.engine.reasons import GAME_PAUSED
 from crashd.engine.round.config import RoundConfig
+from crashd.engine.round.tables import Phase
 from crashd.engine.wallet.breaker import Breaker
 from crashd.engine.wallet.retry import Backoff
 from crashd.engine.wallet.seamless import PartnerWallet, Seamless
@@ -94,5 +97,48 @@ async def test_a_credit_past_its_horizon_is_parked_then_retried(tmp_path: Path) 
         assert balance.posted == 0
         report = await ledger.audit()
         assert report.ok, report.problems
+        engine.stop(void=True)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_paused_game_refuses_a_bet_before_the_wallet_is_debited(tmp_path: Path) -> None:
+    """Past betting in a paused game a bet could only be rolled back: it is refused with
+    ``game_paused`` and the wallet is never asked."""
+    async with (
+        running_mock(tmp_path) as mock,
+        open_ledger(tmp_path / "ledger.sqlite3", synchronous="NORMAL") as ledger,
+        wallet_client(8) as client,
+        trio.open_nursery() as nursery,
+    ):
+        await mock.fund("alice", 1000)
+        engine = Engine(
+            games=ChainReader(SPEC).games(1),
+            salt="s",
+            first_game=1,
+            config=RoundConfig(betting_ms=200, pause_ms=100),
+        )
+        game = Game(engine, ledger)
+        port = HttpWalletPort(
+            client,
+            mock.url,
+            HmacSha256Signer(WALLET_SECRET),
+            environment="sandbox",
+            partner_id=PARTNER,
+        )
+        wallets = {PARTNER: PartnerWallet(PARTNER, CURRENCY, port, timeout_ms=300)}
+        seamless = Seamless(game, wallets, environment="sandbox")
+        await seamless.recover()
+        await nursery.start(game.run)
+        await nursery.start(seamless.run)
+        engine.pause()
+        with trio.fail_after(20):
+            while engine.sequencer.current.phase is Phase.BETTING:
+                await trio.sleep(0.01)
+        with pytest.raises(GameError) as refused:
+            await seamless.place("k/2", ALICE, 100, None, ticket_for("k/2"), "h_2")
+        assert refused.value.code == GAME_PAUSED
+        assert await mock.transactions() == []
+        assert await ledger.read(walletstore.txs, walletstore.TxFilter("sandbox", PARTNER)) == []
+        assert (await mock.balances())["alice"] == 1000
         engine.stop(void=True)
         nursery.cancel_scope.cancel()
