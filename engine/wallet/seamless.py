@@ -323,11 +323,25 @@ class Seamless:
         return verdict.probe
 
     async def _send(
-        self, wallet: PartnerWallet, request: Request, deadline: float, probe: bool
+        self,
+        wallet: PartnerWallet,
+        request: Request,
+        deadline: float,
+        probe: bool,
+        *,
+        cut_short: bool = False,
     ) -> Sent:
+        """Send ``request`` by ``deadline`` and tell the breaker how it went.
+        ``cut_short``: the deadline is crashd's own (a debit must be confirmed before
+        betting closes), sooner than the partner's timeout — running out of it says
+        nothing about the wallet, so it gives the breaker no verdict (else the debits in
+        flight at every close of a busy round would open the breaker)."""
         sent = await wallet.port.send(request, deadline)
         answer = sent.answer
         usable = answer.outcome is not Outcome.UNKNOWN
+        if cut_short and answer.outcome is Outcome.UNKNOWN and answer.code == "timeout":
+            wallet.breaker.release(probe)
+            return sent
         wallet.breaker.record(
             self.now_ms(), usable, f"{request.call.value}: {answer.code}", probe=probe
         )
@@ -415,8 +429,9 @@ class Seamless:
             wallet.breaker.release(probe)
             raise await self._earlier(tx_id)
         deadline = trio.current_time() + wallet.timeout_ms / 1000
-        if confirm_by is not None:
-            deadline = min(deadline, engine.time_of(confirm_by))
+        cut_short = False
+        if confirm_by is not None and engine.time_of(confirm_by) < deadline:
+            deadline, cut_short = engine.time_of(confirm_by), True
         request = contract.debit(
             tx_id,
             player.user_id,
@@ -426,7 +441,7 @@ class Seamless:
             ticket_id,
             wallet.sessions.get(player.user_id),
         )
-        sent = await self._send(wallet, request, deadline, probe)
+        sent = await self._send(wallet, request, deadline, probe, cut_short=cut_short)
         answer = sent.answer
         if answer.outcome is Outcome.REFUSED:
             code = answer.problem

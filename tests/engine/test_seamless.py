@@ -17,10 +17,10 @@ from crashd.engine.driver import Engine
 from crashd.engine.fairness import ChainReader, build_chain
 from crashd.engine.game import Game, GameError, Player, ticket_for
 from crashd.engine.ledger import open_ledger, walletstore
-from crashd.engine.reasons import GAME_PAUSED
+from crashd.engine.reasons import GAME_PAUSED, WALLET_TIMEOUT
 from crashd.engine.round.config import RoundConfig
 from crashd.engine.round.tables import Phase
-from crashd.engine.wallet.breaker import Breaker
+from crashd.engine.wallet.breaker import Breaker, BreakerState
 from crashd.engine.wallet.retry import Backoff
 from crashd.engine.wallet.seamless import PartnerWallet, Seamless
 from crashd.engine.wallet.signing import HmacSha256Signer
@@ -140,5 +140,66 @@ async def test_a_paused_game_refuses_a_bet_before_the_wallet_is_debited(tmp_path
         assert await mock.transactions() == []
         assert await ledger.read(walletstore.txs, walletstore.TxFilter("sandbox", PARTNER)) == []
         assert (await mock.balances())["alice"] == 1000
+        engine.stop(void=True)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_debit_cut_short_by_the_close_of_betting_is_no_wallet_failure(
+    tmp_path: Path,
+) -> None:
+    """A slow wallet whose debit is still out when betting closes: the bet does not play
+    (``wallet_timeout``) and is rolled back, but crashd's own deadline ran out, not the
+    wallet's timeout, so the breaker (here tripping on the first failure) stays closed."""
+    async with (
+        running_mock(tmp_path, latency_ms=600) as mock,
+        open_ledger(tmp_path / "ledger.sqlite3", synchronous="NORMAL") as ledger,
+        wallet_client(8) as client,
+        trio.open_nursery() as nursery,
+    ):
+        await mock.fund("alice", 1000)
+        engine = Engine(
+            games=ChainReader(SPEC).games(1),
+            salt="s",
+            first_game=1,
+            config=RoundConfig(betting_ms=300, pause_ms=100),
+        )
+        game = Game(engine, ledger)
+        port = HttpWalletPort(
+            client,
+            mock.url,
+            HmacSha256Signer(WALLET_SECRET),
+            environment="sandbox",
+            partner_id=PARTNER,
+        )
+        breaker = Breaker(threshold=1)
+        wallets = {
+            PARTNER: PartnerWallet(PARTNER, CURRENCY, port, timeout_ms=5000, breaker=breaker)
+        }
+        seamless = Seamless(game, wallets, environment="sandbox")
+        await seamless.recover()
+        await nursery.start(game.run)
+        await nursery.start(seamless.run)
+        with trio.fail_after(20):
+            while engine.sequencer.current.phase is not Phase.BETTING:
+                await trio.sleep(0.01)
+        with pytest.raises(GameError) as refused:
+            await seamless.place("k/3", ALICE, 100, None, ticket_for("k/3"), "h_3")
+        assert refused.value.code == WALLET_TIMEOUT
+        assert breaker.state is BreakerState.CLOSED
+        # The rollback goes out (the wallet answers within its timeout) and is final.
+        [debit] = await ledger.read(
+            walletstore.txs, walletstore.TxFilter("sandbox", PARTNER, kind="debit")
+        )
+        with trio.fail_after(20):
+            while (await mock.balances())["alice"] != 1000 or any(
+                t.state == "pending"
+                for t in await ledger.read(
+                    walletstore.txs, walletstore.TxFilter("sandbox", PARTNER)
+                )
+            ):
+                await trio.sleep(0.05)
+        assert debit.state == "cancelled"
+        assert breaker.state is BreakerState.CLOSED
+        assert await mock.violations() == []
         engine.stop(void=True)
         nursery.cancel_scope.cancel()
