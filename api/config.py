@@ -78,6 +78,13 @@ class Config:
     redis_prefix: str = "crashd"
     relay_socket: Path | None = None
     feed_url: str | None = None
+    wallets_file: Path = Path("crashd-wallets.toml")
+    wallet_timeout_ms: int = 2000
+    wallet_retry_horizon_hours: int = 24
+    wallet_log_retention_days: int = 122
+    wallet_breaker_failures: int = 5
+    wallet_breaker_cooldown_s: float = 5.0
+    wallet_max_in_flight: int = 64
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -294,6 +301,57 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "the feed URL an API process hands to clients (ws://… of the edges' port or of a "
         "load balancer in front of them); the engine hands out its own listener's",
+    ),
+    Setting(
+        "wallets_file",
+        Path,
+        "partners that play on their own wallet (seamless mode): TOML, one [partners.ID] "
+        "table each (docs/wallet.md); missing: every partner plays on crashd's balances",
+    ),
+    Setting(
+        "wallet_timeout_ms",
+        int,
+        "seamless: how long crashd waits for a wallet's answer (a debit also no longer "
+        "than until betting closes)",
+        50,
+        60_000,
+    ),
+    Setting(
+        "wallet_retry_horizon_hours",
+        int,
+        "seamless: how long the outbox retries a credit or rollback before parking it in "
+        "the failed queue",
+        1,
+        24 * 30,
+    ),
+    Setting(
+        "wallet_log_retention_days",
+        int,
+        "seamless: how long every wallet call and its answer is kept (reconciliation)",
+        1,
+        3650,
+    ),
+    Setting(
+        "wallet_breaker_failures",
+        int,
+        "seamless: failed wallet calls in a row that pause a partner's bets (circuit breaker)",
+        1,
+        1000,
+    ),
+    Setting(
+        "wallet_breaker_cooldown_s",
+        float,
+        "seamless: how long bets stay paused before a probe call (doubling while the "
+        "wallet keeps failing, up to 12 times this)",
+        0.1,
+        3600,
+    ),
+    Setting(
+        "wallet_max_in_flight",
+        int,
+        "seamless: outbox calls (credits, rollbacks) in flight to one wallet at once",
+        1,
+        1024,
     ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -44,7 +44,7 @@ from crashd.engine.fairness import (
     ChainReader,
     crash_point,
 )
-from crashd.engine.game import Game
+from crashd.engine.game import Game, Player
 from crashd.engine.gctune import tune_gc
 from crashd.engine.ledger import Balance, Ledger, LedgerInUse, open_ledger
 from crashd.engine.proclock import ProcessLock
@@ -67,6 +67,7 @@ from .rest.app import create_app
 from .rest.routes.feed import feed_authenticator
 from .security.guard import security_state
 from .services import GameRuntime, Services, open_services
+from .wallet.driver import run_wallets
 
 log = logging.getLogger(__name__)
 
@@ -340,14 +341,25 @@ async def _run_server(
             environment = config.environment
 
             async def read_balance(partner_id: str, user_id: str) -> Balance:
+                wallets = services.wallets
+                if wallets is not None and wallets.wallet_of(partner_id) is not None:
+                    # A seamless player's money is in the operator's wallet.
+                    held, _owed = await wallets.balance(Player(environment, partner_id, user_id))
+                    return Balance(posted=held, pending=0, available=held)
                 return await ledger.balance(
                     environment=environment, partner_id=partner_id, user_id=user_id
                 )
 
             balances = BalanceFeed(hub, environment, read_balance)
+            balances.external = frozenset(services.wallet_partners)
             ledger.add_balance_listener(balances.on_commit)
             hub.on_subscribe = balances.want
             nursery.start_soon(balances.run)
+            # The seamless wallets: recovery of their debits and credits before the
+            # engine plays, then the outbox, for the life of the server.
+            services.wallets = await nursery.start(
+                run_wallets, config, services.wallet_partners, game, balances.on_wallet
+            )
 
             async def run_game(task_status: trio.TaskStatus[None]) -> None:
                 await game.run(task_status=task_status)

@@ -21,12 +21,14 @@ from .ops.metrics import Metrics
 from .rest.idempotency import Idempotency
 from .rest.problems import Problem
 from .security.keys import Authenticator, KeyStore
-from .security.sessions import HouseKeys, open_house_keys
+from .security.sessions import HouseKeys, open_house_keys, open_wallet_house_keys
+from .wallet.partners import PartnerConfig, load_partners
 
 SERVICES_EXTENSION = "crashd.services"
 
 if TYPE_CHECKING:
     from crashd.engine.ledger.reads import LedgerReads
+    from crashd.engine.wallet.seamless import Seamless
 
     from .feed.hub import Hub
     from .feed.server import FeedServer
@@ -79,6 +81,12 @@ class Services:
     """In a process without the engine: the ledger's reads."""
     live: LiveBody | None = None
     """In a process without the engine: the live round's public state."""
+    wallet_partners: dict[str, PartnerConfig] = field(default_factory=dict)
+    """The partners that play on their own wallet (``wallets_file``)."""
+    wallet_keys: dict[str, str | None] = field(default_factory=dict)
+    """Seamless partner → the house key its launch sessions are issued under."""
+    wallets: Seamless | None = None
+    """The seamless wallet's driver, set by the server when a partner plays seamless."""
     metrics: Metrics = field(default_factory=Metrics)
     """The instruments observed on hot paths (``crashd.api.ops.metrics``)."""
     rate_limited: dict[str, int] = field(default_factory=dict)
@@ -133,6 +141,12 @@ def open_services(config: Config, chain: ChainFile) -> Services:
     # players out early. So a sandbox server serves sandbox keys only, a production
     # server production keys only (run a second, sandbox crashd for integration tests).
     accepted = frozenset({config.environment})
+    try:
+        partners = load_partners(config)
+        wallet_keys = open_wallet_house_keys(keys, config.environment, partners)
+    except BaseException:
+        keys.close()
+        raise
     return Services(
         config=config,
         keys=keys,
@@ -141,6 +155,8 @@ def open_services(config: Config, chain: ChainFile) -> Services:
         chain=chain,
         house=open_house_keys(keys, config.environment),
         metrics=Metrics(config.environment),
+        wallet_partners=partners,
+        wallet_keys=wallet_keys,
     )
 
 

@@ -23,6 +23,7 @@ from crashd.api.cli import psp as cli_psp
 from crashd.api.cli import request as cli_request
 from crashd.api.cli import serve as cli_serve
 from crashd.api.cli import verify as cli_verify
+from crashd.api.cli import wallet as cli_wallet
 from crashd.api.cli import watch as cli_watch
 
 from .usage import UsageError
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_edge,
         cli_api,
         cli_cluster,
+        cli_wallet,
         cli_admin,
     ):
         module.register(subparsers)

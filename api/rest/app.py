@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from crashd.api import __version__
 from crashd.api.security.guard import install as install_security
 from crashd.api.services import SERVICES_EXTENSION, Services, current_services
+from crashd.api.wallet.routes import wallet as wallet_routes
 from crashd.api.wire import API_PREFIX
 
 from .contract import documented, json_response
@@ -230,6 +231,7 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
     app.register_blueprint(feed)
     app.register_blueprint(psp)
     app.register_blueprint(sessions)
+    app.register_blueprint(wallet_routes)
     app.register_blueprint(probes)
     app.register_blueprint(admin)
     app.register_blueprint(pages)  # the player's pages at /, /verify, /rounds/{id}, /rules

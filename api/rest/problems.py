@@ -191,6 +191,18 @@ API_CODES: dict[str, ProblemKind] = {
     "internal_error": _k(
         500, "Internal server error", "the server failed; nothing internal is disclosed"
     ),
+    "wallet_not_seamless": _k(
+        409,
+        "Partner not in seamless mode",
+        "a seamless-wallet route for a partner that plays on crashd's own balances (not in "
+        "`wallets_file`)",
+    ),
+    "seamless_one_shot": _k(
+        409,
+        "Not for a seamless partner",
+        "reserve, confirm, release or the faucet for a partner that plays on its own "
+        "wallet: its bets are `POST /api/v1/bets`",
+    ),
 }
 
 CODES: dict[str, ProblemKind] = {

@@ -11,7 +11,7 @@ transaction as the transfers and audited against their sum.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Multi-value CHECKs are spelled as OR chains, never ``IN (...)``: SQLite evaluates a
 # constant IN list of three or more values by building a temporary index each time
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     id          INTEGER PRIMARY KEY,
     environment TEXT NOT NULL CHECK (environment IN ('sandbox', 'production')),
     kind        TEXT NOT NULL CHECK (kind = 'player' OR kind = 'house' OR kind = 'escrow'
-        OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'),
+        OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'
+        OR kind = 'wallet'),
     partner_id  TEXT NOT NULL,
     user_id     TEXT NOT NULL,
     posted      INTEGER NOT NULL,
@@ -131,7 +132,8 @@ CREATE TABLE IF NOT EXISTS transfers (
     kind   TEXT NOT NULL CHECK (kind = 'deposit' OR kind = 'withdrawal'
         OR kind = 'withdrawal_reversal' OR kind = 'faucet' OR kind = 'bet_stake'
         OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'
-        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),
+        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'
+        OR kind = 'wallet_debit' OR kind = 'wallet_credit' OR kind = 'wallet_rollback'),
     hold   INTEGER REFERENCES holds(id),
     ts     INTEGER NOT NULL,
     CHECK (debit != credit),
@@ -172,6 +174,77 @@ CREATE TABLE IF NOT EXISTS audit_log (
     note        TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS audit_log_by_action ON audit_log (environment, action, id);
+
+-- Version 6: the seamless wallet (docs/wallet.md; crashd.engine.ledger.wallet). The
+-- accounts gain kind 'wallet' (one per partner: the operator's wallet, as crashd's
+-- clearing account for it), the transfers three kinds; and two tables:
+-- wallet_txs, every debit, credit and rollback crashd must bring to a final answer
+-- (history: kept, never deleted), and wallet_calls, every call made and its answer
+-- (the reconciliation log: deleted past wallet_log_retention_days, by the one writer).
+-- Portable SQL apart from STRICT and the triggers' RAISE: ids are TEXT, amounts and
+-- instants (ms) INTEGER, states spelled out in CHECKs.
+CREATE TABLE IF NOT EXISTS wallet_txs (
+    id           INTEGER PRIMARY KEY,
+    tx_id        TEXT NOT NULL UNIQUE,
+    kind         TEXT NOT NULL CHECK (kind = 'debit' OR kind = 'credit' OR kind = 'rollback'),
+    environment  TEXT NOT NULL CHECK (environment = 'sandbox' OR environment = 'production'),
+    partner_id   TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    currency     TEXT NOT NULL,
+    ticket_id    TEXT NOT NULL,
+    round_id     INTEGER,
+    ref_tx_id    TEXT UNIQUE REFERENCES wallet_txs (tx_id),
+    amount       INTEGER NOT NULL CHECK (amount >= 0),
+    multiplier   INTEGER CHECK (multiplier IS NULL OR multiplier >= 100),
+    state        TEXT NOT NULL CHECK (state = 'pending' OR state = 'ok' OR state = 'refused'
+        OR state = 'cancelled' OR state = 'failed' OR state = 'resolved'),
+    code         TEXT,
+    attempts     INTEGER NOT NULL CHECK (attempts >= 0),
+    next_at      INTEGER,
+    give_up_at   INTEGER,
+    wallet_tx_id TEXT,
+    balance      INTEGER,
+    created_op   INTEGER NOT NULL REFERENCES ops (id),
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    closed_op    INTEGER REFERENCES ops (id),
+    closed_by    TEXT,
+    note         TEXT,
+    -- A debit opens; a credit or a rollback closes exactly one debit (ref_tx_id UNIQUE).
+    CHECK ((kind = 'debit') = (ref_tx_id IS NULL)),
+    CHECK (kind != 'debit' OR amount > 0),
+    CHECK (kind = 'debit' OR (state != 'refused' AND state != 'cancelled')),
+    CHECK (kind != 'debit' OR (state != 'failed' AND state != 'resolved')),
+    CHECK (kind = 'credit' OR multiplier IS NULL)
+) STRICT;
+CREATE INDEX IF NOT EXISTS wallet_txs_by_partner ON wallet_txs (partner_id, created_at);
+CREATE INDEX IF NOT EXISTS wallet_txs_by_user ON wallet_txs (partner_id, user_id, created_at);
+CREATE INDEX IF NOT EXISTS wallet_txs_by_round ON wallet_txs (round_id);
+CREATE INDEX IF NOT EXISTS wallet_txs_due ON wallet_txs (next_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS wallet_txs_failed ON wallet_txs (partner_id) WHERE state = 'failed';
+CREATE INDEX IF NOT EXISTS wallet_txs_open_debits ON wallet_txs (id)
+    WHERE kind = 'debit' AND closed_by IS NULL AND state != 'refused';
+
+CREATE TABLE IF NOT EXISTS wallet_calls (
+    id          INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    environment TEXT NOT NULL,
+    partner_id  TEXT NOT NULL,
+    call        TEXT NOT NULL CHECK (call = 'session.verify' OR call = 'balance'
+        OR call = 'debit' OR call = 'credit' OR call = 'rollback'),
+    tx_id       TEXT,
+    user_id     TEXT,
+    request_id  TEXT NOT NULL,
+    request     TEXT NOT NULL,
+    status      INTEGER,
+    response    TEXT,
+    outcome     TEXT NOT NULL CHECK (outcome = 'ok' OR outcome = 'refused' OR outcome = 'unknown'),
+    code        TEXT,
+    duration_ms INTEGER NOT NULL CHECK (duration_ms >= 0)
+) STRICT;
+CREATE INDEX IF NOT EXISTS wallet_calls_by_at ON wallet_calls (partner_id, at);
+CREATE INDEX IF NOT EXISTS wallet_calls_by_tx ON wallet_calls (tx_id);
+CREATE INDEX IF NOT EXISTS wallet_calls_by_age ON wallet_calls (at);
 
 CREATE TABLE IF NOT EXISTS reversals (
     withdrawal_op INTEGER PRIMARY KEY REFERENCES ops(id),
@@ -248,6 +321,23 @@ WHEN NEW.id IS NOT OLD.id OR NEW.started_op IS NOT OLD.started_op
       OR NEW.game_hash IS NOT OLD.game_hash OR NEW.ended_op IS NOT OLD.ended_op))
   OR (NEW.state = 'open' AND OLD.state != 'open')
 BEGIN SELECT RAISE(ABORT, 'round state only moves forward'); END;
+-- A wallet transaction's identity never changes; a final state is never left; a debit
+-- is closed (closed_by) once. The call log is never rewritten (only purged by age).
+CREATE TRIGGER IF NOT EXISTS wallet_txs_no_delete BEFORE DELETE ON wallet_txs
+BEGIN SELECT RAISE(ABORT, 'wallet transactions are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS wallet_txs_one_way BEFORE UPDATE ON wallet_txs
+WHEN NEW.id IS NOT OLD.id OR NEW.tx_id IS NOT OLD.tx_id OR NEW.kind IS NOT OLD.kind
+  OR NEW.environment IS NOT OLD.environment OR NEW.partner_id IS NOT OLD.partner_id
+  OR NEW.user_id IS NOT OLD.user_id OR NEW.currency IS NOT OLD.currency
+  OR NEW.ticket_id IS NOT OLD.ticket_id OR NEW.ref_tx_id IS NOT OLD.ref_tx_id
+  OR NEW.amount IS NOT OLD.amount OR NEW.multiplier IS NOT OLD.multiplier
+  OR NEW.created_op IS NOT OLD.created_op OR NEW.created_at IS NOT OLD.created_at
+  OR ((OLD.state = 'ok' OR OLD.state = 'refused' OR OLD.state = 'cancelled'
+      OR OLD.state = 'resolved') AND NEW.state IS NOT OLD.state)
+  OR (OLD.closed_by IS NOT NULL AND NEW.closed_by IS NOT OLD.closed_by)
+BEGIN SELECT RAISE(ABORT, 'a wallet transaction only moves forward'); END;
+CREATE TRIGGER IF NOT EXISTS wallet_calls_no_update BEFORE UPDATE ON wallet_calls
+BEGIN SELECT RAISE(ABORT, 'the wallet call log is append-only'); END;
 """
 
 
@@ -311,5 +401,21 @@ MIGRATIONS[4] = [
         "OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'),",
         "OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'\n"
         "        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),",
+    ),
+]
+# 5 → 6 adds the seamless wallet: the wallet tables (the DDL creates them), account kind
+# 'wallet' and the transfer kinds wallet_debit, wallet_credit and wallet_rollback, by the
+# same in-place rewrite of the two CHECKs as 4 → 5 (every stored row satisfies the wider one).
+MIGRATIONS[5] = [
+    (
+        "accounts",
+        "OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'),",
+        "OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'\n        OR kind = 'wallet'),",
+    ),
+    (
+        "transfers",
+        "OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),",
+        "OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'\n"
+        "        OR kind = 'wallet_debit' OR kind = 'wallet_credit' OR kind = 'wallet_rollback'),",
     ),
 ]

@@ -21,6 +21,7 @@ from .model import (
     Round,
     RoundState,
 )
+from .wallet import WalletOverlay, WalletTx
 
 # --------------------------------------------------------------------------- backing
 
@@ -41,6 +42,10 @@ class Backing(Protocol):
     def expired_holds(self, account_id: int | None, now: int, limit: int) -> list[Hold]: ...
     def transfers_of_op(self, op_seq: int) -> list[tuple[int, int, int, str]]: ...
     def reversal_of(self, withdrawal_seq: int) -> int | None: ...
+    # The seamless wallet's rows (crashd.engine.ledger.wallet.WalletBacking).
+    def load_wallet_tx(self, tx_id: str) -> WalletTx | None: ...
+    def load_wallet_debits(self, round_id: int) -> list[WalletTx]: ...
+    def load_wallet_open_debits(self) -> list[WalletTx]: ...
 
 
 @dataclass
@@ -94,8 +99,15 @@ class Txn:
         self.new_replies: list[tuple[bytes, bytes, int, str, bytes, int]] = []
         """(key, fingerprint, status, content type, body, created at)"""
         self.purge_replies_before: int | None = None
+        self.wallet: WalletOverlay | None = None
+        """The seamless wallet's rows, once an op of the wallet's touched them."""
         self.new_audit: list[tuple[int, int, str, str, str, str | None, str | None, str]] = []
         """(op seq, ts, environment, actor, action, before, after, note)"""
+
+    def wallet_overlay(self) -> WalletOverlay:
+        if self.wallet is None:
+            self.wallet = WalletOverlay(self.backing)
+        return self.wallet
 
     # -- cache priming (the store prefetches in bulk; misses fall back to single loads)
 

@@ -695,6 +695,11 @@ class Ledger:
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._read_limiter)
 
+    async def read(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(connection, *args)`` on the read connection's thread: for a module
+        that keeps its own queries beside the ledger's (the wallet's, ``walletstore``)."""
+        return await self._read(fn, self._reader.conn, *args)
+
     async def reply(self, key: bytes) -> tuple[bytes, StoredReply] | None:
         """(request fingerprint, stored reply) kept under a request key, if any."""
         return await self._read(self._reader.reply, key)

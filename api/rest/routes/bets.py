@@ -30,6 +30,12 @@ from crashd.api.security.auth import require_user, requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import Services, current_services
+from crashd.api.wallet.bets import (
+    WALLET_PROBLEMS,
+    refuse_two_phase,
+    seamless_of,
+    seamless_place_now,
+)
 from crashd.api.wire import API_PREFIX, iso_ms
 from crashd.engine.bounds import MAX_AMOUNT, MAX_MULTIPLIER
 from crashd.engine.curve import format_multiplier
@@ -194,6 +200,7 @@ RESERVE_SCHEMA: dict[str, Any] = {
         "ledger_busy",
         "ledger_unavailable",
         "engine_unavailable",
+        "seamless_one_shot",
     ),
     links={
         name: {
@@ -224,6 +231,7 @@ async def reserve_now(
     services: Services | None = None,
 ) -> Response:
     """A hold, answered with the reply its commit stored."""
+    refuse_two_phase(services or current_services(), principal.partner_id)
     game = (services or current_services()).require_game().game
     hold_id = derived_id("h_", idempotency)
 
@@ -334,6 +342,9 @@ PLACED_ONCE_SCHEMA: dict[str, Any] = {
         "ledger_busy",
         "ledger_unavailable",
         "engine_unavailable",
+        "round_closed",
+        "bet_busy",
+        *WALLET_PROBLEMS,
     ),
     links={
         "status": {
@@ -367,8 +378,13 @@ async def place_now(
     body: PlaceBody,
     services: Services | None = None,
 ) -> Response:
-    """A one-shot bet, answered with the reply its commit stored (REST, batch, feed)."""
-    game = (services or current_services()).require_game().game
+    """A one-shot bet, answered with the reply its commit stored (REST, batch, feed);
+    a seamless partner's is a debit of its wallet (``crashd.api.wallet.bets``)."""
+    services = services or current_services()
+    game = services.require_game().game
+    seamless = seamless_of(services, principal.partner_id)
+    if seamless is not None:
+        return await seamless_place_now(seamless, principal, idempotency, body)
     ticket_id = ticket_for(idempotency.scoped_id)
 
     def render(result: Result) -> tuple[int, Any]:
@@ -438,6 +454,7 @@ async def place_now(
         "ledger_busy",
         "ledger_unavailable",
         "engine_unavailable",
+        "seamless_one_shot",
     ),
     links={
         "status": {
@@ -472,6 +489,7 @@ async def confirm_now(
     services: Services | None = None,
 ) -> Response:
     """A confirm, answered with the reply its commit stored."""
+    refuse_two_phase(services or current_services(), principal.partner_id)
     game = (services or current_services()).require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
 
@@ -543,6 +561,7 @@ class ReleaseBody:
         "invalid_request",
         "ledger_unavailable",
         "engine_unavailable",
+        "seamless_one_shot",
     ),
 )
 @requires_scope("write:bet")
@@ -563,6 +582,7 @@ async def release_now(
     services: Services | None = None,
 ) -> Response:
     """A release, answered with the reply its commit stored."""
+    refuse_two_phase(services or current_services(), principal.partner_id)
     game = (services or current_services()).require_game().game
 
     def render(voided: Result) -> tuple[int, Any]:
