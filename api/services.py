@@ -25,6 +25,8 @@ from .security.sessions import HouseKeys, open_house_keys
 SERVICES_EXTENSION = "crashd.services"
 
 if TYPE_CHECKING:
+    from crashd.engine.notary import Notary
+
     from .live import LiveState
 
 
@@ -57,11 +59,18 @@ class Services:
     """Where the WebSocket feed listens (``ws://host:port/api/v1/ws``), once it does."""
     game: GameRuntime | None = None
     """The running game (engine + ledger), set by the server once both are up."""
+    notary: Notary | None = None
+    """Verifiable settlement: the signing key, receipts, transcripts (set by the server)."""
 
     def require_game(self) -> GameRuntime:
         if self.game is None:
             raise Problem("engine_unavailable", "the game engine is not running")
         return self.game
+
+    def require_notary(self) -> Notary:
+        if self.notary is None:
+            raise Problem("engine_unavailable", "the game engine is not running")
+        return self.notary
 
     def close(self) -> None:
         self.keys.close()

@@ -34,6 +34,7 @@ from .routes.feed import feed
 from .routes.game import game
 from .routes.psp import psp
 from .routes.sessions import sessions
+from .routes.settlement import key_set, settlement, well_known
 from .routes.users import users
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,11 @@ FAIRNESS_SCHEMA: dict[str, Any] = {
         "chain_encoding": {"type": "string", "enum": ["hex", "raw"]},
         "games": {"type": "integer", "minimum": 1},
         "house_edge_percent": {"type": "number"},
+        "signing_keys": {
+            "type": "object",
+            "description": "the Ed25519 keys signing transcripts, seals and receipts (a JWK "
+            "Set, as at /.well-known/crashd-keys)",
+        },
         "formula": {"type": "object", "additionalProperties": {"type": "string"}},
         "verify": {
             "type": "object",
@@ -142,8 +148,10 @@ async def fairness() -> Response:
                     "crashd verify --hash GAME_HASH --salt "
                     + (chain.salt if chain.salt is not None else "SALT"),
                     f"crashd verify --hash GAME_HASH --terminating {terminating} --chain {spec.encoding.value}",
+                    "crashd audit --url THIS_SERVER --from ROUND --to ROUND",
                 ],
             },
+            "signing_keys": key_set(),
         },
         # The salt is fixed once, after the commitment; a minute of caching is harmless.
         headers={"Cache-Control": "public, max-age=60"},
@@ -200,6 +208,8 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
     app.register_blueprint(feed)
     app.register_blueprint(psp)
     app.register_blueprint(sessions)
+    app.register_blueprint(settlement)
+    app.register_blueprint(well_known)
     for extra in blueprints:
         app.register_blueprint(extra)
     install_security(app, services.config)

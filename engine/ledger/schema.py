@@ -11,7 +11,7 @@ transaction as the transfers and audited against their sum.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Multi-value CHECKs are spelled as OR chains, never ``IN (...)``: SQLite evaluates a
 # constant IN list of three or more values by building a temporary index each time
@@ -154,6 +154,29 @@ CREATE TABLE IF NOT EXISTS replies (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS replies_by_age ON replies (created_at);
 
+-- Version 5: verifiable settlement (docs/fairness.md). A round's start seal, written
+-- when betting closes, and its transcript, written in the transaction that settles the
+-- round (its crash, its void, or start-up recovery): never a round settled without its
+-- transcript. Each is the signed document as served, its canonical JSON text; ``hash``
+-- is SHA-256 of the transcript without its signature, which the next one names as
+-- ``prev``; a seal's ``bets`` are the leaves it commits to (a JSON array, in order),
+-- kept so that start-up recovery can write the transcript of a round it voids. Plain
+-- INTEGER and TEXT columns: nothing here is SQLite's own but STRICT.
+CREATE TABLE IF NOT EXISTS round_seals (
+    round_id   INTEGER PRIMARY KEY REFERENCES rounds(id),
+    document   TEXT NOT NULL,
+    bets       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS round_transcripts (
+    round_id   INTEGER PRIMARY KEY REFERENCES rounds(id),
+    hash       TEXT NOT NULL UNIQUE CHECK (length(hash) = 64),
+    prev       TEXT CHECK (prev IS NULL OR length(prev) = 64),
+    document   TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
 CREATE TABLE IF NOT EXISTS reversals (
     withdrawal_op INTEGER PRIMARY KEY REFERENCES ops(id),
     op            INTEGER NOT NULL UNIQUE REFERENCES ops(id)
@@ -172,6 +195,14 @@ CREATE TRIGGER IF NOT EXISTS reversals_no_update BEFORE UPDATE ON reversals
 BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS reversals_no_delete BEFORE DELETE ON reversals
 BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_seals_no_update BEFORE UPDATE ON round_seals
+BEGIN SELECT RAISE(ABORT, 'seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_seals_no_delete BEFORE DELETE ON round_seals
+BEGIN SELECT RAISE(ABORT, 'seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_transcripts_no_update BEFORE UPDATE ON round_transcripts
+BEGIN SELECT RAISE(ABORT, 'transcripts are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_transcripts_no_delete BEFORE DELETE ON round_transcripts
+BEGIN SELECT RAISE(ABORT, 'transcripts are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS accounts_no_delete BEFORE DELETE ON accounts
 BEGIN SELECT RAISE(ABORT, 'accounts are never deleted'); END;
 -- UPDATE OF the identity columns: an UPDATE that does not name them cannot change
@@ -274,3 +305,6 @@ MIGRATIONS[2] = []
 # 3 → 4 adds the replies table (the DDL creates it); the API's separate
 # api_idempotency table, which needed two commits of its own per request, is gone.
 MIGRATIONS[3] = []
+# 4 -> 5 adds round_seals and round_transcripts (the DDL creates them); rounds settled
+# before it have no transcript, and the first one written starts the chain (prev null).
+MIGRATIONS[4] = []

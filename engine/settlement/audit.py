@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crashd.engine.bounds import MAX_MULTIPLIER
+from crashd.engine.fairness import ChainEncoding, FairnessError, chain_position
+from crashd.engine.fairness import crash_point as fair_crash_point
 
 from . import merkle
 from .documents import (
@@ -135,20 +137,6 @@ def _transcript(t: Any, keys: Mapping[str, bytes], report: AuditReport) -> list[
     if t.get("type") != TRANSCRIPT or t.get("v") != VERSION or rid is None:
         return [finding("format", f"not a version {VERSION} {TRANSCRIPT}")]
     out: list[Finding] = []
-    try:
-        again = rerun(t)
-    except ReplayError as exc:
-        return [finding("format", str(exc))]
-    fairness = t["fairness"]
-    if again.crash_point != fairness.get("crash_point"):
-        out.append(
-            finding(
-                "crash_point",
-                f"the game hash and salt give {again.crash_point}, the transcript says "
-                f"{fairness.get('crash_point')}",
-            )
-        )
-    record = again.record
     seal = t.get("seal")
     if seal is not None:
         problem = verify(seal, keys)
@@ -156,31 +144,70 @@ def _transcript(t: Any, keys: Mapping[str, bytes], report: AuditReport) -> list[
             out.append(finding("seal", f"the seal's {problem}"))
         elif seal.get("type") != SEAL or seal.get("round_id") != rid:
             out.append(finding("seal", "the seal is not this round's"))
-    recovered = isinstance(t.get("void"), Mapping) and t["void"].get("by") == "recovery"
-    for p in again.problems:
-        out.append(finding("rerun", p))
-    if record is not None:
-        if (
-            t["clock"].get("started_at") is not None
-            and record.started_at != t["clock"]["started_at"]
-        ):
-            out.append(finding("rerun", f"the engine starts at {record.started_at}"))
-        if record.closes_at != t["clock"].get("closes_at"):
-            out.append(finding("rerun", f"betting closes at {record.closes_at}, not as recorded"))
-        if seal is not None:
-            out += _seal(rid, seal, record.sealed, finding)
-        elif record.started_at is not None:
-            out.append(finding("seal", "the round started but the transcript has no seal"))
-        if recovered:
-            out += _by_rule(t, record, finding)
+    try:
+        if t.get("source") == "ledger":
+            out += _from_ledger(t, rid, seal, finding)
         else:
+            out += _rerun(t, rid, seal, finding)
             report.rerun += 1
-            out += _same(t, record, finding)
+    except ReplayError as exc:
+        return out + [finding("format", str(exc))]
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        return out + [finding("format", f"malformed transcript: {type(exc).__name__} {exc}")]
     if t.get("totals") != totals_of(t["log"], t["settlement"]):
         out.append(finding("totals", "the totals do not add up from the settlement"))
     if t.get("force_point") != force_point_of(t["settlement"]):
         out.append(finding("totals", "force_point disagrees with the forced cash-outs"))
     return out
+
+
+def _crash_point(t: Mapping[str, Any], point: int | None, finding: Any) -> list[Finding]:
+    said = t["fairness"].get("crash_point")
+    if point != said:
+        return [
+            finding(
+                "crash_point", f"the game hash and salt give {point}, the transcript says {said}"
+            )
+        ]
+    return []
+
+
+def _rerun(t: Mapping[str, Any], rid: int, seal: Any, finding: Any) -> list[Finding]:
+    again = rerun(t)
+    out = _crash_point(t, again.crash_point, finding)
+    out += [finding("rerun", p) for p in again.problems]
+    record = again.record
+    if record is None:
+        return out
+    started = t["clock"].get("started_at")
+    if started is not None and record.started_at != started:
+        out.append(finding("rerun", f"the engine starts at {record.started_at}"))
+    if record.closes_at != t["clock"].get("closes_at"):
+        out.append(finding("rerun", f"betting closes at {record.closes_at}, not as recorded"))
+    if seal is not None:
+        out += _seal(rid, seal, record.sealed, finding)
+    elif record.started_at is not None:
+        out.append(finding("rerun", "the round started but the transcript has no seal"))
+    return out + _same(t, record, finding)
+
+
+def _from_ledger(t: Mapping[str, Any], rid: int, seal: Any, finding: Any) -> list[Finding]:
+    """A transcript written by start-up recovery: no commands to re-run; the seal's
+    leaves are the logged bets with instants, the outcomes are checked by rule."""
+    fairness = t["fairness"]
+    try:
+        point = fair_crash_point(fairness["game_hash"], fairness["salt"])
+    except (FairnessError, ValueError) as exc:
+        return [finding("format", f"fairness inputs: {exc}")]
+    out = _crash_point(t, point, finding)
+    if seal is not None:
+        sealed = [
+            SealedBet(e["ticket_id"], e["player"], e["stake"], e["auto_cashout"], e["at"])
+            for e in t["log"]
+            if e.get("op") == "bet" and e.get("at") is not None
+        ]
+        out += _seal(rid, seal, sealed, finding)
+    return out + _by_rule(t, finding)
 
 
 def _seal(
@@ -230,7 +257,7 @@ def _same(t: Mapping[str, Any], record: Any, finding: Any) -> list[Finding]:
     return out
 
 
-def _by_rule(t: Mapping[str, Any], record: Any, finding: Any) -> list[Finding]:
+def _by_rule(t: Mapping[str, Any], finding: Any) -> list[Finding]:
     """A round voided by recovery: each sealed (or logged) bet settled once, standing
     wins priced by the floor rule below the crash point, the rest refunded."""
     out = []
@@ -256,8 +283,11 @@ def _by_rule(t: Mapping[str, Any], record: Any, finding: Any) -> list[Finding]:
         elif outcome == "refunded":
             if entry.get("payout") != stake:
                 out.append(finding("rerun", f"{ticket}: refunded {entry.get('payout')} of {stake}"))
+        elif outcome == "lost":
+            if t.get("void") is not None or entry.get("payout") != 0:
+                out.append(finding("rerun", f"{ticket}: lost in a voided round"))
         elif outcome != "withdrawn":
-            out.append(finding("rerun", f"{ticket}: {outcome} in a voided round"))
+            out.append(finding("rerun", f"{ticket}: {outcome} is not an outcome"))
     missing = set(stakes) - seen
     if missing:
         out.append(finding("rerun", f"bets never settled: {sorted(missing)[:5]}"))
@@ -290,8 +320,6 @@ def _link(before: Mapping[str, Any], t: Mapping[str, Any]) -> list[Finding]:
 
 
 def _terminating(t: Mapping[str, Any], terminating: str, max_steps: int) -> list[Finding]:
-    from crashd.engine.fairness import ChainEncoding, FairnessError, chain_position
-
     rid = t.get("round_id")
     try:
         fairness = t["fairness"]
@@ -381,13 +409,17 @@ def _bet_receipt(
     if not bets:
         return [Finding(rid, "receipt", f"bet {ticket} is missing from the transcript")]
     bet = bets[0]
+    if bet.get("at") is None:  # recovery of a round that died betting: no instant kept
+        bet = {**bet, "at": r.get("placed_at")}
     if (bet.get("player"), bet.get("stake"), bet.get("at")) != (
         r.get("player"),
         r.get("stake"),
         r.get("placed_at"),
     ):
         return [Finding(rid, "receipt", f"bet {ticket} differs from its receipt")]
-    if r.get("kind") == BET:
+    if t.get("source") == "ledger":
+        recorded = True  # recovery logs each bet with its sealed target only
+    elif r.get("kind") == BET:
         recorded = bet.get("auto_cashout") == r.get("auto_cashout")
     else:
         recorded = any(
@@ -421,10 +453,8 @@ def _sealed_targets(t: Mapping[str, Any]) -> dict[str, int | None]:
 
 
 def _recovered_win(t: Mapping[str, Any], win: Mapping[str, Any], want: Mapping[str, Any]) -> bool:
-    """A win in a round voided by recovery is recorded without its instant and kind."""
-    void = t.get("void")
-    return (
-        isinstance(void, Mapping)
-        and void.get("by") == "recovery"
-        and (win.get("multiplier"), win.get("payout")) == (want["multiplier"], want["payout"])
+    """A win in a transcript written by recovery is recorded without instant and kind."""
+    return t.get("source") == "ledger" and (win.get("multiplier"), win.get("payout")) == (
+        want["multiplier"],
+        want["payout"],
     )

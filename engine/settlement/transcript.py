@@ -127,13 +127,18 @@ def transcript_body(
     settlement: Sequence[Mapping[str, Any]],
     crash: Mapping[str, Any] | None,
     void: Mapping[str, Any] | None,
+    source: str = "engine",
 ) -> dict[str, Any]:
-    """The unsigned transcript (``documents.Signer.sign`` adds ``key_id`` and ``sig``)."""
+    """The unsigned transcript (``documents.Signer.sign`` adds ``key_id`` and ``sig``).
+    ``source``: ``engine`` (the engine's own record: every command at its instant, re-run
+    by the auditor) or ``ledger`` (written by start-up recovery from the ledger and the
+    stored seal, for a round whose engine died with the process: checked by rule)."""
     return {
         "v": VERSION,
         "type": TRANSCRIPT,
         "round_id": round_id,
         "prev": prev,
+        "source": source,
         "environment": environment,
         "status": "voided" if void is not None else "crashed",
         "fairness": dict(fairness),

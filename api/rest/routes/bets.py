@@ -23,6 +23,7 @@ from quart import Blueprint, Response
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, Render, idempotent, stored_or
 from crashd.api.rest.problems import Problem, problem_response
+from crashd.api.rest.receipts import RECEIPT_SCHEMA, receipt_of
 from crashd.api.rest.validation import Integer, String
 from crashd.api.security.auth import require_user, requires_scope
 from crashd.api.security.guard import signed
@@ -267,6 +268,7 @@ PLACED_SCHEMA: dict[str, Any] = {
         "stake": {"type": "integer"},
         "auto_cashout": {"type": ["integer", "null"]},
         "status": {"type": "string", "enum": ["active"]},
+        "receipt": RECEIPT_SCHEMA,
     },
 }
 
@@ -354,7 +356,8 @@ async def place_now(
     services: Services | None = None,
 ) -> Response:
     """A one-shot bet, answered with the reply its commit stored (REST, batch, feed)."""
-    game = (services or current_services()).require_game().game
+    services = services or current_services()
+    game = services.require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
 
     def render(result: Result) -> tuple[int, Any]:
@@ -368,6 +371,7 @@ async def place_now(
             "auto_cashout": result.auto_cashout,
             "status": "active",
             "available": result.available,
+            "receipt": receipt_of(slot, services.notary),
         }
 
     def live(placed: Placed) -> Response:
@@ -380,6 +384,7 @@ async def place_now(
                 "auto_cashout": placed.auto_cashout,
                 "status": "active",
                 "available": getattr(placed.confirmed, "available", None),
+                "receipt": None,
             },
             status=201,
         )
@@ -447,7 +452,8 @@ async def place_now(
 async def confirm(
     *, principal: Principal, idempotency: IdempotencyToken, body: ConfirmBody
 ) -> Response:
-    game = current_services().require_game().game
+    services = current_services()
+    game = services.require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
 
     def render(result: Result) -> tuple[int, Any]:
@@ -460,6 +466,7 @@ async def confirm(
             "stake": result.stake,
             "auto_cashout": result.auto_cashout,
             "status": "active",
+            "receipt": receipt_of(slot, services.notary),
         }
 
     def live(placed: Placed) -> Response:
@@ -471,6 +478,7 @@ async def confirm(
                 "stake": placed.stake,
                 "auto_cashout": placed.auto_cashout,
                 "status": "active",
+                "receipt": None,
             },
             status=201,
         )
@@ -556,6 +564,7 @@ CASHOUT_SCHEMA: dict[str, Any] = {
         "multiplier": {"type": "integer"},
         "multiplier_display": {"type": "string"},
         "payout": {"type": "integer"},
+        "receipt": RECEIPT_SCHEMA,
     },
 }
 
@@ -608,9 +617,12 @@ async def cash_out_now(
     services: Services | None = None,
 ) -> Response:
     """A cash-out, answered with the reply its commit stored (REST, batch, feed)."""
-    game = (services or current_services()).require_game().game
+    services = services or current_services()
+    game = services.require_game().game
 
-    def cashed_out(round_id: int, multiplier: int, payout: int) -> dict[str, Any]:
+    def cashed_out(
+        round_id: int, multiplier: int, payout: int, receipt: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return {
             "ticket_id": ticket_id,
             "round_id": round_id,
@@ -618,12 +630,18 @@ async def cash_out_now(
             "multiplier": multiplier,
             "multiplier_display": format_multiplier(multiplier),
             "payout": payout,
+            "receipt": receipt,
         }
 
     def render(result: Result) -> tuple[int, Any]:
         assert isinstance(result, BetSettled) and result.multiplier is not None
         slot = idempotency.slots[-1]
-        return 200, cashed_out(event_hint(slot, "round_id"), result.multiplier, result.payout)
+        return 200, cashed_out(
+            event_hint(slot, "round_id"),
+            result.multiplier,
+            result.payout,
+            receipt_of(slot, services.notary),
+        )
 
     def live(answer: Cashout) -> Response:
         if answer.status == "too_late":
@@ -663,6 +681,7 @@ class AutoCashoutBody:
         "properties": {
             "ticket_id": {"type": "string"},
             "auto_cashout": {"type": ["integer", "null"]},
+            "receipt": RECEIPT_SCHEMA,
         },
     },
     tags=("bets",),
@@ -697,11 +716,17 @@ async def retarget_now(
     services: Services | None = None,
 ) -> Response:
     """An auto-cashout change, answered with the reply its commit stored (REST, feed)."""
-    game = (services or current_services()).require_game().game
+    services = services or current_services()
+    game = services.require_game().game
 
     def render(result: Result) -> tuple[int, Any]:
         assert isinstance(result, BetRetargeted)
-        return 200, {"ticket_id": ticket_id, "auto_cashout": result.auto_cashout}
+        receipt = receipt_of(idempotency.slots[-1], services.notary)
+        return 200, {
+            "ticket_id": ticket_id,
+            "auto_cashout": result.auto_cashout,
+            "receipt": receipt,
+        }
 
     return await answer_with(
         idempotency,
@@ -713,7 +738,9 @@ async def retarget_now(
             body.target,
             slot,
         ),
-        lambda target: json_response({"ticket_id": ticket_id, "auto_cashout": target}),
+        lambda target: json_response(
+            {"ticket_id": ticket_id, "auto_cashout": target, "receipt": None}
+        ),
     )
 
 
