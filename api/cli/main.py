@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from crashd.api import __version__
+from crashd.api.cli import audit as cli_audit
 from crashd.api.cli import chain as cli_chain
 from crashd.api.cli import db as cli_db
 from crashd.api.cli import keys as cli_keys
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_keys,
         cli_chain,
         cli_verify,
+        cli_audit,
         cli_psp,
         cli_request,
         cli_watch,
