@@ -49,6 +49,8 @@ from .settlement.transcript import fairness_of, from_record, rules_of
 log = logging.getLogger(__name__)
 
 SealListener = Callable[[int, dict[str, Any]], None]
+ChainOf = Callable[[int], tuple[str, str, str] | None]
+"""Round id → (salt, terminating hash, encoding) of the hash chain it was played from."""
 
 
 class Notary:
@@ -69,6 +71,9 @@ class Notary:
         self.salt = salt
         self.terminating_hash = terminating_hash
         self.chain_encoding = chain_encoding
+        self.chain_of: ChainOf | None = None
+        """Set once chains rotate (``crashd.api.ops.chains``): each round's transcript
+        names the chain and salt it was played from, not the first chain's."""
         self.rules = rules_of(config)
         self.recorder = Recorder()
         self.on_seal: SealListener | None = None
@@ -157,7 +162,7 @@ class Notary:
                     record,
                     prev=prev,
                     environment=self.environment,
-                    fairness=self._fairness(record.game_hash, record.crash_point),
+                    fairness=self._fairness(rnd.id, record.game_hash, record.crash_point),
                     rules=self.rules,
                     seal=seal,
                 )
@@ -168,21 +173,21 @@ class Notary:
                     player=self.pseudonyms.player,
                     prev=prev,
                     environment=self.environment,
-                    fairness=self._fairness(rnd.game_hash, rnd.crash_point),
+                    fairness=self._fairness(rnd.id, rnd.game_hash, rnd.crash_point),
                     rules=self.rules,
                 )
             doc = self.signer.sign(body)
             txn.add_transcript(rnd.id, doc_hash(doc), prev, canonical(doc).decode(), now)
             self.transcripts_written += 1
 
-    def _fairness(self, game_hash: str | None, crash_point: int | None) -> dict[str, Any]:
-        return fairness_of(
-            game_hash or "",
-            self.salt,
-            crash_point or 0,
-            self.terminating_hash,
-            self.chain_encoding,
+    def _fairness(
+        self, round_id: int, game_hash: str | None, crash_point: int | None
+    ) -> dict[str, Any]:
+        chain = self.chain_of(round_id) if self.chain_of is not None else None
+        salt, terminating, encoding = (
+            chain if chain is not None else (self.salt, self.terminating_hash, self.chain_encoding)
         )
+        return fairness_of(game_hash or "", salt, crash_point or 0, terminating, encoding)
 
     # -- the writer's thread: receipts ----------------------------------------------------
 

@@ -7,6 +7,7 @@ examples: ``pytest --hypothesis-profile=thorough``. Helpers live in ``tests/supp
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -54,6 +55,11 @@ def logscan() -> Iterator[LogScan]:
     per_request = [line for line in scan.lines if line.startswith(REQUEST_LOGGERS)]
     for line in per_request:
         assert "request_id=" in line and "key_id=" in line, line
+    # The JSON form of every line: parseable, and a request's lines name it and its key.
+    for text in scan.json_lines:
+        event = json.loads(text)
+        if event["logger"] in {name.strip() for name in REQUEST_LOGGERS}:
+            assert event.get("request_id") and event.get("key_id"), text
 
 
 @pytest.fixture

@@ -78,7 +78,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--terminating",
         metavar="HEX",
-        help="also walk the first round's game hash to this commitment (--url: the server's)",
+        help="also walk the first round's game hash to this commitment, its chain's game 1 "
+        "being round 1 (--url: every chain the server published, with its first round)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON report")
     parser.add_argument("--out", type=Path, help="export: the file to write (default stdout)")
@@ -221,9 +222,9 @@ def run(args: argparse.Namespace) -> int:
                     extra = server.transcript(rid)
                     if extra is not None:
                         transcripts.append(extra)
-            terminating = args.terminating or server.json(f"{API_PREFIX}/fairness").get(
-                "terminating_hash"
-            )
+            fairness = server.json(f"{API_PREFIX}/fairness")
+            terminating = args.terminating or fairness.get("terminating_hash")
+            chains = [c for c in fairness.get("chains") or () if isinstance(c, dict)]
         finally:
             server.close()
     else:
@@ -233,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--keys is needed to check files (the JWK Set, or the server URL)")
         transcripts = [t for path in args.files for t in read_documents(path)]
         terminating = args.terminating
+        chains = []
     if args.keys is not None:
         if args.keys.startswith(("http://", "https://")):
             try:
@@ -246,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
     transcripts.sort(key=lambda t: t.get("round_id", 0) if isinstance(t, dict) else 0)
     if not transcripts:
         raise UsageError("no transcripts to audit")
-    report = audit(transcripts, keys, receipts=receipts, terminating_hash=terminating)
+    report = audit(
+        transcripts, keys, receipts=receipts, terminating_hash=terminating, chains=chains
+    )
     _print(report, args.json)
     return 0 if report.ok else 1
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from crashd.api import __version__
+from crashd.api.cli import admin as cli_admin
 from crashd.api.cli import audit as cli_audit
 from crashd.api.cli import chain as cli_chain
 from crashd.api.cli import db as cli_db
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_request,
         cli_watch,
         cli_db,
+        cli_admin,
     ):
         module.register(subparsers)
     return parser

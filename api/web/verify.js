@@ -63,7 +63,8 @@ async function verify() {
     return;
   }
   ui.hash.removeAttribute("aria-invalid");
-  const fromServer = round && hash === round.game_hash ? round.crash_point : round ? round.crash_point : null;
+  // On a round's page, the hash in the form is checked against that round's claim.
+  const fromServer = round ? round.crash_point : null;
   const parts = [
     el("p", {}, "Crash point computed here: ", el("strong", { id: "computed", "data-value": String(point), text: x(point) })),
   ];
@@ -121,7 +122,7 @@ async function checkChain(hash) {
         "p",
         { id: "chain-status", class: linked ? "ok" : "bad", "data-linked": String(linked), "data-position": String(position ?? "") },
         linked
-          ? `Linked: hashed ${position.toLocaleString("en")} times it gives the published terminating hash, so it is game ${position.toLocaleString("en")} of the chain, fixed before the first game.`
+          ? `Linked: hashed ${position === 1 ? "once" : `${position.toLocaleString("en")} times`} it gives the published terminating hash, so it is game ${position.toLocaleString("en")} of the chain, fixed before the first game.`
           : position !== null
             ? `Linked at position ${position}, but this is round ${expected}: not this round's hash.`
             : `Not linked: within ${maxSteps.toLocaleString("en")} steps this hash never reaches the published terminating hash. It is not part of the committed chain.`,
@@ -152,32 +153,55 @@ function showRound(r) {
     ...fact("Total staked", formatMoney(r.total_stake ?? 0)),
     ...fact("Total paid out", formatMoney(r.total_payout ?? 0)),
   );
-  const list = Array.isArray(r.bet_list) ? r.bet_list : Array.isArray(r.cashouts) ? r.cashouts : null;
-  if (list && list.length) {
-    const rows = list.map((b) =>
-      el(
-        "tr",
-        {},
-        el("td", { text: formatMoney(b.stake) }),
-        el("td", { text: b.cashed_out_at || b.multiplier ? x(b.cashed_out_at || b.multiplier) : "busted" }),
-        el("td", { text: b.payout ? formatMoney(b.payout) : "–" }),
-      ),
+  showTranscript(r);
+}
+
+// The round's bets, from the ledger, a page at a time in the order placed (other
+// partners' players anonymous): GET /game/rounds/{id}/bets.
+const BETS_PAGE = 100;
+
+async function showBets(roundId, token, offset = 0) {
+  const page = await get(`/game/rounds/${roundId}/bets?offset=${offset}&limit=${BETS_PAGE}`, { token });
+  let body = ui.bets.querySelector("tbody");
+  if (!body) {
+    if (!page.bet_count) {
+      ui.bets.replaceChildren(el("p", { text: "No bets were placed in this round." }));
+      return;
+    }
+    body = el("tbody", {});
+    const head = el(
+      "tr",
+      {},
+      ...["Player", "Stake", "Cashed out @", "Paid"].map((t) => el("th", { scope: "col", text: t })),
     );
     ui.bets.replaceChildren(
       el(
         "div",
         { class: "table-wrap" },
-        el(
-          "table",
-          {},
-          el("caption", { class: "visually-hidden", text: "The round's bets" }),
-          el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "Stake" }), el("th", { scope: "col", text: "Cashed out @" }), el("th", { scope: "col", text: "Paid" }))),
-          el("tbody", {}, ...rows),
-        ),
+        el("table", { id: "bets-table" }, el("caption", { text: `The round's ${page.bet_count} bets` }), el("thead", {}, head), body),
       ),
     );
   }
-  showTranscript(r);
+  for (const b of page.bets) {
+    const outcome =
+      b.status === "won" ? x(b.cashed_out_at) : b.status === "refunded" ? "refunded" : b.status === "lost" ? "busted" : "–";
+    body.append(
+      el(
+        "tr",
+        { "data-status": b.status },
+        el("td", { text: b.user_id ?? "–" }),
+        el("td", { text: formatMoney(b.stake) }),
+        el("td", { text: outcome }),
+        el("td", { text: b.payout ? formatMoney(b.payout) : "–" }),
+      ),
+    );
+  }
+  ui.bets.querySelector("#more-bets")?.remove();
+  if (page.next_offset !== null) {
+    const more = el("button", { type: "button", class: "button", id: "more-bets", text: "Show more bets" });
+    more.addEventListener("click", () => showBets(roundId, token, page.next_offset));
+    ui.bets.append(more);
+  }
 }
 
 // The hook for signed round transcripts (a later issue).
@@ -223,6 +247,9 @@ async function boot() {
       const s = await session.open();
       round = await get(`/game/rounds/${id}`, { token: s.token });
       showRound(round);
+      showBets(id, s.token).catch((err) => {
+        ui.bets.replaceChildren(el("p", { text: `Could not read the round's bets: ${err.message}` }));
+      });
       if (round.game_hash && !params.get("hash")) ui.hash.value = round.game_hash;
       if (round.salt) ui.salt.value = round.salt;
     } catch (err) {

@@ -11,7 +11,7 @@ transaction as the transfers and audited against their sum.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Multi-value CHECKs are spelled as OR chains, never ``IN (...)``: SQLite evaluates a
 # constant IN list of three or more values by building a temporary index each time
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     id          INTEGER PRIMARY KEY,
     environment TEXT NOT NULL CHECK (environment IN ('sandbox', 'production')),
     kind        TEXT NOT NULL CHECK (kind = 'player' OR kind = 'house' OR kind = 'escrow'
-        OR kind = 'psp' OR kind = 'faucet'),
+        OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'),
     partner_id  TEXT NOT NULL,
     user_id     TEXT NOT NULL,
     posted      INTEGER NOT NULL,
@@ -130,7 +130,8 @@ CREATE TABLE IF NOT EXISTS transfers (
     amount INTEGER NOT NULL CHECK (amount > 0),
     kind   TEXT NOT NULL CHECK (kind = 'deposit' OR kind = 'withdrawal'
         OR kind = 'withdrawal_reversal' OR kind = 'faucet' OR kind = 'bet_stake'
-        OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'),
+        OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'
+        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),
     hold   INTEGER REFERENCES holds(id),
     ts     INTEGER NOT NULL,
     CHECK (debit != credit),
@@ -154,28 +155,23 @@ CREATE TABLE IF NOT EXISTS replies (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS replies_by_age ON replies (created_at);
 
--- Version 5: verifiable settlement (docs/fairness.md). A round's start seal, written
--- when betting closes, and its transcript, written in the transaction that settles the
--- round (its crash, its void, or start-up recovery): never a round settled without its
--- transcript. Each is the signed document as served, its canonical JSON text; ``hash``
--- is SHA-256 of the transcript without its signature, which the next one names as
--- ``prev``; a seal's ``bets`` are the leaves it commits to (a JSON array, in order),
--- kept so that start-up recovery can write the transcript of a round it voids. Plain
--- INTEGER and TEXT columns: nothing here is SQLite's own but STRICT.
-CREATE TABLE IF NOT EXISTS round_seals (
-    round_id   INTEGER PRIMARY KEY REFERENCES rounds(id),
-    document   TEXT NOT NULL,
-    bets       TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+-- Version 5: the operator's audit log. One row per operator action (a limits change,
+-- a pause, a void, a bankroll deposit, a chain published…), written by the op that
+-- carried it out, in the same transaction, under that op's id: who (the key id), when,
+-- the state before and after (JSON), append-only like the ledger's history. Portable
+-- SQL: plain INTEGER/TEXT columns and a CHECK; the triggers below have an equivalent
+-- in every SQL database.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id          INTEGER PRIMARY KEY REFERENCES ops(id),
+    ts          INTEGER NOT NULL,
+    environment TEXT NOT NULL CHECK (environment = 'sandbox' OR environment = 'production'),
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    before      TEXT,
+    after       TEXT,
+    note        TEXT NOT NULL
 ) STRICT;
-
-CREATE TABLE IF NOT EXISTS round_transcripts (
-    round_id   INTEGER PRIMARY KEY REFERENCES rounds(id),
-    hash       TEXT NOT NULL UNIQUE CHECK (length(hash) = 64),
-    prev       TEXT CHECK (prev IS NULL OR length(prev) = 64),
-    document   TEXT NOT NULL,
-    created_at INTEGER NOT NULL
-) STRICT;
+CREATE INDEX IF NOT EXISTS audit_log_by_action ON audit_log (environment, action, id);
 
 CREATE TABLE IF NOT EXISTS reversals (
     withdrawal_op INTEGER PRIMARY KEY REFERENCES ops(id),
@@ -195,14 +191,10 @@ CREATE TRIGGER IF NOT EXISTS reversals_no_update BEFORE UPDATE ON reversals
 BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS reversals_no_delete BEFORE DELETE ON reversals
 BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS round_seals_no_update BEFORE UPDATE ON round_seals
-BEGIN SELECT RAISE(ABORT, 'seals are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS round_seals_no_delete BEFORE DELETE ON round_seals
-BEGIN SELECT RAISE(ABORT, 'seals are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS round_transcripts_no_update BEFORE UPDATE ON round_transcripts
-BEGIN SELECT RAISE(ABORT, 'transcripts are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS round_transcripts_no_delete BEFORE DELETE ON round_transcripts
-BEGIN SELECT RAISE(ABORT, 'transcripts are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS accounts_no_delete BEFORE DELETE ON accounts
 BEGIN SELECT RAISE(ABORT, 'accounts are never deleted'); END;
 -- UPDATE OF the identity columns: an UPDATE that does not name them cannot change
@@ -258,6 +250,45 @@ WHEN NEW.id IS NOT OLD.id OR NEW.started_op IS NOT OLD.started_op
 BEGIN SELECT RAISE(ABORT, 'round state only moves forward'); END;
 """
 
+# -- Verifiable settlement (issue 17): the whole step, in one place -------------------
+# Numbered 5 -> 6 on its branch; it lands after issue 16's step (the wallet), and is
+# renumbered then: SETTLEMENT_VERSION and the MIGRATIONS key below are all that change.
+SETTLEMENT_VERSION = 6
+SETTLEMENT_DDL = """
+-- Verifiable settlement (docs/fairness.md). A round's start seal, written when betting
+-- closes, and its transcript, written in the transaction that settles the round (its
+-- crash, its void, or start-up recovery): never a round settled without its
+-- transcript. Each is the signed document as served, its canonical JSON text; ``hash``
+-- is SHA-256 of the transcript without its signature, which the next one names as
+-- ``prev``; a seal's ``bets`` are the leaves it commits to (a JSON array, in order),
+-- kept so that start-up recovery can write the transcript of a round it voids. Plain
+-- INTEGER and TEXT columns: nothing here is SQLite's own but STRICT.
+CREATE TABLE IF NOT EXISTS round_seals (
+    round_id   INTEGER PRIMARY KEY REFERENCES rounds(id),
+    document   TEXT NOT NULL,
+    bets       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS round_transcripts (
+    round_id   INTEGER PRIMARY KEY REFERENCES rounds(id),
+    hash       TEXT NOT NULL UNIQUE CHECK (length(hash) = 64),
+    prev       TEXT CHECK (prev IS NULL OR length(prev) = 64),
+    document   TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TRIGGER IF NOT EXISTS round_seals_no_update BEFORE UPDATE ON round_seals
+BEGIN SELECT RAISE(ABORT, 'seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_seals_no_delete BEFORE DELETE ON round_seals
+BEGIN SELECT RAISE(ABORT, 'seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_transcripts_no_update BEFORE UPDATE ON round_transcripts
+BEGIN SELECT RAISE(ABORT, 'transcripts are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_transcripts_no_delete BEFORE DELETE ON round_transcripts
+BEGIN SELECT RAISE(ABORT, 'transcripts are append-only'); END;
+"""
+DDL += SETTLEMENT_DDL
+
 
 MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     # 1 → 2: the IN lists of version 1 become the equivalent OR chains above. The
@@ -305,6 +336,24 @@ MIGRATIONS[2] = []
 # 3 → 4 adds the replies table (the DDL creates it); the API's separate
 # api_idempotency table, which needed two commits of its own per request, is gone.
 MIGRATIONS[3] = []
-# 4 -> 5 adds round_seals and round_transcripts (the DDL creates them); rounds settled
-# before it have no transcript, and the first one written starts the chain (prev null).
-MIGRATIONS[4] = []
+# 4 → 5: the operator's capital account (the other side of bankroll deposits and
+# withdrawals) and its transfer kinds, in the CHECKs of accounts and transfers; the
+# audit_log table and its triggers come with the DDL.
+MIGRATIONS[4] = [
+    (
+        "accounts",
+        "OR kind = 'psp' OR kind = 'faucet'),",
+        "OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'),",
+    ),
+    (
+        "transfers",
+        "OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'),",
+        "OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'\n"
+        "        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),",
+    ),
+]
+# SETTLEMENT_VERSION - 1 -> SETTLEMENT_VERSION adds round_seals and round_transcripts
+# (SETTLEMENT_DDL creates them); rounds settled before it have no transcript, and the
+# first one written starts the chain (prev null).
+MIGRATIONS[SETTLEMENT_VERSION - 1] = []
+assert SCHEMA_VERSION == SETTLEMENT_VERSION, "the settlement step is the newest"

@@ -19,6 +19,7 @@ from crashd.engine.proclock import ProcessLock
 from .model import (
     Account,
     AccountKey,
+    AuditEntry,
     AuditReport,
     Balance,
     Bet,
@@ -184,7 +185,9 @@ class Store:
             raise
         try:
             self.check_integrity()
-            self.conn.executescript(DDL)
+            # In one transaction: a kill while a new file gets its schema leaves no
+            # half-made schema behind (SQLite's DDL is transactional).
+            self.conn.executescript("BEGIN IMMEDIATE;\n" + DDL + "\nCOMMIT;")
             self._init_meta()
             self.ids = self._load_ids()
         except BaseException:
@@ -239,6 +242,8 @@ class Store:
                 sql = c.execute(
                     "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)
                 ).fetchone()[0]
+                if old not in sql and new in sql:
+                    continue  # already in this form (a table created by a newer DDL)
                 if old not in sql:
                     raise LedgerCorrupt(
                         f"migration {version}->{version + 1}: {table} is not "
@@ -681,6 +686,12 @@ class Store:
                 "VALUES (?,?,?,?,?)",
                 txn.new_transcripts,
             )
+        if txn.new_audit:
+            c.executemany(
+                "INSERT INTO audit_log (id, ts, environment, actor, action, before, after, note) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                txn.new_audit,
+            )
         if txn.dirty_accounts:
             c.executemany(
                 "UPDATE accounts SET posted=?, pending=? WHERE id=?",
@@ -856,6 +867,45 @@ class Reader:
     def audit(self) -> AuditReport:
         return audit(self.conn)
 
+    def system_posted(self, environment: str, kind: str) -> int:
+        """The posted balance of a system account (0 if it has none yet)."""
+        row = self.conn.execute(
+            "SELECT posted FROM accounts WHERE environment=? AND kind=? AND partner_id='' "
+            "AND user_id=''",
+            (environment, kind),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def recent_ops(
+        self, kinds: Sequence[str], limit: int, scan: int = 50_000
+    ) -> list[tuple[int, str, str, bool, str | None, str, int]]:
+        """The newest ops of these kinds among the last ``scan`` ops (bounded: ops has
+        no index by kind, and adding one would cost every write)."""
+        rows = self.conn.execute(
+            "SELECT id, key, kind, ok, code, result, ts FROM "
+            "(SELECT * FROM ops ORDER BY id DESC LIMIT ?) "
+            f"WHERE kind IN ({','.join('?' * len(kinds))}) ORDER BY id DESC LIMIT ?",
+            (scan, *kinds, limit),
+        )
+        return [(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    _AUDIT_COLS = "id, ts, environment, actor, action, before, after, note"
+
+    def audit_entries(
+        self, environment: str, actions: Sequence[str], limit: int, before: int | None
+    ) -> list[AuditEntry]:
+        """Newest first; every action when ``actions`` is empty."""
+        where = "environment = ? AND id < ?"
+        args: list[object] = [environment, before if before is not None else 2**62]
+        if actions:
+            where += f" AND action IN ({','.join('?' * len(actions))})"
+            args += list(actions)
+        rows = self.conn.execute(
+            f"SELECT {self._AUDIT_COLS} FROM audit_log WHERE {where} ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [AuditEntry(*r) for r in rows]
+
 
 def audit(conn: sqlite3.Connection) -> AuditReport:
     """Check every invariant the schema cannot express by itself, in one read
@@ -890,6 +940,7 @@ def audit(conn: sqlite3.Connection) -> AuditReport:
         psp_net: dict[str, int] = {}
         internal: dict[str, int] = {}
         faucet: dict[str, int] = {}
+        capital: dict[str, int] = {}
         for env in ("sandbox", "production"):
             rows = dict(
                 conn.execute(
@@ -900,10 +951,12 @@ def audit(conn: sqlite3.Connection) -> AuditReport:
             )
             psp_net[env] = -rows.get("psp", 0)
             faucet[env] = -rows.get("faucet", 0)
+            capital[env] = -rows.get("capital", 0)
             internal[env] = rows.get("player", 0) + rows.get("house", 0) + rows.get("escrow", 0)
-            if internal[env] != psp_net[env] + faucet[env]:
+            if internal[env] != psp_net[env] + faucet[env] + capital[env]:
                 problems.append(
-                    f"{env}: internal {internal[env]} != psp {psp_net[env]} + faucet {faucet[env]}"
+                    f"{env}: internal {internal[env]} != psp {psp_net[env]} + faucet "
+                    f"{faucet[env]} + capital {capital[env]}"
                 )
             escrow = rows.get("escrow", 0)
             open_stakes = conn.execute(
@@ -945,4 +998,5 @@ def audit(conn: sqlite3.Connection) -> AuditReport:
         internal_total=internal,
         faucet_total=faucet,
         problems=tuple(problems),
+        capital_total=capital,
     )

@@ -102,6 +102,8 @@ class Txn:
         self.new_transcripts: list[tuple[int, str, str | None, str, int]] = []
         """(round id, hash, prev, signed transcript document, created at)"""
         self._last_transcript: tuple[int, str] | None | object = _ABSENT
+        self.new_audit: list[tuple[int, int, str, str, str, str | None, str | None, str]] = []
+        """(op seq, ts, environment, actor, action, before, after, note)"""
 
     # -- cache priming (the store prefetches in bulk; misses fall back to single loads)
 
@@ -457,6 +459,21 @@ class Txn:
         assert self.reversal_of(withdrawal_seq) is None
         self._reversals[withdrawal_seq] = op
         self.new_reversals.append((withdrawal_seq, op))
+        self.mutations += 1
+
+    def record_audit(
+        self,
+        seq: int,
+        now: int,
+        environment: str,
+        actor: str,
+        action: str,
+        before: str | None,
+        after: str | None,
+        note: str,
+    ) -> None:
+        """Append an operator action to the audit log, under the op's seq."""
+        self.new_audit.append((seq, now, environment, actor, action, before, after, note))
         self.mutations += 1
 
     def record_op(self, rec: OpRecord, now: int) -> None:

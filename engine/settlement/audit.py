@@ -99,8 +99,14 @@ def audit(
     *,
     receipts: Sequence[Mapping[str, Any]] = (),
     terminating_hash: str | None = None,
+    chains: Sequence[Mapping[str, Any]] = (),
     max_steps: int = 10_000_000,
 ) -> AuditReport:
+    """``terminating_hash``: the commitment of the chain of the first round audited
+    (its game 1 is round 1); ``chains``: the chains a server published (``GET
+    /api/v1/fairness`` ``chains``: ``terminating_hash`` and ``first_round`` each). With
+    either, the first round audited of each chain is walked to its commitment and must
+    be the game ``round_id - first_round + 1``."""
     report = AuditReport()
     by_round: dict[int, Mapping[str, Any]] = {}
     previous: Mapping[str, Any] | None = None
@@ -116,9 +122,16 @@ def audit(
             by_round[rid] = t
         report.findings += findings
         previous = t if rid is not None else None
-    if terminating_hash is not None and report.rounds:
-        first = by_round[min(by_round)]
-        report.findings += _terminating(first, terminating_hash, max_steps)
+    trusted = {
+        c["terminating_hash"]: c["first_round"]
+        for c in chains
+        if isinstance(c.get("terminating_hash"), str) and type(c.get("first_round")) is int
+    }
+    if terminating_hash is not None:
+        trusted.setdefault(terminating_hash, 1)
+    if trusted and report.rounds:
+        for first in _chain_starts(by_round):
+            report.findings += _terminating(first, trusted, max_steps)
     report.receipts = len(receipts)
     report.findings += _receipts(receipts, by_round, keys, report.unchecked)
     return report
@@ -310,7 +323,19 @@ def _link(before: Mapping[str, Any], t: Mapping[str, Any]) -> list[Finding]:
     try:
         fairness = t["fairness"]
         link = next_game_hash(fairness["game_hash"], fairness.get("chain_encoding", "hex"))
-        if link != before["fairness"]["game_hash"]:
+        if fairness["terminating_hash"] != before["fairness"]["terminating_hash"]:
+            # A rotation: this round is game 1 of the next chain, whose game hash
+            # hashes to that chain's commitment, not to the round before's game.
+            if link != fairness["terminating_hash"]:
+                out.append(
+                    Finding(
+                        rid,
+                        "game_chain",
+                        "the first round of a chain must be its game 1 (its game hash "
+                        "hashes to the chain's terminating hash)",
+                    )
+                )
+        elif link != before["fairness"]["game_hash"]:
             out.append(
                 Finding(rid, "game_chain", "its game hash does not hash to the round before's")
             )
@@ -319,21 +344,43 @@ def _link(before: Mapping[str, Any], t: Mapping[str, Any]) -> list[Finding]:
     return out
 
 
-def _terminating(t: Mapping[str, Any], terminating: str, max_steps: int) -> list[Finding]:
+def _chain_starts(by_round: Mapping[int, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The first transcript audited of each chain (by its terminating hash)."""
+    seen: set[Any] = set()
+    out = []
+    for rid in sorted(by_round):
+        t = by_round[rid]
+        fairness = t.get("fairness")
+        name = fairness.get("terminating_hash") if isinstance(fairness, Mapping) else None
+        if name not in seen:
+            seen.add(name)
+            out.append(t)
+    return out
+
+
+def _terminating(t: Mapping[str, Any], trusted: Mapping[str, int], max_steps: int) -> list[Finding]:
     rid = t.get("round_id")
     try:
         fairness = t["fairness"]
+        terminating = fairness["terminating_hash"]
+        if terminating not in trusted:
+            return [
+                Finding(
+                    rid, "terminating", f"its chain {terminating} is not a published commitment"
+                )
+            ]
         position = chain_position(
             fairness["game_hash"], terminating, max_steps, ChainEncoding(fairness["chain_encoding"])
         )
     except (KeyError, TypeError, ValueError, FairnessError) as exc:
         return [Finding(rid, "terminating", f"cannot walk the chain: {exc}")]
-    if position != rid:
+    game = rid - trusted[terminating] + 1 if isinstance(rid, int) else None
+    if position != game:
         return [
             Finding(
                 rid,
                 "terminating",
-                f"the game hash is game {position} of the committed chain, not {rid}",
+                f"the game hash is game {position} of the committed chain, not {game}",
             )
         ]
     return []

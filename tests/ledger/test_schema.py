@@ -18,11 +18,12 @@ from crashd.engine.ledger.store import Store, audit
 
 
 def version_1_ddl() -> str:
-    """Version 1's DDL: today's with the 1 → 2 migration undone."""
+    """Version 1's DDL: today's with every table migration undone, newest first."""
     ddl = DDL
-    for _table, old, new in MIGRATIONS[1]:
-        assert new in ddl and old not in ddl
-        ddl = ddl.replace(new, old)
+    for version in range(SCHEMA_VERSION - 1, 0, -1):
+        for _table, old, new in MIGRATIONS[version]:
+            assert new in ddl and old not in ddl
+            ddl = ddl.replace(new, old)
     return ddl
 
 
