@@ -75,6 +75,10 @@ class Config:
     psp_secrets_file: Path = Path("crashd-psp-secrets")
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    redis_url: str | None = None
+    redis_prefix: str = "crashd"
+    relay_socket: Path | None = None
+    feed_url: str | None = None
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -274,6 +278,30 @@ SETTINGS: tuple[Setting, ...] = (
         "tls_cert", Path, "TLS certificate chain (PEM); with tls_key, serve HTTPS (TLS >= 1.2)"
     ),
     Setting("tls_key", Path, "TLS private key (PEM) for tls_cert"),
+    Setting(
+        "redis_url",
+        str,
+        "Redis for feed edges and API processes on other machines (redis://HOST:PORT/DB, "
+        "rediss://…, unix:///PATH); frames and commands only, never money (docs/scale-out.md)",
+    ),
+    Setting(
+        "redis_prefix",
+        str,
+        "prefix of every Redis key of this deployment (a sandbox and a production crashd "
+        "may share one Redis with different prefixes)",
+    ),
+    Setting(
+        "relay_socket",
+        Path,
+        "Unix socket where the engine feeds the edges on its machine (crashd edge), and "
+        "where they connect",
+    ),
+    Setting(
+        "feed_url",
+        str,
+        "the feed URL an API process hands to clients (ws://… of the edges' port or of a "
+        "load balancer in front of them); the engine hands out its own listener's",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 assert set(_BY_NAME) == {f.name for f in fields(Config)}, "every Config field needs a Setting"
@@ -431,5 +459,18 @@ def describe_settings() -> str:
 
 
 def describe(config: Config) -> str:
-    """A one-line summary for the startup log (the config holds no secrets)."""
-    return " ".join(f"{f.name}={getattr(config, f.name)}" for f in fields(config))
+    """A one-line summary for the startup log (secrets stay out: a Redis URL's password)."""
+    return " ".join(
+        f"{f.name}={redact_url(v) if isinstance(v := getattr(config, f.name), str) else v}"
+        for f in fields(config)
+    )
+
+
+def redact_url(text: str) -> str:
+    """``scheme://user:password@host`` with the password replaced by ``***``."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" not in rest:
+        return text
+    auth, _, host = rest.rpartition("@")
+    user = auth.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in auth else f"{scheme}://***@{host}"

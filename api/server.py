@@ -51,6 +51,8 @@ from crashd.engine.notary import Notary
 from crashd.engine.proclock import ProcessLock
 from crashd.engine.round.config import RoundConfig
 
+from .cluster.engine import serve_cluster
+from .cluster.engine import wanted as cluster_wanted
 from .config import Config, ConfigError, describe
 from .feed import FeedConfig, FeedServer
 from .feed.balances import BalanceFeed
@@ -396,6 +398,8 @@ async def _run_server(
                 hub, feed_authenticator(services.authenticator), FeedConfig(), orders
             )
             services.feed_server = feed_server
+            if cluster_wanted(config):
+                await nursery.start(serve_cluster, config, hub, live, feed_server, services, ledger)
             feed_port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
             services.feed_port = feed_port
             feed_host = f"[{config.host}]" if ":" in config.host else config.host

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quart import current_app
 
@@ -26,6 +26,7 @@ from .security.sessions import HouseKeys, open_house_keys
 SERVICES_EXTENSION = "crashd.services"
 
 if TYPE_CHECKING:
+    from crashd.engine.ledger.reads import LedgerReads
     from crashd.engine.notary import Notary
 
     from .feed.hub import Hub
@@ -33,6 +34,14 @@ if TYPE_CHECKING:
     from .live import LiveState
     from .ops.chains import ChainRegistry
     from .ops.runtime import Ops
+    from .rest.commands import CommandSink
+
+
+class LiveBody(Protocol):
+    """``GET /game/state``'s body, built once per engine change (``LiveState``, or in a
+    process without the engine the engine's keyframes: ``crashd.api.cluster``)."""
+
+    def rest_body(self) -> bytes: ...
 
 
 @dataclass
@@ -66,6 +75,15 @@ class Services:
     """The running game (engine + ledger), set by the server once both are up."""
     notary: Notary | None = None
     """Verifiable settlement: the signing key, receipts, transcripts (set by the server)."""
+    commands: CommandSink | None = None
+    """In a process without the engine (``crashd api``, ``crashd edge``): where
+    money-moving calls go (``crashd.api.rest.commands``)."""
+    reads: LedgerReads | None = None
+    """In a process without the engine: the ledger's reads."""
+    live: LiveBody | None = None
+    """In a process without the engine: the live round's public state."""
+    published_keys: dict[str, Any] | None = None
+    """In a process without the engine: the engine's JWK Set of signing keys."""
     metrics: Metrics = field(default_factory=Metrics)
     """The instruments observed on hot paths (``crashd.api.ops.metrics``)."""
     rate_limited: dict[str, int] = field(default_factory=dict)
@@ -95,6 +113,21 @@ class Services:
         if self.notary is None:
             raise Problem("engine_unavailable", "the game engine is not running")
         return self.notary
+
+    def require_ledger(self) -> LedgerReads:
+        """The ledger's reads, here or in a process without the engine."""
+        if self.game is not None:
+            return self.game.game.ledger
+        if self.reads is not None:
+            return self.reads
+        raise Problem("engine_unavailable", "the game engine is not running")
+
+    def require_live(self) -> LiveBody:
+        if self.game is not None:
+            return self.game.live
+        if self.live is not None:
+            return self.live
+        raise Problem("engine_unavailable", "the game engine is not running")
 
     def close(self) -> None:
         self.keys.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from support.game import Api, game_config
+from support.redis import SKIP_NO_REDIS, URL_ENV, private_redis, server_binary
 from support.security import REQUEST_LOGGERS, LogScan
 from support.servers import make_key, running_server
 
@@ -70,3 +72,18 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         _, secret = make_key(config, "read:game_state,read:balance,write:bet")
         async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
             yield Api(client, secret)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis to use (each test keys its data by its own prefix or epoch): CI's, or a
+    private one; the test skips, saying why, where there is neither."""
+    url = os.environ.get(URL_ENV)
+    if url:
+        yield url
+        return
+    if server_binary() is None:
+        pytest.skip(SKIP_NO_REDIS)
+    with tempfile.TemporaryDirectory(prefix="crashd-redis-") as directory:
+        with private_redis(Path(directory)) as server:
+            yield server.url

@@ -13,9 +13,12 @@ from collections.abc import Sequence
 
 from crashd.api import __version__
 from crashd.api.cli import admin as cli_admin
+from crashd.api.cli import api as cli_api
 from crashd.api.cli import audit as cli_audit
 from crashd.api.cli import chain as cli_chain
+from crashd.api.cli import cluster as cli_cluster
 from crashd.api.cli import db as cli_db
+from crashd.api.cli import edge as cli_edge
 from crashd.api.cli import keys as cli_keys
 from crashd.api.cli import psp as cli_psp
 from crashd.api.cli import request as cli_request
@@ -50,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         cli_request,
         cli_watch,
         cli_db,
+        cli_edge,
+        cli_api,
+        cli_cluster,
         cli_admin,
     ):
         module.register(subparsers)

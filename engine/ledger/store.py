@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -467,13 +467,16 @@ class Store:
         ops: Sequence[Op],
         now: int,
         replies: Sequence[ReplySlot | None] | None = None,
+        positions: Mapping[str, str] | None = None,
     ) -> list[Result | LedgerError]:
         """Plan every op, write them all, commit once. Returns one answer per op, in
         order, valid only because the commit succeeded (an exception means nothing of
         this group is durable and the caller must not answer anyone).
 
         ``replies`` (one slot or ``None`` per op) are the client replies to store with
-        their ops, in the same transaction (see ``ReplySlot``)."""
+        their ops, in the same transaction (see ``ReplySlot``); ``positions`` (name →
+        value) are read positions in an outside stream, kept in the same transaction too
+        (the engine's place in the command stream: ``crashd.api.cluster.desk``)."""
         txn = Txn(self, Ids(**vars(self.ids)))
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
@@ -488,6 +491,12 @@ class Store:
             if replies is not None:
                 self._keep_replies(txn, replies, answers, now)
             self._flush(txn)
+            if positions:
+                c.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [(POSITION_PREFIX + name, value) for name, value in positions.items()],
+                )
             c.execute("COMMIT")
         except BaseException:
             # The overlay may have changed cached rows in place: forget them all.
@@ -737,6 +746,10 @@ def _bet_row(b: Bet) -> tuple[object, ...]:
 # --------------------------------------------------------------------------- reads
 
 
+POSITION_PREFIX = "position:"
+"""``meta`` keys of the stream positions ``apply_group`` keeps."""
+
+
 class Reader:
     """A second connection for reads: under WAL it sees the last commit and never
     waits for the writer."""
@@ -747,6 +760,13 @@ class Reader:
 
     def close(self) -> None:
         self.conn.close()
+
+    def position(self, name: str) -> str | None:
+        """A stream position kept by ``apply_group``, as of the last commit."""
+        row = self.conn.execute(
+            "SELECT value FROM meta WHERE key = ?", (POSITION_PREFIX + name,)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def reply(self, key: bytes) -> tuple[bytes, StoredReply] | None:
         """(request fingerprint, stored reply) under a request key, if any."""

@@ -26,7 +26,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +240,10 @@ class Ledger:
         """What start-up recovery did (``None`` if opened with ``recover=False``)."""
         self._commit_listeners: list[Callable[[Sequence[PlayerBalance]], None]] = []
         self._inflight: _Batch | None = None
+        self.positions: Callable[[], Mapping[str, str]] | None = None
+        """Read positions in outside streams to keep with each group, in its transaction
+        (sampled when the writer takes the group): see ``sync_positions``."""
+        self._positions_kept: dict[str, str] = {}
         self._last_commit_at: float | None = None
         self.on_commit: Callable[[float, int], None] | None = None
         """Called after each group commit with its duration (s) and size (ops): the
@@ -270,26 +274,31 @@ class Ledger:
             batch = batches.popleft()
             self._inflight = batch
             n = len(batch.ops)
-            assert 0 < n <= self._max_group
+            assert n <= self._max_group  # 0: a group that only keeps positions
+            positions = self._positions_to_keep()
             self._queued -= n
             self._space.unpark_all()
             now = self._clock()
             start = time.perf_counter()
             try:
                 replies = batch.replies
-                if replies is None:
+                if replies is None and positions is None:
                     answers = await trio.to_thread.run_sync(
                         self._store.apply_group, batch.ops, now, limiter=self._write_limiter
                     )
                 else:
-                    replies.extend([None] * (len(batch.ops) - len(replies)))
+                    if replies is not None:
+                        replies.extend([None] * (len(batch.ops) - len(replies)))
                     answers = await trio.to_thread.run_sync(
                         self._store.apply_group,
                         batch.ops,
                         now,
                         replies,
+                        positions,
                         limiter=self._write_limiter,
                     )
+                if positions is not None:
+                    self._positions_kept.update(positions)
             except BaseException as exc:
                 # Nothing of this group is durable (rolled back) and the cause may be
                 # a broken disk or a broken invariant: stop, answer everyone waiting
@@ -320,6 +329,29 @@ class Ledger:
                         listener(changed)
                     except Exception:
                         log.exception("a balance listener failed (the commit stands)")
+
+    def _positions_to_keep(self) -> dict[str, str] | None:
+        if self.positions is None:
+            return None
+        changed = {k: v for k, v in self.positions().items() if self._positions_kept.get(k) != v}
+        return changed or None
+
+    async def sync_positions(self) -> None:
+        """Return once the positions as of now are durable: with the next group to
+        commit, or a group of its own when nothing else is queued."""
+        if self._closing:
+            raise LedgerClosed("the ledger is closed")
+        if not self._batches:
+            self._batches.append(_Batch())
+            self._wakeup.set()
+        batch = self._batches[-1]  # not taken yet: its positions are sampled later
+        await batch.done.wait()
+        if batch.answers is None:
+            raise LedgerClosed("the ledger stopped before keeping the positions")
+
+    async def position(self, name: str) -> str | None:
+        """A kept position (as of the last commit)."""
+        return await self._read(self._reader.position, name)
 
     async def submit(self, op: Op, reply: ReplySlot | None = None) -> Result:
         """Queue ``op``, wait for its commit, return its result or raise its error.

@@ -21,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 import trio
 from quart import Blueprint, Response
 
+from crashd.api.rest.commands import forwarded
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, Render, idempotent, stored_or
 from crashd.api.rest.problems import Problem, problem_response
@@ -213,7 +214,18 @@ RESERVE_SCHEMA: dict[str, Any] = {
 async def reserve(
     *, principal: Principal, idempotency: IdempotencyToken, body: ReserveBody
 ) -> Response:
-    game = current_services().require_game().game
+    return await reserve_now(principal, idempotency, body)
+
+
+@forwarded("reserve", ReserveBody)
+async def reserve_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: ReserveBody,
+    services: Services | None = None,
+) -> Response:
+    """A hold, answered with the reply its commit stored."""
+    game = (services or current_services()).require_game().game
     hold_id = derived_id("h_", idempotency)
 
     def render(held: Result) -> tuple[int, Any]:
@@ -350,6 +362,7 @@ async def place(
     return await place_now(principal, idempotency, body)
 
 
+@forwarded("place", PlaceBody)
 async def place_now(
     principal: Principal,
     idempotency: IdempotencyToken,
@@ -453,7 +466,18 @@ async def place_now(
 async def confirm(
     *, principal: Principal, idempotency: IdempotencyToken, body: ConfirmBody
 ) -> Response:
-    services = current_services()
+    return await confirm_now(principal, idempotency, body)
+
+
+@forwarded("confirm", ConfirmBody)
+async def confirm_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: ConfirmBody,
+    services: Services | None = None,
+) -> Response:
+    """A confirm, answered with the reply its commit stored."""
+    services = services or current_services()
     game = services.require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
 
@@ -536,7 +560,18 @@ class ReleaseBody:
 async def release(
     *, principal: Principal, idempotency: IdempotencyToken, body: ReleaseBody
 ) -> Response:
-    game = current_services().require_game().game
+    return await release_now(principal, idempotency, body)
+
+
+@forwarded("release", ReleaseBody)
+async def release_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: ReleaseBody,
+    services: Services | None = None,
+) -> Response:
+    """A release, answered with the reply its commit stored."""
+    game = (services or current_services()).require_game().game
 
     def render(voided: Result) -> tuple[int, Any]:
         assert isinstance(voided, HoldVoided)
@@ -610,6 +645,7 @@ async def cashout(
     return await cash_out_now(principal, idempotency, ticket_id, body.user_id)
 
 
+@forwarded("cashout", str, str)
 async def cash_out_now(
     principal: Principal,
     idempotency: IdempotencyToken,
@@ -723,6 +759,7 @@ async def auto_cashout(
     return await retarget_now(principal, idempotency, ticket_id, body)
 
 
+@forwarded("auto_cashout", str, AutoCashoutBody)
 async def retarget_now(
     principal: Principal,
     idempotency: IdempotencyToken,
@@ -773,8 +810,7 @@ class UserQuery:
 )
 @requires_scope("write:bet", tokens=True)
 async def bet_status(ticket_id: str, *, principal: Principal) -> Response:
-    game = current_services().require_game().game
-    view = await game.ledger.bet(_ticket(ticket_id))
+    view = await current_services().require_ledger().bet(_ticket(ticket_id))
     if (
         view is None
         or (view.environment, view.partner_id) != (principal.environment, principal.partner_id)
@@ -810,13 +846,16 @@ class UserBetsQuery:
 @query_params(UserBetsQuery)
 async def user_bets(*, principal: Principal, query: UserBetsQuery) -> Response:
     require_user(principal, query.user_id)
-    game = current_services().require_game().game
-    views = await game.ledger.user_bets(
-        environment=principal.environment,
-        partner_id=principal.partner_id,
-        user_id=query.user_id,
-        limit=query.limit,
-        before=query.before,
+    views = (
+        await current_services()
+        .require_ledger()
+        .user_bets(
+            environment=principal.environment,
+            partner_id=principal.partner_id,
+            user_id=query.user_id,
+            limit=query.limit,
+            before=query.before,
+        )
     )
     next_cursor = views[-1].seq if len(views) == query.limit else None
     return json_response(

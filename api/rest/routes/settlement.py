@@ -23,6 +23,7 @@ from crashd.api.security.auth import requires_scope
 from crashd.api.security.keys import Principal
 from crashd.api.services import current_services
 from crashd.api.wire import API_PREFIX
+from crashd.engine.notary import Notary
 from crashd.engine.settlement.documents import jwk
 
 settlement = Blueprint("settlement", __name__, url_prefix=API_PREFIX)
@@ -41,8 +42,15 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
 
 
 def key_set() -> dict[str, Any]:
-    """The JWK Set of the signing keys (empty on an app that runs no game)."""
-    notary = current_services().notary
+    """The JWK Set of the signing keys: the notary's, or in a process without the
+    engine the set the engine published (empty on an app that runs no game)."""
+    services = current_services()
+    if services.notary is None and services.published_keys is not None:
+        return services.published_keys
+    return key_set_of(services.notary)
+
+
+def key_set_of(notary: Notary | None) -> dict[str, Any]:
     keys = notary.signer.keys().values() if notary is not None else ()
     return {"keys": [jwk(raw) for raw in keys]}
 
@@ -59,7 +67,7 @@ def _stored(document: str, etag_hex: str) -> Response:
 
 
 async def _finished(round_id: int) -> None:
-    ledger = current_services().require_game().game.ledger
+    ledger = current_services().require_ledger()
     view = await ledger.round(round_id)
     if view is None:
         raise Problem("unknown_round", f"no round {round_id} has been played")
@@ -82,7 +90,7 @@ async def _finished(round_id: int) -> None:
 )
 @requires_scope("read:game_state", tokens=True)
 async def transcript(round_id: int, *, principal: Principal) -> Response:
-    ledger = current_services().require_game().game.ledger
+    ledger = current_services().require_ledger()
     stored = await ledger.transcript(round_id)
     if stored is None:
         view = await ledger.round(round_id)
@@ -116,7 +124,7 @@ async def transcript(round_id: int, *, principal: Principal) -> Response:
 )
 @requires_scope("read:game_state", tokens=True)
 async def seal(round_id: int, *, principal: Principal) -> Response:
-    ledger = current_services().require_game().game.ledger
+    ledger = current_services().require_ledger()
     stored = await ledger.seal(round_id)
     if stored is None:
         await _finished(round_id)
@@ -160,7 +168,7 @@ class TranscriptsQuery:
 @requires_scope("read:game_state", tokens=True)
 @query_params(TranscriptsQuery)
 async def transcripts(*, principal: Principal, query: TranscriptsQuery) -> Response:
-    ledger = current_services().require_game().game.ledger
+    ledger = current_services().require_ledger()
     rows = await ledger.transcripts(query.from_round, query.to_round, query.limit)
     following = rows[-1][0] + 1 if len(rows) == query.limit else None
     # The documents are spliced in as stored: they are canonical JSON already.

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from quart import Blueprint, Response
 
+from crashd.api.rest.commands import forwarded
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, idempotent
 from crashd.api.rest.problems import Problem
@@ -14,7 +15,7 @@ from crashd.api.rest.validation import Integer, String
 from crashd.api.security.auth import require_user, requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
-from crashd.api.services import current_services
+from crashd.api.services import Services, current_services
 from crashd.api.wire import API_PREFIX
 from crashd.engine.ledger.model import Posted, Result
 
@@ -43,7 +44,7 @@ class BalanceQuery:
 
 
 async def _balance_body(principal: Principal, user_id: str) -> dict[str, Any]:
-    ledger = current_services().require_game().game.ledger
+    ledger = current_services().require_ledger()
     balance = await ledger.balance(
         environment=principal.environment, partner_id=principal.partner_id, user_id=user_id
     )
@@ -118,7 +119,18 @@ async def faucet(
         raise Problem(
             "environment_not_allowed", "the faucet hands out demo money to sandbox users only"
         )
-    ledger = current_services().require_game().game.ledger
+    return await faucet_now(principal, idempotency, body)
+
+
+@forwarded("faucet", FaucetBody)
+async def faucet_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: FaucetBody,
+    services: Services | None = None,
+) -> Response:
+    """A faucet credit, answered with the reply its commit stored."""
+    ledger = (services or current_services()).require_game().game.ledger
     environment = principal.environment
 
     def render(posted: Result) -> tuple[int, Any]:
