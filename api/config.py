@@ -41,6 +41,7 @@ class Config:
     feed_port: int = 8001
     database: Path = Path("crashd.sqlite3")
     chain_file: Path = Path("crashd-chain.json")
+    signing_key_file: Path | None = None
     chain_length: int = 10_000_000
     environment: Environment = "sandbox"
     keep_alive_timeout: float = 5.0
@@ -116,6 +117,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("database", Path, "SQLite database file (API keys, idempotency records, ledger)"),
     Setting("chain_file", Path, "secret hash chain file, created on first start if missing"),
+    Setting(
+        "signing_key_file",
+        Path,
+        "secret Ed25519 key signing transcripts, seals and receipts, created with the chain "
+        "(default: beside the chain file, crashd-chain.signing.json)",
+    ),
     Setting("chain_length", int, "games in a chain created on first start", 1, 1_000_000_000),
     Setting("environment", str, "sandbox (demo money only) or production", choices=ENVIRONMENTS),
     Setting(

@@ -36,7 +36,7 @@ import trio
 from quart import Blueprint
 
 from crashd.api.wire import FEED_PATH
-from crashd.engine import chainstore
+from crashd.engine import chainstore, signingkey
 from crashd.engine.driver import Engine
 from crashd.engine.fairness import (
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -47,6 +47,7 @@ from crashd.engine.fairness import (
 from crashd.engine.game import Game, Player
 from crashd.engine.gctune import tune_gc
 from crashd.engine.ledger import Balance, Ledger, LedgerInUse, open_ledger
+from crashd.engine.notary import Notary
 from crashd.engine.proclock import ProcessLock
 from crashd.engine.round.config import RoundConfig
 
@@ -128,6 +129,26 @@ def ensure_chain(config: Config, out: TextIO = sys.stderr) -> chainstore.ChainFi
     else:
         print("then fix the public salt with `crashd chain salt TEXT` before serving", file=out)
     return chain
+
+
+def ensure_signing_key(config: Config, out: TextIO = sys.stderr) -> signingkey.SigningKey:
+    """The key that signs transcripts, seals and receipts: created with the chain (and
+    on the first start of a server whose chain predates it)."""
+    path = config.signing_key_file or signingkey.beside(config.chain_file)
+    return signingkey.ensure(path, out)
+
+
+def build_notary(config: Config, chain: chainstore.ChainFile, key: signingkey.SigningKey) -> Notary:
+    """Verifiable settlement for this server's rounds (docs/fairness.md)."""
+    return Notary(
+        key.signer,
+        key.pseudonyms(),
+        environment=config.environment,
+        salt=chain.salt or "",
+        terminating_hash=chain.spec.terminating_hash.hex(),
+        chain_encoding=chain.spec.encoding.value,
+        config=round_config(config),
+    )
 
 
 def round_config(config: Config) -> RoundConfig:
@@ -291,8 +312,10 @@ async def _run_server(
     task_status: trio.TaskStatus[ServerInfo],
 ) -> None:
     chain = await trio.to_thread.run_sync(ensure_chain, config)
+    key = await trio.to_thread.run_sync(ensure_signing_key, config)
     services = await trio.to_thread.run_sync(open_services, config, chain)
     try:
+        notary = services.notary = build_notary(config, chain, key)
         app = create_app(services, blueprints)
         stop_http = trio.Event()
 
@@ -301,11 +324,13 @@ async def _run_server(
         )
         chains = load_registry(services.chain, config.chain_file, entries, config.chain_warn_games)
         services.chains = chains
+        notary.chain_of = chains.fairness_of
         async with (
             open_ledger(
                 config.database,
                 synchronous=config.synchronous,
                 reveal=chains.reveal if services.chain.salt is not None else None,
+                settlement=notary,
             ) as ledger,
             trio.open_nursery() as nursery,
         ):
@@ -361,8 +386,15 @@ async def _run_server(
                 run_wallets, config, services.wallet_partners, game, balances.on_wallet
             )
 
+            notary.attach(game.engine, ledger, lambda: game.epoch_offset_ms)
+            notary.on_seal = FeedAnnouncer.seal_publisher(hub)
+            nursery.start_soon(notary.run)
+
             async def run_game(task_status: trio.TaskStatus[None]) -> None:
-                await game.run(task_status=task_status)
+                try:
+                    await game.run(task_status=task_status)
+                finally:
+                    notary.close()
                 game_done.set()
                 if not shutdown.is_set():
                     raise ServiceTaskEnded("the game engine stopped (is the hash chain used up?)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quart import current_app
 
@@ -28,6 +28,7 @@ SERVICES_EXTENSION = "crashd.services"
 
 if TYPE_CHECKING:
     from crashd.engine.ledger.reads import LedgerReads
+    from crashd.engine.notary import Notary
     from crashd.engine.wallet.seamless import Seamless
 
     from .feed.hub import Hub
@@ -74,6 +75,8 @@ class Services:
     """Where the WebSocket feed listens (``ws://host:port/api/v1/ws``), once it does."""
     game: GameRuntime | None = None
     """The running game (engine + ledger), set by the server once both are up."""
+    notary: Notary | None = None
+    """Verifiable settlement: the signing key, receipts, transcripts (set by the server)."""
     commands: CommandSink | None = None
     """In a process without the engine (``crashd api``, ``crashd edge``): where
     money-moving calls go (``crashd.api.rest.commands``)."""
@@ -87,6 +90,8 @@ class Services:
     """Seamless partner → the house key its launch sessions are issued under."""
     wallets: Seamless | None = None
     """The seamless wallet's driver, set by the server when a partner plays seamless."""
+    published_keys: dict[str, Any] | None = None
+    """In a process without the engine: the engine's JWK Set of signing keys."""
     metrics: Metrics = field(default_factory=Metrics)
     """The instruments observed on hot paths (``crashd.api.ops.metrics``)."""
     rate_limited: dict[str, int] = field(default_factory=dict)
@@ -111,6 +116,11 @@ class Services:
         if self.game is None:
             raise Problem("engine_unavailable", "the game engine is not running")
         return self.game
+
+    def require_notary(self) -> Notary:
+        if self.notary is None:
+            raise Problem("engine_unavailable", "the game engine is not running")
+        return self.notary
 
     def require_ledger(self) -> LedgerReads:
         """The ledger's reads, here or in a process without the engine."""

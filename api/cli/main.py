@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from crashd.api import __version__
 from crashd.api.cli import admin as cli_admin
 from crashd.api.cli import api as cli_api
+from crashd.api.cli import audit as cli_audit
 from crashd.api.cli import chain as cli_chain
 from crashd.api.cli import cluster as cli_cluster
 from crashd.api.cli import db as cli_db
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_keys,
         cli_chain,
         cli_verify,
+        cli_audit,
         cli_psp,
         cli_request,
         cli_watch,

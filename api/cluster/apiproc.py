@@ -59,8 +59,11 @@ class KeyframeLive:
         return self._body
 
 
-async def public_chain(link: StreamLink, prefix: str, timeout: float = 60.0) -> ChainFile:
-    """The engine's public commitment (the chain without its secret)."""
+async def public_chain(
+    link: StreamLink, prefix: str, timeout: float = 60.0
+) -> tuple[ChainFile, dict[str, Any] | None]:
+    """The engine's public commitment (the chain without its secret) and the JWK Set
+    of its signing keys."""
     with trio.fail_after(timeout):
         while True:
             try:
@@ -78,7 +81,10 @@ async def public_chain(link: StreamLink, prefix: str, timeout: float = 60.0) -> 
                     checkpoints=(),
                     terminating_hash=bytes.fromhex(doc["terminating_hash"]),
                 )
-                return ChainFile(spec=spec, salt=doc.get("salt"))
+                keys = doc.get("signing_keys")
+                return ChainFile(spec=spec, salt=doc.get("salt")), (
+                    keys if isinstance(keys, dict) else None
+                )
             await trio.sleep(0.2)
 
 
@@ -105,8 +111,9 @@ async def commanding_services(
 ) -> tuple[Services, RedisCommands, ReadOnlyLedger]:
     """Services whose money-moving calls go to the engine (an API process's, an edge's
     for feed orders), the command client's task started in ``nursery``."""
-    chain = await public_chain(link, config.redis_prefix)
+    chain, signing_keys = await public_chain(link, config.redis_prefix)
     services = await trio.to_thread.run_sync(open_services, config, chain)
+    services.published_keys = signing_keys
     reads = await trio.to_thread.run_sync(open_reads, config.database)
     commands = RedisCommands(link, prefix=config.redis_prefix)
     services.reads = reads

@@ -23,6 +23,7 @@ from crashd.api.feed.server import FeedServer
 from crashd.api.services import Services
 from crashd.engine.chainstore import ChainFile
 from crashd.engine.ledger import Ledger
+from crashd.engine.settlement.documents import jwk
 
 from .desk import CommandDesk
 from .wire import public_key
@@ -34,13 +35,18 @@ def wanted(config: Config) -> bool:
     return config.relay_socket is not None or config.redis_url is not None
 
 
-def public_commitment(chain: ChainFile) -> dict[str, object]:
+def public_commitment(
+    chain: ChainFile, signing_keys: dict[str, object] | None = None
+) -> dict[str, object]:
+    """What processes without the engine publish: the chain without its secret, and
+    the JWK Set of the keys that sign transcripts, seals and receipts (docs/fairness.md)."""
     spec = chain.spec
     return {
         "terminating_hash": spec.terminating_hash.hex(),
         "encoding": spec.encoding.value,
         "games": spec.games,
         "salt": chain.salt,
+        "signing_keys": signing_keys,
     }
 
 
@@ -55,7 +61,10 @@ async def serve_cluster(
     task_status: trio.TaskStatus[CommandDesk | None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the relay (and, with Redis, the desk) until cancelled."""
-    keep = {public_key(config.redis_prefix): json.dumps(public_commitment(services.chain)).encode()}
+    notary = services.notary
+    keys = notary.signer.keys().values() if notary is not None else ()
+    commitment = public_commitment(services.chain, {"keys": [jwk(raw) for raw in keys]})
+    keep = {public_key(config.redis_prefix): json.dumps(commitment).encode()}
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve_relay, config, hub, live, feed_server, keep=keep))
         if config.redis_url is None:

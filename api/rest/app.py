@@ -38,6 +38,7 @@ from .routes.ops import probes
 from .routes.pages import pages
 from .routes.psp import psp
 from .routes.sessions import sessions
+from .routes.settlement import key_set, settlement, well_known
 from .routes.users import users
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ FAIRNESS_SCHEMA: dict[str, Any] = {
             "items": {"type": "object"},
         },
         "house_edge_percent": {"type": "number"},
+        "signing_keys": {
+            "type": "object",
+            "description": "the Ed25519 keys signing transcripts, seals and receipts (a JWK "
+            "Set, as at /.well-known/crashd-keys)",
+        },
         "formula": {"type": "object", "additionalProperties": {"type": "string"}},
         "verify": {
             "type": "object",
@@ -167,8 +173,10 @@ async def fairness() -> Response:
                     "crashd verify --hash GAME_HASH --salt "
                     + (chain.salt if chain.salt is not None else "SALT"),
                     f"crashd verify --hash GAME_HASH --terminating {terminating} --chain {spec.encoding.value}",
+                    "crashd audit --url THIS_SERVER --from ROUND --to ROUND",
                 ],
             },
+            "signing_keys": key_set(),
         },
         # The salt is fixed once, after the commitment; a minute of caching is harmless.
         headers={"Cache-Control": "public, max-age=60"},
@@ -232,6 +240,8 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
     app.register_blueprint(psp)
     app.register_blueprint(sessions)
     app.register_blueprint(wallet_routes)
+    app.register_blueprint(settlement)
+    app.register_blueprint(well_known)
     app.register_blueprint(probes)
     app.register_blueprint(admin)
     app.register_blueprint(pages)  # the player's pages at /, /verify, /rounds/{id}, /rules

@@ -137,6 +137,17 @@ API_CODES: dict[str, ProblemKind] = {
         "a PSP event for the other environment than this server's",
     ),
     "not_found": _k(404, "Not found", "no such resource"),
+    "seal_unavailable": _k(
+        404,
+        "No seal",
+        "the round has no start seal: it is still taking bets, was voided while betting, "
+        "or was played before seals existed",
+    ),
+    "transcript_unavailable": _k(
+        404,
+        "No transcript",
+        "the round was settled before the ledger kept transcripts",
+    ),
     "method_not_allowed": _k(
         405,
         "Method not allowed",

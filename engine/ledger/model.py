@@ -364,6 +364,12 @@ class RoundVoided(Result):
 
 
 @dataclass(frozen=True)
+class RoundSealed(Result):
+    kind: ClassVar[str] = "round_sealed"
+    round_id: int
+
+
+@dataclass(frozen=True)
 class RepliesPurged(Result):
     kind: ClassVar[str] = "replies_purged"
     before: int
@@ -422,6 +428,7 @@ RESULT_TYPES: dict[str, type[Result]] = {
         RoundCrashed,
         RoundSettled,
         RoundVoided,
+        RoundSealed,
         HoldsReleased,
         RepliesPurged,
         Recovered,

@@ -42,6 +42,11 @@ class LedgerReads(Protocol):
     async def finished_rounds(
         self, *, limit: int = 50, before: int | None = None
     ) -> list[RoundView]: ...
+    async def seal(self, round_id: int) -> str | None: ...
+    async def transcript(self, round_id: int) -> tuple[str, str] | None: ...
+    async def transcripts(
+        self, first: int, last: int, limit: int = 1000
+    ) -> list[tuple[int, str]]: ...
 
 
 def wall_clock_ms() -> int:
@@ -105,6 +110,15 @@ class ReadOnlyLedger:
     ) -> list[RoundView]:
         assert 0 < limit <= 1000
         return await self._read(self._reader.finished_rounds, limit, before)
+
+    async def seal(self, round_id: int) -> str | None:
+        return await self._read(self._reader.seal, round_id)
+
+    async def transcript(self, round_id: int) -> tuple[str, str] | None:
+        return await self._read(self._reader.transcript, round_id)
+
+    async def transcripts(self, first: int, last: int, limit: int = 1000) -> list[tuple[int, str]]:
+        return await self._read(self._reader.transcripts, first, last, limit)
 
     async def position(self, name: str) -> str | None:
         return await self._read(self._reader.position, name)

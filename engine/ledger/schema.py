@@ -11,7 +11,7 @@ transaction as the transfers and audited against their sum.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Multi-value CHECKs are spelled as OR chains, never ``IN (...)``: SQLite evaluates a
 # constant IN list of three or more values by building a temporary index each time
@@ -340,6 +340,44 @@ CREATE TRIGGER IF NOT EXISTS wallet_calls_no_update BEFORE UPDATE ON wallet_call
 BEGIN SELECT RAISE(ABORT, 'the wallet call log is append-only'); END;
 """
 
+# -- Verifiable settlement (issue 17): the whole step, in one place -------------------
+# 6 -> 7, after issue 16's step (the wallet).
+SETTLEMENT_VERSION = 7
+SETTLEMENT_DDL = """
+-- Verifiable settlement (docs/fairness.md). A round's start seal, written when betting
+-- closes, and its transcript, written in the transaction that settles the round (its
+-- crash, its void, or start-up recovery): never a round settled without its
+-- transcript. Each is the signed document as served, its canonical JSON text; ``hash``
+-- is SHA-256 of the transcript without its signature, which the next one names as
+-- ``prev``; a seal's ``bets`` are the leaves it commits to (a JSON array, in order),
+-- kept so that start-up recovery can write the transcript of a round it voids. Plain
+-- INTEGER and TEXT columns: nothing here is SQLite's own but STRICT.
+CREATE TABLE IF NOT EXISTS round_seals (
+    round_id   INTEGER PRIMARY KEY REFERENCES rounds(id),
+    document   TEXT NOT NULL,
+    bets       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS round_transcripts (
+    round_id   INTEGER PRIMARY KEY REFERENCES rounds(id),
+    hash       TEXT NOT NULL UNIQUE CHECK (length(hash) = 64),
+    prev       TEXT CHECK (prev IS NULL OR length(prev) = 64),
+    document   TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TRIGGER IF NOT EXISTS round_seals_no_update BEFORE UPDATE ON round_seals
+BEGIN SELECT RAISE(ABORT, 'seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_seals_no_delete BEFORE DELETE ON round_seals
+BEGIN SELECT RAISE(ABORT, 'seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_transcripts_no_update BEFORE UPDATE ON round_transcripts
+BEGIN SELECT RAISE(ABORT, 'transcripts are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_transcripts_no_delete BEFORE DELETE ON round_transcripts
+BEGIN SELECT RAISE(ABORT, 'transcripts are append-only'); END;
+"""
+DDL += SETTLEMENT_DDL
+
 
 MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
     # 1 → 2: the IN lists of version 1 become the equivalent OR chains above. The
@@ -419,3 +457,8 @@ MIGRATIONS[5] = [
         "        OR kind = 'wallet_debit' OR kind = 'wallet_credit' OR kind = 'wallet_rollback'),",
     ),
 ]
+# SETTLEMENT_VERSION - 1 -> SETTLEMENT_VERSION adds round_seals and round_transcripts
+# (SETTLEMENT_DDL creates them); rounds settled before it have no transcript, and the
+# first one written starts the chain (prev null).
+MIGRATIONS[SETTLEMENT_VERSION - 1] = []
+assert SCHEMA_VERSION == SETTLEMENT_VERSION, "the settlement step is the newest"

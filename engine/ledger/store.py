@@ -12,7 +12,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from crashd.engine.proclock import ProcessLock
 
@@ -157,12 +157,27 @@ def _chunks(items: Sequence[object], size: int = _CHUNK) -> Iterable[Sequence[ob
         yield items[i : i + size]
 
 
+class Settlement(Protocol):
+    """Who writes a round's transcript (``crashd.engine.notary``): called on the writer's
+    thread with the rounds a group settled, before it is flushed, so each transcript
+    commits in the same transaction as its round's settlement (``Txn.add_transcript``).
+    An exception fails the whole group: no round is ever settled without its transcript."""
+
+    def rounds_settled(self, txn: Txn, rounds: list[Round], now: int) -> None: ...
+
+
 class Store:
     """The single writer's connection. Implements ``Backing`` for the planner."""
 
-    def __init__(self, path: Path | str, synchronous: Synchronous = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        synchronous: Synchronous = "FULL",
+        settlement: Settlement | None = None,
+    ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
+        self.settlement = settlement
         # One writer across processes too (engine/proclock.py), before anything is read.
         self._lock = ProcessLock(self.path, "database", LedgerInUse)
         try:
@@ -395,6 +410,24 @@ class Store:
     def load_wallet_open_debits(self) -> list[WalletTx]:
         return walletstore.load_open_debits(self.conn)
 
+    def load_seal(self, round_id: int) -> tuple[str, str] | None:
+        row = self.conn.execute(
+            "SELECT document, bets FROM round_seals WHERE round_id = ?", (round_id,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def last_transcript(self) -> tuple[int, str] | None:
+        row = self.conn.execute(
+            "SELECT round_id, hash FROM round_transcripts ORDER BY round_id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def round_bets(self, round_id: int) -> list[Bet]:
+        rows = self.conn.execute(
+            f"SELECT {_BET_COLS} FROM bets WHERE round_id = ? ORDER BY id", (round_id,)
+        )
+        return [_bet(r) for r in rows]
+
     # -- the group
 
     def _prefetch(self, txn: Txn, ops: Sequence[Op], op_keys: Sequence[str]) -> None:
@@ -462,6 +495,10 @@ class Store:
             op_keys = [op.key() for op in ops]
             self._prefetch(txn, ops, op_keys)
             answers = [apply(txn, op, now, key) for op, key in zip(ops, op_keys, strict=True)]
+            if self.settlement is not None:
+                settled = txn.settled_rounds()
+                if settled:
+                    self.settlement.rounds_settled(txn, settled, now)
             if replies is not None:
                 self._keep_replies(txn, replies, answers, now)
             self._flush(txn)
@@ -658,6 +695,17 @@ class Store:
             c.executemany(
                 "INSERT INTO reversals (withdrawal_op, op) VALUES (?,?)", txn.new_reversals
             )
+        if txn.new_seals:
+            c.executemany(
+                "INSERT INTO round_seals (round_id, document, bets, created_at) VALUES (?,?,?,?)",
+                txn.new_seals,
+            )
+        if txn.new_transcripts:
+            c.executemany(
+                "INSERT INTO round_transcripts (round_id, hash, prev, document, created_at) "
+                "VALUES (?,?,?,?,?)",
+                txn.new_transcripts,
+            )
         if txn.new_audit:
             c.executemany(
                 "INSERT INTO audit_log (id, ts, environment, actor, action, before, after, note) "
@@ -819,6 +867,28 @@ class Reader:
             (before if before is not None else 2**62, limit),
         )
         return [RoundView(*r) for r in rows]
+
+    def seal(self, round_id: int) -> str | None:
+        row = self.conn.execute(
+            "SELECT document FROM round_seals WHERE round_id = ?", (round_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def transcript(self, round_id: int) -> tuple[str, str] | None:
+        """(hash, document) of a round's transcript."""
+        row = self.conn.execute(
+            "SELECT hash, document FROM round_transcripts WHERE round_id = ?", (round_id,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def transcripts(self, first: int, last: int, limit: int) -> list[tuple[int, str]]:
+        """(round id, document) of the transcripts of rounds ``first..last``, in order."""
+        rows = self.conn.execute(
+            "SELECT round_id, document FROM round_transcripts WHERE round_id >= ? "
+            "AND round_id <= ? ORDER BY round_id LIMIT ?",
+            (first, last, limit),
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
 
     def expired_hold_count(self, now: int) -> int:
         return int(

@@ -82,6 +82,7 @@ from .ops import (
     PurgeReplies,
     ReleaseExpired,
     RoundCrash,
+    RoundSeal,
     RoundSettle,
     RoundStart,
     RoundVoid,
@@ -89,7 +90,7 @@ from .ops import (
     SettleWin,
 )
 from .recovery import Reveal, run_recovery
-from .store import Reader, Store, Synchronous, audit
+from .store import Reader, Settlement, Store, Synchronous, audit
 
 log = logging.getLogger(__name__)
 
@@ -751,6 +752,22 @@ class Ledger:
     async def audit(self) -> AuditReport:
         return await self._read(self._reader.audit)
 
+    async def seal(self, round_id: int) -> str | None:
+        """A round's start seal (signed canonical JSON), once betting closed."""
+        return await self._read(self._reader.seal, round_id)
+
+    async def transcript(self, round_id: int) -> tuple[str, str] | None:
+        """(hash, signed canonical JSON) of a settled round's transcript."""
+        return await self._read(self._reader.transcript, round_id)
+
+    async def transcripts(self, first: int, last: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """Transcripts of rounds ``first..last`` (at most ``limit``), in round order."""
+        return await self._read(self._reader.transcripts, first, last, limit)
+
+    def seal_round(self, round_id: int, document: Callable[[], tuple[str, str]]) -> Pending:
+        """Queue the seal of a round that just started (see ``ops.RoundSeal``)."""
+        return self.enqueue(RoundSeal(f"round:{round_id}:seal", round_id, document))
+
     def statistics(self) -> LedgerStatistics:
         return LedgerStatistics(
             queued=self._queued,
@@ -783,6 +800,7 @@ async def open_ledger(
     audit_on_open: bool = True,
     sweep_interval_s: float | None = 1.0,
     reveal: Reveal | None = None,
+    settlement: Settlement | None = None,
 ) -> AsyncIterator[Ledger]:
     """Open (creating if needed) the ledger at ``path`` and run its writer.
 
@@ -790,12 +808,14 @@ async def open_ledger(
     foreign keys), ``PRAGMA integrity_check`` and ``foreign_key_check``, the balance
     audit (``audit_on_open``), then recovery (``recover``; see ``recovery.py``), whose
     report is ``ledger.recovery``; ``reveal`` maps a round id to its game's (crash
-    point, hash) so the rounds recovery voids keep their burnt game on record. On exit, queued ops are committed and answered
+    point, hash) so the rounds recovery voids keep their burnt game on record; ``settlement``
+    writes each settled round's transcript in its settlement's transaction (recovery's
+    too). On exit, queued ops are committed and answered
     before the connections close. ``max_group=1`` gives one transaction per op (the
     bench's baseline)."""
 
     def start() -> tuple[Store, Reader, Recovered | None]:
-        store = Store(path, synchronous)
+        store = Store(path, synchronous, settlement)
         try:
             if audit_on_open:
                 report = audit(store.conn)

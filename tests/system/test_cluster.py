@@ -23,12 +23,14 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from crashd.api.cli.audit import keys_of
 from crashd.api.cluster.apiproc import ApiInfo, run_api
 from crashd.api.cluster.wire import POSITION, commands_key, entry_id_key
 from crashd.api.config import Config
 from crashd.api.edge.links import open_link
 from crashd.api.edge.server import EdgeInfo, run_edge
 from crashd.engine.ledger.store import POSITION_PREFIX
+from crashd.engine.settlement.audit import audit
 from support.feed import next_of
 from support.game import Api, fund, game_config
 from support.redis import SKIP_NO_REDIS, private_redis, server_binary
@@ -115,6 +117,25 @@ async def test_an_api_process_answers_as_the_engine_does(tmp_path: Path, redis_u
             there, mine = await api.get(path), await here.get(path)
             assert there.status_code == mine.status_code == 200, there.text
             assert there.json() == mine.json() and there.json()["bets"][0]["ticket_id"] == ticket
+            # Verifiable settlement: the engine signed the receipts of the forwarded
+            # commands; the API process serves the same transcript, seal and keys.
+            assert placed.json()["receipt"]["ticket_id"] == ticket
+            assert cashed.json()["receipt"]["kind"] == "cashout"
+            rid = placed.json()["round_id"]
+            for doc in (f"/api/v1/game/rounds/{rid}/transcript", f"/api/v1/game/rounds/{rid}/seal"):
+                there, mine = await api.get(doc), await here.get(doc)
+                assert there.status_code == mine.status_code == 200, there.text
+                assert (
+                    there.content == mine.content and there.headers["ETag"] == mine.headers["ETag"]
+                )
+            keys = [(await c.get("/.well-known/crashd-keys")).json() for c in (remote, direct)]
+            assert keys[0] == keys[1] and keys[0]["keys"]
+            report = audit(
+                [(await api.get(f"/api/v1/game/rounds/{rid}/transcript")).json()],
+                keys_of(keys[0]),
+                receipts=[placed.json()["receipt"], cashed.json()["receipt"]],
+            )
+            assert report.ok, report.findings
     assert bets_of(config.database) == [(ticket, 700, "won")]
 
 

@@ -25,6 +25,7 @@ from crashd.api.rest.commands import forwarded
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, Render, idempotent, stored_or
 from crashd.api.rest.problems import Problem, problem_response
+from crashd.api.rest.receipts import RECEIPT_SCHEMA, receipt_of
 from crashd.api.rest.validation import Integer, String
 from crashd.api.security.auth import require_user, requires_scope
 from crashd.api.security.guard import signed
@@ -288,6 +289,7 @@ PLACED_SCHEMA: dict[str, Any] = {
         "stake": {"type": "integer"},
         "auto_cashout": {"type": ["integer", "null"]},
         "status": {"type": "string", "enum": ["active"]},
+        "receipt": RECEIPT_SCHEMA,
     },
 }
 
@@ -398,6 +400,7 @@ async def place_now(
             "auto_cashout": result.auto_cashout,
             "status": "active",
             "available": result.available,
+            "receipt": receipt_of(slot, services.notary),
         }
 
     def live(placed: Placed) -> Response:
@@ -410,6 +413,7 @@ async def place_now(
                 "auto_cashout": placed.auto_cashout,
                 "status": "active",
                 "available": getattr(placed.confirmed, "available", None),
+                "receipt": None,
             },
             status=201,
         )
@@ -489,8 +493,9 @@ async def confirm_now(
     services: Services | None = None,
 ) -> Response:
     """A confirm, answered with the reply its commit stored."""
-    refuse_two_phase(services or current_services(), principal.partner_id)
-    game = (services or current_services()).require_game().game
+    services = services or current_services()
+    refuse_two_phase(services, principal.partner_id)
+    game = services.require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
 
     def render(result: Result) -> tuple[int, Any]:
@@ -503,6 +508,7 @@ async def confirm_now(
             "stake": result.stake,
             "auto_cashout": result.auto_cashout,
             "status": "active",
+            "receipt": receipt_of(slot, services.notary),
         }
 
     def live(placed: Placed) -> Response:
@@ -514,6 +520,7 @@ async def confirm_now(
                 "stake": placed.stake,
                 "auto_cashout": placed.auto_cashout,
                 "status": "active",
+                "receipt": None,
             },
             status=201,
         )
@@ -612,6 +619,7 @@ CASHOUT_SCHEMA: dict[str, Any] = {
         "multiplier": {"type": "integer"},
         "multiplier_display": {"type": "string"},
         "payout": {"type": "integer"},
+        "receipt": RECEIPT_SCHEMA,
     },
 }
 
@@ -682,7 +690,9 @@ async def _cash_out_now(
 ) -> Response:
     game = services.require_game().game
 
-    def cashed_out(round_id: int, multiplier: int, payout: int) -> dict[str, Any]:
+    def cashed_out(
+        round_id: int, multiplier: int, payout: int, receipt: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return {
             "ticket_id": ticket_id,
             "round_id": round_id,
@@ -690,12 +700,18 @@ async def _cash_out_now(
             "multiplier": multiplier,
             "multiplier_display": format_multiplier(multiplier),
             "payout": payout,
+            "receipt": receipt,
         }
 
     def render(result: Result) -> tuple[int, Any]:
         assert isinstance(result, BetSettled) and result.multiplier is not None
         slot = idempotency.slots[-1]
-        return 200, cashed_out(event_hint(slot, "round_id"), result.multiplier, result.payout)
+        return 200, cashed_out(
+            event_hint(slot, "round_id"),
+            result.multiplier,
+            result.payout,
+            receipt_of(slot, services.notary),
+        )
 
     def live(answer: Cashout) -> Response:
         if answer.status == "too_late":
@@ -735,6 +751,7 @@ class AutoCashoutBody:
         "properties": {
             "ticket_id": {"type": "string"},
             "auto_cashout": {"type": ["integer", "null"]},
+            "receipt": RECEIPT_SCHEMA,
         },
     },
     tags=("bets",),
@@ -770,11 +787,17 @@ async def retarget_now(
     services: Services | None = None,
 ) -> Response:
     """An auto-cashout change, answered with the reply its commit stored (REST, feed)."""
-    game = (services or current_services()).require_game().game
+    services = services or current_services()
+    game = services.require_game().game
 
     def render(result: Result) -> tuple[int, Any]:
         assert isinstance(result, BetRetargeted)
-        return 200, {"ticket_id": ticket_id, "auto_cashout": result.auto_cashout}
+        receipt = receipt_of(idempotency.slots[-1], services.notary)
+        return 200, {
+            "ticket_id": ticket_id,
+            "auto_cashout": result.auto_cashout,
+            "receipt": receipt,
+        }
 
     return await answer_with(
         idempotency,
@@ -786,7 +809,9 @@ async def retarget_now(
             body.target,
             slot,
         ),
-        lambda target: json_response({"ticket_id": ticket_id, "auto_cashout": target}),
+        lambda target: json_response(
+            {"ticket_id": ticket_id, "auto_cashout": target, "receipt": None}
+        ),
     )
 
 
