@@ -1,0 +1,223 @@
+"""The page's auditor (``api/web/audit.js``, run by node) against ``crashd audit``'s
+(``engine/settlement/audit.py``): on the Hypothesis rounds of ``test_settlement`` both
+audit clean with the same integers (the JS re-run plays every command through its port
+of the round engine and must rebuild the transcript's log, outcomes, payouts, force
+point and crash exactly), and on every single mutation of a transcript (signed again or
+not) both report the same checks failing for the same rounds. Their tables (the
+commands each phase takes, the fixed rules) are compared, and canonical JSON too.
+
+Skips without node (CI installs it: ``.ci/run``)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from crashd.engine.fairness import crash_point
+from crashd.engine.round.config import RoundConfig
+from crashd.engine.round.tables import COMMANDS
+from crashd.engine.settlement import transcript as T
+from crashd.engine.settlement.audit import AuditReport, audit
+from crashd.engine.settlement.canonical import canonical
+from crashd.engine.settlement.documents import jwk
+from support.servers import REPO
+
+# The rounds, their player and the mutations are test_settlement's (one home for them).
+_spec = importlib.util.spec_from_file_location(
+    "settlement_cases", Path(__file__).with_name("test_settlement.py")
+)
+assert _spec is not None and _spec.loader is not None
+S = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(S)
+
+NODE = shutil.which("node")
+pytestmark = pytest.mark.skipif(
+    NODE is None, reason="node is not installed (apt-get install nodejs)"
+)
+
+# One request a line on stdin, one answer a line on stdout.
+RUNNER = """
+import { createInterface } from "node:readline";
+import { webcrypto } from "node:crypto";
+// Node 18 (Debian's) has WebCrypto, Ed25519 included, but not as a global yet.
+if (!globalThis.crypto) globalThis.crypto = webcrypto;
+const A = await import("./audit.js");
+const keysets = new Map();
+for await (const line of createInterface({ input: process.stdin })) {
+  const req = JSON.parse(line);
+  let answer;
+  try {
+    if (req.op === "tables") {
+      answer = { commands: A.COMMANDS, fixed: A.FIXED_RULES, fields: A.CONFIG_FIELDS };
+    } else if (req.op === "canonical") {
+      answer = { text: A.canonicalText(req.value) };
+    } else {
+      const name = JSON.stringify(req.keys);
+      if (!keysets.has(name)) keysets.set(name, await A.importKeys(req.keys));
+      const keys = keysets.get(name);
+      answer = req.op === "round"
+        ? await A.auditRound(req.transcript, keys, req.previous)
+        : await A.audit(req.transcripts, keys);
+    }
+  } catch (err) {
+    answer = { error: `${err.name}: ${err.message}\\n${err.stack}` };
+  }
+  process.stdout.write(JSON.stringify(answer) + "\\n");
+}
+"""
+
+
+class Node:
+    """A node process holding the page's modules (copied as an ES module package)."""
+
+    def __init__(self, where: Path) -> None:
+        for js in (REPO / "api" / "web").glob("*.js"):
+            shutil.copy(js, where / js.name)
+        (where / "package.json").write_text('{"type": "module"}')
+        (where / "runner.js").write_text(RUNNER)
+        assert NODE is not None
+        self.proc = subprocess.Popen(
+            [NODE, "runner.js"],
+            cwd=where,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, **request: Any) -> Any:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        assert "error" not in answer, answer["error"]
+        return answer
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    n = Node(tmp_path_factory.mktemp("audit-js"))
+    yield n
+    n.close()
+
+
+KEYS = {"keys": [jwk(S.SIGNER.public_raw)]}
+
+
+def checks(findings: list[Any]) -> set[tuple[Any, str]]:
+    return {
+        (f.round_id, f.check) if not isinstance(f, dict) else (f["round_id"], f["check"])
+        for f in findings
+    }
+
+
+def both(node: Node, transcripts: list[dict[str, Any]]) -> tuple[AuditReport, Any]:
+    return audit(transcripts, S.SIGNER.keys()), node.ask(
+        op="audit", keys=KEYS, transcripts=transcripts
+    )
+
+
+def test_the_tables_are_the_engines(node: Node) -> None:
+    tables = node.ask(op="tables")
+    assert tables["commands"] == {
+        phase.value: {command.value: reason for command, reason in row.items()}
+        for phase, row in COMMANDS.items()
+    }
+    rules = T.rules_of(RoundConfig())
+    assert tables["fields"] == list(T._CONFIG_FIELDS)
+    assert tables["fixed"] == {k: v for k, v in rules.items() if k not in T._CONFIG_FIELDS}
+
+
+@settings(max_examples=50)
+@given(S.json_values)
+def test_canonical_json_is_the_servers(node: Any, value: Any) -> None:
+    assert node.ask(op="canonical", value=value)["text"].encode() == canonical(value)
+
+
+@given(S.rounds)
+def test_random_rounds_audit_clean_in_both(node: Node, spec: Any) -> None:
+    transcripts = S.play(*spec)
+    py, js = both(node, transcripts)
+    assert py.ok, py.findings
+    assert js["ok"], js["findings"]
+    assert (js["rerun"], js["rounds"]) == (py.rerun, py.rounds)
+    # The page's per-round view: every check passes or is skipped for a reason.
+    for i, t in enumerate(transcripts):
+        page = node.ask(
+            op="round", keys=KEYS, transcript=t, previous=transcripts[i - 1] if i else None
+        )
+        assert page["ok"], page["findings"]
+        verdicts = {c["check"]: c["verdict"] for c in page["checks"]}
+        assert set(verdicts.values()) <= {"pass", "skipped"}
+        assert verdicts["rerun"] == verdicts["signature"] == "pass"
+        assert verdicts["chain"] == ("pass" if i else "skipped")
+
+
+@pytest.mark.parametrize("name", sorted(S.MUTATIONS))
+@settings(max_examples=max(25, settings.default.max_examples // 8))
+@given(spec=S.rounds, resign=st.booleans(), data=st.data())
+def test_every_mutation_is_flagged_alike(
+    node: Node, name: str, spec: Any, resign: bool, data: st.DataObject
+) -> None:
+    transcripts = S.play(*spec)
+    index = data.draw(st.integers(0, len(transcripts) - 1))
+    if name == "broken prev":
+        assume(len(transcripts) > 1)
+        index = max(index, 1)
+    forged = copy.deepcopy(transcripts)
+    assume(S.MUTATIONS[name](forged[index], data))
+    if resign:
+        forged[index] = S.SIGNER.sign(forged[index])
+    py, js = both(node, forged)
+    assert not py.ok
+    assert not js["ok"], (name, resign)
+    assert checks(js["findings"]) == checks(py.findings), (js["findings"], py.findings)
+    # And the page, given that round (and the one before), shows a failed check.
+    page = node.ask(
+        op="round",
+        keys=KEYS,
+        transcript=forged[index],
+        previous=forged[index - 1] if index else None,
+    )
+    failed = {c["check"] for c in page["checks"] if c["verdict"] == "fail"}
+    rid = forged[index]["round_id"]
+    assert failed == {f.check for f in py.findings if f.round_id == rid}, page["checks"]
+
+
+def test_the_tie_rule_in_both(node: Node) -> None:
+    """A target equal to the crash point wins, one a hundredth above loses: rare in
+    random rounds, so played on purpose (with a manual cash-out and max profit)."""
+    reader = S.ChainReader(S.SPEC)
+    game = next(g for g in range(1, 300) if 150 <= crash_point(reader.game_hash(g), S.SALT) <= 400)
+    point = crash_point(reader.game_hash(game), S.SALT)
+    script = [
+        (10, "bet", 0, 1_000, point),
+        (10, "bet", 1, 1_000, point + 1),
+        (10, "bet", 2, 1_000, point - 1),
+        (10, "bet", 3, 1_000, None),
+        (1_500, "cashout", 3, 0, None),  # t4, by hand, once running
+        (10, "bet", 5, 1_000, None),  # for the next round
+    ]
+    for max_profit in (None, 100_000):
+        transcripts = S.play(game, max_profit, script)
+        outcomes = {e["ticket_id"]: e for e in transcripts[0]["settlement"]}
+        assert transcripts[0]["fairness"]["crash_point"] == point
+        assert (outcomes["t1"]["outcome"], outcomes["t1"]["multiplier"]) == ("won", point)
+        assert outcomes["t2"]["outcome"] == "lost"
+        assert outcomes["t4"]["cashout"] == "manual"
+        py, js = both(node, transcripts)
+        assert py.ok and js["ok"], (py.findings, js["findings"])
