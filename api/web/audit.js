@@ -25,7 +25,7 @@
 // to the terminating hash are not here: the page walks the chain itself (verify.js).
 
 import { crashPoint, nextLink, parseHash, toHex } from "./fairness.js";
-import { msAt, multiplierAt } from "./curve.js";
+import { formatMultiplier, msAt, multiplierAt } from "./curve.js";
 
 const subtle = globalThis.crypto && globalThis.crypto.subtle;
 const encoder = new TextEncoder();
@@ -894,19 +894,19 @@ function passNote(check, t) {
     case "format":
       return `version ${t.v}, ${t.source === "ledger" ? "written by start-up recovery from the ledger" : "the engine's own record"}`;
     case "crash_point":
-      return `HMAC-SHA256 of the game hash under the salt gives ${t.fairness.crash_point} (hundredths), as recorded`;
+      return `HMAC-SHA256 of the game hash under the salt gives ${formatMultiplier(t.fairness.crash_point)}x, as recorded`;
     case "chain":
       return `prev ${t.prev} is the SHA-256 of round ${t.round_id - 1}'s transcript`;
     case "game_chain":
       return "hashing this round's game hash gives the round before's";
     case "seal":
-      return `${t.seal.bets} bets, ${t.seal.total_stake} staked, Merkle root ${t.seal.root}`;
+      return `${t.seal.bets} bets, ${t.seal.total_stake} staked (minor units), Merkle root ${t.seal.root}`;
     case "rerun":
       return t.source === "ledger"
         ? "voided by recovery: each bet settled once, wins by the floor rule below the crash point, the rest refunded"
         : `${t.log.length} commands replayed; ${t.settlement.length} outcomes${t.force_point !== null ? `, force point ${t.force_point}` : ""} identical`;
     case "totals":
-      return `${t.totals.bets} bets, ${t.totals.stake} staked, ${t.totals.payout} paid`;
+      return `${t.totals.bets} bets, ${t.totals.stake} staked, ${t.totals.payout} paid (minor units)`;
     default:
       return "";
   }
