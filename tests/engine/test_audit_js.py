@@ -32,13 +32,20 @@ from crashd.engine.settlement.canonical import canonical
 from crashd.engine.settlement.documents import jwk
 from support.servers import REPO
 
+
+def _load(name: str) -> Any:
+    """A sibling test module (the suite imports with importlib mode: not by name)."""
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_cases", Path(__file__).with_name(f"{name}.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # The rounds, their player and the mutations are test_settlement's (one home for them).
-_spec = importlib.util.spec_from_file_location(
-    "settlement_cases", Path(__file__).with_name("test_settlement.py")
-)
-assert _spec is not None and _spec.loader is not None
-S = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(S)
+S = _load("test_settlement")
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(
@@ -221,3 +228,32 @@ def test_the_tie_rule_in_both(node: Node) -> None:
         assert outcomes["t4"]["cashout"] == "manual"
         py, js = both(node, transcripts)
         assert py.ok and js["ok"], (py.findings, js["findings"])
+
+
+def test_a_round_voided_by_recovery_is_checked_by_rule_in_both(node: Node, tmp_path: Path) -> None:
+    """A round left running by a dead process, voided by start-up recovery (a real
+    ledger, test_notary's): checked by rule, not re-run, alike; a win priced above the
+    floor rule or a refund short by one is caught alike."""
+    N = _load("test_notary")
+    db = tmp_path / "ledger.sqlite3"
+    N.run(N.play, db, N.notary(), 3, die_running=True)
+    N.run(N.play, db, N.notary(), 1)
+    ts = N.transcripts(db)
+    keys = {"keys": [jwk(N.SIGNER.public_raw)]}
+    py = audit(ts, N.SIGNER.keys())
+    js = node.ask(op="audit", keys=keys, transcripts=ts)
+    assert py.ok and js["ok"], (py.findings, js["findings"])
+    assert js["rerun"] == py.rerun == len(ts) - 1
+    index = next(i for i, t in enumerate(ts) if t["source"] == "ledger")
+    for outcome, delta in (("won", 1), ("refunded", -1)):
+        forged = copy.deepcopy(ts)
+        entry = next((e for e in forged[index]["settlement"] if e["outcome"] == outcome), None)
+        if entry is None:
+            continue
+        entry["payout"] += delta
+        forged[index]["totals"]["payout"] += delta
+        forged[index] = N.SIGNER.sign(forged[index])
+        py = audit(forged, N.SIGNER.keys())
+        js = node.ask(op="audit", keys=keys, transcripts=forged)
+        assert not py.ok and not js["ok"]
+        assert checks(js["findings"]) == checks(py.findings), (js["findings"], py.findings)
