@@ -59,6 +59,7 @@ from typing import Any
 
 import trio
 
+from bench.child import HELLO_PATH, await_ready, child_env, serve_with_hello
 from bench.suite import Context, Progress, Skip, clamp
 from bench.suite import Row as SuiteRow
 from bench.suite import ratio as ratio_of
@@ -66,7 +67,6 @@ from crashd.engine import reasons
 
 NAME = "api"
 T_API = "REST API: reads and the signed bet path beside the framework's hello route"
-HELLO_PATH = "/bench/hello"
 STATE_PATH = "/api/v1/game/state"
 SCOPES = "read:game_state,read:balance,write:bet"
 GENEROUS_RATE_LIMITS = {
@@ -106,31 +106,7 @@ def _child_config(directory: Path, synchronous: str, log_level: str) -> Any:
 
 def serve_child(directory: Path, synchronous: str, log_level: str) -> int:
     """The child: ``crashd serve``'s own code path, plus the bench-only hello route."""
-    import logging
-
-    from quart import Blueprint, Response
-
-    from crashd.api.server import run_blocking
-
-    config = _child_config(directory, synchronous, log_level)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    hello = Blueprint("bench_hello", __name__)
-
-    @hello.get(HELLO_PATH)
-    async def hello_route() -> Response:
-        return Response(b"hello", content_type="text/plain")
-
-    # The product's app, exactly as the server builds it, with the floor route beside it.
-    run_blocking(
-        config,
-        on_ready=lambda info: print(f"ready {info.url}", flush=True),
-        blueprints=[hello],
-    )
-    return 0
+    return serve_with_hello(_child_config(directory, synchronous, log_level))
 
 
 @dataclass
@@ -179,29 +155,16 @@ def start_server(directory: Path, *, synchronous: str, log_level: str, cpu: int 
     ]
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
-    repo = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
-    }
     log = (directory / "server.log").open("w")
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=directory, env=env
+        cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=directory, env=child_env()
     )
     log.close()
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.fullmatch(r"ready http://(?P<host>[^:]+):(?P<port>\d+)\s*", line)
-    if match is None:
-        proc.kill()
-        raise SystemExit(
-            f"bench api: the server did not start: {line!r}\n"
-            + (directory / "server.log").read_text()[-3000:]
-        )
+    host, port = await_ready(proc, directory, NAME)
     return Server(
         proc,
-        match["host"],
-        int(match["port"]),
+        host,
+        port,
         created.secret,
         getattr(created, "signing_secret", "") or "",
     )

@@ -103,6 +103,7 @@ from typing import Any, Protocol
 import trio
 
 from bench.api import HttpError, RawConnection
+from bench.child import HELLO_PATH, await_ready, child_env, serve_with_hello
 from bench.suite import Context, Progress, Row, Skip, clamp, percentile, ratio
 
 NAME = "game"
@@ -116,7 +117,6 @@ T_WALLET = (
     "outbox), beside the transfer wallet in the same run"
 )
 WALLET_SECRET = "bench-mock-wallet-secret-0123456789"
-HELLO_PATH = "/bench/hello"
 API = "/api/v1"
 PARTNER = "bench"
 SCOPES = "read:game_state,read:balance,write:bet"
@@ -1068,28 +1068,7 @@ def _config(directory: Path) -> Any:
 
 def serve_child(directory: Path) -> int:
     """The child: ``crashd serve``'s own code path, plus the bench-only hello route."""
-    import logging
-
-    from quart import Blueprint, Response
-
-    from crashd.api.server import run_blocking
-
-    config = _config(directory)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    hello = Blueprint("bench_hello", __name__)
-
-    @hello.get(HELLO_PATH)
-    async def hello_route() -> Response:
-        return Response(b"hello", content_type="text/plain")
-
-    run_blocking(
-        config, on_ready=lambda info: print(f"ready {info.url}", flush=True), blueprints=[hello]
-    )
-    return 0
+    return serve_with_hello(_config(directory))
 
 
 KNOWN_SALTS = {(10, 105, 135): "bench-game-8490720"}
@@ -1185,11 +1164,6 @@ def start_server(directory: Path, args: argparse.Namespace, cpu: int | None) -> 
         created = store.create("sandbox", SCOPES, partner_id=PARTNER, label="bench game")
     finally:
         store.close()
-    repo = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
-    }
 
     def pin() -> None:
         if cpu is not None:
@@ -1203,25 +1177,15 @@ def start_server(directory: Path, args: argparse.Namespace, cpu: int | None) -> 
         stderr=log,
         text=True,
         cwd=directory,
-        env=env,
+        env=child_env(),
         preexec_fn=pin,
     )
     log.close()
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 120)
-    line = proc.stdout.readline() if ready else ""
-    match = re.fullmatch(r"ready http://(?P<host>[^:]+):(?P<port>\d+)\s*", line)
-    if match is None:
-        proc.kill()
-        proc.wait()
-        raise SystemExit(
-            f"bench game: the server did not start: {line!r}\n"
-            + (directory / "server.log").read_text()[-3000:]
-        )
+    host, port = await_ready(proc, directory, NAME)
     return Server(
         proc,
-        match["host"],
-        int(match["port"]),
+        host,
+        port,
         created.secret,
         getattr(created, "signing_secret", "") or "",
         directory,
