@@ -25,7 +25,7 @@ Measured, each for ``--seconds`` (or ``--max-requests``, whichever comes first),
   those ``too_many_bets``/``round_full`` answers are counted apart (``refused_n``) and
   every other refusal fails the row's check.
 
-Reported per row: requests (and failures), requests/s, latency p50/p99 (for the bet
+Reported per row: requests (and failures), requests answered 2xx per second, latency p50/p99 (for the bet
 path: the whole reserve→confirm path), the server process's CPU use during the row
 (≈100% means the server, not the generator, was the limit) and requests/s as a
 fraction of the hello row.
@@ -321,7 +321,14 @@ class Row:
 
     @property
     def rate(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
+        """Requests answered 2xx per second: a refusal (the round's limits) is a cheaper
+        answer than the work the row measures, so it does not count towards the rate.
+        A row without recorded answers (wrk's) counts every request."""
+        if not self.seconds:
+            return 0.0
+        if not self.statuses:
+            return self.requests / self.seconds
+        return sum(n for label, n in self.statuses.items() if label.startswith("2")) / self.seconds
 
 
 def percentile(values: Sequence[float], p: float) -> float:
