@@ -584,6 +584,12 @@ function int(value, what) {
   return value;
 }
 
+// `at`, if the engine clock may move to it: it never goes backwards (replay.py _forward).
+function forward(rnd, at, what) {
+  if (at < rnd.now) throw new ReplayError(`${what} is ${at}, before the engine's clock (${rnd.now})`);
+  return at;
+}
+
 async function fairPoint(fairness) {
   try {
     return await crashPoint(fairness.game_hash, fairness.salt);
@@ -632,13 +638,13 @@ async function rerun(t) {
   let started = false;
   for (let index = head; index < log.length; index += 1) {
     const e = log[index];
-    const at = int(e.at, `log[${index}].at`);
+    const at = forward(rnd, int(e.at, `log[${index}].at`), `log[${index}].at`);
     if (e.queued) {
       out.problems.push(`log[${index}]: queued after the round opened`);
       continue;
     }
     if (startedAt !== null && !started && at >= startedAt) {
-      events.push(...rnd.advance(startedAt));
+      events.push(...rnd.advance(forward(rnd, startedAt, "clock.started_at")));
       started = true;
     }
     const op = e.op;
@@ -660,12 +666,12 @@ async function rerun(t) {
     }
     events.push(...answer);
   }
-  if (startedAt !== null && !started) events.push(...rnd.advance(int(startedAt, "clock.started_at")));
+  if (startedAt !== null && !started) events.push(...rnd.advance(forward(rnd, int(startedAt, "clock.started_at"), "clock.started_at")));
   const { crash, void: voided } = t;
   if (voided !== null && voided.by === "recovery") {
     // no instant to end at: the re-run stops at the last command
-  } else if (voided !== null) events.push(...rnd.void(int(voided.at, "void.at"), voided.reason));
-  else if (crash !== null) events.push(...rnd.advance(int(crash.at, "crash.at")));
+  } else if (voided !== null) events.push(...rnd.void(forward(rnd, int(voided.at, "void.at"), "void.at"), voided.reason));
+  else if (crash !== null) events.push(...rnd.advance(forward(rnd, int(crash.at, "crash.at"), "crash.at")));
   out.record = buildRecord(events);
   return out;
 }

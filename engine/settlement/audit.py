@@ -168,6 +168,10 @@ def _transcript(t: Any, keys: Mapping[str, bytes], report: AuditReport) -> list[
             report.rerun += 1
     except ReplayError as exc:
         return out + [finding("format", str(exc))]
+    except AssertionError as exc:
+        # A log the engine's own invariants refuse (say, a target change of a withdrawn
+        # bet): a document no engine wrote, not a reason for the auditor to stop.
+        return out + [finding("rerun", f"the round engine cannot play it: {exc}")]
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         return out + [finding("format", f"malformed transcript: {type(exc).__name__} {exc}")]
     if t.get("totals") != totals_of(t["log"], t["settlement"]):

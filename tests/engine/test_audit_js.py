@@ -257,3 +257,31 @@ def test_a_round_voided_by_recovery_is_checked_by_rule_in_both(node: Node, tmp_p
         js = node.ask(op="audit", keys=keys, transcripts=forged)
         assert not py.ok and not js["ok"]
         assert checks(js["findings"]) == checks(py.findings), (js["findings"], py.findings)
+
+
+def test_logs_no_engine_could_write_are_findings_in_both(node: Node) -> None:
+    """Signed with the server's key but impossible: a command before the one before it
+    (the engine clock never goes back) and a target change of a withdrawn bet (the
+    round engine's own invariant). Each is a finding in both auditors, never a crash."""
+    script = [(10, "bet", i, 100, 150 if i == 1 else None) for i in range(4)]
+    base = S.play(1, None, script)[0]
+    backwards = copy.deepcopy(base)
+    backwards["log"][1]["at"] = backwards["log"][0]["at"] - 500
+    withdrawn = copy.deepcopy(base)
+    ticket = withdrawn["log"][2]["ticket_id"]
+    at = withdrawn["log"][-1]["at"]
+    withdrawn["log"] += [
+        {
+            "at": at + 1,
+            "op": "withdraw",
+            "ticket_id": ticket,
+            "reason": "funding_failed",
+            "queued": False,
+        },
+        {"at": at + 2, "op": "target", "ticket_id": ticket, "auto_cashout": 200, "queued": False},
+    ]
+    for forged, check in ((backwards, "format"), (withdrawn, "rerun")):
+        signed = [S.SIGNER.sign(forged)]
+        py, js = both(node, signed)
+        assert check in {f.check for f in py.findings}, py.findings
+        assert checks(js["findings"]) == checks(py.findings), (js["findings"], py.findings)
