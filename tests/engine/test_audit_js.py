@@ -285,3 +285,54 @@ def test_logs_no_engine_could_write_are_findings_in_both(node: Node) -> None:
         py, js = both(node, signed)
         assert check in {f.check for f in py.findings}, py.findings
         assert checks(js["findings"]) == checks(py.findings), (js["findings"], py.findings)
+
+
+def test_a_crowded_round_with_a_force_point_in_both(node: Node) -> None:
+    """500 bets (a third without a target), every other one cashed out by hand, and a
+    max profit low enough that the force point cashes out everyone still in."""
+    bets = 500
+    reader = S.ChainReader(S.SPEC)
+    game = next(g for g in range(1, 300) if crash_point(reader.game_hash(g), S.SALT) > 300)
+    config = RoundConfig(betting_ms=1_000, pause_ms=300, max_bets_per_round=bets, max_profit=20_000)
+    seq = S.Sequencer(config=config, games=reader.games(game), salt=S.SALT, first_game=game)
+    recorder = S.Recorder()
+    recorder.observe(seq.start(0))
+    for i in range(bets):
+        user = ("acme", "sandbox", f"u{i}")
+        target = 101 + i % 190 if i % 3 else None
+        recorder.observe(seq.place_bet(1 + i * 900 // bets, f"t{i}", user, 100 + i % 500, target))
+    now = 1_000
+    recorder.observe(seq.advance(now))
+    for i in range(0, bets, 2):
+        now += 3
+        recorder.observe(seq.cash_out(now, f"t{i}"))
+    settled: list[int] = []
+    while not settled:
+        now += 100
+        events = seq.advance(now)
+        recorder.observe(events)
+        settled = [e.round_id for e in events if isinstance(e, S.RoundSettled)]
+    rid = settled[0]
+    events_of = recorder.take(rid)
+    assert events_of is not None, rid
+    record = S.build_record(rid, events_of, lambda ms: S.EPOCH + ms, S.PSEUDONYMS.of)
+    body = S.T.from_record(
+        record,
+        prev=None,
+        environment="sandbox",
+        fairness=S.T.fairness_of(
+            record.game_hash, S.SALT, record.crash_point, S.SPEC.terminating_hash.hex(), "hex"
+        ),
+        rules=S.T.rules_of(config),
+        seal=S.SIGNER.sign(record.seal()),
+    )
+    t = S.SIGNER.sign(body)
+    kinds = {e.get("cashout") for e in t["settlement"]}
+    assert {"manual", "auto", "forced"} <= kinds and t["force_point"] is not None
+    py, js = both(node, [t])
+    assert py.ok and js["ok"], (py.findings, js["findings"])
+    forced = next(e for e in t["settlement"] if e.get("cashout") == "forced")
+    forced["payout"] += 1
+    t["totals"]["payout"] += 1
+    py, js = both(node, [S.SIGNER.sign(t)])
+    assert checks(js["findings"]) == checks(py.findings) == {(rid, "rerun")}
