@@ -32,7 +32,14 @@ from .ledger.model import Round
 from .ledger.txn import Txn
 from .ledger.writer import Ledger, Pending
 from .round.config import RoundConfig
-from .round.events import AutoCashoutChanged, BetAccepted, CashedOut, Event, RunningStarted
+from .round.events import (
+    AutoCashoutChanged,
+    BetAccepted,
+    BettingOpened,
+    CashedOut,
+    Event,
+    RunningStarted,
+)
 from .settlement.canonical import canonical
 from .settlement.documents import (
     TARGET,
@@ -75,6 +82,13 @@ class Notary:
         """Set once chains rotate (``crashd.api.ops.chains``): each round's transcript
         names the chain and salt it was played from, not the first chain's."""
         self.rules = rules_of(config)
+        """The rules of the configuration in force now (``reconfigure`` changes them for
+        the rounds that open after): a round recovery voids gets these."""
+        self._config_now: Callable[[], RoundConfig] = lambda: config
+        self._round_rules: dict[int, dict[str, Any]] = {}
+        """Round id → the rules it opened with, until its transcript is written: an
+        operator's change of limits (max win, max profit, stakes) applies from the next
+        round, and each transcript states the rules its round was played by."""
         self.recorder = Recorder()
         self.on_seal: SealListener | None = None
         """Told of each seal once it is committed (the feed publishes it)."""
@@ -92,6 +106,7 @@ class Notary:
         first); ``epoch_offset()`` is the Unix ms of engine instant 0."""
         self._ledger = ledger
         self._epoch_offset = epoch_offset
+        self._config_now = lambda: engine.next_config
         engine.add_observer(self.observe)
 
     def epoch(self, engine_ms: int) -> int:
@@ -118,6 +133,11 @@ class Notary:
         for event in events:
             if type(event) is RunningStarted:
                 self._queue_seal(event.round_id)
+            elif type(event) is BettingOpened:
+                # Rounds open with the configuration of the moment (``reconfigure`` is
+                # never called inside a publish), so this is the config it plays by.
+                self.rules = rules_of(self._config_now())
+                self._round_rules[event.round_id] = self.rules
 
     def _queue_seal(self, round_id: int) -> None:
         ledger = self._ledger
@@ -146,6 +166,7 @@ class Notary:
 
     def rounds_settled(self, txn: Txn, rounds: list[Round], now: int) -> None:
         for rnd in rounds:
+            rules = self._round_rules.pop(rnd.id, self.rules)
             last = txn.last_transcript()
             prev = last[1] if last is not None else None
             events = self.recorder.take(rnd.id)
@@ -163,7 +184,7 @@ class Notary:
                     prev=prev,
                     environment=self.environment,
                     fairness=self._fairness(rnd.id, record.game_hash, record.crash_point),
-                    rules=self.rules,
+                    rules=rules,
                     seal=seal,
                 )
             else:
@@ -174,7 +195,7 @@ class Notary:
                     prev=prev,
                     environment=self.environment,
                     fairness=self._fairness(rnd.id, rnd.game_hash, rnd.crash_point),
-                    rules=self.rules,
+                    rules=rules,
                 )
             doc = self.signer.sign(body)
             txn.add_transcript(rnd.id, doc_hash(doc), prev, canonical(doc).decode(), now)

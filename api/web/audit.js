@@ -46,10 +46,13 @@ export const FIXED_RULES = {
   payout: "floor(stake * multiplier / 100)",
   tie: "at one multiplier: auto cash-outs, then the force point, then the crash",
 };
+// Rules whose null means no cap.
+export const NULLABLE_RULES = ["max_profit", "max_win"];
 export const CONFIG_FIELDS = [
   "min_stake",
   "max_stake",
   "max_profit",
+  "max_win",
   "max_bets_per_user",
   "max_bets_per_round",
   "betting_ms",
@@ -238,8 +241,9 @@ function configOf(rules) {
   }
   const c = {};
   for (const name of CONFIG_FIELDS) {
+    if (!Object.hasOwn(rules, name)) throw new ReplayError(`rules.${name} is missing`);
     const value = rules[name];
-    if (name === "max_profit" && (value === null || value === undefined)) {
+    if (NULLABLE_RULES.includes(name) && value === null) {
       c[name] = null;
       continue;
     }
@@ -251,11 +255,11 @@ function configOf(rules) {
   // RoundConfig's own validation (engine/round/config.py).
   if (!(1 <= c.min_stake && c.min_stake <= c.max_stake)) throw new ReplayError("need 1 <= min_stake <= max_stake");
   if (c.max_profit !== null && c.max_profit < 0) throw new ReplayError("max_profit must not be negative");
+  if (c.max_win !== null && c.max_win < 0) throw new ReplayError("max_win must not be negative");
   if (c.max_bets_per_user < 1) throw new ReplayError("max_bets_per_user must be at least 1");
   if (c.max_bets_per_round < 1) throw new ReplayError("max_bets_per_round must be at least 1");
   if (c.betting_ms < 0 || c.pause_ms < 0 || c.max_lateness_ms < 0) throw new ReplayError("durations must not be negative");
   if (c.betting_ms + c.pause_ms < 1) throw new ReplayError("betting_ms + pause_ms must be at least 1 ms");
-  c.max_win = null; // not a rule of version 1 transcripts
   return c;
 }
 
@@ -453,7 +457,8 @@ class Round {
   winCap(stake) {
     const maxWin = this.config.max_win;
     if (maxWin === null) return null;
-    const point = Math.floor((100 * (stake + maxWin) + 99) / stake);
+    // Exact in BigInt: (100 * (stake + max_win) + 99) // stake, as the engine.
+    const point = Number((100n * (BigInt(stake) + BigInt(maxWin)) + 99n) / BigInt(stake));
     return point <= MAX_MULTIPLIER ? point : null;
   }
 

@@ -25,10 +25,13 @@ PAYOUT = "floor(stake * multiplier / 100)"
 TIE = "at one multiplier: auto cash-outs, then the force point, then the crash"
 assert float(GROWTH) == GROWTH_PER_MS
 
+_NULLABLE = ("max_profit", "max_win")
+"""Rules whose ``null`` means no cap."""
 _CONFIG_FIELDS = (
     "min_stake",
     "max_stake",
     "max_profit",
+    "max_win",
     "max_bets_per_user",
     "max_bets_per_round",
     "betting_ms",
@@ -67,8 +70,10 @@ def config_of(rules: Mapping[str, Any]) -> RoundConfig:
             raise ValueError(f"rules.{name} is {rules.get(name)!r}; this engine plays {value!r}")
     values: dict[str, int | None] = {}
     for name in _CONFIG_FIELDS:
-        value = rules.get(name)
-        if name == "max_profit" and value is None:
+        if name not in rules:
+            raise ValueError(f"rules.{name} is missing")
+        value = rules[name]
+        if name in _NULLABLE and value is None:
             values[name] = None
             continue
         if type(value) is not int:

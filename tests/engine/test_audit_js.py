@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from crashd.engine.fairness import crash_point
@@ -65,7 +65,7 @@ for await (const line of createInterface({ input: process.stdin })) {
   let answer;
   try {
     if (req.op === "tables") {
-      answer = { commands: A.COMMANDS, fixed: A.FIXED_RULES, fields: A.CONFIG_FIELDS };
+      answer = { commands: A.COMMANDS, fixed: A.FIXED_RULES, fields: A.CONFIG_FIELDS, nullable: A.NULLABLE_RULES };
     } else if (req.op === "canonical") {
       answer = { text: A.canonicalText(req.value) };
     } else {
@@ -146,6 +146,7 @@ def test_the_tables_are_the_engines(node: Node) -> None:
     }
     rules = T.rules_of(RoundConfig())
     assert tables["fields"] == list(T._CONFIG_FIELDS)
+    assert tables["nullable"] == list(T._NULLABLE)
     assert tables["fixed"] == {k: v for k, v in rules.items() if k not in T._CONFIG_FIELDS}
 
 
@@ -172,6 +173,17 @@ def test_random_rounds_audit_clean_in_both(node: Node, spec: Any) -> None:
         assert set(verdicts.values()) <= {"pass", "skipped"}
         assert verdicts["rerun"] == verdicts["signature"] == "pass"
         assert verdicts["chain"] == ("pass" if i else "skipped")
+
+
+@given(S.with_max_win)
+def test_rounds_with_a_max_win_audit_clean_in_both(node: Node, spec: Any) -> None:
+    transcripts = S.play(*spec)
+    event("a bet capped" if S.capped_wins(transcripts) else "no bet reached the cap")
+    py, js = both(node, transcripts)
+    assert py.ok, py.findings
+    assert js["ok"], js["findings"]
+    assert (js["rerun"], js["rounds"]) == (py.rerun, py.rounds)
+    assert py.rerun == len(transcripts)
 
 
 @pytest.mark.parametrize("name", sorted(S.MUTATIONS))

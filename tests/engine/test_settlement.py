@@ -34,6 +34,7 @@ from crashd.engine.settlement.canonical import (
     b64url,
     canonical,
     check_domain,
+    digest,
     from_b64url,
 )
 from crashd.engine.settlement.documents import (
@@ -182,13 +183,16 @@ def receipts_of(events: list[Any], bets: dict[str, dict[str, Any]]) -> None:
 
 
 def play(
-    first_game: int, max_profit: int | None, script: list[tuple[int, str, int, int, int | None]]
+    first_game: int,
+    max_profit: int | None,
+    script: list[tuple[int, str, int, int, int | None]],
+    max_win: int | None = None,
 ) -> list[dict[str, Any]]:
     """Play the script with the real sequencer; the signed, chained transcripts of
     every round it finished (and their receipts in ``RECEIPTS``)."""
     RECEIPTS.clear()
     receipt_bets: dict[str, dict[str, Any]] = {}
-    config = RoundConfig(max_profit=max_profit, betting_ms=1_000, pause_ms=300)
+    config = RoundConfig(max_profit=max_profit, max_win=max_win, betting_ms=1_000, pause_ms=300)
     seq = Sequencer(
         config=config,
         games=ChainReader(SPEC).games(first_game),
@@ -253,20 +257,66 @@ def play(
     return transcripts
 
 
-rounds = st.tuples(st.integers(1, 300), st.one_of(st.none(), st.integers(0, 20_000)), commands)
+max_wins = st.integers(0, 3_000)
+"""A bet's profit cap: with stakes up to 5,000 and targets to 4.00x it binds often."""
+rounds = st.tuples(
+    st.integers(1, 300),
+    st.one_of(st.none(), st.integers(0, 20_000)),
+    commands,
+    st.one_of(st.none(), max_wins),
+)
+Spec = tuple[int, int | None, list[Any], int | None]
+"""A random round's inputs: first game, max profit, the commands, max win."""
+with_max_win = st.tuples(
+    st.integers(1, 300), st.one_of(st.none(), st.integers(0, 20_000)), commands, max_wins
+)
 
 
 @given(rounds)
-def test_random_rounds_audit_clean(spec: tuple[int, int | None, list[Any]]) -> None:
+def test_random_rounds_audit_clean(spec: Spec) -> None:
     transcripts = play(*spec)
     assert transcripts
     report = audit(transcripts, SIGNER.keys(), terminating_hash=SPEC.terminating_hash.hex())
     assert report.ok, report.findings
     assert report.rerun == len(transcripts)
     for t in transcripts:
+        assert t["rules"]["max_win"] == spec[3]
         # What is served is exactly what was signed: JSON text round-trips.
         assert json.loads(json.dumps(t)) == t
         assert verify(t, SIGNER.keys()) is None
+
+
+def capped_wins(transcripts: list[dict[str, Any]]) -> int:
+    return sum(e.get("cashout") == "max_win" for t in transcripts for e in t["settlement"])
+
+
+@given(with_max_win)
+def test_rounds_with_a_max_win_audit_clean(spec: Spec) -> None:
+    """The per-bet cap is among the rules: the re-run plays by the cap the round had."""
+    transcripts = play(*spec)
+    event("a bet capped" if capped_wins(transcripts) else "no bet reached the cap")
+    for t in transcripts:
+        assert t["rules"]["max_win"] == spec[3]
+        for e in wins(t):
+            assert e["payout"] <= _stake(t, e["ticket_id"]) + spec[3]
+    report = audit(transcripts, SIGNER.keys(), terminating_hash=SPEC.terminating_hash.hex())
+    assert report.ok, report.findings
+    assert report.rerun == len(transcripts)
+
+
+def test_a_transcript_without_max_win_is_not_rerun() -> None:
+    """Version 1 states every rule; one missing is a format finding, never a guess."""
+    script = [
+        (100, "bet", 1, 1_000, 150),
+        (100, "bet", 2, 2_000, None),
+        (2_000, "wait", 0, 1, None),
+    ]
+    t = play(1, None, script, 500)[0]
+    del t["rules"]["max_win"]
+    t["rules_hash"] = digest(t["rules"])
+    report = audit([SIGNER.sign(t)], SIGNER.keys())
+    assert not report.ok
+    assert any("rules.max_win is missing" in f.detail for f in report.findings), report.findings
 
 
 # -- mutations --------------------------------------------------------------------------
@@ -382,6 +432,22 @@ def m_prev(t: dict[str, Any], data: st.DataObject) -> bool:
     return True
 
 
+def m_max_win(t: dict[str, Any], data: st.DataObject) -> bool:
+    """A max win other than the one played by, where it changes an outcome: a bet
+    the cap cashed out uncapped, or a won bet capped below what it was paid."""
+    rules = t["rules"]
+    capped = [e for e in wins(t) if e["cashout"] == "max_win"]
+    profits = [e["payout"] - _stake(t, e["ticket_id"]) for e in wins(t)]
+    if capped and data.draw(st.booleans()):
+        rules["max_win"] = data.draw(st.sampled_from([None, rules["max_win"] + 10_000]))
+    elif any(p >= 1 for p in profits):
+        rules["max_win"] = data.draw(st.integers(0, max(p for p in profits) - 1))
+    else:
+        return False
+    t["rules_hash"] = digest(rules)  # a consistent lie
+    return True
+
+
 def _stake(t: dict[str, Any], ticket: str) -> int:
     return next(e["stake"] for e in t["log"] if e["op"] == "bet" and e["ticket_id"] == ticket)
 
@@ -395,6 +461,7 @@ MUTATIONS: dict[str, Mutation] = {
     "changed target": m_target,
     "reordered cash-out": m_reorder,
     "broken prev": m_prev,
+    "max win": m_max_win,
 }
 
 
@@ -402,7 +469,7 @@ MUTATIONS: dict[str, Mutation] = {
 @settings(max_examples=max(25, settings.default.max_examples // 8))
 @given(spec=rounds, resign=st.booleans(), data=st.data())
 def test_every_single_mutation_is_detected(
-    name: str, spec: tuple[int, int | None, list[Any]], resign: bool, data: st.DataObject
+    name: str, spec: Spec, resign: bool, data: st.DataObject
 ) -> None:
     transcripts = play(*spec)
     index = data.draw(st.integers(0, len(transcripts) - 1))
@@ -423,9 +490,7 @@ def test_every_single_mutation_is_detected(
 
 
 @given(rounds, st.data())
-def test_receipts_catch_any_dropped_bet(
-    spec: tuple[int, int | None, list[Any]], data: st.DataObject
-) -> None:
+def test_receipts_catch_any_dropped_bet(spec: Spec, data: st.DataObject) -> None:
     """Dropping a bet the seal never saw (withdrawn, or its round voided while betting)
     is consistent with everything signed but the player's receipt, which catches it."""
     transcripts = play(*spec)
@@ -446,9 +511,7 @@ def test_receipts_catch_any_dropped_bet(
 
 
 @given(rounds, st.data())
-def test_a_signature_byte_or_a_foreign_key_is_detected(
-    spec: tuple[int, int | None, list[Any]], data: st.DataObject
-) -> None:
+def test_a_signature_byte_or_a_foreign_key_is_detected(spec: Spec, data: st.DataObject) -> None:
     transcripts = play(*spec)
     t = copy.deepcopy(_pick(data, transcripts))
     raw = bytearray(from_b64url(t["sig"]))

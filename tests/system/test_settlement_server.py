@@ -308,3 +308,90 @@ def _x(raw: bytes) -> str:
     from crashd.engine.settlement.canonical import b64url
 
     return b64url(raw)
+
+
+# -- a max win per bet, set at start and changed by the operator ------------------------
+
+MAX_WIN_ROUNDS = 6
+"""Rounds played with the configured max win before the operator changes it."""
+
+
+async def capped_by(api: Api, after: int, cap: int) -> bool:
+    """Whether a round after ``after`` has a bet cashed out by a max win of ``cap``."""
+    r = await api.get("/api/v1/game/transcripts", from_round=after + 1, limit=100)
+    return any(
+        t["rules"]["max_win"] == cap and e.get("cashout") == "max_win"
+        for t in r.json()["transcripts"]
+        for e in t["settlement"]
+    )
+
+
+async def test_rounds_with_a_max_win_audit_clean_across_an_operators_change(
+    tmp_path: Path,
+) -> None:
+    """A per-bet max win is among each transcript's rules: the rounds played with the
+    configured cap, and after the operator changes it (from the next round), re-run
+    clean by ``crashd audit --url``, with bets the cap cashed out among them."""
+    config = game_config(tmp_path, betting_ms=150, pause_ms=50, max_stake=10_000, max_win=100)
+    _, secret = make_key(config, "read:game_state,read:balance,write:bet")
+    _, admin = make_key(config, "admin:read,admin:control")
+    receipts: list[dict[str, Any]] = []
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        info = await nursery.start(
+            partial(run_server, config, shutdown=shutdown, extra_tasks=[cut_long_rounds])
+        )
+        async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
+            api, ops = Api(client, secret), Api(client, admin)
+            first = (await api.state())["round_id"]
+            async with trio.open_nursery() as players:
+                for i in range(3):
+                    players.start_soon(player, api, f"w{i}", random.Random(40 + i), receipts)
+                with trio.fail_after(300):
+                    while (await api.state())["round_id"] < first + MAX_WIN_ROUNDS:
+                        await trio.sleep(0.1)
+                    before = (await api.state())["round_id"]
+                    r = await ops.post("/api/v1/admin/limits", {"max_win": 250}, method="PATCH")
+                    assert r.status_code == 200, r.text
+                    after = (await api.state())["round_id"]
+                    # Play on until a bet is capped by the new max win (every few rounds;
+                    # a bound, so a transcript with the old cap fails below, not by time).
+                    for _ in range(MAX_WIN_ROUNDS * 5):
+                        if await capped_by(api, after, 250):
+                            break
+                        await api.wait_round_over((await api.state())["round_id"])
+                players.cancel_scope.cancel()
+            last = (await api.state())["round_id"] - 1
+            await api.wait_round_over(last)
+            done = await crashd(
+                "audit", "--url", info.url, "--key", secret,
+                "--from", str(first), "--to", str(last), "--json",
+            )  # fmt: skip
+            assert done.returncode == 0, (done.stdout, done.stderr)
+            report = json.loads(done.stdout)
+            assert report["rerun"] == report["transcripts"] == last - first + 1
+            r = await api.get(
+                "/api/v1/game/transcripts", from_round=first, to_round=last, limit=100
+            )
+            transcripts = r.json()["transcripts"]
+            caps = {t["round_id"]: t["rules"]["max_win"] for t in transcripts}
+            # The rounds open at the change kept their cap; the ones opened after, the new.
+            assert all(caps[rid] == 100 for rid in caps if rid <= before)
+            assert all(caps[rid] == 250 for rid in caps if rid > after)
+            capped = [
+                (t["rules"]["max_win"], e)
+                for t in transcripts
+                for e in t["settlement"]
+                if e.get("cashout") == "max_win"
+            ]
+            print("rounds:", len(caps), "capped wins:", len(capped))
+            assert {cap for cap, _ in capped} == {100, 250}
+            stakes = {
+                e["ticket_id"]: e["stake"]
+                for t in transcripts
+                for e in t["log"]
+                if e["op"] == "bet"
+            }
+            for cap, e in capped:
+                assert stakes[e["ticket_id"]] < e["payout"] <= stakes[e["ticket_id"]] + cap
+        shutdown.set()
