@@ -776,7 +776,10 @@ class Game:
             return changed.target
         rejected = _first(answer, Rejected)
         assert rejected is not None, answer
-        if rejected.reason == UNKNOWN_TICKET:
+        if rejected.reason in (UNKNOWN_TICKET, BET_REFUNDED):
+            # BET_REFUNDED while betting: the engine's bet was withdrawn, as if never
+            # placed (its funding failed, or it duplicated a bet the ledger settled long
+            # ago under the same ticket): the ledger's record of the ticket answers.
             raise await self._forgotten(ticket_id)
         if rejected.reason in (ROUND_CLOSED, ROUND_SETTLED, ROUND_VOIDED):
             raise GameError(rejected.reason, round_id=rejected.round_id)

@@ -373,11 +373,11 @@ class Round {
     const bet = this.bets.get(ticket);
     let reason = bet === undefined ? "unknown_ticket" : COMMANDS[this.phase][command];
     if (reason === null) reason = checkTarget(target);
+    if (reason === null && bet.state !== OPEN) reason = "bet_refunded"; // withdrawn
     if (reason !== null) {
       events.push(this.reject(now, command, ticket, reason));
       return events;
     }
-    assert(bet.state === OPEN, "a target change of a bet that is not open");
     bet.auto_cashout = target;
     events.push({ type: "AutoCashoutChanged", at: now, ticket, target });
     return events;

@@ -455,10 +455,14 @@ class Round:
         reason = UNKNOWN_TICKET if bet is None else COMMANDS[self.phase][command]
         if reason is LEGAL:
             reason = check_target(target)
+        if reason is LEGAL and bet is not None and bet.state is not BetState.OPEN:
+            # While betting the only closed bet is one withdrawn (its funding failed): its
+            # ticket is the caller's (derived from its idempotency key), so this is input.
+            reason = BET_REFUNDED
         if reason is not LEGAL:
             events.append(self._reject(now_ms, command, ticket, bet.user if bet else None, reason))
             return events
-        assert bet is not None and bet.state is BetState.OPEN
+        assert bet is not None
         bet.auto_cashout = target
         events.append(
             AutoCashoutChanged(

@@ -169,8 +169,9 @@ def _transcript(t: Any, keys: Mapping[str, bytes], report: AuditReport) -> list[
     except ReplayError as exc:
         return out + [finding("format", str(exc))]
     except AssertionError as exc:
-        # A log the engine's own invariants refuse (say, a target change of a withdrawn
-        # bet): a document no engine wrote, not a reason for the auditor to stop.
+        # A log the engine's own invariants refuse: a document no engine wrote, not a
+        # reason for the auditor to stop (a command the engine refuses, say a target
+        # change of a withdrawn bet, is a problem of the re-run instead).
         return out + [finding("rerun", f"the round engine cannot play it: {exc}")]
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         return out + [finding("format", f"malformed transcript: {type(exc).__name__} {exc}")]

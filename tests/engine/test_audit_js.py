@@ -274,7 +274,7 @@ def test_a_round_voided_by_recovery_is_checked_by_rule_in_both(node: Node, tmp_p
 def test_logs_no_engine_could_write_are_findings_in_both(node: Node) -> None:
     """Signed with the server's key but impossible: a command before the one before it
     (the engine clock never goes back) and a target change of a withdrawn bet (the
-    round engine's own invariant). Each is a finding in both auditors, never a crash."""
+    round engine refuses it: bet_refunded). Each is a finding in both auditors, never a crash."""
     script = [(10, "bet", i, 100, 150 if i == 1 else None) for i in range(4)]
     base = S.play(1, None, script)[0]
     backwards = copy.deepcopy(base)

@@ -505,3 +505,19 @@ def test_snapshot_size_is_bounded_and_its_summary_exact(stakes: list[int]) -> No
         assert [p.ticket for p in r.bets_of(f"u{u}")] == [
             f"t{i}" for i in range(len(stakes)) if i % 3 == u
         ]
+
+
+def test_a_target_change_of_a_withdrawn_bet_is_refused() -> None:
+    """A withdrawn bet (its funding failed) stays in the round as refunded while betting;
+    changing or cancelling its target is input (its ticket is the caller's), refused
+    with ``bet_refunded``, never an assertion, and changes nothing."""
+    r = new_round(300)
+    r.place_bet(100, "t1", "ann", 1_000, 150)
+    [refunded] = only(r.withdraw(200, "t1", "funding_failed"), BetRefunded)
+    assert r.bets["t1"].state is BetState.REFUNDED
+    for target in (200, None):
+        events = r.set_auto_cashout(300, "t1", target)
+        [rejected] = only(events, Rejected)
+        assert rejected.reason == "bet_refunded" and rejected.ticket == "t1"
+        assert r.bets["t1"].auto_cashout == 150 and r.bets["t1"].state is BetState.REFUNDED
+    assert (r.total_stake, r.open_stake) == (0, 0)

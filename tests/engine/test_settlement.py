@@ -237,11 +237,8 @@ def play(
         elif what == "cashout" and bets:
             feed(seq.cash_out(now, bets[who % len(bets)]))
         elif what == "target" and bets:
-            # (Only open bets: a target change of a withdrawn bet trips an assertion
-            # of the round engine, reported in issue 17's notes.)
-            ticket = bets[who % len(bets)]
-            if seq.current.bets[ticket].state.value == "open":
-                feed(seq.set_auto_cashout(now, ticket, target))
+            # Withdrawn bets too: the engine refuses those (bet_refunded), logs nothing.
+            feed(seq.set_auto_cashout(now, bets[who % len(bets)], target))
         elif what == "withdraw" and bets:
             feed(seq.withdraw_bet(now, bets[who % len(bets)], "funding_failed"))
         else:
