@@ -690,10 +690,11 @@ class Game:
             return Cashout(ticket_id, late.round_id, "too_late", crash_point=late.crashed_at)
         rejected = _first(answer, Rejected)
         assert rejected is not None, answer
-        if rejected.reason in {ALREADY_CASHED_OUT, UNKNOWN_TICKET, ROUND_SETTLED}:
+        if rejected.reason in {ALREADY_CASHED_OUT, UNKNOWN_TICKET, ROUND_SETTLED, BET_REFUNDED}:
             # The engine has moved on (or the bet already won): answer from the record,
             # once the ledger has it — a second request for a won bet learns its win,
-            # for a lost one the crash. Never silence.
+            # for a lost one the crash. Never silence. (BET_REFUNDED while running: the
+            # engine's bet was withdrawn, as if never placed; the ledger's record says.)
             view = await self._settled(ticket_id)
             assert view.round_id is not None or view.outcome == "refunded", view
             if view.outcome == "won":

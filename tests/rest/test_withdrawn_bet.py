@@ -74,6 +74,12 @@ async def test_a_target_change_of_a_withdrawn_bet_is_a_clear_refusal(tmp_path: P
             other = await api.post("/api/v1/bets", {"user_id": "ann", "amount": 500})
             assert other.status_code == 201, other.text
             last = other.json()["round_id"]
+            # A cash-out of the withdrawn duplicate once the round runs is answered from
+            # the ledger's record too: the bet of rounds ago lost (no target, no cash-out).
+            await api.wait_status("running")
+            r = await api.post(f"/api/v1/bets/{ticket}/cashout", {"user_id": "ann"})
+            assert r.status_code == 409, r.text
+            assert (r.json()["code"], r.json()["round_id"]) == ("too_late", played), r.json()
             await api.wait_round_over(last)
             done = await trio.run_process(
                 [PYTHON, "-m", "crashd.api", "audit", "--url", info.url, "--key", secret,
