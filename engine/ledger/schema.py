@@ -1,5 +1,5 @@
-"""The SQLite schema: tables, CHECK constraints and the triggers that make history
-append-only.
+"""The ledger's schema on both backends: tables, CHECK constraints and the triggers
+that make history append-only, and every migration, declared here once per backend.
 
 Rows that record money (``transfers``, ``ops``, ``reversals``) are insert-only: UPDATE
 and DELETE raise. Rows with a life cycle (``holds``, ``bets``, ``rounds``) may change
@@ -11,7 +11,10 @@ transaction as the transfers and audited against their sum.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+from dataclasses import dataclass
+
+BASE_VERSION = 4
+"""The version ``DDL`` (SQLite) and ``POSTGRES_DDL`` create; ``STEPS`` go on from it."""
 
 # Multi-value CHECKs are spelled as OR chains, never ``IN (...)``: SQLite evaluates a
 # constant IN list of three or more values by building a temporary index each time
@@ -274,3 +277,250 @@ MIGRATIONS[2] = []
 # 3 → 4 adds the replies table (the DDL creates it); the API's separate
 # api_idempotency table, which needed two commits of its own per request, is gone.
 MIGRATIONS[3] = []
+
+
+# --------------------------------------------------------------------------- both backends
+
+
+@dataclass(frozen=True)
+class Step:
+    """One schema change past ``BASE_VERSION``, declared for both backends side by side:
+    ``sqlite`` and ``postgres`` are SQL scripts that take a ledger at ``version - 1`` to
+    ``version``, run in the same transaction as the version bump (a crash midway leaves
+    the old version, and the next start runs the step again). A step that has nothing
+    to do on one backend says so with an empty script, never by omission."""
+
+    version: int
+    what: str
+    sqlite: str
+    postgres: str
+
+
+STEPS: tuple[Step, ...] = ()
+"""Every step past ``BASE_VERSION``, in order; a test checks they are consecutive and
+that both backends end with the same tables and columns."""
+
+SCHEMA_VERSION = STEPS[-1].version if STEPS else BASE_VERSION
+
+
+# PostgreSQL, version 4: the same tables, columns, CHECKs and one-way rules as ``DDL``
+# (integers are bigint, blobs bytea). Triggers raise SQLSTATE 23000
+# (integrity_constraint_violation, psycopg's IntegrityError) with the same messages;
+# TRUNCATE, which skips row triggers, is refused on every table that holds history.
+# ``leader`` holds the lease's term (engine/ledger/lease.py): one row, bumped by each
+# new leader, read FOR SHARE by every ledger transaction (``crashd_fence``).
+POSTGRES_DDL = """
+CREATE TABLE meta (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+
+CREATE TABLE leader (
+    id     smallint PRIMARY KEY CHECK (id = 1),
+    term   bigint NOT NULL CHECK (term >= 0),
+    holder text NOT NULL,
+    since  bigint NOT NULL
+);
+INSERT INTO leader VALUES (1, 0, '', 0);
+
+CREATE TABLE ops (
+    id          bigint PRIMARY KEY,
+    key         text NOT NULL UNIQUE,
+    kind        text NOT NULL,
+    fingerprint bytea NOT NULL,
+    ok          smallint NOT NULL CHECK (ok IN (0, 1)),
+    code        text CHECK ((ok = 1) = (code IS NULL)),
+    result      text NOT NULL,
+    ts          bigint NOT NULL
+);
+
+CREATE TABLE accounts (
+    id          bigint PRIMARY KEY,
+    environment text NOT NULL CHECK (environment IN ('sandbox', 'production')),
+    kind        text NOT NULL CHECK (kind IN ('player', 'house', 'escrow', 'psp', 'faucet')),
+    partner_id  text NOT NULL,
+    user_id     text NOT NULL,
+    posted      bigint NOT NULL,
+    pending     bigint NOT NULL CHECK (pending >= 0),
+    UNIQUE (environment, kind, partner_id, user_id),
+    UNIQUE (id, environment),
+    CHECK ((kind = 'player') = (user_id != '' AND partner_id != '')),
+    CHECK (kind != 'player' OR posted >= pending),
+    CHECK (kind != 'escrow' OR posted >= 0),
+    CHECK (kind != 'faucet' OR environment = 'sandbox'),
+    CHECK (kind = 'player' OR pending = 0)
+);
+
+CREATE TABLE holds (
+    id          bigint PRIMARY KEY,
+    hold_id     text NOT NULL UNIQUE,
+    op          bigint NOT NULL REFERENCES ops(id),
+    environment text NOT NULL,
+    debit       bigint NOT NULL,
+    credit      bigint NOT NULL,
+    amount      bigint NOT NULL CHECK (amount > 0),
+    expires_at  bigint NOT NULL,
+    state       text NOT NULL CHECK (state IN ('pending', 'posted', 'voided', 'expired')),
+    resolved_op bigint REFERENCES ops(id),
+    resolved_at bigint,
+    CHECK (debit != credit),
+    CHECK ((state = 'pending') = (resolved_at IS NULL)),
+    FOREIGN KEY (debit, environment) REFERENCES accounts (id, environment),
+    FOREIGN KEY (credit, environment) REFERENCES accounts (id, environment)
+);
+CREATE INDEX holds_pending_by_account ON holds (debit, expires_at) WHERE state = 'pending';
+CREATE INDEX holds_pending_by_expiry ON holds (expires_at) WHERE state = 'pending';
+
+CREATE TABLE rounds (
+    id          bigint PRIMARY KEY CHECK (id >= 1),
+    started_op  bigint NOT NULL REFERENCES ops(id),
+    started_at  bigint NOT NULL,
+    state       text NOT NULL CHECK (state IN ('open', 'crashed', 'voided')),
+    crash_point bigint CHECK (crash_point IS NULL OR crash_point >= 100),
+    game_hash   text,
+    ended_op    bigint REFERENCES ops(id),
+    ended_at    bigint,
+    settled_op  bigint REFERENCES ops(id),
+    settled_at  bigint,
+    void_reason text,
+    CHECK (state != 'crashed' OR (crash_point IS NOT NULL AND game_hash IS NOT NULL)),
+    CHECK ((state = 'open') = (ended_op IS NULL))
+);
+CREATE INDEX rounds_unfinished ON rounds (id) WHERE settled_at IS NULL;
+
+CREATE TABLE bets (
+    id           bigint PRIMARY KEY,
+    ticket_id    text NOT NULL UNIQUE,
+    hold         bigint NOT NULL UNIQUE REFERENCES holds(id),
+    account      bigint NOT NULL REFERENCES accounts(id),
+    stake        bigint NOT NULL CHECK (stake > 0),
+    auto_cashout bigint CHECK (auto_cashout IS NULL OR auto_cashout >= 101),
+    round_id     bigint REFERENCES rounds(id),
+    confirmed_op bigint NOT NULL REFERENCES ops(id),
+    confirmed_at bigint NOT NULL,
+    outcome      text CHECK (outcome IS NULL OR outcome IN ('won', 'lost', 'refunded')),
+    multiplier   bigint,
+    payout       bigint CHECK (payout IS NULL OR payout >= 0),
+    settled_op   bigint REFERENCES ops(id),
+    settled_at   bigint,
+    CHECK ((outcome IS NULL) = (settled_op IS NULL)),
+    CHECK ((outcome IS NULL) = (payout IS NULL)),
+    CHECK ((outcome = 'won') = (multiplier IS NOT NULL)),
+    CHECK (outcome IS NULL OR outcome != 'won' OR payout = stake * multiplier / 100),
+    CHECK (outcome IS NULL OR outcome != 'lost' OR payout = 0),
+    CHECK (outcome IS NULL OR outcome != 'refunded' OR payout = stake)
+);
+CREATE INDEX bets_unsettled_by_round ON bets (round_id) WHERE outcome IS NULL;
+CREATE INDEX bets_by_account ON bets (account, id);
+CREATE INDEX bets_by_round ON bets (round_id);
+
+CREATE TABLE transfers (
+    id          bigint PRIMARY KEY,
+    op          bigint NOT NULL REFERENCES ops(id),
+    environment text NOT NULL,
+    debit       bigint NOT NULL,
+    credit      bigint NOT NULL,
+    amount      bigint NOT NULL CHECK (amount > 0),
+    kind        text NOT NULL CHECK (kind IN ('deposit', 'withdrawal', 'withdrawal_reversal',
+        'faucet', 'bet_stake', 'stake_return', 'win', 'loss', 'refund')),
+    hold        bigint REFERENCES holds(id),
+    ts          bigint NOT NULL,
+    CHECK (debit != credit),
+    FOREIGN KEY (debit, environment) REFERENCES accounts (id, environment),
+    FOREIGN KEY (credit, environment) REFERENCES accounts (id, environment)
+);
+CREATE INDEX transfers_by_op ON transfers (op);
+
+CREATE TABLE replies (
+    key          bytea PRIMARY KEY CHECK (octet_length(key) = 16),
+    fingerprint  bytea NOT NULL,
+    status       bigint NOT NULL,
+    content_type text NOT NULL,
+    body         bytea NOT NULL,
+    created_at   bigint NOT NULL
+);
+CREATE INDEX replies_by_age ON replies (created_at);
+
+CREATE TABLE reversals (
+    withdrawal_op bigint PRIMARY KEY REFERENCES ops(id),
+    op            bigint NOT NULL UNIQUE REFERENCES ops(id)
+);
+
+CREATE FUNCTION crashd_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'integrity_constraint_violation';
+END $$;
+
+-- Append-only history (TRUNCATE included: it skips row triggers).
+CREATE TRIGGER transfers_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON transfers
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('transfers are append-only');
+CREATE TRIGGER ops_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON ops
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('ops are append-only');
+CREATE TRIGGER reversals_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON reversals
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('reversals are append-only');
+CREATE TRIGGER accounts_no_delete BEFORE DELETE OR TRUNCATE ON accounts
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('accounts are never deleted');
+-- UPDATE OF the identity columns only: the balance updates (SET posted, pending) of
+-- every commit group do not run it.
+CREATE TRIGGER accounts_identity_columns
+BEFORE UPDATE OF id, environment, kind, partner_id, user_id ON accounts FOR EACH ROW
+WHEN (NEW.id IS DISTINCT FROM OLD.id OR NEW.environment IS DISTINCT FROM OLD.environment
+  OR NEW.kind IS DISTINCT FROM OLD.kind OR NEW.partner_id IS DISTINCT FROM OLD.partner_id
+  OR NEW.user_id IS DISTINCT FROM OLD.user_id)
+EXECUTE FUNCTION crashd_refuse('account identity is immutable');
+
+-- One-way life cycles.
+CREATE TRIGGER holds_no_delete BEFORE DELETE OR TRUNCATE ON holds
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('holds are never deleted');
+CREATE TRIGGER holds_resolve_once BEFORE UPDATE ON holds FOR EACH ROW
+WHEN (OLD.state != 'pending' OR NEW.state = 'pending'
+  OR NEW.id IS DISTINCT FROM OLD.id OR NEW.hold_id IS DISTINCT FROM OLD.hold_id
+  OR NEW.op IS DISTINCT FROM OLD.op OR NEW.debit IS DISTINCT FROM OLD.debit
+  OR NEW.credit IS DISTINCT FROM OLD.credit OR NEW.amount IS DISTINCT FROM OLD.amount
+  OR NEW.expires_at IS DISTINCT FROM OLD.expires_at)
+EXECUTE FUNCTION crashd_refuse('a hold is resolved at most once');
+
+CREATE TRIGGER bets_no_delete BEFORE DELETE OR TRUNCATE ON bets
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('bets are never deleted');
+CREATE TRIGGER bets_one_way BEFORE UPDATE ON bets FOR EACH ROW
+WHEN (NEW.id IS DISTINCT FROM OLD.id OR NEW.ticket_id IS DISTINCT FROM OLD.ticket_id
+  OR NEW.hold IS DISTINCT FROM OLD.hold OR NEW.account IS DISTINCT FROM OLD.account
+  OR NEW.stake IS DISTINCT FROM OLD.stake
+  OR NEW.confirmed_op IS DISTINCT FROM OLD.confirmed_op
+  OR NEW.confirmed_at IS DISTINCT FROM OLD.confirmed_at
+  OR (OLD.round_id IS NOT NULL AND NEW.round_id IS DISTINCT FROM OLD.round_id)
+  OR (OLD.outcome IS NOT NULL AND (NEW.outcome IS DISTINCT FROM OLD.outcome
+      OR NEW.payout IS DISTINCT FROM OLD.payout
+      OR NEW.multiplier IS DISTINCT FROM OLD.multiplier
+      OR NEW.settled_op IS DISTINCT FROM OLD.settled_op
+      OR NEW.settled_at IS DISTINCT FROM OLD.settled_at
+      OR NEW.auto_cashout IS DISTINCT FROM OLD.auto_cashout)))
+EXECUTE FUNCTION crashd_refuse('a bet joins one round and is settled exactly once');
+
+CREATE TRIGGER rounds_no_delete BEFORE DELETE OR TRUNCATE ON rounds
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('rounds are never deleted');
+CREATE TRIGGER rounds_one_way BEFORE UPDATE ON rounds FOR EACH ROW
+WHEN (NEW.id IS DISTINCT FROM OLD.id OR NEW.started_op IS DISTINCT FROM OLD.started_op
+  OR NEW.started_at IS DISTINCT FROM OLD.started_at
+  OR OLD.state = 'voided' OR OLD.settled_at IS NOT NULL
+  OR (OLD.state = 'crashed' AND (NEW.crash_point IS DISTINCT FROM OLD.crash_point
+      OR NEW.game_hash IS DISTINCT FROM OLD.game_hash
+      OR NEW.ended_op IS DISTINCT FROM OLD.ended_op))
+  OR (NEW.state = 'open' AND OLD.state != 'open'))
+EXECUTE FUNCTION crashd_refuse('round state only moves forward');
+
+-- The fence: every ledger transaction starts with SELECT crashd_fence(its term). The
+-- row lock (FOR SHARE) makes a takeover's term bump wait for a transaction already
+-- past its fence, and a transaction fenced after the bump fails: a deposed leader
+-- commits nothing more.
+CREATE FUNCTION crashd_fence(expected bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    current bigint;
+BEGIN
+    SELECT term INTO current FROM leader WHERE id = 1 FOR SHARE;
+    IF current IS DISTINCT FROM expected THEN
+        RAISE EXCEPTION 'fenced: this writer holds term %, the ledger is at term %',
+            expected, current USING ERRCODE = 'CF001';
+    END IF;
+END $$;
+"""

@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +40,7 @@ from .model import (
     StoredReply,
 )
 from .ops import Op, apply, prefetch_keys
-from .schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from .schema import BASE_VERSION, DDL, MIGRATIONS, SCHEMA_VERSION, STEPS, Step
 from .txn import Ids, Txn
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,21 @@ def connect(
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         raise LedgerCorrupt("journal_mode is not WAL")
     return conn
+
+
+def sqlite_statements(script: str) -> list[str]:
+    """A script as its statements, split where SQLite's own parser says one is complete
+    (``executescript`` would commit first: a step runs inside its transaction)."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        raise ValueError(f"incomplete statement at the end of a script: {current.strip()[:80]!r}")
+    return statements
 
 
 def create_private(path: Path) -> None:
@@ -198,16 +214,39 @@ class Store:
     def _init_meta(self) -> None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
-            self.conn.execute(
-                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            # A new file: DDL made it BASE_VERSION; the steps take it from there.
+            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(BASE_VERSION),))
+            version = BASE_VERSION
         else:
             version = int(row[0])
             if version > SCHEMA_VERSION or version < 1:
                 raise LedgerCorrupt(f"schema version {version}, this build knows {SCHEMA_VERSION}")
-            while version < SCHEMA_VERSION:
-                self._migrate(version)
-                version += 1
+        while version < BASE_VERSION:
+            self._migrate(version)
+            version += 1
+        for step in STEPS:
+            if step.version > version:
+                self._step(step)
+                version = step.version
+
+    def _step(self, step: Step) -> None:
+        """A step past BASE_VERSION: its SQLite script and the version bump, one
+        transaction (SQLite's DDL is transactional)."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in sqlite_statements(step.sqlite):
+                c.execute(statement)
+            c.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(step.version),)
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        log.info("ledger schema: version %d (%s)", step.version, step.what)
+        self.check_integrity()
 
     def _migrate(self, version: int) -> None:
         """Rewrite table definitions from ``version`` to ``version + 1`` in one
@@ -437,8 +476,7 @@ class Store:
         ``replies`` (one slot or ``None`` per op) are the client replies to store with
         their ops, in the same transaction (see ``ReplySlot``)."""
         txn = Txn(self, Ids(**vars(self.ids)))
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             op_keys = [op.key() for op in ops]
             self._prefetch(txn, ops, op_keys)
@@ -446,13 +484,12 @@ class Store:
             if replies is not None:
                 self._keep_replies(txn, replies, answers, now)
             self._flush(txn)
-            c.execute("COMMIT")
+            self._commit()
         except BaseException:
             # The overlay may have changed cached rows in place: forget them all.
             self._accounts.clear()
             self._accounts_by_id.clear()
-            if c.in_transaction:
-                c.execute("ROLLBACK")
+            self._rollback()
             raise
         self.ids = txn.ids
         if self.report_balances:
@@ -514,130 +551,227 @@ class Store:
             )
 
     def _flush(self, txn: Txn) -> None:
-        c = self.conn
-        # Parents before children, so immediate foreign-key checks pass.
-        if txn.new_ops:
-            times = txn.op_times
-            c.executemany(
-                "INSERT INTO ops (id, key, kind, fingerprint, ok, code, result, ts) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                [(*r[:4], 1 if r[4] else 0, r[5], r[6], times[r[0]]) for r in txn.new_ops],
+        for statement, rows in flush_rows(txn):
+            if rows:
+                self._write(statement, rows)
+
+    def _write(self, statement: Write, rows: Sequence[tuple[object, ...]]) -> None:
+        self.conn.executemany(statement.sqlite, rows)
+
+    # -- transaction boundaries (the PostgreSQL store adds its fence to _begin)
+
+    def _begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+# --------------------------------------------------------------------------- writes
+
+
+@dataclass(frozen=True)
+class Write:
+    """One statement of the group flush, declared once for both backends: an INSERT of
+    ``columns`` or, with ``key``, an UPDATE of ``columns`` by ``key``. ``types`` are
+    the PostgreSQL types of ``columns`` (then ``key``), for its array forms."""
+
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    key: str | None = None
+    delete_below: bool = False
+    """A DELETE of the rows whose ``key`` is below the one parameter, instead."""
+
+    @property
+    def sqlite(self) -> str:
+        if self.delete_below:
+            return f"DELETE FROM {self.table} WHERE {self.key} < ?"
+        if self.key is None:
+            cols = ", ".join(self.columns)
+            return f"INSERT INTO {self.table} ({cols}) VALUES ({','.join('?' * len(self.columns))})"
+        sets = ", ".join(f"{c}=?" for c in self.columns)
+        return f"UPDATE {self.table} SET {sets} WHERE {self.key}=?"
+
+    @property
+    def postgres(self) -> str:
+        """One row per execution (``executemany``, pipeline)."""
+        return self.sqlite.replace("?", "%s")
+
+    @property
+    def unnest(self) -> str:
+        """Every row in one execution: one array parameter per column."""
+        arrays = ", ".join(f"%s::{t}[]" for t in self.types)
+        if self.key is None:
+            return (
+                f"INSERT INTO {self.table} ({', '.join(self.columns)}) "
+                f"SELECT * FROM unnest({arrays})"
             )
-        if txn.new_accounts:
-            c.executemany(
-                "INSERT INTO accounts (id, environment, kind, partner_id, user_id, "
-                "posted, pending) VALUES (?,?,?,?,?,?,?)",
-                [
-                    (
-                        a.id,
-                        a.key.environment,
-                        a.key.kind,
-                        a.key.partner_id,
-                        a.key.user_id,
-                        a.posted,
-                        a.pending,
-                    )
-                    for a in txn.new_accounts
-                ],
-            )
-        if txn.new_rounds:
-            c.executemany(
-                f"INSERT INTO rounds ({_ROUND_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [_round_row(r) for r in txn.new_rounds],
-            )
-        if txn.dirty_rounds:
-            c.executemany(
-                "UPDATE rounds SET state=?, crash_point=?, game_hash=?, ended_op=?, "
-                "ended_at=?, settled_op=?, settled_at=?, void_reason=? WHERE id=?",
-                [
-                    (
-                        r.state.value,
-                        r.crash_point,
-                        r.game_hash,
-                        r.ended_op,
-                        r.ended_at,
-                        r.settled_op,
-                        r.settled_at,
-                        r.void_reason,
-                        r.id,
-                    )
-                    for r in txn.dirty_rounds.values()
-                ],
-            )
-        if txn.new_holds:
-            c.executemany(
-                f"INSERT INTO holds ({_HOLD_COLS}, environment) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        h.id,
-                        h.hold_id,
-                        h.op,
-                        h.debit,
-                        h.credit,
-                        h.amount,
-                        h.expires_at,
-                        h.state.value,
-                        h.resolved_op,
-                        h.resolved_at,
-                        txn.account_by_id(h.debit).key.environment,
-                    )
-                    for h in txn.new_holds
-                ],
-            )
-        if txn.dirty_holds:
-            c.executemany(
-                "UPDATE holds SET state=?, resolved_op=?, resolved_at=? WHERE id=?",
-                [
-                    (h.state.value, h.resolved_op, h.resolved_at, h.id)
-                    for h in txn.dirty_holds.values()
-                ],
-            )
-        if txn.new_bets:
-            c.executemany(
-                f"INSERT INTO bets ({_BET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [_bet_row(b) for b in txn.new_bets],
-            )
-        if txn.dirty_bets:
-            c.executemany(
-                "UPDATE bets SET auto_cashout=?, round_id=?, outcome=?, multiplier=?, "
-                "payout=?, settled_op=?, settled_at=? WHERE id=?",
-                [
-                    (
-                        b.auto_cashout,
-                        b.round_id,
-                        None if b.outcome is None else b.outcome.value,
-                        b.multiplier,
-                        b.payout,
-                        b.settled_op,
-                        b.settled_at,
-                        b.id,
-                    )
-                    for b in txn.dirty_bets.values()
-                ],
-            )
-        if txn.new_transfers:
-            c.executemany(
-                "INSERT INTO transfers (id, op, environment, debit, credit, amount, "
-                "kind, hold, ts) VALUES (?,?,?,?,?,?,?,?,?)",
-                txn.new_transfers,
-            )
-        if txn.new_replies:
-            c.executemany(
-                "INSERT INTO replies (key, fingerprint, status, content_type, body, created_at) "
-                "VALUES (?,?,?,?,?,?)",
-                txn.new_replies,
-            )
-        if txn.purge_replies_before is not None:
-            c.execute("DELETE FROM replies WHERE created_at < ?", (txn.purge_replies_before,))
-        if txn.new_reversals:
-            c.executemany(
-                "INSERT INTO reversals (withdrawal_op, op) VALUES (?,?)", txn.new_reversals
-            )
-        if txn.dirty_accounts:
-            c.executemany(
-                "UPDATE accounts SET posted=?, pending=? WHERE id=?",
-                [(a.posted, a.pending, a.id) for a in txn.dirty_accounts.values()],
-            )
+        names = ", ".join((*self.columns, self.key))
+        sets = ", ".join(f"{c}=v.{c}" for c in self.columns)
+        return (
+            f"UPDATE {self.table} SET {sets} FROM unnest({arrays}) AS v({names}) "
+            f"WHERE {self.table}.{self.key} = v.{self.key}"
+        )
+
+
+_BIG, _TEXT, _BYTES = "bigint", "text", "bytea"
+W_OPS = Write(
+    "ops",
+    ("id", "key", "kind", "fingerprint", "ok", "code", "result", "ts"),
+    (_BIG, _TEXT, _TEXT, _BYTES, "smallint", _TEXT, _TEXT, _BIG),
+)
+W_ACCOUNTS = Write(
+    "accounts",
+    ("id", "environment", "kind", "partner_id", "user_id", "posted", "pending"),
+    (_BIG, _TEXT, _TEXT, _TEXT, _TEXT, _BIG, _BIG),
+)
+W_ROUNDS = Write(
+    "rounds",
+    tuple(_ROUND_COLS.split(", ")),
+    (_BIG, _BIG, _BIG, _TEXT, _BIG, _TEXT, *(_BIG,) * 4, _TEXT),
+)
+W_ROUND_UPDATES = Write(
+    "rounds",
+    (
+        "state",
+        "crash_point",
+        "game_hash",
+        "ended_op",
+        "ended_at",
+        "settled_op",
+        "settled_at",
+        "void_reason",
+    ),
+    (_TEXT, _BIG, _TEXT, _BIG, _BIG, _BIG, _BIG, _TEXT, _BIG),
+    key="id",
+)
+W_HOLDS = Write(
+    "holds",
+    (*_HOLD_COLS.split(", "), "environment"),
+    (_BIG, _TEXT, _BIG, _BIG, _BIG, _BIG, _BIG, _TEXT, _BIG, _BIG, _TEXT),
+)
+W_HOLD_UPDATES = Write(
+    "holds", ("state", "resolved_op", "resolved_at"), (_TEXT, _BIG, _BIG, _BIG), key="id"
+)
+W_BETS = Write(
+    "bets",
+    tuple(_BET_COLS.split(", ")),
+    (_BIG, _TEXT, _BIG, _BIG, _BIG, _BIG, _BIG, _BIG, _BIG, _TEXT, _BIG, _BIG, _BIG, _BIG),
+)
+W_BET_UPDATES = Write(
+    "bets",
+    ("auto_cashout", "round_id", "outcome", "multiplier", "payout", "settled_op", "settled_at"),
+    (_BIG, _BIG, _TEXT, _BIG, _BIG, _BIG, _BIG, _BIG),
+    key="id",
+)
+W_TRANSFERS = Write(
+    "transfers",
+    ("id", "op", "environment", "debit", "credit", "amount", "kind", "hold", "ts"),
+    (_BIG, _BIG, _TEXT, _BIG, _BIG, _BIG, _TEXT, _BIG, _BIG),
+)
+W_REPLIES = Write(
+    "replies",
+    ("key", "fingerprint", "status", "content_type", "body", "created_at"),
+    (_BYTES, _BYTES, _BIG, _TEXT, _BYTES, _BIG),
+)
+W_REVERSALS = Write("reversals", ("withdrawal_op", "op"), (_BIG, _BIG))
+W_PURGE_REPLIES = Write("replies", (), (_BIG,), key="created_at", delete_below=True)
+W_BALANCES = Write("accounts", ("posted", "pending"), (_BIG, _BIG, _BIG), key="id")
+
+
+def flush_rows(txn: Txn) -> list[tuple[Write, Sequence[tuple[object, ...]]]]:
+    """A group's writes, parents before children (immediate foreign-key checks pass)."""
+    times = txn.op_times
+    out: list[tuple[Write, Sequence[tuple[object, ...]]]] = [
+        (W_OPS, [(*r[:4], 1 if r[4] else 0, r[5], r[6], times[r[0]]) for r in txn.new_ops]),
+        (
+            W_ACCOUNTS,
+            [
+                (
+                    a.id,
+                    a.key.environment,
+                    a.key.kind,
+                    a.key.partner_id,
+                    a.key.user_id,
+                    a.posted,
+                    a.pending,
+                )
+                for a in txn.new_accounts
+            ],
+        ),
+        (W_ROUNDS, [_round_row(r) for r in txn.new_rounds]),
+        (
+            W_ROUND_UPDATES,
+            [
+                (
+                    r.state.value,
+                    r.crash_point,
+                    r.game_hash,
+                    r.ended_op,
+                    r.ended_at,
+                    r.settled_op,
+                    r.settled_at,
+                    r.void_reason,
+                    r.id,
+                )
+                for r in txn.dirty_rounds.values()
+            ],
+        ),
+        (
+            W_HOLDS,
+            [
+                (
+                    h.id,
+                    h.hold_id,
+                    h.op,
+                    h.debit,
+                    h.credit,
+                    h.amount,
+                    h.expires_at,
+                    h.state.value,
+                    h.resolved_op,
+                    h.resolved_at,
+                    txn.account_by_id(h.debit).key.environment,
+                )
+                for h in txn.new_holds
+            ],
+        ),
+        (
+            W_HOLD_UPDATES,
+            [(h.state.value, h.resolved_op, h.resolved_at, h.id) for h in txn.dirty_holds.values()],
+        ),
+        (W_BETS, [_bet_row(b) for b in txn.new_bets]),
+        (
+            W_BET_UPDATES,
+            [
+                (
+                    b.auto_cashout,
+                    b.round_id,
+                    None if b.outcome is None else b.outcome.value,
+                    b.multiplier,
+                    b.payout,
+                    b.settled_op,
+                    b.settled_at,
+                    b.id,
+                )
+                for b in txn.dirty_bets.values()
+            ],
+        ),
+        (W_TRANSFERS, txn.new_transfers),
+        (W_REPLIES, txn.new_replies),
+    ]
+    if txn.purge_replies_before is not None:
+        out.append((W_PURGE_REPLIES, [(txn.purge_replies_before,)]))
+    out += [
+        (W_REVERSALS, txn.new_reversals),
+        (W_BALANCES, [(a.posted, a.pending, a.id) for a in txn.dirty_accounts.values()]),
+    ]
+    return out
 
 
 def _round_row(r: Round) -> tuple[object, ...]:
