@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from support.game import Api, game_config
+from support.postgres import BACKENDS, Backend, backend
 from support.security import REQUEST_LOGGERS, LogScan
 from support.servers import make_key, running_server
 
@@ -64,3 +65,18 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         _, secret = make_key(config, "read:game_state,read:balance,write:bet")
         async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
             yield Api(client, secret)
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The test's ledger database, once on SQLite and once on PostgreSQL (a database of
+    its own on the test server; skipped with the reason when there is none)."""
+    with backend(request.param, tmp_path) as b:
+        yield b
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[Backend]:
+    """A PostgreSQL database of the test's own (skipped where none can be had)."""
+    with backend("postgresql", tmp_path) as b:
+        yield b

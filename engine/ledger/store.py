@@ -191,6 +191,9 @@ class Store:
         except BaseException:
             self.close()
             raise
+        self._init_state()
+
+    def _init_state(self) -> None:
         # Committed account rows, shared with each group's Txn, which updates them in
         # place. Sound only because this is the one writer: nothing else changes
         # balances, and any failed group drops the whole cache (see apply_group).
@@ -200,6 +203,10 @@ class Store:
         self.committed_balances: list[PlayerBalance] = []
         """After ``apply_group``: the player balances its commit changed."""
         self._accounts_by_id: dict[int, Account] = {}
+
+    def audit(self) -> AuditReport:
+        """The audit on the writer's own connection (start-up, before any op)."""
+        return audit(self.conn)
 
     # -- start-up
 
@@ -816,6 +823,10 @@ class Reader:
     """A second connection for reads: under WAL it sees the last commit and never
     waits for the writer."""
 
+    threads = 1
+    """How many reads may run at once (one connection here; the PostgreSQL reader's pool
+    has more)."""
+
     def __init__(self, path: Path | str, synchronous: Synchronous = "FULL") -> None:
         self.conn = connect(path, synchronous, readonly=True)
         self.conn.execute("PRAGMA query_only=ON")
@@ -921,11 +932,13 @@ class Reader:
         return audit(self.conn)
 
 
-def audit(conn: sqlite3.Connection) -> AuditReport:
+def audit(conn: Any, begin: str = "BEGIN") -> AuditReport:
     """Check every invariant the schema cannot express by itself, in one read
-    transaction (a consistent snapshot under WAL)."""
+    transaction (a consistent snapshot: WAL on SQLite, ``begin`` a repeatable-read
+    transaction on PostgreSQL). ``conn`` is a sqlite3 connection or anything with its
+    ``execute`` (the PostgreSQL store's)."""
     problems: list[str] = []
-    conn.execute("BEGIN")
+    conn.execute(begin)
     try:
         n_accounts = conn.execute("SELECT count(*) FROM accounts").fetchone()[0]
         n_transfers = conn.execute("SELECT count(*) FROM transfers").fetchone()[0]
