@@ -10,6 +10,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 URL_SCHEMES = ("postgresql://", "postgres://")
+SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+"""PostgreSQL: one snapshot for a multi-statement read (the audit), as SQLite's BEGIN
+under WAL gives."""
 
 
 def is_postgres(database: Path | str) -> bool:

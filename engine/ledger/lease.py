@@ -42,6 +42,8 @@ LEASE_KEY = 0x63726173_68640001
 """The advisory lock's key ("crashd" and 1): one lease per database."""
 POLL_S = 0.2
 """How often a standby tries the lock."""
+GRACE_S = 3.0
+"""How long a start without --standby waits for a lease that a dead process held."""
 CHECK_S = 1.0
 """How often the holder checks its lease session is alive and its term current."""
 
@@ -84,9 +86,15 @@ class Lease:
         return cls(url, conn, int(bumped[0]), holder)
 
     @classmethod
-    def take(cls, url: str) -> Lease:
-        """The lease now, or ``LedgerInUse`` naming its holder."""
+    def take(cls, url: str, grace_s: float = GRACE_S) -> Lease:
+        """The lease, or ``LedgerInUse`` naming its holder if it stays taken for
+        ``grace_s`` (a restart after a crash may find the dead process's session still
+        ending on the server)."""
+        deadline = time.monotonic() + grace_s
         lease = cls.try_take(url)
+        while lease is None and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            lease = cls.try_take(url)
         if lease is None:
             raise LedgerInUse(
                 f"another crashd ({current_holder(url)}) holds the leader lease on "

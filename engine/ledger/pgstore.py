@@ -25,7 +25,7 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool
 
-from .database import redacted
+from .database import SNAPSHOT, redacted
 from .model import AuditReport, LedgerCorrupt, LedgerFenced, LedgerInUse
 from .schema import BASE_VERSION, POSTGRES_DDL, SCHEMA_VERSION, STEPS
 from .store import Reader, Store, Synchronous, Write, audit
@@ -37,8 +37,6 @@ FENCED = "CF001"
 """The SQLSTATE ``crashd_fence`` raises (schema.POSTGRES_DDL)."""
 READ_POOL = 4
 """Reader connections: reads run on this many threads at once."""
-SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-"""One snapshot for a multi-statement read (the audit), as SQLite's BEGIN under WAL."""
 _COMMIT_LEVELS = {"OFF": "off", "NORMAL": "off", "FULL": "on", "EXTRA": "on"}
 """``synchronous`` → ``synchronous_commit``. FULL: a commit returns after its WAL is
 flushed on the server; NORMAL/OFF: up to the server's wal_writer_delay of commits may

@@ -736,12 +736,13 @@ async def open_ledger(
     ledger = Ledger(store, reader, clock, max_group, max_queue)
     ledger.recovery = recovered
     sweep_scope = trio.CancelScope()
+    lease_scope = trio.CancelScope()
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(ledger._write_loop)
             held = lease if lease is not None else own_lease
             if held is not None:
-                nursery.start_soon(_in_scope, sweep_scope, _keep_lease, held)
+                nursery.start_soon(_in_scope, lease_scope, _keep_lease, held)
             if sweep_interval_s is not None:
                 nursery.start_soon(_in_scope, sweep_scope, ledger._sweep_loop, sweep_interval_s)
             try:
@@ -750,6 +751,7 @@ async def open_ledger(
                 # Drain: refuse new ops, let the writer commit and answer what is
                 # queued, then it returns. A sweep holds no money: just stop it.
                 sweep_scope.cancel()
+                lease_scope.cancel()
                 ledger._closing = True
                 ledger._wakeup.set()
                 ledger._space.unpark_all()
