@@ -16,6 +16,20 @@ from dataclasses import dataclass
 BASE_VERSION = 4
 """The version ``DDL`` (SQLite) and ``POSTGRES_DDL`` create; ``STEPS`` go on from it."""
 
+LEDGER_TABLES: tuple[str, ...] = (
+    "ops",
+    "accounts",
+    "rounds",
+    "holds",
+    "bets",
+    "transfers",
+    "reversals",
+    "replies",
+)
+"""Every table that holds the ledger's data, parents before children (the migration to
+PostgreSQL copies them in this order; ``meta`` and ``leader`` are each backend's own).
+A test checks it names every table of both schemas."""
+
 # Multi-value CHECKs are spelled as OR chains, never ``IN (...)``: SQLite evaluates a
 # constant IN list of three or more values by building a temporary index each time
 # the constraint is checked, i.e. for every row written (measured: +2.3 µs per
