@@ -27,6 +27,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 LEASE_KEY = 0x63726173_68640001
 """The advisory lock's key ("crashd" and 1): one lease per database."""
+LEASE_APPLICATION = "crashd leader lease"
+"""The lease session's application_name (pg_stat_activity shows leader and standbys)."""
 POLL_S = 0.2
 """How often a standby tries the lock."""
 GRACE_S = 3.0
@@ -62,14 +65,21 @@ class Lease:
         self.holder = holder
 
     @classmethod
-    def try_take(cls, url: str, holder: str | None = None) -> Lease | None:
-        """Take the lease if it is free (blocking, brief): lock, schema, term bump."""
+    def try_take(
+        cls, url: str, holder: str | None = None, conn: psycopg.Connection[Any] | None = None
+    ) -> Lease | None:
+        """Take the lease if it is free (blocking, brief): lock, schema, term bump.
+        ``conn`` is a lease session to try on (a standby keeps one); it is closed when
+        the lease is not granted only if this call opened it."""
         holder = holder or holder_name()
-        conn = connect(url, application="crashd leader lease")
+        mine = conn is None
+        if conn is None:
+            conn = connect(url, application=LEASE_APPLICATION)
         try:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEASE_KEY,)).fetchone()
             if not (row and row[0]):
-                conn.close()
+                if mine:
+                    conn.close()
                 return None
             install_schema(conn)
             with conn.transaction():
@@ -155,17 +165,25 @@ async def wait_for_lease(
     poll_s: float = POLL_S,
     on_wait: Callable[[str], None] | None = None,
 ) -> Lease:
-    """Hot standby: wait until the lease is free, then take it. Cancellable between
-    polls. ``on_wait`` is told once whom it waits for."""
-    told = False
-    while True:
-        lease = await trio.to_thread.run_sync(Lease.try_take, url)
-        if lease is not None:
-            return lease
-        if not told:
-            told = True
-            holder = await trio.to_thread.run_sync(current_holder, url)
-            log.info("standby: %s holds the leader lease on %s; waiting", holder, redacted(url))
-            if on_wait is not None:
-                on_wait(holder)
-        await trio.sleep(poll_s)
+    """Hot standby: wait until the lease is free, then take it, trying every
+    ``poll_s`` on one session of its own (kept open while it waits, so it shows in
+    pg_stat_activity as a lease session). Cancellable between polls. ``on_wait`` is
+    told once whom it waits for."""
+    told = granted = False
+    conn = await trio.to_thread.run_sync(partial(connect, url, application=LEASE_APPLICATION))
+    try:
+        while True:
+            lease = await trio.to_thread.run_sync(Lease.try_take, url, None, conn)
+            if lease is not None:
+                granted = True
+                return lease
+            if not told:
+                told = True
+                holder = await trio.to_thread.run_sync(current_holder, url)
+                log.info("standby: %s holds the leader lease on %s; waiting", holder, redacted(url))
+                if on_wait is not None:
+                    on_wait(holder)
+            await trio.sleep(poll_s)
+    finally:
+        if not granted:  # a granted lease keeps this session: it holds the lock
+            conn.close()

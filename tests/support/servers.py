@@ -36,6 +36,12 @@ PYTHON = sys.executable
 
 
 def make_config(tmp_path: Path, **overrides: object) -> Config:
+    """A server's config in ``tmp_path``; ``database=`` a PostgreSQL URL keeps its
+    pepper in ``tmp_path`` too (not the working directory's ``crashd.pepper``)."""
+    if "pepper_file" not in overrides and str(overrides.get("database", "")).startswith(
+        "postgresql://"
+    ):
+        overrides["pepper_file"] = tmp_path / "crashd.pepper"
     base = Config(
         host="127.0.0.1",
         port=0,
@@ -104,7 +110,7 @@ def make_key(
     config: Config, scopes: str, *, env: str = "sandbox", partner: str = "acme"
 ) -> tuple[str, str]:
     """Create a key in the server's database; returns (key id, secret)."""
-    store = KeyStore(config.database)
+    store = KeyStore(config.database, config.pepper_file)
     try:
         created = store.create(env, scopes, partner_id=partner, label="test")
     finally:
