@@ -106,6 +106,18 @@ SIGNING_SECRETS: dict[str, str] = {}
 client holding only the key can sign its writes)."""
 
 
+def serve_argv(config: Config, *extra: str) -> list[str]:
+    """``crashd serve`` as a child process on ``config``'s files, playing short rounds
+    (300 ms betting, 150 ms pause), on free ports, quietly; ``extra`` flags appended."""
+    pepper = ["--pepper-file", str(config.pepper_file)] if config.pepper_file else []
+    return [
+        PYTHON, "-m", "crashd.api", "serve", "--port", "0", "--feed-port", "0",
+        "--database", str(config.database), "--chain-file", str(config.chain_file),
+        "--betting-ms", "300", "--pause-ms", "150", "--stop-wait-s", "1",
+        "--log-level", "warning", *pepper, *extra,
+    ]  # fmt: skip
+
+
 def make_key(
     config: Config, scopes: str, *, env: str = "sandbox", partner: str = "acme"
 ) -> tuple[str, str]:

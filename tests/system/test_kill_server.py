@@ -29,37 +29,9 @@ from crashd.engine.fairness import ChainReader, crash_point
 from crashd.engine.ledger import open_ledger
 from support.game import Api, game_config
 from support.postgres import Backend
-from support.servers import PYTHON, REPO, make_key
+from support.servers import REPO, make_key, serve_argv
 
 KILLS = int(os.environ.get("CRASHD_SERVER_KILLS", "6"))
-
-
-def serve_argv(config: Any, *extra: str) -> list[str]:
-    pepper = ["--pepper-file", str(config.pepper_file)] if config.pepper_file else []
-    return [
-        PYTHON,
-        "-m",
-        "crashd.api",
-        "serve",
-        "--port",
-        "0",
-        "--feed-port",
-        "0",
-        "--database",
-        str(config.database),
-        "--chain-file",
-        str(config.chain_file),
-        "--betting-ms",
-        "300",
-        "--pause-ms",
-        "150",
-        "--stop-wait-s",
-        "1",
-        "--log-level",
-        "warning",
-        *pepper,
-        *extra,
-    ]
 
 
 async def start(config: Any) -> tuple[trio.Process, str]:
