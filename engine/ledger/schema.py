@@ -363,7 +363,9 @@ CREATE TABLE accounts (
     CHECK (kind != 'escrow' OR posted >= 0),
     CHECK (kind != 'faucet' OR environment = 'sandbox'),
     CHECK (kind = 'player' OR pending = 0)
-);
+) WITH (fillfactor = 50);
+-- fillfactor 50: room on each page for the new version of a row whose balance changed,
+-- so every commit's balance updates stay heap-only (HOT) and touch no index.
 
 CREATE TABLE holds (
     id          bigint PRIMARY KEY,
@@ -437,13 +439,38 @@ CREATE TABLE transfers (
     amount      bigint NOT NULL CHECK (amount > 0),
     kind        text NOT NULL CHECK (kind IN ('deposit', 'withdrawal', 'withdrawal_reversal',
         'faucet', 'bet_stake', 'stake_return', 'win', 'loss', 'refund')),
-    hold        bigint REFERENCES holds(id),
+    hold        bigint,
     ts          bigint NOT NULL,
-    CHECK (debit != credit),
-    FOREIGN KEY (debit, environment) REFERENCES accounts (id, environment),
-    FOREIGN KEY (credit, environment) REFERENCES accounts (id, environment)
+    CHECK (debit != credit)
 );
 CREATE INDEX transfers_by_op ON transfers (op);
+-- The references of a transfer (its op, its hold, both accounts in its environment),
+-- checked once per INSERT statement over all its rows instead of by three row-level
+-- foreign keys (measured: ~25 us per transfer row, a third of a deposit's cost on the
+-- server). Equivalent here: no referenced row can be deleted or change its id or
+-- environment (the triggers below), so only inserts need checking.
+CREATE FUNCTION crashd_transfers_refs() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    total bigint;
+    good  bigint;
+BEGIN
+    -- Counted by joins (hash joins over the statement's rows), not NOT EXISTS per row.
+    SELECT count(*) INTO total FROM new_rows;
+    SELECT count(*) INTO good FROM new_rows n
+      JOIN accounts d ON d.id = n.debit AND d.environment = n.environment
+      JOIN accounts c ON c.id = n.credit AND c.environment = n.environment
+      JOIN ops o ON o.id = n.op
+      LEFT JOIN holds h ON h.id = n.hold
+     WHERE n.hold IS NULL OR h.id IS NOT NULL;
+    IF good != total THEN
+        RAISE EXCEPTION 'transfers: foreign key violated (an unknown op or hold, or an '
+            'account of another environment)' USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER transfers_refs AFTER INSERT ON transfers
+REFERENCING NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_transfers_refs();
 
 CREATE TABLE replies (
     key          bytea PRIMARY KEY CHECK (octet_length(key) = 16),

@@ -431,16 +431,12 @@ class Store:
         """Load in a few IN (...) queries what the group will touch, instead of one
         query per op: this is most of what makes group commit cheap per op."""
         keys, accounts, holds, tickets = prefetch_keys(ops, op_keys)
-        c = self.conn
         found: set[str] = set()
-        for chunk in _chunks(sorted(keys)):
-            for r in c.execute(
-                "SELECT id, key, kind, fingerprint, ok, code, result FROM ops "
-                f"WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
-                found.add(r[1])
+        for r in self._select_in(
+            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops", "key", sorted(keys)
+        ):
+            txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
+            found.add(r[1])
         txn.prime_absent_ops(keys - found)
         cached = self._accounts
         prime_account = txn.prime_account
@@ -448,25 +444,17 @@ class Store:
             acct = cached.get(account_key)
             prime_account(account_key, acct if acct is not None else self.load_account(account_key))
         hold_found: set[str] = set()
-        for chunk in _chunks(sorted(holds)):
-            for r in c.execute(
-                f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                h = _hold(r)
-                txn.prime_hold(h.hold_id, h)
-                hold_found.add(h.hold_id)
+        for r in self._select_in(f"SELECT {_HOLD_COLS} FROM holds", "hold_id", sorted(holds)):
+            h = _hold(r)
+            txn.prime_hold(h.hold_id, h)
+            hold_found.add(h.hold_id)
         for h_id in holds - hold_found:
             txn.prime_hold(h_id, None)
         bet_found: set[str] = set()
-        for chunk in _chunks(sorted(tickets)):
-            for r in c.execute(
-                f"SELECT {_BET_COLS} FROM bets WHERE ticket_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                b = _bet(r)
-                txn.prime_bet(b.ticket_id, b)
-                bet_found.add(b.ticket_id)
+        for r in self._select_in(f"SELECT {_BET_COLS} FROM bets", "ticket_id", sorted(tickets)):
+            b = _bet(r)
+            txn.prime_bet(b.ticket_id, b)
+            bet_found.add(b.ticket_id)
         for t in tickets - bet_found:
             txn.prime_bet(t, None)
 
@@ -529,13 +517,12 @@ class Store:
         if not wanted:
             return
         taken: dict[bytes, tuple[bytes, StoredReply]] = {}
-        for chunk in _chunks(sorted({s.key for s in wanted})):
-            for r in self.conn.execute(
-                "SELECT key, fingerprint, status, content_type, body FROM replies "
-                f"WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                taken[bytes(r[0])] = (bytes(r[1]), StoredReply(r[2], r[3], bytes(r[4])))
+        for r in self._select_in(
+            "SELECT key, fingerprint, status, content_type, body FROM replies",
+            "key",
+            sorted({s.key for s in wanted}),
+        ):
+            taken[bytes(r[0])] = (bytes(r[1]), StoredReply(r[2], r[3], bytes(r[4])))
         for slot, answer in zip(slots, answers, strict=True):
             if slot is None:
                 continue
@@ -555,6 +542,14 @@ class Store:
             slot.stored = reply
             txn.new_replies.append(
                 (slot.key, slot.fingerprint, reply.status, reply.content_type, reply.body, now)
+            )
+
+    def _select_in(self, select: str, column: str, values: Sequence[object]) -> Iterable[Any]:
+        """Rows of ``select`` whose ``column`` is one of ``values``: a few IN (...)
+        queries of at most ``_CHUNK`` parameters (PostgreSQL: one ``= ANY`` array)."""
+        for chunk in _chunks(values):
+            yield from self.conn.execute(
+                f"{select} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk
             )
 
     def _flush(self, txn: Txn) -> None:
@@ -610,9 +605,15 @@ class Write:
         return self.sqlite.replace("?", "%s")
 
     @property
+    def copy(self) -> str:
+        """An INSERT's rows as one COPY (PostgreSQL)."""
+        assert self.key is None
+        return f"COPY {self.table} ({', '.join(self.columns)}) FROM STDIN"
+
+    @property
     def unnest(self) -> str:
         """Every row in one execution: one array parameter per column."""
-        arrays = ", ".join(f"%s::{t}[]" for t in self.types)
+        arrays = ", ".join(f"%b::{t}[]" for t in self.types)
         if self.key is None:
             return (
                 f"INSERT INTO {self.table} ({', '.join(self.columns)}) "

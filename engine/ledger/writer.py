@@ -676,7 +676,7 @@ async def open_ledger(
     sweep_interval_s: float | None = 1.0,
     reveal: Reveal | None = None,
     lease: Lease | None = None,
-    pg_flush: str = "unnest",
+    pg_flush: str = "copy",
 ) -> AsyncIterator[Ledger]:
     """Open (creating if needed) the ledger at ``path`` and run its writer.
 
