@@ -11,6 +11,7 @@ transaction as the transfers and audited against their sum.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 BASE_VERSION = 4
@@ -310,7 +311,54 @@ class Step:
     postgres: str
 
 
-STEPS: tuple[Step, ...] = ()
+def key_hash(key: str) -> bytes:
+    """The fixed-size index key of an op's idempotency key: the first 16 bytes of its
+    SHA-256 (the same in SQL on both backends: ``crashd_key_hash`` on SQLite,
+    ``sha256`` on PostgreSQL). A collision is a 2^-64 chance at 4 billion keys."""
+    return hashlib.sha256(key.encode()).digest()[:16]
+
+
+_OPS_V5_SQLITE = """
+CREATE TABLE ops_v5 (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL,
+    key_hash    BLOB NOT NULL UNIQUE CHECK (length(key_hash) = 16),
+    kind        TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    ok          INTEGER NOT NULL CHECK (ok IN (0, 1)),
+    code        TEXT CHECK ((ok = 1) = (code IS NULL)),
+    result      TEXT NOT NULL,
+    ts          INTEGER NOT NULL
+) STRICT;
+INSERT INTO ops_v5 (id, key, key_hash, kind, fingerprint, ok, code, result, ts)
+    SELECT id, key, crashd_key_hash(key), kind, fingerprint, ok, code, result, ts FROM ops;
+DROP TABLE ops;
+ALTER TABLE ops_v5 RENAME TO ops;
+CREATE TRIGGER ops_no_update BEFORE UPDATE ON ops
+BEGIN SELECT RAISE(ABORT, 'ops are append-only'); END;
+CREATE TRIGGER ops_no_delete BEFORE DELETE ON ops
+BEGIN SELECT RAISE(ABORT, 'ops are append-only'); END;
+"""
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        5,
+        "ops indexed by a 16-byte hash of their idempotency key, not the key itself",
+        # SQLite cannot drop a UNIQUE constraint: the table is rebuilt by its documented
+        # procedure (foreign keys off around the step; checked before the commit).
+        _OPS_V5_SQLITE,
+        """
+ALTER TABLE ops ADD COLUMN key_hash bytea;
+ALTER TABLE ops DISABLE TRIGGER ops_append_only;
+UPDATE ops SET key_hash = substring(sha256(convert_to(key, 'UTF8')) FROM 1 FOR 16);
+ALTER TABLE ops ENABLE TRIGGER ops_append_only;
+ALTER TABLE ops ALTER COLUMN key_hash SET NOT NULL;
+ALTER TABLE ops ADD CONSTRAINT ops_key_hash CHECK (octet_length(key_hash) = 16);
+ALTER TABLE ops ADD CONSTRAINT ops_key_hash_key UNIQUE (key_hash);
+ALTER TABLE ops DROP CONSTRAINT ops_key_key;
+""",
+    ),
+)
 """Every step past ``BASE_VERSION``, in order; a test checks they are consecutive and
 that both backends end with the same tables and columns."""
 

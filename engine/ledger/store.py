@@ -40,7 +40,7 @@ from .model import (
     StoredReply,
 )
 from .ops import Op, apply, prefetch_keys
-from .schema import BASE_VERSION, DDL, MIGRATIONS, SCHEMA_VERSION, STEPS, Step
+from .schema import BASE_VERSION, DDL, MIGRATIONS, SCHEMA_VERSION, STEPS, Step, key_hash
 from .txn import Ids, Txn
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ def connect(
     if not readonly:
         create_private(Path(path))
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.create_function("crashd_key_hash", 1, key_hash, deterministic=True)
     if not readonly:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -240,10 +241,16 @@ class Store:
         """A step past BASE_VERSION: its SQLite script and the version bump, one
         transaction (SQLite's DDL is transactional)."""
         c = self.conn
+        # A step may rebuild a table (SQLite's procedure): foreign keys off around it
+        # (the pragma is ignored inside a transaction), checked before the commit.
+        c.execute("PRAGMA foreign_keys=OFF")
         c.execute("BEGIN IMMEDIATE")
         try:
             for statement in sqlite_statements(step.sqlite):
                 c.execute(statement)
+            bad = c.execute("PRAGMA foreign_key_check").fetchall()
+            if bad:
+                raise LedgerCorrupt(f"step {step.version}: foreign_key_check: {bad[:5]!r}")
             c.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(step.version),)
             )
@@ -252,6 +259,8 @@ class Store:
             if c.in_transaction:
                 c.execute("ROLLBACK")
             raise
+        finally:
+            c.execute("PRAGMA foreign_keys=ON")
         log.info("ledger schema: version %d (%s)", step.version, step.what)
         self.check_integrity()
 
@@ -314,7 +323,8 @@ class Store:
 
     def load_op(self, key: str) -> OpRecord | None:
         row = self.conn.execute(
-            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops WHERE key = ?", (key,)
+            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops WHERE key_hash = ?",
+            (key_hash(key),),
         ).fetchone()
         return (
             None
@@ -433,10 +443,13 @@ class Store:
         keys, accounts, holds, tickets = prefetch_keys(ops, op_keys)
         found: set[str] = set()
         for r in self._select_in(
-            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops", "key", sorted(keys)
+            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops",
+            "key_hash",
+            sorted(key_hash(k) for k in keys),
         ):
-            txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
-            found.add(r[1])
+            if r[1] in keys:  # (a hash collision with another key would not be)
+                txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
+                found.add(r[1])
         txn.prime_absent_ops(keys - found)
         cached = self._accounts
         prime_account = txn.prime_account
@@ -630,8 +643,8 @@ class Write:
 _BIG, _TEXT, _BYTES = "bigint", "text", "bytea"
 W_OPS = Write(
     "ops",
-    ("id", "key", "kind", "fingerprint", "ok", "code", "result", "ts"),
-    (_BIG, _TEXT, _TEXT, _BYTES, "smallint", _TEXT, _TEXT, _BIG),
+    ("id", "key", "key_hash", "kind", "fingerprint", "ok", "code", "result", "ts"),
+    (_BIG, _TEXT, _BYTES, _TEXT, _BYTES, "smallint", _TEXT, _TEXT, _BIG),
 )
 W_ACCOUNTS = Write(
     "accounts",
@@ -696,7 +709,13 @@ def flush_rows(txn: Txn) -> list[tuple[Write, Sequence[tuple[object, ...]]]]:
     """A group's writes, parents before children (immediate foreign-key checks pass)."""
     times = txn.op_times
     out: list[tuple[Write, Sequence[tuple[object, ...]]]] = [
-        (W_OPS, [(*r[:4], 1 if r[4] else 0, r[5], r[6], times[r[0]]) for r in txn.new_ops]),
+        (
+            W_OPS,
+            [
+                (r[0], r[1], key_hash(r[1]), r[2], r[3], 1 if r[4] else 0, r[5], r[6], times[r[0]])
+                for r in txn.new_ops
+            ],
+        ),
         (
             W_ACCOUNTS,
             [

@@ -38,6 +38,7 @@ import trio
 
 from crashd.engine.ledger import open_ledger
 from crashd.engine.ledger.database import SNAPSHOT
+from crashd.engine.ledger.schema import key_hash
 from crashd.engine.ledger.store import audit
 from support.postgres import Backend
 from support.servers import REPO
@@ -88,11 +89,18 @@ def unfinished(conn: Any) -> tuple[int, int, int]:
 
 def created(db: Backend) -> bool:
     """Did the child get as far as creating the ledger (the kill may come first)?"""
-    if not db.postgres:
-        return Path(db.target).exists()
+    if not db.postgres and not Path(db.target).exists():
+        return False
     conn = db.connect()
     try:
-        return bool(conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0])
+        if db.postgres:
+            if not conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]:
+                return False
+        elif not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'meta'").fetchone():
+            return False  # killed while the schema was being created
+        return (
+            conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
+        )
     finally:
         conn.close()
 
@@ -104,7 +112,10 @@ def check_database(db: Backend, acks: list[dict[str, Any]]) -> tuple[int, int, i
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
             assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         for a in acks:
-            row = conn.execute("SELECT id, ok, kind FROM ops WHERE key = ?", (a["key"],)).fetchone()
+            row = conn.execute(
+                "SELECT id, ok, kind FROM ops WHERE key_hash = ? AND key = ?",
+                (key_hash(a["key"]), a["key"]),
+            ).fetchone()
             assert row is not None, f"acknowledged op lost: {a}"
             assert row[0] == a["seq"] and row[1] == 1, (a, row)
             if a["type"] == "bet_settled" and a["outcome"] == "won":
