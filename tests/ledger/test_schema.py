@@ -15,6 +15,7 @@ from crashd.engine.ledger.model import LedgerCorrupt, Posted
 from crashd.engine.ledger.ops import PspDeposit
 from crashd.engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
 from crashd.engine.ledger.store import Store, audit
+from support.postgres import Backend
 
 
 def version_1_ddl() -> str:
@@ -280,3 +281,30 @@ def test_version_4_ops_get_their_key_hash_and_still_replay(tmp_path: Path) -> No
         assert isinstance(answer, Posted) and answer.seq == 2
     finally:
         store.close()
+
+
+def test_postgres_version_4_ops_get_their_key_hash(pg: Backend) -> None:
+    """The same step on PostgreSQL, over a database left at version 4 with an op in it."""
+    from crashd.engine.ledger.lease import Lease
+    from crashd.engine.ledger.pgstore import PgStore, connect
+    from crashd.engine.ledger.schema import POSTGRES_DDL
+
+    raw = connect(str(pg.target))
+    raw.execute(POSTGRES_DDL)
+    raw.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    raw.execute(
+        "INSERT INTO ops VALUES (1, 'psp:production:e1', 'psp_deposit', '\\x00', 1, NULL, '{}', 0)"
+    )
+    raw.close()
+    lease = Lease.take(str(pg.target))  # the holder installs the steps
+    try:
+        store = PgStore(str(pg.target), term=lease.term)
+        try:
+            rec = store.load_op("psp:production:e1")
+            assert rec is not None and rec.seq == 1
+            [answer] = store.apply_group([PspDeposit("e1", "production", "p", "u", 5)], 0)
+            assert getattr(answer, "code", None) == "idempotency_conflict"
+        finally:
+            store.close()
+    finally:
+        lease.release()
