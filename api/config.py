@@ -51,6 +51,7 @@ class Config:
     max_body_bytes: int = 64 * 1024
     idempotency_retention_hours: int = 24
     log_level: str = "info"
+    log_format: str = "auto"
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     betting_ms: int = 5_000
     pause_ms: int = 3_000
@@ -58,7 +59,13 @@ class Config:
     min_stake: int = 1
     max_stake: int = 100_000_00
     max_profit: int = 0
+    max_profit_bankroll_bp: int = 100
+    max_win: int = 0
     max_bets_per_user: int = 1
+    rtp_window_rounds: int = 1000
+    rtp_alert_sigma: float = 4.0
+    rtp_min_bets: int = 1000
+    chain_warn_games: int = 100_000
     stop_wait_s: float = 5.0
     signature_window_s: int = 30
     rate_limit_read: int = 6000
@@ -147,6 +154,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("log_level", str, "log level", choices=LOG_LEVELS),
     Setting(
+        "log_format",
+        str,
+        "log lines on stderr: json (one object per line), text, or auto (json unless "
+        "stderr is a terminal)",
+        choices=("auto", "json", "text"),
+    ),
+    Setting(
         "synchronous",
         str,
         "SQLite synchronous level of the ledger (FULL: every acknowledged "
@@ -168,7 +182,51 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         10**15,
     ),
+    Setting(
+        "max_profit_bankroll_bp",
+        int,
+        "in production without a fixed max_profit, each round's cap on players' profit is "
+        "this many basis points of the house bankroll (100 = 1 percent, Bustabit's rule)",
+        1,
+        1000,
+    ),
+    Setting(
+        "max_win",
+        int,
+        "cap on one bet's profit, minor units; a bet reaching it is cashed out (0: no cap)",
+        0,
+        MAX_AMOUNT,
+    ),
     Setting("max_bets_per_user", int, "bets one user may have in one round (Aviator: 2)", 1, 10),
+    Setting(
+        "rtp_window_rounds",
+        int,
+        "RTP monitoring: the last this many crashed rounds are compared with the theoretical 99 percent",
+        10,
+        1_000_000,
+    ),
+    Setting(
+        "rtp_alert_sigma",
+        float,
+        "RTP monitoring: alert when the observed RTP is this many standard deviations "
+        "from the expected",
+        1,
+        20,
+    ),
+    Setting(
+        "rtp_min_bets",
+        int,
+        "RTP monitoring: no alert until the window holds this many bets",
+        1,
+        10**9,
+    ),
+    Setting(
+        "chain_warn_games",
+        int,
+        "warn (log, metric, readiness body) when the hash chains hold fewer unplayed games",
+        0,
+        10**9,
+    ),
     Setting(
         "stop_wait_s",
         float,

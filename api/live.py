@@ -59,6 +59,7 @@ def rest_state(snap: RoundSnapshot, epoch_ms: Callable[[int], int]) -> dict[str,
             for p in snap.top
         ],
         "next_round_bets": snap.next_round_bets,
+        "paused": snap.paused,
         "curve": {
             "formula": "multiplier_hundredths = floor(100 * e^(growth_per_ms * elapsed_ms))",
             "growth_per_ms": GROWTH_PER_MS,

@@ -28,6 +28,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import hypercorn.config
@@ -46,7 +47,7 @@ from crashd.engine.fairness import (
 )
 from crashd.engine.game import Game
 from crashd.engine.gctune import tune_gc
-from crashd.engine.ledger import Balance, Ledger, open_ledger
+from crashd.engine.ledger import Balance, Ledger, LedgerInUse, open_ledger
 from crashd.engine.ledger.database import is_postgres
 from crashd.engine.proclock import ProcessLock
 from crashd.engine.round.config import RoundConfig
@@ -61,6 +62,10 @@ from .feed.hub import Hub
 from .feed.messages import FeedAnnouncer, make_snapshot
 from .feed.orders import OrderDesk
 from .live import LiveState
+from .ops.chains import PUBLISHED as CHAIN_PUBLISHED
+from .ops.chains import Chain, ChainRegistry, load_registry, published_entry
+from .ops.chains import read_entries as read_chain_entries
+from .ops.runtime import start_ops
 from .rest.app import create_app
 from .rest.routes.feed import feed_authenticator
 from .security.guard import security_state
@@ -155,8 +160,14 @@ def chain_reveal(chain: chainstore.ChainFile) -> Callable[[int], tuple[int, str]
     return reveal
 
 
-def build_game(config: Config, chain: chainstore.ChainFile, ledger: Ledger) -> Game:
-    """The engine resumes the chain after the highest round the ledger ever saw."""
+def build_game(
+    config: Config,
+    chain: chainstore.ChainFile,
+    ledger: Ledger,
+    chains: ChainRegistry | None = None,
+) -> Game:
+    """The engine resumes after the highest round the ledger ever saw, in the chain
+    that holds it (``chains``: every chain published; else ``chain`` alone)."""
     if chain.salt is None:
         raise chainstore.ChainFileError(
             "the chain's public salt is not fixed yet: publish the terminating hash, then run "
@@ -164,10 +175,16 @@ def build_game(config: Config, chain: chainstore.ChainFile, ledger: Ledger) -> G
         )
     recovered = ledger.recovery
     first_game = (recovered.highest_round_id if recovered is not None else 0) + 1
-    if first_game > chain.spec.games:
-        raise chainstore.ChainFileError("the hash chain is used up: create a new one")
+    if chains is None:
+        chains = ChainRegistry([Chain(1, 1, config.chain_file, chain, 0)], config.chain_warn_games)
+    if chains.of_round(first_game) is None:
+        raise chainstore.ChainFileError(
+            "the hash chains are used up: publish the next one (crashd admin chain next) "
+            "before the last game is played"
+        )
+    chains.next_round = first_game
     engine = Engine(
-        games=ChainReader(chain.spec).games(first_game),
+        games=chains.games(first_game),
         salt=chain.salt,
         first_game=first_game,
         config=round_config(config),
@@ -246,19 +263,29 @@ async def run_server(
     """
     shutdown = shutdown if shutdown is not None else trio.Event()
     # On PostgreSQL, the leader lease first (a standby waits here, holding nothing
-    # else): only the leader may touch the chain and the ledger.
+    # else): only the leader may touch the chain and the ledger. On SQLite, the
+    # database's flock instead. Either is held before anything reads the database (the
+    # key store and the chain registry read it before the ledger opens it): a second
+    # server's recovery would void the first's rounds. Then one server per chain, held
+    # before the chain is read or created: two servers playing one chain would show
+    # each other's players games still to come.
     lease = await take_lease(config, shutdown)
     if lease is None and is_postgres(config.database):
         return  # asked to stop while waiting as a standby
+    database_lock = (
+        None
+        if lease is not None
+        else ProcessLock(Path(config.database), "database", LedgerInUse, share=True)
+    )
     try:
-        # One server per chain, held before the chain is read or created: two servers
-        # playing one chain would show each other's players games still to come.
         chain_lock = lock_chain(config)
         try:
             await _run_server(config, shutdown, extra_tasks, blueprints, task_status, lease)
         finally:
             chain_lock.release()
     finally:
+        if database_lock is not None:
+            database_lock.release()
         if lease is not None:
             lease.release()
 
@@ -319,18 +346,40 @@ async def _run_server(
         app = create_app(services, blueprints)
         stop_http = trio.Event()
 
+        entries = await trio.to_thread.run_sync(
+            read_chain_entries, config.database, config.environment
+        )
+        chains = load_registry(services.chain, config.chain_file, entries, config.chain_warn_games)
+        services.chains = chains
         async with (
             open_ledger(
                 config.database,
                 synchronous=config.synchronous,
-                reveal=chain_reveal(services.chain),
+                reveal=chains.reveal if services.chain.salt is not None else None,
                 lease=lease,
             ) as ledger,
             trio.open_nursery() as nursery,
         ):
             # The ledger outlives everything else here: it is entered first and closed
             # last, after the engine has stopped and every op it caused has committed.
-            game = build_game(config, services.chain, ledger)
+            game = build_game(config, services.chain, ledger, chains)
+            if chains.chains[0].published_seq == 0:
+                # The first chain's commitment, in the audit log once (by its op id).
+                first = chains.chains[0]
+                await ledger.audit_record(
+                    f"chain:1:{first.chain.spec.terminating_hash.hex()}",
+                    environment=config.environment,
+                    actor="crashd",
+                    action=CHAIN_PUBLISHED,
+                    after=published_entry(first),
+                    note="the configured chain_file",
+                )
+            game.engine.on_tick_lateness = services.metrics.tick_lateness.observe
+            ledger.on_commit = services.metrics.observe_commit
+            # Before the first round opens: it plays with the limits in force.
+            ops = await start_ops(config, game)
+            services.ops = ops
+            nursery.start_soon(ops.run)
             game_done = trio.Event()
             balances: BalanceFeed | None = None
             live = LiveState(game.engine, game.epoch_ms, config.environment, config.tick_hz)
@@ -359,14 +408,18 @@ async def _run_server(
                     raise ServiceTaskEnded("the game engine stopped (is the hash chain used up?)")
 
             await nursery.start(run_game)
+            services.started_trio = trio.current_time()
             services.game = GameRuntime(game, game.epoch_offset_ms, live)
+            services.hub = hub
             known = await services.idempotency.load(ledger, ledger.now_ms())
             log.info("idempotency: %d stored replies within the retention", known)
             orders = OrderDesk(services, security_state(app).nonces, config.signature_window_s)
             feed_server = FeedServer(
                 hub, feed_authenticator(services.authenticator), FeedConfig(), orders
             )
+            services.feed_server = feed_server
             feed_port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
+            services.feed_port = feed_port
             feed_host = f"[{config.host}]" if ":" in config.host else config.host
             services.feed_url = f"ws://{feed_host}:{feed_port}{FEED_PATH}"
             log.info("feed listening on %s", services.feed_url)

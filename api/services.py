@@ -17,6 +17,7 @@ from crashd.engine.chainstore import ChainFile
 from crashd.engine.game import Game
 
 from .config import Config
+from .ops.metrics import Metrics
 from .rest.idempotency import Idempotency
 from .rest.problems import Problem
 from .security.keys import Authenticator, KeyStore
@@ -25,7 +26,11 @@ from .security.sessions import HouseKeys, open_house_keys
 SERVICES_EXTENSION = "crashd.services"
 
 if TYPE_CHECKING:
+    from .feed.hub import Hub
+    from .feed.server import FeedServer
     from .live import LiveState
+    from .ops.chains import ChainRegistry
+    from .ops.runtime import Ops
 
 
 @dataclass
@@ -57,6 +62,25 @@ class Services:
     """Where the WebSocket feed listens (``ws://host:port/api/v1/ws``), once it does."""
     game: GameRuntime | None = None
     """The running game (engine + ledger), set by the server once both are up."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """The instruments observed on hot paths (``crashd.api.ops.metrics``)."""
+    rate_limited: dict[str, int] = field(default_factory=dict)
+    """Requests refused with 429, by rate-limit policy."""
+    hub: Hub | None = None
+    feed_server: FeedServer | None = None
+    feed_port: int | None = None
+    started_trio: float = 0.0
+    """``trio.current_time()`` when the game started (readiness measures from it)."""
+    ops: Ops | None = None
+    """The operator's side: limits, bankroll, round control, RTP (``crashd.api.ops``)."""
+    chains: ChainRegistry | None = None
+    """Every hash chain published, in order (``crashd.api.ops.chains``)."""
+
+    def salt_for(self, round_id: int) -> str | None:
+        """The public salt of the chain a round was played from."""
+        if self.chains is not None:
+            return self.chains.salt_for(round_id)
+        return self.chain.salt
 
     def require_game(self) -> GameRuntime:
         if self.game is None:
@@ -84,6 +108,7 @@ def open_services(config: Config, chain: ChainFile) -> Services:
         idempotency=idempotency,
         chain=chain,
         house=open_house_keys(keys, config.environment),
+        metrics=Metrics(config.environment),
     )
 
 

@@ -55,7 +55,22 @@ SCOPE_BALANCE = "read:balance"
 """Balances of the partner's users; needed for per-user feed channels."""
 SCOPE_BET = "write:bet"
 """Place and cash out bets (and, on a sandbox server, fund users from the faucet)."""
-SCOPES: tuple[str, ...] = (SCOPE_GAME_STATE, SCOPE_BALANCE, SCOPE_BET)
+SCOPE_ADMIN_METRICS = "admin:metrics"
+"""Scrape ``GET /metrics`` (give Prometheus a key with this scope alone)."""
+SCOPE_ADMIN_READ = "admin:read"
+"""The operator's view: ``/api/v1/admin/…`` reads (state, limits, audit log, keys, RTP)
+and the operator's page."""
+SCOPE_ADMIN_CONTROL = "admin:control"
+"""Steer the game: limits, pause, resume, void, chain rotation, key revocation."""
+SCOPE_ADMIN_BANKROLL = "admin:bankroll"
+"""Move the house's money: bankroll deposits and withdrawals."""
+ADMIN_SCOPES: tuple[str, ...] = (
+    SCOPE_ADMIN_METRICS,
+    SCOPE_ADMIN_READ,
+    SCOPE_ADMIN_CONTROL,
+    SCOPE_ADMIN_BANKROLL,
+)
+SCOPES: tuple[str, ...] = (SCOPE_GAME_STATE, SCOPE_BALANCE, SCOPE_BET, *ADMIN_SCOPES)
 """Every scope, in canonical order."""
 
 # -- feed channels --------------------------------------------------------------------

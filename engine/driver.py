@@ -34,6 +34,8 @@ from .round.events import (
     BettingOpened,
     Crashed,
     Event,
+    Paused,
+    Resumed,
     RoundSettled,
     RoundVoided,
     RunningStarted,
@@ -61,7 +63,20 @@ _MS_EPSILON = 1e-6
 ``d - 1`` on waking from the timer for ``d``."""
 
 
-_PHASE_OR_TICK = (Tick, BettingOpened, RunningStarted, Crashed, RoundVoided, RoundSettled, Stopped)
+_PHASE_OR_TICK = (
+    Tick,
+    BettingOpened,
+    RunningStarted,
+    Crashed,
+    RoundVoided,
+    RoundSettled,
+    Stopped,
+    Paused,
+    Resumed,
+)
+
+_IDLE_WAKE_MS = 2**62
+"""The wake instant while paused between rounds: no deadline, any command re-arms."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +104,7 @@ class Engine:
     def __init__(
         self,
         *,
-        games: Iterable[tuple[int, str]],
+        games: Iterable[tuple[int, str] | tuple[int, str, str]],
         salt: str,
         first_game: int,
         config: RoundConfig | None = None,
@@ -105,10 +120,9 @@ class Engine:
         if spin_ms is not None and not 0 <= spin_ms <= 10:
             raise ValueError("spin_ms must be in 0..10")
         self._spin_ms = spin_ms
-        self.config = config if config is not None else RoundConfig()
         self.tick_hz = tick_hz
         self._seq = Sequencer(
-            config=self.config,
+            config=config if config is not None else RoundConfig(),
             games=iter(games),
             salt=salt,
             first_game=first_game,
@@ -132,6 +146,9 @@ class Engine:
         self._max_tick_lateness = 0.0
         # Bounded: the bench reads these; a server running for weeks keeps the latest.
         self.tick_lateness: collections.deque[float] = collections.deque(maxlen=lateness_samples)
+        self.on_tick_lateness: Callable[[float], None] | None = None
+        """Called with each tick's lateness (s), as it is measured: the operator's
+        histogram (``crashd.api.ops.metrics``); must not block."""
 
     # -- observers and introspection -------------------------------------------------
 
@@ -151,6 +168,30 @@ class Engine:
         """The ``trio.current_time()`` value of engine instant ``ms``."""
         assert self._t0 is not None
         return self._t0 + ms / 1000
+
+    @property
+    def config(self) -> RoundConfig:
+        """The config a bet placed now is held to: the round taking bets, else the next
+        round's (``reconfigure``)."""
+        if self._t0 is not None and not self._seq.finished:
+            current = self._seq.current
+            if current.phase is Phase.BETTING:
+                return current.config
+        return self._seq.config
+
+    @property
+    def next_config(self) -> RoundConfig:
+        """The config the next round to open will play with."""
+        return self._seq.config
+
+    def reconfigure(self, config: RoundConfig) -> None:
+        """Limits and max profit for the rounds that open from now on (the open round
+        keeps its own). Synchronous and instant: no event, nothing to wait for."""
+        self._seq.reconfigure(config)
+
+    @property
+    def paused(self) -> bool:
+        return self._seq.paused
 
     @property
     def sequencer(self) -> Sequencer:
@@ -175,6 +216,14 @@ class Engine:
             observers=len(self._observers),
             max_tick_lateness_s=self._max_tick_lateness,
         )
+
+    def overdue_s(self) -> float:
+        """How far past its timer the loop is (s): 0 while it sleeps towards a deadline
+        still ahead, or waits with none (paused, finished). A loop that keeps missing
+        its wake-ups is what the readiness check reports."""
+        if self._t0 is None or self._wake_ms is None or self._wake_ms == _IDLE_WAKE_MS:
+            return 0.0
+        return max(0.0, trio.current_time() - self.time_of(self._wake_ms))
 
     def snapshot(self) -> RoundSnapshot:
         """The public state now (``GET /game/state``): never the crash point or hash
@@ -251,6 +300,13 @@ class Engine:
         """Take back a bet whose funding failed (see ``Round.withdraw``)."""
         return self._command(lambda now: self._seq.withdraw_bet(now, ticket, reason))
 
+    def pause(self) -> tuple[Event, ...]:
+        """Open no round after the current one until ``resume`` (see ``Sequencer.pause``)."""
+        return self._command(self._seq.pause)
+
+    def resume(self) -> tuple[Event, ...]:
+        return self._command(self._seq.resume)
+
     def void_round(self, reason: str = "operator") -> tuple[Event, ...]:
         """Void the current round (refund its open bets) and go on with the next."""
         return self._command(lambda now: self._seq.void_round(now, reason))
@@ -311,7 +367,16 @@ class Engine:
                 if self._seq.finished:
                     break
                 deadline = self._seq.next_deadline_ms()
-                assert deadline is not None and deadline > now
+                if deadline is None:  # paused between rounds: until a command
+                    assert self._seq.idle
+                    self._wake_ms = _IDLE_WAKE_MS
+                    with trio.CancelScope() as scope:
+                        self._sleep_scope = scope
+                        await trio.sleep_forever()
+                    self._sleep_scope = None
+                    self._wake_ms = None
+                    continue
+                assert deadline > now
                 wake = deadline if next_tick is None else min(deadline, next_tick)
                 self._wake_ms = wake
                 target = self.time_of(wake)
@@ -330,6 +395,8 @@ class Engine:
                     if wake == next_tick:
                         lateness = trio.current_time() - target
                         self.tick_lateness.append(lateness)
+                        if self.on_tick_lateness is not None:
+                            self.on_tick_lateness(lateness)
                         self._max_tick_lateness = max(self._max_tick_lateness, lateness)
         finally:
             self._finished.set()

@@ -56,6 +56,7 @@ UNKNOWN_TICKET = "unknown_ticket"
 UNKNOWN_ROUND = "unknown_round"
 ROUND_NOT_FINISHED = "round_not_finished"
 ENGINE_STOPPING = "engine_stopping"
+GAME_PAUSED = "game_paused"
 ENGINE_UNAVAILABLE = "engine_unavailable"
 LEDGER_BUSY = "ledger_busy"
 LEDGER_UNAVAILABLE = "ledger_unavailable"
@@ -247,6 +248,14 @@ _ALL = (
         "Server shutting down",
         "the server is shutting down and takes no more bets",
         "the server is shutting down and takes no more bets",
+    ),
+    Reason(
+        GAME_PAUSED,
+        503,
+        "Game paused",
+        "the operator paused the game; no round opens until it is resumed",
+        "a bet for the next round while the operator has paused the game (the round "
+        "still taking bets, if any, plays)",
     ),
     Reason(
         ENGINE_UNAVAILABLE,

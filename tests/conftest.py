@@ -7,6 +7,7 @@ examples: ``pytest --hypothesis-profile=thorough``. Helpers live in ``tests/supp
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +34,30 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # -- shared fixtures -------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    """Each test leaves the root logger as it found it: ``crashd serve`` run in-process
+    (``logs.configure``) replaces its handlers with one on the test's captured stderr,
+    which is closed once the test ends; a later test's log line would then print
+    "--- Logging error ---" into that test's stderr."""
+    root = logging.getLogger()
+
+    def ours(handler: logging.Handler) -> bool:  # pytest adds and removes its own per phase
+        return not type(handler).__module__.startswith("_pytest")
+
+    before, level = [h for h in root.handlers if ours(h)], root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if ours(handler) and handler not in before:
+                root.removeHandler(handler)
+        for handler in before:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def logscan() -> Iterator[LogScan]:
     """Capture every log line of the module at DEBUG; fail if any secret shows up.
@@ -55,6 +80,11 @@ def logscan() -> Iterator[LogScan]:
     per_request = [line for line in scan.lines if line.startswith(REQUEST_LOGGERS)]
     for line in per_request:
         assert "request_id=" in line and "key_id=" in line, line
+    # The JSON form of every line: parseable, and a request's lines name it and its key.
+    for text in scan.json_lines:
+        event = json.loads(text)
+        if event["logger"] in {name.strip() for name in REQUEST_LOGGERS}:
+            assert event.get("request_id") and event.get("key_id"), text
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from crashd.api import __version__
+from crashd.api.cli import admin as cli_admin
 from crashd.api.cli import chain as cli_chain
 from crashd.api.cli import db as cli_db
 from crashd.api.cli import keys as cli_keys
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_request,
         cli_watch,
         cli_db,
+        cli_admin,
     ):
         module.register(subparsers)
     return parser

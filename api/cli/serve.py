@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
+from typing import Any, cast
 
 from crashd.api import database as apidb
 from crashd.api.config import ConfigError, add_arguments, config_from_args
+from crashd.api.ops import logs
 from crashd.api.server import ServerInfo, describe_failure, run_blocking
 from crashd.engine.chainstore import ChainFileError
 from crashd.engine.proclock import InUse
@@ -44,11 +45,7 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.configure(config.log_level, cast(logs.LogFormat, config.log_format), sys.stderr)
     try:
         run_blocking(config, on_ready=_announce)
     except (UsageError, KeyboardInterrupt):

@@ -10,9 +10,10 @@ rules) is ``crashd.api.feed.session``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from crashd.api import strictjson
 
 from .frames import encode_text
 from .hub import encode_json
@@ -113,10 +114,9 @@ def _request_id(obj: dict[str, Any]) -> Any:
 def parse_client_message(text: str) -> ClientMessage:
     """One client text frame -> a typed message, or ``ClientError``."""
     try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):
-        # RecursionError: "[[[[…" nested deeper than the interpreter allows.
-        raise ClientError("bad_json", "message is not valid JSON (or nested too deeply)") from None
+        obj = strictjson.loads(text)  # the same strict JSON as a REST body
+    except strictjson.MalformedJSON as exc:
+        raise ClientError("bad_json", f"message is not strict JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ClientError("invalid_message", "message must be a JSON object")
     kind = obj.get("type")

@@ -137,6 +137,9 @@ class FeedConfig:
     """Orders of one connection being run at once (each is answered in turn)."""
     max_strikes: int = 5
     """Errors answered before the connection is closed (4000, or 4029 for rate limits)."""
+    fanout_slice: int = 256
+    """Subscribers one fan-out slice delivers to before the loop may run other tasks
+    (a cash-out waits for at most one slice, about a millisecond, to be priced)."""
     backlog: int = 4096
     send_buffer_bytes: int | None = 64 * 1024
     """SO_SNDBUF per connection (the kernel doubles it). Bounds kernel memory per slow
@@ -716,6 +719,7 @@ class FeedServer:
             listener.listen(self.config.backlog)
             listener.setblocking(False)
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.fan_out)
                 nursery.start_soon(self.heartbeats)
                 nursery.start_soon(self.accept_loop, listener, nursery)
                 task_status.started(listener.getsockname()[1])
@@ -727,6 +731,29 @@ class FeedServer:
         finally:
             trio.lowlevel.notify_closing(listener)
             listener.close()
+
+    async def fan_out(self) -> None:
+        """The hub's one delivery task: from now on ``publish`` queues, and this flushes
+        the queue a slice of subscribers at a time, with a checkpoint between slices so
+        requests and the engine's own tick are never held up by a whole broadcast."""
+        hub = self.hub
+        wake = trio.Event()
+
+        def pending() -> None:
+            wake.set()
+
+        hub.on_pending = pending
+        try:
+            while True:
+                await wake.wait()
+                wake = trio.Event()
+                while hub.flush(self.config.fanout_slice):
+                    await trio.lowlevel.checkpoint()
+        finally:
+            # Back to delivering at once; what is queued goes out now (shutdown's
+            # going-away frames must come after it).
+            hub.on_pending = None
+            hub.flush_all()
 
     async def shutdown(self) -> None:
         """Close every connection with 1001 and give them ``close_timeout`` to finish."""

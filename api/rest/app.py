@@ -27,11 +27,14 @@ from crashd.api.wire import API_PREFIX
 from .contract import documented, json_response
 from .openapi import build_openapi
 from .problems import Problem, code_for_status, problem_response
-from .requestid import RequestContextMiddleware, log_context
+from .requestid import SCOPE_ROUTE, RequestContextMiddleware, log_context
+from .routes.admin import admin
 from .routes.batch import batch
 from .routes.bets import bets
 from .routes.feed import feed
 from .routes.game import game
+from .routes.ops import probes
+from .routes.pages import pages
 from .routes.psp import psp
 from .routes.sessions import sessions
 from .routes.users import users
@@ -71,6 +74,15 @@ FAIRNESS_SCHEMA: dict[str, Any] = {
         "salt_fixed": {"type": "boolean"},
         "chain_encoding": {"type": "string", "enum": ["hex", "raw"]},
         "games": {"type": "integer", "minimum": 1},
+        "first_round": {
+            "type": "integer",
+            "description": "the round id of this chain's game 1 (1 until a rotation)",
+        },
+        "chains": {
+            "type": "array",
+            "description": "every chain published, oldest first, with the rounds it covers",
+            "items": {"type": "object"},
+        },
         "house_edge_percent": {"type": "number"},
         "formula": {"type": "object", "additionalProperties": {"type": "string"}},
         "verify": {
@@ -109,7 +121,17 @@ async def health() -> Response:
 async def fairness() -> Response:
     """Public: the terminating hash was committed before the first game; each finished
     round reveals its game hash, which hashes forward to the terminating hash."""
-    chain = current_services().chain
+    services = current_services()
+    chain = services.chain
+    chains: list[dict[str, Any]] = []
+    first_round = 1
+    if services.chains is not None:
+        # After a rotation the commitment in force is the current chain's; every chain
+        # is listed with the rounds it covers (a round's game number in its chain is
+        # round_id - first_round + 1).
+        current = services.chains.current
+        chain, first_round = current.chain, current.first_round
+        chains = [c.public() for c in services.chains.chains]
     spec = chain.spec
     terminating = spec.terminating_hash.hex()
     link_rule = (
@@ -125,6 +147,8 @@ async def fairness() -> Response:
             "salt_fixed": chain.salt is not None,
             "chain_encoding": spec.encoding.value,
             "games": spec.games,
+            "first_round": first_round,
+            "chains": chains,
             "house_edge_percent": 1,
             "formula": {
                 "chain": f"h[i-1] = {link_rule} h[i]; games are played from the end of the chain backwards, "
@@ -178,6 +202,12 @@ def _http_exception(exc: HTTPException) -> Response:
     return problem_response(Problem(code, detail, status=status, headers=headers))
 
 
+async def _note_route() -> None:
+    rule = request.url_rule
+    if rule is not None:
+        request.scope[SCOPE_ROUTE] = rule.rule  # type: ignore[literal-required]  # our own key in the ASGI scope
+
+
 def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> QuartTrio:
     app = QuartTrio(__name__)
     # "//" in a path is a 404 problem, not a 308 redirect with an HTML body: a client
@@ -200,8 +230,14 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
     app.register_blueprint(feed)
     app.register_blueprint(psp)
     app.register_blueprint(sessions)
+    app.register_blueprint(probes)
+    app.register_blueprint(admin)
+    app.register_blueprint(pages)  # the player's pages at /, /verify, /rounds/{id}, /rules
     for extra in blueprints:
         app.register_blueprint(extra)
+    # Routed requests are labelled by their rule in the metrics (never by raw path).
+    # Registered before the security hooks: a refused request still has its route.
+    app.before_request(_note_route)
     install_security(app, services.config)
 
     @app.errorhandler(Problem)
@@ -225,5 +261,7 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
             Problem("internal_error", "the server failed; quote the request id when reporting it")
         )
 
-    app.asgi_app = RequestContextMiddleware(app.asgi_app)  # type: ignore[method-assign]  # Quart's documented middleware hook
+    app.asgi_app = RequestContextMiddleware(  # type: ignore[method-assign]  # Quart's documented middleware hook
+        app.asgi_app, services.metrics.observe_request
+    )
     return app

@@ -48,7 +48,7 @@ API_CODES: dict[str, ProblemKind] = {
         400,
         "Malformed JSON body",
         "the body is not one well-formed UTF-8 JSON document (also: `NaN`/`Infinity`, "
-        "duplicate members, nesting too deep)",
+        "duplicate members, nesting too deep, a lone surrogate escape such as `\\ud800`)",
     ),
     "idempotency_key_required": _k(
         400, "Idempotency-Key header required", "a money-moving POST without `Idempotency-Key`"
@@ -168,6 +168,25 @@ API_CODES: dict[str, ProblemKind] = {
         422,
         "Idempotency-Key reused with a different request",
         "the key was used before for a different request (method, path, query or body differ)",
+    ),
+    "invalid_limits": _k(
+        422,
+        "Limits not allowed",
+        "a limits change that breaks a rule (`field` names it: min_stake above max_stake, "
+        "max_win below max_stake / 100, …); nothing changed",
+    ),
+    "round_not_voidable": _k(
+        409,
+        "Round cannot be voided",
+        "a void while no round is betting or running (it crashed already, or the game is "
+        "paused between rounds)",
+    ),
+    "unknown_key": _k(404, "Unknown API key", "no API key with this id"),
+    "chain_not_ready": _k(
+        409,
+        "Chain not ready",
+        "a chain action out of order: a next chain while one is waiting, a salt for a chain "
+        "that has one (or none waiting)",
     ),
     "internal_error": _k(
         500, "Internal server error", "the server failed; nothing internal is disclosed"

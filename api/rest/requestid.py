@@ -31,6 +31,8 @@ from typing import Any
 
 import trio
 
+from crashd.api.ops.logs import REQUEST_SCOPE
+
 # Loose ASGI types on purpose: Hypercorn's and Quart's TypedDict scopes are not
 # MutableMapping[str, Any] to a type checker, yet the scope is a plain dict we add to.
 Scope = Any
@@ -41,6 +43,10 @@ ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 _SCOPE_REQUEST_ID = "crashd.request_id"
 _SCOPE_KEY_ID = "crashd.key_id"
+SCOPE_ROUTE = "crashd.route"
+"""The matched route's rule (``/api/v1/bets/<ticket_id>/cashout``), set once routed:
+metrics label requests by it, never by the raw path."""
+UNMATCHED = "unmatched"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._~/!$&'()*+,;=:@%\-]*")
 
@@ -87,9 +93,14 @@ def _log_path(path: str) -> str:
     return path if _SAFE_PATH.fullmatch(path) else repr(path)
 
 
+RequestObserver = Callable[[str, str, int, float], None]
+"""(route rule, method, status, seconds) of each finished request: the metrics."""
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, observe: RequestObserver | None = None) -> None:
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,15 +118,28 @@ class RequestContextMiddleware:
             if logged:
                 return
             logged = True
+            elapsed = time.perf_counter() - started
+            method = scope.get("method", "-")
+            path = _log_path(scope.get("path", ""))
             access_log.info(
                 "request_id=%s key_id=%s method=%s path=%s status=%d duration_ms=%.2f",
                 rid,
                 scope.get(_SCOPE_KEY_ID, "-"),
-                scope.get("method", "-"),
-                _log_path(scope.get("path", "")),
+                method,
+                path,
                 status,
-                (time.perf_counter() - started) * 1000,
+                elapsed * 1000,
+                extra={
+                    "fields": {
+                        "method": method,
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    }
+                },
             )
+            if self.observe is not None:
+                self.observe(scope.get(SCOPE_ROUTE) or UNMATCHED, method, status, elapsed)
 
         async def wrapped_send(message: Message) -> None:
             nonlocal status
@@ -131,7 +155,9 @@ class RequestContextMiddleware:
             with trio.CancelScope(shield=True):
                 await send(message)
 
+        token = REQUEST_SCOPE.set(scope)
         try:
             await self.app(scope, receive, wrapped_send)
         finally:
             log()
+            REQUEST_SCOPE.reset(token)

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import re
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
+
+from crashd.api import strictjson
 
 T = TypeVar("T")
 
@@ -84,8 +85,8 @@ class ValidationFailed(Exception):
         self.errors = errors
 
 
-class MalformedJSON(Exception):
-    """The body is not a single well-formed JSON document."""
+MalformedJSON = strictjson.MalformedJSON
+"""The body is not a single well-formed JSON document."""
 
 
 @dataclass(frozen=True)
@@ -241,36 +242,11 @@ def parse_query(schema: type[T], args: Mapping[str, list[str]]) -> T:
     return result
 
 
-def _reject_constant(name: str) -> Any:
-    raise MalformedJSON(f"{name} is not valid JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # Two parsers may keep different duplicates: refuse rather than guess.
-            raise MalformedJSON(f"duplicate member {key!r}")
-        result[key] = value
-    return result
-
-
 def decode_json(raw: bytes) -> Any:
-    """Decode a request body strictly: UTF-8, one document, no NaN/Infinity, no
-    duplicate members, bounded nesting (the body size limit bounds the rest)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedJSON("the body is not UTF-8") from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
-    except MalformedJSON:
-        raise
-    except RecursionError:
-        raise MalformedJSON("the body is nested too deeply") from None
-    except ValueError as exc:
-        # Also covers integers beyond Python's digit limit.
-        raise MalformedJSON(f"invalid JSON: {exc}") from None
+    """Decode a request body strictly (:func:`crashd.api.strictjson.loads_bytes`: UTF-8,
+    one document, no NaN/Infinity, no duplicate members, bounded nesting, no lone
+    surrogates; the body size limit bounds the rest)."""
+    return strictjson.loads_bytes(raw)
 
 
 def json_schema(schema: type) -> dict[str, Any]:

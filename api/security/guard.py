@@ -170,6 +170,8 @@ async def _charge() -> None:
     decision = state.limiter.check(bucket, policy, now)
     _scope()[_SCOPE_DECISION] = decision
     if not decision.allowed:
+        refused = current_services().rate_limited
+        refused[policy.name] = refused.get(policy.name, 0) + 1
         raise Problem(
             "rate_limited",
             f"more than {policy.limit} {policy.name} requests in {policy.window_s:g} s; "

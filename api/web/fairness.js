@@ -53,7 +53,10 @@ const keys = new Map();
 async function hmacKey(salt) {
   let key = keys.get(salt);
   if (key === undefined) {
-    key = await subtle.importKey("raw", saltBytes(salt), { name: "HMAC", hash: "SHA-256" }, false, [
+    // WebCrypto refuses an empty HMAC key; HMAC pads a short key with zero bytes to the
+    // block size, so 64 zero bytes are the same key as none at all.
+    const raw = salt === "" ? new Uint8Array(64) : saltBytes(salt);
+    key = await subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, [
       "sign",
     ]);
     keys.set(salt, key);

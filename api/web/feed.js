@@ -49,7 +49,7 @@ export class Feed {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
-    clearInterval(this.watchdog);
+    clearInterval(this.probe);
     if (this.ws) this.ws.close(1000, "page closed");
   }
 
@@ -218,9 +218,10 @@ export class Feed {
 
   measure() {
     const now = performance.now();
-    // Nothing heard for longer than a heartbeat period and a half: the link is dead
-    // even if the socket has not noticed. Drop it and reconnect.
-    if (this.ws && now - this.lastHeard > this.heartbeatMs * 1.5) {
+    // Nothing heard for two probes (each is answered at once) or a heartbeat period and
+    // a half: the link is dead even if the socket has not noticed. Reconnect.
+    const silence = Math.min(this.heartbeatMs * 1.5, PROBE_EVERY_MS * 2 + 1000);
+    if (this.ws && this.status === "live" && now - this.lastHeard > silence) {
       const ws = this.ws;
       ws.close(4000, "silent");
       this.ws = null;

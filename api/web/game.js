@@ -1,9 +1,9 @@
-// The game page: the live curve, one bet panel, the round's bets, my bets and the
+// The game page: the live curve, the bet panels, the round's bets, my bets and the
 // history strip. It speaks the public REST API and the feed only (docs/page.md), so it
 // is also the worked example of integrating crashd in a browser.
 
-import { Session, get, ApiError, Unreachable } from "./api.js";
-import { CurveClock, formatMultiplier, multiplierAt } from "./curve.js";
+import { Session, get, post, Unreachable } from "./api.js";
+import { CurveClock } from "./curve.js";
 import { Feed } from "./feed.js";
 import {
   band,
@@ -23,18 +23,15 @@ const ui = {
   multiplier: $("multiplier"),
   phase: $("phase"),
   lag: $("lag"),
+  offline: $("offline"),
   announce: $("announce"),
   crashHash: $("crash-hash"),
   history: $("history"),
   who: $("who"),
   balance: $("balance"),
-  form: $("bet-form"),
-  stake: $("stake"),
   stakeHint: $("stake-hint"),
-  auto: $("auto"),
-  action: $("action"),
-  result: $("result"),
   rtt: $("rtt"),
+  sound: $("sound"),
   liveBody: document.querySelector("#live-bets tbody"),
   liveCount: $("live-count"),
   mineBody: document.querySelector("#my-bets tbody"),
@@ -56,16 +53,54 @@ const state = {
   skew: null, // server clock minus ours, a lower bound (ms)
   balance: null,
   bets: new Map(), // my bets by ticket id
-  ticket: null, // the bet the panel follows
-  pending: null, // "bet" | "cashout": an order in flight
-  live: [],
+  live: [], // the round's bets: {stake, status, cashedOutAt, payout, ticket, mine}
   liveRound: null,
+  liveCount: 0,
   history: [],
   firstFrame: false,
   connected: false,
 };
 
 const clock = new CurveClock();
+
+// A bet panel: its own form, button and answer; it follows one ticket at a time. The
+// page has two (the second shown when the server allows two bets per round); the
+// first keeps the plain ids (#stake, #auto, #action, #result), the second ends in -2.
+class Slot {
+  constructor(n) {
+    const id = (name) => $(n === 1 ? name : `${name}-${n}`);
+    this.n = n;
+    this.box = id("slot");
+    this.form = id("bet-form");
+    this.stake = id("stake");
+    this.auto = id("auto");
+    this.action = id("action");
+    this.result = id("result");
+    this.ticket = null; // the bet it follows
+    this.pending = null; // "bet" | "cashout": an order in flight
+  }
+
+  followed() {
+    return this.ticket ? state.bets.get(this.ticket) || null : null;
+  }
+
+  // Free for a new bet: nothing in flight, and its bet (if any) is settled.
+  free() {
+    const bet = this.followed();
+    return !this.pending && (!bet || FINAL.has(bet.status));
+  }
+}
+
+const slots = [new Slot(1), new Slot(2)];
+const slotOf = (ticket) => slots.find((slot) => slot.ticket === ticket) || null;
+
+// A bet this page did not place from a panel (another tab, a reload): the first free
+// panel follows it, unless a panel's own bet order is in flight (its answer decides).
+function adopt(ticket) {
+  if (slotOf(ticket) || slots.some((slot) => slot.pending === "bet")) return;
+  const slot = slots.find((s) => s.free() && !s.box.hidden) || null;
+  if (slot) slot.ticket = ticket;
+}
 const session = new Session(() => renderWho());
 let feed = null;
 
@@ -148,7 +183,9 @@ function onRound(msg) {
       state.phase = "betting";
       state.closesAt = msg.closes_at_ms;
       clock.reset(msg.round_id);
+      state.liveCount = 0;
       resetLive(msg.round_id);
+      renderMine(); // a queued bet is in play now
       say(`Round ${msg.round_id}: betting is open.`);
       break;
     case "running":
@@ -168,6 +205,7 @@ function onRound(msg) {
       state.nextRoundAt = msg.next_round_at_ms;
       clock.crash(msg.round_id, msg.elapsed_ms, msg.crash_point);
       addHistory({ round_id: msg.round_id, crash_point: msg.crash_point, game_hash: msg.game_hash });
+      beep("crash");
       say(`Busted at ${x(msg.crash_point)}.`);
       break;
     case "round_voided":
@@ -212,9 +250,10 @@ function settle(ticket, fields, reason = null) {
   const bet = state.bets.get(ticket);
   if (bet && FINAL.has(bet.status)) return;
   const settled = upsertBet(ticket, fields);
-  if (ticket === state.ticket) {
-    showResult(settled, reason);
-    if (state.pending === "cashout") state.pending = null;
+  const slot = slotOf(ticket);
+  if (slot) {
+    showResult(slot, settled, reason);
+    if (slot.pending === "cashout") slot.pending = null;
   }
   markLiveMine(settled);
   renderMine();
@@ -234,7 +273,7 @@ function applyUserSnapshot(part) {
       multiplier: b.cashed_out_at ?? null,
       payout: b.payout ?? null,
     });
-    if (state.ticket === null || b.status === "open") state.ticket = b.ticket_id;
+    if (b.status === "open") adopt(b.ticket_id);
   }
 }
 
@@ -250,7 +289,7 @@ function onUser(msg) {
         auto: msg.auto_cashout ?? null,
         queued: !!msg.queued,
       });
-      if (state.pending !== "bet") state.ticket = state.ticket ?? msg.ticket_id;
+      adopt(msg.ticket_id);
       addLiveMine(state.bets.get(msg.ticket_id));
       break;
     case "cashed_out":
@@ -284,47 +323,48 @@ function setBalance(b) {
 
 // ---- orders -------------------------------------------------------------------------
 
-async function onAction(event) {
+async function onAction(slot, event) {
   event.preventDefault();
-  if (!session.canBet || state.pending) return;
-  const bet = followed();
+  if (!session.canBet || slot.pending) return;
+  const bet = slot.followed();
   if (bet && bet.status === "active" && bet.roundId === state.roundId && state.phase === "running") {
-    return cashOut(bet);
+    return cashOut(slot, bet);
   }
   if (bet && bet.status === "active") return; // placed or queued: nothing to do
-  return placeBet();
+  return placeBet(slot);
 }
 
-async function placeBet() {
-  const amount = parseMoney(ui.stake.value);
+async function placeBet(slot) {
+  const amount = parseMoney(slot.stake.value);
   const rules = state.rules || {};
   if (amount === null || amount <= 0) {
-    return refuse("Enter a stake, e.g. 10.00.", ui.stake);
+    return refuse(slot, "Enter a stake, e.g. 10.00.", slot.stake);
   }
   if (rules.min_stake && amount < rules.min_stake) {
-    return refuse(`The smallest stake is ${formatMoney(rules.min_stake)}.`, ui.stake);
+    return refuse(slot, `The smallest stake is ${formatMoney(rules.min_stake)}.`, slot.stake);
   }
   if (rules.max_stake && amount > rules.max_stake) {
-    return refuse(`The largest stake is ${formatMoney(rules.max_stake)}.`, ui.stake);
+    return refuse(slot, `The largest stake is ${formatMoney(rules.max_stake)}.`, slot.stake);
   }
   let target = null;
-  if (ui.auto.value.trim() !== "") {
-    target = parseMultiplier(ui.auto.value);
+  if (slot.auto.value.trim() !== "") {
+    target = parseMultiplier(slot.auto.value);
     const lowest = rules.min_auto_cashout || 101;
     if (target === null || target < lowest) {
-      return refuse(`An auto cash-out must be at least ${x(lowest)}.`, ui.auto);
+      return refuse(slot, `An auto cash-out must be at least ${x(lowest)}.`, slot.auto);
     }
   }
-  ui.stake.removeAttribute("aria-invalid");
-  ui.auto.removeAttribute("aria-invalid");
-  state.pending = "bet";
-  state.ticket = null;
-  showText("Placing your bet…", "pending");
+  slot.stake.removeAttribute("aria-invalid");
+  slot.auto.removeAttribute("aria-invalid");
+  slot.pending = "bet";
+  slot.ticket = null;
+  delete slot.result.dataset.ticket;
+  showText(slot, "Placing your bet…", "pending");
   render();
   const order = { type: "bet", amount };
   if (target !== null) order.auto_cashout = target;
   const answer = await feed.order(order);
-  state.pending = null;
+  slot.pending = null;
   if (answer.status === 201) {
     const body = answer.body;
     const bet = upsertBet(body.ticket_id, {
@@ -333,28 +373,30 @@ async function placeBet() {
       auto: body.auto_cashout ?? null,
       queued: !!body.queued,
     });
-    state.ticket = body.ticket_id;
-    if (typeof body.available === "number" && state.balance) {
-      // The balance message of the same commit follows; this only avoids a flicker.
-    }
+    for (const other of slots) if (other.ticket === body.ticket_id) other.ticket = null;
+    slot.ticket = body.ticket_id;
+    slot.result.dataset.ticket = body.ticket_id;
     addLiveMine(bet);
+    const auto = bet.auto ? `, auto cash-out at ${x(bet.auto)}` : "";
     showText(
+      slot,
       body.queued || body.round_id !== state.roundId
-        ? `Bet of ${formatMoney(body.stake)} queued for the next round.`
-        : `Bet of ${formatMoney(body.stake)} placed for round ${body.round_id}.`,
+        ? `Bet of ${formatMoney(body.stake)}${auto} queued for the next round.`
+        : `Bet of ${formatMoney(body.stake)}${auto} placed for round ${body.round_id}.`,
       "placed",
     );
+    if (FINAL.has(bet.status)) showResult(slot, bet, null); // settled before its answer came
     renderMine();
   } else {
-    showProblem(answer.body, "Your bet was not placed");
+    showProblem(slot, answer.body, "Your bet was not placed");
   }
   render();
 }
 
-async function cashOut(bet) {
-  state.pending = "cashout";
+async function cashOut(slot, bet) {
+  slot.pending = "cashout";
   const shown = clock.view(performance.now()).multiplier;
-  showText(`Cashing out (you clicked at ${x(shown)})…`, "pending");
+  showText(slot, `Cashing out (you clicked at ${x(shown)})…`, "pending");
   render();
   const answer = await feed.order({ type: "cashout", ticket_id: bet.ticket });
   const body = answer.body || {};
@@ -363,37 +405,45 @@ async function cashOut(bet) {
   } else if (body.code === "too_late") {
     settle(bet.ticket, { status: "lost", payout: 0, multiplier: null }, `too_late:${body.crash_point}`);
   } else {
-    state.pending = null;
     const current = state.bets.get(bet.ticket);
-    if (!current || !FINAL.has(current.status)) showProblem(body, "The cash-out was refused");
+    if (!current || !FINAL.has(current.status)) showProblem(slot, body, "The cash-out was refused");
   }
-  state.pending = null;
+  slot.pending = null;
   render();
 }
 
-function refuse(text, field) {
+function refuse(slot, text, field) {
   field.setAttribute("aria-invalid", "true");
-  showText(text, "refused");
+  showText(slot, text, "refused");
   field.focus();
 }
 
-function showText(text, outcome) {
-  ui.result.textContent = text;
-  ui.result.dataset.outcome = outcome;
+function showText(slot, text, outcome) {
+  slot.result.textContent = text;
+  slot.result.dataset.outcome = outcome;
 }
 
-function showProblem(body, prefix) {
+function showProblem(slot, body, prefix) {
   const detail = (body && (body.detail || body.title)) || "the server refused it";
-  showText(`${prefix}: ${detail}`, "refused");
-  ui.result.dataset.code = (body && body.code) || "";
+  showText(slot, `${prefix}: ${detail}`, "refused");
+  slot.result.dataset.code = (body && body.code) || "";
 }
 
-function showResult(bet, reason) {
-  ui.result.dataset.ticket = bet.ticket;
+function showResult(slot, bet, reason) {
+  slot.result.dataset.ticket = bet.ticket;
   if (bet.status === "won") {
+    beep("win");
     const profit = bet.payout - bet.stake;
-    const how = bet.kind === "auto" ? "Auto cashed out" : bet.kind === "forced" ? "Cashed out at the round's profit cap" : "Cashed out";
+    const how =
+      bet.kind === "auto"
+        ? "Auto cashed out"
+        : bet.kind === "forced"
+          ? "Cashed out at the round's profit cap"
+          : bet.kind === "max_win"
+            ? "Cashed out at the max win"
+            : "Cashed out";
     showText(
+      slot,
       `${how} @ ${x(bet.multiplier)}: paid ${formatMoney(bet.payout)} (profit ${formatMoney(profit, { sign: true })}).`,
       "won",
     );
@@ -401,20 +451,17 @@ function showResult(bet, reason) {
     if (reason && reason.startsWith("too_late:")) {
       const at = Number(reason.slice(9));
       showText(
+        slot,
         `Too late: the round crashed @ ${x(at)} before your cash-out was handled. Lost ${formatMoney(bet.stake)}.`,
         "too_late",
       );
     } else {
       const at = state.crashPoint ? ` @ ${x(state.crashPoint)}` : "";
-      showText(`Busted${at}: lost ${formatMoney(bet.stake)}.`, "lost");
+      showText(slot, `Busted${at}: lost ${formatMoney(bet.stake)}.`, "lost");
     }
   } else if (bet.status === "refunded") {
-    showText(`Round voided: your stake of ${formatMoney(bet.stake)} was refunded.`, "refunded");
+    showText(slot, `Round voided: your stake of ${formatMoney(bet.stake)} was refunded.`, "refunded");
   }
-}
-
-function followed() {
-  return state.ticket ? state.bets.get(state.ticket) || null : null;
 }
 
 // ---- the round's bets ---------------------------------------------------------------
@@ -534,7 +581,16 @@ function renderMine() {
       el("td", {}, b.roundId ? el("a", { href: `/rounds/${b.roundId}`, text: String(b.roundId) }) : "–"),
       el("td", { text: formatMoney(b.stake) }),
       el("td", {
-        text: b.status === "won" ? x(b.multiplier) : b.status === "active" ? (b.auto ? `auto ${x(b.auto)}` : "in play") : b.status,
+        text:
+          b.status === "won"
+            ? x(b.multiplier)
+            : b.status !== "active"
+              ? b.status
+              : b.roundId !== state.roundId
+                ? `queued${b.auto ? `, auto ${x(b.auto)}` : ""}`
+                : b.auto
+                  ? `auto ${x(b.auto)}`
+                  : "in play",
       }),
       el("td", { text: profitCell(b.stake, b.status, b.payout) }),
     ),
@@ -611,6 +667,52 @@ async function refreshRest() {
   render();
 }
 
+// ---- sound (off unless the player turns it on) ------------------------------------------
+
+const SOUND = "crashd.sound";
+let audio = null;
+
+function soundOn() {
+  try {
+    return localStorage.getItem(SOUND) === "on";
+  } catch {
+    return false;
+  }
+}
+
+function beep(kind) {
+  if (!soundOn()) return;
+  try {
+    audio = audio || new AudioContext();
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    osc.frequency.value = kind === "win" ? 880 : 220;
+    gain.gain.setValueAtTime(0.12, audio.currentTime);
+    gain.gain.exponentialRampToValueAtTime(0.0001, audio.currentTime + 0.25);
+    osc.connect(gain).connect(audio.destination);
+    osc.start();
+    osc.stop(audio.currentTime + 0.25);
+  } catch {
+    // no audio here: silence
+  }
+}
+
+function renderSound() {
+  const on = soundOn();
+  ui.sound.setAttribute("aria-pressed", String(on));
+  ui.sound.textContent = on ? "Sound: on" : "Sound: off";
+}
+
+function toggleSound() {
+  try {
+    localStorage.setItem(SOUND, soundOn() ? "off" : "on");
+  } catch {
+    // storage off: the setting cannot be kept
+  }
+  renderSound();
+  if (soundOn()) beep("win");
+}
+
 // ---- rendering ----------------------------------------------------------------------
 
 let announced = "";
@@ -644,47 +746,68 @@ function renderWho() {
     const label = s.kind === "demo" ? `Demo player ${s.userId}` : `Playing as ${s.userId}`;
     ui.who.append(el("p", { text: label, id: "player" }));
   }
-  ui.form.hidden = !session.canBet;
+  const two = (state.rules && state.rules.max_bets_per_user) >= 2;
+  slots[0].box.hidden = !session.canBet;
+  document.getElementById("keys-hint").hidden = !session.canBet;
+  slots[1].box.hidden = !session.canBet || !two;
   ui.balance.parentElement.hidden = !session.readsBalance;
   renderMine();
+}
+
+// The page plays as someone else now (a demo started, a partner's token arrived): forget
+// the last player's bets and balance, and start the feed again from a snapshot (its new
+// user channel has no past on this connection).
+function switchedUser(s) {
+  state.bets.clear();
+  state.balance = null;
+  for (const slot of slots) {
+    slot.ticket = null;
+    slot.pending = null;
+    slot.result.textContent = "";
+    delete slot.result.dataset.outcome;
+    delete slot.result.dataset.ticket;
+  }
+  ui.balance.textContent = "–";
+  delete ui.balance.dataset.available;
+  if (s.balance) setBalance(s.balance);
+  feed.seq = null;
+  feed.restart();
+  renderWho();
+  renderMine();
+  refreshRest();
 }
 
 async function startDemo(event) {
   const button = event.currentTarget;
   button.disabled = true;
   try {
-    const s = await session.demo();
-    if (s.balance) setBalance(s.balance);
-    feed.seq = null; // a new user channel: start from a snapshot
-    feed.restart();
-    renderWho();
-    ui.stake.focus();
-    refreshRest();
+    switchedUser(await session.demo());
+    slots[0].stake.focus();
   } catch (err) {
     button.disabled = false;
-    showText(`Could not start a demo session: ${err.message}`, "refused");
+    showText(slots[0], `Could not start a demo session: ${err.message}`, "refused");
   }
 }
 
-function renderAction(view) {
-  const b = ui.action;
+function renderAction(slot, view) {
+  const b = slot.action;
   let label;
   let enabled = false;
   let mode;
-  const bet = followed();
-  if (!session.canBet) {
+  const bet = slot.followed();
+  if (!session.canBet || slot.box.hidden) {
     b.hidden = true;
     return;
   }
   b.hidden = false;
-  if (state.pending === "bet") {
+  if (slot.pending === "bet") {
     [mode, label] = ["placing", "Placing bet…"];
-  } else if (state.pending === "cashout") {
+  } else if (slot.pending === "cashout") {
     [mode, label] = ["cashing", "Cashing out…"];
   } else if (bet && bet.status === "active" && bet.roundId === state.roundId && state.phase === "running") {
     [mode, label, enabled] = ["cashout", `Cash out @ ${x(view.multiplier)}`, true];
   } else if (bet && bet.status === "active" && bet.roundId !== state.roundId) {
-    [mode, label] = ["queued", "Queued for next round"];
+    [mode, label] = ["queued", `Queued for next round (${bet.roundId})`];
   } else if (bet && bet.status === "active" && state.phase === "betting") {
     [mode, label] = ["placed", "Bet placed: waiting for take-off"];
   } else if (bet && bet.status === "active") {
@@ -723,6 +846,7 @@ function renderPhase(view) {
     ui.multiplier.dataset.value = String(shown);
   }
   if (ui.multiplier.dataset.phase !== (state.phase || "waiting")) ui.multiplier.dataset.phase = state.phase || "waiting";
+  if (state.roundId !== null) ui.multiplier.dataset.round = String(state.roundId);
   const lagging = state.phase === "running" && view.lagging;
   if (ui.lag.hidden === lagging) ui.lag.hidden = !lagging;
   const hashText = state.phase === "crashed" && state.gameHash ? state.gameHash : "";
@@ -785,9 +909,13 @@ function draw(view) {
     ctx.fillText(`${m.toFixed(stepX < 1 ? 1 : 0)}x`, 4, y + 4);
   }
   const stepS = niceStep(spanMs / 1000) * 1000;
+  ctx.textAlign = "center";
   for (let t = 0; t <= spanMs; t += stepS) {
-    ctx.fillText(`${Math.round(t / 1000)}s`, px(t) - 6, h - 6);
+    const label = `${Math.round(t / 1000)}s`;
+    const half = ctx.measureText(label).width / 2;
+    ctx.fillText(label, Math.min(px(t), w - pad.r - half), h - 6);
   }
+  ctx.textAlign = "start";
   if (elapsed <= 0) return;
   const crashed = state.phase === "crashed";
   ctx.beginPath();
@@ -817,7 +945,7 @@ function niceStep(span) {
 function render() {
   const view = clock.view(performance.now());
   renderPhase(view);
-  renderAction(view);
+  for (const slot of slots) renderAction(slot, view);
   draw(view);
   if (!state.firstFrame && state.phase !== null) {
     state.firstFrame = true;
@@ -843,7 +971,12 @@ function onStatus(status, info) {
   }[status];
   ui.conn.textContent = text;
   ui.conn.dataset.state = status;
-  if (status === "unreachable" || status === "expired") ui.phase.textContent = text;
+  // The outage, where the player looks: the game goes on at the server meanwhile.
+  const offline = status !== "live" && (status !== "connecting" || state.phase !== null);
+  ui.offline.hidden = !offline;
+  ui.offline.textContent = offline
+    ? `${text} Your bets stay in play; an auto cash-out still happens at its target.`
+    : "";
   render();
 }
 
@@ -862,11 +995,18 @@ async function target(refresh) {
   if (!s) return null;
   let url = s.wsUrl || (state.rules && state.rules.ws_url);
   if (!url) {
-    const { post } = await import("./api.js");
     url = (await post("/session/viewer", {})).ws_url;
     s.wsUrl = url;
   }
-  return { url, token: s.token };
+  return { url: reachable(url), token: s.token };
+}
+
+// A feed bound to every interface (0.0.0.0) advertises that address, which no browser
+// can dial: dial the host this page came from instead, on the feed's port.
+function reachable(url) {
+  const u = new URL(url);
+  if (u.hostname === "0.0.0.0" || u.hostname === "[::]") u.hostname = location.hostname;
+  return u.toString();
 }
 
 function channels(welcome) {
@@ -879,7 +1019,9 @@ function channels(welcome) {
 }
 
 async function boot() {
-  ui.form.addEventListener("submit", onAction);
+  for (const slot of slots) slot.form.addEventListener("submit", (event) => onAction(slot, event));
+  ui.sound.addEventListener("click", toggleSound);
+  renderSound();
   new ResizeObserver(resize).observe(ui.canvas);
   resize();
   requestAnimationFrame(frame);
@@ -887,9 +1029,10 @@ async function boot() {
     // Space or Enter outside a field presses the one action button (bet / cash out).
     const t = event.target;
     const typing = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "BUTTON" || t.tagName === "A");
-    if (!typing && event.key === " " && !ui.action.disabled && !ui.action.hidden) {
+    const first = slots[0];
+    if (!typing && event.key === " " && !first.action.disabled && !first.action.hidden) {
       event.preventDefault();
-      ui.form.requestSubmit();
+      first.form.requestSubmit();
     }
   });
   for (let attempt = 0; ; attempt += 1) {
@@ -921,8 +1064,22 @@ async function boot() {
     on: { message: onMessage, status: onStatus, rtt: onRtt, refused: () => {} },
   });
   feed.start();
+  booted = true;
+  takeHandedToken(); // one that came while the page was starting
+}
+
+// A partner may hand this tab a player's token later, in the fragment: take it.
+let booted = false;
+window.addEventListener("hashchange", () => {
+  if (booted) takeHandedToken();
+});
+
+async function takeHandedToken() {
+  if (!new URLSearchParams(location.hash.slice(1)).get("token")) return;
+  switchedUser(await session.open());
 }
 
 boot();
 
-export { state, clock, formatMultiplier, multiplierAt, ApiError };
+// For a console session (and nothing else): the page's state and its curve clock.
+export { state, clock };

@@ -20,7 +20,9 @@ const strong = (text, id) => el("strong", { text, id });
 function render(r) {
   const edge = r.house_edge_percent ?? 1;
   const rtp = r.rtp_percent ?? 100 - edge;
-  const cap = r.max_profit === null || r.max_profit === undefined || r.max_profit === 0 ? null : r.max_profit;
+  const cap = r.max_profit === null || r.max_profit === undefined ? null : r.max_profit;
+  const maxWin = r.max_win === null || r.max_win === undefined ? null : r.max_win;
+  const share = r.max_profit_bankroll_bp ?? null;
   const lowestTarget = r.min_auto_cashout ?? 101;
   return [
     section(
@@ -50,6 +52,13 @@ function render(r) {
         li("Smallest stake: ", strong(formatMoney(r.min_stake), "min-stake"), "."),
         li("Largest stake: ", strong(formatMoney(r.max_stake), "max-stake"), "."),
         li(`At most ${r.max_bets_per_user ?? 1} bet${(r.max_bets_per_user ?? 1) === 1 ? "" : "s"} per player per round.`),
+        maxWin === null
+          ? li(strong("No cap", "max-win"), " on what one bet can win.")
+          : li(
+              "Largest win per bet: a profit of ",
+              strong(formatMoney(maxWin), "max-win"),
+              ". A bet still in when its profit would exceed it is cashed out at the largest multiplier within it, as if that were its auto cash-out target (a lower target plays as usual).",
+            ),
         li(
           "A bet placed while a round is running (or in the pause after a crash) plays in the next round. A bet cannot be cancelled once the server has accepted it.",
         ),
@@ -66,6 +75,9 @@ function render(r) {
         : p(
             "The players’ total profit in one round is capped at ",
             strong(formatMoney(cap), "max-profit-value"),
+            share === null
+              ? ""
+              : ` (${(share / 100).toLocaleString("en", { maximumFractionDigits: 2 })}% of the house bankroll, set again every round)`,
             ". When the open bets could win more than what is left of the cap, everyone still in is cashed out at that point (the “force point”), paid at the multiplier reached: no bet loses because of the cap.",
           ),
     ),
@@ -88,7 +100,7 @@ function render(r) {
         ),
         li(
           strong("The tie between a cash-out and the crash"),
-          ": a manual cash-out handled at the crash millisecond or later is too late and the bet loses; everything due at the same multiplier is settled cash-outs first, so an auto target equal to the crash point still wins.",
+          ": a manual cash-out handled at the crash millisecond or later is too late and the bet loses; everything due at the same multiplier is settled cash-outs first, so an auto target (or a max-win cap) equal to the crash point still wins.",
         ),
         li("Every cash-out gets one definitive answer: cashed out at X with the payout, or too late (crashed at Y). Never both, never none."),
         li("Payout = stake × multiplier, rounded down to the minor unit."),

@@ -63,7 +63,8 @@ async function verify() {
     return;
   }
   ui.hash.removeAttribute("aria-invalid");
-  const fromServer = round && hash === round.game_hash ? round.crash_point : round ? round.crash_point : null;
+  // On a round's page, the hash in the form is checked against that round's claim.
+  const fromServer = round ? round.crash_point : null;
   const parts = [
     el("p", {}, "Crash point computed here: ", el("strong", { id: "computed", "data-value": String(point), text: x(point) })),
   ];
@@ -121,7 +122,7 @@ async function checkChain(hash) {
         "p",
         { id: "chain-status", class: linked ? "ok" : "bad", "data-linked": String(linked), "data-position": String(position ?? "") },
         linked
-          ? `Linked: hashed ${position.toLocaleString("en")} times it gives the published terminating hash, so it is game ${position.toLocaleString("en")} of the chain, fixed before the first game.`
+          ? `Linked: hashed ${position === 1 ? "once" : `${position.toLocaleString("en")} times`} it gives the published terminating hash, so it is game ${position.toLocaleString("en")} of the chain, fixed before the first game.`
           : position !== null
             ? `Linked at position ${position}, but this is round ${expected}: not this round's hash.`
             : `Not linked: within ${maxSteps.toLocaleString("en")} steps this hash never reaches the published terminating hash. It is not part of the committed chain.`,
@@ -148,11 +149,12 @@ function showRound(r) {
     ...fact("Game hash", el("code", { text: r.game_hash || "–" })),
     ...fact("Started", r.started_at || "–"),
     ...fact("Ended", r.ended_at || "–"),
-    ...fact("Bets", String(r.bets ?? 0)),
+    ...fact("Bets", String(Array.isArray(r.bets) ? r.bets.length : r.bets ?? 0)),
     ...fact("Total staked", formatMoney(r.total_stake ?? 0)),
     ...fact("Total paid out", formatMoney(r.total_payout ?? 0)),
   );
-  const list = Array.isArray(r.bet_list) ? r.bet_list : Array.isArray(r.cashouts) ? r.cashouts : null;
+  // The round's own bets, anonymous, if the API lists them (today it gives totals only).
+  const list = [r.bet_list, r.participants, r.cashouts, r.bets].find(Array.isArray) || null;
   if (list && list.length) {
     const rows = list.map((b) =>
       el(

@@ -115,7 +115,15 @@ def sqlite_to_postgres(
         raise MigrationError(f"row counts differ after the copy: {counted} != {report.rows}")
     if not after.ok:
         raise MigrationError("the copy fails its audit: " + "; ".join(after.problems[:5]))
-    books = ("accounts", "transfers", "total", "psp_net", "internal_total", "faucet_total")
+    books = (
+        "accounts",
+        "transfers",
+        "total",
+        "psp_net",
+        "internal_total",
+        "faucet_total",
+        "capital_total",
+    )
     if any(getattr(after, k) != getattr(before, k) for k in books):
         raise MigrationError(f"the books differ after the copy: {after} != {before}")
     report.audit = after

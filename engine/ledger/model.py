@@ -61,6 +61,9 @@ class AccountKind(str, Enum):
     """Clearing account mirroring money outside crashd (deposits in, withdrawals out)."""
     FAUCET = "faucet"
     """Source of demo money; sandbox only."""
+    CAPITAL = "capital"
+    """The operator's own money outside crashd: the other side of bankroll deposits
+    (capital → house) and withdrawals (house → capital)."""
 
 
 SYSTEM_KINDS: tuple[AccountKind, ...] = (
@@ -68,6 +71,7 @@ SYSTEM_KINDS: tuple[AccountKind, ...] = (
     AccountKind.ESCROW,
     AccountKind.PSP,
     AccountKind.FAUCET,
+    AccountKind.CAPITAL,
 )
 _KIND_VALUES = frozenset(k.value for k in AccountKind)
 
@@ -381,6 +385,25 @@ class Recovered(Result):
     highest_round_id: int
 
 
+@dataclass(frozen=True)
+class BankrollMoved(Result):
+    """A bankroll deposit (capital → house) or withdrawal (house → capital) was posted."""
+
+    kind: ClassVar[str] = "bankroll_moved"
+    environment: str
+    amount: int
+    house: int
+    """The house account's posted balance right after this op."""
+
+
+@dataclass(frozen=True)
+class Recorded(Result):
+    """An operator action was written to the audit log (under this op's seq)."""
+
+    kind: ClassVar[str] = "recorded"
+    action: str
+
+
 RESULT_TYPES: dict[str, type[Result]] = {
     cls.kind: cls
     for cls in (
@@ -398,6 +421,8 @@ RESULT_TYPES: dict[str, type[Result]] = {
         HoldsReleased,
         RepliesPurged,
         Recovered,
+        BankrollMoved,
+        Recorded,
     )
 }
 
@@ -698,6 +723,23 @@ class RoundView:
 
 
 @dataclass(frozen=True)
+class AuditEntry:
+    """One row of the operator's audit log (append-only)."""
+
+    seq: int
+    ts: int
+    """Unix ms."""
+    environment: str
+    actor: str
+    """Who: the API key id of the operator's request (never the key)."""
+    action: str
+    before: str | None
+    """JSON of the state before, when the action changed one."""
+    after: str | None
+    note: str
+
+
+@dataclass(frozen=True)
 class AuditReport:
     """Invariants checked by ``Ledger.audit``; ``problems`` is empty when all hold."""
 
@@ -711,6 +753,8 @@ class AuditReport:
     """Per environment, the sum of player + house + escrow balances."""
     faucet_total: dict[str, int]
     problems: tuple[str, ...]
+    capital_total: dict[str, int] = field(default_factory=dict)
+    """Per environment, bankroll deposits minus withdrawals (the operator's funding)."""
 
     @property
     def ok(self) -> bool:

@@ -35,6 +35,7 @@ from .model import (
     AccountKind,
     AlreadyReversed,
     AlreadySettled,
+    BankrollMoved,
     Bet,
     BetConfirmed,
     BetInRound,
@@ -59,6 +60,7 @@ from .model import (
     LedgerError,
     OpRecord,
     Posted,
+    Recorded,
     Recovered,
     RepliesPurged,
     Result,
@@ -1055,6 +1057,102 @@ class Recover(Op):
             bets_refunded=bets,
             refunded_amount=amount,
             highest_round_id=txn.highest_round_id(),
+        )
+
+
+MAX_AUDIT_TEXT = 16_384
+"""Bound on an audit entry's before/after JSON and note (characters)."""
+
+
+def _check_audit_text(name: str, value: object, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or len(value) > MAX_AUDIT_TEXT:
+        raise InvalidRequest(f"{name} must be text of at most {MAX_AUDIT_TEXT}", field=name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{name} must be valid Unicode text", field=name) from None
+
+
+@dataclass(frozen=True)
+class AuditRecord(Op):
+    """An operator action that moves no money (limits changed, game paused, round
+    voided, chain published…), appended to the audit log under this op's id. The op's
+    idempotency makes a retried request record it once."""
+
+    kind: ClassVar[str] = "audit_record"
+    environment: str
+    actor: str
+    action: str
+    before: str | None = None
+    after: str | None = None
+    note: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        _check_env(self.environment)
+        _check_id("actor", self.actor)
+        _check_id("action", self.action)
+        _check_audit_text("before", self.before)
+        _check_audit_text("after", self.after)
+        _check_audit_text("note", self.note, optional=False)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        txn.record_audit(
+            seq, now, self.environment, self.actor, self.action, self.before, self.after, self.note
+        )
+        return Recorded(self.op_id, seq, action=self.action)
+
+
+@dataclass(frozen=True)
+class BankrollMove(Op):
+    """Fund the house bankroll from the operator's capital (``deposit``) or return
+    money to it (``withdrawal``, never below zero: ``insufficient_funds``), recorded in
+    the audit log by the same op. The only way money reaches the house but play."""
+
+    kind: ClassVar[str] = "bankroll_move"
+    environment: str
+    direction: str
+    amount: int
+    actor: str
+    note: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        _check_env(self.environment)
+        if self.direction not in ("deposit", "withdrawal"):
+            raise InvalidRequest("direction must be deposit or withdrawal", field="direction")
+        _check_amount("amount", self.amount)
+        _check_id("actor", self.actor)
+        _check_audit_text("note", self.note, optional=False)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        house = txn.system(self.environment, AccountKind.HOUSE)
+        capital = txn.system(self.environment, AccountKind.CAPITAL)
+        before = house.posted
+        if self.direction == "deposit":
+            txn.transfer(seq, capital, house, self.amount, "bankroll_deposit", now)
+        else:
+            if house.posted < self.amount:
+                raise InsufficientFunds(
+                    "the withdrawal exceeds the house balance",
+                    available=house.posted,
+                    requested=self.amount,
+                )
+            txn.transfer(seq, house, capital, self.amount, "bankroll_withdrawal", now)
+        txn.record_audit(
+            seq,
+            now,
+            self.environment,
+            self.actor,
+            f"bankroll_{self.direction}",
+            f'{{"house":{before}}}',
+            f'{{"house":{house.posted},"amount":{self.amount}}}',
+            self.note,
+        )
+        return BankrollMoved(
+            self.op_id, seq, environment=self.environment, amount=self.amount, house=house.posted
         )
 
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-BASE_VERSION = 4
-"""The version ``DDL`` (SQLite) and ``POSTGRES_DDL`` create; ``STEPS`` go on from it."""
+BASE_VERSION = 5
+"""The version ``DDL`` (SQLite) and ``POSTGRES_DDL`` create; ``STEPS`` go on from it.
+A SQLite file older than this reaches it by ``MIGRATIONS`` (the DDL's CREATE ... IF NOT
+EXISTS adds the new tables); PostgreSQL support is newer than every such version, so
+its DDL starts here."""
 
 LEDGER_TABLES: tuple[str, ...] = (
     "ops",
+    "audit_log",
     "accounts",
     "rounds",
     "holds",
@@ -57,7 +61,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     id          INTEGER PRIMARY KEY,
     environment TEXT NOT NULL CHECK (environment IN ('sandbox', 'production')),
     kind        TEXT NOT NULL CHECK (kind = 'player' OR kind = 'house' OR kind = 'escrow'
-        OR kind = 'psp' OR kind = 'faucet'),
+        OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'),
     partner_id  TEXT NOT NULL,
     user_id     TEXT NOT NULL,
     posted      INTEGER NOT NULL,
@@ -148,7 +152,8 @@ CREATE TABLE IF NOT EXISTS transfers (
     amount INTEGER NOT NULL CHECK (amount > 0),
     kind   TEXT NOT NULL CHECK (kind = 'deposit' OR kind = 'withdrawal'
         OR kind = 'withdrawal_reversal' OR kind = 'faucet' OR kind = 'bet_stake'
-        OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'),
+        OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'
+        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),
     hold   INTEGER REFERENCES holds(id),
     ts     INTEGER NOT NULL,
     CHECK (debit != credit),
@@ -172,6 +177,24 @@ CREATE TABLE IF NOT EXISTS replies (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS replies_by_age ON replies (created_at);
 
+-- Version 5: the operator's audit log. One row per operator action (a limits change,
+-- a pause, a void, a bankroll deposit, a chain published…), written by the op that
+-- carried it out, in the same transaction, under that op's id: who (the key id), when,
+-- the state before and after (JSON), append-only like the ledger's history. Portable
+-- SQL: plain INTEGER/TEXT columns and a CHECK; the triggers below have an equivalent
+-- in every SQL database.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id          INTEGER PRIMARY KEY REFERENCES ops(id),
+    ts          INTEGER NOT NULL,
+    environment TEXT NOT NULL CHECK (environment = 'sandbox' OR environment = 'production'),
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    before      TEXT,
+    after       TEXT,
+    note        TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS audit_log_by_action ON audit_log (environment, action, id);
+
 CREATE TABLE IF NOT EXISTS reversals (
     withdrawal_op INTEGER PRIMARY KEY REFERENCES ops(id),
     op            INTEGER NOT NULL UNIQUE REFERENCES ops(id)
@@ -190,6 +213,10 @@ CREATE TRIGGER IF NOT EXISTS reversals_no_update BEFORE UPDATE ON reversals
 BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS reversals_no_delete BEFORE DELETE ON reversals
 BEGIN SELECT RAISE(ABORT, 'reversals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS accounts_no_delete BEFORE DELETE ON accounts
 BEGIN SELECT RAISE(ABORT, 'accounts are never deleted'); END;
 -- UPDATE OF the identity columns: an UPDATE that does not name them cannot change
@@ -292,6 +319,22 @@ MIGRATIONS[2] = []
 # 3 → 4 adds the replies table (the DDL creates it); the API's separate
 # api_idempotency table, which needed two commits of its own per request, is gone.
 MIGRATIONS[3] = []
+# 4 → 5: the operator's capital account (the other side of bankroll deposits and
+# withdrawals) and its transfer kinds, in the CHECKs of accounts and transfers; the
+# audit_log table and its triggers come with the DDL.
+MIGRATIONS[4] = [
+    (
+        "accounts",
+        "OR kind = 'psp' OR kind = 'faucet'),",
+        "OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'),",
+    ),
+    (
+        "transfers",
+        "OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'),",
+        "OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'\n"
+        "        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),",
+    ),
+]
 
 
 # --------------------------------------------------------------------------- both backends
@@ -318,8 +361,8 @@ def key_hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()[:16]
 
 
-_OPS_V5_SQLITE = """
-CREATE TABLE ops_v5 (
+_OPS_KEY_HASH_SQLITE = """
+CREATE TABLE ops_rebuilt (
     id          INTEGER PRIMARY KEY,
     key         TEXT NOT NULL,
     key_hash    BLOB NOT NULL UNIQUE CHECK (length(key_hash) = 16),
@@ -330,10 +373,10 @@ CREATE TABLE ops_v5 (
     result      TEXT NOT NULL,
     ts          INTEGER NOT NULL
 ) STRICT;
-INSERT INTO ops_v5 (id, key, key_hash, kind, fingerprint, ok, code, result, ts)
+INSERT INTO ops_rebuilt (id, key, key_hash, kind, fingerprint, ok, code, result, ts)
     SELECT id, key, crashd_key_hash(key), kind, fingerprint, ok, code, result, ts FROM ops;
 DROP TABLE ops;
-ALTER TABLE ops_v5 RENAME TO ops;
+ALTER TABLE ops_rebuilt RENAME TO ops;
 CREATE TRIGGER ops_no_update BEFORE UPDATE ON ops
 BEGIN SELECT RAISE(ABORT, 'ops are append-only'); END;
 CREATE TRIGGER ops_no_delete BEFORE DELETE ON ops
@@ -342,11 +385,11 @@ BEGIN SELECT RAISE(ABORT, 'ops are append-only'); END;
 
 STEPS: tuple[Step, ...] = (
     Step(
-        5,
+        6,
         "ops indexed by a 16-byte hash of their idempotency key, not the key itself",
         # SQLite cannot drop a UNIQUE constraint: the table is rebuilt by its documented
         # procedure (foreign keys off around the step; checked before the commit).
-        _OPS_V5_SQLITE,
+        _OPS_KEY_HASH_SQLITE,
         """
 ALTER TABLE ops ADD COLUMN key_hash bytea;
 ALTER TABLE ops DISABLE TRIGGER ops_append_only;
@@ -365,8 +408,8 @@ that both backends end with the same tables and columns."""
 SCHEMA_VERSION = STEPS[-1].version if STEPS else BASE_VERSION
 
 
-# PostgreSQL, version 4: the same tables, columns, CHECKs and one-way rules as ``DDL``
-# (integers are bigint, blobs bytea). Triggers raise SQLSTATE 23000
+# PostgreSQL, version 5 (``BASE_VERSION``): the same tables, columns, CHECKs and one-way
+# rules as ``DDL`` (integers are bigint, blobs bytea). Triggers raise SQLSTATE 23000
 # (integrity_constraint_violation, psycopg's IntegrityError) with the same messages;
 # TRUNCATE, which skips row triggers, is refused on every table that holds history.
 # ``leader`` holds the lease's term (engine/ledger/lease.py): one row, bumped by each
@@ -399,7 +442,8 @@ CREATE TABLE ops (
 CREATE TABLE accounts (
     id          bigint PRIMARY KEY,
     environment text NOT NULL CHECK (environment IN ('sandbox', 'production')),
-    kind        text NOT NULL CHECK (kind IN ('player', 'house', 'escrow', 'psp', 'faucet')),
+    kind        text NOT NULL CHECK (kind IN ('player', 'house', 'escrow', 'psp', 'faucet',
+        'capital')),
     partner_id  text NOT NULL,
     user_id     text NOT NULL,
     posted      bigint NOT NULL,
@@ -486,7 +530,8 @@ CREATE TABLE transfers (
     credit      bigint NOT NULL,
     amount      bigint NOT NULL CHECK (amount > 0),
     kind        text NOT NULL CHECK (kind IN ('deposit', 'withdrawal', 'withdrawal_reversal',
-        'faucet', 'bet_stake', 'stake_return', 'win', 'loss', 'refund')),
+        'faucet', 'bet_stake', 'stake_return', 'win', 'loss', 'refund', 'bankroll_deposit',
+        'bankroll_withdrawal')),
     hold        bigint,
     ts          bigint NOT NULL,
     CHECK (debit != credit)
@@ -535,6 +580,20 @@ CREATE TABLE reversals (
     op            bigint NOT NULL UNIQUE REFERENCES ops(id)
 );
 
+-- The operator's audit log (version 5, as on SQLite): one row per operator action,
+-- under the id of the op that carried it out, append-only.
+CREATE TABLE audit_log (
+    id          bigint PRIMARY KEY REFERENCES ops(id),
+    ts          bigint NOT NULL,
+    environment text NOT NULL CHECK (environment IN ('sandbox', 'production')),
+    actor       text NOT NULL,
+    action      text NOT NULL,
+    before      text,
+    after       text,
+    note        text NOT NULL
+);
+CREATE INDEX audit_log_by_action ON audit_log (environment, action, id);
+
 CREATE FUNCTION crashd_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'integrity_constraint_violation';
@@ -547,6 +606,8 @@ CREATE TRIGGER ops_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON ops
 FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('ops are append-only');
 CREATE TRIGGER reversals_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON reversals
 FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('reversals are append-only');
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('the audit log is append-only');
 CREATE TRIGGER accounts_no_delete BEFORE DELETE OR TRUNCATE ON accounts
 FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('accounts are never deleted');
 -- UPDATE OF the identity columns only: the balance updates (SET posted, pending) of

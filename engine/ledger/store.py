@@ -20,6 +20,7 @@ from crashd.engine.proclock import ProcessLock
 from .model import (
     Account,
     AccountKey,
+    AuditEntry,
     AuditReport,
     Balance,
     Bet,
@@ -186,7 +187,9 @@ class Store:
             raise
         try:
             self.check_integrity()
-            self.conn.executescript(DDL)
+            # In one transaction: a kill while a new file gets its schema leaves no
+            # half-made schema behind (SQLite's DDL is transactional).
+            self.conn.executescript("BEGIN IMMEDIATE;\n" + DDL + "\nCOMMIT;")
             self._init_meta()
             self.ids = self._load_ids()
         except BaseException:
@@ -279,6 +282,8 @@ class Store:
                 sql = c.execute(
                     "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)
                 ).fetchone()[0]
+                if old not in sql and new in sql:
+                    continue  # already in this form (a table created by a newer DDL)
                 if old not in sql:
                     raise LedgerCorrupt(
                         f"migration {version}->{version + 1}: {table} is not "
@@ -701,6 +706,11 @@ W_REPLIES = Write(
     (_BYTES, _BYTES, _BIG, _TEXT, _BYTES, _BIG),
 )
 W_REVERSALS = Write("reversals", ("withdrawal_op", "op"), (_BIG, _BIG))
+W_AUDIT = Write(
+    "audit_log",
+    ("id", "ts", "environment", "actor", "action", "before", "after", "note"),
+    (_BIG, _BIG, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT),
+)
 W_PURGE_REPLIES = Write("replies", (), (_BIG,), key="created_at", delete_below=True)
 W_BALANCES = Write("accounts", ("posted", "pending"), (_BIG, _BIG, _BIG), key="id")
 
@@ -796,6 +806,7 @@ def flush_rows(txn: Txn) -> list[tuple[Write, Sequence[tuple[object, ...]]]]:
         out.append((W_PURGE_REPLIES, [(txn.purge_replies_before,)]))
     out += [
         (W_REVERSALS, txn.new_reversals),
+        (W_AUDIT, txn.new_audit),
         (W_BALANCES, [(a.posted, a.pending, a.id) for a in txn.dirty_accounts.values()]),
     ]
     return out
@@ -951,6 +962,45 @@ class Reader:
     def audit(self) -> AuditReport:
         return audit(self.conn)
 
+    def system_posted(self, environment: str, kind: str) -> int:
+        """The posted balance of a system account (0 if it has none yet)."""
+        row = self.conn.execute(
+            "SELECT posted FROM accounts WHERE environment=? AND kind=? AND partner_id='' "
+            "AND user_id=''",
+            (environment, kind),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def recent_ops(
+        self, kinds: Sequence[str], limit: int, scan: int = 50_000
+    ) -> list[tuple[int, str, str, bool, str | None, str, int]]:
+        """The newest ops of these kinds among the last ``scan`` ops (bounded: ops has
+        no index by kind, and adding one would cost every write)."""
+        rows = self.conn.execute(
+            "SELECT id, key, kind, ok, code, result, ts FROM "
+            "(SELECT * FROM ops ORDER BY id DESC LIMIT ?) AS recent "
+            f"WHERE kind IN ({','.join('?' * len(kinds))}) ORDER BY id DESC LIMIT ?",
+            (scan, *kinds, limit),
+        )
+        return [(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    _AUDIT_COLS = "id, ts, environment, actor, action, before, after, note"
+
+    def audit_entries(
+        self, environment: str, actions: Sequence[str], limit: int, before: int | None
+    ) -> list[AuditEntry]:
+        """Newest first; every action when ``actions`` is empty."""
+        where = "environment = ? AND id < ?"
+        args: list[object] = [environment, before if before is not None else 2**62]
+        if actions:
+            where += f" AND action IN ({','.join('?' * len(actions))})"
+            args += list(actions)
+        rows = self.conn.execute(
+            f"SELECT {self._AUDIT_COLS} FROM audit_log WHERE {where} ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [AuditEntry(*r) for r in rows]
+
 
 def audit(conn: Any, begin: str = "BEGIN") -> AuditReport:
     """Check every invariant the schema cannot express by itself, in one read
@@ -987,6 +1037,7 @@ def audit(conn: Any, begin: str = "BEGIN") -> AuditReport:
         psp_net: dict[str, int] = {}
         internal: dict[str, int] = {}
         faucet: dict[str, int] = {}
+        capital: dict[str, int] = {}
         for env in ("sandbox", "production"):
             rows = dict(
                 conn.execute(
@@ -997,10 +1048,12 @@ def audit(conn: Any, begin: str = "BEGIN") -> AuditReport:
             )
             psp_net[env] = -rows.get("psp", 0)
             faucet[env] = -rows.get("faucet", 0)
+            capital[env] = -rows.get("capital", 0)
             internal[env] = rows.get("player", 0) + rows.get("house", 0) + rows.get("escrow", 0)
-            if internal[env] != psp_net[env] + faucet[env]:
+            if internal[env] != psp_net[env] + faucet[env] + capital[env]:
                 problems.append(
-                    f"{env}: internal {internal[env]} != psp {psp_net[env]} + faucet {faucet[env]}"
+                    f"{env}: internal {internal[env]} != psp {psp_net[env]} + faucet "
+                    f"{faucet[env]} + capital {capital[env]}"
                 )
             escrow = rows.get("escrow", 0)
             open_stakes = conn.execute(
@@ -1042,4 +1095,5 @@ def audit(conn: Any, begin: str = "BEGIN") -> AuditReport:
         internal_total=internal,
         faucet_total=faucet,
         problems=tuple(problems),
+        capital_total=capital,
     )

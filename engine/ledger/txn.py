@@ -94,6 +94,8 @@ class Txn:
         self.new_replies: list[tuple[bytes, bytes, int, str, bytes, int]] = []
         """(key, fingerprint, status, content type, body, created at)"""
         self.purge_replies_before: int | None = None
+        self.new_audit: list[tuple[int, int, str, str, str, str | None, str | None, str]] = []
+        """(op seq, ts, environment, actor, action, before, after, note)"""
 
     # -- cache priming (the store prefetches in bulk; misses fall back to single loads)
 
@@ -397,6 +399,21 @@ class Txn:
         assert self.reversal_of(withdrawal_seq) is None
         self._reversals[withdrawal_seq] = op
         self.new_reversals.append((withdrawal_seq, op))
+        self.mutations += 1
+
+    def record_audit(
+        self,
+        seq: int,
+        now: int,
+        environment: str,
+        actor: str,
+        action: str,
+        before: str | None,
+        after: str | None,
+        note: str,
+    ) -> None:
+        """Append an operator action to the audit log, under the op's seq."""
+        self.new_audit.append((seq, now, environment, actor, action, before, after, note))
         self.mutations += 1
 
     def record_op(self, rec: OpRecord, now: int) -> None:

@@ -37,8 +37,10 @@ import trio
 from .database import is_postgres
 from .model import (
     AccountKey,
+    AuditEntry,
     AuditReport,
     Balance,
+    BankrollMoved,
     BetConfirmed,
     BetPlaced,
     BetRetargeted,
@@ -52,6 +54,7 @@ from .model import (
     LedgerError,
     PlayerBalance,
     Posted,
+    Recorded,
     Recovered,
     RepliesPurged,
     ReplySlot,
@@ -64,6 +67,8 @@ from .model import (
     StoredReply,
 )
 from .ops import (
+    AuditRecord,
+    BankrollMove,
     BetConfirm,
     BetPlace,
     BetRefund,
@@ -203,6 +208,10 @@ class LedgerStatistics:
     ops: int
     largest_group: int
     last_commit_ms: float
+    last_commit_at: float | None = None
+    """``trio.current_time()`` when the last group committed (``None``: none yet)."""
+    failed: bool = False
+    """The writer stopped on an error: nothing commits any more."""
 
 
 class Ledger:
@@ -235,6 +244,10 @@ class Ledger:
         """What start-up recovery did (``None`` if opened with ``recover=False``)."""
         self._commit_listeners: list[Callable[[Sequence[PlayerBalance]], None]] = []
         self._inflight: _Batch | None = None
+        self._last_commit_at: float | None = None
+        self.on_commit: Callable[[float, int], None] | None = None
+        """Called after each group commit with its duration (s) and size (ops): the
+        operator's histograms (``crashd.api.ops.metrics``); must not block."""
 
     def add_balance_listener(self, listener: Callable[[Sequence[PlayerBalance]], None]) -> None:
         """Call ``listener`` after every commit that changed player balances, with each
@@ -294,7 +307,11 @@ class Ledger:
                 self._space.unpark_all()
                 raise
             assert len(answers) == n
-            self._last_commit_ms = (time.perf_counter() - start) * 1000
+            elapsed = time.perf_counter() - start
+            self._last_commit_ms = elapsed * 1000
+            self._last_commit_at = trio.current_time()
+            if self.on_commit is not None:
+                self.on_commit(elapsed, n)
             self._groups += 1
             self._ops += n
             self._largest = max(self._largest, n)
@@ -589,7 +606,64 @@ class Ledger:
             return HoldsReleased("sweep:none", 0, released=0, amount=0)
         return await self._submit(ReleaseExpired(f"sweep:{uuid.uuid4().hex}", limit), HoldsReleased)
 
+    async def audit_record(
+        self,
+        op_id: str,
+        *,
+        environment: str,
+        actor: str,
+        action: str,
+        before: str | None = None,
+        after: str | None = None,
+        note: str = "",
+        reply: ReplySlot | None = None,
+    ) -> Recorded:
+        """Append an operator action to the audit log (idempotent by ``op_id``)."""
+        return await self._submit(
+            AuditRecord(op_id, environment, actor, action, before, after, note), Recorded, reply
+        )
+
+    async def bankroll_move(
+        self,
+        op_id: str,
+        *,
+        environment: str,
+        direction: str,
+        amount: int,
+        actor: str,
+        note: str = "",
+        reply: ReplySlot | None = None,
+    ) -> BankrollMoved:
+        """Capital → house (``deposit``) or house → capital (``withdrawal``), audited."""
+        return await self._submit(
+            BankrollMove(op_id, environment, direction, amount, actor, note), BankrollMoved, reply
+        )
+
     # -- reads (second connection; see the last commit, never wait for one)
+
+    async def system_posted(self, environment: str, kind: str) -> int:
+        """A system account's posted balance (the house bankroll: ``"house"``)."""
+        return await self._read(self._reader.system_posted, environment, kind)
+
+    async def recent_ops(
+        self, kinds: Sequence[str], limit: int = 20
+    ) -> list[tuple[int, str, str, bool, str | None, str, int]]:
+        """(seq, key, kind, ok, code, result JSON, ts) of recent ops of these kinds."""
+        return await self._read(self._reader.recent_ops, tuple(kinds), limit)
+
+    async def audit_entries(
+        self,
+        environment: str,
+        *,
+        actions: Sequence[str] = (),
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[AuditEntry]:
+        """The operator's audit log, newest first (``before``: a seq cursor)."""
+        assert 0 < limit <= 1000
+        return await self._read(
+            self._reader.audit_entries, environment, tuple(actions), limit, before
+        )
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._read_limiter)
@@ -652,6 +726,8 @@ class Ledger:
             ops=self._ops,
             largest_group=self._largest,
             last_commit_ms=self._last_commit_ms,
+            last_commit_at=self._last_commit_at,
+            failed=self._failed is not None,
         )
 
     async def _sweep_loop(self, interval_s: float) -> None:

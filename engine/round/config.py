@@ -20,6 +20,10 @@ class RoundConfig:
     """Cap on the players' total profit in one round (Bustabit's max profit); ``None``
     for no cap. When the round's open liability would exceed it, every open bet is
     cashed out at that multiplier: the force point."""
+    max_win: int | None = None
+    """Cap on one bet's profit (payout minus stake); ``None`` for no cap. A bet still
+    open when its profit would exceed it is cashed out at the largest multiplier that
+    stays within it (``kind="max_win"``), like an auto-cashout target set for it."""
     max_bets_per_user: int = 1
     """Bets one user key may hold in one round (Aviator allows two)."""
     max_bets_per_round: int = 10_000
@@ -40,6 +44,8 @@ class RoundConfig:
             raise ValueError("need 1 <= min_stake <= max_stake")
         if self.max_profit is not None and self.max_profit < 0:
             raise ValueError("max_profit must not be negative")
+        if self.max_win is not None and self.max_win < 0:
+            raise ValueError("max_win must not be negative")
         if self.max_bets_per_user < 1:
             raise ValueError("max_bets_per_user must be at least 1")
         if self.max_bets_per_round < 1:

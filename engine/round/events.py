@@ -26,6 +26,10 @@ def public_value(value: object) -> object:
     return str(value)
 
 
+CASHOUT_KINDS = ("manual", "auto", "max_win", "forced")
+"""``CashedOut.kind``: how a bet was cashed out (docs/round-engine.md, docs/feed.md)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     TYPE: ClassVar[str] = "event"
@@ -101,9 +105,10 @@ class Tick(Event):
 
 @dataclass(frozen=True, slots=True)
 class CashedOut(Event):
-    """A bet won: ``payout = stake * multiplier // 100``. ``kind`` is ``manual``
-    (priced at the handling moment), ``auto`` (exactly its target) or ``forced``
-    (the max-profit force point)."""
+    """A bet won: ``payout = stake * multiplier // 100``. ``kind`` is one of
+    ``CASHOUT_KINDS``: ``manual`` (priced at the handling moment), ``auto`` (exactly
+    its target), ``max_win`` (the bet's max-win cap) or ``forced`` (the max-profit
+    force point)."""
 
     TYPE: ClassVar[str] = "cashed_out"
     ticket: str
@@ -191,3 +196,19 @@ class Stopped(Event):
 
     TYPE: ClassVar[str] = "stopped"
     next_game: int
+
+
+@dataclass(frozen=True, slots=True)
+class Paused(Event):
+    """The operator paused the game: ``round_id`` plays to its end, then no round opens
+    until ``Resumed``; the ``refunded`` bets queued for the next round were refunded."""
+
+    TYPE: ClassVar[str] = "paused"
+    refunded: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed(Event):
+    """The game goes on: the next round opens now (if the paused one had ended)."""
+
+    TYPE: ClassVar[str] = "resumed"

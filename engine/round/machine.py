@@ -140,6 +140,8 @@ class RoundSnapshot:
     snapshot's size does not grow with the round's (``Round.participants`` pages
     through all of them)."""
     next_round_bets: int
+    paused: bool = False
+    """The operator paused the game: no round opens after this one until resumed."""
 
     def to_public_dict(self) -> dict[str, object]:
         return {
@@ -160,6 +162,7 @@ class RoundSnapshot:
             "total_payout": self.total_payout,
             "top": [p.to_public_dict() for p in self.top],
             "next_round_bets": self.next_round_bets,
+            "paused": self.paused,
         }
 
 
@@ -240,6 +243,8 @@ class Round:
         self._by_user: dict[Hashable, list[str]] = {}
         self._top: list[tuple[int, int, str]] = []
         self._last_force_point: int | None = None
+        self._capped: set[str] = set()
+        """Open bets whose heap entry is their max-win cap, not their own target."""
 
     # -- introspection -------------------------------------------------------------
 
@@ -277,7 +282,9 @@ class Round:
             return self._crash_point, self._game_hash
         return None
 
-    def snapshot(self, now_ms: int, next_round_bets: int = 0) -> RoundSnapshot:
+    def snapshot(
+        self, now_ms: int, next_round_bets: int = 0, paused: bool = False
+    ) -> RoundSnapshot:
         """The public state at ``now_ms``; the caller must have advanced to it."""
         assert now_ms >= self._now_ms
         deadline = self.next_deadline_ms()
@@ -309,6 +316,7 @@ class Round:
             total_payout=self.total_payout,
             top=tuple(_info(self._bets[t]) for _, _, t in sorted(self._top, reverse=True)),
             next_round_bets=next_round_bets,
+            paused=paused,
         )
 
     @property
@@ -368,7 +376,8 @@ class Round:
                 if rank == 0:
                     assert ticket is not None
                     heapq.heappop(self._autos)
-                    self._cash_out(self._bets[ticket], multiplier, "auto", instant, events)
+                    kind = "max_win" if ticket in self._capped else "auto"
+                    self._cash_out(self._bets[ticket], multiplier, kind, instant, events)
                 elif rank == 1:
                     for bet in [b for b in self._bets.values() if b.state is BetState.OPEN]:
                         self._cash_out(bet, multiplier, "forced", instant, events)
@@ -605,12 +614,18 @@ class Round:
         self._transition(Trigger.CLOSE_BETTING)
         self.started_at_ms = at_ms
         self._crash_at_ms = at_ms + ms_at(self._stop_multiplier)
-        # Targets cannot change once running, so the heap is built once.
-        self._autos = [
-            (b.auto_cashout, i, b.ticket)
-            for i, b in enumerate(self._bets.values())
-            if b.auto_cashout is not None
-        ]
+        # Targets cannot change once running, so the heap is built once. A bet's max
+        # win acts as a target of its own (the lower of the two applies).
+        self._autos = []
+        for i, b in enumerate(self._bets.values()):
+            if b.state is not BetState.OPEN:
+                continue
+            cap = self.win_cap(b.stake)
+            if b.auto_cashout is not None and (cap is None or b.auto_cashout <= cap):
+                self._autos.append((b.auto_cashout, i, b.ticket))
+            elif cap is not None:
+                self._autos.append((cap, i, b.ticket))
+                self._capped.add(b.ticket)
         heapq.heapify(self._autos)
         events.append(
             RunningStarted(
@@ -621,6 +636,17 @@ class Round:
                 total_stake=self.total_stake,
             )
         )
+
+    def win_cap(self, stake: int) -> int | None:
+        """The largest multiplier at which a bet of ``stake`` stays within ``max_win``
+        (its payout ``stake * m // 100`` at most ``stake + max_win``); ``None`` without
+        a cap or when the cap lies beyond the curve."""
+        max_win = self.config.max_win
+        if max_win is None:
+            return None
+        # stake * m // 100 <= W  <=>  stake * m <= 100 * W + 99 (the payout is floored).
+        point = (100 * (stake + max_win) + 99) // stake
+        return point if point <= MAX_MULTIPLIER else None
 
     def force_point(self) -> int | None:
         """The largest multiplier at which cashing out every open bet keeps the round's

@@ -9,6 +9,7 @@ from crashd.engine.fairness import crash_point as fair_crash_point
 from crashd.engine.reasons import (
     DUPLICATE_TICKET,
     ENGINE_STOPPING,
+    GAME_PAUSED,
     ROUND_FULL,
     ROUND_NOT_RUNNING,
     TOO_MANY_BETS,
@@ -16,7 +17,16 @@ from crashd.engine.reasons import (
 )
 
 from .config import RoundConfig
-from .events import AutoCashoutChanged, BetAccepted, BetRefunded, Event, Rejected, Stopped
+from .events import (
+    AutoCashoutChanged,
+    BetAccepted,
+    BetRefunded,
+    Event,
+    Paused,
+    Rejected,
+    Resumed,
+    Stopped,
+)
 from .machine import (
     Bet,
     BetInfo,
@@ -61,7 +71,7 @@ class Sequencer:
         self,
         *,
         config: RoundConfig,
-        games: Iterator[tuple[int, str]],
+        games: Iterator[tuple[int, str] | tuple[int, str, str]],
         salt: str,
         first_game: int,
         first_seq: int = 1,
@@ -77,6 +87,8 @@ class Sequencer:
         self.previous: Round | None = None
         self.stopping = False
         self.finished = False
+        self.paused = False
+        """Set by ``pause``: no round opens after the current one until ``resume``."""
         self.rounds_played = 0
 
     @property
@@ -104,11 +116,24 @@ class Sequencer:
         return events
 
     def next_deadline_ms(self) -> int | None:
+        """When ``advance`` must next be called; ``None`` when nothing is due until a
+        command (finished, or paused between rounds)."""
         if self.finished:
             return None
         deadline = self.current.next_deadline_ms()
-        assert deadline is not None
+        assert deadline is not None or (self.paused and self.idle)
         return deadline
+
+    @property
+    def idle(self) -> bool:
+        """Paused between rounds: the last round is over and none is open."""
+        return self.paused and self.current.phase in (Phase.ENDED, Phase.VOIDED)
+
+    def reconfigure(self, config: RoundConfig) -> None:
+        """Play rounds that open from now on with ``config`` (limits, max profit); the
+        round already open keeps its own, and bets accepted stay accepted. Bets placed
+        for the next round are checked against the new config from now on."""
+        self.config = config
 
     def advance(self, now_ms: int) -> list[Event]:
         events: list[Event] = []
@@ -122,7 +147,7 @@ class Sequencer:
                 assert current.crashed_at_ms is not None
                 self._finish(current.crashed_at_ms, events)
                 break
-            if current.phase is not Phase.ENDED:
+            if current.phase is not Phase.ENDED or self.paused:
                 break
             assert current.ended_at_ms is not None
             late = now_ms - current.ended_at_ms
@@ -148,6 +173,9 @@ class Sequencer:
             events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, ENGINE_STOPPING))
             return events
         current = self.current
+        if self.paused and current.phase is not Phase.BETTING:
+            events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, GAME_PAUSED))
+            return events
         if ticket in self._queue.bets or (self.previous and ticket in self.previous.bets):
             events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, DUPLICATE_TICKET))
             return events
@@ -301,8 +329,33 @@ class Sequencer:
         if current.phase is Phase.VOIDED:
             if self.stopping:
                 self._finish(now_ms, events)
-            else:
+            elif not self.paused:
                 self._open_round(now_ms, events)
+        return events
+
+    def pause(self, now_ms: int) -> list[Event]:
+        """Let the current round play to its end, then open no other until ``resume``.
+        Bets for the next round are refused (``game_paused``) and those already queued
+        for it are refunded now; the current round still takes bets while betting.
+        Pausing a paused game changes nothing."""
+        events = self.advance(now_ms)
+        if self.finished or self.paused:
+            return events
+        self.paused = True
+        refunded = len(self._queue.bets)
+        self._refund_queue(now_ms, "paused", events)
+        events.append(Paused(self._seq.take(), now_ms, self.current.round_id, refunded=refunded))
+        return events
+
+    def resume(self, now_ms: int) -> list[Event]:
+        """Undo ``pause``: if the paused round is over, the next one opens now."""
+        events = self.advance(now_ms)
+        if self.finished or not self.paused:
+            return events
+        self.paused = False
+        events.append(Resumed(self._seq.take(), now_ms, self.current.round_id))
+        if self.current.phase in (Phase.ENDED, Phase.VOIDED):
+            self._open_round(now_ms, events)
         return events
 
     def withdraw_bet(self, now_ms: int, ticket: str, reason: str) -> list[Event]:
@@ -338,7 +391,9 @@ class Sequencer:
         return round_.bets[ticket] if round_ is not None else None
 
     def snapshot(self, now_ms: int) -> RoundSnapshot:
-        return self.current.snapshot(now_ms, next_round_bets=len(self._queue.bets))
+        return self.current.snapshot(
+            now_ms, next_round_bets=len(self._queue.bets), paused=self.paused
+        )
 
     def user_bets(self, user: Hashable) -> tuple[BetInfo, ...]:
         """A user's bets in the current round (O(their bets))."""
@@ -378,7 +433,9 @@ class Sequencer:
             self._refund_queue(at_ms, "chain_exhausted", events)
             self._finish(at_ms, events)
             return
-        number, game_hash = game
+        # (number, hash) or, across chains with salts of their own, (number, hash, salt).
+        number, game_hash = game[0], game[1]
+        salt = game[2] if len(game) > 2 else self.salt
         assert number == self._next_game, f"chain gave game {number}, expected {self._next_game}"
         self._next_game += 1
         if self._current is not None:
@@ -387,7 +444,7 @@ class Sequencer:
         self._current = Round(
             round_id=number,
             game_hash=game_hash,
-            crash_point=fair_crash_point(game_hash, self.salt),
+            crash_point=fair_crash_point(game_hash, salt),
             config=self.config,
             opens_at_ms=at_ms,
             seq=self._seq,

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -44,6 +44,8 @@ from support.client import CuttableProxy
 from support.servers import make_config
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # the suite's page helpers: ``import pagedriver``
 SCREENSHOTS = HERE / "screenshots"
 AXE = HERE / "vendor" / "axe.min.js"
 
@@ -112,6 +114,7 @@ def browser_config(tmp_path: Path, **overrides: Any) -> Config:
         pause_ms=300,
         tick_hz=20,
         stop_wait_s=0.5,
+        max_bets_per_user=2,  # the page's second bet panel
     )
     settings.update(overrides)
     config = make_config(tmp_path, **settings)
@@ -120,14 +123,6 @@ def browser_config(tmp_path: Path, **overrides: Any) -> Config:
 
 
 # -- the server, in a thread of its own -------------------------------------------------------
-
-
-def pages_blueprints() -> list[Any]:
-    """The pages' blueprint, unless ``create_app`` registers it already."""
-    from crashd.api.rest import app as app_module
-    from crashd.api.rest.routes.pages import pages
-
-    return [] if getattr(app_module, "pages", None) is pages else [pages]
 
 
 @dataclass
@@ -141,7 +136,7 @@ class LiveServer:
     _token: Any = None
     _shutdown: trio.Event | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
-    _proxied: trio.Event = field(default_factory=trio.Event)
+    _proxied: Any = None
     _thread: threading.Thread | None = None
     _error: BaseException | None = None
 
@@ -168,6 +163,7 @@ class LiveServer:
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self._shutdown = trio.Event()
+        self._proxied = trio.Event()
         async with trio.open_nursery() as nursery:
             self.info = await nursery.start(
                 functools.partial(
@@ -175,7 +171,6 @@ class LiveServer:
                     self.config,
                     shutdown=self._shutdown,
                     extra_tasks=[self._front_feed],
-                    blueprints=pages_blueprints(),
                 )
             )
             await self._proxied.wait()
@@ -231,6 +226,42 @@ def rest_state(server: LiveServer, client: httpx.Client, token: str) -> dict[str
 
 # -- fixtures ---------------------------------------------------------------------------------
 
+_ON_LEAVING: list[Callable[[], None]] = []
+"""Closers of the suite's server and browser: session fixtures (the modules share them),
+but closed as soon as the last browser test is done, so they do not tick and paint
+through the rest of the test run."""
+
+
+_BROWSERS: list[Any] = []
+"""The shared browser, once started (the hook below has no fixtures)."""
+
+
+@pytest.hookimpl(trylast=True)  # after the item's own fixtures are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if nextitem is None or HERE not in Path(nextitem.path).parents:
+        while _ON_LEAVING:
+            _ON_LEAVING.pop()()
+    elif nextitem.path != item.path:
+        # A module's tests share the page (one test leaves it where the next goes on),
+        # but the next module starts clean: a module's own server (the production
+        # server) has just stopped under the page, whose reconnecting feed would log
+        # refusals into the next module's ``console_errors``.
+        for browser in _BROWSERS:
+            browser.get("about:blank")
+            browser.get_log("browser")
+
+
+def once(close: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            close()
+
+    return run
+
 
 @pytest.fixture(scope="session")
 def browser_missing() -> str | None:
@@ -240,15 +271,34 @@ def browser_missing() -> str | None:
 @pytest.fixture(scope="session")
 def server(browser_missing: str | None) -> Iterator[LiveServer]:
     if browser_missing:
+        if os.environ.get("CI") == "true":
+            # CI installs them (.ci/run): a skip there would hide a broken install.
+            pytest.fail(f"{browser_missing}: CI must run the browser suite")
         pytest.skip(browser_missing)
     tmp = Path(tempfile.mkdtemp(prefix="crashd-browser-"))
     live = LiveServer(browser_config(tmp))
+
+    @once
+    def close() -> None:
+        live.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    _ON_LEAVING.append(close)
     live.start()
     try:
         yield live
     finally:
-        live.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        close()
+
+
+@pytest.fixture(autouse=True)
+def server_still_up(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test: the server thread is still serving (a failure that follows a
+    dead server says so, instead of timing out on the page)."""
+    yield
+    if "server" in request.fixturenames:
+        live: LiveServer = request.getfixturevalue("server")
+        assert live._thread is not None and live._thread.is_alive(), live._error
 
 
 @pytest.fixture(scope="session")
@@ -265,16 +315,26 @@ def driver(server: LiveServer) -> Iterator[Any]:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     browser.set_script_timeout(60)
+
+    @once
+    def close() -> None:
+        _BROWSERS.remove(browser)
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+    _ON_LEAVING.append(close)
+    _BROWSERS.append(browser)
     try:
         yield browser
     finally:
-        browser.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        close()
 
 
 @pytest.fixture(scope="session")
 def shots() -> Callable[[Any, str], Path]:
     SCREENSHOTS.mkdir(exist_ok=True)
+    for old in SCREENSHOTS.glob("*.png"):
+        old.unlink()  # this run's steps only
     counter = iter(range(1, 1000))
 
     def shoot(driver: Any, name: str) -> Path:
@@ -320,7 +380,6 @@ __all__ = [
     "console_errors",
     "crash_of",
     "game_hash",
-    "json",
     "rest_state",
     "running_ms",
     "wait_for",

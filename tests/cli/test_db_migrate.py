@@ -45,6 +45,10 @@ async def make_sqlite(path: Path) -> str:
         )
         await ledger.settle_win("w-t1", ticket_id="t1", multiplier=150)
         await ledger.round_settle("x1", round_id=1, crash_point=200, game_hash=HASH)
+        await ledger.bankroll_move(
+            "b1", environment="production", direction="deposit", amount=900, actor="k1"
+        )
+        await ledger.audit_record("a1", environment="production", actor="k1", action="paused")
         await ledger.round_start("s2", round_id=2)  # left open: the copy's first start voids it
         await ledger.bet_reserve("r2", user_id="ann", hold_id="h2", amount=100, ttl_ms=60_000, **P)
         await ledger.bet_confirm("c2", user_id="ann", hold_id="h2", ticket_id="t2", round_id=2, **P)
@@ -69,6 +73,7 @@ async def test_migrate_copies_everything_and_the_copy_serves(
     doc = json.loads(out)
     assert doc["check"]["ok"] and doc["rows"]["transfers"] >= 8 and doc["rows"]["api_keys"] == 1
     assert doc["rows"]["replies"] == 1 and doc["rows"]["reversals"] == 1
+    assert doc["rows"]["audit_log"] == 2  # the bankroll deposit's and the pause
     assert pepper.read_bytes() == apidb.pepper_path(source).read_bytes()
     assert stat.S_IMODE(pepper.stat().st_mode) == 0o600
     # crashd db check on the URL agrees.
@@ -87,9 +92,15 @@ async def test_migrate_copies_everything_and_the_copy_serves(
         assert await ledger.reply(b"k" * 16) == (b"f" * 16, StoredReply(200, "x/y", b"{}"))
         view = await ledger.bet("t1")
         assert view is not None and (view.outcome, view.payout) == ("won", 450)
+        assert [e.action for e in await ledger.audit_entries("production")] == [
+            "paused",
+            "bankroll_deposit",
+        ]
+        assert await ledger.system_posted("production", "house") == 900 - 150  # paid t1 a win
         # New ops go on after the copied ones (ids continue).
         await ledger.psp_deposit("d2", user_id="ann", amount=1, **P)
-        assert (await ledger.audit()).ok
+        report = await ledger.audit()
+        assert report.ok and report.capital_total["production"] == 900
     keys = KeyStore(url, pepper)
     try:
         found = keys.lookup(secret)

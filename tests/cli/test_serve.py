@@ -115,7 +115,14 @@ async def test_serve_subprocess_first_start_keys_auth_and_sigterm(tmp_path: Path
     assert code == 0, err
     assert f"terminating hash (publish it now): {chain.spec.terminating_hash.hex()}" in err
     assert "SIGTERM received" in err and "crashd stopped" in err
-    assert "crashd.access request_id=" in err and secret not in err
+    assert secret not in err
+    # Not a terminal: one JSON object per log line (the chain's progress lines aside),
+    # request lines naming the request and the key by id.
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert events and all({"ts", "level", "logger", "msg"} <= set(e) for e in events)
+    access = [e for e in events if e["logger"] == "crashd.access"]
+    assert access and all(e["request_id"] and e["key_id"] for e in access)
+    assert any(e["key_id"].startswith("key_") and e["path"] == "/api/v1/game/state" for e in access)
 
 
 async def test_serve_sigint_is_a_graceful_exit_too_and_the_chain_is_reused(tmp_path: Path) -> None:

@@ -288,3 +288,107 @@ def test_a_payload_cannot_forge_the_envelope() -> None:
     with pytest.raises(ValueError):
         hub.publish(ROUND_UPDATES, {"type": "x", "seq": 1})
     assert hub.seq == 0, "nothing was published"
+
+
+# -- sliced delivery (the feed server's mode: publish queues, a task flushes) ----------
+
+ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("pub"), st.sampled_from(CHANNELS)),
+        st.tuples(st.just("flush"), st.integers(1, 3)),
+        st.tuples(
+            st.just("sub"), st.integers(0, 2), st.sets(st.sampled_from(CHANNELS), min_size=1)
+        ),
+        st.tuples(
+            st.just("unsub"), st.integers(0, 2), st.sets(st.sampled_from(CHANNELS), min_size=1)
+        ),
+    ),
+    max_size=80,
+)
+
+
+def _play(actions: list[Any], sliced: bool) -> list[list[dict[str, Any]]]:
+    hub = Hub(snapshot=state, epoch="e")
+    if sliced:
+        hub.on_pending = lambda: None
+    peers = [Peer(hub) for _ in range(3)]
+    for action in actions:
+        if action[0] == "pub":
+            hub.publish(action[1], {"type": "x"})
+        elif action[0] == "flush":
+            if sliced:
+                hub.flush(action[1])
+        elif action[0] == "sub":
+            hub.subscribe(peers[action[1]].sub, sorted(action[2]))
+        else:
+            hub.unsubscribe(peers[action[1]].sub, sorted(action[2]))
+    hub.flush_all()
+    return [p.read_all() for p in peers]
+
+
+@given(ACTIONS)
+def test_sliced_delivery_shows_every_client_what_immediate_delivery_does(
+    actions: list[Any],
+) -> None:
+    """Whatever the slices and wherever a (un)subscribe falls: the same messages, in
+    the same order, with the same snapshots, as when every publish is delivered at once."""
+    assert _play(actions, sliced=True) == _play(actions, sliced=False)
+
+
+class CountingPipe(Pipe):
+    def __init__(self, capacity: int = 1 << 30) -> None:
+        super().__init__(capacity)
+        self.sends = 0
+
+    def send(self, data: bytes | memoryview) -> int:
+        self.sends += 1
+        return super().send(data)
+
+
+def test_frames_queued_together_reach_a_subscriber_in_one_send() -> None:
+    hub = Hub(snapshot=state)
+    hub.on_pending = lambda: None
+    pipes = [CountingPipe() for _ in range(3)]
+    subs = [hub.attach(p.send, lambda: None, lambda c, r: None) for p in pipes]
+    for sub in subs:
+        hub.subscribe(sub, [LIVE_MULTIPLIER, ROUND_UPDATES])
+    before = [p.sends for p in pipes]
+    hub.publish(ROUND_UPDATES, {"type": "cashouts"})
+    hub.publish(LIVE_MULTIPLIER, {"type": "tick"})
+    assert [p.sends for p in pipes] == before, "queued, not sent"
+    assert hub.flush(budget=2) is True  # two subscribers now, one left
+    assert hub.flush(budget=2) is False
+    assert [p.sends - b for p, b in zip(pipes, before, strict=True)] == [1, 1, 1]
+    for p in pipes:
+        assert [m["type"] for m in stream(p.read())] == ["cashouts", "tick"]
+
+
+@given(st.integers(0, 400), st.lists(st.sampled_from(CHANNELS[:2]), min_size=2, max_size=6))
+def test_a_batch_the_socket_takes_in_part_is_finished_in_order(
+    capacity: int, chs: list[str]
+) -> None:
+    hub = Hub(snapshot=state, outbox_messages=10_000, outbox_bytes=1 << 30)
+    hub.on_pending = lambda: None
+    peer = Peer(hub, capacity=1 << 30)
+    hub.subscribe(peer.sub, CHANNELS[:2])
+    peer.pipe.read()
+    peer.pipe.capacity = capacity  # the kernel buffer takes only part of the batch
+    seqs = [hub.publish(c, {"type": "x", "pad": "y" * 50}) for c in chs]
+    hub.flush_all()
+    peer.pipe.capacity = 1 << 30
+    got = [m["seq"] for m in stream(peer.read_all())]
+    assert got == sorted(set(got))
+    ordered = [s for s, c in zip(seqs, chs, strict=True) if c == ROUND_UPDATES]
+    assert [s for s in got if s in ordered] == ordered
+    ticks = [s for s, c in zip(seqs, chs, strict=True) if c == LIVE_MULTIPLIER]
+    if ticks:
+        assert ticks[-1] in got, "the newest tick is always delivered"
+
+
+def test_the_documented_fanout_slice_is_the_code() -> None:
+    from crashd.api.feed.server import FeedConfig
+    from support.servers import REPO
+
+    doc = (REPO / "docs" / "feed.md").read_text()
+    slice_ = FeedConfig().fanout_slice
+    assert f"| `fanout_slice` | {slice_} |" in doc and f"`fanout_slice` ({slice_})" in doc

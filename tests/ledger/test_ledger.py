@@ -220,8 +220,11 @@ async def test_history_is_append_only(db: Backend) -> None:
         ticket = await bet(ledger, "e", "1", 100, 1)
         await ledger.settle_win("w", ticket_id=ticket, multiplier=200)
         await ledger.round_settle("x", round_id=1, crash_point=300, game_hash=HASH)
+        await ledger.audit_record("a", environment="production", actor="k1", action="paused")
     conn = db.connect()
     forbidden = [
+        "UPDATE audit_log SET note = 'nothing happened'",
+        "DELETE FROM audit_log",
         "UPDATE transfers SET amount = amount + 1",
         "DELETE FROM transfers",
         "UPDATE ops SET ok = 0",
@@ -243,11 +246,64 @@ async def test_history_is_append_only(db: Backend) -> None:
     if db.postgres:  # TRUNCATE skips row triggers: refused by statement triggers
         forbidden += [f"TRUNCATE {t} CASCADE" for t in ("transfers", "ops", "holds", "bets")]
         forbidden += ["TRUNCATE rounds CASCADE", "TRUNCATE accounts CASCADE"]
+        forbidden += ["TRUNCATE audit_log"]
     for sql in forbidden:
         with pytest.raises(db.database_error):
             conn.execute(sql)
         conn.rollback()
     conn.close()
+
+
+async def test_bankroll_moves_and_the_audit_log(db: Backend) -> None:
+    """Schema version 5 on both backends: the capital account, the bankroll transfer
+    kinds, and the operator's audit log written in the op's transaction, read back
+    newest first, counted by the audit."""
+    async with opener(db) as ledger:
+        moved = await ledger.bankroll_move(
+            "b1", environment="production", direction="deposit", amount=1000, actor="k1"
+        )
+        assert moved.house == 1000
+        moved = await ledger.bankroll_move(
+            "b2", environment="production", direction="withdrawal", amount=300, actor="k1"
+        )
+        assert moved.house == 700
+        with pytest.raises(InsufficientFunds):
+            await ledger.bankroll_move(
+                "b3", environment="production", direction="withdrawal", amount=701, actor="k1"
+            )
+        await ledger.audit_record(
+            "a1", environment="production", actor="k2", action="paused", after='{"p":1}'
+        )
+        assert await ledger.system_posted("production", "house") == 700
+        entries = await ledger.audit_entries("production")
+        assert [(e.action, e.actor) for e in entries] == [
+            ("paused", "k2"),
+            ("bankroll_withdrawal", "k1"),
+            ("bankroll_deposit", "k1"),
+        ]
+        assert entries[0].after == '{"p":1}'
+        only = await ledger.audit_entries("production", actions=["paused"], before=entries[0].seq)
+        assert only == []
+        assert await ledger.audit_entries("sandbox") == []
+        recent = await ledger.recent_ops(["bankroll_move"])
+        assert [(r[1], r[3], r[4]) for r in recent] == [
+            ("b3", False, "insufficient_funds"),
+            ("b2", True, None),
+            ("b1", True, None),
+        ]
+        report = await ledger.audit()
+        assert report.ok, report.problems
+        assert report.capital_total["production"] == 700
+    conn = db.connect()
+    try:
+        kinds = conn.execute("SELECT kind FROM transfers ORDER BY id").fetchall()
+        assert [k[0] for k in kinds] == ["bankroll_deposit", "bankroll_withdrawal"]
+        with pytest.raises(db.integrity_error):
+            conn.execute(
+                "INSERT INTO transfers VALUES (99, 1, 'production', 1, 2, 5, 'gift', NULL, 0)"
+            )
+    finally:
+        conn.close()
 
 
 async def test_account_identity_trigger_and_its_migration(tmp_path: Path) -> None:

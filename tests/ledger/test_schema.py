@@ -13,17 +13,18 @@ import pytest
 from crashd.engine.ledger import open_ledger
 from crashd.engine.ledger.model import LedgerCorrupt, Posted
 from crashd.engine.ledger.ops import PspDeposit
-from crashd.engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from crashd.engine.ledger.schema import BASE_VERSION, DDL, MIGRATIONS, SCHEMA_VERSION
 from crashd.engine.ledger.store import Store, audit
 from support.postgres import Backend
 
 
 def version_1_ddl() -> str:
-    """Version 1's DDL: today's with the 1 → 2 migration undone."""
+    """Version 1's DDL: today's with every table migration undone, newest first."""
     ddl = DDL
-    for _table, old, new in MIGRATIONS[1]:
-        assert new in ddl and old not in ddl
-        ddl = ddl.replace(new, old)
+    for version in range(BASE_VERSION - 1, 0, -1):
+        for _table, old, new in MIGRATIONS[version]:
+            assert new in ddl and old not in ddl
+            ddl = ddl.replace(new, old)
     return ddl
 
 
@@ -231,7 +232,7 @@ def test_replies_are_kept_in_the_same_commit_and_purged(tmp_path: Path) -> None:
 
 
 def test_the_steps_are_consecutive_and_declared_for_both_backends() -> None:
-    from crashd.engine.ledger.schema import BASE_VERSION, STEPS
+    from crashd.engine.ledger.schema import STEPS
 
     assert [s.version for s in STEPS] == list(range(BASE_VERSION + 1, SCHEMA_VERSION + 1))
     for step in STEPS:
@@ -248,21 +249,21 @@ def test_every_ledger_table_is_migrated_to_postgres() -> None:
     for step in STEPS:
         sqlite_tables |= set(re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", step.sqlite))
         pg_tables |= set(re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", step.postgres))
-    sqlite_tables -= {"ops_v5"}  # the rebuild's temporary name
+    sqlite_tables -= {"ops_rebuilt"}  # the rebuild's temporary name
     assert sqlite_tables - {"meta"} == set(LEDGER_TABLES)
     assert pg_tables - {"meta", "leader"} == set(LEDGER_TABLES)
 
 
-def test_version_4_ops_get_their_key_hash_and_still_replay(tmp_path: Path) -> None:
-    """Step 5 rebuilds ops (SQLite) around a 16-byte key hash: every op recorded
+def test_version_5_ops_get_their_key_hash_and_still_replay(tmp_path: Path) -> None:
+    """Step 6 rebuilds ops (SQLite) around a 16-byte key hash: every op recorded
     before it still replays by its idempotency key, and a reused key is refused."""
     path = tmp_path / "ledger.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.executescript(DDL)
-    conn.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '5')")
     conn.close()
-    # An op as version 4 recorded it (no key_hash column yet).
+    # An op as version 5 recorded it (no key_hash column yet).
     raw = sqlite3.connect(path, isolation_level=None)
     raw.execute(
         "INSERT INTO ops VALUES (1, 'psp:production:e1', 'psp_deposit', x'00', 1, NULL, '{}', 0)"
@@ -274,7 +275,7 @@ def test_version_4_ops_get_their_key_hash_and_still_replay(tmp_path: Path) -> No
         rec = store.load_op("psp:production:e1")
         assert rec is not None and rec.seq == 1
         names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_schema")}
-        assert {"ops_no_update", "ops_no_delete"} <= names and "ops_v5" not in names
+        assert {"ops_no_update", "ops_no_delete"} <= names and "ops_rebuilt" not in names
         with pytest.raises(sqlite3.IntegrityError):
             store.conn.execute("UPDATE ops SET ok = 1")
         [answer] = store.apply_group([PspDeposit("e2", "production", "p", "u", 5)], 0)
@@ -283,15 +284,15 @@ def test_version_4_ops_get_their_key_hash_and_still_replay(tmp_path: Path) -> No
         store.close()
 
 
-def test_postgres_version_4_ops_get_their_key_hash(pg: Backend) -> None:
-    """The same step on PostgreSQL, over a database left at version 4 with an op in it."""
+def test_postgres_version_5_ops_get_their_key_hash(pg: Backend) -> None:
+    """The same step on PostgreSQL, over a database left at version 5 with an op in it."""
     from crashd.engine.ledger.lease import Lease
     from crashd.engine.ledger.pgstore import PgStore, connect
     from crashd.engine.ledger.schema import POSTGRES_DDL
 
     raw = connect(str(pg.target))
     raw.execute(POSTGRES_DDL)
-    raw.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    raw.execute("INSERT INTO meta VALUES ('schema_version', '5')")
     raw.execute(
         "INSERT INTO ops VALUES (1, 'psp:production:e1', 'psp_deposit', '\\x00', 1, NULL, '{}', 0)"
     )

@@ -33,16 +33,19 @@ async def _demo(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
 
 
 async def test_the_rules_are_the_servers_settings(tmp_path: Any) -> None:
-    config = game_config(tmp_path, min_stake=5, max_stake=7_000, max_profit=90_000)
+    config = game_config(tmp_path, min_stake=5, max_stake=7_000, max_profit=90_000, max_win=700)
     async with running_server(config) as info:
         async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
             r = await client.get("/api/v1/game/rules")  # no key: a page shows them first
             assert r.status_code == 200, r.text
+            assert r.headers["Cache-Control"] == "no-cache"  # limits change at runtime
             assert r.json() == {
                 "environment": "sandbox",
                 "min_stake": 5,
                 "max_stake": 7_000,
                 "max_profit": 90_000,
+                "max_profit_bankroll_bp": None,
+                "max_win": 700,
                 "max_bets_per_user": config.max_bets_per_user,
                 "betting_ms": config.betting_ms,
                 "pause_ms": config.pause_ms,

@@ -84,11 +84,16 @@ class Api:
         assert r.status_code == 200, r.text
         return r.json()  # type: ignore[no-any-return]
 
-    async def wait_status(self, status: str, timeout: float = 10.0) -> dict[str, Any]:
+    async def wait_status(
+        self, status: str | tuple[str, ...], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The state once its status is ``status`` (or one of them: a short round's
+        running phase can fall between two polls on a loaded machine)."""
+        wanted = (status,) if isinstance(status, str) else status
         with trio.fail_after(timeout):
             while True:
                 state = await self.state()
-                if state["status"] == status:
+                if state["status"] in wanted:
                     return state
                 await trio.sleep(0.02)
 

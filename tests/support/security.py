@@ -28,6 +28,7 @@ import httpx
 import trio
 
 from crashd.api.config import Config
+from crashd.api.ops.logs import JsonFormatter
 from crashd.api.security.signing import sign_request
 from crashd.api.server import ServerInfo, run_server
 from crashd.engine.ledger.store import audit
@@ -81,8 +82,12 @@ class LogScan(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.lines: list[str] = []
+        self.json_lines: list[str] = []
+        """Each record as ``crashd serve`` writes it off a terminal (one JSON object,
+        with its structured fields and the request's ids): scanned too."""
         self.secrets: set[str] = set()
         self._lock_lines = threading.Lock()
+        self._json = JsonFormatter()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -91,15 +96,20 @@ class LogScan(logging.Handler):
             line = f"{record.msg!r} {record.args!r}"
         if record.exc_info and record.exc_info[1] is not None:
             line += " " + repr(record.exc_info[1])
+        try:
+            as_json = self._json.format(record)
+        except Exception as exc:  # a record the JSON formatter cannot write is a bug
+            as_json = f"unformattable: {exc!r}"
         with self._lock_lines:
             self.lines.append(f"{record.name} {line}")
+            self.json_lines.append(as_json)
 
     def remember(self, *secrets_: str) -> None:
         self.secrets.update(s for s in secrets_ if s)
 
     def leaks(self) -> list[tuple[str, str]]:
         found = []
-        for line in self.lines:
+        for line in self.lines + self.json_lines:
             for secret in self.secrets:
                 if secret in line:
                     found.append((secret[:12] + "…", line[:200]))

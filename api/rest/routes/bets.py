@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -608,7 +609,22 @@ async def cash_out_now(
     services: Services | None = None,
 ) -> Response:
     """A cash-out, answered with the reply its commit stored (REST, batch, feed)."""
-    game = (services or current_services()).require_game().game
+    services = services or current_services()
+    started = time.perf_counter()
+    try:
+        return await _cash_out_now(principal, idempotency, ticket_id, user_id, services)
+    finally:
+        services.metrics.cashout_answer.observe(time.perf_counter() - started)
+
+
+async def _cash_out_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    ticket_id: str,
+    user_id: str,
+    services: Services,
+) -> Response:
+    game = services.require_game().game
 
     def cashed_out(round_id: int, multiplier: int, payout: int) -> dict[str, Any]:
         return {

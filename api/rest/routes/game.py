@@ -67,6 +67,10 @@ STATE_SCHEMA: dict[str, Any] = {
             "items": {"type": "object"},
         },
         "next_round_bets": {"type": "integer"},
+        "paused": {
+            "type": "boolean",
+            "description": "the operator paused the game: no round opens after this one",
+        },
         "curve": {"type": "object"},
     },
 }
@@ -238,7 +242,9 @@ async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
     rounds = []
     for view in views:
         rounds.append(
-            _round_body(view, await ledger.round_bets(view.round_id), services.chain.salt)
+            _round_body(
+                view, await ledger.round_bets(view.round_id), services.salt_for(view.round_id)
+            )
         )
     next_cursor = views[-1].round_id if len(views) == query.limit else None
     return conditional_json(
@@ -275,7 +281,7 @@ async def get_round(round_id: int, *, principal: Principal) -> Response:
     bets = await ledger.round_bets(round_id)
     ended = view.ended_at or view.started_at
     return conditional_json(
-        _round_body(view, bets, services.chain.salt),
+        _round_body(view, bets, services.salt_for(round_id)),
         cache_control="public, max-age=86400, immutable",
         last_modified=datetime.fromtimestamp(ended / 1000, UTC),
     )

@@ -20,8 +20,8 @@ Caching, decided once at import from the files' bytes:
 * every response is also kept gzip-compressed, sent to clients that accept it.
 
 Each HTML page carries a Content-Security-Policy: scripts from this origin only (and
-the page's own import map, by its hash), no inline script or style, no frames of
-other origins' content, connections to this origin and to the feed's WebSocket.
+the page's own import map, by its hash), no inline script or style, connections to
+this origin and to the feed's WebSocket origin (the ``ws_url`` the sessions hand out).
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from pathlib import Path
 from quart import Blueprint, Response, request
 from werkzeug.exceptions import NotFound
 
+from crashd.api.services import current_services
+
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 """``api/web/``: the pages' sources, served as they are."""
 ASSETS_PATH = "/assets"
@@ -53,6 +55,7 @@ PAGES: Mapping[str, str] = {
     "game": "index.html",
     "verify": "verify.html",
     "rules": "rules.html",
+    "operator": "operator.html",
 }
 """Page name -> its HTML file in ``api/web/``."""
 
@@ -70,18 +73,21 @@ _IMPORT_MAP_REF = "{{ importmap }}"
 
 @dataclass(frozen=True)
 class Body:
-    """One response body, as sent: its bytes, gzip form and strong validator."""
+    """One response body, as sent: its bytes, its gzip form and a strong validator for
+    each (two representations, two ETags: RFC 9110 8.8.3)."""
 
     raw: bytes
     gzipped: bytes
     etag: str
+    etag_gzip: str
     content_type: str
 
     @classmethod
     def of(cls, raw: bytes, content_type: str) -> Body:
-        digest = hashlib.sha256(raw).hexdigest()
+        digest = hashlib.sha256(raw).hexdigest()[:32]
         # mtime=0: the compressed bytes depend on the content only.
-        return cls(raw, gzip.compress(raw, 9, mtime=0), f'"{digest[:32]}"', content_type)
+        compressed = gzip.compress(raw, 9, mtime=0)
+        return cls(raw, compressed, f'"{digest}"', f'"{digest}-gz"', content_type)
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,29 @@ class Asset:
 class Page:
     body: Body
     csp: str
+    """The Content-Security-Policy, with ``{feed}`` for the feed's origin."""
+
+    def policy(self, feed_url: str | None, page_host: str) -> str:
+        return self.csp.replace("{feed}", feed_origin(feed_url, page_host))
+
+
+UNSPECIFIED_HOSTS = frozenset({"0.0.0.0", "[::]"})
+"""A feed bound to every interface advertises an address no browser can dial; the page
+then dials the host it was loaded from, on the feed's port (``api/web/game.js``)."""
+
+
+def feed_origin(feed_url: str | None, page_host: str) -> str:
+    """The origin the page's WebSocket goes to (the ``ws_url`` its sessions get), for
+    ``connect-src``; any WebSocket origin while the feed is not up yet."""
+    if not feed_url:
+        return "ws: wss:"
+    scheme, _, rest = feed_url.partition("://")
+    authority = rest.split("/", 1)[0]
+    host, _, port = authority.rpartition(":")
+    if host in UNSPECIFIED_HOSTS:
+        page = page_host.rsplit(":", 1)[0] if not page_host.endswith("]") else page_host
+        authority = f"{page}:{port}"
+    return f"{scheme}://{authority}"
 
 
 def hashed_name(name: str, raw: bytes) -> str:
@@ -150,8 +179,8 @@ def render_page(template: str, assets: Mapping[str, Asset]) -> Page:
             f"script-src 'self' 'sha256-{map_hash}'",
             "style-src 'self'",
             "img-src 'self' data:",
-            # The feed listens on its own port (docs/feed.md), so ws: of any port.
-            "connect-src 'self' ws: wss:",
+            # The feed listens on its own port (docs/feed.md): filled in per response.
+            "connect-src 'self' {feed}",
             "base-uri 'none'",
             "form-action 'self'",
         )
@@ -166,10 +195,12 @@ def load_pages(root: Path, assets: Mapping[str, Asset]) -> dict[str, Page]:
     }
 
 
-ASSETS = load_assets()
+# An installation without the pages' files (a wheel built without its package data)
+# serves the API all the same; the pages then answer 404.
+ASSETS = load_assets() if WEB_DIR.is_dir() else {}
 """Computed once, at import: the bytes, hashes and names of every asset."""
 BY_HASHED = {a.hashed: a for a in ASSETS.values()}
-RENDERED = load_pages(WEB_DIR, ASSETS)
+RENDERED = load_pages(WEB_DIR, ASSETS) if ASSETS else {}
 
 pages = Blueprint("pages", __name__)
 
@@ -183,36 +214,43 @@ def _accepts_gzip() -> bool:
     return False
 
 
-def _not_modified(etag: str) -> bool:
+def _not_modified(body: Body) -> bool:
+    """``If-None-Match`` names either representation (weak comparison, RFC 9110 13.1.2)."""
     sent = request.headers.get("If-None-Match")
     if sent is None:
         return False
     tags = {t.strip().removeprefix("W/") for t in sent.split(",")}
-    return "*" in tags or etag in tags
+    return "*" in tags or body.etag in tags or body.etag_gzip in tags
 
 
 def _send(body: Body, cache_control: str, extra: Mapping[str, str] | None = None) -> Response:
+    compressed = _accepts_gzip()
     headers = {
         "Cache-Control": cache_control,
-        "ETag": body.etag,
+        "ETag": body.etag_gzip if compressed else body.etag,
         "Vary": "Accept-Encoding",
         "X-Content-Type-Options": "nosniff",
         **(extra or {}),
     }
-    if _not_modified(body.etag):
+    if _not_modified(body):
         return Response(b"", status=304, headers=headers)
-    if _accepts_gzip():
+    if compressed:
         headers["Content-Encoding"] = "gzip"
         return Response(body.gzipped, content_type=body.content_type, headers=headers)
     return Response(body.raw, content_type=body.content_type, headers=headers)
 
 
 def _page(name: str) -> Response:
-    page = RENDERED[name]
+    page = RENDERED.get(name)
+    if page is None:
+        raise NotFound()
     return _send(
         page.body,
         REVALIDATE,
-        {"Content-Security-Policy": page.csp, "Referrer-Policy": "no-referrer"},
+        {
+            "Content-Security-Policy": page.policy(current_services().feed_url, request.host),
+            "Referrer-Policy": "no-referrer",
+        },
     )
 
 
@@ -238,6 +276,13 @@ async def round_page(round_id: int) -> Response:
 async def rules_page() -> Response:
     """The rules, read from the live configuration (``GET /api/v1/game/rules``)."""
     return _page("rules")
+
+
+@pages.get("/operator")
+async def operator_page() -> Response:
+    """The operator's page (an operator token from ``crashd admin page``; the page
+    itself is public and empty without one: every number comes from /api/v1/admin)."""
+    return _page("operator")
 
 
 @pages.get(f"{ASSETS_PATH}/<name>")

@@ -23,6 +23,8 @@ from crashd.api.services import Services, current_services
 from crashd.api.wire import API_PREFIX
 from crashd.engine.bounds import MAX_MULTIPLIER, MIN_AUTO_CASHOUT
 from crashd.engine.fairness import HOUSE_EDGE_NUMERATOR
+from crashd.engine.round.config import RoundConfig
+from crashd.engine.round.tables import Phase
 
 from .users import BALANCE_SCHEMA, FAUCET_MAX
 
@@ -37,6 +39,8 @@ RULES_SCHEMA: dict[str, Any] = {
         "min_stake",
         "max_stake",
         "max_profit",
+        "max_profit_bankroll_bp",
+        "max_win",
         "max_bets_per_user",
         "betting_ms",
         "pause_ms",
@@ -53,6 +57,15 @@ RULES_SCHEMA: dict[str, Any] = {
         "max_profit": {
             "type": ["integer", "null"],
             "description": "cap on the players' total profit in one round (null: none)",
+        },
+        "max_profit_bankroll_bp": {
+            "type": ["integer", "null"],
+            "description": "the cap is this share of the house bankroll in basis points, "
+            "set again every round (null: a fixed cap, or none)",
+        },
+        "max_win": {
+            "type": ["integer", "null"],
+            "description": "cap on one bet's profit, minor units (null: none)",
         },
         "max_bets_per_user": {"type": "integer"},
         "betting_ms": {"type": "integer", "description": "length of the betting window"},
@@ -73,15 +86,27 @@ RULES_SCHEMA: dict[str, Any] = {
     tags=("game",),
 )
 async def rules() -> Response:
-    c = current_services().config
+    services = current_services()
+    c = services.config
     edge = 100 - HOUSE_EDGE_NUMERATOR
+    # The limits a bet placed now plays with: the operator changes them at runtime
+    # (crashd admin limits), from the next round on, so they are read from the engine,
+    # never from the start-up settings.
+    round_config = _config_for_a_bet_now(services)
+    share = (
+        services.ops.limits.max_profit_bp
+        if services.ops is not None and services.ops.limits.max_profit_mode == "bankroll"
+        else None
+    )
     return json_response(
         {
             "environment": c.environment,
-            "min_stake": c.min_stake,
-            "max_stake": c.max_stake,
-            "max_profit": c.max_profit or None,
-            "max_bets_per_user": c.max_bets_per_user,
+            "min_stake": round_config.min_stake,
+            "max_stake": round_config.max_stake,
+            "max_profit": round_config.max_profit,
+            "max_profit_bankroll_bp": share,
+            "max_win": round_config.max_win,
+            "max_bets_per_user": round_config.max_bets_per_user,
             "betting_ms": c.betting_ms,
             "pause_ms": c.pause_ms,
             "tick_hz": c.tick_hz,
@@ -90,8 +115,26 @@ async def rules() -> Response:
             "min_auto_cashout": MIN_AUTO_CASHOUT,
             "max_multiplier": MAX_MULTIPLIER,
         },
-        # Settings change only with a restart.
-        headers={"Cache-Control": "public, max-age=60"},
+        # Limits change at runtime: revalidate every time.
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+def _config_for_a_bet_now(services: Services) -> RoundConfig:
+    """The round config of the round a bet placed now joins: the open round's while it
+    takes bets, else the next round's (the engine's, with the operator's limits and the
+    cap the bankroll gives); the start-up settings when no engine runs."""
+    if services.game is not None and not services.game.game.engine.finished:
+        engine = services.game.game.engine
+        current = engine.sequencer.current
+        return current.config if current.phase is Phase.BETTING else engine.next_config
+    c = services.config
+    return RoundConfig(
+        min_stake=c.min_stake,
+        max_stake=c.max_stake,
+        max_profit=c.max_profit or None,
+        max_win=c.max_win or None,
+        max_bets_per_user=c.max_bets_per_user,
     )
 
 
