@@ -221,7 +221,8 @@ def _print_report(report: CheckReport, *, heading: str) -> None:
         for env in sorted(books.psp_net):
             print(
                 f"  {env:<15} players+house+escrow {books.internal_total.get(env, 0):,} = "
-                f"PSP net {books.psp_net[env]:,} + faucet {books.faucet_total.get(env, 0):,}"
+                f"PSP net {books.psp_net[env]:,} + faucet {books.faucet_total.get(env, 0):,} "
+                f"+ capital {books.capital_total.get(env, 0):,}"
             )
     for problem in report.problems:
         print(f"  problem: {problem}")
