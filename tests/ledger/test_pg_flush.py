@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from crashd.engine.ledger import open_ledger
+from crashd.engine.ledger.schema import LEDGER_TABLES
 from crashd.engine.ledger.writer import Ledger
 from support.postgres import Backend
 
 P = dict(environment="production", partner_id="acme")
-TABLES = ("ops", "accounts", "holds", "bets", "rounds", "transfers", "replies", "reversals")
+TABLES = LEDGER_TABLES  # every table of the ledger, on both backends
 
 
 async def workload(ledger: Ledger) -> list[Any]:
@@ -23,6 +24,16 @@ async def workload(ledger: Ledger) -> list[Any]:
     out.append(await ledger.psp_withdrawal("w1", user_id="a", amount=700, **P))
     out.append(
         await ledger.psp_withdrawal_reversal("w1r", environment="production", withdrawal_id="w1")
+    )
+    out.append(
+        await ledger.bankroll_move(
+            "b1", environment="production", direction="deposit", amount=900, actor="k", note="n"
+        )
+    )
+    out.append(
+        await ledger.audit_record(
+            "a1", environment="production", actor="k", action="paused", after='{"x":1}'
+        )
     )
     out.append(await ledger.round_start("s1", round_id=1))
     for n in range(3):
