@@ -254,16 +254,16 @@ def test_every_ledger_table_is_migrated_to_postgres() -> None:
     assert pg_tables - {"meta", "leader"} == set(LEDGER_TABLES)
 
 
-def test_version_5_ops_get_their_key_hash_and_still_replay(tmp_path: Path) -> None:
-    """Step 6 rebuilds ops (SQLite) around a 16-byte key hash: every op recorded
+def test_base_version_ops_get_their_key_hash_and_still_replay(tmp_path: Path) -> None:
+    """The key-hash step rebuilds ops (SQLite) around a 16-byte key hash: every op recorded
     before it still replays by its idempotency key, and a reused key is refused."""
     path = tmp_path / "ledger.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.executescript(DDL)
-    conn.execute("INSERT INTO meta VALUES ('schema_version', '5')")
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(BASE_VERSION),))
     conn.close()
-    # An op as version 5 recorded it (no key_hash column yet).
+    # An op as the base version recorded it (no key_hash column yet).
     raw = sqlite3.connect(path, isolation_level=None)
     raw.execute(
         "INSERT INTO ops VALUES (1, 'psp:production:e1', 'psp_deposit', x'00', 1, NULL, '{}', 0)"
@@ -284,15 +284,16 @@ def test_version_5_ops_get_their_key_hash_and_still_replay(tmp_path: Path) -> No
         store.close()
 
 
-def test_postgres_version_5_ops_get_their_key_hash(pg: Backend) -> None:
-    """The same step on PostgreSQL, over a database left at version 5 with an op in it."""
+def test_postgres_base_version_ops_get_their_key_hash(pg: Backend) -> None:
+    """The same step on PostgreSQL, over a database left at ``BASE_VERSION`` with an op
+    in it."""
     from crashd.engine.ledger.lease import Lease
     from crashd.engine.ledger.pgstore import PgStore, connect
     from crashd.engine.ledger.schema import POSTGRES_DDL
 
     raw = connect(str(pg.target))
     raw.execute(POSTGRES_DDL)
-    raw.execute("INSERT INTO meta VALUES ('schema_version', '5')")
+    raw.execute("INSERT INTO meta VALUES ('schema_version', %s)", (str(BASE_VERSION),))
     raw.execute(
         "INSERT INTO ops VALUES (1, 'psp:production:e1', 'psp_deposit', '\\x00', 1, NULL, '{}', 0)"
     )
