@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -285,7 +286,10 @@ def _set_limits(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    query = f"?limit={args.limit}" + (f"&action={args.action}" if args.action else "")
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.action:
+        params["action"] = args.action
+    query = "?" + urlencode(params)
 
     def show(answer: dict[str, Any]) -> None:
         for e in answer["entries"]:

@@ -481,7 +481,7 @@ async function loadLive() {
   if (!token) return;
   try {
     const page = await get(`/game/state/participants?limit=100`, { token });
-    if (page.round_id !== state.roundId) return;
+    if (page.round_id !== state.roundId || !session.current || session.current.token !== token) return;
     state.liveRound = page.round_id;
     state.live = (page.participants || []).map((p) => ({
       stake: p.stake,
@@ -630,17 +630,23 @@ function renderHistory() {
 async function refreshRest() {
   const s = session.current;
   if (!s) return;
+  // Each answer is for the session that asked: a partner may hand the tab another
+  // player while these are in flight, and a late answer must not show the previous
+  // player's bets or balance as the new one's.
+  const stale = () => session.current !== s;
   try {
     const page = await get(`/game/rounds?limit=${HISTORY}`, { token: s.token });
     for (const r of page.rounds || []) addHistory(r);
   } catch (err) {
     // History is a nicety; the live stream goes on without it.
   }
+  if (stale()) return;
   if (session.readsBalance) {
     try {
       const mine = await get(`/user/bets?user_id=${encodeURIComponent(s.userId)}&limit=${MY_ROWS}`, {
         token: s.token,
       });
+      if (stale()) return;
       for (const b of mine.bets || []) {
         upsertBet(b.ticket_id, {
           roundId: b.round_id,
@@ -655,9 +661,12 @@ async function refreshRest() {
     } catch (err) {
       // My bets also arrive on my channel.
     }
+    if (stale()) return;
     if (state.balance === null) {
       try {
-        setBalance(await get(`/user/balance?user_id=${encodeURIComponent(s.userId)}`, { token: s.token }));
+        const balance = await get(`/user/balance?user_id=${encodeURIComponent(s.userId)}`, { token: s.token });
+        if (stale()) return;
+        if (state.balance === null) setBalance(balance); // the feed's is newer
       } catch (err) {
         // The balance arrives on my channel as well.
       }

@@ -149,37 +149,59 @@ function showRound(r) {
     ...fact("Game hash", el("code", { text: r.game_hash || "–" })),
     ...fact("Started", r.started_at || "–"),
     ...fact("Ended", r.ended_at || "–"),
-    ...fact("Bets", String(Array.isArray(r.bets) ? r.bets.length : r.bets ?? 0)),
+    ...fact("Bets", String(r.bets ?? 0)),
     ...fact("Total staked", formatMoney(r.total_stake ?? 0)),
     ...fact("Total paid out", formatMoney(r.total_payout ?? 0)),
   );
-  // The round's own bets, anonymous, if the API lists them (today it gives totals only).
-  const list = [r.bet_list, r.participants, r.cashouts, r.bets].find(Array.isArray) || null;
-  if (list && list.length) {
-    const rows = list.map((b) =>
-      el(
-        "tr",
-        {},
-        el("td", { text: formatMoney(b.stake) }),
-        el("td", { text: b.cashed_out_at || b.multiplier ? x(b.cashed_out_at || b.multiplier) : "busted" }),
-        el("td", { text: b.payout ? formatMoney(b.payout) : "–" }),
-      ),
+  showTranscript(r);
+}
+
+// The round's bets, from the ledger, a page at a time in the order placed (other
+// partners' players anonymous): GET /game/rounds/{id}/bets.
+const BETS_PAGE = 100;
+
+async function showBets(roundId, token, offset = 0) {
+  const page = await get(`/game/rounds/${roundId}/bets?offset=${offset}&limit=${BETS_PAGE}`, { token });
+  let body = ui.bets.querySelector("tbody");
+  if (!body) {
+    if (!page.bet_count) {
+      ui.bets.replaceChildren(el("p", { text: "No bets were placed in this round." }));
+      return;
+    }
+    body = el("tbody", {});
+    const head = el(
+      "tr",
+      {},
+      ...["Player", "Stake", "Cashed out @", "Paid"].map((t) => el("th", { scope: "col", text: t })),
     );
     ui.bets.replaceChildren(
       el(
         "div",
         { class: "table-wrap" },
-        el(
-          "table",
-          {},
-          el("caption", { class: "visually-hidden", text: "The round's bets" }),
-          el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "Stake" }), el("th", { scope: "col", text: "Cashed out @" }), el("th", { scope: "col", text: "Paid" }))),
-          el("tbody", {}, ...rows),
-        ),
+        el("table", { id: "bets-table" }, el("caption", { text: `The round's ${page.bet_count} bets` }), el("thead", {}, head), body),
       ),
     );
   }
-  showTranscript(r);
+  for (const b of page.bets) {
+    const outcome =
+      b.status === "won" ? x(b.cashed_out_at) : b.status === "refunded" ? "refunded" : b.status === "lost" ? "busted" : "–";
+    body.append(
+      el(
+        "tr",
+        { "data-status": b.status },
+        el("td", { text: b.user_id ?? "–" }),
+        el("td", { text: formatMoney(b.stake) }),
+        el("td", { text: outcome }),
+        el("td", { text: b.payout ? formatMoney(b.payout) : "–" }),
+      ),
+    );
+  }
+  ui.bets.querySelector("#more-bets")?.remove();
+  if (page.next_offset !== null) {
+    const more = el("button", { type: "button", class: "button", id: "more-bets", text: "Show more bets" });
+    more.addEventListener("click", () => showBets(roundId, token, page.next_offset));
+    ui.bets.append(more);
+  }
 }
 
 // The hook for signed round transcripts (a later issue).
@@ -225,6 +247,9 @@ async function boot() {
       const s = await session.open();
       round = await get(`/game/rounds/${id}`, { token: s.token });
       showRound(round);
+      showBets(id, s.token).catch((err) => {
+        ui.bets.replaceChildren(el("p", { text: `Could not read the round's bets: ${err.message}` }));
+      });
       if (round.game_hash && !params.get("hash")) ui.hash.value = round.game_hash;
       if (round.salt) ui.salt.value = round.salt;
     } catch (err) {

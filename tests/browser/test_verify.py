@@ -41,6 +41,13 @@ return {
 """
 
 
+# The stakes in the round page's bets table, in minor units (the page shows 2 decimals).
+BET_STAKES = """
+return [...document.querySelectorAll('#bets-table tbody tr td:nth-child(2)')].map(
+  (td) => Math.round(Number(td.textContent.replace(/,/g, '')) * 100));
+"""
+
+
 def verdict(driver: Any) -> dict[str, Any]:
     return driver.execute_script(READ_VERDICT)  # type: ignore[no-any-return]
 
@@ -81,12 +88,30 @@ def test_the_verifier_agrees_with_crashd_verify_on_20_rounds(
     )
     assert json.loads(command.stdout) == crashd_verify(args[1])
     seen: dict[int, dict[str, Any]] = {}
+    bets_shown = 0
     for g in games:
         if g in played_ids:
             driver.get(f"{server.url}/rounds/{g}")
         else:
             driver.get(f"{server.url}/verify?" + urlencode({"hash": game_hash(g), "salt": SALT}))
         seen[g] = settled(driver)
+        if g in played_ids:
+            # The round's bets as the page lists them: the API's, in the order placed.
+            listed = rest.get(
+                f"/api/v1/game/rounds/{g}/bets",
+                params={"limit": 100},
+                headers={"Authorization": f"Bearer {token}"},
+            ).json()
+            stakes = [b["stake"] for b in listed["bets"]]
+            wait_for(
+                lambda stakes=stakes: (  # type: ignore[misc]
+                    driver.execute_script(BET_STAKES) == stakes
+                    if stakes
+                    else "No bets" in driver.find_element("id", "round-bets").text
+                ),
+                what=f"round {g}'s bets",
+            )
+            bets_shown += len(stakes)
         if g == min(played_ids):
             shots(driver, f"round-{g}-verified")
         if g == max(games):
@@ -100,6 +125,7 @@ def test_the_verifier_agrees_with_crashd_verify_on_20_rounds(
         assert page["position"] == cli["position"] == g
         if g in played_ids:
             assert page["agrees"] is True, (g, page)
+    print(f"round pages checked: {len(played_ids)}, bets listed on them: {bets_shown}")
     assert console_errors(driver) == []
 
 

@@ -23,6 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from crashd.engine.bounds import MAX_MULTIPLIER
 from crashd.engine.curve import ms_at, multiplier_at
 from crashd.engine.fairness import ChainReader, build_chain, crash_point
+from crashd.engine.reasons import GAME_PAUSED
 from crashd.engine.round.config import RoundConfig
 from crashd.engine.round.events import (
     AutoCashoutChanged,
@@ -33,7 +34,9 @@ from crashd.engine.round.events import (
     CashedOut,
     Crashed,
     Event,
+    Paused,
     Rejected,
+    Resumed,
     RoundSettled,
     RoundVoided,
     RunningStarted,
@@ -646,6 +649,55 @@ class SequencerMachine(RuleBasedStateMachine):
     @rule()
     def void_round(self) -> None:
         self.apply(self.seq.void_round(self.now, "operator"))
+
+    @precondition(lambda self: not self.seq.stopping)
+    @rule()
+    def pause(self) -> None:
+        was = self.seq.paused
+        queued = sorted(self.seq.queued)
+        events = self.apply(self.seq.pause(self.now))
+        assert self.seq.paused
+        mine = [e for e in events if isinstance(e, Paused)]
+        if was:
+            assert mine == []  # pausing a paused game changes nothing
+        else:
+            # The bets queued for the next round are refunded at once.
+            assert len(mine) == 1 and mine[0].refunded == len(queued)
+            refunded = [e.ticket for e in events if isinstance(e, BetRefunded)]
+            assert sorted(refunded) == queued and not self.seq.queued
+
+    @rule()
+    def resume(self) -> None:
+        was = self.seq.paused
+        events = self.apply(self.seq.resume(self.now))
+        if self.seq.finished:
+            return
+        assert not self.seq.paused
+        assert [type(e) for e in events if isinstance(e, Resumed)] == ([Resumed] if was else [])
+        # A game paused between rounds opens the next one now, on the chain.
+        if was and any(isinstance(e, Resumed) for e in events):
+            assert self.seq.current.phase not in (Phase.ENDED, Phase.VOIDED)
+
+    @invariant()
+    def a_paused_game_opens_no_round(self) -> None:
+        if not hasattr(self, "seq"):
+            return
+        paused = False
+        for e in self.log.events:
+            if isinstance(e, Paused):
+                paused = True
+            elif isinstance(e, Resumed):
+                paused = False
+            elif isinstance(e, BettingOpened):
+                assert not paused, e
+            elif isinstance(e, Rejected) and e.reason == GAME_PAUSED:
+                assert paused, e
+            elif isinstance(e, BetAccepted) and paused:
+                # While paused, only the round still open for betting takes bets.
+                assert not e.queued, e
+        assert paused == self.seq.paused
+        if self.seq.paused and not self.seq.finished:
+            assert (self.seq.next_deadline_ms() is None) == self.seq.idle
 
     @invariant()
     def rounds_follow_the_chain(self) -> None:

@@ -128,6 +128,20 @@ class ParticipantsQuery:
     limit: Annotated[int, Integer(minimum=1, maximum=PAGE_MAX, description="page size")] = 50
 
 
+PUBLIC_BET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["stake", "status"],
+    "properties": {
+        "ticket_id": {"type": ["string", "null"], "description": "your users' only"},
+        "user_id": {"type": ["string", "null"], "description": "your users' only"},
+        "stake": {"type": "integer"},
+        "status": {"type": "string", "enum": ["open", "won", "lost", "refunded"]},
+        "cashed_out_at": {"type": ["integer", "null"]},
+        "payout": {"type": ["integer", "null"]},
+    },
+}
+"""One bet as anyone may see it: the live round's and a finished round's lists."""
+
 PARTICIPANTS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["round_id", "participant_count", "offset", "participants"],
@@ -135,21 +149,7 @@ PARTICIPANTS_SCHEMA: dict[str, Any] = {
         "round_id": {"type": "integer"},
         "participant_count": {"type": "integer"},
         "offset": {"type": "integer"},
-        "participants": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["stake", "status"],
-                "properties": {
-                    "ticket_id": {"type": ["string", "null"], "description": "your users' only"},
-                    "user_id": {"type": ["string", "null"], "description": "your users' only"},
-                    "stake": {"type": "integer"},
-                    "status": {"type": "string", "enum": ["open", "won", "lost", "refunded"]},
-                    "cashed_out_at": {"type": ["integer", "null"]},
-                    "payout": {"type": ["integer", "null"]},
-                },
-            },
-        },
+        "participants": {"type": "array", "items": PUBLIC_BET_SCHEMA},
         "next_offset": {"type": ["integer", "null"]},
     },
 }
@@ -283,5 +283,80 @@ async def get_round(round_id: int, *, principal: Principal) -> Response:
     return conditional_json(
         _round_body(view, bets, services.salt_for(round_id)),
         cache_control="public, max-age=86400, immutable",
+        last_modified=datetime.fromtimestamp(ended / 1000, UTC),
+    )
+
+
+ROUND_BETS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["round_id", "bet_count", "offset", "bets", "next_offset"],
+    "properties": {
+        "round_id": {"type": "integer"},
+        "bet_count": {"type": "integer", "description": "the round's bets in all"},
+        "offset": {"type": "integer"},
+        "bets": {"type": "array", "items": PUBLIC_BET_SCHEMA},
+        "next_offset": {"type": ["integer", "null"]},
+    },
+}
+
+# A settled bet's outcome in the public list's words (the live round's words).
+_PUBLIC_STATUS = {"won": "won", "lost": "lost", "refunded": "refunded", None: "open"}
+
+
+@game.get(f"/game/rounds/<int(max={MAX_INTEGER}):round_id>/bets")
+@documented(
+    "A finished round's bets, a page at a time in the order placed, from the ledger "
+    "(other partners' users anonymous; immutable once the round is finished)",
+    response=ROUND_BETS_SCHEMA,
+    tags=("game",),
+    problems=("unknown_round", "round_not_finished", "engine_unavailable"),
+    headers=CONDITIONAL_HEADERS,
+    extra_responses=CONDITIONAL_RESPONSES,
+)
+@requires_scope("read:game_state", tokens=True)
+@query_params(ParticipantsQuery)
+async def get_round_bets(
+    round_id: int, *, principal: Principal, query: ParticipantsQuery
+) -> Response:
+    services = current_services()
+    ledger = services.require_game().game.ledger
+    view = await ledger.round(round_id)
+    if view is None:
+        raise Problem("unknown_round", f"no round {round_id} has been played")
+    if view.state == "open":
+        # Its bets are still being played: the live list is /game/state/participants.
+        raise Problem(
+            "round_not_finished",
+            f"round {round_id} is still being played; its bets are at "
+            f"{API_PREFIX}/game/state/participants until it ends",
+            extra={"round_id": round_id},
+        )
+    bets = await ledger.round_bets(round_id)
+    page = bets[query.offset : query.offset + query.limit]
+    items = []
+    for b in page:
+        user = public_user((b.partner_id, b.environment, b.user_id), principal)
+        items.append(
+            {
+                "ticket_id": b.ticket_id if user is not None else None,
+                "user_id": user,
+                "stake": b.stake,
+                "status": _PUBLIC_STATUS[b.outcome],
+                "cashed_out_at": b.multiplier if b.outcome == "won" else None,
+                "payout": b.payout,
+            }
+        )
+    following = query.offset + len(page)
+    ended = view.ended_at or view.started_at
+    return conditional_json(
+        {
+            "round_id": round_id,
+            "bet_count": len(bets),
+            "offset": query.offset,
+            "bets": items,
+            "next_offset": following if following < len(bets) else None,
+        },
+        # The caller's own users are named: a private cache only.
+        cache_control="private, max-age=86400, immutable",
         last_modified=datetime.fromtimestamp(ended / 1000, UTC),
     )
