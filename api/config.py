@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crashd.engine.bounds import MAX_AMOUNT
-from crashd.engine.ledger.database import is_postgres, redacted
+from crashd.engine.ledger.database import is_postgres
 from crashd.engine.ledger.model import ENVIRONMENTS, Environment
 
 ENV_PREFIX = "CRASHD_"
@@ -44,6 +44,7 @@ class Config:
     pepper_file: Path | None = None
     standby: bool = False
     chain_file: Path = Path("crashd-chain.json")
+    signing_key_file: Path | None = None
     chain_length: int = 10_000_000
     environment: Environment = "sandbox"
     keep_alive_timeout: float = 5.0
@@ -77,6 +78,17 @@ class Config:
     psp_secrets_file: Path = Path("crashd-psp-secrets")
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    redis_url: str | None = None
+    redis_prefix: str = "crashd"
+    relay_socket: Path | None = None
+    feed_url: str | None = None
+    wallets_file: Path = Path("crashd-wallets.toml")
+    wallet_timeout_ms: int = 2000
+    wallet_retry_horizon_hours: int = 24
+    wallet_log_retention_days: int = 122
+    wallet_breaker_failures: int = 5
+    wallet_breaker_cooldown_s: float = 5.0
+    wallet_max_in_flight: int = 64
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -125,6 +137,12 @@ SETTINGS: tuple[Setting, ...] = (
         "lease, then take over (without it, a held lease is an error)",
     ),
     Setting("chain_file", Path, "secret hash chain file, created on first start if missing"),
+    Setting(
+        "signing_key_file",
+        Path,
+        "secret Ed25519 key signing transcripts, seals and receipts, created with the chain "
+        "(default: beside the chain file, crashd-chain.signing.json)",
+    ),
     Setting("chain_length", int, "games in a chain created on first start", 1, 1_000_000_000),
     Setting("environment", str, "sandbox (demo money only) or production", choices=ENVIRONMENTS),
     Setting(
@@ -287,6 +305,81 @@ SETTINGS: tuple[Setting, ...] = (
         "tls_cert", Path, "TLS certificate chain (PEM); with tls_key, serve HTTPS (TLS >= 1.2)"
     ),
     Setting("tls_key", Path, "TLS private key (PEM) for tls_cert"),
+    Setting(
+        "redis_url",
+        str,
+        "Redis for feed edges and API processes on other machines (redis://HOST:PORT/DB, "
+        "rediss://…, unix:///PATH); frames and commands only, never money (docs/scale-out.md)",
+    ),
+    Setting(
+        "redis_prefix",
+        str,
+        "prefix of every Redis key of this deployment (a sandbox and a production crashd "
+        "may share one Redis with different prefixes)",
+    ),
+    Setting(
+        "relay_socket",
+        Path,
+        "Unix socket where the engine feeds the edges on its machine (crashd edge), and "
+        "where they connect",
+    ),
+    Setting(
+        "feed_url",
+        str,
+        "the feed URL an API process hands to clients (ws://… of the edges' port or of a "
+        "load balancer in front of them); the engine hands out its own listener's",
+    ),
+    Setting(
+        "wallets_file",
+        Path,
+        "partners that play on their own wallet (seamless mode): TOML, one [partners.ID] "
+        "table each (docs/wallet.md); missing: every partner plays on crashd's balances",
+    ),
+    Setting(
+        "wallet_timeout_ms",
+        int,
+        "seamless: how long crashd waits for a wallet's answer (a debit also no longer "
+        "than until betting closes)",
+        50,
+        60_000,
+    ),
+    Setting(
+        "wallet_retry_horizon_hours",
+        int,
+        "seamless: how long the outbox retries a credit or rollback before parking it in "
+        "the failed queue",
+        1,
+        24 * 30,
+    ),
+    Setting(
+        "wallet_log_retention_days",
+        int,
+        "seamless: how long every wallet call and its answer is kept (reconciliation)",
+        1,
+        3650,
+    ),
+    Setting(
+        "wallet_breaker_failures",
+        int,
+        "seamless: failed wallet calls in a row that pause a partner's bets (circuit breaker)",
+        1,
+        1000,
+    ),
+    Setting(
+        "wallet_breaker_cooldown_s",
+        float,
+        "seamless: how long bets stay paused before a probe call (doubling while the "
+        "wallet keeps failing, up to 12 times this)",
+        0.1,
+        3600,
+    ),
+    Setting(
+        "wallet_max_in_flight",
+        int,
+        "seamless: outbox calls (credits, rollbacks) in flight to one wallet at once",
+        1,
+        1024,
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 assert set(_BY_NAME) == {f.name for f in fields(Config)}, "every Config field needs a Setting"
@@ -471,8 +564,19 @@ def describe_settings() -> str:
 
 
 def describe(config: Config) -> str:
-    """A one-line summary for the startup log (a database URL without its password)."""
+    """A one-line summary for the startup log (secrets stay out: the password of a Redis or
+    PostgreSQL URL)."""
     return " ".join(
-        f"{f.name}={redacted(config.database) if f.name == 'database' else getattr(config, f.name)}"
+        f"{f.name}={redact_url(v) if isinstance(v := getattr(config, f.name), str) else v}"
         for f in fields(config)
     )
+
+
+def redact_url(text: str) -> str:
+    """``scheme://user:password@host`` with the password replaced by ``***``."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" not in rest:
+        return text
+    auth, _, host = rest.rpartition("@")
+    user = auth.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in auth else f"{scheme}://***@{host}"

@@ -37,7 +37,7 @@ import trio
 from quart import Blueprint
 
 from crashd.api.wire import FEED_PATH
-from crashd.engine import chainstore
+from crashd.engine import chainstore, signingkey
 from crashd.engine.driver import Engine
 from crashd.engine.fairness import (
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -45,13 +45,16 @@ from crashd.engine.fairness import (
     ChainReader,
     crash_point,
 )
-from crashd.engine.game import Game
+from crashd.engine.game import Game, Player
 from crashd.engine.gctune import tune_gc
 from crashd.engine.ledger import Balance, Ledger, LedgerInUse, open_ledger
 from crashd.engine.ledger.database import is_postgres
+from crashd.engine.notary import Notary
 from crashd.engine.proclock import ProcessLock
 from crashd.engine.round.config import RoundConfig
 
+from .cluster.engine import serve_cluster
+from .cluster.engine import wanted as cluster_wanted
 from .config import Config, ConfigError, describe
 
 if TYPE_CHECKING:
@@ -70,6 +73,7 @@ from .rest.app import create_app
 from .rest.routes.feed import feed_authenticator
 from .security.guard import security_state
 from .services import GameRuntime, Services, open_services
+from .wallet.driver import run_wallets
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +134,26 @@ def ensure_chain(config: Config, out: TextIO = sys.stderr) -> chainstore.ChainFi
     else:
         print("then fix the public salt with `crashd chain salt TEXT` before serving", file=out)
     return chain
+
+
+def ensure_signing_key(config: Config, out: TextIO = sys.stderr) -> signingkey.SigningKey:
+    """The key that signs transcripts, seals and receipts: created with the chain (and
+    on the first start of a server whose chain predates it)."""
+    path = config.signing_key_file or signingkey.beside(config.chain_file)
+    return signingkey.ensure(path, out)
+
+
+def build_notary(config: Config, chain: chainstore.ChainFile, key: signingkey.SigningKey) -> Notary:
+    """Verifiable settlement for this server's rounds (docs/fairness.md)."""
+    return Notary(
+        key.signer,
+        key.pseudonyms(),
+        environment=config.environment,
+        salt=chain.salt or "",
+        terminating_hash=chain.spec.terminating_hash.hex(),
+        chain_encoding=chain.spec.encoding.value,
+        config=round_config(config),
+    )
 
 
 def round_config(config: Config) -> RoundConfig:
@@ -341,8 +365,10 @@ async def _run_server(
     lease: Lease | None = None,
 ) -> None:
     chain = await trio.to_thread.run_sync(ensure_chain, config)
+    key = await trio.to_thread.run_sync(ensure_signing_key, config)
     services = await trio.to_thread.run_sync(open_services, config, chain)
     try:
+        notary = services.notary = build_notary(config, chain, key)
         app = create_app(services, blueprints)
         stop_http = trio.Event()
 
@@ -351,11 +377,13 @@ async def _run_server(
         )
         chains = load_registry(services.chain, config.chain_file, entries, config.chain_warn_games)
         services.chains = chains
+        notary.chain_of = chains.fairness_of
         async with (
             open_ledger(
                 config.database,
                 synchronous=config.synchronous,
                 reveal=chains.reveal if services.chain.salt is not None else None,
+                settlement=notary,
                 lease=lease,
             ) as ledger,
             trio.open_nursery() as nursery,
@@ -392,17 +420,35 @@ async def _run_server(
             environment = config.environment
 
             async def read_balance(partner_id: str, user_id: str) -> Balance:
+                wallets = services.wallets
+                if wallets is not None and wallets.wallet_of(partner_id) is not None:
+                    # A seamless player's money is in the operator's wallet.
+                    held, _owed = await wallets.balance(Player(environment, partner_id, user_id))
+                    return Balance(posted=held, pending=0, available=held)
                 return await ledger.balance(
                     environment=environment, partner_id=partner_id, user_id=user_id
                 )
 
             balances = BalanceFeed(hub, environment, read_balance)
+            balances.external = frozenset(services.wallet_partners)
             ledger.add_balance_listener(balances.on_commit)
             hub.on_subscribe = balances.want
             nursery.start_soon(balances.run)
+            # The seamless wallets: recovery of their debits and credits before the
+            # engine plays, then the outbox, for the life of the server.
+            services.wallets = await nursery.start(
+                run_wallets, config, services.wallet_partners, game, balances.on_wallet
+            )
+
+            notary.attach(game.engine, ledger, lambda: game.epoch_offset_ms)
+            notary.on_seal = FeedAnnouncer.seal_publisher(hub)
+            nursery.start_soon(notary.run)
 
             async def run_game(task_status: trio.TaskStatus[None]) -> None:
-                await game.run(task_status=task_status)
+                try:
+                    await game.run(task_status=task_status)
+                finally:
+                    notary.close()
                 game_done.set()
                 if not shutdown.is_set():
                     raise ServiceTaskEnded("the game engine stopped (is the hash chain used up?)")
@@ -418,6 +464,8 @@ async def _run_server(
                 hub, feed_authenticator(services.authenticator), FeedConfig(), orders
             )
             services.feed_server = feed_server
+            if cluster_wanted(config):
+                await nursery.start(serve_cluster, config, hub, live, feed_server, services, ledger)
             feed_port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
             services.feed_port = feed_port
             feed_host = f"[{config.host}]" if ":" in config.host else config.host

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quart import current_app
 
@@ -21,16 +21,29 @@ from .ops.metrics import Metrics
 from .rest.idempotency import Idempotency
 from .rest.problems import Problem
 from .security.keys import Authenticator, KeyStore
-from .security.sessions import HouseKeys, open_house_keys
+from .security.sessions import HouseKeys, open_house_keys, open_wallet_house_keys
+from .wallet.partners import PartnerConfig, load_partners
 
 SERVICES_EXTENSION = "crashd.services"
 
 if TYPE_CHECKING:
+    from crashd.engine.ledger.reads import LedgerReads
+    from crashd.engine.notary import Notary
+    from crashd.engine.wallet.seamless import Seamless
+
     from .feed.hub import Hub
     from .feed.server import FeedServer
     from .live import LiveState
     from .ops.chains import ChainRegistry
     from .ops.runtime import Ops
+    from .rest.commands import CommandSink
+
+
+class LiveBody(Protocol):
+    """``GET /game/state``'s body, built once per engine change (``LiveState``, or in a
+    process without the engine the engine's keyframes: ``crashd.api.cluster``)."""
+
+    def rest_body(self) -> bytes: ...
 
 
 @dataclass
@@ -62,6 +75,23 @@ class Services:
     """Where the WebSocket feed listens (``ws://host:port/api/v1/ws``), once it does."""
     game: GameRuntime | None = None
     """The running game (engine + ledger), set by the server once both are up."""
+    notary: Notary | None = None
+    """Verifiable settlement: the signing key, receipts, transcripts (set by the server)."""
+    commands: CommandSink | None = None
+    """In a process without the engine (``crashd api``, ``crashd edge``): where
+    money-moving calls go (``crashd.api.rest.commands``)."""
+    reads: LedgerReads | None = None
+    """In a process without the engine: the ledger's reads."""
+    live: LiveBody | None = None
+    """In a process without the engine: the live round's public state."""
+    wallet_partners: dict[str, PartnerConfig] = field(default_factory=dict)
+    """The partners that play on their own wallet (``wallets_file``)."""
+    wallet_keys: dict[str, str | None] = field(default_factory=dict)
+    """Seamless partner → the house key its launch sessions are issued under."""
+    wallets: Seamless | None = None
+    """The seamless wallet's driver, set by the server when a partner plays seamless."""
+    published_keys: dict[str, Any] | None = None
+    """In a process without the engine: the engine's JWK Set of signing keys."""
     metrics: Metrics = field(default_factory=Metrics)
     """The instruments observed on hot paths (``crashd.api.ops.metrics``)."""
     rate_limited: dict[str, int] = field(default_factory=dict)
@@ -87,6 +117,26 @@ class Services:
             raise Problem("engine_unavailable", "the game engine is not running")
         return self.game
 
+    def require_notary(self) -> Notary:
+        if self.notary is None:
+            raise Problem("engine_unavailable", "the game engine is not running")
+        return self.notary
+
+    def require_ledger(self) -> LedgerReads:
+        """The ledger's reads, here or in a process without the engine."""
+        if self.game is not None:
+            return self.game.game.ledger
+        if self.reads is not None:
+            return self.reads
+        raise Problem("engine_unavailable", "the game engine is not running")
+
+    def require_live(self) -> LiveBody:
+        if self.game is not None:
+            return self.game.live
+        if self.live is not None:
+            return self.live
+        raise Problem("engine_unavailable", "the game engine is not running")
+
     def close(self) -> None:
         self.keys.close()
 
@@ -101,6 +151,12 @@ def open_services(config: Config, chain: ChainFile) -> Services:
     # players out early. So a sandbox server serves sandbox keys only, a production
     # server production keys only (run a second, sandbox crashd for integration tests).
     accepted = frozenset({config.environment})
+    try:
+        partners = load_partners(config)
+        wallet_keys = open_wallet_house_keys(keys, config.environment, partners)
+    except BaseException:
+        keys.close()
+        raise
     return Services(
         config=config,
         keys=keys,
@@ -109,6 +165,8 @@ def open_services(config: Config, chain: ChainFile) -> Services:
         chain=chain,
         house=open_house_keys(keys, config.environment),
         metrics=Metrics(config.environment),
+        wallet_partners=partners,
+        wallet_keys=wallet_keys,
     )
 
 

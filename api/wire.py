@@ -55,6 +55,8 @@ SCOPE_BALANCE = "read:balance"
 """Balances of the partner's users; needed for per-user feed channels."""
 SCOPE_BET = "write:bet"
 """Place and cash out bets (and, on a sandbox server, fund users from the faucet)."""
+SCOPE_WALLET = "manage:wallet"
+"""Seamless partners: resolve the wallet transactions parked in the failed queue."""
 SCOPE_ADMIN_METRICS = "admin:metrics"
 """Scrape ``GET /metrics`` (give Prometheus a key with this scope alone)."""
 SCOPE_ADMIN_READ = "admin:read"
@@ -70,7 +72,13 @@ ADMIN_SCOPES: tuple[str, ...] = (
     SCOPE_ADMIN_CONTROL,
     SCOPE_ADMIN_BANKROLL,
 )
-SCOPES: tuple[str, ...] = (SCOPE_GAME_STATE, SCOPE_BALANCE, SCOPE_BET, *ADMIN_SCOPES)
+SCOPES: tuple[str, ...] = (
+    SCOPE_GAME_STATE,
+    SCOPE_BALANCE,
+    SCOPE_BET,
+    SCOPE_WALLET,
+    *ADMIN_SCOPES,
+)
 """Every scope, in canonical order."""
 
 # -- feed channels --------------------------------------------------------------------

@@ -9,6 +9,12 @@ package is not installed (``pip install -e '.[bench]'``). Also reports the time 
 peak memory of building a full chain (default 10,000,000 links) and the per-round cost
 of serving a game hash from checkpoints, and checks what it built: revealed games verify
 against the terminating hash, crash points are at least 1.00x.
+
+Verifiable settlement (docs/fairness.md) has rows of its own beside the same raw Ed25519
+sign: a bet's signed receipt, a round's signed start seal (its record and the Merkle
+root of its bets) and a round's signed transcript (record, document, signature,
+canonical text), for a round of ``SETTLE_BETS`` bets played by the real round engine,
+half of them cashed out by hand; the transcript built must audit clean.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ NAME = "fairness"
 SALT = "0000000000000000004d6ec16dafe9d8370958664c1dc422f452892264c59526"
 T_RATES = "Fairness: operations per second, beside the limit and the peer"
 T_CHAIN = "Fairness: building and serving a chain"
+T_SETTLE = "Fairness: verifiable settlement, per second beside raw Ed25519 sign"
+SETTLE_BETS = 100
+EPOCH = 1_767_225_600_000
 
 
 def _rate(fn: Callable[[int], None], n: int) -> float:
@@ -87,6 +96,96 @@ def ed25519() -> tuple[Callable[[int], None], Callable[[int], None], bool] | str
     return sign, verify, checked
 
 
+def settlement(bets: int) -> dict[str, Any]:
+    """One round of ``bets`` bets played by the real sequencer and recorded: what the
+    notary does per receipt, per seal and per transcript, as callables of ``n``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from crashd.engine.round.config import RoundConfig
+    from crashd.engine.round.events import RoundSettled
+    from crashd.engine.round.sequencer import Sequencer
+    from crashd.engine.settlement import transcript as T
+    from crashd.engine.settlement.audit import audit
+    from crashd.engine.settlement.canonical import canonical
+    from crashd.engine.settlement.documents import Pseudonyms, Signer, bet_receipt, doc_hash
+    from crashd.engine.settlement.recorder import Recorder, build_record
+
+    spec = build_chain(hashlib.sha256(b"bench settlement").digest(), 4, interval=4)
+    reader = ChainReader(spec)
+    salt = next(f"s{i}" for i in range(10_000) if crash_point(reader.game_hash(1), f"s{i}") > 300)
+    config = RoundConfig(betting_ms=1_000, pause_ms=300, max_bets_per_round=max(bets, 1))
+    seq = Sequencer(config=config, games=reader.games(1), salt=salt, first_game=1)
+    recorder = Recorder()
+    signer = Signer(Ed25519PrivateKey.generate())
+    pseudonyms = Pseudonyms(hashlib.sha256(b"bench pseudonyms").digest())
+    recorder.observe(seq.start(0))
+    for i in range(bets):
+        user = ("acme", "sandbox", f"u{i}")
+        recorder.observe(seq.place_bet(1 + i % 900, f"t{i}", user, 100 + i, 101 + i % 190))
+    now = 1_000
+    recorder.observe(seq.advance(now))
+    for i in range(0, bets, 2):
+        now += 37
+        recorder.observe(seq.cash_out(now, f"t{i}"))
+    settled = False
+    while not settled:
+        now += 100
+        events = seq.advance(now)
+        recorder.observe(events)
+        settled = any(isinstance(e, RoundSettled) for e in events)
+    events_of = recorder.take(1)
+    assert events_of is not None
+    rules = T.rules_of(config)
+
+    def epoch(ms: int) -> int:
+        return EPOCH + ms
+
+    def record() -> Any:
+        return build_record(1, events_of, epoch, pseudonyms.of)
+
+    def receipt(n: int) -> None:
+        player = pseudonyms.of(("acme", "sandbox", "u0"))
+        for _ in range(n):
+            canonical(signer.sign(bet_receipt(1, "t0", player, 100, 150, EPOCH + 1, queued=False)))
+
+    def seal(n: int) -> None:
+        for _ in range(n):
+            r = record()
+            canonical(signer.sign(r.seal()))
+            canonical([b.leaf(1) for b in r.sealed])
+
+    def transcript_of() -> dict[str, Any]:
+        r = record()
+        body = T.from_record(
+            r,
+            prev=None,
+            environment="sandbox",
+            fairness=T.fairness_of(
+                r.game_hash, salt, r.crash_point, spec.terminating_hash.hex(), "hex"
+            ),
+            rules=rules,
+            seal=signer.sign(r.seal()),
+        )
+        return signer.sign(body)
+
+    def transcript(n: int) -> None:
+        for _ in range(n):
+            doc = transcript_of()
+            doc_hash(doc)
+            canonical(doc)
+
+    doc = transcript_of()
+    report = audit([doc], signer.keys(), terminating_hash=spec.terminating_hash.hex())
+    return {
+        "receipt": receipt,
+        "seal": seal,
+        "transcript": transcript,
+        "bytes": len(canonical(doc)),
+        "ok": report.ok and report.rerun == 1,
+        "manual": sum(1 for e in doc["settlement"] if e.get("cashout") == "manual"),
+    }
+
+
 def measure(
     n: int, chain_length: int, serve_games: int, progress: Progress | None = None
 ) -> list[Row]:
@@ -140,6 +239,7 @@ def measure(
         )
     if not isinstance(peer, str):
         rows[-2].checks["a tampered message does not verify"] = ed_checked
+        rows += _settlement_rows(max(10, n // 2000), signs)
     h = hashlib.sha256(b"x").hexdigest()
     rows[2].checks["crash points are deterministic and >= 1.00x"] = (
         crash_point(h, SALT) == crash_point(h, SALT) >= 100
@@ -221,6 +321,41 @@ def measure(
             ),
         ]
     step(parts, parts, "done")
+    return rows
+
+
+def _settlement_rows(n: int, signs: float) -> list[Row]:
+    played = settlement(SETTLE_BETS)
+    table = [
+        ("receipt", "bet receipt: build, sign, canonical text", played["receipt"], n * 5),
+        ("seal", f"start seal of {SETTLE_BETS} bets (record, Merkle, sign)", played["seal"], n),
+        (
+            "transcript",
+            f"transcript of {SETTLE_BETS} bets (record, sign, hash)",
+            played["transcript"],
+            n,
+        ),
+    ]
+    print(f"\nverifiable settlement ({SETTLE_BETS} bets a round, {played['manual']} by hand):")
+    rows = []
+    for key, label, fn, count in table:
+        rate = _rate(fn, count)
+        print(f"{label:<50}{rate:>12,.0f}/s{ratio(rate, signs):>10.3f} × Ed25519 sign")
+        rows.append(
+            Row(
+                NAME,
+                T_SETTLE,
+                key,
+                label,
+                {"ops_per_s": rate},
+                {"× Ed25519 sign": ratio(rate, signs)},
+                params={"n": count, "bets": SETTLE_BETS},
+                headline=key == "transcript",
+            )
+        )
+    print(f"transcript of {SETTLE_BETS} bets: {played['bytes']:,} bytes of canonical JSON")
+    rows[-1].metrics["bytes"] = float(played["bytes"])
+    rows[-1].checks["the transcript audits clean (signature, seal, re-run)"] = bool(played["ok"])
     return rows
 
 

@@ -57,6 +57,16 @@ balance = funding − stakes + payouts, each round's totals = its bets'); and, a
 server stopped, ``crashd db check`` on its ledger (integrity and audit). Any failure is
 a failed check and a non-zero exit.
 
+``--wallet mock`` plays the same game in **seamless mode** too: the partner's players'
+money lives in a real mock wallet (``crashd wallet mock``, a child process on the players'
+core, answering every call after ``--wallet-latency-ms``, default 5 and 50 ms, one run
+each), so every bet is a signed debit the server waits for before the bet may play, and
+every win (0 for a loss) a credit through its outbox. The transfer-wallet run comes first,
+in the same invocation, as the peer: bets/s and cash-out latency per latency, as ratios to
+it. Each run's checks hold as in transfer mode (settlement, money: the balances read from
+the wallet once the outbox drained, ``crashd db check``) and the mock recorded no contract
+violation.
+
 The chain's salt is chosen so that the rounds played crash within ``--crash-range``
 (default 1.30x–6.00x: rounds of 5–30 s) — real games and the real formula, as the test
 suite's short-round chain does; ``--natural`` takes a random salt. ``--quick`` (CI): 20
@@ -101,6 +111,11 @@ T_CASHOUT = "Game: manual cash-outs (send → answer), beside the hello route un
 T_FEED = "Game: the feed every player watches"
 T_SERVER = "Game: the server process and the load generator"
 T_FLOOR = "Game: the framework's floor (hello route, idle server)"
+T_WALLET = (
+    "Game: seamless mode (every bet a debit of a mock wallet, every win a credit through the "
+    "outbox), beside the transfer wallet in the same run"
+)
+WALLET_SECRET = "bench-mock-wallet-secret-0123456789"
 HELLO_PATH = "/bench/hello"
 API = "/api/v1"
 PARTNER = "bench"
@@ -693,6 +708,10 @@ class Result:
     crash_points_ok: bool = True
     unsettled: int = 0
     lost_answers: int = 0
+    wallet_latency_ms: float | None = None
+    """Seamless mode: the mock wallet's added latency (``None``: the transfer wallet)."""
+    wallet_violations: list[str] = field(default_factory=list)
+    """What the mock wallet recorded as the server breaking the contract."""
 
     # -- derived figures
     def measured(self) -> list[Bet]:
@@ -1033,6 +1052,7 @@ def _settings(directory: Path, args: argparse.Namespace) -> dict[str, Any]:
         "graceful_timeout": 2.0,
         "stop_wait_s": 0.0,
         **GENEROUS_RATE_LIMITS,
+        **({"wallets_file": str(args.wallets_file)} if getattr(args, "wallets_file", None) else {}),
     }
 
 
@@ -1040,8 +1060,9 @@ def _config(directory: Path) -> Any:
     from crashd.api.config import Config
 
     settings = json.loads((directory / "settings.json").read_text())
-    for name in ("database", "chain_file"):
-        settings[name] = Path(settings[name])
+    for name in ("database", "chain_file", "wallets_file"):
+        if name in settings:
+            settings[name] = Path(settings[name])
     return Config(**settings)
 
 
@@ -1906,6 +1927,9 @@ class Game:
                 nursery.start_soon(worker)
 
     async def fund(self) -> None:
+        if self.args.wallet_admin:
+            await self.fund_wallet()
+            return
         failures: list[str] = []
 
         def job(user: str) -> Job:
@@ -1926,6 +1950,39 @@ class Game:
         await self.parallel([job(p.user) for p in self.players], 16)
         if failures:
             raise SystemExit(f"bench game: funding failed: {failures[:3]}")
+
+    async def fund_wallet(self) -> None:
+        """Seamless: the players' money is the mock wallet's, set in one admin call."""
+        import httpx
+
+        players = [{"player_id": p.user, "balance": FUNDING} for p in self.players]
+        async with httpx.AsyncClient(base_url=self.args.wallet_admin, timeout=60) as admin:
+            r = await admin.post("/admin/players", json=players)
+        if r.status_code != 200:
+            raise SystemExit(f"bench game: funding the mock wallet failed: {r.text[:300]}")
+        for p in self.players:
+            self.funded[p.user] = FUNDING
+
+    async def outbox_drained(self, timeout_s: float = 120.0) -> str | None:
+        """Seamless: wait until the server's outbox delivered every credit (the balances
+        are the wallet's, so they are final only then); a problem, or ``None``."""
+        http = Http(self.server)
+        try:
+            with trio.move_on_after(timeout_s):
+                while True:
+                    status, body, *_ = await http.request(
+                        lambda: self.signer.get(f"{API}/wallet/status")
+                    )
+                    doc = _json(body)
+                    outbox = doc.get("outbox", {})
+                    if status == 200 and outbox.get("pending") == 0:
+                        if outbox.get("failed"):
+                            return f"the outbox parked {outbox['failed']} transaction(s) as failed"
+                        return None
+                    await trio.sleep(0.2)
+        finally:
+            await http.aclose()
+        return f"the outbox did not drain within {timeout_s:.0f} s"
 
     async def user_token(self, http: Http, user: str) -> tuple[int, dict[str, Any]]:
         """``POST /api/v1/feed/user-token`` (signed): a token for one player's page, which
@@ -2301,7 +2358,9 @@ class Game:
         t0 = time.perf_counter()
         await self.fund()
         self.say(
-            f"funded {args.players:,} players from the faucet in {time.perf_counter() - t0:.1f} s"
+            f"funded {args.players:,} players "
+            + ("in the mock wallet" if args.wallet_admin else "from the faucet")
+            + f" in {time.perf_counter() - t0:.1f} s"
         )
         self.step(0, 1, "the hello floor")
         result.hello_idle = await self.hello_floor(args.hello_seconds, 16)
@@ -2433,6 +2492,10 @@ class Game:
         result.unsettled = sum(
             1 for u in todo for s in server_bets.get(u, []) if s.status == "active"
         )
+        if self.args.wallet_admin:
+            drained = await self.outbox_drained()
+            if drained is not None:
+                problems.append(f"money: {drained}")
         await self.parallel([balance_job(u) for u in users], 16)
         everything = [s for u in users for s in server_bets.get(u, [])]
         round_ids = sorted({s.round_id for s in everything if s.round_id is not None})
@@ -2562,6 +2625,18 @@ def parser() -> argparse.ArgumentParser:
         action="store_false",
         help="players do not subscribe to their own user channel (then no pricing lag)",
     )
+    p.add_argument(
+        "--wallet",
+        choices=("none", "mock"),
+        default="none",
+        help="mock: also play in seamless mode, on a mock wallet (crashd wallet mock), once "
+        "per --wallet-latency-ms, after the transfer-wallet run (the peer)",
+    )
+    p.add_argument(
+        "--wallet-latency-ms",
+        default="5,50",
+        help="the mock wallet's answer latency, one run each (default 5,50)",
+    )
     p.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--seed", type=int, default=13, help="the players' randomness")
@@ -2604,11 +2679,20 @@ def configure(args: argparse.Namespace, given: Sequence[str]) -> argparse.Namesp
         args.crash_range = None
     if args.players < 1 or args.rounds < 1:
         raise SystemExit("bench game: --players and --rounds must be at least 1")
+    try:
+        args.wallet_latencies = [float(x) for x in str(args.wallet_latency_ms).split(",") if x]
+    except ValueError:
+        raise SystemExit("bench game: --wallet-latency-ms takes numbers, e.g. 5,50") from None
+    if any(not 0 <= x <= 10_000 for x in args.wallet_latencies):
+        raise SystemExit("bench game: --wallet-latency-ms must be within 0..10000")
+    args.wallet_admin = None
+    args.wallets_file = None
     return args
 
 
 def execute(args: argparse.Namespace, progress: Progress | None, skips: list[Skip]) -> Result:
-    """Start the server, play, stop it, check its ledger; the result and every skip."""
+    """Start the server, play, stop it, check its ledger; the result and every skip
+    (in seamless mode when ``args.wallet_admin`` names a running mock wallet)."""
     cores = sorted(os.sched_getaffinity(0))
     pin = not args.no_pin and len(cores) >= 2
     server_cpu, client_cpu = (cores[0], cores[1]) if pin else (None, None)
@@ -2629,6 +2713,10 @@ def execute(args: argparse.Namespace, progress: Progress | None, skips: list[Ski
         print(f"game: chain: {what} ({time.perf_counter() - t0:.1f} s)", flush=True)
         if progress is not None:
             progress.update(0, 1, "starting the server")
+        mock = None
+        latency = getattr(args, "wallet_latency", None)
+        if latency is not None:
+            mock = start_mock(directory, args, latency, client_cpu)
         server = start_server(directory, args, server_cpu)
         game = Game(server, args, progress)
         try:
@@ -2655,7 +2743,13 @@ def execute(args: argparse.Namespace, progress: Progress | None, skips: list[Ski
             code = server.stop()
             if client_cpu is not None:
                 os.sched_setaffinity(0, set(cores))
+            if mock is not None:
+                result_violations = mock.violations()
+                mock.stop()
         skips += game.skips
+        if mock is not None:
+            result.wallet_latency_ms = latency
+            result.wallet_violations = result_violations
         result.db_problems = db_check(directory / "crashd.sqlite3")
         if code not in (0, None):
             result.db_problems.insert(0, f"the server exited {code} (see its log)")
@@ -2678,9 +2772,179 @@ def execute(args: argparse.Namespace, progress: Progress | None, skips: list[Ski
     )
     if not args.user_channel:
         skips.append(Skip(NAME, "the pricing lag", "--no-user-channel: no server instant"))
+    return result
+
+
+def execute_all(
+    args: argparse.Namespace, progress: Progress | None, skips: list[Skip]
+) -> tuple[Result, list[Result]]:
+    """The transfer-wallet run and, with ``--wallet mock``, one seamless run per latency."""
+    args.wallet_latency = None
+    base = execute(args, progress, skips)
+    seamless: list[Result] = []
+    if args.wallet == "mock":
+        for latency in args.wallet_latencies:
+            print(f"game: seamless mode, a mock wallet answering in {latency:g} ms", flush=True)
+            run_args = argparse.Namespace(**vars(args))
+            run_args.wallet_latency = latency
+            seamless.append(execute(run_args, progress, []))
     if progress is not None:
         progress.done()
-    return result
+    return base, seamless
+
+
+@dataclass
+class Mock:
+    """``crashd wallet mock`` in a child process."""
+
+    proc: subprocess.Popen[str]
+    admin: str
+
+    def violations(self) -> list[str]:
+        import httpx
+
+        try:
+            r = httpx.get(self.admin + "/admin/violations", timeout=10)
+            return [f"{v['tx_id']}: {v['what']}" for v in r.json()]
+        except (httpx.HTTPError, ValueError) as exc:
+            return [f"the mock wallet's violations could not be read: {exc}"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_mock(
+    directory: Path, args: argparse.Namespace, latency_ms: float, cpu: int | None
+) -> Mock:
+    """A mock wallet answering after ``latency_ms``, and the wallets file that puts the
+    bench's partner on it (the server reads it at start)."""
+
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crashd.api",
+            "wallet",
+            "mock",
+            "--port",
+            "0",
+            "--database",
+            str(directory / "mock-wallet.sqlite3"),
+            "--secret",
+            WALLET_SECRET,
+            "--latency-ms",
+            str(latency_ms),
+            "--seed",
+            str(args.seed),
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=(directory / "mock.log").open("w"),
+        text=True,
+        preexec_fn=pin,
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 60)
+    line = proc.stdout.readline() if ready else ""
+    if "listening on " not in line:
+        proc.kill()
+        raise SystemExit(f"bench game: the mock wallet did not start: {line!r}")
+    url = line.split("listening on ", 1)[1].strip()
+    wallets = directory / "wallets.toml"
+    wallets.write_text(
+        f'[partners.{PARTNER}]\nurl = "{url}"\nsecret = "{WALLET_SECRET}"\ncurrency = "EUR"\n'
+    )
+    os.chmod(wallets, 0o600)
+    args.wallets_file = wallets
+    args.wallet_admin = url.removesuffix("/wallet")
+    return Mock(proc, args.wallet_admin)
+
+
+def wallet_rows(base: Result, runs: Sequence[Result]) -> list[Row]:
+    """Per mock-wallet latency: bets/s and cash-out latency, as ratios to the transfer
+    run of the same invocation; and that run's checks."""
+    base_rows = {r.key: r for r in to_rows(base)}
+    rows = [
+        Row(
+            NAME,
+            T_WALLET,
+            "wallet/transfer",
+            "transfer wallet (crashd holds the balances; the peer)",
+            {
+                "bets_per_s": base_rows["bets"].metrics["bets_per_s"],
+                "bet_answer_p50_ms": base_rows["bets"].metrics["answer_p50_ms"],
+                "bet_answer_p99_ms": base_rows["bets"].metrics["answer_p99_ms"],
+                "in_window_share": base_rows["bets"].metrics["in_window_share"],
+                "cashout_p50_ms": base_rows["cashout"].metrics["answer_p50_ms"],
+                "cashout_p99_ms": base_rows["cashout"].metrics["answer_p99_ms"],
+            },
+            role="peer",
+            params=dict(base.params),
+            headline=True,
+            primary=["bets_per_s", "bet_answer_p50_ms", "cashout_p50_ms", "cashout_p99_ms"],
+        )
+    ]
+    peer = rows[0].metrics
+    for run in runs:
+        mine = {r.key: r for r in to_rows(run)}
+        bets, cash = mine["bets"], mine["cashout"]
+        latency = run.wallet_latency_ms or 0.0
+        checks = dict(bets.checks)
+        checks["the mock wallet recorded no contract violation"] = not run.wallet_violations
+        checks.update(cash.checks)
+        metrics = {
+            "bets_per_s": bets.metrics["bets_per_s"],
+            "bet_answer_p50_ms": bets.metrics["answer_p50_ms"],
+            "bet_answer_p99_ms": bets.metrics["answer_p99_ms"],
+            "in_window_share": bets.metrics["in_window_share"],
+            "cashout_p50_ms": cash.metrics["answer_p50_ms"],
+            "cashout_p99_ms": cash.metrics["answer_p99_ms"],
+        }
+        rows.append(
+            Row(
+                NAME,
+                T_WALLET,
+                f"wallet/mock-{latency:g}ms",
+                f"seamless: a mock wallet answering in {latency:g} ms",
+                metrics,
+                {
+                    "bets/s × transfer": ratio(metrics["bets_per_s"], peer["bets_per_s"]),
+                    "cash-out p50 × transfer": ratio(
+                        metrics["cashout_p50_ms"], peer["cashout_p50_ms"]
+                    ),
+                },
+                params={**run.params, "wallet_latency_ms": latency},
+                checks=checks,
+                headline=True,
+                primary=[
+                    "bets_per_s",
+                    "bet_answer_p50_ms",
+                    "cashout_p50_ms",
+                    "cashout_p99_ms",
+                    "bets/s × transfer",
+                ],
+                note="; ".join(
+                    run.wallet_violations[:3] + run.verdict.problems[:3] + run.db_problems[:3]
+                ),
+            )
+        )
+    return rows
+
+
+def rows_of(base: Result, seamless: Sequence[Result]) -> list[Row]:
+    rows = to_rows(base)
+    if seamless:
+        rows += wallet_rows(base, seamless)
+    return rows
 
 
 def report(result: Result, rows: list[Row]) -> None:
@@ -2710,6 +2974,18 @@ def report(result: Result, rows: list[Row]) -> None:
         print(f"CHECK FAILED: {f}")
 
 
+def report_wallet(run: Result) -> None:
+    v = run.verdict
+    print(
+        f"seamless, wallet at {run.wallet_latency_ms:g} ms: verified {v.checked:,} bets, "
+        f"{len(v.problems)} problems; ledger "
+        + ("ok" if not run.db_problems else "; ".join(run.db_problems[:3]))
+        + f"; {len(run.wallet_violations)} contract violations"
+    )
+    for problem in (v.problems + run.wallet_violations)[:10]:
+        print(f"  PROBLEM: {problem}")
+
+
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.serve_child is not None:
@@ -2717,11 +2993,13 @@ def main(argv: list[str]) -> int:
     configure(args, argv)
     skips: list[Skip] = []
     t0 = time.perf_counter()
-    result = execute(args, None, skips)
+    result, seamless = execute_all(args, None, skips)
     for s in skips:
         print(f"game: skipped {s.what}: {s.why}")
-    rows = to_rows(result)
+    rows = rows_of(result, seamless)
     report(result, rows)
+    for run in seamless:
+        report_wallet(run)
     print(f"game: {time.perf_counter() - t0:.1f} s wall")
     if args.json is not None:
         args.json.write_text(json.dumps([r.to_json() for r in rows], indent=1))
@@ -2739,11 +3017,13 @@ def run(ctx: Context) -> list[Row]:
     ctx.note("equivalent: python -m bench game " + " ".join(argv))
     args = configure(parser().parse_args(argv), argv)
     skips: list[Skip] = []
-    result = execute(args, ctx.progress, skips)
+    result, seamless = execute_all(args, ctx.progress, skips)
     for s in skips:
         ctx.skip(s.what, s.why)
-    rows = to_rows(result)
+    rows = rows_of(result, seamless)
     report(result, rows)
+    for run in seamless:
+        report_wallet(run)
     return rows
 
 

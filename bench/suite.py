@@ -88,6 +88,9 @@ BENCHES: tuple[Bench, ...] = (
     Bench("fanout", "WebSocket subscribers sustained beside websockets, Node ws, a C floor", 4.5),
     Bench("api", "REST reads and the signed bet path beside the framework's hello route", 1.5),
     Bench("game", "players betting, cashing out, watching the feed; every settlement checked", 2.5),
+    Bench(
+        "cluster", "engine → edge frame delay (Unix, Redis) and bets through an API process", 1.5
+    ),
 )
 """Every benchmark ``all`` runs, in order. One entry per module (see the docstring)."""
 

@@ -256,12 +256,19 @@ class Engine:
     # command was not applied; after the decision it is applied and answered.
 
     async def place_bet(
-        self, ticket: str, user: Hashable, stake: int, auto_cashout: int | None = None
+        self,
+        ticket: str,
+        user: Hashable,
+        stake: int,
+        auto_cashout: int | None = None,
+        *,
+        round_id: int | None = None,
     ) -> tuple[Event, ...]:
-        """Join the round in betting, or the next one (``BetAccepted.queued``)."""
+        """Join the round in betting, or the next one (``BetAccepted.queued``);
+        ``round_id``: that round only (see ``Sequencer.place_bet``)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         answer = self._command(
-            lambda now: self._seq.place_bet(now, ticket, user, stake, auto_cashout)
+            lambda now: self._seq.place_bet(now, ticket, user, stake, auto_cashout, round_id)
         )
         await trio.lowlevel.cancel_shielded_checkpoint()
         return answer

@@ -33,7 +33,7 @@ import collections
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -149,7 +149,8 @@ class Placed:
     queued: bool
     stake: int
     auto_cashout: int | None
-    confirmed: BetConfirmed | BetPlaced
+    confirmed: BetConfirmed | BetPlaced | Result
+    """The ledger's record of the bet (a seamless bet's is the wallet's result)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,9 @@ class Game:
         # ticket -> (player, hold id, op id) of one-shot bets (reserve and confirm in one
         # op) the engine may accept next: set by place(), read by the observer.
         self._placing: dict[str, tuple[Player, str, str]] = {}
+        # ticket -> the op recording a bet funded elsewhere (a seamless wallet's debit),
+        # made from the engine's acceptance: set by place_funded(), read by the observer.
+        self._funded: dict[str, Callable[[BetAccepted], Op]] = {}
         # Tickets whose placement the ledger refused, most recent last (bounded): their
         # later ops are refused too and announced to no one.
         self._unfunded: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -311,6 +315,9 @@ class Game:
         if isinstance(event, BetAccepted):
             if event.queued:
                 self._queued.add(event.ticket)
+            funded = self._funded.get(event.ticket)
+            if funded is not None:
+                return funded(event)
             placing = self._placing.get(event.ticket)
             if placing is not None:
                 player, hold_id, op_id = placing
@@ -605,6 +612,50 @@ class Game:
                 result.auto_cashout,
                 result,
             )
+        return Placed(
+            ticket_id,
+            accepted.round_id,
+            accepted.queued,
+            accepted.stake,
+            accepted.auto_cashout,
+            result,
+        )
+
+    async def place_funded(
+        self,
+        ticket_id: str,
+        player: Player,
+        stake: int,
+        auto_cashout: int | None,
+        round_id: int,
+        make_op: Callable[[BetAccepted], Op],
+        reply: ReplySlot | None = None,
+    ) -> Placed:
+        """Place a bet whose stake was paid elsewhere (a seamless wallet's debit:
+        ``crashd.engine.wallet.seamless``), into ``round_id`` only: the round open for
+        betting, or the next one once betting has closed — never a later one. The op
+        that records it is ``make_op(acceptance)``; a refusal of the engine's or the
+        ledger's raises ``GameError`` (a bet the ledger refused is withdrawn first)."""
+        self._check_backlog()
+        self._funded[ticket_id] = make_op
+        if reply is not None:
+            self._replies[ticket_id] = reply
+        try:
+            answer = await self.engine.place_bet(
+                ticket_id, player.key, stake, auto_cashout, round_id=round_id
+            )
+        finally:
+            self._funded.pop(ticket_id, None)
+            self._replies.pop(ticket_id, None)
+        accepted = _first(answer, BetAccepted)
+        if accepted is None:
+            rejected = _first(answer, Rejected)
+            assert rejected is not None, answer
+            raise GameError(rejected.reason, round_id=rejected.round_id)
+        try:
+            result = await self._wait(accepted)
+        except LedgerError as err:
+            raise GameError(err.code, err.message, **err.detail) from None
         return Placed(
             ticket_id,
             accepted.round_id,

@@ -71,6 +71,20 @@ ROUND_NOT_CRASHED = "round_not_crashed"
 INVALID_MULTIPLIER = "invalid_multiplier"
 UNKNOWN_WITHDRAWAL = "unknown_withdrawal"
 ALREADY_REVERSED = "already_reversed"
+# The seamless wallet's (docs/wallet.md): the wallet's refusals, passed on, and crashd's own.
+WALLET_SESSION_EXPIRED = "wallet_session_expired"
+WALLET_PLAYER_BLOCKED = "wallet_player_blocked"
+WALLET_LIMIT_REACHED = "wallet_limit_reached"
+WALLET_SELF_EXCLUDED = "wallet_self_excluded"
+WALLET_UNKNOWN_PLAYER = "wallet_unknown_player"
+WALLET_CURRENCY_MISMATCH = "wallet_currency_mismatch"
+WALLET_TX_CONFLICT = "wallet_tx_conflict"
+WALLET_REFUSED = "wallet_refused"
+WALLET_TIMEOUT = "wallet_timeout"
+WALLET_ERROR = "wallet_error"
+WALLET_UNAVAILABLE = "wallet_unavailable"
+UNKNOWN_WALLET_TX = "unknown_wallet_tx"
+WALLET_TX_FINAL = "wallet_tx_final"
 
 _ALL = (
     Reason(
@@ -354,6 +368,106 @@ _ALL = (
         "Withdrawal already reversed",
         "the withdrawal was already reversed",
         "a PSP reversal of a withdrawal that was already reversed",
+    ),
+    Reason(
+        WALLET_SESSION_EXPIRED,
+        403,
+        "Wallet session expired",
+        "the player's session at the operator's wallet has expired: open the game again",
+        "seamless: the operator's wallet says the player's session expired (or is unknown)",
+    ),
+    Reason(
+        WALLET_PLAYER_BLOCKED,
+        403,
+        "Player blocked by the wallet",
+        "the operator's wallet has blocked this player",
+        "seamless: the operator's wallet refuses the player (account blocked)",
+    ),
+    Reason(
+        WALLET_LIMIT_REACHED,
+        403,
+        "Responsible-gambling limit reached",
+        "a responsible-gambling limit refuses this bet (wager, loss or time limit)",
+        "seamless: the wallet refuses the bet under one of the player's limits (wager, "
+        "loss, session time); `wallet_message` says which, as the wallet put it",
+    ),
+    Reason(
+        WALLET_SELF_EXCLUDED,
+        403,
+        "Player self-excluded",
+        "the player has excluded themself from play",
+        "seamless: the wallet refuses the bet: the player is self-excluded",
+    ),
+    Reason(
+        WALLET_UNKNOWN_PLAYER,
+        404,
+        "Unknown to the wallet",
+        "the operator's wallet does not know this player (or launch token)",
+        "seamless: the wallet does not know the player, or the launch token",
+    ),
+    Reason(
+        WALLET_CURRENCY_MISMATCH,
+        409,
+        "Currency mismatch",
+        "the player's wallet is in another currency than this game",
+        "seamless: the player's wallet currency is not the partner's configured one",
+    ),
+    Reason(
+        WALLET_TX_CONFLICT,
+        409,
+        "Wallet transaction conflict",
+        "the wallet knows this transaction id with different contents",
+        "seamless: the wallet already has this `tx_id` with a different body",
+    ),
+    Reason(
+        WALLET_REFUSED,
+        409,
+        "Refused by the wallet",
+        "the operator's wallet refused the call",
+        "seamless: any other refusal of the wallet's; `wallet_code` and `wallet_message` "
+        "carry its own words",
+    ),
+    Reason(
+        WALLET_TIMEOUT,
+        504,
+        "Wallet did not answer in time",
+        "the wallet did not confirm the debit in time: the bet does not play and the "
+        "debit is rolled back",
+        "seamless: no answer to the debit within `wallet_timeout_ms` or before betting "
+        "closed; the bet does not play and crashd rolls the debit back (retried until final)",
+    ),
+    Reason(
+        WALLET_ERROR,
+        502,
+        "Wallet error",
+        "the wallet answered with an error or a broken answer: the bet does not play and "
+        "the debit is rolled back",
+        "seamless: a 5xx, a dropped connection, a body outside the contract or a bad "
+        "signature in answer to the debit; it is rolled back",
+    ),
+    Reason(
+        WALLET_UNAVAILABLE,
+        503,
+        "Wallet unavailable",
+        "the operator's wallet is failing: bets are paused and resume by themselves",
+        "seamless: the partner's circuit breaker is open (the wallet failed "
+        "`wallet_breaker_failures` calls in a row); `reason` says why, `retry_after_s` when "
+        "bets resume; also when the wallet cannot be reached for a balance",
+    ),
+    Reason(
+        UNKNOWN_WALLET_TX,
+        404,
+        "Unknown wallet transaction",
+        "no such wallet transaction",
+        "a wallet transaction id this partner does not have",
+    ),
+    Reason(
+        WALLET_TX_FINAL,
+        409,
+        "Wallet transaction not resolvable",
+        "the wallet transaction is not in a state for this",
+        "resolving a wallet transaction that is not in the failed queue (or a ledger guard on "
+        "the outbox's own ops)",
     ),
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, settings
 
 from support.game import Api, game_config
 from support.postgres import BACKENDS, Backend, backend
+from support.redis import SKIP_NO_REDIS, URL_ENV, private_redis, server_binary
 from support.security import REQUEST_LOGGERS, LogScan
 from support.servers import make_key, running_server
 
@@ -110,3 +112,18 @@ def pg(tmp_path: Path) -> Iterator[Backend]:
     """A PostgreSQL database of the test's own (skipped where none can be had)."""
     with backend("postgresql", tmp_path) as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis to use (each test keys its data by its own prefix or epoch): CI's, or a
+    private one; the test skips, saying why, where there is neither."""
+    url = os.environ.get(URL_ENV)
+    if url:
+        yield url
+        return
+    if server_binary() is None:
+        pytest.skip(SKIP_NO_REDIS)
+    with tempfile.TemporaryDirectory(prefix="crashd-redis-") as directory:
+        with private_redis(Path(directory)) as server:
+            yield server.url

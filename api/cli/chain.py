@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from crashd.engine import chainstore
+from crashd.engine import chainstore, signingkey
 from crashd.engine.fairness import DEFAULT_CHAIN_LENGTH, DEFAULT_CHECKPOINT_INTERVAL, ChainEncoding
 
 from .usage import UsageError
@@ -103,6 +103,12 @@ def run_new(args: argparse.Namespace) -> int:
         args.file, args.length, ChainEncoding(args.encoding), args.interval, salt
     )
     print(f"chain file: {args.file} (secret, mode 0600: back it up, never publish it)")
+    # The key that signs every round's transcript is created with the chain.
+    try:
+        key = signingkey.ensure(signingkey.beside(args.file), sys.stdout)
+    except signingkey.SigningKeyError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"signing key id: {key.key_id}")
     print(f"terminating hash: {chain.spec.terminating_hash.hex()}")
     print(
         "publish the terminating hash now; fix the salt afterwards with `crashd chain salt TEXT`"

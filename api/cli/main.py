@@ -13,13 +13,18 @@ from collections.abc import Sequence
 
 from crashd.api import __version__
 from crashd.api.cli import admin as cli_admin
+from crashd.api.cli import api as cli_api
+from crashd.api.cli import audit as cli_audit
 from crashd.api.cli import chain as cli_chain
+from crashd.api.cli import cluster as cli_cluster
 from crashd.api.cli import db as cli_db
+from crashd.api.cli import edge as cli_edge
 from crashd.api.cli import keys as cli_keys
 from crashd.api.cli import psp as cli_psp
 from crashd.api.cli import request as cli_request
 from crashd.api.cli import serve as cli_serve
 from crashd.api.cli import verify as cli_verify
+from crashd.api.cli import wallet as cli_wallet
 from crashd.api.cli import watch as cli_watch
 
 from .usage import UsageError
@@ -44,10 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
         cli_keys,
         cli_chain,
         cli_verify,
+        cli_audit,
         cli_psp,
         cli_request,
         cli_watch,
         cli_db,
+        cli_edge,
+        cli_api,
+        cli_cluster,
+        cli_wallet,
         cli_admin,
     ):
         module.register(subparsers)

@@ -107,6 +107,13 @@ class Ticket:
     auto_cashout: int | None
     raw: Mapping[str, Any] = field(repr=False)
 
+    @property
+    def receipt(self) -> Mapping[str, Any] | None:
+        """The bet's signed receipt (docs/fairness.md): keep it, ``crashd audit`` checks
+        the round's transcript includes the bet as it was accepted."""
+        receipt: Mapping[str, Any] | None = self.raw.get("receipt")
+        return receipt
+
 
 @dataclass(frozen=True)
 class BatchResult:
@@ -134,6 +141,12 @@ class Cashout:
     payout: int | None
     crash_point: int | None
     raw: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def receipt(self) -> Mapping[str, Any] | None:
+        """The cash-out's signed receipt (``None`` for ``too_late``; docs/fairness.md)."""
+        receipt: Mapping[str, Any] | None = self.raw.get("receipt")
+        return receipt
 
 
 @dataclass(frozen=True)
@@ -405,6 +418,35 @@ class RestClient:
 
     async def round(self, round_id: int) -> Round:
         return Round.from_json(await self._json("GET", f"/game/rounds/{int(round_id)}"))
+
+    # -- verifiable settlement (docs/fairness.md) -------------------------------------------
+
+    async def signing_keys(self) -> dict[str, Any]:
+        """The JWK Set of the keys that sign transcripts, seals and receipts."""
+        keys: dict[str, Any] = (await self._json("GET", "/fairness"))["signing_keys"]
+        return keys
+
+    async def transcript(self, round_id: int) -> dict[str, Any]:
+        """A settled round's signed transcript, as signed."""
+        return await self._json("GET", f"/game/rounds/{int(round_id)}/transcript")
+
+    async def seal(self, round_id: int) -> dict[str, Any]:
+        """A round's start seal (the signed Merkle root of its bets when betting closed)."""
+        return await self._json("GET", f"/game/rounds/{int(round_id)}/seal")
+
+    async def transcripts(self, first: int, last: int) -> list[dict[str, Any]]:
+        """The transcripts of rounds ``first..last``, oldest first (every page)."""
+        out: list[dict[str, Any]] = []
+        following: int | None = first
+        while following is not None and following <= last:
+            page = await self._json(
+                "GET",
+                "/game/transcripts",
+                params={"from_round": following, "to_round": last, "limit": 100},
+            )
+            out += page["transcripts"]
+            following = page["next_round"]
+        return out
 
     # -- bets ---------------------------------------------------------------------------
 

@@ -60,13 +60,21 @@ class BalanceFeed:
         self._known: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._wanted: dict[str, tuple[str, str]] = {}
         self._wake = trio.Event()
+        self.external: frozenset[str] = frozenset()
+        """Partners whose players' balances live in their own wallet (seamless mode):
+        their ledger balance is what crashd owes the wallet, not the player's money, so
+        their channels get the wallet's balance (``on_wallet``) instead."""
 
     def on_commit(self, changes: Sequence[PlayerBalance]) -> None:
         """The ledger's balance listener: publish each change, in commit order."""
         for change in changes:
-            if change.environment != self.environment:
+            if change.environment != self.environment or change.partner_id in self.external:
                 continue
             self._announce(change.partner_id, change.user_id, change.posted, change.pending)
+
+    def on_wallet(self, partner_id: str, user_id: str, balance: int) -> None:
+        """A seamless wallet's answer carried the player's balance: announce it."""
+        self._announce(partner_id, user_id, balance, 0)
 
     def known(self, channel: str) -> dict[str, Any] | None:
         """The last announced balance of a user channel (``posted``, ``pending``,

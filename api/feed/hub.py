@@ -424,6 +424,10 @@ class Hub:
         self.on_subscribe: Callable[[str], None] | None = None
         """Called with each channel a subscriber joins, after its snapshot or replay
         (the server uses it to announce a user's balance on first interest)."""
+        self.on_frame: Callable[[Frame], None] | None = None
+        """Called with every frame ``publish`` builds, at once and before it is queued or
+        fanned out (feed edges: ``crashd.api.edge.relay`` forwards each one, byte for
+        byte, in ``seq`` order)."""
 
     # -- the engine side -------------------------------------------------------------
 
@@ -441,18 +445,35 @@ class Hub:
         body.update(payload)
         data = encode_text(encode_json(body))
         frame = Frame(seq, channel, data)
+        if self.on_frame is not None:
+            # Before it is queued: edges get every frame at once and in ``seq`` order,
+            # whatever slices the local fan-out takes.
+            self.on_frame(frame)
+        self._accept(frame)
+        return seq
+
+    def relay(self, frame: Frame) -> None:
+        """Deliver a frame another hub built (a feed edge: the engine's frames, with the
+        engine's ``seq``), exactly as ``publish`` delivers its own; never blocks."""
+        if frame.seq <= self.seq:
+            raise ValueError(f"seq must increase: {frame.seq} after {self.seq}")
+        self.seq = frame.seq
+        self._accept(frame)
+
+    def _accept(self, frame: Frame) -> None:
+        """Keep a new frame for resumes, then deliver it: now, or (under a driver) queued
+        for the driver's sliced ``flush``."""
         self.stats_published += 1
-        if channel in self.conflated:
-            self.latest[channel] = frame
+        if frame.channel in self.conflated:
+            self.latest[frame.channel] = frame
         else:
             self.replay.append(frame)
         if self.on_pending is not None:
             self._pending.append(frame)
             if len(self._pending) == 1 and self._work is None:
                 self.on_pending()
-            return seq
+            return
         self._fan_out(frame)
-        return seq
 
     def _fan_out(self, frame: Frame) -> None:
         """Deliver one frame to every subscriber of its channel, now."""

@@ -324,6 +324,16 @@ class FeedAnnouncer:
                 self.flush_cashouts()  # every cash-out of the round before its totals
             publish_all(self.hub, settled_payloads(event, self.epoch_ms))
 
+    @staticmethod
+    def seal_publisher(hub: Hub) -> Callable[[int, Mapping[str, Any]], None]:
+        """The notary's ``on_seal``: a round's start seal, once committed, on
+        ``round_updates`` (its size does not grow with the round's bets)."""
+
+        def publish(round_id: int, seal: Mapping[str, Any]) -> None:
+            hub.publish(ROUND_UPDATES, {"type": "sealed", "round_id": round_id, "seal": dict(seal)})
+
+        return publish
+
     def flush_cashouts(self) -> None:
         """Publish the cash-outs gathered since the last flush, if any, as one message."""
         if not self._cashouts:

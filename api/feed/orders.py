@@ -239,7 +239,7 @@ class OrderDesk:
                 place = validation.parse(PlaceBody, body)
 
                 async def run_place(token: IdempotencyToken) -> Response:
-                    return await place_now(principal, token, place, services)
+                    return await place_now(principal, token, place, services=services)
 
                 return run_place
             ticket = path.split("/")[-2]
@@ -247,13 +247,15 @@ class OrderDesk:
                 cash = validation.parse(CashoutBody, body)
 
                 async def run_cash(token: IdempotencyToken) -> Response:
-                    return await cash_out_now(principal, token, ticket, cash.user_id, services)
+                    return await cash_out_now(
+                        principal, token, ticket, cash.user_id, services=services
+                    )
 
                 return run_cash
             target = validation.parse(AutoCashoutBody, body)
 
             async def run_target(token: IdempotencyToken) -> Response:
-                return await retarget_now(principal, token, ticket, target, services)
+                return await retarget_now(principal, token, ticket, target, services=services)
 
             return run_target
         except validation.ValidationFailed as exc:

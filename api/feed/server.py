@@ -145,6 +145,9 @@ class FeedConfig:
     """SO_SNDBUF per connection (the kernel doubles it). Bounds kernel memory per slow
     client (autotuning would let each grow to ``tcp_wmem`` max, 4 MiB here) and makes a
     stalled reader show up as a backlog within ~100 KiB; ``None`` keeps the default."""
+    reuse_port: bool = False
+    """``SO_REUSEPORT`` on the listener: several feed edges on one machine share one port
+    and the kernel spreads new connections over them (``crashd edge``)."""
 
 
 _ACCEPT_TRANSIENT = frozenset(
@@ -715,6 +718,8 @@ class FeedServer:
         listener = socket.socket(family, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.config.reuse_port:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             listener.bind((host, port))
             listener.listen(self.config.backlog)
             listener.setblocking(False)

@@ -102,6 +102,16 @@ class ChainRegistry:
         chain = self.of_round(round_id)
         return None if chain is None else chain.salt
 
+    def fairness_of(self, round_id: int) -> tuple[str, str, str] | None:
+        """(salt, terminating hash, encoding) of a round's chain, as its transcript names
+        them (``crashd.engine.notary``); called on the ledger writer's thread, and the
+        list of chains only ever grows."""
+        chain = self.of_round(round_id)
+        if chain is None:
+            return None
+        spec = chain.chain.spec
+        return chain.salt or "", spec.terminating_hash.hex(), spec.encoding.value
+
     def game_number(self, round_id: int) -> int | None:
         chain = self.of_round(round_id)
         return None if chain is None else round_id - chain.first_round + 1

@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from crashd.api import __version__
 from crashd.api.security.guard import install as install_security
 from crashd.api.services import SERVICES_EXTENSION, Services, current_services
+from crashd.api.wallet.routes import wallet as wallet_routes
 from crashd.api.wire import API_PREFIX
 
 from .contract import documented, json_response
@@ -37,6 +38,7 @@ from .routes.ops import probes
 from .routes.pages import pages
 from .routes.psp import psp
 from .routes.sessions import sessions
+from .routes.settlement import key_set, settlement, well_known
 from .routes.users import users
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,11 @@ FAIRNESS_SCHEMA: dict[str, Any] = {
             "items": {"type": "object"},
         },
         "house_edge_percent": {"type": "number"},
+        "signing_keys": {
+            "type": "object",
+            "description": "the Ed25519 keys signing transcripts, seals and receipts (a JWK "
+            "Set, as at /.well-known/crashd-keys)",
+        },
         "formula": {"type": "object", "additionalProperties": {"type": "string"}},
         "verify": {
             "type": "object",
@@ -166,8 +173,10 @@ async def fairness() -> Response:
                     "crashd verify --hash GAME_HASH --salt "
                     + (chain.salt if chain.salt is not None else "SALT"),
                     f"crashd verify --hash GAME_HASH --terminating {terminating} --chain {spec.encoding.value}",
+                    "crashd audit --url THIS_SERVER --from ROUND --to ROUND",
                 ],
             },
+            "signing_keys": key_set(),
         },
         # The salt is fixed once, after the commitment; a minute of caching is harmless.
         headers={"Cache-Control": "public, max-age=60"},
@@ -230,6 +239,9 @@ def create_app(services: Services, blueprints: Sequence[Blueprint] = ()) -> Quar
     app.register_blueprint(feed)
     app.register_blueprint(psp)
     app.register_blueprint(sessions)
+    app.register_blueprint(wallet_routes)
+    app.register_blueprint(settlement)
+    app.register_blueprint(well_known)
     app.register_blueprint(probes)
     app.register_blueprint(admin)
     app.register_blueprint(pages)  # the player's pages at /, /verify, /rounds/{id}, /rules

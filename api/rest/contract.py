@@ -44,6 +44,8 @@ class ResponseSpec:
     """Response header name -> description (documented, not enforced)."""
     links: dict[str, dict[str, Any]] = field(default_factory=dict)
     """OpenAPI links: how this response's values feed another operation (name -> Link)."""
+    media: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Other media types the response may take beside JSON (e.g. ``text/csv``) -> schema."""
 
 
 @dataclass
@@ -99,6 +101,7 @@ def documented(
     extra_responses: Mapping[int, ResponseSpec] | None = None,
     problems: Iterable[str] = (),
     links: Mapping[str, dict[str, Any]] | None = None,
+    media: Mapping[str, dict[str, Any]] | None = None,
 ) -> Callable[[V], V]:
     """Mark a view as part of the public API (required for every /api/v1 route: a test
     fails on an undocumented one) and describe its success response.
@@ -118,7 +121,11 @@ def documented(
         meta.description = description or (view.__doc__ or "").strip()
         meta.tags = tags
         meta.responses[status] = ResponseSpec(
-            response_description, response, dict(headers or {}), dict(links or {})
+            response_description,
+            response,
+            dict(headers or {}),
+            dict(links or {}),
+            dict(media or {}),
         )
         for code, spec in (extra_responses or {}).items():
             meta.responses[code] = spec

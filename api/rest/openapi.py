@@ -290,6 +290,8 @@ def _response(spec: ResponseSpec, base_headers: dict[str, Any], idempotent: bool
     schema = _schema(spec.schema)
     if schema is not None:
         doc["content"] = {"application/json": {"schema": schema}}
+    for media_type, media_schema in spec.media.items():
+        doc.setdefault("content", {})[media_type] = {"schema": media_schema}
     if spec.links:
         doc["links"] = spec.links
     return doc

@@ -137,6 +137,17 @@ API_CODES: dict[str, ProblemKind] = {
         "a PSP event for the other environment than this server's",
     ),
     "not_found": _k(404, "Not found", "no such resource"),
+    "seal_unavailable": _k(
+        404,
+        "No seal",
+        "the round has no start seal: it is still taking bets, was voided while betting, "
+        "or was played before seals existed",
+    ),
+    "transcript_unavailable": _k(
+        404,
+        "No transcript",
+        "the round was settled before the ledger kept transcripts",
+    ),
     "method_not_allowed": _k(
         405,
         "Method not allowed",
@@ -190,6 +201,18 @@ API_CODES: dict[str, ProblemKind] = {
     ),
     "internal_error": _k(
         500, "Internal server error", "the server failed; nothing internal is disclosed"
+    ),
+    "wallet_not_seamless": _k(
+        409,
+        "Partner not in seamless mode",
+        "a seamless-wallet route for a partner that plays on crashd's own balances (not in "
+        "`wallets_file`)",
+    ),
+    "seamless_one_shot": _k(
+        409,
+        "Not for a seamless partner",
+        "reserve, confirm, release or the faucet for a partner that plays on its own "
+        "wallet: its bets are `POST /api/v1/bets`",
     ),
 }
 

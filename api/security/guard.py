@@ -46,7 +46,9 @@ _SCOPE_PRINCIPAL = "crashd.principal"
 _SCOPE_DECISION = "crashd.ratelimit"
 EXEMPT_PATHS = frozenset({"/api/v1/psp/webhook"})
 FEED_PATHS = frozenset({"/api/v1/feed/token"})
-SESSION_PATHS = frozenset({"/api/v1/session/viewer", "/api/v1/sandbox/session"})
+SESSION_PATHS = frozenset(
+    {"/api/v1/session/viewer", "/api/v1/sandbox/session", "/api/v1/wallet/session"}
+)
 """Public routes that issue tokens: limited per client IP (``rate_limit_sessions``)
 whoever calls them, as each one mints a credential (and a demo session funds a user)."""
 

@@ -13,6 +13,7 @@ only issues tokens under it. Revoking a house key turns its sessions off for goo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from crashd.api.wire import SCOPE_BALANCE, SCOPE_BET, SCOPE_GAME_STATE
@@ -34,6 +35,11 @@ DEMO_GRANT = 1_000_00
 """Demo money a new demo player starts with (and is topped up to, when renewing a
 session that can no longer afford the minimum stake), minor units."""
 DEMO_USER_PREFIX = "demo-"
+WALLET_LABEL_PREFIX = "crashd:wallet-session:"
+"""Label prefix of a seamless partner's house key (``crashd:wallet-session:<partner>``):
+its players' launch sessions (``POST /api/v1/wallet/session``) are issued under it, so
+revoking it turns that partner's launch sessions off."""
+WALLET_SCOPES: tuple[str, ...] = (SCOPE_GAME_STATE, SCOPE_BALANCE, SCOPE_BET)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,16 @@ class HouseKeys:
     """The key public viewer tokens are issued under; ``None`` once revoked."""
     demo: str | None
     """The key demo sessions are issued under (sandbox servers only)."""
+
+
+def open_wallet_house_keys(
+    store: KeyStore, environment: str, partners: Iterable[str]
+) -> dict[str, str | None]:
+    """Each seamless partner's launch-session house key (created on first start)."""
+    return {
+        partner: store.house_key(WALLET_LABEL_PREFIX + partner, environment, partner, WALLET_SCOPES)
+        for partner in partners
+    }
 
 
 def open_house_keys(store: KeyStore, environment: str) -> HouseKeys:

@@ -1,11 +1,10 @@
 // The verifier (/verify) and a round's page (/rounds/{id}): the crash point and the
 // chain link to the published terminating hash, recomputed in this browser.
 //
-// Signed round transcripts (DESIGN.md, "Verifiable settlement") come in a later issue.
-// The hook: when a round's body carries `transcript` (or `transcript_url`), `showTranscript`
-// is where its signature and Merkle root get checked; until then the page says so.
+// A round's page also offers its signed transcript (showTranscript) with the command
+// that audits it.
 
-import { Session, get, ApiError, Unreachable } from "./api.js";
+import { API, Session, get, ApiError, Unreachable } from "./api.js";
 import { crashPoint, chainPosition, FairnessError, parseHash } from "./fairness.js";
 import { formatMultiplier } from "./curve.js";
 import { el, formatMoney, setDecimals } from "./format.js";
@@ -153,7 +152,6 @@ function showRound(r) {
     ...fact("Total staked", formatMoney(r.total_stake ?? 0)),
     ...fact("Total paid out", formatMoney(r.total_payout ?? 0)),
   );
-  showTranscript(r);
 }
 
 // The round's bets, from the ledger, a page at a time in the order placed (other
@@ -204,17 +202,40 @@ async function showBets(roundId, token, offset = 0) {
   }
 }
 
-// The hook for signed round transcripts (a later issue).
-function showTranscript(r) {
-  if (r.transcript || r.transcript_url) {
-    ui.transcript.replaceChildren(
-      "This round has a signed transcript: ",
-      el("a", { href: r.transcript_url || "#", text: "download it" }),
-      ". Checking its signature in the browser comes with the transcripts themselves.",
-    );
-  } else {
-    ui.transcript.textContent = "Signed round transcripts (every bet and cash-out, sealed and signed) are not published yet.";
+// The round's signed transcript (docs/fairness.md): every bet, command and outcome,
+// chained to the round before. The page offers its exact bytes and the command that
+// checks them; checking the Ed25519 signature in the browser is for later.
+async function showTranscript(roundId, token) {
+  const url = `${API}/game/rounds/${roundId}/transcript`;
+  let response;
+  try {
+    response = await fetch(url, { headers: { Authorization: `Bearer ${token}` }, credentials: "omit" });
+  } catch (err) {
+    ui.transcript.textContent = "The round's transcript could not be read (the server is unreachable).";
+    return;
   }
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (!response.ok) {
+    let code = null;
+    try {
+      code = JSON.parse(new TextDecoder().decode(bytes)).code;
+    } catch {
+      // not a problem document
+    }
+    ui.transcript.textContent =
+      code === "transcript_unavailable"
+        ? "This round was settled before the server kept signed transcripts."
+        : `The round's transcript could not be read (${code || `HTTP ${response.status}`}).`;
+    return;
+  }
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  const hex = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const name = `round-${roundId}.transcript.json`;
+  const link = el("a", { href: URL.createObjectURL(new Blob([bytes], { type: "application/json" })), download: name, id: "transcript-download", text: "download it" });
+  ui.transcript.replaceChildren(
+    el("p", {}, `This round has a signed transcript (${bytes.length.toLocaleString("en")} bytes, SHA-256 `, el("code", { id: "transcript-sha256", text: hex }), "): ", link, "."),
+    el("p", {}, "Check its signature, its chain to the round before and its re-run with ", el("code", { text: `crashd audit ${name} --keys ${location.origin}/.well-known/crashd-keys` }), "."),
+  );
 }
 
 async function boot() {
@@ -247,6 +268,7 @@ async function boot() {
       const s = await session.open();
       round = await get(`/game/rounds/${id}`, { token: s.token });
       showRound(round);
+      showTranscript(id, s.token);
       showBets(id, s.token).catch((err) => {
         ui.bets.replaceChildren(el("p", { text: `Could not read the round's bets: ${err.message}` }));
       });

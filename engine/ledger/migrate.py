@@ -101,6 +101,7 @@ def sqlite_to_postgres(
                         target.raw.execute(f"DELETE FROM {table}")
                     for table in (*LEDGER_TABLES, *extra_tables):
                         report.rows[table] = _copy_table(store, target, table)
+                        _advance_identity(target, table)
                         if progress is not None:
                             progress(table, report.rows[table])
                 after = audit(target, SNAPSHOT)
@@ -140,6 +141,23 @@ def _connect(url: str) -> Any:
     from .pgstore import connect
 
     return connect(url, application="crashd migrate")
+
+
+def _advance_identity(target: Any, table: str) -> None:
+    """A table whose ids the database assigns (an identity column: the wallet's, where
+    SQLite has a rowid) got the source's ids by COPY: its next id must come after them,
+    or the first new row would collide with a copied one. (``setval`` is not undone if
+    the copy rolls back: a rerun's ids then start higher, which nothing depends on.)"""
+    for column, sequence in target.raw.execute(
+        "SELECT column_name, pg_get_serial_sequence(table_name, column_name) "
+        "FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = %s AND (is_identity = 'YES' OR column_default LIKE 'nextval(%%')",
+        (table,),
+    ).fetchall():
+        target.raw.execute(
+            f"SELECT setval(%s, coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)",
+            (sequence,),
+        )
 
 
 def _copy_table(store: Store, target: Any, table: str) -> int:

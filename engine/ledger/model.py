@@ -61,6 +61,10 @@ class AccountKind(str, Enum):
     """Clearing account mirroring money outside crashd (deposits in, withdrawals out)."""
     FAUCET = "faucet"
     """Source of demo money; sandbox only."""
+    WALLET = "wallet"
+    """An operator's seamless wallet (one per partner, ``partner_id`` set, no user):
+    stakes its debits paid arrive from it, credits and rollbacks it confirmed go back
+    to it (crashd.engine.ledger.wallet)."""
     CAPITAL = "capital"
     """The operator's own money outside crashd: the other side of bankroll deposits
     (capital → house) and withdrawals (house → capital)."""
@@ -360,6 +364,12 @@ class RoundVoided(Result):
 
 
 @dataclass(frozen=True)
+class RoundSealed(Result):
+    kind: ClassVar[str] = "round_sealed"
+    round_id: int
+
+
+@dataclass(frozen=True)
 class RepliesPurged(Result):
     kind: ClassVar[str] = "replies_purged"
     before: int
@@ -418,6 +428,7 @@ RESULT_TYPES: dict[str, type[Result]] = {
         RoundCrashed,
         RoundSettled,
         RoundVoided,
+        RoundSealed,
         HoldsReleased,
         RepliesPurged,
         Recovered,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from crashd.engine.bounds import (
@@ -69,6 +69,7 @@ from .model import (
     RoundCrashed,
     RoundNotCrashed,
     RoundOutOfOrder,
+    RoundSealed,
     RoundSettled,
     RoundStarted,
     RoundState,
@@ -977,6 +978,34 @@ class RoundVoid(Op):
         return RoundVoided(
             self.op_id, seq, round_id=self.round_id, refunded=refunded, refunded_amount=amount
         )
+
+
+@dataclass(frozen=True)
+class RoundSeal(Op):
+    """Keep the start seal of round ``round_id`` (docs/fairness.md): ``document`` makes
+    (the signed seal, the leaves it commits to), canonical JSON text, on the writer's
+    thread, off the tick path. It is not part of the op's identity: the seal is a
+    function of the round."""
+
+    kind: ClassVar[str] = "round_seal"
+    round_id: int
+    document: Callable[[], tuple[str, str]] = field(compare=False, repr=False)
+
+    def fingerprint(self) -> bytes:
+        return repr((self.kind, self.round_id)).encode()
+
+    def validate(self) -> None:
+        super().validate()
+        _check_round_id(self.round_id)
+
+    def plan(self, txn: Txn, seq: int, now: int) -> Result:
+        if txn.round(self.round_id) is None:
+            raise UnknownRound("no such round", round_id=self.round_id)
+        if txn.seal(self.round_id) is not None:
+            raise AlreadySettled("the round is sealed already", round_id=self.round_id)
+        document, bets = self.document()
+        txn.add_seal(self.round_id, document, bets, now)
+        return RoundSealed(self.op_id, seq, round_id=self.round_id)
 
 
 @dataclass(frozen=True)

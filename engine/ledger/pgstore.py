@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 from .database import SNAPSHOT, redacted
 from .model import AuditReport, LedgerCorrupt, LedgerFenced, LedgerInUse
 from .schema import BASE_VERSION, POSTGRES_DDL, SCHEMA_VERSION, STEPS
-from .store import Reader, Store, Synchronous, Write, audit
+from .store import Reader, Settlement, Store, Synchronous, Write, audit
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,11 @@ class PgStore(Store):
         *,
         term: int,
         flush: FlushMode = "copy",
+        settlement: Settlement | None = None,
     ) -> None:
         self.url = url
         self.synchronous = synchronous
+        self.settlement = settlement
         self.term = term
         self.flush_mode: FlushMode = flush
         raw = connect(url, application="crashd ledger writer")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-BASE_VERSION = 5
+BASE_VERSION = 7
 """The version ``DDL`` (SQLite) and ``POSTGRES_DDL`` create; ``STEPS`` go on from it.
 A SQLite file older than this reaches it by ``MIGRATIONS`` (the DDL's CREATE ... IF NOT
 EXISTS adds the new tables); PostgreSQL support is newer than every such version, so
@@ -30,6 +30,10 @@ LEDGER_TABLES: tuple[str, ...] = (
     "transfers",
     "reversals",
     "replies",
+    "wallet_txs",
+    "wallet_calls",
+    "round_seals",
+    "round_transcripts",
 )
 """Every table that holds the ledger's data, parents before children (the migration to
 PostgreSQL copies them in this order; ``meta`` and ``leader`` are each backend's own).
@@ -61,7 +65,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     id          INTEGER PRIMARY KEY,
     environment TEXT NOT NULL CHECK (environment IN ('sandbox', 'production')),
     kind        TEXT NOT NULL CHECK (kind = 'player' OR kind = 'house' OR kind = 'escrow'
-        OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'),
+        OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'
+        OR kind = 'wallet'),
     partner_id  TEXT NOT NULL,
     user_id     TEXT NOT NULL,
     posted      INTEGER NOT NULL,
@@ -153,7 +158,8 @@ CREATE TABLE IF NOT EXISTS transfers (
     kind   TEXT NOT NULL CHECK (kind = 'deposit' OR kind = 'withdrawal'
         OR kind = 'withdrawal_reversal' OR kind = 'faucet' OR kind = 'bet_stake'
         OR kind = 'stake_return' OR kind = 'win' OR kind = 'loss' OR kind = 'refund'
-        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),
+        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'
+        OR kind = 'wallet_debit' OR kind = 'wallet_credit' OR kind = 'wallet_rollback'),
     hold   INTEGER REFERENCES holds(id),
     ts     INTEGER NOT NULL,
     CHECK (debit != credit),
@@ -194,6 +200,77 @@ CREATE TABLE IF NOT EXISTS audit_log (
     note        TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS audit_log_by_action ON audit_log (environment, action, id);
+
+-- Version 6: the seamless wallet (docs/wallet.md; crashd.engine.ledger.wallet). The
+-- accounts gain kind 'wallet' (one per partner: the operator's wallet, as crashd's
+-- clearing account for it), the transfers three kinds; and two tables:
+-- wallet_txs, every debit, credit and rollback crashd must bring to a final answer
+-- (history: kept, never deleted), and wallet_calls, every call made and its answer
+-- (the reconciliation log: deleted past wallet_log_retention_days, by the one writer).
+-- Portable SQL apart from STRICT and the triggers' RAISE: ids are TEXT, amounts and
+-- instants (ms) INTEGER, states spelled out in CHECKs.
+CREATE TABLE IF NOT EXISTS wallet_txs (
+    id           INTEGER PRIMARY KEY,
+    tx_id        TEXT NOT NULL UNIQUE,
+    kind         TEXT NOT NULL CHECK (kind = 'debit' OR kind = 'credit' OR kind = 'rollback'),
+    environment  TEXT NOT NULL CHECK (environment = 'sandbox' OR environment = 'production'),
+    partner_id   TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    currency     TEXT NOT NULL,
+    ticket_id    TEXT NOT NULL,
+    round_id     INTEGER,
+    ref_tx_id    TEXT UNIQUE REFERENCES wallet_txs (tx_id),
+    amount       INTEGER NOT NULL CHECK (amount >= 0),
+    multiplier   INTEGER CHECK (multiplier IS NULL OR multiplier >= 100),
+    state        TEXT NOT NULL CHECK (state = 'pending' OR state = 'ok' OR state = 'refused'
+        OR state = 'cancelled' OR state = 'failed' OR state = 'resolved'),
+    code         TEXT,
+    attempts     INTEGER NOT NULL CHECK (attempts >= 0),
+    next_at      INTEGER,
+    give_up_at   INTEGER,
+    wallet_tx_id TEXT,
+    balance      INTEGER,
+    created_op   INTEGER NOT NULL REFERENCES ops (id),
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    closed_op    INTEGER REFERENCES ops (id),
+    closed_by    TEXT,
+    note         TEXT,
+    -- A debit opens; a credit or a rollback closes exactly one debit (ref_tx_id UNIQUE).
+    CHECK ((kind = 'debit') = (ref_tx_id IS NULL)),
+    CHECK (kind != 'debit' OR amount > 0),
+    CHECK (kind = 'debit' OR (state != 'refused' AND state != 'cancelled')),
+    CHECK (kind != 'debit' OR (state != 'failed' AND state != 'resolved')),
+    CHECK (kind = 'credit' OR multiplier IS NULL)
+) STRICT;
+CREATE INDEX IF NOT EXISTS wallet_txs_by_partner ON wallet_txs (partner_id, created_at);
+CREATE INDEX IF NOT EXISTS wallet_txs_by_user ON wallet_txs (partner_id, user_id, created_at);
+CREATE INDEX IF NOT EXISTS wallet_txs_by_round ON wallet_txs (round_id);
+CREATE INDEX IF NOT EXISTS wallet_txs_due ON wallet_txs (next_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS wallet_txs_failed ON wallet_txs (partner_id) WHERE state = 'failed';
+CREATE INDEX IF NOT EXISTS wallet_txs_open_debits ON wallet_txs (id)
+    WHERE kind = 'debit' AND closed_by IS NULL AND state != 'refused';
+
+CREATE TABLE IF NOT EXISTS wallet_calls (
+    id          INTEGER PRIMARY KEY,
+    at          INTEGER NOT NULL,
+    environment TEXT NOT NULL,
+    partner_id  TEXT NOT NULL,
+    call        TEXT NOT NULL CHECK (call = 'session.verify' OR call = 'balance'
+        OR call = 'debit' OR call = 'credit' OR call = 'rollback'),
+    tx_id       TEXT,
+    user_id     TEXT,
+    request_id  TEXT NOT NULL,
+    request     TEXT NOT NULL,
+    status      INTEGER,
+    response    TEXT,
+    outcome     TEXT NOT NULL CHECK (outcome = 'ok' OR outcome = 'refused' OR outcome = 'unknown'),
+    code        TEXT,
+    duration_ms INTEGER NOT NULL CHECK (duration_ms >= 0)
+) STRICT;
+CREATE INDEX IF NOT EXISTS wallet_calls_by_at ON wallet_calls (partner_id, at);
+CREATE INDEX IF NOT EXISTS wallet_calls_by_tx ON wallet_calls (tx_id);
+CREATE INDEX IF NOT EXISTS wallet_calls_by_age ON wallet_calls (at);
 
 CREATE TABLE IF NOT EXISTS reversals (
     withdrawal_op INTEGER PRIMARY KEY REFERENCES ops(id),
@@ -270,7 +347,62 @@ WHEN NEW.id IS NOT OLD.id OR NEW.started_op IS NOT OLD.started_op
       OR NEW.game_hash IS NOT OLD.game_hash OR NEW.ended_op IS NOT OLD.ended_op))
   OR (NEW.state = 'open' AND OLD.state != 'open')
 BEGIN SELECT RAISE(ABORT, 'round state only moves forward'); END;
+-- A wallet transaction's identity never changes; a final state is never left; a debit
+-- is closed (closed_by) once. The call log is never rewritten (only purged by age).
+CREATE TRIGGER IF NOT EXISTS wallet_txs_no_delete BEFORE DELETE ON wallet_txs
+BEGIN SELECT RAISE(ABORT, 'wallet transactions are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS wallet_txs_one_way BEFORE UPDATE ON wallet_txs
+WHEN NEW.id IS NOT OLD.id OR NEW.tx_id IS NOT OLD.tx_id OR NEW.kind IS NOT OLD.kind
+  OR NEW.environment IS NOT OLD.environment OR NEW.partner_id IS NOT OLD.partner_id
+  OR NEW.user_id IS NOT OLD.user_id OR NEW.currency IS NOT OLD.currency
+  OR NEW.ticket_id IS NOT OLD.ticket_id OR NEW.ref_tx_id IS NOT OLD.ref_tx_id
+  OR NEW.amount IS NOT OLD.amount OR NEW.multiplier IS NOT OLD.multiplier
+  OR NEW.created_op IS NOT OLD.created_op OR NEW.created_at IS NOT OLD.created_at
+  OR ((OLD.state = 'ok' OR OLD.state = 'refused' OR OLD.state = 'cancelled'
+      OR OLD.state = 'resolved') AND NEW.state IS NOT OLD.state)
+  OR (OLD.closed_by IS NOT NULL AND NEW.closed_by IS NOT OLD.closed_by)
+BEGIN SELECT RAISE(ABORT, 'a wallet transaction only moves forward'); END;
+CREATE TRIGGER IF NOT EXISTS wallet_calls_no_update BEFORE UPDATE ON wallet_calls
+BEGIN SELECT RAISE(ABORT, 'the wallet call log is append-only'); END;
 """
+
+# -- Verifiable settlement (issue 17): the whole step, in one place -------------------
+# 6 -> 7, after issue 16's step (the wallet).
+SETTLEMENT_VERSION = 7
+SETTLEMENT_DDL = """
+-- Verifiable settlement (docs/fairness.md). A round's start seal, written when betting
+-- closes, and its transcript, written in the transaction that settles the round (its
+-- crash, its void, or start-up recovery): never a round settled without its
+-- transcript. Each is the signed document as served, its canonical JSON text; ``hash``
+-- is SHA-256 of the transcript without its signature, which the next one names as
+-- ``prev``; a seal's ``bets`` are the leaves it commits to (a JSON array, in order),
+-- kept so that start-up recovery can write the transcript of a round it voids. Plain
+-- INTEGER and TEXT columns: nothing here is SQLite's own but STRICT.
+CREATE TABLE IF NOT EXISTS round_seals (
+    round_id   INTEGER PRIMARY KEY REFERENCES rounds(id),
+    document   TEXT NOT NULL,
+    bets       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS round_transcripts (
+    round_id   INTEGER PRIMARY KEY REFERENCES rounds(id),
+    hash       TEXT NOT NULL UNIQUE CHECK (length(hash) = 64),
+    prev       TEXT CHECK (prev IS NULL OR length(prev) = 64),
+    document   TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TRIGGER IF NOT EXISTS round_seals_no_update BEFORE UPDATE ON round_seals
+BEGIN SELECT RAISE(ABORT, 'seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_seals_no_delete BEFORE DELETE ON round_seals
+BEGIN SELECT RAISE(ABORT, 'seals are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_transcripts_no_update BEFORE UPDATE ON round_transcripts
+BEGIN SELECT RAISE(ABORT, 'transcripts are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS round_transcripts_no_delete BEFORE DELETE ON round_transcripts
+BEGIN SELECT RAISE(ABORT, 'transcripts are append-only'); END;
+"""
+DDL += SETTLEMENT_DDL
 
 
 MIGRATIONS: dict[int, list[tuple[str, str, str]]] = {
@@ -335,6 +467,27 @@ MIGRATIONS[4] = [
         "        OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),",
     ),
 ]
+# 5 → 6 adds the seamless wallet: the wallet tables (the DDL creates them), account kind
+# 'wallet' and the transfer kinds wallet_debit, wallet_credit and wallet_rollback, by the
+# same in-place rewrite of the two CHECKs as 4 → 5 (every stored row satisfies the wider one).
+MIGRATIONS[5] = [
+    (
+        "accounts",
+        "OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'),",
+        "OR kind = 'psp' OR kind = 'faucet' OR kind = 'capital'\n        OR kind = 'wallet'),",
+    ),
+    (
+        "transfers",
+        "OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'),",
+        "OR kind = 'bankroll_deposit' OR kind = 'bankroll_withdrawal'\n"
+        "        OR kind = 'wallet_debit' OR kind = 'wallet_credit' OR kind = 'wallet_rollback'),",
+    ),
+]
+# SETTLEMENT_VERSION - 1 -> SETTLEMENT_VERSION adds round_seals and round_transcripts
+# (SETTLEMENT_DDL creates them); rounds settled before it have no transcript, and the
+# first one written starts the chain (prev null).
+MIGRATIONS[SETTLEMENT_VERSION - 1] = []
+assert BASE_VERSION == SETTLEMENT_VERSION, "the settlement step is the newest of the base schema"
 
 
 # --------------------------------------------------------------------------- both backends
@@ -385,7 +538,7 @@ BEGIN SELECT RAISE(ABORT, 'ops are append-only'); END;
 
 STEPS: tuple[Step, ...] = (
     Step(
-        6,
+        8,
         "ops indexed by a 16-byte hash of their idempotency key, not the key itself",
         # SQLite cannot drop a UNIQUE constraint: the table is rebuilt by its documented
         # procedure (foreign keys off around the step; checked before the commit).
@@ -408,7 +561,7 @@ that both backends end with the same tables and columns."""
 SCHEMA_VERSION = STEPS[-1].version if STEPS else BASE_VERSION
 
 
-# PostgreSQL, version 5 (``BASE_VERSION``): the same tables, columns, CHECKs and one-way
+# PostgreSQL, version 7 (``BASE_VERSION``): the same tables, columns, CHECKs and one-way
 # rules as ``DDL`` (integers are bigint, blobs bytea). Triggers raise SQLSTATE 23000
 # (integrity_constraint_violation, psycopg's IntegrityError) with the same messages;
 # TRUNCATE, which skips row triggers, is refused on every table that holds history.
@@ -443,7 +596,7 @@ CREATE TABLE accounts (
     id          bigint PRIMARY KEY,
     environment text NOT NULL CHECK (environment IN ('sandbox', 'production')),
     kind        text NOT NULL CHECK (kind IN ('player', 'house', 'escrow', 'psp', 'faucet',
-        'capital')),
+        'capital', 'wallet')),
     partner_id  text NOT NULL,
     user_id     text NOT NULL,
     posted      bigint NOT NULL,
@@ -531,7 +684,7 @@ CREATE TABLE transfers (
     amount      bigint NOT NULL CHECK (amount > 0),
     kind        text NOT NULL CHECK (kind IN ('deposit', 'withdrawal', 'withdrawal_reversal',
         'faucet', 'bet_stake', 'stake_return', 'win', 'loss', 'refund', 'bankroll_deposit',
-        'bankroll_withdrawal')),
+        'bankroll_withdrawal', 'wallet_debit', 'wallet_credit', 'wallet_rollback')),
     hold        bigint,
     ts          bigint NOT NULL,
     CHECK (debit != credit)
@@ -593,6 +746,89 @@ CREATE TABLE audit_log (
     note        text NOT NULL
 );
 CREATE INDEX audit_log_by_action ON audit_log (environment, action, id);
+
+-- The seamless wallet (version 6, as on SQLite; docs/wallet.md): every debit, credit
+-- and rollback crashd must bring to a final answer (history), and every call made to a
+-- partner's wallet (the reconciliation log, purged by age by the one writer). Their ids
+-- are the tables' own (SQLite's rowid; an identity here), not the planner's.
+CREATE TABLE wallet_txs (
+    id           bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    tx_id        text NOT NULL UNIQUE,
+    kind         text NOT NULL CHECK (kind IN ('debit', 'credit', 'rollback')),
+    environment  text NOT NULL CHECK (environment IN ('sandbox', 'production')),
+    partner_id   text NOT NULL,
+    user_id      text NOT NULL,
+    currency     text NOT NULL,
+    ticket_id    text NOT NULL,
+    round_id     bigint,
+    ref_tx_id    text UNIQUE REFERENCES wallet_txs (tx_id),
+    amount       bigint NOT NULL CHECK (amount >= 0),
+    multiplier   bigint CHECK (multiplier IS NULL OR multiplier >= 100),
+    state        text NOT NULL CHECK (state IN ('pending', 'ok', 'refused', 'cancelled',
+        'failed', 'resolved')),
+    code         text,
+    attempts     bigint NOT NULL CHECK (attempts >= 0),
+    next_at      bigint,
+    give_up_at   bigint,
+    wallet_tx_id text,
+    balance      bigint,
+    created_op   bigint NOT NULL REFERENCES ops (id),
+    created_at   bigint NOT NULL,
+    updated_at   bigint NOT NULL,
+    closed_op    bigint REFERENCES ops (id),
+    closed_by    text,
+    note         text,
+    CHECK ((kind = 'debit') = (ref_tx_id IS NULL)),
+    CHECK (kind != 'debit' OR amount > 0),
+    CHECK (kind = 'debit' OR (state != 'refused' AND state != 'cancelled')),
+    CHECK (kind != 'debit' OR (state != 'failed' AND state != 'resolved')),
+    CHECK (kind = 'credit' OR multiplier IS NULL)
+);
+CREATE INDEX wallet_txs_by_partner ON wallet_txs (partner_id, created_at);
+CREATE INDEX wallet_txs_by_user ON wallet_txs (partner_id, user_id, created_at);
+CREATE INDEX wallet_txs_by_round ON wallet_txs (round_id);
+CREATE INDEX wallet_txs_due ON wallet_txs (next_at) WHERE state = 'pending';
+CREATE INDEX wallet_txs_failed ON wallet_txs (partner_id) WHERE state = 'failed';
+CREATE INDEX wallet_txs_open_debits ON wallet_txs (id)
+    WHERE kind = 'debit' AND closed_by IS NULL AND state != 'refused';
+
+CREATE TABLE wallet_calls (
+    id          bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    at          bigint NOT NULL,
+    environment text NOT NULL,
+    partner_id  text NOT NULL,
+    call        text NOT NULL CHECK (call IN ('session.verify', 'balance', 'debit', 'credit',
+        'rollback')),
+    tx_id       text,
+    user_id     text,
+    request_id  text NOT NULL,
+    request     text NOT NULL,
+    status      bigint,
+    response    text,
+    outcome     text NOT NULL CHECK (outcome IN ('ok', 'refused', 'unknown')),
+    code        text,
+    duration_ms bigint NOT NULL CHECK (duration_ms >= 0)
+);
+CREATE INDEX wallet_calls_by_at ON wallet_calls (partner_id, at);
+CREATE INDEX wallet_calls_by_tx ON wallet_calls (tx_id);
+CREATE INDEX wallet_calls_by_age ON wallet_calls (at);
+
+-- Verifiable settlement (version 7, as on SQLite; docs/fairness.md): a round's start
+-- seal and its transcript, each the signed document as served, append-only.
+CREATE TABLE round_seals (
+    round_id   bigint PRIMARY KEY REFERENCES rounds(id),
+    document   text NOT NULL,
+    bets       text NOT NULL,
+    created_at bigint NOT NULL
+);
+
+CREATE TABLE round_transcripts (
+    round_id   bigint PRIMARY KEY REFERENCES rounds(id),
+    hash       text NOT NULL UNIQUE CHECK (length(hash) = 64),
+    prev       text CHECK (prev IS NULL OR length(prev) = 64),
+    document   text NOT NULL,
+    created_at bigint NOT NULL
+);
 
 CREATE FUNCTION crashd_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -658,6 +894,34 @@ WHEN (NEW.id IS DISTINCT FROM OLD.id OR NEW.started_op IS DISTINCT FROM OLD.star
       OR NEW.ended_op IS DISTINCT FROM OLD.ended_op))
   OR (NEW.state = 'open' AND OLD.state != 'open'))
 EXECUTE FUNCTION crashd_refuse('round state only moves forward');
+
+-- A wallet transaction's identity never changes; a final state is never left; a debit
+-- is closed (closed_by) once. The call log is never rewritten; only the writer's purge
+-- by age deletes from it (a TRUNCATE is never that).
+CREATE TRIGGER wallet_txs_no_delete BEFORE DELETE OR TRUNCATE ON wallet_txs
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('wallet transactions are never deleted');
+CREATE TRIGGER wallet_txs_one_way BEFORE UPDATE ON wallet_txs FOR EACH ROW
+WHEN (NEW.id IS DISTINCT FROM OLD.id OR NEW.tx_id IS DISTINCT FROM OLD.tx_id
+  OR NEW.kind IS DISTINCT FROM OLD.kind OR NEW.environment IS DISTINCT FROM OLD.environment
+  OR NEW.partner_id IS DISTINCT FROM OLD.partner_id
+  OR NEW.user_id IS DISTINCT FROM OLD.user_id OR NEW.currency IS DISTINCT FROM OLD.currency
+  OR NEW.ticket_id IS DISTINCT FROM OLD.ticket_id
+  OR NEW.ref_tx_id IS DISTINCT FROM OLD.ref_tx_id OR NEW.amount IS DISTINCT FROM OLD.amount
+  OR NEW.multiplier IS DISTINCT FROM OLD.multiplier
+  OR NEW.created_op IS DISTINCT FROM OLD.created_op
+  OR NEW.created_at IS DISTINCT FROM OLD.created_at
+  OR (OLD.state IN ('ok', 'refused', 'cancelled', 'resolved')
+      AND NEW.state IS DISTINCT FROM OLD.state)
+  OR (OLD.closed_by IS NOT NULL AND NEW.closed_by IS DISTINCT FROM OLD.closed_by))
+EXECUTE FUNCTION crashd_refuse('a wallet transaction only moves forward');
+CREATE TRIGGER wallet_calls_no_update BEFORE UPDATE OR TRUNCATE ON wallet_calls
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('the wallet call log is append-only');
+
+CREATE TRIGGER round_seals_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON round_seals
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('seals are append-only');
+CREATE TRIGGER round_transcripts_append_only
+BEFORE UPDATE OR DELETE OR TRUNCATE ON round_transcripts
+FOR EACH STATEMENT EXECUTE FUNCTION crashd_refuse('transcripts are append-only');
 
 -- The fence: every ledger transaction starts with SELECT crashd_fence(its term). The
 -- row lock (FOR SHARE) makes a takeover's term bump wait for a transaction already

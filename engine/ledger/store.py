@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from crashd.engine.proclock import ProcessLock
 
+from . import walletstore
 from .model import (
     Account,
     AccountKey,
@@ -43,6 +44,7 @@ from .model import (
 from .ops import Op, apply, prefetch_keys
 from .schema import BASE_VERSION, DDL, MIGRATIONS, SCHEMA_VERSION, STEPS, Step, key_hash
 from .txn import Ids, Txn
+from .wallet import WalletTx
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +174,27 @@ def _chunks(items: Sequence[object], size: int = _CHUNK) -> Iterable[Sequence[ob
         yield items[i : i + size]
 
 
+class Settlement(Protocol):
+    """Who writes a round's transcript (``crashd.engine.notary``): called on the writer's
+    thread with the rounds a group settled, before it is flushed, so each transcript
+    commits in the same transaction as its round's settlement (``Txn.add_transcript``).
+    An exception fails the whole group: no round is ever settled without its transcript."""
+
+    def rounds_settled(self, txn: Txn, rounds: list[Round], now: int) -> None: ...
+
+
 class Store:
     """The single writer's connection. Implements ``Backing`` for the planner."""
 
-    def __init__(self, path: Path | str, synchronous: Synchronous = "FULL") -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        synchronous: Synchronous = "FULL",
+        settlement: Settlement | None = None,
+    ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
+        self.settlement = settlement
         # One writer across processes too (engine/proclock.py), before anything is read.
         self._lock = ProcessLock(self.path, "database", LedgerInUse)
         try:
@@ -282,7 +299,7 @@ class Store:
                 sql = c.execute(
                     "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (table,)
                 ).fetchone()[0]
-                if old not in sql and new in sql:
+                if old not in sql and _newest_form(table, version, new) in sql:
                     continue  # already in this form (a table created by a newer DDL)
                 if old not in sql:
                     raise LedgerCorrupt(
@@ -440,6 +457,33 @@ class Store:
         ).fetchone()
         return None if row is None else int(row[0])
 
+    def load_wallet_tx(self, tx_id: str) -> WalletTx | None:
+        return walletstore.load_tx(self.conn, tx_id)
+
+    def load_wallet_debits(self, round_id: int) -> list[WalletTx]:
+        return walletstore.load_debits(self.conn, round_id)
+
+    def load_wallet_open_debits(self) -> list[WalletTx]:
+        return walletstore.load_open_debits(self.conn)
+
+    def load_seal(self, round_id: int) -> tuple[str, str] | None:
+        row = self.conn.execute(
+            "SELECT document, bets FROM round_seals WHERE round_id = ?", (round_id,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def last_transcript(self) -> tuple[int, str] | None:
+        row = self.conn.execute(
+            "SELECT round_id, hash FROM round_transcripts ORDER BY round_id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def round_bets(self, round_id: int) -> list[Bet]:
+        rows = self.conn.execute(
+            f"SELECT {_BET_COLS} FROM bets WHERE round_id = ? ORDER BY id", (round_id,)
+        )
+        return [_bet(r) for r in rows]
+
     # -- the group
 
     def _prefetch(self, txn: Txn, ops: Sequence[Op], op_keys: Sequence[str]) -> None:
@@ -481,22 +525,35 @@ class Store:
         ops: Sequence[Op],
         now: int,
         replies: Sequence[ReplySlot | None] | None = None,
+        positions: Mapping[str, str] | None = None,
     ) -> list[Result | LedgerError]:
         """Plan every op, write them all, commit once. Returns one answer per op, in
         order, valid only because the commit succeeded (an exception means nothing of
         this group is durable and the caller must not answer anyone).
 
         ``replies`` (one slot or ``None`` per op) are the client replies to store with
-        their ops, in the same transaction (see ``ReplySlot``)."""
+        their ops, in the same transaction (see ``ReplySlot``); ``positions`` (name →
+        value) are read positions in an outside stream, kept in the same transaction too
+        (the engine's place in the command stream: ``crashd.api.cluster.desk``)."""
         txn = Txn(self, Ids(**vars(self.ids)))
         self._begin()
         try:
             op_keys = [op.key() for op in ops]
             self._prefetch(txn, ops, op_keys)
             answers = [apply(txn, op, now, key) for op, key in zip(ops, op_keys, strict=True)]
+            if self.settlement is not None:
+                settled = txn.settled_rounds()
+                if settled:
+                    self.settlement.rounds_settled(txn, settled, now)
             if replies is not None:
                 self._keep_replies(txn, replies, answers, now)
             self._flush(txn)
+            if positions:
+                self.conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [(POSITION_PREFIX + name, value) for name, value in positions.items()],
+                )
             self._commit()
         except BaseException:
             # The overlay may have changed cached rows in place: forget them all.
@@ -574,6 +631,10 @@ class Store:
         for statement, rows in flush_rows(txn):
             if rows:
                 self._write(statement, rows)
+        if txn.wallet is not None and not txn.wallet.empty:
+            # The wallet's rows (their ids are the tables' own) in plain statements on
+            # both backends: a few per round, not per op (walletstore).
+            walletstore.flush(self.conn, txn.wallet)
 
     def _write(self, statement: Write, rows: Sequence[tuple[object, ...]]) -> None:
         self.conn.executemany(statement.sqlite, rows)
@@ -711,6 +772,14 @@ W_AUDIT = Write(
     ("id", "ts", "environment", "actor", "action", "before", "after", "note"),
     (_BIG, _BIG, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT),
 )
+W_SEALS = Write(
+    "round_seals", ("round_id", "document", "bets", "created_at"), (_BIG, _TEXT, _TEXT, _BIG)
+)
+W_TRANSCRIPTS = Write(
+    "round_transcripts",
+    ("round_id", "hash", "prev", "document", "created_at"),
+    (_BIG, _TEXT, _TEXT, _TEXT, _BIG),
+)
 W_PURGE_REPLIES = Write("replies", (), (_BIG,), key="created_at", delete_below=True)
 W_BALANCES = Write("accounts", ("posted", "pending"), (_BIG, _BIG, _BIG), key="id")
 
@@ -806,6 +875,8 @@ def flush_rows(txn: Txn) -> list[tuple[Write, Sequence[tuple[object, ...]]]]:
         out.append((W_PURGE_REPLIES, [(txn.purge_replies_before,)]))
     out += [
         (W_REVERSALS, txn.new_reversals),
+        (W_SEALS, txn.new_seals),
+        (W_TRANSCRIPTS, txn.new_transcripts),
         (W_AUDIT, txn.new_audit),
         (W_BALANCES, [(a.posted, a.pending, a.id) for a in txn.dirty_accounts.values()]),
     ]
@@ -850,6 +921,10 @@ def _bet_row(b: Bet) -> tuple[object, ...]:
 # --------------------------------------------------------------------------- reads
 
 
+POSITION_PREFIX = "position:"
+"""``meta`` keys of the stream positions ``apply_group`` keeps."""
+
+
 class Reader:
     """A second connection for reads: under WAL it sees the last commit and never
     waits for the writer."""
@@ -864,6 +939,13 @@ class Reader:
 
     def close(self) -> None:
         self.conn.close()
+
+    def position(self, name: str) -> str | None:
+        """A stream position kept by ``apply_group``, as of the last commit."""
+        row = self.conn.execute(
+            "SELECT value FROM meta WHERE key = ?", (POSITION_PREFIX + name,)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def reply(self, key: bytes) -> tuple[bytes, StoredReply] | None:
         """(request fingerprint, stored reply) under a request key, if any."""
@@ -952,6 +1034,28 @@ class Reader:
         )
         return [RoundView(*r) for r in rows]
 
+    def seal(self, round_id: int) -> str | None:
+        row = self.conn.execute(
+            "SELECT document FROM round_seals WHERE round_id = ?", (round_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def transcript(self, round_id: int) -> tuple[str, str] | None:
+        """(hash, document) of a round's transcript."""
+        row = self.conn.execute(
+            "SELECT hash, document FROM round_transcripts WHERE round_id = ?", (round_id,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def transcripts(self, first: int, last: int, limit: int) -> list[tuple[int, str]]:
+        """(round id, document) of the transcripts of rounds ``first..last``, in order."""
+        rows = self.conn.execute(
+            "SELECT round_id, document FROM round_transcripts WHERE round_id >= ? "
+            "AND round_id <= ? ORDER BY round_id LIMIT ?",
+            (first, last, limit),
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
     def expired_hold_count(self, now: int) -> int:
         return int(
             self.conn.execute(
@@ -1002,6 +1106,17 @@ class Reader:
         return [AuditEntry(*r) for r in rows]
 
 
+def _newest_form(table: str, version: int, text: str) -> str:
+    """``text``, written by migration ``version`` into ``table``, as the later
+    migrations leave it: what a table created by today's DDL holds in its place (a
+    later step may rewrite the same CHECK again)."""
+    for later in range(version + 1, BASE_VERSION):
+        for name, old, new in MIGRATIONS[later]:
+            if name == table and old in text:
+                text = text.replace(old, new)
+    return text
+
+
 def audit(conn: Any, begin: str = "BEGIN") -> AuditReport:
     """Check every invariant the schema cannot express by itself, in one read
     transaction (a consistent snapshot: WAL on SQLite, ``begin`` a repeatable-read
@@ -1049,11 +1164,13 @@ def audit(conn: Any, begin: str = "BEGIN") -> AuditReport:
             psp_net[env] = -rows.get("psp", 0)
             faucet[env] = -rows.get("faucet", 0)
             capital[env] = -rows.get("capital", 0)
+            # What seamless wallets paid in (stakes) net of what went back to them.
+            wallets = -rows.get("wallet", 0)
             internal[env] = rows.get("player", 0) + rows.get("house", 0) + rows.get("escrow", 0)
-            if internal[env] != psp_net[env] + faucet[env] + capital[env]:
+            if internal[env] != psp_net[env] + faucet[env] + capital[env] + wallets:
                 problems.append(
                     f"{env}: internal {internal[env]} != psp {psp_net[env]} + faucet "
-                    f"{faucet[env]} + capital {capital[env]}"
+                    f"{faucet[env]} + capital {capital[env]} + wallets {wallets}"
                 )
             escrow = rows.get("escrow", 0)
             open_stakes = conn.execute(
@@ -1085,6 +1202,7 @@ def audit(conn: Any, begin: str = "BEGIN") -> AuditReport:
         n_open = conn.execute("SELECT count(*) FROM rounds WHERE state='open'").fetchone()[0]
         if n_open > 1:
             problems.append(f"{n_open} rounds open at once")
+        problems.extend(walletstore.audit_problems(conn))
     finally:
         conn.execute("COMMIT")
     return AuditReport(

@@ -21,6 +21,7 @@ from .model import (
     Round,
     RoundState,
 )
+from .wallet import WalletOverlay, WalletTx
 
 # --------------------------------------------------------------------------- backing
 
@@ -41,6 +42,13 @@ class Backing(Protocol):
     def expired_holds(self, account_id: int | None, now: int, limit: int) -> list[Hold]: ...
     def transfers_of_op(self, op_seq: int) -> list[tuple[int, int, int, str]]: ...
     def reversal_of(self, withdrawal_seq: int) -> int | None: ...
+    # The seamless wallet's rows (crashd.engine.ledger.wallet.WalletBacking).
+    def load_wallet_tx(self, tx_id: str) -> WalletTx | None: ...
+    def load_wallet_debits(self, round_id: int) -> list[WalletTx]: ...
+    def load_wallet_open_debits(self) -> list[WalletTx]: ...
+    def load_seal(self, round_id: int) -> tuple[str, str] | None: ...
+    def last_transcript(self) -> tuple[int, str] | None: ...
+    def round_bets(self, round_id: int) -> list[Bet]: ...
 
 
 @dataclass
@@ -94,8 +102,20 @@ class Txn:
         self.new_replies: list[tuple[bytes, bytes, int, str, bytes, int]] = []
         """(key, fingerprint, status, content type, body, created at)"""
         self.purge_replies_before: int | None = None
+        self.wallet: WalletOverlay | None = None
+        """The seamless wallet's rows, once an op of the wallet's touched them."""
+        self.new_seals: list[tuple[int, str, str, int]] = []
+        """(round id, signed seal document, its leaves, created at)"""
+        self.new_transcripts: list[tuple[int, str, str | None, str, int]] = []
+        """(round id, hash, prev, signed transcript document, created at)"""
+        self._last_transcript: tuple[int, str] | None | object = _ABSENT
         self.new_audit: list[tuple[int, int, str, str, str, str | None, str | None, str]] = []
         """(op seq, ts, environment, actor, action, before, after, note)"""
+
+    def wallet_overlay(self) -> WalletOverlay:
+        if self.wallet is None:
+            self.wallet = WalletOverlay(self.backing)
+        return self.wallet
 
     # -- cache priming (the store prefetches in bulk; misses fall back to single loads)
 
@@ -260,7 +280,59 @@ class Txn:
             self._reversals[withdrawal_seq] = self.backing.reversal_of(withdrawal_seq)
         return self._reversals[withdrawal_seq]
 
+    def seal(self, round_id: int) -> tuple[str, str] | None:
+        """A round's stored seal: (signed document, its leaves), this group's or committed."""
+        for rid, document, bets, _ in self.new_seals:
+            if rid == round_id:
+                return document, bets
+        return self.backing.load_seal(round_id)
+
+    def last_transcript(self) -> tuple[int, str] | None:
+        """(round id, hash) of the newest transcript: what the next one chains to."""
+        if self._last_transcript is _ABSENT:
+            self._last_transcript = self.backing.last_transcript()
+        return self._last_transcript  # type: ignore[return-value]
+
+    def round_bets(self, round_id: int) -> list[Bet]:
+        """Every bet of a round, as of this overlay, in confirmation order."""
+        seen: dict[str, Bet] = {}
+        for loaded in self.backing.round_bets(round_id):
+            self.prime_bet(loaded.ticket_id, loaded)
+            bet = self.bet(loaded.ticket_id)
+            assert bet is not None
+            seen[bet.ticket_id] = bet
+        for bet in self.new_bets:
+            seen.setdefault(bet.ticket_id, bet)
+        for bet in self.dirty_bets.values():
+            seen.setdefault(bet.ticket_id, bet)
+        return sorted((b for b in seen.values() if b.round_id == round_id), key=lambda b: b.id)
+
+    def settled_rounds(self) -> list[Round]:
+        """Rounds this group settled (crashed and settled, voided, or recovered)."""
+        return sorted(
+            (
+                r
+                for r in (*self.dirty_rounds.values(), *self.new_rounds)
+                if r.settled_op is not None and r.settled_op >= self.first_op_seq
+            ),
+            key=lambda r: r.id,
+        )
+
     # -- mutations (each asserts what must hold and what must not)
+
+    def add_seal(self, round_id: int, document: str, bets: str, now: int) -> None:
+        assert self.seal(round_id) is None, "a round is sealed once"
+        self.new_seals.append((round_id, document, bets, now))
+        self.mutations += 1
+
+    def add_transcript(
+        self, round_id: int, digest: str, prev: str | None, document: str, now: int
+    ) -> None:
+        last = self.last_transcript()
+        assert last is None or round_id > last[0], "transcripts are written in round order"
+        self.new_transcripts.append((round_id, digest, prev, document, now))
+        self._last_transcript = (round_id, digest)
+        self.mutations += 1
 
     def _touch_account(self, acct: Account) -> None:
         new = self.new_accounts

@@ -26,7 +26,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +83,7 @@ from .ops import (
     PurgeReplies,
     ReleaseExpired,
     RoundCrash,
+    RoundSeal,
     RoundSettle,
     RoundStart,
     RoundVoid,
@@ -90,7 +91,7 @@ from .ops import (
     SettleWin,
 )
 from .recovery import Reveal, run_recovery
-from .store import Reader, Store, Synchronous
+from .store import Reader, Settlement, Store, Synchronous
 
 if TYPE_CHECKING:
     from .lease import Lease
@@ -244,6 +245,10 @@ class Ledger:
         """What start-up recovery did (``None`` if opened with ``recover=False``)."""
         self._commit_listeners: list[Callable[[Sequence[PlayerBalance]], None]] = []
         self._inflight: _Batch | None = None
+        self.positions: Callable[[], Mapping[str, str]] | None = None
+        """Read positions in outside streams to keep with each group, in its transaction
+        (sampled when the writer takes the group): see ``sync_positions``."""
+        self._positions_kept: dict[str, str] = {}
         self._last_commit_at: float | None = None
         self.on_commit: Callable[[float, int], None] | None = None
         """Called after each group commit with its duration (s) and size (ops): the
@@ -274,26 +279,31 @@ class Ledger:
             batch = batches.popleft()
             self._inflight = batch
             n = len(batch.ops)
-            assert 0 < n <= self._max_group
+            assert n <= self._max_group  # 0: a group that only keeps positions
+            positions = self._positions_to_keep()
             self._queued -= n
             self._space.unpark_all()
             now = self._clock()
             start = time.perf_counter()
             try:
                 replies = batch.replies
-                if replies is None:
+                if replies is None and positions is None:
                     answers = await trio.to_thread.run_sync(
                         self._store.apply_group, batch.ops, now, limiter=self._write_limiter
                     )
                 else:
-                    replies.extend([None] * (len(batch.ops) - len(replies)))
+                    if replies is not None:
+                        replies.extend([None] * (len(batch.ops) - len(replies)))
                     answers = await trio.to_thread.run_sync(
                         self._store.apply_group,
                         batch.ops,
                         now,
                         replies,
+                        positions,
                         limiter=self._write_limiter,
                     )
+                if positions is not None:
+                    self._positions_kept.update(positions)
             except BaseException as exc:
                 # Nothing of this group is durable (rolled back) and the cause may be
                 # a broken disk or a broken invariant: stop, answer everyone waiting
@@ -324,6 +334,29 @@ class Ledger:
                         listener(changed)
                     except Exception:
                         log.exception("a balance listener failed (the commit stands)")
+
+    def _positions_to_keep(self) -> dict[str, str] | None:
+        if self.positions is None:
+            return None
+        changed = {k: v for k, v in self.positions().items() if self._positions_kept.get(k) != v}
+        return changed or None
+
+    async def sync_positions(self) -> None:
+        """Return once the positions as of now are durable: with the next group to
+        commit, or a group of its own when nothing else is queued."""
+        if self._closing:
+            raise LedgerClosed("the ledger is closed")
+        if not self._batches:
+            self._batches.append(_Batch())
+            self._wakeup.set()
+        batch = self._batches[-1]  # not taken yet: its positions are sampled later
+        await batch.done.wait()
+        if batch.answers is None:
+            raise LedgerClosed("the ledger stopped before keeping the positions")
+
+    async def position(self, name: str) -> str | None:
+        """A kept position (as of the last commit)."""
+        return await self._read(self._reader.position, name)
 
     async def submit(self, op: Op, reply: ReplySlot | None = None) -> Result:
         """Queue ``op``, wait for its commit, return its result or raise its error.
@@ -668,6 +701,11 @@ class Ledger:
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._read_limiter)
 
+    async def read(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(connection, *args)`` on the read connection's thread: for a module
+        that keeps its own queries beside the ledger's (the wallet's, ``walletstore``)."""
+        return await self._read(fn, self._reader.conn, *args)
+
     async def reply(self, key: bytes) -> tuple[bytes, StoredReply] | None:
         """(request fingerprint, stored reply) kept under a request key, if any."""
         return await self._read(self._reader.reply, key)
@@ -719,6 +757,22 @@ class Ledger:
     async def audit(self) -> AuditReport:
         return await self._read(self._reader.audit)
 
+    async def seal(self, round_id: int) -> str | None:
+        """A round's start seal (signed canonical JSON), once betting closed."""
+        return await self._read(self._reader.seal, round_id)
+
+    async def transcript(self, round_id: int) -> tuple[str, str] | None:
+        """(hash, signed canonical JSON) of a settled round's transcript."""
+        return await self._read(self._reader.transcript, round_id)
+
+    async def transcripts(self, first: int, last: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """Transcripts of rounds ``first..last`` (at most ``limit``), in round order."""
+        return await self._read(self._reader.transcripts, first, last, limit)
+
+    def seal_round(self, round_id: int, document: Callable[[], tuple[str, str]]) -> Pending:
+        """Queue the seal of a round that just started (see ``ops.RoundSeal``)."""
+        return self.enqueue(RoundSeal(f"round:{round_id}:seal", round_id, document))
+
     def statistics(self) -> LedgerStatistics:
         return LedgerStatistics(
             queued=self._queued,
@@ -751,6 +805,7 @@ async def open_ledger(
     audit_on_open: bool = True,
     sweep_interval_s: float | None = 1.0,
     reveal: Reveal | None = None,
+    settlement: Settlement | None = None,
     lease: Lease | None = None,
     pg_flush: str = "copy",
 ) -> AsyncIterator[Ledger]:
@@ -766,7 +821,9 @@ async def open_ledger(
     foreign keys), ``PRAGMA integrity_check`` and ``foreign_key_check``, the balance
     audit (``audit_on_open``), then recovery (``recover``; see ``recovery.py``), whose
     report is ``ledger.recovery``; ``reveal`` maps a round id to its game's (crash
-    point, hash) so the rounds recovery voids keep their burnt game on record. On exit, queued ops are committed and answered
+    point, hash) so the rounds recovery voids keep their burnt game on record; ``settlement``
+    writes each settled round's transcript in its settlement's transaction (recovery's
+    too). On exit, queued ops are committed and answered
     before the connections close. ``max_group=1`` gives one transaction per op (the
     bench's baseline)."""
     postgres = is_postgres(path)
@@ -787,13 +844,14 @@ async def open_ledger(
                     synchronous,
                     term=held.term,
                     flush=pg_flush,  # type: ignore[arg-type]
+                    settlement=settlement,
                 )
             except BaseException:
                 if own_lease is not None:
                     own_lease.release()
                 raise
         else:
-            store = Store(path, synchronous)
+            store = Store(path, synchronous, settlement)
         try:
             if audit_on_open:
                 report = store.audit()

@@ -10,6 +10,7 @@ from crashd.engine.reasons import (
     DUPLICATE_TICKET,
     ENGINE_STOPPING,
     GAME_PAUSED,
+    ROUND_CLOSED,
     ROUND_FULL,
     ROUND_NOT_RUNNING,
     TOO_MANY_BETS,
@@ -166,8 +167,18 @@ class Sequencer:
         return events
 
     def place_bet(
-        self, now_ms: int, ticket: str, user: Hashable, stake: int, auto_cashout: int | None = None
+        self,
+        now_ms: int,
+        ticket: str,
+        user: Hashable,
+        stake: int,
+        auto_cashout: int | None = None,
+        round_id: int | None = None,
     ) -> list[Event]:
+        """Join the round in betting, or queue for the next one. ``round_id``: into
+        that round only — refused with ``round_closed`` unless it is the round taking
+        bets now, or the next one while the current round is past betting (a seamless
+        bet whose debit named its round must play in it or not at all)."""
         events = self.advance(now_ms)
         if self.stopping or self.finished:
             events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, ENGINE_STOPPING))
@@ -176,6 +187,21 @@ class Sequencer:
         if self.paused and current.phase is not Phase.BETTING:
             events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, GAME_PAUSED))
             return events
+        if round_id is not None:
+            taking = current.round_id if current.phase is Phase.BETTING else self._next_game
+            if round_id != taking:
+                events.append(
+                    Rejected(
+                        self._seq.take(),
+                        now_ms,
+                        round_id,
+                        command=Command.PLACE_BET.value,
+                        ticket=ticket,
+                        user=user,
+                        reason=ROUND_CLOSED,
+                    )
+                )
+                return events
         if ticket in self._queue.bets or (self.previous and ticket in self.previous.bets):
             events.append(self._reject(now_ms, Command.PLACE_BET, ticket, user, DUPLICATE_TICKET))
             return events
@@ -398,6 +424,10 @@ class Sequencer:
     def user_bets(self, user: Hashable) -> tuple[BetInfo, ...]:
         """A user's bets in the current round (O(their bets))."""
         return self.current.bets_of(user)
+
+    def queued_bets_of(self, user: Hashable) -> int:
+        """How many bets ``user`` has queued for the next round (O(1))."""
+        return self._queue.per_user.get(user, 0)
 
     def participants(self, offset: int, limit: int) -> tuple[BetInfo, ...]:
         """A page of the current round's bets in placement order."""

@@ -5,6 +5,7 @@ in all; it recomputes the README's known answer, and rejects a tampered hash."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import random
@@ -20,7 +21,29 @@ from conftest import SALT, LiveServer, console_errors, game_hash, wait_for
 from crashd.api.cli.main import main as cli_main
 from crashd.engine.fairness import crash_point
 
-pytestmark = pytest.mark.usefixtures("server")
+pytestmark = pytest.mark.usefixtures("server", "four_rounds_played")
+
+
+@pytest.fixture(scope="module")
+def four_rounds_played(rest: httpx.Client) -> None:
+    """The tests read rounds 1-4 the server played (the game tests have played them by
+    now in a whole run; a run of this module alone waits for them)."""
+    token = rest.post("/api/v1/session/viewer").json()["token"]
+    wait_for(
+        lambda: (
+            len(
+                rest.get(
+                    "/api/v1/game/rounds",
+                    params={"limit": 4},
+                    headers={"Authorization": f"Bearer {token}"},
+                ).json()["rounds"]
+            )
+            >= 4
+        ),
+        timeout=120,
+        what="four finished rounds",
+    )
+
 
 KNOWN_SALT = "0000000000000000004d6ec16dafe9d8370958664c1dc422f452892264c59526"
 KNOWN_HASH = "6774ddd3dfe94e2c966d4ca5c5ed6dcd1f6a4fdab87ad12677ee7c5b96d6a3f5"
@@ -112,6 +135,17 @@ def test_the_verifier_agrees_with_crashd_verify_on_20_rounds(
                 what=f"round {g}'s bets",
             )
             bets_shown += len(stakes)
+        if g == max(played_ids):
+            # Its signed transcript, byte for byte the API's (the page shows its SHA-256).
+            stored = rest.get(
+                f"/api/v1/game/rounds/{g}/transcript",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert stored.status_code == 200, stored.text
+            shown = wait_for(
+                lambda: driver.find_elements("id", "transcript-sha256"), what="the transcript"
+            )
+            assert shown[0].text == hashlib.sha256(stored.content).hexdigest()
         if g == min(played_ids):
             shots(driver, f"round-{g}-verified")
         if g == max(games):

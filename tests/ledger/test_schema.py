@@ -18,14 +18,19 @@ from crashd.engine.ledger.store import Store, audit
 from support.postgres import Backend
 
 
-def version_1_ddl() -> str:
-    """Version 1's DDL: today's with every table migration undone, newest first."""
+def undo_migrations(down_to: int) -> str:
+    """Today's DDL with the table rewrites from ``down_to`` on undone, newest first."""
     ddl = DDL
-    for version in range(BASE_VERSION - 1, 0, -1):
+    for version in range(BASE_VERSION - 1, down_to - 1, -1):
         for _table, old, new in MIGRATIONS[version]:
             assert new in ddl and old not in ddl
             ddl = ddl.replace(new, old)
     return ddl
+
+
+def version_1_ddl() -> str:
+    """Version 1's DDL: today's with every migration undone."""
+    return undo_migrations(1)
 
 
 def make_version_1(path: Path) -> None:
@@ -310,3 +315,84 @@ def test_postgres_base_version_ops_get_their_key_hash(pg: Backend) -> None:
             store.close()
     finally:
         lease.release()
+
+
+def ddl_of(version: int) -> str:
+    """The DDL a build of ``version`` (4 or 5) ran: today's with the later table
+    rewrites undone and the later tables and triggers cut out."""
+    assert version in (4, 5)
+    ddl = undo_migrations(version)
+    # Version 6's wallet tables, and their triggers (the DDL's last statements).
+    start = ddl.index("-- Version 6: the seamless wallet")
+    end = ddl.index("CREATE TABLE IF NOT EXISTS reversals")
+    ddl = ddl[:start] + ddl[end:]
+    ddl = ddl[: ddl.index("-- A wallet transaction's identity")]
+    if version == 4:  # version 5's audit log and its triggers
+        start = ddl.index("-- Version 5: the operator's audit log")
+        ddl = ddl[:start] + ddl[ddl.index("CREATE TABLE IF NOT EXISTS reversals") :]
+        ddl = "\n".join(
+            line
+            for line in ddl.split("\n")
+            if "audit_log_no_" not in line and "the audit log is append-only" not in line
+        )
+    assert ("audit_log" in ddl) == (version >= 5) and "wallet" not in ddl
+    return ddl
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_an_older_version_gains_the_wallet_in_place(tmp_path: Path, version: int) -> None:
+    """5 → 6 (and 4 → 5 → 6): the account kind 'wallet' and the wallet transfer kinds
+    join the CHECKs (rewritten in place: stored rows untouched); the wallet tables are
+    created; version 5's capital account and bankroll transfers still pass their CHECKs."""
+    path = tmp_path / "ledger.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(ddl_of(version))
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+    conn.execute(
+        "INSERT INTO ops VALUES (1, 'psp:production:a', 'psp_deposit', x'00', 1, NULL, '{}', 0)"
+    )
+    conn.execute("INSERT INTO accounts VALUES (1, 'production', 'psp', '', '', -70, 0)")
+    conn.execute("INSERT INTO accounts VALUES (2, 'production', 'player', 'p', 'u', 70, 0)")
+    conn.execute("INSERT INTO transfers VALUES (1, 1, 'production', 1, 2, 70, 'deposit', NULL, 0)")
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        conn.execute("INSERT INTO accounts VALUES (3, 'production', 'wallet', 'p', '', 0, 0)")
+    if version == 5:
+        conn.execute("INSERT INTO accounts VALUES (4, 'production', 'capital', '', '', 0, 0)")
+    conn.close()
+    store = Store(path)
+    try:
+        assert store.conn.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone() == (str(SCHEMA_VERSION),)
+        tables = {
+            r[0] for r in store.conn.execute("SELECT name FROM sqlite_schema WHERE type='table'")
+        }
+        assert {"wallet_txs", "wallet_calls", "audit_log"} <= tables
+        # Every table is now exactly what a new database gets.
+        fresh = Store(tmp_path / "fresh.sqlite3")
+        try:
+            schema = "SELECT name, sql FROM sqlite_schema WHERE type = 'table' ORDER BY name"
+            assert store.conn.execute(schema).fetchall() == fresh.conn.execute(schema).fetchall()
+        finally:
+            fresh.close()
+        store.conn.execute("INSERT INTO accounts VALUES (3, 'production', 'wallet', 'p', '', 0, 0)")
+        if version == 4:
+            store.conn.execute(
+                "INSERT INTO accounts VALUES (4, 'production', 'capital', '', '', 0, 0)"
+            )
+        store.conn.execute(
+            "INSERT INTO transfers VALUES (2, 1, 'production', 3, 2, 5, 'wallet_debit', NULL, 0)"
+        )
+        store.conn.execute(
+            "INSERT INTO transfers VALUES (3, 1, 'production', 4, 1, 5, 'bankroll_deposit', NULL, 0)"
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            store.conn.execute(
+                "INSERT INTO transfers VALUES (4, 1, 'production', 1, 2, 5, 'gift', NULL, 0)"
+            )
+        assert store.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        store.close()
+    # A second open finds nothing left to migrate.
+    Store(path).close()

@@ -56,7 +56,11 @@ async def test_record_shows_the_target_in_force(tmp_path: Path) -> None:
             assert won["round_id"] == cancelled["round_id"]
             r = await _retarget(api, won["ticket_id"], "ann", 101)
             assert r.status_code == 200, r.text
-            assert r.json() == {"ticket_id": won["ticket_id"], "auto_cashout": 101}
+            body = r.json()
+            receipt = body.pop("receipt")
+            assert body == {"ticket_id": won["ticket_id"], "auto_cashout": 101}
+            # The change's signed receipt: the bet's new leaf (docs/fairness.md).
+            assert (receipt["kind"], receipt["auto_cashout"]) == ("target", 101)
             r = await _retarget(api, cancelled["ticket_id"], "ben", None)
             assert r.status_code == 200, r.text
             assert r.json()["auto_cashout"] is None

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
+from crashd.api.cli.audit import keys_of
 from crashd.engine.chainstore import ChainFile
 from crashd.engine.chainstore import save as save_chain
 from crashd.engine.fairness import ChainReader, build_chain, chain_position, crash_point
+from crashd.engine.settlement.audit import audit
 from support.game import Api
 from support.servers import make_config, make_key, running_server
 
@@ -83,6 +86,19 @@ async def test_the_next_chain_takes_over_after_the_last_game(tmp_path: Path) -> 
                 chain_position(last_of_1["game_hash"], first.spec.terminating_hash.hex(), 10)
                 == GAMES
             )
+            # Each round's transcript names its own chain and salt; the audit links the
+            # last game of chain 1 to game 1 of chain 2 by chain 2's commitment.
+            with trio.fail_after(30):
+                while (await player.get(f"/api/v1/game/rounds/{GAMES + 1}/transcript")).is_error:
+                    await trio.sleep(0.05)
+            page = await player.get("/api/v1/game/transcripts", from_round=1, to_round=GAMES + 1)
+            ts = page.json()["transcripts"]
+            assert [t["round_id"] for t in ts] == list(range(1, GAMES + 2))
+            assert [t["fairness"]["salt"] for t in ts] == [first.salt] * GAMES + [published["salt"]]
+            assert ts[-1]["fairness"]["terminating_hash"] == published["terminating_hash"]
+            keys = keys_of((await client.get("/.well-known/crashd-keys")).json())
+            report = audit(ts, keys, chains=fairness["chains"])
+            assert report.ok, report.findings
             metrics = (await admin.get("/metrics")).text
             assert 'crashd_chain_current{environment="sandbox"} 2.0' in metrics
     # A restart finds both chains (from the audit log) and goes on in chain 2.

@@ -143,3 +143,31 @@ def backend(name: str, tmp_path: Path) -> Iterator[Backend]:
         return
     with fresh_database() as url:
         yield Backend(name, url)
+
+
+@contextmanager
+def writer_store(b: Backend, synchronous: str = "FULL") -> Iterator[Any]:
+    """The ledger's one writer (``Store``) on ``b``: SQLite's, or PostgreSQL's holding
+    the leader lease (which installs the schema) and fencing every group with its term,
+    as in production."""
+    from crashd.engine.ledger.store import Store
+
+    if not b.postgres:
+        store = Store(b.target, synchronous)  # type: ignore[arg-type]
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    from crashd.engine.ledger.lease import Lease
+    from crashd.engine.ledger.pgstore import PgStore
+
+    lease = Lease.take(str(b.target))
+    try:
+        pg = PgStore(str(b.target), synchronous, term=lease.term)  # type: ignore[arg-type]
+        try:
+            yield pg
+        finally:
+            pg.close()
+    finally:
+        lease.release()

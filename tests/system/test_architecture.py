@@ -34,6 +34,12 @@ PURE_CORE = (
     "crashd.engine.ledger.ops",
     "crashd.engine.ledger.txn",
     "crashd.engine.ledger.model",
+    "crashd.engine.ledger.wallet",
+    "crashd.engine.ledger.walletops",
+    "crashd.engine.wallet.contract",
+    "crashd.engine.wallet.signing",
+    "crashd.engine.wallet.retry",
+    "crashd.engine.wallet.breaker",
 )
 """Modules (and packages: everything below them) that must stay sans-IO."""
 

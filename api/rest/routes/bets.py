@@ -21,14 +21,22 @@ from typing import Annotated, Any, TypeVar
 import trio
 from quart import Blueprint, Response
 
+from crashd.api.rest.commands import forwarded
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, Render, idempotent, stored_or
 from crashd.api.rest.problems import Problem, problem_response
+from crashd.api.rest.receipts import RECEIPT_SCHEMA, receipt_of
 from crashd.api.rest.validation import Integer, String
 from crashd.api.security.auth import require_user, requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import Services, current_services
+from crashd.api.wallet.bets import (
+    WALLET_PROBLEMS,
+    refuse_two_phase,
+    seamless_of,
+    seamless_place_now,
+)
 from crashd.api.wire import API_PREFIX, iso_ms
 from crashd.engine.bounds import MAX_AMOUNT, MAX_MULTIPLIER
 from crashd.engine.curve import format_multiplier
@@ -193,6 +201,7 @@ RESERVE_SCHEMA: dict[str, Any] = {
         "ledger_busy",
         "ledger_unavailable",
         "engine_unavailable",
+        "seamless_one_shot",
     ),
     links={
         name: {
@@ -212,7 +221,19 @@ RESERVE_SCHEMA: dict[str, Any] = {
 async def reserve(
     *, principal: Principal, idempotency: IdempotencyToken, body: ReserveBody
 ) -> Response:
-    game = current_services().require_game().game
+    return await reserve_now(principal, idempotency, body)
+
+
+@forwarded("reserve", ReserveBody)
+async def reserve_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: ReserveBody,
+    services: Services | None = None,
+) -> Response:
+    """A hold, answered with the reply its commit stored."""
+    refuse_two_phase(services or current_services(), principal.partner_id)
+    game = (services or current_services()).require_game().game
     hold_id = derived_id("h_", idempotency)
 
     def render(held: Result) -> tuple[int, Any]:
@@ -268,6 +289,7 @@ PLACED_SCHEMA: dict[str, Any] = {
         "stake": {"type": "integer"},
         "auto_cashout": {"type": ["integer", "null"]},
         "status": {"type": "string", "enum": ["active"]},
+        "receipt": RECEIPT_SCHEMA,
     },
 }
 
@@ -322,6 +344,9 @@ PLACED_ONCE_SCHEMA: dict[str, Any] = {
         "ledger_busy",
         "ledger_unavailable",
         "engine_unavailable",
+        "round_closed",
+        "bet_busy",
+        *WALLET_PROBLEMS,
     ),
     links={
         "status": {
@@ -348,14 +373,20 @@ async def place(
     return await place_now(principal, idempotency, body)
 
 
+@forwarded("place", PlaceBody)
 async def place_now(
     principal: Principal,
     idempotency: IdempotencyToken,
     body: PlaceBody,
     services: Services | None = None,
 ) -> Response:
-    """A one-shot bet, answered with the reply its commit stored (REST, batch, feed)."""
-    game = (services or current_services()).require_game().game
+    """A one-shot bet, answered with the reply its commit stored (REST, batch, feed);
+    a seamless partner's is a debit of its wallet (``crashd.api.wallet.bets``)."""
+    services = services or current_services()
+    game = services.require_game().game
+    seamless = seamless_of(services, principal.partner_id)
+    if seamless is not None:
+        return await seamless_place_now(seamless, principal, idempotency, body)
     ticket_id = ticket_for(idempotency.scoped_id)
 
     def render(result: Result) -> tuple[int, Any]:
@@ -369,6 +400,7 @@ async def place_now(
             "auto_cashout": result.auto_cashout,
             "status": "active",
             "available": result.available,
+            "receipt": receipt_of(slot, services.notary),
         }
 
     def live(placed: Placed) -> Response:
@@ -381,6 +413,7 @@ async def place_now(
                 "auto_cashout": placed.auto_cashout,
                 "status": "active",
                 "available": getattr(placed.confirmed, "available", None),
+                "receipt": None,
             },
             status=201,
         )
@@ -425,6 +458,7 @@ async def place_now(
         "ledger_busy",
         "ledger_unavailable",
         "engine_unavailable",
+        "seamless_one_shot",
     ),
     links={
         "status": {
@@ -448,7 +482,20 @@ async def place_now(
 async def confirm(
     *, principal: Principal, idempotency: IdempotencyToken, body: ConfirmBody
 ) -> Response:
-    game = current_services().require_game().game
+    return await confirm_now(principal, idempotency, body)
+
+
+@forwarded("confirm", ConfirmBody)
+async def confirm_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: ConfirmBody,
+    services: Services | None = None,
+) -> Response:
+    """A confirm, answered with the reply its commit stored."""
+    services = services or current_services()
+    refuse_two_phase(services, principal.partner_id)
+    game = services.require_game().game
     ticket_id = ticket_for(idempotency.scoped_id)
 
     def render(result: Result) -> tuple[int, Any]:
@@ -461,6 +508,7 @@ async def confirm(
             "stake": result.stake,
             "auto_cashout": result.auto_cashout,
             "status": "active",
+            "receipt": receipt_of(slot, services.notary),
         }
 
     def live(placed: Placed) -> Response:
@@ -472,6 +520,7 @@ async def confirm(
                 "stake": placed.stake,
                 "auto_cashout": placed.auto_cashout,
                 "status": "active",
+                "receipt": None,
             },
             status=201,
         )
@@ -519,6 +568,7 @@ class ReleaseBody:
         "invalid_request",
         "ledger_unavailable",
         "engine_unavailable",
+        "seamless_one_shot",
     ),
 )
 @requires_scope("write:bet")
@@ -528,7 +578,19 @@ class ReleaseBody:
 async def release(
     *, principal: Principal, idempotency: IdempotencyToken, body: ReleaseBody
 ) -> Response:
-    game = current_services().require_game().game
+    return await release_now(principal, idempotency, body)
+
+
+@forwarded("release", ReleaseBody)
+async def release_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: ReleaseBody,
+    services: Services | None = None,
+) -> Response:
+    """A release, answered with the reply its commit stored."""
+    refuse_two_phase(services or current_services(), principal.partner_id)
+    game = (services or current_services()).require_game().game
 
     def render(voided: Result) -> tuple[int, Any]:
         assert isinstance(voided, HoldVoided)
@@ -557,6 +619,7 @@ CASHOUT_SCHEMA: dict[str, Any] = {
         "multiplier": {"type": "integer"},
         "multiplier_display": {"type": "string"},
         "payout": {"type": "integer"},
+        "receipt": RECEIPT_SCHEMA,
     },
 }
 
@@ -601,6 +664,7 @@ async def cashout(
     return await cash_out_now(principal, idempotency, ticket_id, body.user_id)
 
 
+@forwarded("cashout", str, str)
 async def cash_out_now(
     principal: Principal,
     idempotency: IdempotencyToken,
@@ -626,7 +690,9 @@ async def _cash_out_now(
 ) -> Response:
     game = services.require_game().game
 
-    def cashed_out(round_id: int, multiplier: int, payout: int) -> dict[str, Any]:
+    def cashed_out(
+        round_id: int, multiplier: int, payout: int, receipt: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return {
             "ticket_id": ticket_id,
             "round_id": round_id,
@@ -634,12 +700,18 @@ async def _cash_out_now(
             "multiplier": multiplier,
             "multiplier_display": format_multiplier(multiplier),
             "payout": payout,
+            "receipt": receipt,
         }
 
     def render(result: Result) -> tuple[int, Any]:
         assert isinstance(result, BetSettled) and result.multiplier is not None
         slot = idempotency.slots[-1]
-        return 200, cashed_out(event_hint(slot, "round_id"), result.multiplier, result.payout)
+        return 200, cashed_out(
+            event_hint(slot, "round_id"),
+            result.multiplier,
+            result.payout,
+            receipt_of(slot, services.notary),
+        )
 
     def live(answer: Cashout) -> Response:
         if answer.status == "too_late":
@@ -679,6 +751,7 @@ class AutoCashoutBody:
         "properties": {
             "ticket_id": {"type": "string"},
             "auto_cashout": {"type": ["integer", "null"]},
+            "receipt": RECEIPT_SCHEMA,
         },
     },
     tags=("bets",),
@@ -705,6 +778,7 @@ async def auto_cashout(
     return await retarget_now(principal, idempotency, ticket_id, body)
 
 
+@forwarded("auto_cashout", str, AutoCashoutBody)
 async def retarget_now(
     principal: Principal,
     idempotency: IdempotencyToken,
@@ -713,11 +787,17 @@ async def retarget_now(
     services: Services | None = None,
 ) -> Response:
     """An auto-cashout change, answered with the reply its commit stored (REST, feed)."""
-    game = (services or current_services()).require_game().game
+    services = services or current_services()
+    game = services.require_game().game
 
     def render(result: Result) -> tuple[int, Any]:
         assert isinstance(result, BetRetargeted)
-        return 200, {"ticket_id": ticket_id, "auto_cashout": result.auto_cashout}
+        receipt = receipt_of(idempotency.slots[-1], services.notary)
+        return 200, {
+            "ticket_id": ticket_id,
+            "auto_cashout": result.auto_cashout,
+            "receipt": receipt,
+        }
 
     return await answer_with(
         idempotency,
@@ -729,7 +809,9 @@ async def retarget_now(
             body.target,
             slot,
         ),
-        lambda target: json_response({"ticket_id": ticket_id, "auto_cashout": target}),
+        lambda target: json_response(
+            {"ticket_id": ticket_id, "auto_cashout": target, "receipt": None}
+        ),
     )
 
 
@@ -747,8 +829,7 @@ class UserQuery:
 )
 @requires_scope("write:bet", tokens=True)
 async def bet_status(ticket_id: str, *, principal: Principal) -> Response:
-    game = current_services().require_game().game
-    view = await game.ledger.bet(_ticket(ticket_id))
+    view = await current_services().require_ledger().bet(_ticket(ticket_id))
     if (
         view is None
         or (view.environment, view.partner_id) != (principal.environment, principal.partner_id)
@@ -784,13 +865,16 @@ class UserBetsQuery:
 @query_params(UserBetsQuery)
 async def user_bets(*, principal: Principal, query: UserBetsQuery) -> Response:
     require_user(principal, query.user_id)
-    game = current_services().require_game().game
-    views = await game.ledger.user_bets(
-        environment=principal.environment,
-        partner_id=principal.partner_id,
-        user_id=query.user_id,
-        limit=query.limit,
-        before=query.before,
+    views = (
+        await current_services()
+        .require_ledger()
+        .user_bets(
+            environment=principal.environment,
+            partner_id=principal.partner_id,
+            user_id=query.user_id,
+            limit=query.limit,
+            before=query.before,
+        )
     )
     next_cursor = views[-1].seq if len(views) == query.limit else None
     return json_response(

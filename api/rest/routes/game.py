@@ -13,13 +13,14 @@ from typing import Annotated, Any
 
 from quart import Blueprint, Response
 
+from crashd.api.rest.commands import forwarded_query
 from crashd.api.rest.conditional import CONDITIONAL_HEADERS, CONDITIONAL_RESPONSES, conditional_json
 from crashd.api.rest.contract import documented, json_response, query_params
 from crashd.api.rest.problems import Problem
 from crashd.api.rest.validation import MAX_INTEGER, Integer
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.keys import Principal
-from crashd.api.services import current_services
+from crashd.api.services import Services, current_services
 from crashd.api.wire import API_PREFIX, iso_ms
 from crashd.engine.curve import format_multiplier
 from crashd.engine.ledger.model import BetView, RoundView
@@ -118,7 +119,7 @@ ROUNDS_SCHEMA: dict[str, Any] = {
 @requires_scope("read:game_state", tokens=True)
 async def game_state(*, principal: Principal) -> Response:
     # Built and encoded once per engine change, whatever the number of readers or bets.
-    body = current_services().require_game().live.rest_body()
+    body = current_services().require_live().rest_body()
     return Response(body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
@@ -166,7 +167,15 @@ PARTICIPANTS_SCHEMA: dict[str, Any] = {
 @requires_scope("read:game_state", tokens=True)
 @query_params(ParticipantsQuery)
 async def game_participants(*, principal: Principal, query: ParticipantsQuery) -> Response:
-    live = current_services().require_game().live
+    return await participants_now(principal, query)
+
+
+@forwarded_query("participants", ParticipantsQuery)
+async def participants_now(
+    principal: Principal, query: ParticipantsQuery, services: Services | None = None
+) -> Response:
+    """One page of the live round's bets: the engine's to answer (every bet it holds)."""
+    live = (services or current_services()).require_game().live
     round_id, count, page = live.participants(query.offset, query.limit)
     items = [
         {
@@ -237,7 +246,7 @@ class RoundsQuery:
 @query_params(RoundsQuery)
 async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
     services = current_services()
-    ledger = services.require_game().game.ledger
+    ledger = services.require_ledger()
     views = await ledger.finished_rounds(limit=query.limit, before=query.before)
     rounds = []
     for view in views:
@@ -265,7 +274,7 @@ async def list_rounds(*, principal: Principal, query: RoundsQuery) -> Response:
 @requires_scope("read:game_state", tokens=True)
 async def get_round(round_id: int, *, principal: Principal) -> Response:
     services = current_services()
-    ledger = services.require_game().game.ledger
+    ledger = services.require_ledger()
     view = await ledger.round(round_id)
     if view is None:
         raise Problem("unknown_round", f"no round {round_id} has been played")
@@ -319,7 +328,7 @@ async def get_round_bets(
     round_id: int, *, principal: Principal, query: ParticipantsQuery
 ) -> Response:
     services = current_services()
-    ledger = services.require_game().game.ledger
+    ledger = services.require_ledger()
     view = await ledger.round(round_id)
     if view is None:
         raise Problem("unknown_round", f"no round {round_id} has been played")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from quart import Blueprint, Response
 
+from crashd.api.rest.commands import forwarded
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, idempotent
 from crashd.api.rest.problems import Problem
@@ -14,8 +15,10 @@ from crashd.api.rest.validation import Integer, String
 from crashd.api.security.auth import require_user, requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
-from crashd.api.services import current_services
+from crashd.api.services import Services, current_services
+from crashd.api.wallet.bets import WALLET_PROBLEMS, game_problem, refuse_two_phase, seamless_of
 from crashd.api.wire import API_PREFIX
+from crashd.engine.game import GameError, Player
 from crashd.engine.ledger.model import Posted, Result
 
 from .bets import USER_ID, answer_with
@@ -33,6 +36,16 @@ BALANCE_SCHEMA: dict[str, Any] = {
         "posted": {"type": "integer", "description": "settled balance, minor units"},
         "pending": {"type": "integer", "description": "held by unexpired reservations"},
         "available": {"type": "integer", "description": "posted - pending: what can be staked"},
+        "source": {
+            "type": "string",
+            "enum": ["wallet"],
+            "description": "seamless partners: the balance is the operator's wallet's",
+        },
+        "owed": {
+            "type": "integer",
+            "description": "seamless partners: wins and refunds crashd has yet to deliver "
+            "to the wallet (its outbox)",
+        },
     },
 }
 
@@ -43,7 +56,25 @@ class BalanceQuery:
 
 
 async def _balance_body(principal: Principal, user_id: str) -> dict[str, Any]:
-    ledger = current_services().require_game().game.ledger
+    services = current_services()
+    ledger = services.require_ledger()
+    seamless = seamless_of(services, principal.partner_id)
+    if seamless is not None:
+        try:
+            available, owed = await seamless.balance(
+                Player(principal.environment, principal.partner_id, user_id)
+            )
+        except GameError as err:
+            raise game_problem(err) from None
+        return {
+            "user_id": user_id,
+            "environment": principal.environment,
+            "posted": available,
+            "pending": 0,
+            "available": available,
+            "source": "wallet",
+            "owed": owed,
+        }
     balance = await ledger.balance(
         environment=principal.environment, partner_id=principal.partner_id, user_id=user_id
     )
@@ -61,7 +92,7 @@ async def _balance_body(principal: Principal, user_id: str) -> dict[str, Any]:
     "One user's balance (the calling partner's users only; a user token, its own user)",
     response=BALANCE_SCHEMA,
     tags=("users",),
-    problems=("engine_unavailable", "token_wrong_user"),
+    problems=("engine_unavailable", "token_wrong_user", *WALLET_PROBLEMS),
 )
 @requires_scope("read:balance", tokens=True)
 @query_params(BalanceQuery)
@@ -92,6 +123,7 @@ class FaucetBody:
         "invalid_request",
         "ledger_unavailable",
         "engine_unavailable",
+        "seamless_one_shot",
     ),
     links={
         "reserve": {
@@ -118,7 +150,19 @@ async def faucet(
         raise Problem(
             "environment_not_allowed", "the faucet hands out demo money to sandbox users only"
         )
-    ledger = current_services().require_game().game.ledger
+    return await faucet_now(principal, idempotency, body)
+
+
+@forwarded("faucet", FaucetBody)
+async def faucet_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: FaucetBody,
+    services: Services | None = None,
+) -> Response:
+    """A faucet credit, answered with the reply its commit stored."""
+    refuse_two_phase(services or current_services(), principal.partner_id)
+    ledger = (services or current_services()).require_game().game.ledger
     environment = principal.environment
 
     def render(posted: Result) -> tuple[int, Any]:
