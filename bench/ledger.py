@@ -64,6 +64,7 @@ from crashd.engine.ledger import open_ledger
 from crashd.engine.ledger.database import redacted
 from crashd.engine.ledger.model import Posted, RoundSettled
 from crashd.engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, RoundSettle, RoundStart
+from crashd.engine.ledger.schema import key_hash
 from crashd.engine.ledger.store import Store, Synchronous, audit
 
 NAME = "ledger"
@@ -291,7 +292,11 @@ def ledger_rows_rate(
     store = Store(path, sync)  # type: ignore[arg-type]
     c = store.conn
     c.execute("BEGIN")
-    c.execute("INSERT INTO ops VALUES (1, 'seed', 'seed', x'00', 1, NULL, '{}', 0)")
+    c.execute(
+        "INSERT INTO ops (id, key, key_hash, kind, fingerprint, ok, code, result, ts) "
+        "VALUES (1, 'seed', ?, 'seed', x'00', 1, NULL, '{}', 0)",
+        (key_hash("seed"),),
+    )
     c.executemany(
         "INSERT INTO accounts VALUES (?, 'production', ?, ?, ?, 0, 0)",
         [(1, "psp", "", "")] + [(2 + u, "player", "bench", f"u{u}") for u in range(USERS)],
@@ -302,9 +307,10 @@ def ledger_rows_rate(
     n = 2
     elapsed = 0.0
     while elapsed < seconds:
+        keys = [f"psp:production:{op_id}" for op_id in _op_ids(n, batch, random_ids)]
         ops = [
-            (n + i, f"psp:production:{op_id}", "psp_deposit", fingerprint, 1, None, result, 0)
-            for i, op_id in enumerate(_op_ids(n, batch, random_ids))
+            (n + i, k, key_hash(k), "psp_deposit", fingerprint, 1, None, result, 0)
+            for i, k in enumerate(keys)
         ]
         transfers = [
             (n + i, n + i, "production", 1, 2 + (n + i) % USERS, 100, "deposit", None, 0)
@@ -314,8 +320,8 @@ def ledger_rows_rate(
         t0 = time.perf_counter()
         c.execute("BEGIN IMMEDIATE")
         c.executemany(
-            "INSERT INTO ops (id, key, kind, fingerprint, ok, code, result, ts) "
-            "VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO ops (id, key, key_hash, kind, fingerprint, ok, code, result, ts) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
             ops,
         )
         c.executemany(

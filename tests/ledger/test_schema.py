@@ -396,3 +396,55 @@ def test_an_older_version_gains_the_wallet_in_place(tmp_path: Path, version: int
         store.close()
     # A second open finds nothing left to migrate.
     Store(path).close()
+
+
+def test_both_backends_have_the_same_tables_columns_indexes_and_refusals(
+    pg: Backend, tmp_path: Path
+) -> None:
+    """A new ledger on each backend, at ``SCHEMA_VERSION``: the same tables with the same
+    columns, the same named indexes, and triggers refusing with the same messages (the
+    wallet's and the settlement's included)."""
+    from crashd.engine.ledger.lease import Lease
+    from crashd.engine.ledger.schema import POSTGRES_DDL, STEPS
+
+    store = Store(tmp_path / "ledger.sqlite3")
+    try:
+        c = store.conn
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")]
+        sqlite_columns = {
+            t: sorted(r[1] for r in c.execute(f"PRAGMA table_info({t})")) for t in tables
+        }
+        sqlite_indexes = {
+            r[0]
+            for r in c.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL"
+            )
+        }
+    finally:
+        store.close()
+    Lease.take(str(pg.target)).release()  # the first holder installs the schema
+    conn = pg.connect()
+    try:
+        rows = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema()"
+        ).fetchall()
+        pg_columns: dict[str, list[str]] = {}
+        for table, column in rows:
+            pg_columns.setdefault(table, []).append(column)
+        pg_indexes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT indexname FROM pg_indexes i WHERE schemaname = current_schema() "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
+            )
+        }
+    finally:
+        conn.close()
+    assert {t: sorted(c) for t, c in pg_columns.items() if t != "leader"} == sqlite_columns
+    assert pg_indexes == sqlite_indexes and "wallet_txs_open_debits" in pg_indexes
+    sqlite_sql = DDL + "".join(s.sqlite for s in STEPS)
+    pg_sql = POSTGRES_DDL + "".join(s.postgres for s in STEPS)
+    refusals = set(re.findall(r"RAISE\(ABORT, '([^']+)'\)", sqlite_sql))
+    assert refusals == set(re.findall(r"crashd_refuse\('([^']+)'\)", pg_sql))
+    assert {"wallet transactions are never deleted", "transcripts are append-only"} <= refusals

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from crashd.engine.ledger.store import audit
 from support.game import Api, fund
 from support.postgres import Backend
 from support.security import LogScan
-from support.servers import make_key, running_server
+from support.servers import PYTHON, REPO, make_key, running_server
 from support.wallet import (
     PARTNER,
     WALLET_SECRET,
@@ -52,6 +54,19 @@ def audited(game: SeamlessGame) -> None:
     finally:
         conn.close()
     assert report.ok, report.problems
+
+
+async def crashd_cli(*argv: str) -> Any:
+    """``crashd …`` as a real process; its JSON output."""
+    done = await trio.run_process(
+        [PYTHON, "-m", "crashd.api", *argv],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return json.loads(done.stdout)
 
 
 async def bet(
@@ -294,7 +309,9 @@ async def test_the_breaker_pauses_bets_says_why_and_resumes(tmp_path: Path) -> N
 async def test_a_credit_the_wallet_refuses_is_parked_and_resolved(
     db: Backend, tmp_path: Path
 ) -> None:
-    async with seamless_game(tmp_path, database=db.target) as g:
+    # Betting open for a second: both debits must be answered before it closes, on a
+    # loaded machine too (a debit the close of betting cuts short never plays).
+    async with seamless_game(tmp_path, database=db.target, betting_ms=1000) as g:
         await g.mock.fund("hal", 5000)
         await g.mock.fund("ivy", 5000)
         await g.api.wait_status("betting", timeout=30)
@@ -318,6 +335,16 @@ async def test_a_credit_the_wallet_refuses_is_parked_and_resolved(
         failed = {
             i["user_id"]: i for i in (await g.api.get("/api/v1/wallet/failed")).json()["items"]
         }
+        # The operator's command line reads the same queue from the database (SQLite or
+        # PostgreSQL) while the server runs.
+        listed = await crashd_cli(
+            "wallet", "failed", "list", "--database", str(db.target), "--json"
+        )
+        assert {(i["user_id"], i["tx_id"]) for i in listed["failed"]} == {
+            (u, i["tx_id"]) for u, i in failed.items()
+        }
+        day = await crashd_cli("wallet", "summary", "--database", str(db.target), "--json")
+        assert day["partners"][PARTNER]["failed"]["count"] == 2
         assert (
             failed["hal"]["code"] == "account_closed" and failed["hal"]["amount"] == payouts["hal"]
         )

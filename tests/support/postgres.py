@@ -136,6 +136,16 @@ class Backend:
 BACKENDS = ("sqlite", "postgresql")
 
 
+def read_connection(database: Path | str) -> Any:
+    """A connection to a server's database that is safe while it runs (``?``
+    placeholders on both): a SQLite file read-only, or a PostgreSQL session."""
+    if str(database).startswith("postgresql://"):
+        from crashd.engine.ledger.pgstore import PgConn, connect
+
+        return PgConn(connect(str(database)))
+    return sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+
+
 @contextmanager
 def backend(name: str, tmp_path: Path) -> Iterator[Backend]:
     if name == "sqlite":

@@ -99,15 +99,10 @@ def seamless(config: Config, url: str, **extra: Any) -> Config:
 
 
 def ledger_connection(config: Config) -> Any:
-    """A connection to the server's database, safe while it runs: a SQLite file
-    read-only, or a PostgreSQL database (``?`` placeholders on both)."""
-    if str(config.database).startswith("postgresql://"):
-        from crashd.engine.ledger.pgstore import PgConn, connect
+    """A connection to the server's database, safe while it runs."""
+    from support.postgres import read_connection
 
-        return PgConn(connect(str(config.database)))
-    import sqlite3
-
-    return sqlite3.connect(f"file:{config.database}?mode=ro", uri=True)
+    return read_connection(config.database)
 
 
 @dataclass
