@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import hypercorn.trio
 import trio
@@ -116,6 +119,27 @@ def serve_argv(config: Config, *extra: str) -> list[str]:
         "--betting-ms", "300", "--pause-ms", "150", "--stop-wait-s", "1",
         "--log-level", "warning", *pepper, *extra,
     ]  # fmt: skip
+
+
+async def read_url(proc: trio.Process) -> str:
+    """The URL a ``crashd serve`` child prints once it listens (its first stdout line)."""
+    assert proc.stdout is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await proc.stdout.receive_some(1)
+        assert chunk, "server exited before listening"
+        line += chunk
+    return line.decode().split("listening on ", 1)[1].strip()
+
+
+async def start_process(argv: list[str], **kwargs: Any) -> tuple[trio.Process, str]:
+    """A ``crashd serve`` child on ``argv`` (``serve_argv``'s or a test's own), quiet on
+    stderr unless ``kwargs`` say otherwise, and its URL once it listens (30 s at most)."""
+    kwargs.setdefault("stderr", subprocess.DEVNULL)
+    kwargs.setdefault("env", {**os.environ, "PYTHONPATH": str(REPO)})
+    proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, **kwargs)
+    with trio.fail_after(30):
+        return proc, await read_url(proc)
 
 
 def make_key(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,26 +28,13 @@ from crashd.engine.fairness import ChainReader, crash_point
 from crashd.engine.ledger import open_ledger
 from support.game import Api, game_config
 from support.postgres import Backend
-from support.servers import REPO, make_key, serve_argv
+from support.servers import make_key, serve_argv, start_process
 
 KILLS = int(os.environ.get("CRASHD_SERVER_KILLS", "6"))
 
 
 async def start(config: Any) -> tuple[trio.Process, str]:
-    proc = await trio.lowlevel.open_process(
-        serve_argv(config),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert proc.stdout is not None
-    line = b""
-    with trio.fail_after(30):
-        while not line.endswith(b"\n"):
-            chunk = await proc.stdout.receive_some(1)
-            assert chunk, "server exited before listening"
-            line += chunk
-    return proc, line.decode().split("listening on ", 1)[1].strip()
+    return await start_process(serve_argv(config))
 
 
 class Acks:

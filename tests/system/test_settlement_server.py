@@ -26,7 +26,7 @@ from crashd.engine.fairness import ChainReader, crash_point
 from crashd.engine.settlement.canonical import canonical
 from support.game import Api, fund, game_config
 from support.postgres import Backend
-from support.servers import PYTHON, REPO, make_key, serve_argv
+from support.servers import PYTHON, REPO, make_key, serve_argv, start_process
 
 pytestmark = pytest.mark.usefixtures("logscan")
 
@@ -142,20 +142,7 @@ async def test_a_hundred_rounds_audit_clean_with_every_receipt(tmp_path: Path) -
 
 
 async def start(config: Config) -> tuple[trio.Process, str]:
-    proc = await trio.lowlevel.open_process(
-        serve_argv(config),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert proc.stdout is not None
-    line = b""
-    with trio.fail_after(30):
-        while not line.endswith(b"\n"):
-            chunk = await proc.stdout.receive_some(1)
-            assert chunk, "server exited before listening"
-            line += chunk
-    return proc, line.decode().split("listening on ", 1)[1].strip()
+    return await start_process(serve_argv(config))
 
 
 async def test_a_round_killed_mid_run_is_voided_and_audits_clean(

@@ -25,20 +25,10 @@ import trio
 from crashd.engine.ledger import open_ledger
 from support.game import Api, game_config
 from support.postgres import Backend
-from support.servers import REPO, make_key, serve_argv
+from support.servers import REPO, make_key, read_url, serve_argv
 
 pytestmark = pytest.mark.slow
 TAKEOVER_BOUND_S = 5.0
-
-
-async def read_url(proc: trio.Process) -> str:
-    assert proc.stdout is not None
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = await proc.stdout.receive_some(1)
-        assert chunk, "server exited before listening"
-        line += chunk
-    return line.decode().split("listening on ", 1)[1].strip()
 
 
 def lease_sessions(pg: Backend) -> int:
