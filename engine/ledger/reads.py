@@ -11,13 +11,13 @@ process asks ``open_reads(database)`` and never learns which it got.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import trio
 
-from .model import AccountKey, Balance, BetView, RoundView, StoredReply
+from .model import AccountKey, AuditEntry, Balance, BetView, RoundView, StoredReply
 from .store import Reader, Synchronous
 
 T = TypeVar("T")
@@ -44,6 +44,17 @@ class LedgerReads(Protocol):
     ) -> list[RoundView]: ...
     async def seal(self, round_id: int) -> str | None: ...
     async def transcript(self, round_id: int) -> tuple[str, str] | None: ...
+    async def recent_ops(
+        self, kinds: Sequence[str], limit: int = 20
+    ) -> list[tuple[int, str, str, bool, str | None, str, int]]: ...
+    async def audit_entries(
+        self,
+        environment: str,
+        *,
+        actions: Sequence[str] = (),
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[AuditEntry]: ...
     async def transcripts(
         self, first: int, last: int, limit: int = 1000
     ) -> list[tuple[int, str]]: ...
@@ -119,6 +130,24 @@ class ReadOnlyLedger:
 
     async def transcripts(self, first: int, last: int, limit: int = 1000) -> list[tuple[int, str]]:
         return await self._read(self._reader.transcripts, first, last, limit)
+
+    async def recent_ops(
+        self, kinds: Sequence[str], limit: int = 20
+    ) -> list[tuple[int, str, str, bool, str | None, str, int]]:
+        return await self._read(self._reader.recent_ops, tuple(kinds), limit)
+
+    async def audit_entries(
+        self,
+        environment: str,
+        *,
+        actions: Sequence[str] = (),
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[AuditEntry]:
+        assert 0 < limit <= 1000
+        return await self._read(
+            self._reader.audit_entries, environment, tuple(actions), limit, before
+        )
 
     async def position(self, name: str) -> str | None:
         return await self._read(self._reader.position, name)
