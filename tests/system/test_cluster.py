@@ -269,6 +269,10 @@ async def test_an_api_process_reads_the_operators_records_from_the_database(
             assert actions[:2] == ["resume", "pause"]
             refused = await there.post("/api/v1/admin/pause", {"note": "from an API process"})
             assert refused.status_code == 503 and refused.json()["code"] == "engine_unavailable"
+            # Ready for its load balancer: the engine's state has come, the reads are open.
+            ready = await remote.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"] == {"engine": "ok", "ledger": "ok"}
 
 
 @asynccontextmanager
