@@ -722,7 +722,7 @@ def edges_rows(
                 f"engine + {edges} edges over {fanout_edges.transport_of(p.server)}, "
                 f"{p.rate:g} Hz, N={p.n:,}",
                 {
-                    "n": float(p.n),
+                    "subscribers_n": float(p.n),
                     "edge_cpu_us_per_msg": p.cpu_us_per_msg,
                     "hub_cpu_us_per_msg": hub_cost,
                     "hub_cpu_us_per_msg_same_per_process": _cost(r),
@@ -756,7 +756,7 @@ def edges_rows(
                 checks=checks if first else {},
                 headline=True,
                 primary=[
-                    "n",
+                    "subscribers_n",
                     "edge_cpu_us_per_msg",
                     "hub_cpu_us_per_msg",
                     "engine_us_per_frame_us",
