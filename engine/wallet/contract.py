@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from crashd.engine.bounds import MAX_AMOUNT
 from crashd.engine.reasons import (
     INSUFFICIENT_FUNDS,
     WALLET_CURRENCY_MISMATCH,
@@ -303,6 +304,33 @@ def interpret(request: Request, status: int, body: bytes, signature_ok: bool) ->
             return Answer(Outcome.OK, balance=balance, message=text, data=data)
         return Answer(Outcome.REFUSED, code[:64], text[:500], balance, data=data)
     return unknown("bad_body", f"HTTP {status} with an answer that is neither ok nor an error")
+
+
+@dataclass(frozen=True, slots=True)
+class WalletLimits:
+    """The limits a wallet's ``session.verify`` may give for the player (optional, in
+    ``"limits": {"max_stake": …}``): crashd refuses a bet above them before the wallet
+    is asked (``wallet_stake_too_large``). ``None``: the wallet set none. Other members
+    are ignored, and so is a value that is not an integer in 1..``MAX_AMOUNT``."""
+
+    max_stake: int | None = None
+
+    def to_json(self) -> dict[str, int | None]:
+        return {"max_stake": self.max_stake}
+
+
+NO_LIMITS = WalletLimits()
+
+
+def limits_of(answer: Answer) -> WalletLimits:
+    """The limits of an ok ``session.verify`` answer (``NO_LIMITS`` if it gives none)."""
+    raw = answer.data.get("limits")
+    if not isinstance(raw, dict):
+        return NO_LIMITS
+    max_stake = raw.get("max_stake")
+    if type(max_stake) is not int or not 1 <= max_stake <= MAX_AMOUNT:
+        return NO_LIMITS
+    return WalletLimits(max_stake=max_stake)
 
 
 def session_of(answer: Answer) -> tuple[str, str, int | None, str | None] | None:

@@ -386,7 +386,7 @@ async def place_now(
     game = services.require_game().game
     seamless = seamless_of(services, principal.partner_id)
     if seamless is not None:
-        return await seamless_place_now(seamless, principal, idempotency, body)
+        return await seamless_place_now(seamless, principal, idempotency, body, services.notary)
     ticket_id = ticket_for(idempotency.scoped_id)
 
     def render(result: Result) -> tuple[int, Any]:
