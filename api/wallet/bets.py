@@ -39,7 +39,6 @@ WALLET_PROBLEMS: tuple[str, ...] = (
     "wallet_session_expired",
     "wallet_player_blocked",
     "wallet_limit_reached",
-    "wallet_stake_too_large",
     "wallet_self_excluded",
     "wallet_unknown_player",
     "wallet_currency_mismatch",
@@ -49,7 +48,11 @@ WALLET_PROBLEMS: tuple[str, ...] = (
     "wallet_error",
     "wallet_unavailable",
 )
-"""What a seamless partner's bet may be refused with beyond a transfer partner's."""
+"""What a seamless partner's wallet call (a bet's debit, a balance) may be refused with
+beyond a transfer partner's."""
+WALLET_BET_PROBLEMS: tuple[str, ...] = (*WALLET_PROBLEMS, "wallet_stake_too_large")
+"""What a seamless partner's bet may be refused with beyond a transfer partner's: the
+wallet's refusals, and a stake above the wallet's limit (refused before the debit)."""
 
 WALLET_LIMITS_SCHEMA: dict[str, Any] = {
     "type": "object",
