@@ -307,6 +307,8 @@ class CommandPoint:
     where: str
     ok: int
     failures: int
+    refused: int
+    """Bets the round's own limits refused (``bench.api.RULE_REFUSALS``): not failures."""
     per_s: float
     p50_ms: float
     p99_ms: float
@@ -318,15 +320,19 @@ async def measure_commands(
     from bench.api import RawConnection, Requests, fund, one_shot_op, run_load
 
     reqs = {"engine": Requests(engine), "api": Requests(api)}
-    users = [f"u{i}" for i in range(max(400, concurrency * 50))]
+    # Each row bets for its own users, enough of them that the round's per-user limit
+    # is rarely reached: a long round queues the next one's bets for as long as it flies.
+    per_row = max(400, concurrency * 125)
+    users = [f"u{i}" for i in range(2 * per_row)]
     await fund(engine, reqs["engine"], users, 1_000_000, min(8, concurrency))
     points = []
-    for where, server in (("engine", engine), ("api process", api)):
+    for n, (where, server) in enumerate((("engine", engine), ("api process", api))):
         key = "engine" if where == "engine" else "api"
+        mine = users[n * per_row : (n + 1) * per_row]
         row = await run_load(
             server,
             where,
-            one_shot_op(reqs[key], users, concurrency),
+            one_shot_op(reqs[key], mine, concurrency),
             opener=RawConnection.open,
             concurrency=concurrency,
             seconds=seconds,
@@ -338,6 +344,7 @@ async def measure_commands(
                 where,
                 row.ok,
                 row.failures,
+                row.refused,
                 row.ok / row.seconds if row.seconds else 0.0,
                 percentile(row.latencies_ms, 50),
                 percentile(row.latencies_ms, 99),
@@ -482,7 +489,8 @@ def measure(args: argparse.Namespace, progress: Progress | None, skips: list[Ski
             base = cmd[0]
             for c in cmd:
                 print(
-                    f"  {c.where:12} {c.ok} bets ({c.failures} failed), {c.per_s:.0f}/s: "
+                    f"  {c.where:12} {c.ok} bets ({c.failures} failed, {c.refused} refused by the "
+                    f"round's limits), {c.per_s:.0f}/s: "
                     f"p50 {c.p50_ms:.1f} ms, p99 {c.p99_ms:.1f} ms",
                     flush=True,
                 )
@@ -497,11 +505,12 @@ def measure(args: argparse.Namespace, progress: Progress | None, skips: list[Ski
                             "p50_ms": c.p50_ms,
                             "p99_ms": c.p99_ms,
                             "failures_n": float(c.failures),
+                            "refused_n": float(c.refused),
                         },
                         {"p99 × in-process": ratio(c.p99_ms, base.p99_ms)} if c is not base else {},
                         role="subject" if c is not base else "peer",
                         params={"concurrency": args.concurrency, "seconds": args.seconds},
-                        checks={"no failures": c.failures == 0},
+                        checks={"no failures (a round's own bet limits excepted)": c.failures == 0},
                         headline=True,
                         primary=["per_s", "p50_ms", "p99_ms"],
                         note=f"added hop (p50): {c.p50_ms - base.p50_ms:.1f} ms"

@@ -1,20 +1,28 @@
-"""``python -m bench fairness``: chain links/s and crash points/s beside raw SHA-256.
+"""``python -m bench fairness``: the cost of provable fairness and of verifiable
+settlement, each beside the primitive it is built on, measured in the same run.
 
-The limit is hashlib's SHA-256 of a 64-byte message called in a plain Python loop on the
-same machine: a chain link is exactly one such call plus a hex encoding, so the ratio
-shows what the chain code costs beyond the hash itself. The peer is the raw Ed25519
-rate (the ``cryptography`` package: sign and verify of a 32-byte message), what a
-signature-based fairness scheme would pay per round; skipped with a line when the
-package is not installed (``pip install -e '.[bench]'``). Also reports the time and
-peak memory of building a full chain (default 10,000,000 links) and the per-round cost
-of serving a game hash from checkpoints, and checks what it built: revealed games verify
-against the terminating hash, crash points are at least 1.00x.
+Three tables:
 
-Verifiable settlement (docs/fairness.md) has rows of its own beside the same raw Ed25519
-sign: a bet's signed receipt, a round's signed start seal (its record and the Merkle
-root of its bets) and a round's signed transcript (record, document, signature,
-canonical text), for a round of ``SETTLE_BETS`` bets played by the real round engine,
-half of them cashed out by hand; the transcript built must audit clean.
+- *Operations per second*: chain links and crash points beside their limit, hashlib's
+  SHA-256 of a 64-byte message in a plain Python loop (a chain link is exactly one such
+  call plus a hex encoding, so the ratio is what the chain code costs beyond the hash);
+  and the raw Ed25519 sign and verify rates of the ``cryptography`` package (a 32-byte
+  message), the primitive every receipt, seal and transcript is signed with. Skipped
+  with a line when the package is not installed (``pip install -e '.[bench]'``).
+- *Building and serving a chain*: the time and peak traced memory of building a full
+  chain (default 10,000,000 links) and the per-game cost of serving game hashes in play
+  order from checkpoints.
+- *Verifiable settlement* (docs/fairness.md), per second beside raw Ed25519 sign: what
+  the notary does off the tick path, for a round of ``SETTLE_BETS`` bets played by the
+  real sequencer with half of them cashed out by hand: a bet's signed receipt (build,
+  sign, canonical text), the round's signed start seal (its record, the Merkle root of
+  its bets, the signature) and its signed transcript (record, document, signature,
+  hash), with the transcript's size in bytes of canonical JSON.
+
+Checks: a tampered message does not verify; crash points are deterministic and at least
+1.00x; revealed games verify against the terminating hash; the transcript built audits
+clean (signature, seal, re-run). What the tick loop pays for all this (its lateness and
+cash-out latency) is ``python -m bench tick``'s.
 """
 
 from __future__ import annotations
@@ -360,7 +368,11 @@ def _settlement_rows(n: int, signs: float) -> list[Row]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench fairness", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m bench fairness",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--n", type=int, default=500_000, help="operations per rate sample")
     p.add_argument(
         "--chain-length", type=int, default=10_000_000, help="full chain to build (0 to skip)"

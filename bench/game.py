@@ -44,8 +44,10 @@ client's send instant, one clock; both server instants are whole ms and the serv
 epoch offset is floored, so it is good to about ±2 ms); feed lateness (receive time − the tick's ``at_ms``); tick lateness from the feed
 (the tick's ``elapsed_ms`` against the documented grid ``k·1000/tick_hz``, whole ms); the
 server process's CPU share and RSS (``/proc``); the generator's CPU share; the hello
-route's req/s (idle) and latency (probed during the rounds). The engine's sub-ms tick
-lateness and the ledger's commit times are not exposed by the API: skipped with a line.
+route's req/s (idle) and latency (probed during the rounds); and, from the server's own
+``/metrics`` read before and after the measured rounds, its histograms of ledger group
+commits (duration and size), cash-out answers and tick lateness over those rounds (a
+quantile known to its bucket: each figure is that bucket's upper bound).
 
 At the end it checks, from outside: every acknowledged bet settled exactly once at the
 multiplier the rules give (an auto target ``A`` pays exactly ``A`` iff ``A`` ≤ the crash
@@ -110,7 +112,9 @@ from typing import Any, Protocol
 
 import trio
 
+from bench import scrape
 from bench.api import HttpError, RawConnection
+from bench.child import HELLO_PATH, await_ready, child_env, serve_with_hello
 from bench.suite import Context, Progress, Row, Skip, clamp, percentile, ratio
 
 NAME = "game"
@@ -118,13 +122,16 @@ T_BETS = "Game: bets from every player, every round"
 T_CASHOUT = "Game: manual cash-outs (send → answer), beside the hello route under the same load"
 T_FEED = "Game: the feed every player watches"
 T_SERVER = "Game: the server process and the load generator"
+T_INSIDE = (
+    "Game: the server's own histograms over the measured rounds (`/metrics`; a quantile is "
+    "known to its bucket: each figure is the bucket's upper bound)"
+)
 T_FLOOR = "Game: the framework's floor (hello route, idle server)"
 T_WALLET = (
     "Game: seamless mode (every bet a debit of a mock wallet, every win a credit through the "
     "outbox), beside the transfer wallet in the same run"
 )
 WALLET_SECRET = "bench-mock-wallet-secret-0123456789"
-HELLO_PATH = "/bench/hello"
 API = "/api/v1"
 PARTNER = "bench"
 SCOPES = "read:game_state,read:balance,write:bet"
@@ -815,6 +822,8 @@ class Result:
     """What the mock wallet recorded as the server breaking the contract."""
     wallet: WalletReconciliation | None = None
     """Seamless mode: every bet against the mock wallet's transactions."""
+    server_histograms: dict[str, scrape.Buckets] = field(default_factory=dict)
+    """The server's own histograms (``/metrics``) over the measured rounds."""
 
     # -- derived figures
     def measured(self) -> list[Bet]:
@@ -1113,6 +1122,7 @@ def to_rows(r: Result) -> list[Row]:
             note=bound,
         )
     )
+    rows.extend(inside_rows(r, params))
     rows.append(
         Row(
             NAME,
@@ -1130,6 +1140,51 @@ def to_rows(r: Result) -> list[Row]:
             checks={"no hello request failed": r.hello_idle.failures == 0},
         )
     )
+    return rows
+
+
+INSIDE = (
+    ("commit", "crashd_ledger_commit_seconds", "a ledger group commit (plan, flush, fsync)"),
+    ("cashout", "crashd_cashout_answer_seconds", "a cash-out, reaching the game → its committed answer"),
+    ("tick", "crashd_tick_lateness_seconds", "the engine's wake for a tick, past its deadline"),
+)  # fmt: skip
+"""The duration histograms read: row key, metric, what one observation is."""
+
+GROUP_OPS = "crashd_ledger_group_ops"
+
+
+def inside_rows(r: Result, params: dict[str, Any]) -> list[Row]:
+    """One row per server histogram: how many, p50/p99 to their bucket's upper bound, the
+    mean; the commit row also says how many ops a commit carried."""
+    rows = []
+    for key, metric, what in INSIDE:
+        h = r.server_histograms.get(metric)
+        if h is None:
+            continue
+        p50, p99 = scrape.quantile_bound(h, 0.50), scrape.quantile_bound(h, 0.99)
+        metrics = {
+            "observed_n": h.count,
+            "p50_bucket_ms": p50 * 1000,
+            "p99_bucket_ms": p99 * 1000,
+            "mean_ms": h.total / h.count * 1000 if h.count else math.nan,
+        }
+        group = r.server_histograms.get(GROUP_OPS) if key == "commit" else None
+        if group is not None:
+            metrics["ops_per_commit_p99_bucket_n"] = scrape.quantile_bound(group, 0.99)
+            metrics["ops_per_commit_mean"] = group.total / group.count if group.count else math.nan
+        rows.append(
+            Row(
+                NAME,
+                T_INSIDE,
+                f"inside/{key}",
+                what,
+                metrics,
+                params=params,
+                headline=key in ("commit", "cashout"),
+                primary=["p50_bucket_ms", "p99_bucket_ms", "mean_ms"],
+                note="p99 past the last bucket" if math.isinf(p99) else "",
+            )
+        )
     return rows
 
 
@@ -1171,28 +1226,7 @@ def _config(directory: Path) -> Any:
 
 def serve_child(directory: Path) -> int:
     """The child: ``crashd serve``'s own code path, plus the bench-only hello route."""
-    import logging
-
-    from quart import Blueprint, Response
-
-    from crashd.api.server import run_blocking
-
-    config = _config(directory)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    hello = Blueprint("bench_hello", __name__)
-
-    @hello.get(HELLO_PATH)
-    async def hello_route() -> Response:
-        return Response(b"hello", content_type="text/plain")
-
-    run_blocking(
-        config, on_ready=lambda info: print(f"ready {info.url}", flush=True), blueprints=[hello]
-    )
-    return 0
+    return serve_with_hello(_config(directory))
 
 
 KNOWN_SALTS = {(10, 105, 135): "bench-game-8490720"}
@@ -1247,6 +1281,8 @@ class Server:
     key: str
     signing_secret: str
     directory: Path
+    metrics_key: str = ""
+    """A key with ``admin:metrics`` only: the bench reads the server's own histograms."""
 
     def stat(self) -> tuple[float, float, float]:
         """(CPU seconds so far, RSS MB, peak RSS MB) from /proc."""
@@ -1280,19 +1316,18 @@ def _raise_nofile() -> None:
 
 def start_server(directory: Path, args: argparse.Namespace, cpu: int | None) -> Server:
     from crashd.api.security.keys import KeyStore
+    from crashd.api.wire import SCOPE_ADMIN_METRICS
 
     (directory / "settings.json").write_text(json.dumps(_settings(directory, args)))
     config = _config(directory)
     store = KeyStore(config.database)
     try:
         created = store.create("sandbox", SCOPES, partner_id=PARTNER, label="bench game")
+        metrics = store.create(
+            "sandbox", SCOPE_ADMIN_METRICS, partner_id=PARTNER, label="bench game metrics"
+        )
     finally:
         store.close()
-    repo = Path(__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
-    }
 
     def pin() -> None:
         if cpu is not None:
@@ -1306,28 +1341,19 @@ def start_server(directory: Path, args: argparse.Namespace, cpu: int | None) -> 
         stderr=log,
         text=True,
         cwd=directory,
-        env=env,
+        env=child_env(),
         preexec_fn=pin,
     )
     log.close()
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 120)
-    line = proc.stdout.readline() if ready else ""
-    match = re.fullmatch(r"ready http://(?P<host>[^:]+):(?P<port>\d+)\s*", line)
-    if match is None:
-        proc.kill()
-        proc.wait()
-        raise SystemExit(
-            f"bench game: the server did not start: {line!r}\n"
-            + (directory / "server.log").read_text()[-3000:]
-        )
+    host, port = await_ready(proc, directory, NAME)
     return Server(
         proc,
-        match["host"],
-        int(match["port"]),
+        host,
+        port,
         created.secret,
         getattr(created, "signing_secret", "") or "",
         directory,
+        metrics.secret,
     )
 
 
@@ -1998,6 +2024,7 @@ class Game:
         self.channels: dict[str, OrderChannel] = {}
         self.funded: dict[str, int] = {}
         self.nursery: trio.Nursery | None = None
+        self.metrics_before: dict[str, scrape.Buckets] = {}
         self.window: list[float] = []
         self.cpu0 = (0.0, 0.0)
         self.rss_max = math.nan
@@ -2137,6 +2164,28 @@ class Game:
             f"{status} {doc.get('code', '')}); those players bet over REST"
         )
 
+    async def scrape_metrics(self) -> dict[str, scrape.Buckets] | None:
+        """The server's histograms now (``None``, said once, if ``/metrics`` refuses)."""
+        if not self.server.metrics_key:
+            return None
+        request = (
+            f"GET /metrics HTTP/1.1\r\nHost: {self.server.host}:{self.server.port}\r\n"
+            f"Authorization: Bearer {self.server.metrics_key}\r\n\r\n"
+        ).encode()
+        conn = await RawConnection.open(self.server.host, self.server.port)
+        try:
+            status, body = await conn.request(request)
+        finally:
+            await conn.aclose()
+        if status != 200:
+            self.say(f"GET /metrics answered {status}: the server's own histograms are not read")
+            self.server.metrics_key = ""
+            return None
+        return scrape.histograms(body.decode())
+
+    async def scrape_before(self) -> None:
+        self.metrics_before = await self.scrape_metrics() or {}
+
     async def hello_floor(self, seconds: float, concurrency: int) -> Floor:
         floor = Floor()
         request = self.signer.get(HELLO_PATH, auth=False)
@@ -2240,11 +2289,12 @@ class Game:
             seen.closes_at_ms = int(doc.get("closes_at_ms", 0))
             if self.accepting and len(self.result.measured_rounds) < self.args.rounds:
                 self.result.measured_rounds.append(r)
+                assert self.nursery is not None
                 if not self.measuring:
                     self.measuring = True
                     self.window = [now]
                     self.cpu0 = (self.server.stat()[0], time.process_time())
-                assert self.nursery is not None
+                    self.nursery.start_soon(self.scrape_before)
                 self.nursery.start_soon(self.bet_round, r, seen)
                 self.step(
                     len(self.result.measured_rounds) - 1,
@@ -2520,6 +2570,12 @@ class Game:
                     with trio.move_on_after(10):
                         while any(t not in self.settlements for t in want):
                             await trio.sleep(0.05)
+            after = await self.scrape_metrics()
+            if after is not None:
+                result.server_histograms = {
+                    name: scrape.window(self.metrics_before.get(name), h)
+                    for name, h in after.items()
+                }
             nursery.cancel_scope.cancel()
         result.messages = swarm.messages
         result.out_of_order = swarm.out_of_order
@@ -2864,22 +2920,6 @@ def execute(args: argparse.Namespace, progress: Progress | None, skips: list[Ski
         if code not in (0, None):
             result.db_problems.insert(0, f"the server exited {code} (see its log)")
             print((directory / "server.log").read_text()[-2000:], file=sys.stderr)
-    skips.append(
-        Skip(
-            NAME,
-            "the engine's own tick lateness (sub-ms)",
-            "the API does not expose it (engine.tick_lateness); reported instead from the "
-            "feed: each tick's elapsed_ms against the k*1000/tick_hz grid, whole ms",
-        )
-    )
-    skips.append(
-        Skip(
-            NAME,
-            "ledger commit p99",
-            "the API does not expose the ledger writer's commit times (LedgerWriter."
-            "statistics().last_commit_ms is internal and a last value, not a distribution)",
-        )
-    )
     if not args.user_channel:
         skips.append(Skip(NAME, "the pricing lag", "--no-user-channel: no server instant"))
     return result

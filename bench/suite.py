@@ -82,7 +82,11 @@ class Bench:
 
 
 BENCHES: tuple[Bench, ...] = (
-    Bench("fairness", "hash-chain links and crash points/s beside raw SHA-256 and Ed25519", 1.5),
+    Bench(
+        "fairness",
+        "chain links, crash points; signed receipts, seals, transcripts/s beside SHA-256, Ed25519",
+        1.5,
+    ),
     Bench("tick", "tick lateness and cashout latency of the real engine, bare loop as floor", 4.0),
     Bench("ledger", "durable transfers/s and group commit beside raw sqlite3 and PostgreSQL", 3.5),
     Bench("fanout", "WebSocket subscribers sustained beside websockets, Node ws, a C floor", 4.5),

@@ -78,8 +78,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--terminating",
         metavar="HEX",
-        help="also walk the first round's game hash to this commitment, its chain's game 1 "
-        "being round 1 (--url: every chain the server published, with its first round)",
+        help="also walk the first round audited of this commitment's chain to it; the game "
+        "it turns out to be and its round number say where the chain began (--url: every "
+        "chain the server published, with its first round)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON report")
     parser.add_argument("--out", type=Path, help="export: the file to write (default stdout)")

@@ -43,12 +43,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from crashd.api.wire import LIVE_MULTIPLIER
+from crashd.api.wire import LIVE_MULTIPLIER, CloseCode
 
 from .frames import encode_text
-
-CLOSE_SLOW_CONSUMER = 4009
-"""Close code for a subscriber that kept overflowing its outbox (see docs/feed.md)."""
 
 SendFn = Callable[[bytes | memoryview], int]
 """A non-blocking send: returns bytes taken, raises ``BlockingIOError`` when full."""
@@ -320,7 +317,7 @@ class Subscriber:
         self.resyncs += 1
         if self.resyncs > self.hub.max_resyncs:
             self.kill(
-                CLOSE_SLOW_CONSUMER,
+                CloseCode.SLOW_CONSUMER,
                 f"slow consumer: outbox overflowed {self.resyncs} times without catching up",
             )
             return

@@ -8,6 +8,7 @@ import { API, Session, get, ApiError, Unreachable } from "./api.js";
 import { crashPoint, chainPosition, FairnessError, parseHash } from "./fairness.js";
 import { formatMultiplier } from "./curve.js";
 import { el, formatMoney, setDecimals } from "./format.js";
+import { auditRound, importKeys } from "./audit.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -26,6 +27,9 @@ const ui = {
   terminating: $("terminating"),
   command: $("command"),
   encodingRule: $("encoding-rule"),
+  audit: $("audit"),
+  auditBody: $("audit-body"),
+  auditFile: $("transcript-file"),
 };
 
 const AUTO_WALK = 200_000; // longer walks start on request (they take a while)
@@ -202,9 +206,79 @@ async function showBets(roundId, token, offset = 0) {
   }
 }
 
+// -- the settlement check: crashd audit's checks of one transcript, in this browser ---------
+
+const KEYS_PATH = "/.well-known/crashd-keys";
+let signingKeys = null; // the published key set, imported once
+
+async function publishedKeys() {
+  if (signingKeys === null) {
+    const response = await fetch(KEYS_PATH, { credentials: "omit" });
+    if (!response.ok) throw new Error(`the key set could not be read (HTTP ${response.status})`);
+    signingKeys = await importKeys(await response.json());
+  }
+  return signingKeys;
+}
+
+// The transcript of round `roundId` as the server serves it, or null.
+async function fetchTranscript(roundId, token) {
+  try {
+    const response = await fetch(`${API}/game/rounds/${roundId}/transcript`, {
+      headers: { Authorization: `Bearer ${token}` },
+      credentials: "omit",
+    });
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+const VERDICT_TEXT = { pass: "Pass", fail: "FAIL", skipped: "Not checked" };
+
+// Run every check on transcript `t` (the round before's fetched for the chain link) and
+// show each with its verdict and why. `source` says where the transcript came from.
+async function auditTranscript(t, token, source) {
+  ui.audit.hidden = false;
+  ui.audit.dataset.ok = "";
+  ui.auditBody.replaceChildren(el("p", { id: "audit-status", text: "Checking the transcript…" }));
+  let result;
+  try {
+    const keys = await publishedKeys();
+    const rid = t && Number.isSafeInteger(t.round_id) ? t.round_id : null;
+    const previous = rid !== null && rid > 1 && token ? await fetchTranscript(rid - 1, token) : null;
+    result = await auditRound(t, keys, previous);
+  } catch (err) {
+    ui.audit.dataset.ok = "false";
+    ui.auditBody.replaceChildren(el("p", { id: "audit-status", class: "bad", text: `The check could not run: ${err.message}` }));
+    return;
+  }
+  const items = result.checks.map((c) =>
+    el(
+      "li",
+      { "data-check": c.check, "data-verdict": c.verdict },
+      el("span", { class: c.verdict === "pass" ? "ok" : c.verdict === "fail" ? "bad" : "muted", text: `${VERDICT_TEXT[c.verdict]}: ` }),
+      el("strong", { text: c.what }),
+      el("span", { class: "why", text: ` — ${c.why.join("; ")}` }),
+    ),
+  );
+  const failed = result.checks.filter((c) => c.verdict === "fail").length;
+  const rid = t && t.round_id;
+  ui.audit.dataset.ok = String(result.ok);
+  ui.auditBody.replaceChildren(
+    el(
+      "p",
+      { id: "audit-status", class: result.ok ? "ok" : "bad", "data-ok": String(result.ok) },
+      result.ok
+        ? `The ${source} of round ${rid} checks out: signed by the server, and settled by the rules (computed here, not by the server).`
+        : `The ${source} of round ${rid ?? "?"} does NOT check out: ${failed} check${failed === 1 ? "" : "s"} failed.`,
+    ),
+    el("ul", { id: "audit-checks", class: "checks" }, ...items),
+  );
+}
+
 // The round's signed transcript (docs/fairness.md): every bet, command and outcome,
-// chained to the round before. The page offers its exact bytes and the command that
-// checks them; checking the Ed25519 signature in the browser is for later.
+// chained to the round before. The page offers its exact bytes, the command that
+// checks them, and checks them itself (auditTranscript).
 async function showTranscript(roundId, token) {
   const url = `${API}/game/rounds/${roundId}/transcript`;
   let response;
@@ -234,8 +308,27 @@ async function showTranscript(roundId, token) {
   const link = el("a", { href: URL.createObjectURL(new Blob([bytes], { type: "application/json" })), download: name, id: "transcript-download", text: "download it" });
   ui.transcript.replaceChildren(
     el("p", {}, `This round has a signed transcript (${bytes.length.toLocaleString("en")} bytes, SHA-256 `, el("code", { id: "transcript-sha256", text: hex }), "): ", link, "."),
-    el("p", {}, "Check its signature, its chain to the round before and its re-run with ", el("code", { text: `crashd audit ${name} --keys ${location.origin}/.well-known/crashd-keys` }), "."),
+    el("p", {}, "The checks below are made by this page; the same from a terminal: ", el("code", { text: `crashd audit ${name} --keys ${location.origin}${KEYS_PATH}` }), "."),
   );
+  let doc;
+  try {
+    doc = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (err) {
+    doc = null;
+  }
+  await auditTranscript(doc, token, "signed transcript");
+}
+
+// A transcript file the visitor has (downloaded here, exported by crashd audit export,
+// or handed over by anyone): checked the same way, against this server's keys.
+async function checkFile(file, token) {
+  let doc = null;
+  try {
+    doc = JSON.parse(await file.text());
+  } catch {
+    // not JSON: the checks say so (not a JSON object)
+  }
+  await auditTranscript(doc, token, `file ${file.name}`);
 }
 
 async function boot() {
@@ -261,11 +354,26 @@ async function boot() {
   const params = new URLSearchParams(location.search);
   if (params.get("hash")) ui.hash.value = params.get("hash");
   if (params.get("salt")) ui.salt.value = params.get("salt");
+  let viewer = null; // a viewer token, once one is needed
+  const token = async () => {
+    if (viewer === null) viewer = (await new Session().open()).token;
+    return viewer;
+  };
+  ui.auditFile.addEventListener("change", async () => {
+    const file = ui.auditFile.files && ui.auditFile.files[0];
+    if (!file) return;
+    let t = null;
+    try {
+      t = await token();
+    } catch {
+      // without a token the chain link is not checked; everything else still is
+    }
+    await checkFile(file, t);
+  });
   const id = roundIdFromPath();
   if (id !== null) {
     try {
-      const session = new Session();
-      const s = await session.open();
+      const s = { token: await token() };
       round = await get(`/game/rounds/${id}`, { token: s.token });
       showRound(round);
       showTranscript(id, s.token);

@@ -52,6 +52,13 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
+def _forward(rnd: Round, at: int, what: str) -> int:
+    """``at``, if the engine clock may move to it: it never goes backwards."""
+    if at < rnd.now_ms:
+        raise ReplayError(f"{what} is {at}, before the engine's clock ({rnd.now_ms})")
+    return at
+
+
 def rerun(t: Mapping[str, Any]) -> Rerun:
     """Re-run transcript ``t``; ``problems`` lists commands the engine refused."""
     try:
@@ -133,12 +140,12 @@ def _rerun(t: Mapping[str, Any]) -> Rerun:
     started = False
     for index in range(head, len(log)):
         e = log[index]
-        at = _int(e["at"], f"log[{index}].at")
+        at = _forward(rnd, _int(e["at"], f"log[{index}].at"), f"log[{index}].at")
         if e.get("queued"):
             out.problems.append(f"log[{index}]: queued after the round opened")
             continue
         if started_at is not None and not started and at >= started_at:
-            events += rnd.advance(started_at)
+            events += rnd.advance(_forward(rnd, started_at, "clock.started_at"))
             started = True
         op = e["op"]
         if op == "bet":
@@ -162,14 +169,16 @@ def _rerun(t: Mapping[str, Any]) -> Rerun:
                 )
         events += answer
     if started_at is not None and not started:
-        events += rnd.advance(_int(started_at, "clock.started_at"))
+        events += rnd.advance(
+            _forward(rnd, _int(started_at, "clock.started_at"), "clock.started_at")
+        )
     crash, void = t["crash"], t["void"]
     if void is not None and void.get("by") == "recovery":
         pass  # no instant to end at: the re-run stops at the last command
     elif void is not None:
-        events += rnd.void(_int(void["at"], "void.at"), void["reason"])
+        events += rnd.void(_forward(rnd, _int(void["at"], "void.at"), "void.at"), void["reason"])
     elif crash is not None:
-        events += rnd.advance(_int(crash["at"], "crash.at"))
+        events += rnd.advance(_forward(rnd, _int(crash["at"], "crash.at"), "crash.at"))
     out.record = build_record(round_id, events, lambda ms: ms, str)
     return out
 

@@ -8,18 +8,22 @@ transcript that names the wrong chain or salt."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from crashd.api.cli.main import main
 from crashd.engine.fairness import ChainReader, build_chain
 from crashd.engine.round.config import RoundConfig
 from crashd.engine.round.events import RoundSettled, RoundVoided
 from crashd.engine.round.sequencer import Sequencer
 from crashd.engine.settlement import transcript as T
 from crashd.engine.settlement.audit import audit
-from crashd.engine.settlement.documents import Pseudonyms, Signer, doc_hash
+from crashd.engine.settlement.documents import Pseudonyms, Signer, doc_hash, jwk
 from crashd.engine.settlement.recorder import Recorder, build_record
 
 EPOCH = 1_767_225_600_000
@@ -113,3 +117,39 @@ def test_a_wrong_first_round_is_caught() -> None:
     shifted = [CHAINS[0], {**CHAINS[1], "first_round": 5}]
     report = audit(play(), SIGNER.keys(), chains=shifted)
     assert [(f.round_id, f.check) for f in report.findings] == [(4, "terminating")]
+
+
+def test_a_commitment_given_alone_is_placed_by_the_rounds_own_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``crashd audit FILES --terminating HEX``: no first round is published with the
+    commitment, so the round audited first is whatever game its walk says (round 4 is
+    game 1 of chain two, round 6 its game 3), not game ``round_id``."""
+    ts = play()
+    two = TWO.terminating_hash.hex()
+    for start in (3, 5):  # rounds 4..8 (from game 1), 6..8 (from game 3)
+        report = audit(ts[start:], SIGNER.keys(), terminating_hash=two)
+        assert report.ok, report.findings
+    # A commitment the rounds' chain does not reach is still caught.
+    lying = [
+        SIGNER.sign(
+            {
+                **ts[3],
+                "fairness": {**ts[3]["fairness"], "terminating_hash": ONE.terminating_hash.hex()},
+            }
+        )
+    ]
+    report = audit(lying, SIGNER.keys(), terminating_hash=ONE.terminating_hash.hex())
+    assert "terminating" in {f.check for f in report.findings}, report.findings
+    assert any("no game of the chain" in f.detail for f in report.findings)
+    # The command line, from files: clean from round 6, and a wrong commitment fails.
+    files = tmp_path / "rounds.jsonl"
+    files.write_text("".join(json.dumps(t) + "\n" for t in ts[5:]))
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [jwk(SIGNER.public_raw)]}))
+    argv = ["audit", str(files), "--keys", str(keys), "--terminating"]
+    assert main([*argv, two, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert main([*argv, ONE.terminating_hash.hex(), "--json"]) == 1
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert {(f["round_id"], f["check"]) for f in findings} == {(6, "terminating")}

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crashd.api.feed.frames import OPCODE_TEXT, decode_server_frame, encode_close, encode_text
-from crashd.api.feed.hub import CLOSE_SLOW_CONSUMER, Frame, Hub, Outbox, ReplayBuffer, Subscriber
-from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES
+from crashd.api.feed.hub import Frame, Hub, Outbox, ReplayBuffer, Subscriber
+from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES, CloseCode
 
 
 class Pipe:
@@ -208,7 +208,7 @@ def test_outbox_and_replay_memory_stay_bounded(
         if peer.kills:
             break
     if peer.kills:
-        assert peer.kills[0][0] == CLOSE_SLOW_CONSUMER
+        assert peer.kills[0][0] == CloseCode.SLOW_CONSUMER
         assert peer.sub not in hub.subscribers(ROUND_UPDATES)
 
 
@@ -231,7 +231,7 @@ def test_overflow_resyncs_with_a_snapshot_then_disconnects_a_hopeless_reader() -
     peer.pipe.capacity = len(peer.pipe.buffer)  # stalls again, for good
     for _ in range(20):
         hub.publish(ROUND_UPDATES, {"type": "x"})
-    assert peer.kills and peer.kills[0][0] == CLOSE_SLOW_CONSUMER
+    assert peer.kills and peer.kills[0][0] == CloseCode.SLOW_CONSUMER
     assert "slow consumer" in peer.kills[0][1]
     assert hub.subscribers(ROUND_UPDATES) == ()
 
