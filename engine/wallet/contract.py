@@ -106,6 +106,12 @@ WALLET_CODES: Mapping[str, str] = {
 passed on to the partner and the page. Any other code is ``wallet_refused``, with the
 wallet's own code beside it (``wallet_code``)."""
 
+NOT_SENT = "not_sent"
+"""The failure of a call whose deadline passed while it still waited in crashd for a
+connection (before any connect or byte reached the wallet): unknown like a timeout —
+a debit is still rolled back, to be safe — but it says nothing of the wallet, so the
+circuit breaker takes no verdict from it, and the call log says it never left."""
+
 UNKNOWN_TX = "unknown_tx"
 """A wallet's refusal of a rollback whose debit it never saw: that rollback succeeded
 (there is nothing to undo), and the wallet must refuse that debit if it arrives later

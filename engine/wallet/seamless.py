@@ -356,11 +356,14 @@ class Seamless:
         ``cut_short``: the deadline is crashd's own (a debit must be confirmed before
         betting closes), sooner than the partner's timeout — running out of it says
         nothing about the wallet, so it gives the breaker no verdict (else the debits in
-        flight at every close of a busy round would open the breaker)."""
+        flight at every close of a busy round would open the breaker). Nor does a call
+        that never left crashd (``not_sent``: still waiting for a connection)."""
         sent = await wallet.port.send(request, deadline)
         answer = sent.answer
         usable = answer.outcome is not Outcome.UNKNOWN
-        if cut_short and answer.outcome is Outcome.UNKNOWN and answer.code == "timeout":
+        if answer.outcome is Outcome.UNKNOWN and (
+            answer.code == contract.NOT_SENT or (cut_short and answer.code == "timeout")
+        ):
             wallet.breaker.release(probe)
             return sent
         wallet.breaker.record(
@@ -479,7 +482,8 @@ class Seamless:
                 balance=answer.balance,
             )
         if answer.outcome is Outcome.UNKNOWN:
-            code = WALLET_TIMEOUT if answer.code == "timeout" else WALLET_ERROR
+            timed_out = answer.code in ("timeout", contract.NOT_SENT)
+            code = WALLET_TIMEOUT if timed_out else WALLET_ERROR
             await self._close_debit(tx_id, CANCELLED, code, sent, reply)
             raise GameError(code, reason=answer.code)
         if after_close and engine.sequencer.current.phase is Phase.BETTING:
