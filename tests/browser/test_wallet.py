@@ -100,6 +100,23 @@ def bet(driver: Any, stake: str) -> None:
     driver.find_element("id", "action").click()
 
 
+def out_of_betting(server: WalletServer, token: str) -> None:
+    """Wait until no round takes bets: a bet placed now is queued for the next round, so
+    its debit has the wallet's whole timeout, never a close of betting racing it (a
+    loaded machine could otherwise make it miss the close: refused, rightly)."""
+    wait_for(
+        lambda: (
+            httpx.get(
+                f"{server.url}/api/v1/game/state",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            ).json()["status"]
+            != "betting"
+        ),
+        what="a round running or crashed",
+    )
+
+
 def debits(mock: httpx.Client, player: str) -> list[dict[str, Any]]:
     """The debits the wallet recorded for ``player``."""
     txs = mock.get("/admin/transactions").json()
@@ -138,6 +155,7 @@ def test_the_page_shows_the_wallets_limit_and_refuses_a_larger_stake(
     assert read(driver)["result"] == "Your wallet allows stakes up to 3.00."
     shots(driver, "wallet-limit-refused")
     assert debits(mock, "kim") == [] and crashd_debits(wallet_server, "kim") == 0
+    out_of_betting(wallet_server, session["token"])
     bet(driver, "2.50")
     wait_for(lambda: read(driver)["outcome"] == "placed", what="the bet's answer")
     assert "2.50" in read(driver)["result"]
@@ -163,6 +181,7 @@ def test_the_page_shows_why_the_wallet_breaker_paused_bets(
     for _ in range(4):
         wait_for(lambda: read(driver)["action"] in ("bet", "queued"), what="the bet button")
         driver.execute_script("document.getElementById('result').dataset.outcome = ''")
+        out_of_betting(wallet_server, session["token"])
         bet(driver, "1.00")
         wait_for(lambda: read(driver)["outcome"] == "refused", what="the refusal")
         codes.append(driver.find_element("id", "result").get_attribute("data-code"))
