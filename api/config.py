@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crashd.engine.bounds import MAX_AMOUNT
+from crashd.engine.ledger.database import is_postgres
 from crashd.engine.ledger.model import ENVIRONMENTS, Environment
 
 ENV_PREFIX = "CRASHD_"
@@ -39,7 +40,9 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8000
     feed_port: int = 8001
-    database: Path = Path("crashd.sqlite3")
+    database: Path | str = Path("crashd.sqlite3")
+    pepper_file: Path | None = None
+    standby: bool = False
     chain_file: Path = Path("crashd-chain.json")
     signing_key_file: Path | None = None
     chain_length: int = 10_000_000
@@ -115,7 +118,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "feed_port", int, "TCP port of the WebSocket feed listener (0 picks a free one)", 0, 65535
     ),
-    Setting("database", Path, "SQLite database file (API keys, idempotency records, ledger)"),
+    Setting(
+        "database",
+        Path,
+        "the database (ledger, API keys, stored replies): a SQLite file, or a "
+        "postgresql:// URL (docs/scale-out.md)",
+    ),
+    Setting(
+        "pepper_file",
+        Path,
+        "the API key pepper (default: beside a SQLite database; crashd.pepper for "
+        "PostgreSQL, the same file on every crashd of that database)",
+    ),
+    Setting(
+        "standby",
+        bool,
+        "PostgreSQL: wait as a hot standby while another crashd holds the leader "
+        "lease, then take over (without it, a held lease is an error)",
+    ),
     Setting("chain_file", Path, "secret hash chain file, created on first start if missing"),
     Setting(
         "signing_key_file",
@@ -368,6 +388,17 @@ assert set(_BY_NAME) == {f.name for f in fields(Config)}, "every Config field ne
 def _convert(setting: Setting, value: Any, origin: str, base_dir: Path | None) -> Any:
     where = f"{origin}: {setting.name}"
     kind = setting.kind
+    if kind is bool:
+        if isinstance(value, str) and origin != "config file":
+            text = value.strip().lower()
+            if text not in _BOOLS:
+                raise ConfigError(f"{where} must be one of on/off, true/false, 1/0, not {value!r}")
+            return _BOOLS[text]
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if setting.name == "database" and isinstance(value, str) and is_postgres(value.strip()):
+        return value.strip()  # a URL, not a path: kept as given
     if isinstance(value, str) and origin != "config file":
         # Flags and environment variables are text; the TOML file is typed.
         value = value.strip()
@@ -401,6 +432,10 @@ def _convert(setting: Setting, value: Any, origin: str, base_dir: Path | None) -
     if setting.maximum is not None and value > setting.maximum:
         raise ConfigError(f"{where} must be at most {setting.maximum:g}")
     return value
+
+
+_BOOLS = {"on": True, "true": True, "1": True, "yes": True}
+_BOOLS |= {"off": False, "false": False, "0": False, "no": False}
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -463,6 +498,16 @@ def add_arguments(parser: Any, names: tuple[str, ...] | None = None) -> None:
         if names is not None and setting.name not in names:
             continue
         default = getattr(Config(), setting.name)
+        if setting.kind is bool:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.name,
+                default=None,
+                action="store_const",
+                const="on",
+                help=f"{setting.help} (or ${setting.env}=on)",
+            )
+            continue
         parser.add_argument(
             setting.flag,
             dest=setting.name,
@@ -482,6 +527,8 @@ def config_from_args(args: Any, names: tuple[str, ...] | None = None) -> Config:
 def _default_text(value: Any) -> str:
     if value is None:
         return "none"
+    if isinstance(value, bool):
+        return "`on`" if value else "`off`"
     if isinstance(value, float) and value.is_integer():
         return f"`{int(value)}`"
     return f"`{value}`"
@@ -517,7 +564,8 @@ def describe_settings() -> str:
 
 
 def describe(config: Config) -> str:
-    """A one-line summary for the startup log (secrets stay out: a Redis URL's password)."""
+    """A one-line summary for the startup log (secrets stay out: the password of a Redis or
+    PostgreSQL URL)."""
     return " ".join(
         f"{f.name}={redact_url(v) if isinstance(v := getattr(config, f.name), str) else v}"
         for f in fields(config)

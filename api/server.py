@@ -28,7 +28,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import hypercorn.config
 import hypercorn.trio
@@ -47,6 +48,7 @@ from crashd.engine.fairness import (
 from crashd.engine.game import Game, Player
 from crashd.engine.gctune import tune_gc
 from crashd.engine.ledger import Balance, Ledger, LedgerInUse, open_ledger
+from crashd.engine.ledger.database import is_postgres
 from crashd.engine.notary import Notary
 from crashd.engine.proclock import ProcessLock
 from crashd.engine.round.config import RoundConfig
@@ -54,6 +56,9 @@ from crashd.engine.round.config import RoundConfig
 from .cluster.engine import serve_cluster
 from .cluster.engine import wanted as cluster_wanted
 from .config import Config, ConfigError, describe
+
+if TYPE_CHECKING:
+    from crashd.engine.ledger.lease import Lease
 from .feed import FeedConfig, FeedServer
 from .feed.balances import BalanceFeed
 from .feed.hub import Hub
@@ -281,19 +286,66 @@ async def run_server(
     fails; the chain file is created first if missing (blocking work, in a thread).
     """
     shutdown = shutdown if shutdown is not None else trio.Event()
-    # One server per database and per chain, both held before either is read (the key
-    # store and the chain registry read the database before the ledger opens it): a
-    # second server's recovery would void the first's rounds, and two servers playing
-    # one chain would show each other's players games still to come.
-    database_lock = ProcessLock(config.database, "database", LedgerInUse, share=True)
+    # On PostgreSQL, the leader lease first (a standby waits here, holding nothing
+    # else): only the leader may touch the chain and the ledger. On SQLite, the
+    # database's flock instead. Either is held before anything reads the database (the
+    # key store and the chain registry read it before the ledger opens it): a second
+    # server's recovery would void the first's rounds. Then one server per chain, held
+    # before the chain is read or created: two servers playing one chain would show
+    # each other's players games still to come.
+    lease = await take_lease(config, shutdown)
+    if lease is None and is_postgres(config.database):
+        return  # asked to stop while waiting as a standby
+    database_lock = (
+        None
+        if lease is not None
+        else ProcessLock(Path(config.database), "database", LedgerInUse, share=True)
+    )
     try:
         chain_lock = lock_chain(config)
         try:
-            await _run_server(config, shutdown, extra_tasks, blueprints, task_status)
+            await _run_server(config, shutdown, extra_tasks, blueprints, task_status, lease)
         finally:
             chain_lock.release()
     finally:
-        database_lock.release()
+        if database_lock is not None:
+            database_lock.release()
+        if lease is not None:
+            lease.release()
+
+
+async def take_lease(config: Config, shutdown: trio.Event) -> Lease | None:
+    """The leader lease of a PostgreSQL database (``None`` for SQLite, whose flock the
+    ledger takes itself): at once, or, with ``standby``, once the leader is gone.
+    ``None`` too if ``shutdown`` is set while waiting."""
+    if not is_postgres(config.database):
+        return None
+    try:
+        from crashd.engine.ledger.lease import Lease, wait_for_lease
+    except ImportError:
+        raise ConfigError(
+            "a postgresql:// database needs psycopg: pip install 'crashd[postgres]'"
+        ) from None
+    url = str(config.database)
+    if not config.standby:
+        return await trio.to_thread.run_sync(Lease.take, url)
+    lease: Lease | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def stop_waiting() -> None:
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(stop_waiting)
+        started = trio.current_time()
+        lease = await wait_for_lease(url)
+        log.info(
+            "standby: took the leader lease (term %d) after %.1f s",
+            lease.term,
+            trio.current_time() - started,
+        )
+        nursery.cancel_scope.cancel()
+    return lease
 
 
 def lock_chain(config: Config) -> ProcessLock:
@@ -310,6 +362,7 @@ async def _run_server(
     extra_tasks: Sequence[ServiceTask],
     blueprints: Sequence[Blueprint],
     task_status: trio.TaskStatus[ServerInfo],
+    lease: Lease | None = None,
 ) -> None:
     chain = await trio.to_thread.run_sync(ensure_chain, config)
     key = await trio.to_thread.run_sync(ensure_signing_key, config)
@@ -331,6 +384,7 @@ async def _run_server(
                 synchronous=config.synchronous,
                 reveal=chains.reveal if services.chain.salt is not None else None,
                 settlement=notary,
+                lease=lease,
             ) as ledger,
             trio.open_nursery() as nursery,
         ):

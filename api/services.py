@@ -144,7 +144,7 @@ class Services:
 def open_services(config: Config, chain: ChainFile) -> Services:
     """Open the database-backed parts of the services (blocking: call from a thread or
     before the event loop)."""
-    keys = KeyStore(config.database)
+    keys = KeyStore(config.database, config.pepper_file)
     idempotency = Idempotency(retention_ms=config.idempotency_retention_hours * 3600 * 1000)
     # One environment per server. Rounds are shared by every bet placed in them, and
     # max profit caps a whole round: demo bets in a production round could force real

@@ -25,6 +25,13 @@ Options: ``--seconds S`` per configuration (default 2.0), ``--callers 1,10,100,1
 transaction each) with 100 clients into a throwaway cluster on a Unix socket, when the
 PostgreSQL server binaries are installed (skipped with a line saying why otherwise).
 
+``--backend postgresql`` measures the same ledger on PostgreSQL instead (a throwaway
+cluster on a Unix socket, fsync on, ``synchronous_commit=on`` for FULL, or
+``--postgres-url``): the four group-flush strategies side by side (COPY, unnest arrays,
+executemany, one pipeline), then group commit with 1, 10, 100 and 1,000 callers, with
+the SQLite figure at 1,000 callers from the same run as its peer. ``--growth OPS
+--backend postgresql`` grows a PostgreSQL ledger (size: ``pg_database_size``).
+
 Correctness, checked on every run: the ledger's audit after each configuration (the
 sum of balances is zero, every balance equals its transfers: money conserved), a
 redelivered deposit (the same id posted by 20 callers at once) posts one transfer and
@@ -43,16 +50,21 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
 from bench.suite import Context, Progress, Row, Skip, clamp, ratio
 from crashd.engine.ledger import open_ledger
+from crashd.engine.ledger.database import redacted
 from crashd.engine.ledger.model import Posted, RoundSettled
 from crashd.engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, RoundSettle, RoundStart
+from crashd.engine.ledger.schema import key_hash
 from crashd.engine.ledger.store import Store, Synchronous, audit
 
 NAME = "ledger"
@@ -92,7 +104,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_ledger(
-    path: Path, sync: str, group: bool, callers: int, seconds: float, null_store: bool = False
+    path: Path | str, sync: str, group: bool, callers: int, seconds: float, null_store: bool = False
 ) -> Run:
     """``callers`` tasks posting deposits for ``seconds``. ``null_store``: the store's
     group call is replaced by one that answers at once without SQLite, which leaves
@@ -280,7 +292,11 @@ def ledger_rows_rate(
     store = Store(path, sync)  # type: ignore[arg-type]
     c = store.conn
     c.execute("BEGIN")
-    c.execute("INSERT INTO ops VALUES (1, 'seed', 'seed', x'00', 1, NULL, '{}', 0)")
+    c.execute(
+        "INSERT INTO ops (id, key, key_hash, kind, fingerprint, ok, code, result, ts) "
+        "VALUES (1, 'seed', ?, 'seed', x'00', 1, NULL, '{}', 0)",
+        (key_hash("seed"),),
+    )
     c.executemany(
         "INSERT INTO accounts VALUES (?, 'production', ?, ?, ?, 0, 0)",
         [(1, "psp", "", "")] + [(2 + u, "player", "bench", f"u{u}") for u in range(USERS)],
@@ -291,9 +307,10 @@ def ledger_rows_rate(
     n = 2
     elapsed = 0.0
     while elapsed < seconds:
+        keys = [f"psp:production:{op_id}" for op_id in _op_ids(n, batch, random_ids)]
         ops = [
-            (n + i, f"psp:production:{op_id}", "psp_deposit", fingerprint, 1, None, result, 0)
-            for i, op_id in enumerate(_op_ids(n, batch, random_ids))
+            (n + i, k, key_hash(k), "psp_deposit", fingerprint, 1, None, result, 0)
+            for i, k in enumerate(keys)
         ]
         transfers = [
             (n + i, n + i, "production", 1, 2 + (n + i) % USERS, 100, "deposit", None, 0)
@@ -303,8 +320,8 @@ def ledger_rows_rate(
         t0 = time.perf_counter()
         c.execute("BEGIN IMMEDIATE")
         c.executemany(
-            "INSERT INTO ops (id, key, kind, fingerprint, ok, code, result, ts) "
-            "VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO ops (id, key, key_hash, kind, fingerprint, ok, code, result, ts) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
             ops,
         )
         c.executemany(
@@ -578,6 +595,17 @@ def parser() -> argparse.ArgumentParser:
         "--postgres", action="store_true", help="also raw PostgreSQL via pgbench, if installed"
     )
     p.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the ledger's backend (postgresql: a throwaway cluster unless --postgres-url)",
+    )
+    p.add_argument(
+        "--postgres-url",
+        metavar="URL",
+        help="a server to create the bench's databases on, instead of a throwaway cluster",
+    )
+    p.add_argument(
         "--then-growth",
         type=int,
         default=0,
@@ -593,13 +621,33 @@ def main(argv: list[str]) -> int:
         out = Path(__file__).resolve().parent / "out"
         out.mkdir(exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="ledger-", dir=out))
+        sync = args.sync.split(",")[0].strip().upper()
         try:
-            print(f"ledger growth: store alone, random ids, 1000 deposits per commit, db in {tmp}")
-            growth(tmp / "growth.sqlite3", args.sync.split(",")[0].strip().upper(), args.growth)
+            if args.backend == "postgresql":
+                with postgres_server(tmp, args.postgres_url) as server:
+                    if isinstance(server, str) and not server.startswith("postgresql://"):
+                        print(f"ledger growth: no PostgreSQL: {server}")
+                        return 1
+                    url = fresh_database(server)
+                    print(
+                        f"ledger growth on PostgreSQL: store alone, random ids, 1000 deposits "
+                        f"per commit, {redacted(url)}"
+                    )
+                    pg_growth(url, sync, args.growth)
+            else:
+                print(
+                    f"ledger growth: store alone, random ids, 1000 deposits per commit, db in {tmp}"
+                )
+                growth(tmp / "growth.sqlite3", sync, args.growth)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return 0
     skips: list[Skip] = []
+    if args.backend == "postgresql":
+        rows = measure_postgres(args, None, skips)
+        for s in skips:
+            print(f"ledger: skipped {s.what}: {s.why}")
+        return 0 if rows and all(all(r.checks.values()) for r in rows) else 1
     rows = measure(args, None, skips)
     for s in skips:
         print(f"ledger: skipped {s.what}: {s.why}")
@@ -607,6 +655,7 @@ def main(argv: list[str]) -> int:
 
 
 def run(ctx: Context) -> list[Row]:
+    seconds = 0.3
     if ctx.quick:
         argv = ["--quick", "--postgres", "--then-growth", "20000"]
     else:
@@ -614,9 +663,18 @@ def run(ctx: Context) -> list[Row]:
         seconds = clamp((ctx.seconds * 0.7) / 40, 0.3, 2.0)
         grow = int(clamp(ctx.seconds * 0.2 * 20_000, 100_000, 2_000_000) // 100_000 * 100_000)
         argv = ["--seconds", f"{seconds:.2f}", "--postgres", "--then-growth", str(grow)]
+    # The same ledger on PostgreSQL (issue 18's backend) beside it, when the server
+    # binaries are here: its flush strategies and group commit up to 1,000 callers.
+    pg_argv = ["--quick"] if ctx.quick else ["--seconds", f"{seconds:.2f}"]
+    pg_argv += ["--backend", "postgresql"]
     ctx.note("equivalent: python -m bench ledger " + " ".join(argv))
+    ctx.note("and: python -m bench ledger " + " ".join(pg_argv))
     skips: list[Skip] = []
-    rows = measure(parser().parse_args(argv), ctx.progress, skips)
+    progress = ctx.progress
+    rows = measure(parser().parse_args(argv), progress.part(0, 0.85) if progress else None, skips)
+    rows += measure_postgres(
+        parser().parse_args(pg_argv), progress.part(0.85, 1) if progress else None, skips
+    )
     for s in skips:
         ctx.skip(s.what, s.why)
     return rows
@@ -937,3 +995,267 @@ def plot(rows: list[Row], directory: Path) -> list[tuple[Path, str]]:
     from bench import plots
 
     return plots.ledger(rows, directory)
+
+
+# -- PostgreSQL: the ledger's second backend --------------------------------------------------
+
+T_PG_FLUSH = "Ledger on PostgreSQL: the group flush, four ways (the store alone)"
+T_PG_GROUP = "Ledger on PostgreSQL: durable PSP deposits, group commit"
+PG_SETTINGS = ("shared_buffers=1GB", "max_wal_size=4GB", "fsync=on", "synchronous_commit=on")
+"""The throwaway cluster's settings: durable (fsync, synchronous_commit on), a buffer
+pool for a grown ledger's indexes, checkpoints spaced by WAL volume."""
+PG_FLUSH_MODES = ("copy", "unnest", "executemany", "pipeline")
+
+
+@contextmanager
+def postgres_server(tmp: Path, url: str | None) -> Iterator[str]:
+    """A server URL to create databases on: ``url``, or a throwaway cluster started with
+    .ci/postgres (and stopped afterwards); or, if none can be had, why (a string that
+    is not a URL)."""
+    if url:
+        yield url
+        return
+    script = Path(__file__).resolve().parents[1] / ".ci" / "postgres"
+    if _pg_bindir() is None:
+        yield "PostgreSQL server binaries not found (apt-get install postgresql)"
+        return
+    base = tmp / "pgcluster"
+    out = subprocess.run(
+        [str(script), "start", str(base), *PG_SETTINGS], capture_output=True, text=True, timeout=120
+    )
+    if out.returncode != 0:
+        yield f"could not start a cluster: {out.stderr.strip()[-300:]}"
+        return
+    try:
+        yield out.stdout.strip()
+    finally:
+        subprocess.run([str(script), "stop", str(base)], capture_output=True, timeout=60)
+
+
+def fresh_database(server: str) -> str:
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(server)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def drop_database(server: str, url: str) -> None:
+    import psycopg
+
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def pg_store(url: str, sync: str, flush: str = "copy") -> tuple[object, object]:
+    from crashd.engine.ledger.lease import Lease
+    from crashd.engine.ledger.pgstore import PgStore
+
+    lease = Lease.take(url)
+    return PgStore(url, sync, term=lease.term, flush=flush), lease  # type: ignore[arg-type]
+
+
+def pg_direct_rate(
+    url: str, sync: str, flush: str, group: int, seconds: float
+) -> tuple[float, float]:
+    """The PostgreSQL store alone: plan + flush + COMMIT of ``group`` random-id
+    deposits per call, no Trio. (transfers/s, Python CPU µs per op)."""
+    store, lease = pg_store(url, sync, flush)
+    n = 0
+    cpu = 0.0
+    # One group first: the accounts are created and cached, as in a running ledger.
+    store.apply_group(_deposits(n, group, True), 0)  # type: ignore[attr-defined]
+    n += group
+    start = time.perf_counter()
+    counted = 0
+    while time.perf_counter() - start < seconds:
+        ops = _deposits(n, group, True)
+        c0 = time.thread_time()
+        store.apply_group(ops, 0)  # type: ignore[attr-defined]
+        cpu += time.thread_time() - c0
+        n += group
+        counted += group
+    elapsed = time.perf_counter() - start
+    store.close()  # type: ignore[attr-defined]
+    lease.release()  # type: ignore[attr-defined]
+    return counted / elapsed, cpu / max(1, counted) * 1e6
+
+
+def pg_check(url: str) -> tuple[bool, int, list[str]]:
+    """(audit ok, transfers, problems) of the ledger at ``url``."""
+    from crashd.engine.ledger.database import SNAPSHOT
+    from crashd.engine.ledger.pgstore import PgConn, connect
+
+    conn = PgConn(connect(url, application="crashd bench check"))
+    try:
+        report = audit(conn, SNAPSHOT)
+        row = conn.execute("SELECT count(*) FROM transfers").fetchone()
+        return report.ok, int(row[0]) if row else 0, list(report.problems)
+    finally:
+        conn.close()
+
+
+def measure_postgres(
+    args: argparse.Namespace, progress: Progress | None, skips: list[Skip]
+) -> list[Row]:
+    """The PostgreSQL rows, printed as they run."""
+    seconds = 0.5 if args.quick else args.seconds
+    callers = [1, 1000] if args.quick else [int(c) for c in args.callers.split(",")]
+    sync = "FULL"
+    rows: list[Row] = []
+    out = Path(__file__).resolve().parent / "out"
+    out.mkdir(exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="ledger-pg-", dir=out))
+    tmp.chmod(0o755)
+    total = len(PG_FLUSH_MODES) + len(callers) + 1
+    done = [0]
+
+    def step(what: str) -> None:
+        if progress is not None:
+            progress.update(done[0], total, what)
+        done[0] += 1
+
+    try:
+        with postgres_server(tmp, args.postgres_url) as server:
+            if not server.startswith("postgresql://"):
+                skips.append(Skip(NAME, "the ledger on PostgreSQL", server))
+                print(f"ledger on PostgreSQL skipped: {server}")
+                return rows
+            print(
+                f"ledger on PostgreSQL: {redacted(server)} (Unix socket; "
+                f"{', '.join(PG_SETTINGS) if not args.postgres_url else 'its own settings'})"
+            )
+            print("each op = 1 PSP deposit with a random id, synchronous_commit=on\n")
+            flush_rates: dict[str, float] = {}
+            for mode in PG_FLUSH_MODES:
+                step(f"PostgreSQL store alone, {mode}")
+                url = fresh_database(server)
+                try:
+                    rate, cpu_us = pg_direct_rate(url, sync, mode, 1000, seconds)
+                    ok, _, problems = pg_check(url)
+                finally:
+                    drop_database(server, url)
+                flush_rates[mode] = rate
+                print(
+                    f"store alone, 1000 deposits per commit, flush by {mode:<11}: "
+                    f"{rate:>9,.0f} transfers/s, {cpu_us:5.1f} µs Python CPU/op"
+                )
+                rows.append(
+                    Row(
+                        NAME,
+                        T_PG_FLUSH,
+                        f"pg-flush/{mode}",
+                        f"PostgreSQL store alone (plan + flush + commit), 1000/commit, {mode}",
+                        {"deposits_per_s": rate, "cpu_us_per_op": cpu_us},
+                        params={"flush": mode, "group": 1000, "sync": sync},
+                        checks={"audit: money conserved, balances = transfers": ok},
+                        primary=["deposits_per_s"],
+                        note="; ".join(problems[:3]),
+                    )
+                )
+            best = max(flush_rates, key=flush_rates.__getitem__)
+            print(f"fastest flush: {best} (the default is copy)\n")
+            step("SQLite peer, 1000 callers")
+            lite = trio.run(run_ledger, tmp / "peer.sqlite3", sync, True, max(callers), seconds)
+            print(
+                f"peer: SQLite, group commit, {max(callers)} callers, FULL: {lite.rate:,.0f} "
+                f"transfers/s, ack p99 {pct(lite.ack_ms, 0.99):.1f} ms"
+            )
+            header = (
+                f"{'callers':>8}{'transfers/s':>13}{'ack p50':>9}{'ack p99':>9}"
+                f"{'commit p50':>11}{'commit p99':>11}{'group':>7}{'total':>9}"
+            )
+            print(header)
+            print("-" * len(header))
+            for n in callers:
+                step(f"PostgreSQL group commit, {n} callers")
+                url = fresh_database(server)
+                try:
+                    r = trio.run(run_ledger, url, sync, True, n, seconds)
+                    ok, transfers, problems = pg_check(url)
+                finally:
+                    drop_database(server, url)
+                per_op = 1e6 / max(1, r.transfers)
+                mean_group = r.transfers / max(1, r.groups)
+                print(
+                    f"{n:>8}{r.rate:>13,.0f}{pct(r.ack_ms, 0.5):>8.2f}m{pct(r.ack_ms, 0.99):>8.2f}m"
+                    f"{pct(r.commit_ms, 0.5):>10.2f}m{pct(r.commit_ms, 0.99):>10.2f}m"
+                    f"{mean_group:>7.0f}{r.process_cpu_s * per_op:>8.1f}µ",
+                    flush=True,
+                )
+                rows.append(
+                    Row(
+                        NAME,
+                        T_PG_GROUP,
+                        f"pg/{sync}/group/{n}",
+                        f"PostgreSQL, synchronous_commit=on, group commit, {n} callers",
+                        {
+                            "transfers_per_s": r.rate,
+                            "ack_p50_ms": pct(r.ack_ms, 0.5),
+                            "ack_p99_ms": pct(r.ack_ms, 0.99),
+                            "commit_p50_ms": pct(r.commit_ms, 0.5),
+                            "commit_p99_ms": pct(r.commit_ms, 0.99),
+                            "mean_group_n": mean_group,
+                            "total_cpu_us_per_op": r.process_cpu_s * per_op,
+                        },
+                        {"× SQLite (same run)": ratio(r.rate, lite.rate)},
+                        role="subject",
+                        params={"sync": sync, "callers": n, "backend": "postgresql"},
+                        checks={
+                            "audit: money conserved, balances = transfers": ok,
+                            "one transfer per acknowledged deposit": transfers == r.transfers,
+                        },
+                        headline=n == max(callers),
+                        primary=["transfers_per_s", "ack_p99_ms", "× SQLite (same run)"],
+                        note="; ".join(problems[:3]),
+                    )
+                )
+            top = [r for r in rows if r.table == T_PG_GROUP][-1]  # the most callers
+            rate, p99 = top.metrics["transfers_per_s"], top.metrics["ack_p99_ms"]
+            print(
+                f"\ntarget with {top.params['callers']} callers: >= 20,000 transfers/s and ack p99 "
+                f"<= 50 ms: {rate:,.0f}/s ({rate / 20_000:.0%}), p99 {p99:.1f} ms"
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if progress is not None:
+        progress.done()
+    return rows
+
+
+def pg_growth(
+    url: str, sync: str, total: int, step: int = 100_000, group: int = 1000
+) -> list[tuple[int, float, float]]:
+    """``growth`` on PostgreSQL: the store alone while the ledger grows to ``total``
+    ops; (ops held, deposits/s of the last step, database MB) per step."""
+    store, lease = pg_store(url, sync)
+    raw = store.pg.raw  # type: ignore[attr-defined]
+    n = 0
+    block = 0.0
+    points = []
+    try:
+        while n < total:
+            ops = _deposits(n, group, True)
+            t0 = time.perf_counter()
+            store.apply_group(ops, 0)  # type: ignore[attr-defined]
+            block += time.perf_counter() - t0
+            n += group
+            if n % step == 0 or n >= total:
+                done = step if n % step == 0 else n % step
+                row = raw.execute("SELECT pg_database_size(current_database())").fetchone()
+                mb = int(row[0]) / 1e6
+                print(
+                    f"ledger holds {n:>11,} ops: the last {done:,} at {done / block:,.0f} deposits/s "
+                    f"({block / done * 1e6:.1f} µs each), database {mb:,.0f} MB "
+                    f"({mb * 1e6 / n:,.0f} bytes/op)",
+                    flush=True,
+                )
+                points.append((n, done / block, mb))
+                block = 0.0
+    finally:
+        store.close()  # type: ignore[attr-defined]
+        lease.release()  # type: ignore[attr-defined]
+    return points

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from support.game import Api, game_config
+from support.postgres import BACKENDS, Backend, backend
 from support.redis import SKIP_NO_REDIS, URL_ENV, private_redis, server_binary
 from support.security import REQUEST_LOGGERS, LogScan
 from support.servers import make_key, running_server
@@ -33,6 +34,30 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 # -- shared fixtures -------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    """Each test leaves the root logger as it found it: ``crashd serve`` run in-process
+    (``logs.configure``) replaces its handlers with one on the test's captured stderr,
+    which is closed once the test ends; a later test's log line would then print
+    "--- Logging error ---" into that test's stderr."""
+    root = logging.getLogger()
+
+    def ours(handler: logging.Handler) -> bool:  # pytest adds and removes its own per phase
+        return not type(handler).__module__.startswith("_pytest")
+
+    before, level = [h for h in root.handlers if ours(h)], root.level
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if ours(handler) and handler not in before:
+                root.removeHandler(handler)
+        for handler in before:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +97,21 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         _, secret = make_key(config, "read:game_state,read:balance,write:bet")
         async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
             yield Api(client, secret)
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The test's ledger database, once on SQLite and once on PostgreSQL (a database of
+    its own on the test server; skipped with the reason when there is none)."""
+    with backend(request.param, tmp_path) as b:
+        yield b
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[Backend]:
+    """A PostgreSQL database of the test's own (skipped where none can be had)."""
+    with backend("postgresql", tmp_path) as b:
+        yield b
 
 
 @pytest.fixture(scope="session")

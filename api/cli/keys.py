@@ -22,7 +22,7 @@ from crashd.api.wire import SCOPES
 
 from .usage import UsageError
 
-_DB_SETTINGS = ("database",)
+_DB_SETTINGS = ("database", "pepper_file")
 DEFAULT_OVERLAP_S = 86400.0
 
 
@@ -90,7 +90,8 @@ def _opened(args: argparse.Namespace) -> Iterator[KeyStore]:
     """The key store named by the arguments, closed after use; its refusals become
     usage errors (one line, exit 2)."""
     try:
-        store = KeyStore(config_from_args(args, _DB_SETTINGS).database)
+        config = config_from_args(args, _DB_SETTINGS)
+        store = KeyStore(config.database, config.pepper_file)
     except (ConfigError, apidb.DatabaseError) as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -26,10 +26,13 @@ from typing import Any
 
 import trio
 
+from crashd.api import database as apidb
 from crashd.api.config import add_arguments, config_from_args
 from crashd.api.wallet.mock import MockBook, MockFaults, MockWallet
 from crashd.api.wallet.reconcile import daily_summary, tx_body
 from crashd.engine.ledger import walletstore
+from crashd.engine.ledger.database import is_postgres, redacted
+from crashd.engine.ledger.walletstore import has_wallet_tables
 
 from . import request as cli_request
 from .usage import UsageError
@@ -223,21 +226,32 @@ def run_mock(args: argparse.Namespace) -> int:
 # -- the failed queue and the summary -------------------------------------------------
 
 
-def _open(args: argparse.Namespace) -> tuple[sqlite3.Connection, str]:
+def _open(args: argparse.Namespace) -> tuple[Any, str]:
+    """A read connection to the ledger's wallet tables: a SQLite file read-only, or a
+    PostgreSQL database through the API's connection of sqlite3's shape (the same SQL,
+    ``walletstore``'s)."""
     config = config_from_args(args, _DB)
-    if not config.database.exists():
-        raise UsageError(f"no database at {config.database}")
-    conn = sqlite3.connect(f"file:{config.database}?mode=ro", uri=True)
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'wallet_txs'"
-    ).fetchone()
-    if exists is None:
+    database = config.database
+    if is_postgres(database):
+        try:
+            conn = apidb.connect(database)
+        except apidb.DatabaseError as exc:
+            raise UsageError(str(exc)) from None
+        if not has_wallet_tables(conn):
+            conn.close()
+            raise UsageError(f"{redacted(database)} has no ledger (start the server once)")
+        return conn, config.environment
+    assert isinstance(database, Path)
+    if not database.exists():
+        raise UsageError(f"no database at {database}")
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    if not has_wallet_tables(conn):
         conn.close()
-        raise UsageError(f"{config.database} has no wallet tables (start the server once)")
+        raise UsageError(f"{database} has no wallet tables (start the server once)")
     return conn, config.environment
 
 
-def _partners(conn: sqlite3.Connection, environment: str, only: str | None) -> list[str]:
+def _partners(conn: Any, environment: str, only: str | None) -> list[str]:
     if only is not None:
         return [only]
     return [

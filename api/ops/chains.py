@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crashd.api import database as apidb
 from crashd.engine import chainstore
 from crashd.engine.fairness import (
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -37,6 +38,7 @@ from crashd.engine.fairness import (
     ChainReader,
     crash_point,
 )
+from crashd.engine.ledger.database import is_postgres
 
 log = logging.getLogger(__name__)
 
@@ -229,28 +231,43 @@ def published_entry(chain: Chain) -> str:
     )
 
 
-def read_entries(database: Path, environment: str) -> list[tuple[int, str, str]]:
+def read_entries(database: Path | str, environment: str) -> list[tuple[int, str, str]]:
     """The audit log's chain entries, oldest first, read before the ledger opens (its
     recovery reveals burnt games, which needs every chain). A database without an
-    audit log yet (new, or older than schema 5) has none."""
+    audit log yet (new, or older than schema 5) has none. ``database`` is a SQLite file
+    or a ``postgresql://`` URL (read by the lease holder, through the API's connection
+    of sqlite3's shape: the same SQL)."""
     import sqlite3
 
+    if is_postgres(database):
+        conn = apidb.connect(database)
+        try:
+            if not conn.execute("SELECT to_regclass('audit_log') IS NOT NULL").fetchone()[0]:
+                return []
+            return _chain_entries(conn, environment)
+        finally:
+            conn.close()
+    assert isinstance(database, Path)
     if not database.exists():
         return []
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
-        return [
-            (int(r[0]), str(r[1]), str(r[2]))
-            for r in conn.execute(
-                "SELECT id, action, after FROM audit_log WHERE environment = ? "
-                "AND action IN (?, ?) ORDER BY id",
-                (environment, PUBLISHED, SALTED),
-            )
-        ]
+        return _chain_entries(conn, environment)
     except sqlite3.OperationalError:  # no audit_log table yet
         return []
     finally:
         conn.close()
+
+
+def _chain_entries(conn: Any, environment: str) -> list[tuple[int, str, str]]:
+    return [
+        (int(r[0]), str(r[1]), str(r[2]))
+        for r in conn.execute(
+            "SELECT id, action, after FROM audit_log WHERE environment = ? "
+            "AND action IN (?, ?) ORDER BY id",
+            (environment, PUBLISHED, SALTED),
+        )
+    ]
 
 
 def load_registry(

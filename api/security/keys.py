@@ -45,6 +45,7 @@ import trio
 
 from crashd.api import database as apidb
 from crashd.api.wire import SCOPES
+from crashd.engine.ledger.database import redacted
 
 from . import feedtokens
 
@@ -96,6 +97,33 @@ _MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("previous_until", "ALTER TABLE api_keys ADD COLUMN previous_until REAL"),
     ("last_used_at", "ALTER TABLE api_keys ADD COLUMN last_used_at TEXT"),
 )
+
+# The same tables on PostgreSQL (the ledger's database), at their latest columns; a
+# column added later goes in both: an ALTER above, and here an ADD COLUMN IF NOT EXISTS
+# after the CREATE (for databases made before it).
+_SCHEMA_POSTGRES = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id             text PRIMARY KEY,
+    secret_hash    bytea NOT NULL UNIQUE,
+    prefix         text NOT NULL,
+    environment    text NOT NULL CHECK (environment IN ('sandbox', 'production')),
+    partner_id     text NOT NULL,
+    scopes         text NOT NULL,
+    label          text NOT NULL DEFAULT '',
+    created_at     text NOT NULL,
+    revoked_at     text,
+    generation     bigint NOT NULL DEFAULT 0,
+    previous_hash  bytea,
+    previous_until double precision,
+    last_used_at   text
+);
+CREATE TABLE IF NOT EXISTS api_key_revocations (
+    id       bigint PRIMARY KEY CHECK (id = 1),
+    counter  bigint NOT NULL
+);
+INSERT INTO api_key_revocations (id, counter) VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE INDEX IF NOT EXISTS api_keys_previous ON api_keys (previous_hash);
+"""
 
 
 class KeyStoreError(Exception):
@@ -211,7 +239,7 @@ _INSERT_COLUMNS = "id, prefix, environment, partner_id, scopes, label, created_a
 class KeyStore:
     """The ``api_keys`` tables of the database file. Thread-safe, blocking."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: apidb.Database, pepper_file: Path | None = None) -> None:
         self.database = database
         self._db = apidb.Connection(database)
         # A separate connection for the per-request counter read, so it never queues
@@ -219,25 +247,30 @@ class KeyStore:
         self._counter_conn = apidb.connect(database)
         try:
             with self._db.write() as conn:
-                # Statement by statement: executescript() would commit our transaction.
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                present = {row[1] for row in conn.execute("PRAGMA table_info(api_keys)")}
-                for column, statement in _MIGRATIONS:
-                    if column not in present:
-                        conn.execute(statement)
-                conn.execute(
-                    "CREATE INDEX IF NOT EXISTS api_keys_previous ON api_keys (previous_hash)"
-                )
+                if self._db.postgres:
+                    # Another process may create them at the same moment: one at a time.
+                    conn.execute("SELECT pg_advisory_xact_lock(7165139811476030002)")
+                    conn.execute(_SCHEMA_POSTGRES)
+                else:
+                    # Statement by statement: executescript() would commit our transaction.
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    present = {row[1] for row in conn.execute("PRAGMA table_info(api_keys)")}
+                    for column, statement in _MIGRATIONS:
+                        if column not in present:
+                            conn.execute(statement)
+                    conn.execute(
+                        "CREATE INDEX IF NOT EXISTS api_keys_previous ON api_keys (previous_hash)"
+                    )
                 has_keys = conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
-        except sqlite3.Error as exc:
+        except apidb.errors(database) as exc:
             raise apidb.DatabaseError(
-                f"cannot prepare API key tables in {database}: {exc}"
+                f"cannot prepare API key tables in {redacted(database)}: {exc}"
             ) from None
         # A fresh pepper for existing keys would silently invalidate them all: only
         # create one for an empty key table, otherwise insist on the original.
-        self._pepper = apidb.load_pepper(database, create=not has_keys)
+        self._pepper = apidb.load_pepper(database, create=not has_keys, configured=pepper_file)
 
     def close(self) -> None:
         self._db.close()

@@ -595,6 +595,11 @@ class LedgerInUse(InUse):
     one is still playing."""
 
 
+class LedgerFenced(LedgerInUse):
+    """Another engine took the PostgreSQL ledger's lease over: this writer's term is
+    stale, its transaction was refused, and it must stop (engine/ledger/lease.py)."""
+
+
 class LedgerCorrupt(Exception):
     """Start-up checks failed (integrity_check, pragma read-back, balance audit).
     Not a LedgerError: the process must not serve money from this file."""

@@ -4,8 +4,8 @@
 the ``Ledger`` of the engine's process provides it, and so does ``ReadOnlyLedger``, the
 same reads on a connection of their own, for an API process beside the engine (on this
 machine: SQLite's WAL lets readers in other processes see every commit without waiting
-for the writer). A server-based backend slots in here with its own reader: the API
-process asks ``open_reads(database)`` and never learns which it got.
+for the writer; on PostgreSQL, a read pool on any machine). The API process asks
+``open_reads(database)`` and never learns which backend it got.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 
 import trio
 
+from .database import is_postgres
 from .model import AccountKey, Balance, BetView, RoundView, StoredReply
 from .store import Reader, Synchronous
 
@@ -54,8 +55,10 @@ def wall_clock_ms() -> int:
 
 
 class ReadOnlyLedger:
-    """``LedgerReads`` on a read-only SQLite connection (one read at a time, in a
-    worker thread: a read never blocks the event loop)."""
+    """``LedgerReads`` on a read-only connection of its own: a SQLite file's (one read
+    at a time), or a PostgreSQL database's read pool (``pgstore.PgReader``: as many at
+    once as it has connections), each read in a worker thread: a read never blocks the
+    event loop."""
 
     def __init__(
         self,
@@ -63,9 +66,14 @@ class ReadOnlyLedger:
         synchronous: Synchronous = "FULL",
         clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
-        self._reader = Reader(path, synchronous)
+        if is_postgres(path):
+            from .pgstore import PgReader
+
+            self._reader: Reader = PgReader(str(path))
+        else:
+            self._reader = Reader(path, synchronous)
         self._clock = clock
-        self._limiter = trio.CapacityLimiter(1)
+        self._limiter = trio.CapacityLimiter(self._reader.threads)
 
     def close(self) -> None:
         self._reader.close()
@@ -126,5 +134,6 @@ class ReadOnlyLedger:
 
 def open_reads(database: Path | str) -> ReadOnlyLedger:
     """The reads of the ledger at ``database`` for a process that does not write it
-    (blocking: call from a thread). Today a SQLite file on this machine."""
+    (blocking: call from a thread): a SQLite file on this machine, or a
+    ``postgresql://`` URL."""
     return ReadOnlyLedger(database)

@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -41,7 +42,7 @@ from .model import (
     StoredReply,
 )
 from .ops import Op, apply, prefetch_keys
-from .schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from .schema import BASE_VERSION, DDL, MIGRATIONS, SCHEMA_VERSION, STEPS, Step, key_hash
 from .txn import Ids, Txn
 from .wallet import WalletTx
 
@@ -76,6 +77,7 @@ def connect(
     if not readonly:
         create_private(Path(path))
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.create_function("crashd_key_hash", 1, key_hash, deterministic=True)
     if not readonly:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -93,6 +95,21 @@ def connect(
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         raise LedgerCorrupt("journal_mode is not WAL")
     return conn
+
+
+def sqlite_statements(script: str) -> list[str]:
+    """A script as its statements, split where SQLite's own parser says one is complete
+    (``executescript`` would commit first: a step runs inside its transaction)."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        raise ValueError(f"incomplete statement at the end of a script: {current.strip()[:80]!r}")
+    return statements
 
 
 def create_private(path: Path) -> None:
@@ -195,6 +212,9 @@ class Store:
         except BaseException:
             self.close()
             raise
+        self._init_state()
+
+    def _init_state(self) -> None:
         # Committed account rows, shared with each group's Txn, which updates them in
         # place. Sound only because this is the one writer: nothing else changes
         # balances, and any failed group drops the whole cache (see apply_group).
@@ -204,6 +224,10 @@ class Store:
         self.committed_balances: list[PlayerBalance] = []
         """After ``apply_group``: the player balances its commit changed."""
         self._accounts_by_id: dict[int, Account] = {}
+
+    def audit(self) -> AuditReport:
+        """The audit on the writer's own connection (start-up, before any op)."""
+        return audit(self.conn)
 
     # -- start-up
 
@@ -218,16 +242,47 @@ class Store:
     def _init_meta(self) -> None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
-            self.conn.execute(
-                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            # A new file: DDL made it BASE_VERSION; the steps take it from there.
+            self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(BASE_VERSION),))
+            version = BASE_VERSION
         else:
             version = int(row[0])
             if version > SCHEMA_VERSION or version < 1:
                 raise LedgerCorrupt(f"schema version {version}, this build knows {SCHEMA_VERSION}")
-            while version < SCHEMA_VERSION:
-                self._migrate(version)
-                version += 1
+        while version < BASE_VERSION:
+            self._migrate(version)
+            version += 1
+        for step in STEPS:
+            if step.version > version:
+                self._step(step)
+                version = step.version
+
+    def _step(self, step: Step) -> None:
+        """A step past BASE_VERSION: its SQLite script and the version bump, one
+        transaction (SQLite's DDL is transactional)."""
+        c = self.conn
+        # A step may rebuild a table (SQLite's procedure): foreign keys off around it
+        # (the pragma is ignored inside a transaction), checked before the commit.
+        c.execute("PRAGMA foreign_keys=OFF")
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in sqlite_statements(step.sqlite):
+                c.execute(statement)
+            bad = c.execute("PRAGMA foreign_key_check").fetchall()
+            if bad:
+                raise LedgerCorrupt(f"step {step.version}: foreign_key_check: {bad[:5]!r}")
+            c.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(step.version),)
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        finally:
+            c.execute("PRAGMA foreign_keys=ON")
+        log.info("ledger schema: version %d (%s)", step.version, step.what)
+        self.check_integrity()
 
     def _migrate(self, version: int) -> None:
         """Rewrite table definitions from ``version`` to ``version + 1`` in one
@@ -290,7 +345,8 @@ class Store:
 
     def load_op(self, key: str) -> OpRecord | None:
         row = self.conn.execute(
-            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops WHERE key = ?", (key,)
+            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops WHERE key_hash = ?",
+            (key_hash(key),),
         ).fetchone()
         return (
             None
@@ -434,14 +490,13 @@ class Store:
         """Load in a few IN (...) queries what the group will touch, instead of one
         query per op: this is most of what makes group commit cheap per op."""
         keys, accounts, holds, tickets = prefetch_keys(ops, op_keys)
-        c = self.conn
         found: set[str] = set()
-        for chunk in _chunks(sorted(keys)):
-            for r in c.execute(
-                "SELECT id, key, kind, fingerprint, ok, code, result FROM ops "
-                f"WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
+        for r in self._select_in(
+            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops",
+            "key_hash",
+            sorted(key_hash(k) for k in keys),
+        ):
+            if r[1] in keys:  # (a hash collision with another key would not be)
                 txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
                 found.add(r[1])
         txn.prime_absent_ops(keys - found)
@@ -451,25 +506,17 @@ class Store:
             acct = cached.get(account_key)
             prime_account(account_key, acct if acct is not None else self.load_account(account_key))
         hold_found: set[str] = set()
-        for chunk in _chunks(sorted(holds)):
-            for r in c.execute(
-                f"SELECT {_HOLD_COLS} FROM holds WHERE hold_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                h = _hold(r)
-                txn.prime_hold(h.hold_id, h)
-                hold_found.add(h.hold_id)
+        for r in self._select_in(f"SELECT {_HOLD_COLS} FROM holds", "hold_id", sorted(holds)):
+            h = _hold(r)
+            txn.prime_hold(h.hold_id, h)
+            hold_found.add(h.hold_id)
         for h_id in holds - hold_found:
             txn.prime_hold(h_id, None)
         bet_found: set[str] = set()
-        for chunk in _chunks(sorted(tickets)):
-            for r in c.execute(
-                f"SELECT {_BET_COLS} FROM bets WHERE ticket_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                b = _bet(r)
-                txn.prime_bet(b.ticket_id, b)
-                bet_found.add(b.ticket_id)
+        for r in self._select_in(f"SELECT {_BET_COLS} FROM bets", "ticket_id", sorted(tickets)):
+            b = _bet(r)
+            txn.prime_bet(b.ticket_id, b)
+            bet_found.add(b.ticket_id)
         for t in tickets - bet_found:
             txn.prime_bet(t, None)
 
@@ -489,8 +536,7 @@ class Store:
         value) are read positions in an outside stream, kept in the same transaction too
         (the engine's place in the command stream: ``crashd.api.cluster.desk``)."""
         txn = Txn(self, Ids(**vars(self.ids)))
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             op_keys = [op.key() for op in ops]
             self._prefetch(txn, ops, op_keys)
@@ -503,18 +549,17 @@ class Store:
                 self._keep_replies(txn, replies, answers, now)
             self._flush(txn)
             if positions:
-                c.executemany(
+                self.conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     [(POSITION_PREFIX + name, value) for name, value in positions.items()],
                 )
-            c.execute("COMMIT")
+            self._commit()
         except BaseException:
             # The overlay may have changed cached rows in place: forget them all.
             self._accounts.clear()
             self._accounts_by_id.clear()
-            if c.in_transaction:
-                c.execute("ROLLBACK")
+            self._rollback()
             raise
         self.ids = txn.ids
         if self.report_balances:
@@ -547,13 +592,12 @@ class Store:
         if not wanted:
             return
         taken: dict[bytes, tuple[bytes, StoredReply]] = {}
-        for chunk in _chunks(sorted({s.key for s in wanted})):
-            for r in self.conn.execute(
-                "SELECT key, fingerprint, status, content_type, body FROM replies "
-                f"WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ):
-                taken[bytes(r[0])] = (bytes(r[1]), StoredReply(r[2], r[3], bytes(r[4])))
+        for r in self._select_in(
+            "SELECT key, fingerprint, status, content_type, body FROM replies",
+            "key",
+            sorted({s.key for s in wanted}),
+        ):
+            taken[bytes(r[0])] = (bytes(r[1]), StoredReply(r[2], r[3], bytes(r[4])))
         for slot, answer in zip(slots, answers, strict=True):
             if slot is None:
                 continue
@@ -575,150 +619,268 @@ class Store:
                 (slot.key, slot.fingerprint, reply.status, reply.content_type, reply.body, now)
             )
 
+    def _select_in(self, select: str, column: str, values: Sequence[object]) -> Iterable[Any]:
+        """Rows of ``select`` whose ``column`` is one of ``values``: a few IN (...)
+        queries of at most ``_CHUNK`` parameters (PostgreSQL: one ``= ANY`` array)."""
+        for chunk in _chunks(values):
+            yield from self.conn.execute(
+                f"{select} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk
+            )
+
     def _flush(self, txn: Txn) -> None:
-        c = self.conn
-        # Parents before children, so immediate foreign-key checks pass.
-        if txn.new_ops:
-            times = txn.op_times
-            c.executemany(
-                "INSERT INTO ops (id, key, kind, fingerprint, ok, code, result, ts) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                [(*r[:4], 1 if r[4] else 0, r[5], r[6], times[r[0]]) for r in txn.new_ops],
-            )
-        if txn.new_accounts:
-            c.executemany(
-                "INSERT INTO accounts (id, environment, kind, partner_id, user_id, "
-                "posted, pending) VALUES (?,?,?,?,?,?,?)",
-                [
-                    (
-                        a.id,
-                        a.key.environment,
-                        a.key.kind,
-                        a.key.partner_id,
-                        a.key.user_id,
-                        a.posted,
-                        a.pending,
-                    )
-                    for a in txn.new_accounts
-                ],
-            )
-        if txn.new_rounds:
-            c.executemany(
-                f"INSERT INTO rounds ({_ROUND_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [_round_row(r) for r in txn.new_rounds],
-            )
-        if txn.dirty_rounds:
-            c.executemany(
-                "UPDATE rounds SET state=?, crash_point=?, game_hash=?, ended_op=?, "
-                "ended_at=?, settled_op=?, settled_at=?, void_reason=? WHERE id=?",
-                [
-                    (
-                        r.state.value,
-                        r.crash_point,
-                        r.game_hash,
-                        r.ended_op,
-                        r.ended_at,
-                        r.settled_op,
-                        r.settled_at,
-                        r.void_reason,
-                        r.id,
-                    )
-                    for r in txn.dirty_rounds.values()
-                ],
-            )
-        if txn.new_holds:
-            c.executemany(
-                f"INSERT INTO holds ({_HOLD_COLS}, environment) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        h.id,
-                        h.hold_id,
-                        h.op,
-                        h.debit,
-                        h.credit,
-                        h.amount,
-                        h.expires_at,
-                        h.state.value,
-                        h.resolved_op,
-                        h.resolved_at,
-                        txn.account_by_id(h.debit).key.environment,
-                    )
-                    for h in txn.new_holds
-                ],
-            )
-        if txn.dirty_holds:
-            c.executemany(
-                "UPDATE holds SET state=?, resolved_op=?, resolved_at=? WHERE id=?",
-                [
-                    (h.state.value, h.resolved_op, h.resolved_at, h.id)
-                    for h in txn.dirty_holds.values()
-                ],
-            )
-        if txn.new_bets:
-            c.executemany(
-                f"INSERT INTO bets ({_BET_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [_bet_row(b) for b in txn.new_bets],
-            )
-        if txn.dirty_bets:
-            c.executemany(
-                "UPDATE bets SET auto_cashout=?, round_id=?, outcome=?, multiplier=?, "
-                "payout=?, settled_op=?, settled_at=? WHERE id=?",
-                [
-                    (
-                        b.auto_cashout,
-                        b.round_id,
-                        None if b.outcome is None else b.outcome.value,
-                        b.multiplier,
-                        b.payout,
-                        b.settled_op,
-                        b.settled_at,
-                        b.id,
-                    )
-                    for b in txn.dirty_bets.values()
-                ],
-            )
-        if txn.new_transfers:
-            c.executemany(
-                "INSERT INTO transfers (id, op, environment, debit, credit, amount, "
-                "kind, hold, ts) VALUES (?,?,?,?,?,?,?,?,?)",
-                txn.new_transfers,
-            )
-        if txn.new_replies:
-            c.executemany(
-                "INSERT INTO replies (key, fingerprint, status, content_type, body, created_at) "
-                "VALUES (?,?,?,?,?,?)",
-                txn.new_replies,
-            )
-        if txn.purge_replies_before is not None:
-            c.execute("DELETE FROM replies WHERE created_at < ?", (txn.purge_replies_before,))
-        if txn.new_reversals:
-            c.executemany(
-                "INSERT INTO reversals (withdrawal_op, op) VALUES (?,?)", txn.new_reversals
-            )
-        if txn.new_seals:
-            c.executemany(
-                "INSERT INTO round_seals (round_id, document, bets, created_at) VALUES (?,?,?,?)",
-                txn.new_seals,
-            )
-        if txn.new_transcripts:
-            c.executemany(
-                "INSERT INTO round_transcripts (round_id, hash, prev, document, created_at) "
-                "VALUES (?,?,?,?,?)",
-                txn.new_transcripts,
-            )
-        if txn.new_audit:
-            c.executemany(
-                "INSERT INTO audit_log (id, ts, environment, actor, action, before, after, note) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                txn.new_audit,
-            )
-        if txn.dirty_accounts:
-            c.executemany(
-                "UPDATE accounts SET posted=?, pending=? WHERE id=?",
-                [(a.posted, a.pending, a.id) for a in txn.dirty_accounts.values()],
-            )
+        for statement, rows in flush_rows(txn):
+            if rows:
+                self._write(statement, rows)
         if txn.wallet is not None and not txn.wallet.empty:
-            walletstore.flush(c, txn.wallet)
+            # The wallet's rows (their ids are the tables' own) in plain statements on
+            # both backends: a few per round, not per op (walletstore).
+            walletstore.flush(self.conn, txn.wallet)
+
+    def _write(self, statement: Write, rows: Sequence[tuple[object, ...]]) -> None:
+        self.conn.executemany(statement.sqlite, rows)
+
+    # -- transaction boundaries (the PostgreSQL store adds its fence to _begin)
+
+    def _begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+# --------------------------------------------------------------------------- writes
+
+
+@dataclass(frozen=True)
+class Write:
+    """One statement of the group flush, declared once for both backends: an INSERT of
+    ``columns`` or, with ``key``, an UPDATE of ``columns`` by ``key``. ``types`` are
+    the PostgreSQL types of ``columns`` (then ``key``), for its array forms."""
+
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    key: str | None = None
+    delete_below: bool = False
+    """A DELETE of the rows whose ``key`` is below the one parameter, instead."""
+
+    @property
+    def sqlite(self) -> str:
+        if self.delete_below:
+            return f"DELETE FROM {self.table} WHERE {self.key} < ?"
+        if self.key is None:
+            cols = ", ".join(self.columns)
+            return f"INSERT INTO {self.table} ({cols}) VALUES ({','.join('?' * len(self.columns))})"
+        sets = ", ".join(f"{c}=?" for c in self.columns)
+        return f"UPDATE {self.table} SET {sets} WHERE {self.key}=?"
+
+    @property
+    def postgres(self) -> str:
+        """One row per execution (``executemany``, pipeline)."""
+        return self.sqlite.replace("?", "%s")
+
+    @property
+    def copy(self) -> str:
+        """An INSERT's rows as one COPY (PostgreSQL)."""
+        assert self.key is None
+        return f"COPY {self.table} ({', '.join(self.columns)}) FROM STDIN"
+
+    @property
+    def unnest(self) -> str:
+        """Every row in one execution: one array parameter per column."""
+        arrays = ", ".join(f"%b::{t}[]" for t in self.types)
+        if self.key is None:
+            return (
+                f"INSERT INTO {self.table} ({', '.join(self.columns)}) "
+                f"SELECT * FROM unnest({arrays})"
+            )
+        names = ", ".join((*self.columns, self.key))
+        sets = ", ".join(f"{c}=v.{c}" for c in self.columns)
+        return (
+            f"UPDATE {self.table} SET {sets} FROM unnest({arrays}) AS v({names}) "
+            f"WHERE {self.table}.{self.key} = v.{self.key}"
+        )
+
+
+_BIG, _TEXT, _BYTES = "bigint", "text", "bytea"
+W_OPS = Write(
+    "ops",
+    ("id", "key", "key_hash", "kind", "fingerprint", "ok", "code", "result", "ts"),
+    (_BIG, _TEXT, _BYTES, _TEXT, _BYTES, "smallint", _TEXT, _TEXT, _BIG),
+)
+W_ACCOUNTS = Write(
+    "accounts",
+    ("id", "environment", "kind", "partner_id", "user_id", "posted", "pending"),
+    (_BIG, _TEXT, _TEXT, _TEXT, _TEXT, _BIG, _BIG),
+)
+W_ROUNDS = Write(
+    "rounds",
+    tuple(_ROUND_COLS.split(", ")),
+    (_BIG, _BIG, _BIG, _TEXT, _BIG, _TEXT, *(_BIG,) * 4, _TEXT),
+)
+W_ROUND_UPDATES = Write(
+    "rounds",
+    (
+        "state",
+        "crash_point",
+        "game_hash",
+        "ended_op",
+        "ended_at",
+        "settled_op",
+        "settled_at",
+        "void_reason",
+    ),
+    (_TEXT, _BIG, _TEXT, _BIG, _BIG, _BIG, _BIG, _TEXT, _BIG),
+    key="id",
+)
+W_HOLDS = Write(
+    "holds",
+    (*_HOLD_COLS.split(", "), "environment"),
+    (_BIG, _TEXT, _BIG, _BIG, _BIG, _BIG, _BIG, _TEXT, _BIG, _BIG, _TEXT),
+)
+W_HOLD_UPDATES = Write(
+    "holds", ("state", "resolved_op", "resolved_at"), (_TEXT, _BIG, _BIG, _BIG), key="id"
+)
+W_BETS = Write(
+    "bets",
+    tuple(_BET_COLS.split(", ")),
+    (_BIG, _TEXT, _BIG, _BIG, _BIG, _BIG, _BIG, _BIG, _BIG, _TEXT, _BIG, _BIG, _BIG, _BIG),
+)
+W_BET_UPDATES = Write(
+    "bets",
+    ("auto_cashout", "round_id", "outcome", "multiplier", "payout", "settled_op", "settled_at"),
+    (_BIG, _BIG, _TEXT, _BIG, _BIG, _BIG, _BIG, _BIG),
+    key="id",
+)
+W_TRANSFERS = Write(
+    "transfers",
+    ("id", "op", "environment", "debit", "credit", "amount", "kind", "hold", "ts"),
+    (_BIG, _BIG, _TEXT, _BIG, _BIG, _BIG, _TEXT, _BIG, _BIG),
+)
+W_REPLIES = Write(
+    "replies",
+    ("key", "fingerprint", "status", "content_type", "body", "created_at"),
+    (_BYTES, _BYTES, _BIG, _TEXT, _BYTES, _BIG),
+)
+W_REVERSALS = Write("reversals", ("withdrawal_op", "op"), (_BIG, _BIG))
+W_AUDIT = Write(
+    "audit_log",
+    ("id", "ts", "environment", "actor", "action", "before", "after", "note"),
+    (_BIG, _BIG, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT, _TEXT),
+)
+W_SEALS = Write(
+    "round_seals", ("round_id", "document", "bets", "created_at"), (_BIG, _TEXT, _TEXT, _BIG)
+)
+W_TRANSCRIPTS = Write(
+    "round_transcripts",
+    ("round_id", "hash", "prev", "document", "created_at"),
+    (_BIG, _TEXT, _TEXT, _TEXT, _BIG),
+)
+W_PURGE_REPLIES = Write("replies", (), (_BIG,), key="created_at", delete_below=True)
+W_BALANCES = Write("accounts", ("posted", "pending"), (_BIG, _BIG, _BIG), key="id")
+
+
+def flush_rows(txn: Txn) -> list[tuple[Write, Sequence[tuple[object, ...]]]]:
+    """A group's writes, parents before children (immediate foreign-key checks pass)."""
+    times = txn.op_times
+    out: list[tuple[Write, Sequence[tuple[object, ...]]]] = [
+        (
+            W_OPS,
+            [
+                (r[0], r[1], key_hash(r[1]), r[2], r[3], 1 if r[4] else 0, r[5], r[6], times[r[0]])
+                for r in txn.new_ops
+            ],
+        ),
+        (
+            W_ACCOUNTS,
+            [
+                (
+                    a.id,
+                    a.key.environment,
+                    a.key.kind,
+                    a.key.partner_id,
+                    a.key.user_id,
+                    a.posted,
+                    a.pending,
+                )
+                for a in txn.new_accounts
+            ],
+        ),
+        (W_ROUNDS, [_round_row(r) for r in txn.new_rounds]),
+        (
+            W_ROUND_UPDATES,
+            [
+                (
+                    r.state.value,
+                    r.crash_point,
+                    r.game_hash,
+                    r.ended_op,
+                    r.ended_at,
+                    r.settled_op,
+                    r.settled_at,
+                    r.void_reason,
+                    r.id,
+                )
+                for r in txn.dirty_rounds.values()
+            ],
+        ),
+        (
+            W_HOLDS,
+            [
+                (
+                    h.id,
+                    h.hold_id,
+                    h.op,
+                    h.debit,
+                    h.credit,
+                    h.amount,
+                    h.expires_at,
+                    h.state.value,
+                    h.resolved_op,
+                    h.resolved_at,
+                    txn.account_by_id(h.debit).key.environment,
+                )
+                for h in txn.new_holds
+            ],
+        ),
+        (
+            W_HOLD_UPDATES,
+            [(h.state.value, h.resolved_op, h.resolved_at, h.id) for h in txn.dirty_holds.values()],
+        ),
+        (W_BETS, [_bet_row(b) for b in txn.new_bets]),
+        (
+            W_BET_UPDATES,
+            [
+                (
+                    b.auto_cashout,
+                    b.round_id,
+                    None if b.outcome is None else b.outcome.value,
+                    b.multiplier,
+                    b.payout,
+                    b.settled_op,
+                    b.settled_at,
+                    b.id,
+                )
+                for b in txn.dirty_bets.values()
+            ],
+        ),
+        (W_TRANSFERS, txn.new_transfers),
+        (W_REPLIES, txn.new_replies),
+    ]
+    if txn.purge_replies_before is not None:
+        out.append((W_PURGE_REPLIES, [(txn.purge_replies_before,)]))
+    out += [
+        (W_REVERSALS, txn.new_reversals),
+        (W_SEALS, txn.new_seals),
+        (W_TRANSCRIPTS, txn.new_transcripts),
+        (W_AUDIT, txn.new_audit),
+        (W_BALANCES, [(a.posted, a.pending, a.id) for a in txn.dirty_accounts.values()]),
+    ]
+    return out
 
 
 def _round_row(r: Round) -> tuple[object, ...]:
@@ -766,6 +928,10 @@ POSITION_PREFIX = "position:"
 class Reader:
     """A second connection for reads: under WAL it sees the last commit and never
     waits for the writer."""
+
+    threads = 1
+    """How many reads may run at once (one connection here; the PostgreSQL reader's pool
+    has more)."""
 
     def __init__(self, path: Path | str, synchronous: Synchronous = "FULL") -> None:
         self.conn = connect(path, synchronous, readonly=True)
@@ -916,7 +1082,7 @@ class Reader:
         no index by kind, and adding one would cost every write)."""
         rows = self.conn.execute(
             "SELECT id, key, kind, ok, code, result, ts FROM "
-            "(SELECT * FROM ops ORDER BY id DESC LIMIT ?) "
+            "(SELECT * FROM ops ORDER BY id DESC LIMIT ?) AS recent "
             f"WHERE kind IN ({','.join('?' * len(kinds))}) ORDER BY id DESC LIMIT ?",
             (scan, *kinds, limit),
         )
@@ -944,18 +1110,20 @@ def _newest_form(table: str, version: int, text: str) -> str:
     """``text``, written by migration ``version`` into ``table``, as the later
     migrations leave it: what a table created by today's DDL holds in its place (a
     later step may rewrite the same CHECK again)."""
-    for later in range(version + 1, SCHEMA_VERSION):
+    for later in range(version + 1, BASE_VERSION):
         for name, old, new in MIGRATIONS[later]:
             if name == table and old in text:
                 text = text.replace(old, new)
     return text
 
 
-def audit(conn: sqlite3.Connection) -> AuditReport:
+def audit(conn: Any, begin: str = "BEGIN") -> AuditReport:
     """Check every invariant the schema cannot express by itself, in one read
-    transaction (a consistent snapshot under WAL)."""
+    transaction (a consistent snapshot: WAL on SQLite, ``begin`` a repeatable-read
+    transaction on PostgreSQL). ``conn`` is a sqlite3 connection or anything with its
+    ``execute`` (the PostgreSQL store's)."""
     problems: list[str] = []
-    conn.execute("BEGIN")
+    conn.execute(begin)
     try:
         n_accounts = conn.execute("SELECT count(*) FROM accounts").fetchone()[0]
         n_transfers = conn.execute("SELECT count(*) FROM transfers").fetchone()[0]

@@ -1,9 +1,10 @@
 """SQL of the seamless wallet's tables (schema version 6): the planner's loads, the
 group flush, the reads behind the reconciliation endpoints and the audit's wallet checks.
 
-Blocking functions over a ``sqlite3`` connection, called by ``Store`` (the one writer)
-and ``Reader``. The statements are plain SQL (parameters, ``coalesce``, ``CASE``,
-``GROUP BY``), so another backend can take them as they are.
+Blocking functions over a ``sqlite3`` connection or anything with its ``execute`` (the
+PostgreSQL store's and reader's), called by ``Store`` (the one writer) and ``Reader``.
+The statements are plain SQL (parameters, ``coalesce``, ``CASE``, ``GROUP BY``), so both
+backends run them as they are.
 """
 
 from __future__ import annotations
@@ -289,17 +290,23 @@ def owed(conn: sqlite3.Connection, environment: str, partner_id: str, user_id: s
     return int(row[0])
 
 
+def has_wallet_tables(conn: Any) -> bool:
+    """Whether the ledger behind ``conn`` has the wallet's tables (a SQLite file an
+    older build wrote gains them only when it is next opened for writing; a PostgreSQL
+    database has them once a leader installed its schema)."""
+    if isinstance(conn, sqlite3.Connection):
+        sql = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'wallet_txs'"
+        return conn.execute(sql).fetchone() is not None
+    row = conn.execute("SELECT to_regclass('wallet_txs') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
 def audit_problems(conn: sqlite3.Connection) -> list[str]:
     """The wallet's invariants, inside the audit's read transaction (none to check in
     a file an older build wrote, which has no wallet tables until it is opened for
     writing)."""
     problems: list[str] = []
-    if (
-        conn.execute(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'wallet_txs'"
-        ).fetchone()
-        is None
-    ):
+    if not has_wallet_tables(conn):
         return problems
     for (tx_id,) in conn.execute(
         "SELECT d.tx_id FROM wallet_txs d LEFT JOIN bets b ON b.ticket_id = d.ticket_id "

@@ -30,10 +30,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
+from .database import is_postgres
 from .model import (
     AccountKey,
     AuditEntry,
@@ -90,12 +91,16 @@ from .ops import (
     SettleWin,
 )
 from .recovery import Reveal, run_recovery
-from .store import Reader, Settlement, Store, Synchronous, audit
+from .store import Reader, Settlement, Store, Synchronous
+
+if TYPE_CHECKING:
+    from .lease import Lease
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Result)
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 def wall_clock_ms() -> int:
@@ -229,7 +234,7 @@ class Ledger:
         self._wakeup = trio.Event()
         self._space = trio.lowlevel.ParkingLot()
         self._write_limiter = trio.CapacityLimiter(1)
-        self._read_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(reader.threads)
         self._closing = False
         self._failed: BaseException | None = None
         self._groups = 0
@@ -801,8 +806,16 @@ async def open_ledger(
     sweep_interval_s: float | None = 1.0,
     reveal: Reveal | None = None,
     settlement: Settlement | None = None,
+    lease: Lease | None = None,
+    pg_flush: str = "copy",
 ) -> AsyncIterator[Ledger]:
     """Open (creating if needed) the ledger at ``path`` and run its writer.
+
+    ``path`` is a SQLite file, or a ``postgresql://`` URL (engine/ledger/database.py).
+    On PostgreSQL the writer must hold the leader lease: pass the ``lease`` the caller
+    took (``lease.wait_for_lease`` for a standby), or the ledger takes it now and raises
+    ``LedgerInUse`` if another engine holds it; the lease is checked every second and
+    its term fences every transaction (engine/ledger/lease.py).
 
     Start-up, before any op is accepted: read back the pragmas (WAL, ``synchronous``,
     foreign keys), ``PRAGMA integrity_check`` and ``foreign_key_check``, the balance
@@ -813,18 +826,43 @@ async def open_ledger(
     too). On exit, queued ops are committed and answered
     before the connections close. ``max_group=1`` gives one transaction per op (the
     bench's baseline)."""
+    postgres = is_postgres(path)
+    own_lease: Lease | None = None
 
     def start() -> tuple[Store, Reader, Recovered | None]:
-        store = Store(path, synchronous, settlement)
+        nonlocal own_lease
+        if postgres:
+            from .lease import Lease
+            from .pgstore import PgReader, PgStore
+
+            held = lease
+            if held is None:
+                held = own_lease = Lease.take(str(path))
+            try:
+                store: Store = PgStore(
+                    str(path),
+                    synchronous,
+                    term=held.term,
+                    flush=pg_flush,  # type: ignore[arg-type]
+                    settlement=settlement,
+                )
+            except BaseException:
+                if own_lease is not None:
+                    own_lease.release()
+                raise
+        else:
+            store = Store(path, synchronous, settlement)
         try:
             if audit_on_open:
-                report = audit(store.conn)
+                report = store.audit()
                 if not report.ok:
                     raise LedgerCorrupt("audit failed: " + "; ".join(report.problems[:10]))
             recovered = run_recovery(store, clock(), reveal) if recover else None
-            reader = Reader(path, synchronous)
+            reader: Reader = PgReader(str(path)) if postgres else Reader(path, synchronous)
         except BaseException:
             store.close()
+            if own_lease is not None:
+                own_lease.release()
             raise
         return store, reader, recovered
 
@@ -832,9 +870,13 @@ async def open_ledger(
     ledger = Ledger(store, reader, clock, max_group, max_queue)
     ledger.recovery = recovered
     sweep_scope = trio.CancelScope()
+    lease_scope = trio.CancelScope()
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(ledger._write_loop)
+            held = lease if lease is not None else own_lease
+            if held is not None:
+                nursery.start_soon(_in_scope, lease_scope, _keep_lease, held)
             if sweep_interval_s is not None:
                 nursery.start_soon(_in_scope, sweep_scope, ledger._sweep_loop, sweep_interval_s)
             try:
@@ -843,6 +885,7 @@ async def open_ledger(
                 # Drain: refuse new ops, let the writer commit and answer what is
                 # queued, then it returns. A sweep holds no money: just stop it.
                 sweep_scope.cancel()
+                lease_scope.cancel()
                 ledger._closing = True
                 ledger._wakeup.set()
                 ledger._space.unpark_all()
@@ -856,11 +899,15 @@ async def open_ledger(
         ledger._space.unpark_all()
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_close_all, store, reader)
+            if own_lease is not None:
+                own_lease.release()
 
 
-async def _in_scope(
-    scope: trio.CancelScope, fn: Callable[[float], Awaitable[None]], arg: float
-) -> None:
+async def _keep_lease(lease: Lease) -> None:
+    await lease.keep()
+
+
+async def _in_scope(scope: trio.CancelScope, fn: Callable[[A], Awaitable[None]], arg: A) -> None:
     with scope:
         await fn(arg)
 

@@ -35,6 +35,9 @@ async def make_database(path: Path) -> None:
         await ledger.psp_deposit("d1", user_id="ann", amount=5_000, **P)
         await ledger.faucet_credit("f1", user_id="bob", amount=700, partner_id="acme")
         await ledger.psp_withdrawal("w1", user_id="ann", amount=1_200, **P)
+        await ledger.bankroll_move(
+            "b1", environment="sandbox", direction="deposit", amount=300, actor="k"
+        )
     store = KeyStore(path)
     store.create(environment="sandbox", scopes="read:game_state")
     store.close()
@@ -48,13 +51,15 @@ async def test_check_reports_a_sound_database(
     code, out, err = run(capsys, "db", "check", "--database", str(db))
     assert (code, err) == (0, ""), out
     assert "database check: ok" in out and "sum of balances 0" in out
+    assert "players+house+escrow 4,800 = PSP net 3,800 + faucet 700 + capital 300" in out, out
     code, out, _ = run(capsys, "db", "check", "--database", str(db), "--json")
     doc = json.loads(out)
     assert code == 0 and doc["ok"] and doc["problems"] == []
     books = doc["audit"]
     assert books["psp_net"]["sandbox"] == 5_000 - 1_200
     assert books["faucet_total"]["sandbox"] == 700
-    assert books["internal_total"]["sandbox"] == 3_800 + 700
+    assert books["capital_total"]["sandbox"] == 300
+    assert books["internal_total"]["sandbox"] == 3_800 + 700 + 300
 
 
 async def test_check_finds_a_tampered_balance(

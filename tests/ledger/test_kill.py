@@ -13,6 +13,9 @@ it with SIGKILL. Then, on the database as the kill left it:
 - what the next start's recovery reports equals what the kill left unfinished (open
   rounds, unsettled stakes), and each settled bet has exactly one settlement transfer.
 
+On both backends (``db``): a SQLite file, and a PostgreSQL database whose child holds
+the leader lease (each restart takes it over from the killed one, a new term).
+
 Default: 20 kills (``CRASHD_KILLS=N`` for more; 100 with the thorough profile).
 ``CRASHD_KILL_SEED`` replays a run; the seed is printed either way.
 """
@@ -23,7 +26,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -35,7 +37,10 @@ import pytest
 import trio
 
 from crashd.engine.ledger import open_ledger
+from crashd.engine.ledger.database import SNAPSHOT
+from crashd.engine.ledger.schema import key_hash
 from crashd.engine.ledger.store import audit
+from support.postgres import Backend
 from support.servers import REPO
 
 CHILD = REPO / "tests" / "support" / "ledger_load_child.py"
@@ -47,7 +52,7 @@ def kills_wanted() -> int:
     return 100 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 20
 
 
-def run_and_kill(db: Path, seed: int, delay: float, log: Path) -> tuple[list[str], int]:
+def run_and_kill(db: Path | str, seed: int, delay: float, log: Path) -> tuple[list[str], int]:
     """Run the child for ``delay`` seconds of wall time, SIGKILL it, return its
     complete stdout lines (a line cut by the kill is dropped) and its return code."""
     with open(log, "ab") as err:
@@ -73,7 +78,7 @@ def run_and_kill(db: Path, seed: int, delay: float, log: Path) -> tuple[list[str
     return lines, code
 
 
-def unfinished(conn: sqlite3.Connection) -> tuple[int, int, int]:
+def unfinished(conn: Any) -> tuple[int, int, int]:
     """(rounds recovery must void, bets it must refund, amount it must refund)."""
     rounds = conn.execute("SELECT count(*) FROM rounds WHERE settled_at IS NULL").fetchone()[0]
     bets, amount = conn.execute(
@@ -82,13 +87,41 @@ def unfinished(conn: sqlite3.Connection) -> tuple[int, int, int]:
     return rounds, bets, amount
 
 
-def check_database(db: Path, acks: list[dict[str, Any]]) -> tuple[int, int, int]:
-    conn = sqlite3.connect(str(db), isolation_level=None)
+def created(db: Backend) -> bool:
+    """Did the child get as far as creating the ledger (the kill may come first)?"""
+    if not db.postgres and not Path(db.target).exists():
+        return False
+    conn = db.connect()
     try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        if db.postgres:
+            if not conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]:
+                return False
+        else:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
+            }
+            # All or nothing: the schema is created in one transaction.
+            assert tables == set() or "accounts" in tables, tables
+            if "meta" not in tables:
+                return False
+        return (
+            conn.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
+        )
+    finally:
+        conn.close()
+
+
+def check_database(db: Backend, acks: list[dict[str, Any]]) -> tuple[int, int, int]:
+    conn = db.connect()
+    try:
+        if not db.postgres:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         for a in acks:
-            row = conn.execute("SELECT id, ok, kind FROM ops WHERE key = ?", (a["key"],)).fetchone()
+            row = conn.execute(
+                "SELECT id, ok, kind FROM ops WHERE key_hash = ? AND key = ?",
+                (key_hash(a["key"]), a["key"]),
+            ).fetchone()
             assert row is not None, f"acknowledged op lost: {a}"
             assert row[0] == a["seq"] and row[1] == 1, (a, row)
             if a["type"] == "bet_settled" and a["outcome"] == "won":
@@ -107,7 +140,7 @@ def check_database(db: Path, acks: list[dict[str, Any]]) -> tuple[int, int, int]
                     "SELECT state, settled_op FROM rounds WHERE id = ?", (a["round_id"],)
                 ).fetchone()
                 assert rnd == ("crashed", a["seq"]), (a, rnd)
-        report = audit(conn)
+        report = audit(conn, SNAPSHOT) if db.postgres else audit(conn)
         assert report.ok, report.problems
         # Exactly one settlement transfer per settled bet: nothing refunded or paid twice.
         for outcome, kind in (("refunded", "refund"), ("lost", "loss"), ("won", "stake_return")):
@@ -123,24 +156,12 @@ def check_database(db: Path, acks: list[dict[str, Any]]) -> tuple[int, int, int]
         conn.close()
 
 
-def _has_schema(db: Path) -> bool:
-    conn = sqlite3.connect(db)
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-    finally:
-        conn.close()
-    # All or nothing: the schema is created in one transaction.
-    assert tables == set() or "accounts" in tables, tables
-    return bool(tables)
-
-
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_loses_nothing(db: Backend, tmp_path: Path) -> None:
     seed = int(os.environ.get("CRASHD_KILL_SEED", random.randrange(2**32)))
     kills = kills_wanted()
     print(f"\nkill test: seed={seed} kills={kills} (replay: CRASHD_KILL_SEED={seed})")
     rng = random.Random(seed)
-    db = tmp_path / "ledger.sqlite3"
     log = tmp_path / "child-stderr.log"
     expected_recovery: tuple[int, int, int] = (0, 0, 0)
     total_acks = recoveries_seen = voided = refunded = 0
@@ -148,7 +169,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         # A third of the kills land early: during interpreter start-up, schema checks
         # or recovery itself; the rest in the middle of the load.
         delay = rng.uniform(0.05, 0.7) if rng.random() < 0.33 else rng.uniform(0.7, 1.6)
-        lines, code = run_and_kill(db, rng.randrange(2**31), delay, log)
+        lines, code = run_and_kill(db.target, rng.randrange(2**31), delay, log)
         assert code == -signal.SIGKILL, (
             f"child exited by itself ({code}); see {log}:\n{log.read_text()[-3000:]}"
         )
@@ -164,7 +185,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
             refunded += r["bets_refunded"]
         else:
             assert not acks
-        if not db.exists() or not _has_schema(db):
+        if not created(db):
             # Killed before the database (or its schema, made in one transaction)
             # was created: nothing can have been acknowledged.
             assert not acks, acks
@@ -174,7 +195,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
 
     # A last, clean start: recovery finishes the job and the books are closed.
     async def final() -> None:
-        async with open_ledger(db, sweep_interval_s=None) as ledger:
+        async with open_ledger(db.target, sweep_interval_s=None) as ledger:
             assert ledger.recovery is not None
             r = ledger.recovery
             assert (r.rounds_voided, r.bets_refunded, r.refunded_amount) == expected_recovery
@@ -182,7 +203,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
             assert report.ok, report.problems
 
     trio.run(final)
-    conn = sqlite3.connect(str(db))
+    conn = db.connect()
     assert unfinished(conn) == (0, 0, 0)
     assert conn.execute("SELECT count(*) FROM rounds WHERE state = 'open'").fetchone()[0] == 0
     conn.close()

@@ -1,6 +1,8 @@
 """The ledger through its async interface: group commit, idempotency, holds, rounds,
 recovery, start-up checks, and the database-level guards (append-only history,
-environments never mixing). Real SQLite files, no mocks."""
+environments never mixing). Each test runs on both backends (``db``: a real SQLite file,
+and a PostgreSQL database of its own, skipped with the reason where there is none);
+those about SQLite's file and pragmas run on SQLite. No mocks."""
 
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from crashd.engine.ledger.model import (
     UnknownHold,
 )
 from crashd.engine.ledger.writer import Ledger
+from support.postgres import Backend
 
 HASH = "f" * 64
 P = dict(environment="production", partner_id="acme")
@@ -46,10 +49,9 @@ class Clock:
         return self.now
 
 
-def opener(tmp_path: Path, clock: Clock | None = None, **kw: object):  # type: ignore[no-untyped-def]
-    return open_ledger(
-        tmp_path / "ledger.sqlite3", clock=clock or Clock(), sweep_interval_s=None, **kw
-    )  # type: ignore[arg-type]
+def opener(db: Backend | Path, clock: Clock | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    target = db.target if isinstance(db, Backend) else db / "ledger.sqlite3"
+    return open_ledger(target, clock=clock or Clock(), sweep_interval_s=None, **kw)  # type: ignore[arg-type]
 
 
 async def available(ledger: Ledger, user: str, env: dict[str, str] = P) -> int:
@@ -80,8 +82,8 @@ async def bet(
     return f"t-{n}"
 
 
-async def test_group_commit_answers_each_caller_after_one_shared_commit(tmp_path: Path) -> None:
-    async with opener(tmp_path) as ledger:
+async def test_group_commit_answers_each_caller_after_one_shared_commit(db: Backend) -> None:
+    async with opener(db) as ledger:
         await ledger.psp_deposit("d0", user_id="alice", amount=1000, **P)
         groups_before = ledger.statistics().groups
         results: dict[int, object] = {}
@@ -108,8 +110,8 @@ async def test_group_commit_answers_each_caller_after_one_shared_commit(tmp_path
         assert await available(ledger, "alice") == 0
 
 
-async def test_idempotency_replay_conflict_and_failure_stays_failed(tmp_path: Path) -> None:
-    async with opener(tmp_path) as ledger:
+async def test_idempotency_replay_conflict_and_failure_stays_failed(db: Backend) -> None:
+    async with opener(db) as ledger:
         first = await ledger.psp_deposit("evt-1", user_id="bob", amount=500, **P)
         again = await ledger.psp_deposit("evt-1", user_id="bob", amount=500, **P)
         assert again == first and again.replayed and not first.replayed
@@ -131,8 +133,8 @@ async def test_idempotency_replay_conflict_and_failure_stays_failed(tmp_path: Pa
         assert await available(ledger, "bob") == 1000
 
 
-async def test_invalid_request_is_not_recorded(tmp_path: Path) -> None:
-    async with opener(tmp_path) as ledger:
+async def test_invalid_request_is_not_recorded(db: Backend) -> None:
+    async with opener(db) as ledger:
         with pytest.raises(InvalidRequest):
             await ledger.psp_deposit("evt-x", user_id="bob", amount=-5, **P)
         with pytest.raises(InvalidRequest):
@@ -155,8 +157,8 @@ async def test_invalid_request_is_not_recorded(tmp_path: Path) -> None:
         assert (await ledger.psp_deposit("evt-x", user_id="bob", amount=5, **P)).amount == 5
 
 
-async def test_withdrawal_reversal_credits_back_once(tmp_path: Path) -> None:
-    async with opener(tmp_path) as ledger:
+async def test_withdrawal_reversal_credits_back_once(db: Backend) -> None:
+    async with opener(db) as ledger:
         await ledger.psp_deposit("d", user_id="c", amount=300, **P)
         await ledger.psp_withdrawal("w", user_id="c", amount=200, **P)
         assert await available(ledger, "c") == 100
@@ -172,8 +174,8 @@ async def test_withdrawal_reversal_credits_back_once(tmp_path: Path) -> None:
         assert audit.ok and audit.psp_net["production"] == 300
 
 
-async def test_environments_never_mix(tmp_path: Path) -> None:
-    async with opener(tmp_path) as ledger:
+async def test_environments_never_mix(db: Backend) -> None:
+    async with opener(db) as ledger:
         await ledger.faucet_credit("f1", user_id="dana", amount=1000, partner_id="acme")
         await ledger.psp_deposit("d1", user_id="erin", amount=5, **P)
         assert await available(ledger, "dana", S) == 1000
@@ -189,8 +191,9 @@ async def test_environments_never_mix(tmp_path: Path) -> None:
         with pytest.raises(UnknownHold):
             await ledger.bet_confirm("c2", user_id="dana", hold_id="h2", ticket_id="t", **P)
     # And the database itself refuses a cross-environment transfer.
-    conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
-    conn.execute("PRAGMA foreign_keys=ON")
+    conn = db.connect()
+    if not db.postgres:
+        conn.execute("PRAGMA foreign_keys=ON")
     ids = dict(
         conn.execute(
             "SELECT environment || ':' || kind, id FROM accounts WHERE kind != 'player'"
@@ -200,25 +203,28 @@ async def test_environments_never_mix(tmp_path: Path) -> None:
         "SELECT id FROM accounts WHERE kind='player' AND environment='sandbox'"
     ).fetchone()[0]
     op = conn.execute("SELECT max(id) FROM ops").fetchone()[0]
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(db.integrity_error, match="(?i)foreign key"):
         conn.execute(
-            "INSERT INTO transfers (op, environment, debit, credit, amount, kind, ts) "
-            "VALUES (?, 'sandbox', ?, ?, 5, 'deposit', 0)",
+            "INSERT INTO transfers (id, op, environment, debit, credit, amount, kind, ts) "
+            "VALUES ((SELECT max(id) + 1 FROM transfers), ?, 'sandbox', ?, ?, 5, 'deposit', 0)",
             (op, ids["production:psp"], sandbox_player),
         )
     conn.close()
 
 
-async def test_history_is_append_only(tmp_path: Path) -> None:
+async def test_history_is_append_only(db: Backend) -> None:
     clock = Clock()
-    async with opener(tmp_path, clock) as ledger:
+    async with opener(db, clock) as ledger:
         await ledger.psp_deposit("d", user_id="e", amount=1000, **P)
         await ledger.round_start("s1", round_id=1)
         ticket = await bet(ledger, "e", "1", 100, 1)
         await ledger.settle_win("w", ticket_id=ticket, multiplier=200)
         await ledger.round_settle("x", round_id=1, crash_point=300, game_hash=HASH)
-    conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
+        await ledger.audit_record("a", environment="production", actor="k1", action="paused")
+    conn = db.connect()
     forbidden = [
+        "UPDATE audit_log SET note = 'nothing happened'",
+        "DELETE FROM audit_log",
         "UPDATE transfers SET amount = amount + 1",
         "DELETE FROM transfers",
         "UPDATE ops SET ok = 0",
@@ -237,11 +243,67 @@ async def test_history_is_append_only(tmp_path: Path) -> None:
         "UPDATE accounts SET user_id = 'mallory' WHERE kind = 'player'",
         "UPDATE accounts SET posted = -1 WHERE kind = 'player'",  # CHECK: never below zero
     ]
+    if db.postgres:  # TRUNCATE skips row triggers: refused by statement triggers
+        forbidden += [f"TRUNCATE {t} CASCADE" for t in ("transfers", "ops", "holds", "bets")]
+        forbidden += ["TRUNCATE rounds CASCADE", "TRUNCATE accounts CASCADE"]
+        forbidden += ["TRUNCATE audit_log"]
     for sql in forbidden:
-        with pytest.raises(sqlite3.DatabaseError):
+        with pytest.raises(db.database_error):
             conn.execute(sql)
         conn.rollback()
     conn.close()
+
+
+async def test_bankroll_moves_and_the_audit_log(db: Backend) -> None:
+    """Schema version 5 on both backends: the capital account, the bankroll transfer
+    kinds, and the operator's audit log written in the op's transaction, read back
+    newest first, counted by the audit."""
+    async with opener(db) as ledger:
+        moved = await ledger.bankroll_move(
+            "b1", environment="production", direction="deposit", amount=1000, actor="k1"
+        )
+        assert moved.house == 1000
+        moved = await ledger.bankroll_move(
+            "b2", environment="production", direction="withdrawal", amount=300, actor="k1"
+        )
+        assert moved.house == 700
+        with pytest.raises(InsufficientFunds):
+            await ledger.bankroll_move(
+                "b3", environment="production", direction="withdrawal", amount=701, actor="k1"
+            )
+        await ledger.audit_record(
+            "a1", environment="production", actor="k2", action="paused", after='{"p":1}'
+        )
+        assert await ledger.system_posted("production", "house") == 700
+        entries = await ledger.audit_entries("production")
+        assert [(e.action, e.actor) for e in entries] == [
+            ("paused", "k2"),
+            ("bankroll_withdrawal", "k1"),
+            ("bankroll_deposit", "k1"),
+        ]
+        assert entries[0].after == '{"p":1}'
+        only = await ledger.audit_entries("production", actions=["paused"], before=entries[0].seq)
+        assert only == []
+        assert await ledger.audit_entries("sandbox") == []
+        recent = await ledger.recent_ops(["bankroll_move"])
+        assert [(r[1], r[3], r[4]) for r in recent] == [
+            ("b3", False, "insufficient_funds"),
+            ("b2", True, None),
+            ("b1", True, None),
+        ]
+        report = await ledger.audit()
+        assert report.ok, report.problems
+        assert report.capital_total["production"] == 700
+    conn = db.connect()
+    try:
+        kinds = conn.execute("SELECT kind FROM transfers ORDER BY id").fetchall()
+        assert [k[0] for k in kinds] == ["bankroll_deposit", "bankroll_withdrawal"]
+        with pytest.raises(db.integrity_error):
+            conn.execute(
+                "INSERT INTO transfers VALUES (99, 1, 'production', 1, 2, 5, 'gift', NULL, 0)"
+            )
+    finally:
+        conn.close()
 
 
 async def test_account_identity_trigger_and_its_migration(tmp_path: Path) -> None:
@@ -279,11 +341,11 @@ async def test_account_identity_trigger_and_its_migration(tmp_path: Path) -> Non
     conn.close()
 
 
-async def test_cancelled_caller_leaves_its_group_intact(tmp_path: Path) -> None:
+async def test_cancelled_caller_leaves_its_group_intact(db: Backend) -> None:
     """A caller cancelled while its op waits for the commit: the op may still commit
     (a retry with the same id answers it), and the other callers of the group are
     answered as usual."""
-    async with opener(tmp_path) as ledger:
+    async with opener(db) as ledger:
         results: list[object] = []
 
         async def deposit(n: int) -> None:
@@ -310,9 +372,9 @@ async def test_cancelled_caller_leaves_its_group_intact(tmp_path: Path) -> None:
         assert await available(ledger, "k") == 3
 
 
-async def test_hold_expiry_void_and_sweep(tmp_path: Path) -> None:
+async def test_hold_expiry_void_and_sweep(db: Backend) -> None:
     clock = Clock()
-    async with opener(tmp_path, clock) as ledger:
+    async with opener(db, clock) as ledger:
         await ledger.psp_deposit("d", user_id="f", amount=100, **P)
         await ledger.bet_reserve("r1", user_id="f", hold_id="h1", amount=60, ttl_ms=1000, **P)
         await ledger.bet_reserve("r2", user_id="f", hold_id="h2", amount=40, ttl_ms=5000, **P)
@@ -337,8 +399,8 @@ async def test_hold_expiry_void_and_sweep(tmp_path: Path) -> None:
         assert (await ledger.audit()).ok
 
 
-async def test_round_life_cycle_payouts_and_reads(tmp_path: Path) -> None:
-    async with opener(tmp_path) as ledger:
+async def test_round_life_cycle_payouts_and_reads(db: Backend) -> None:
+    async with opener(db) as ledger:
         await ledger.psp_deposit("d", user_id="g", amount=10_000, **P)
         await ledger.psp_deposit("d2", user_id="h", amount=10_000, **P)
         # A bet for "the next round" joins the round when it starts.
@@ -397,8 +459,8 @@ async def test_round_life_cycle_payouts_and_reads(tmp_path: Path) -> None:
         assert audit.ok and audit.total == 0
 
 
-async def test_recovery_voids_interrupted_rounds_exactly_once(tmp_path: Path) -> None:
-    async with opener(tmp_path) as ledger:
+async def test_recovery_voids_interrupted_rounds_exactly_once(db: Backend) -> None:
+    async with opener(db) as ledger:
         await ledger.psp_deposit("d", user_id="i", amount=5000, **P)
         await ledger.faucet_credit("f", user_id="j", amount=5000, partner_id="acme")
         await ledger.round_start("s1", round_id=7)
@@ -412,7 +474,7 @@ async def test_recovery_voids_interrupted_rounds_exactly_once(tmp_path: Path) ->
         await bet(ledger, "i", "next", 50, None)  # waiting for round 9
         # The process "dies" here: nothing else settles rounds 7 (crashed, unsettled) and 8.
     burnt = {7: (999, "c" * 64), 8: (333, "b" * 64)}
-    async with opener(tmp_path, reveal=burnt.get) as ledger:
+    async with opener(db, reveal=burnt.get) as ledger:
         rec = ledger.recovery
         assert rec is not None
         assert (rec.rounds_voided, rec.bets_refunded, rec.refunded_amount) == (2, 4, 850)
@@ -434,7 +496,7 @@ async def test_recovery_voids_interrupted_rounds_exactly_once(tmp_path: Path) ->
         )
         assert r7 is not None and (r7.crash_point, r7.game_hash) == (300, HASH)
         assert (await ledger.audit()).ok
-    async with opener(tmp_path) as ledger:
+    async with opener(db) as ledger:
         rec = ledger.recovery
         assert rec is not None
         assert (rec.rounds_voided, rec.bets_refunded, rec.refunded_amount) == (0, 0, 0)
@@ -465,9 +527,9 @@ async def test_start_up_checks(tmp_path: Path) -> None:
             pass
 
 
-async def test_close_drains_queued_ops(tmp_path: Path) -> None:
+async def test_close_drains_queued_ops(db: Backend) -> None:
     results = []
-    async with opener(tmp_path) as ledger:
+    async with opener(db) as ledger:
 
         async def deposit(i: int) -> None:
             results.append(await ledger.psp_deposit(f"e{i}", user_id="l", amount=1, **P))
@@ -476,17 +538,17 @@ async def test_close_drains_queued_ops(tmp_path: Path) -> None:
             for i in range(50):
                 nursery.start_soon(functools.partial(deposit, i))
     assert len(results) == 50
-    async with opener(tmp_path) as ledger:
+    async with opener(db) as ledger:
         assert await available(ledger, "l") == 50
 
 
-async def test_callers_outside_the_ledger_scope_never_hang(tmp_path: Path) -> None:
+async def test_callers_outside_the_ledger_scope_never_hang(db: Backend) -> None:
     """If the ledger is torn down (cancelled) while ops wait in its queue, their
     callers, living in another nursery, get ledger_unavailable instead of hanging."""
     outcomes: list[str] = []
     async with trio.open_nursery() as callers:
         with trio.CancelScope() as scope:
-            async with opener(tmp_path) as ledger:
+            async with opener(db) as ledger:
 
                 async def deposit(i: int) -> None:
                     try:
@@ -501,5 +563,5 @@ async def test_callers_outside_the_ledger_scope_never_hang(tmp_path: Path) -> No
                 scope.cancel()
                 await trio.sleep_forever()
     assert len(outcomes) == 200
-    async with opener(tmp_path) as ledger:
+    async with opener(db) as ledger:
         assert await available(ledger, "m") == outcomes.count("committed")

@@ -10,12 +10,14 @@ holds resolved at most once, escrow = unsettled stakes, replays move nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -40,7 +42,10 @@ from crashd.engine.ledger.ops import (
     SettleLoss,
     SettleWin,
 )
-from crashd.engine.ledger.store import Store, audit
+from crashd.engine.ledger.store import Store
+from support.postgres import fresh_database, server_url
+
+PG_URL, PG_WHY = server_url()
 
 ENVS = ["sandbox", "production"]
 USERS = ["u0", "u1", "u2"]
@@ -406,16 +411,21 @@ def summarize(result: Result | LedgerError) -> tuple[str, Any]:
 class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="ledger-model-"))
-        # Durability is not under test here (the kill test does that): OFF is faster.
-        self.store = Store(self.dir / "l.sqlite3", "OFF")
+        self.stack = contextlib.ExitStack()
+        self.store = self.open_store()
         self.model = Model()
         self.now = 1_000_000
         self.first_answers: dict[str, tuple[str, Any]] = {}
 
+    def open_store(self) -> Store:
+        directory = Path(tempfile.mkdtemp(prefix="ledger-model-"))
+        self.stack.callback(shutil.rmtree, directory, ignore_errors=True)
+        # Durability is not under test here (the kill test does that): OFF is faster.
+        return Store(directory / "l.sqlite3", "OFF")
+
     def teardown(self) -> None:
         self.store.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.stack.close()
 
     @rule(ops=st.lists(ops_strategy, min_size=1, max_size=6))
     def commit_group(self, ops: list[Op]) -> None:
@@ -591,7 +601,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def audit_passes(self) -> None:
-        report = audit(self.store.conn)
+        report = self.store.audit()
         assert report.ok, report.problems
         assert report.total == 0
         for env in ENVS:
@@ -630,6 +640,28 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self.model.bets[ticket]["target"] == target
 
 
+class PgLedgerMachine(LedgerMachine):
+    """The same machine on PostgreSQL: a database of its own per example, the writer
+    holding the leader lease and fencing every group with its term, as in production."""
+
+    def open_store(self) -> Store:
+        from crashd.engine.ledger.lease import Lease
+        from crashd.engine.ledger.pgstore import PgStore
+
+        url = self.stack.enter_context(fresh_database())
+        lease = Lease.take(url)
+        self.stack.callback(lease.release)
+        return PgStore(url, "OFF", term=lease.term)
+
+
 # The loaded profile (ci or thorough) decides max_examples; steps per example here.
 LedgerMachine.TestCase.settings = settings(stateful_step_count=40)
 TestLedgerModel = LedgerMachine.TestCase
+# A quarter of the profile's examples on PostgreSQL (each step is a round trip per
+# statement): 50 in CI, 1,250 with the thorough profile.
+PgLedgerMachine.TestCase.settings = settings(
+    stateful_step_count=40, max_examples=max(50, settings.default.max_examples // 4)
+)
+TestLedgerModelPostgres = pytest.mark.skipif(PG_URL is None, reason=PG_WHY)(
+    PgLedgerMachine.TestCase
+)

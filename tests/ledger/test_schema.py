@@ -13,14 +13,15 @@ import pytest
 from crashd.engine.ledger import open_ledger
 from crashd.engine.ledger.model import LedgerCorrupt, Posted
 from crashd.engine.ledger.ops import PspDeposit
-from crashd.engine.ledger.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from crashd.engine.ledger.schema import BASE_VERSION, DDL, MIGRATIONS, SCHEMA_VERSION
 from crashd.engine.ledger.store import Store, audit
+from support.postgres import Backend
 
 
 def undo_migrations(down_to: int) -> str:
     """Today's DDL with the table rewrites from ``down_to`` on undone, newest first."""
     ddl = DDL
-    for version in range(SCHEMA_VERSION - 1, down_to - 1, -1):
+    for version in range(BASE_VERSION - 1, down_to - 1, -1):
         for _table, old, new in MIGRATIONS[version]:
             assert new in ddl and old not in ddl
             ddl = ddl.replace(new, old)
@@ -235,6 +236,87 @@ def test_replies_are_kept_in_the_same_commit_and_purged(tmp_path: Path) -> None:
         store.close()
 
 
+def test_the_steps_are_consecutive_and_declared_for_both_backends() -> None:
+    from crashd.engine.ledger.schema import STEPS
+
+    assert [s.version for s in STEPS] == list(range(BASE_VERSION + 1, SCHEMA_VERSION + 1))
+    for step in STEPS:
+        assert step.what and isinstance(step.sqlite, str) and isinstance(step.postgres, str)
+
+
+def test_every_ledger_table_is_migrated_to_postgres() -> None:
+    """``LEDGER_TABLES`` (what ``crashd db migrate`` copies) names every table of both
+    schemas but each backend's own (meta; PostgreSQL's leader row)."""
+    from crashd.engine.ledger.schema import LEDGER_TABLES, POSTGRES_DDL, STEPS
+
+    sqlite_tables = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", DDL))
+    pg_tables = set(re.findall(r"CREATE TABLE (\w+)", POSTGRES_DDL))
+    for step in STEPS:
+        sqlite_tables |= set(re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", step.sqlite))
+        pg_tables |= set(re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", step.postgres))
+    sqlite_tables -= {"ops_rebuilt"}  # the rebuild's temporary name
+    assert sqlite_tables - {"meta"} == set(LEDGER_TABLES)
+    assert pg_tables - {"meta", "leader"} == set(LEDGER_TABLES)
+
+
+def test_base_version_ops_get_their_key_hash_and_still_replay(tmp_path: Path) -> None:
+    """The key-hash step rebuilds ops (SQLite) around a 16-byte key hash: every op recorded
+    before it still replays by its idempotency key, and a reused key is refused."""
+    path = tmp_path / "ledger.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(DDL)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(BASE_VERSION),))
+    conn.close()
+    # An op as the base version recorded it (no key_hash column yet).
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute(
+        "INSERT INTO ops VALUES (1, 'psp:production:e1', 'psp_deposit', x'00', 1, NULL, '{}', 0)"
+    )
+    raw.close()
+    store = Store(path)
+    try:
+        assert store.conn.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+        rec = store.load_op("psp:production:e1")
+        assert rec is not None and rec.seq == 1
+        names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_schema")}
+        assert {"ops_no_update", "ops_no_delete"} <= names and "ops_rebuilt" not in names
+        with pytest.raises(sqlite3.IntegrityError):
+            store.conn.execute("UPDATE ops SET ok = 1")
+        [answer] = store.apply_group([PspDeposit("e2", "production", "p", "u", 5)], 0)
+        assert isinstance(answer, Posted) and answer.seq == 2
+    finally:
+        store.close()
+
+
+def test_postgres_base_version_ops_get_their_key_hash(pg: Backend) -> None:
+    """The same step on PostgreSQL, over a database left at ``BASE_VERSION`` with an op
+    in it."""
+    from crashd.engine.ledger.lease import Lease
+    from crashd.engine.ledger.pgstore import PgStore, connect
+    from crashd.engine.ledger.schema import POSTGRES_DDL
+
+    raw = connect(str(pg.target))
+    raw.execute(POSTGRES_DDL)
+    raw.execute("INSERT INTO meta VALUES ('schema_version', %s)", (str(BASE_VERSION),))
+    raw.execute(
+        "INSERT INTO ops VALUES (1, 'psp:production:e1', 'psp_deposit', '\\x00', 1, NULL, '{}', 0)"
+    )
+    raw.close()
+    lease = Lease.take(str(pg.target))  # the holder installs the steps
+    try:
+        store = PgStore(str(pg.target), term=lease.term)
+        try:
+            rec = store.load_op("psp:production:e1")
+            assert rec is not None and rec.seq == 1
+            [answer] = store.apply_group([PspDeposit("e1", "production", "p", "u", 5)], 0)
+            assert getattr(answer, "code", None) == "idempotency_conflict"
+        finally:
+            store.close()
+    finally:
+        lease.release()
+
+
 def ddl_of(version: int) -> str:
     """The DDL a build of ``version`` (4 or 5) ran: today's with the later table
     rewrites undone and the later tables and triggers cut out."""
@@ -314,3 +396,55 @@ def test_an_older_version_gains_the_wallet_in_place(tmp_path: Path, version: int
         store.close()
     # A second open finds nothing left to migrate.
     Store(path).close()
+
+
+def test_both_backends_have_the_same_tables_columns_indexes_and_refusals(
+    pg: Backend, tmp_path: Path
+) -> None:
+    """A new ledger on each backend, at ``SCHEMA_VERSION``: the same tables with the same
+    columns, the same named indexes, and triggers refusing with the same messages (the
+    wallet's and the settlement's included)."""
+    from crashd.engine.ledger.lease import Lease
+    from crashd.engine.ledger.schema import POSTGRES_DDL, STEPS
+
+    store = Store(tmp_path / "ledger.sqlite3")
+    try:
+        c = store.conn
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")]
+        sqlite_columns = {
+            t: sorted(r[1] for r in c.execute(f"PRAGMA table_info({t})")) for t in tables
+        }
+        sqlite_indexes = {
+            r[0]
+            for r in c.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL"
+            )
+        }
+    finally:
+        store.close()
+    Lease.take(str(pg.target)).release()  # the first holder installs the schema
+    conn = pg.connect()
+    try:
+        rows = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema()"
+        ).fetchall()
+        pg_columns: dict[str, list[str]] = {}
+        for table, column in rows:
+            pg_columns.setdefault(table, []).append(column)
+        pg_indexes = {
+            r[0]
+            for r in conn.execute(
+                "SELECT indexname FROM pg_indexes i WHERE schemaname = current_schema() "
+                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
+            )
+        }
+    finally:
+        conn.close()
+    assert {t: sorted(c) for t, c in pg_columns.items() if t != "leader"} == sqlite_columns
+    assert pg_indexes == sqlite_indexes and "wallet_txs_open_debits" in pg_indexes
+    sqlite_sql = DDL + "".join(s.sqlite for s in STEPS)
+    pg_sql = POSTGRES_DDL + "".join(s.postgres for s in STEPS)
+    refusals = set(re.findall(r"RAISE\(ABORT, '([^']+)'\)", sqlite_sql))
+    assert refusals == set(re.findall(r"crashd_refuse\('([^']+)'\)", pg_sql))
+    assert {"wallet transactions are never deleted", "transcripts are append-only"} <= refusals

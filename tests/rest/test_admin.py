@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from support.game import Api, fund, game_config
+from support.postgres import Backend
 from support.security import LogScan
 from support.servers import make_key, running_server
 
@@ -316,3 +317,53 @@ async def test_operator_tokens_and_key_revocation(operated: Operated) -> None:
     assert g.status_code == 401, (player_key, g.text)
     [entry] = await audit(o, "key_revoke")
     assert entry["actor"].endswith("(operator page)") and entry["after"]["revoked_at"]
+
+
+async def test_the_operator_tools_on_postgresql(
+    pg: Backend, tmp_path: Path, logscan: LogScan
+) -> None:
+    """The same tools on a ``postgresql://`` database: the bankroll, limits and the
+    audit log read back through the API, the log append-only there too (TRUNCATE
+    included), and a restart reads the chain registry and the limits from it."""
+    from crashd.api.ops.chains import PUBLISHED, read_entries
+    from support.servers import SIGNING_SECRETS
+
+    url = str(pg.target)
+    config = game_config(tmp_path, database=url)
+    _, bets = make_key(config, "read:game_state,read:balance,write:bet")
+    _, ops = make_key(config, ADMIN)
+    logscan.remember(bets, ops, SIGNING_SECRETS[bets], SIGNING_SECRETS[ops])
+    for start in (1, 2):
+        async with (
+            running_server(config) as info,
+            httpx.AsyncClient(base_url=info.url, timeout=20) as client,
+        ):
+            o = Operated(Api(client, bets), Api(client, ops), config, info.url)
+            if start == 1:
+                moved = await admin_write(o, "bankroll/deposit", {"amount": 50_000, "note": "seed"})
+                assert moved["house"] >= 50_000
+                await admin_write(o, "limits", {"max_stake": 4_000}, method="PATCH")
+            [published] = await audit(o, PUBLISHED)
+            assert published["actor"] == "crashd"
+            assert len(await audit(o, "bankroll_deposit")) == 1
+            [limits] = await audit(o, "limits")
+            assert limits["after"]["max_stake"] == 4_000
+            await o.player.wait_status("betting")
+            await o.player.wait_round_over((await o.player.state())["round_id"])
+            rules = (await client.get("/api/v1/game/rules")).json()
+            assert rules["max_stake"] == 4_000, rules
+        # Read before the ledger opens, as the next start does: the configured chain.
+        entries = read_entries(url, config.environment)
+        assert [action for _, action, _ in entries] == [PUBLISHED]
+    conn = pg.connect()
+    try:
+        for sql in (
+            "UPDATE audit_log SET actor = 'x'",
+            "DELETE FROM audit_log",
+            "TRUNCATE audit_log",
+        ):
+            with pytest.raises(pg.database_error, match="append-only"):
+                conn.execute(sql)
+            conn.rollback()
+    finally:
+        conn.close()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
+import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ import trio
 
 from crashd.engine.ledger.store import audit
 from support.game import Api, fund
+from support.postgres import Backend
 from support.security import LogScan
-from support.servers import make_key, running_server
+from support.servers import PYTHON, REPO, make_key, running_server
 from support.wallet import (
     PARTNER,
     WALLET_SECRET,
     SeamlessGame,
+    ledger_connection,
     running_mock,
     seamless,
     seamless_game,
@@ -54,14 +57,29 @@ def audited(game: SeamlessGame) -> None:
     assert report.ok, report.problems
 
 
+async def crashd_cli(*argv: str) -> Any:
+    """``crashd …`` as a real process; its JSON output."""
+    done = await trio.run_process(
+        [PYTHON, "-m", "crashd.api", *argv],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return json.loads(done.stdout)
+
+
 async def bet(
     api: Api, user: str, amount: int, key: str | None = None, **extra: Any
 ) -> httpx.Response:
     return await api.post("/api/v1/bets", {"user_id": user, "amount": amount, **extra}, key=key)
 
 
-async def test_a_bet_debits_the_wallet_and_its_win_is_credited(tmp_path: Path) -> None:
-    async with seamless_game(tmp_path) as g:
+async def test_a_bet_debits_the_wallet_and_its_win_is_credited(db: Backend, tmp_path: Path) -> None:
+    """On both backends: the wallet's tables, reconciliation and summary on PostgreSQL
+    as on SQLite."""
+    async with seamless_game(tmp_path, database=db.target) as g:
         api = g.api
         await g.mock.fund("alice", 10_000)
         await g.mock.fund("bob", 5_000)
@@ -290,8 +308,12 @@ async def test_the_breaker_pauses_bets_says_why_and_resumes(tmp_path: Path) -> N
         assert await g.mock.violations() == []
 
 
-async def test_a_credit_the_wallet_refuses_is_parked_and_resolved(tmp_path: Path) -> None:
-    async with seamless_game(tmp_path) as g:
+async def test_a_credit_the_wallet_refuses_is_parked_and_resolved(
+    db: Backend, tmp_path: Path
+) -> None:
+    # Betting open for a second: both debits must be answered before it closes, on a
+    # loaded machine too (a debit the close of betting cuts short never plays).
+    async with seamless_game(tmp_path, database=db.target, betting_ms=1000) as g:
         await g.mock.fund("hal", 5000)
         await g.mock.fund("ivy", 5000)
         await g.api.wait_status("betting", timeout=30)
@@ -315,6 +337,16 @@ async def test_a_credit_the_wallet_refuses_is_parked_and_resolved(tmp_path: Path
         failed = {
             i["user_id"]: i for i in (await g.api.get("/api/v1/wallet/failed")).json()["items"]
         }
+        # The operator's command line reads the same queue from the database (SQLite or
+        # PostgreSQL) while the server runs.
+        listed = await crashd_cli(
+            "wallet", "failed", "list", "--database", str(db.target), "--json"
+        )
+        assert {(i["user_id"], i["tx_id"]) for i in listed["failed"]} == {
+            (u, i["tx_id"]) for u, i in failed.items()
+        }
+        day = await crashd_cli("wallet", "summary", "--database", str(db.target), "--json")
+        assert day["partners"][PARTNER]["failed"]["count"] == 2
         assert (
             failed["hal"]["code"] == "account_closed" and failed["hal"]["amount"] == payouts["hal"]
         )
@@ -351,12 +383,16 @@ async def test_a_credit_the_wallet_refuses_is_parked_and_resolved(tmp_path: Path
         audited(g)
 
 
-async def test_a_stop_voids_the_round_and_the_next_start_rolls_back(tmp_path: Path) -> None:
+async def test_a_stop_voids_the_round_and_the_next_start_rolls_back(
+    db: Backend, tmp_path: Path
+) -> None:
     async with running_mock(tmp_path) as mock:
         await mock.fund("jo", 5000)
         from support.game import game_config
 
-        config = seamless(game_config(tmp_path, betting_ms=3000, stop_wait_s=0.2), mock.url)
+        config = seamless(
+            game_config(tmp_path, betting_ms=3000, stop_wait_s=0.2, database=db.target), mock.url
+        )
         async with running_server(config) as info:
             _, secret = make_key(config, "read:game_state,read:balance,write:bet", partner=PARTNER)
             async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
@@ -372,7 +408,7 @@ async def test_a_stop_voids_the_round_and_the_next_start_rolls_back(tmp_path: Pa
             g = SeamlessGame(mock, None, config, info.url)
             await g.drained()
         assert (await mock.balances())["jo"] == 5000
-        conn = sqlite3.connect(config.database)
+        conn = ledger_connection(config)
         try:
             assert conn.execute("SELECT outcome FROM bets").fetchall() == [("refunded",)]
             assert audit(conn).ok

@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import hypercorn.trio
 import trio
@@ -36,6 +39,12 @@ PYTHON = sys.executable
 
 
 def make_config(tmp_path: Path, **overrides: object) -> Config:
+    """A server's config in ``tmp_path``; ``database=`` a PostgreSQL URL keeps its
+    pepper in ``tmp_path`` too (not the working directory's ``crashd.pepper``)."""
+    if "pepper_file" not in overrides and str(overrides.get("database", "")).startswith(
+        "postgresql://"
+    ):
+        overrides["pepper_file"] = tmp_path / "crashd.pepper"
     base = Config(
         host="127.0.0.1",
         port=0,
@@ -100,11 +109,44 @@ SIGNING_SECRETS: dict[str, str] = {}
 client holding only the key can sign its writes)."""
 
 
+def serve_argv(config: Config, *extra: str) -> list[str]:
+    """``crashd serve`` as a child process on ``config``'s files, playing short rounds
+    (300 ms betting, 150 ms pause), on free ports, quietly; ``extra`` flags appended."""
+    pepper = ["--pepper-file", str(config.pepper_file)] if config.pepper_file else []
+    return [
+        PYTHON, "-m", "crashd.api", "serve", "--port", "0", "--feed-port", "0",
+        "--database", str(config.database), "--chain-file", str(config.chain_file),
+        "--betting-ms", "300", "--pause-ms", "150", "--stop-wait-s", "1",
+        "--log-level", "warning", *pepper, *extra,
+    ]  # fmt: skip
+
+
+async def read_url(proc: trio.Process) -> str:
+    """The URL a ``crashd serve`` child prints once it listens (its first stdout line)."""
+    assert proc.stdout is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await proc.stdout.receive_some(1)
+        assert chunk, "server exited before listening"
+        line += chunk
+    return line.decode().split("listening on ", 1)[1].strip()
+
+
+async def start_process(argv: list[str], **kwargs: Any) -> tuple[trio.Process, str]:
+    """A ``crashd serve`` child on ``argv`` (``serve_argv``'s or a test's own), quiet on
+    stderr unless ``kwargs`` say otherwise, and its URL once it listens (30 s at most)."""
+    kwargs.setdefault("stderr", subprocess.DEVNULL)
+    kwargs.setdefault("env", {**os.environ, "PYTHONPATH": str(REPO)})
+    proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, **kwargs)
+    with trio.fail_after(30):
+        return proc, await read_url(proc)
+
+
 def make_key(
     config: Config, scopes: str, *, env: str = "sandbox", partner: str = "acme"
 ) -> tuple[str, str]:
     """Create a key in the server's database; returns (key id, secret)."""
-    store = KeyStore(config.database)
+    store = KeyStore(config.database, config.pepper_file)
     try:
         created = store.create(env, scopes, partner_id=partner, label="test")
     finally:

@@ -94,8 +94,15 @@ def write_wallets_file(directory: Path, url: str, partner: str = PARTNER, **extr
 def seamless(config: Config, url: str, **extra: Any) -> Config:
     """``config`` with its partner ``acme`` on the wallet at ``url``."""
     return config.with_overrides(
-        wallets_file=write_wallets_file(config.database.parent, url, **extra)
+        wallets_file=write_wallets_file(config.chain_file.parent, url, **extra)
     )
+
+
+def ledger_connection(config: Config) -> Any:
+    """A connection to the server's database, safe while it runs."""
+    from support.postgres import read_connection
+
+    return read_connection(config.database)
 
 
 @dataclass
@@ -106,10 +113,8 @@ class SeamlessGame:
     url: str
 
     def ledger(self) -> Any:
-        """A read-only connection to the server's database (safe while it runs)."""
-        import sqlite3
-
-        return sqlite3.connect(f"file:{self.config.database}?mode=ro", uri=True)
+        """A connection to the server's database (safe while it runs)."""
+        return ledger_connection(self.config)
 
     def crashd_txs(self) -> list[tuple[Any, ...]]:
         conn = self.ledger()

@@ -33,6 +33,7 @@ from crashd.engine.ledger.store import POSITION_PREFIX
 from crashd.engine.settlement.audit import audit
 from support.feed import next_of
 from support.game import Api, fund, game_config
+from support.postgres import Backend, read_connection
 from support.redis import SKIP_NO_REDIS, private_redis, server_binary
 from support.security import money_fingerprint
 from support.servers import make_key, running_server
@@ -63,8 +64,8 @@ async def api_process(config: Config) -> AsyncIterator[ApiInfo]:
             shutdown.set()
 
 
-def bets_of(database: Path) -> list[tuple[str, int, str | None]]:
-    conn = sqlite3.connect(database)
+def bets_of(database: Path | str) -> list[tuple[str, int, str | None]]:
+    conn = read_connection(database)
     try:
         return [
             (r[0], r[1], r[2])
@@ -74,8 +75,12 @@ def bets_of(database: Path) -> list[tuple[str, int, str | None]]:
         conn.close()
 
 
-async def test_an_api_process_answers_as_the_engine_does(tmp_path: Path, redis_url: str) -> None:
-    config = cluster_config(tmp_path, redis_url)
+async def test_an_api_process_answers_as_the_engine_does(
+    db: Backend, tmp_path: Path, redis_url: str
+) -> None:
+    """On both backends: on PostgreSQL the API process reads the ledger over its own read
+    pool, as one on another machine would."""
+    config = cluster_config(tmp_path, redis_url, database=db.target)
     async with running_server(config) as engine, api_process(config) as proc:
         _, secret = make_key(config, SCOPES)
         async with (

@@ -7,7 +7,8 @@ the same files each time, and at the end checks the ledger: integrity and every 
 invariant hold, every acknowledged bet exists, every acknowledged cashout is paid
 exactly as acknowledged, and every bet ended with exactly one outcome (interrupted
 rounds were voided and refunded). The seed is printed (``CRASHD_SERVER_KILL_SEED``
-replays it).
+replays it). On both backends: a SQLite file, and a PostgreSQL database whose every
+restart takes the leader lease over from the killed server.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,47 +27,14 @@ from crashd.engine import chainstore
 from crashd.engine.fairness import ChainReader, crash_point
 from crashd.engine.ledger import open_ledger
 from support.game import Api, game_config
-from support.servers import PYTHON, REPO, make_key
+from support.postgres import Backend
+from support.servers import make_key, serve_argv, start_process
 
 KILLS = int(os.environ.get("CRASHD_SERVER_KILLS", "6"))
 
 
 async def start(config: Any) -> tuple[trio.Process, str]:
-    proc = await trio.lowlevel.open_process(
-        [
-            PYTHON,
-            "-m",
-            "crashd.api",
-            "serve",
-            "--port",
-            "0",
-            "--feed-port",
-            "0",
-            "--database",
-            str(config.database),
-            "--chain-file",
-            str(config.chain_file),
-            "--betting-ms",
-            "300",
-            "--pause-ms",
-            "150",
-            "--stop-wait-s",
-            "1",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert proc.stdout is not None
-    line = b""
-    with trio.fail_after(30):
-        while not line.endswith(b"\n"):
-            chunk = await proc.stdout.receive_some(1)
-            assert chunk, "server exited before listening"
-            line += chunk
-    return proc, line.decode().split("listening on ", 1)[1].strip()
+    return await start_process(serve_argv(config))
 
 
 class Acks:
@@ -141,11 +108,11 @@ async def retry_lost_answers(api: Api, acks: Acks) -> None:
             assert 400 <= r.status_code < 500, r.text
 
 
-async def test_kill_the_server_under_load_and_recover(tmp_path: Path) -> None:
+async def test_kill_the_server_under_load_and_recover(db: Backend, tmp_path: Path) -> None:
     seed = int(os.environ.get("CRASHD_SERVER_KILL_SEED", random.randrange(2**32)))
     print(f"CRASHD_SERVER_KILL_SEED={seed}")
     rng = random.Random(seed)
-    config = game_config(tmp_path)
+    config = game_config(tmp_path, database=db.target)
     _, secret = make_key(config, "read:game_state,read:balance,write:bet")
     acks = Acks()
     for _ in range(KILLS):

@@ -25,7 +25,8 @@ from crashd.engine import chainstore, signingkey
 from crashd.engine.fairness import ChainReader, crash_point
 from crashd.engine.settlement.canonical import canonical
 from support.game import Api, fund, game_config
-from support.servers import PYTHON, REPO, make_key
+from support.postgres import Backend
+from support.servers import PYTHON, REPO, make_key, serve_argv, start_process
 
 pytestmark = pytest.mark.usefixtures("logscan")
 
@@ -141,43 +142,15 @@ async def test_a_hundred_rounds_audit_clean_with_every_receipt(tmp_path: Path) -
 
 
 async def start(config: Config) -> tuple[trio.Process, str]:
-    proc = await trio.lowlevel.open_process(
-        [
-            PYTHON,
-            "-m",
-            "crashd.api",
-            "serve",
-            "--port",
-            "0",
-            "--feed-port",
-            "0",
-            "--database",
-            str(config.database),
-            "--chain-file",
-            str(config.chain_file),
-            "--betting-ms",
-            "300",
-            "--pause-ms",
-            "150",
-            "--log-level",
-            "warning",
-        ],  # fmt: skip
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert proc.stdout is not None
-    line = b""
-    with trio.fail_after(30):
-        while not line.endswith(b"\n"):
-            chunk = await proc.stdout.receive_some(1)
-            assert chunk, "server exited before listening"
-            line += chunk
-    return proc, line.decode().split("listening on ", 1)[1].strip()
+    return await start_process(serve_argv(config))
 
 
-async def test_a_round_killed_mid_run_is_voided_and_audits_clean(tmp_path: Path) -> None:
-    config = game_config(tmp_path)
+async def test_a_round_killed_mid_run_is_voided_and_audits_clean(
+    db: Backend, tmp_path: Path
+) -> None:
+    """On both backends: on PostgreSQL the restarted server takes the leader lease over
+    from the killed one and its recovery writes the voided round's transcript there."""
+    config = game_config(tmp_path, database=db.target)
     _, secret = make_key(config, "read:game_state,read:balance,write:bet")
     receipts: list[dict[str, Any]] = []
     proc, url = await start(config)
@@ -253,9 +226,9 @@ async def test_a_round_killed_mid_run_is_voided_and_audits_clean(tmp_path: Path)
 
 
 async def test_a_receipt_of_a_bet_missing_from_its_transcript_is_reported(
-    tmp_path: Path,
+    db: Backend, tmp_path: Path
 ) -> None:
-    config = game_config(tmp_path)
+    config = game_config(tmp_path, database=db.target)
     _, secret = make_key(config, "read:game_state,read:balance,write:bet")
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:

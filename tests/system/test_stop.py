@@ -12,9 +12,7 @@ crash), the ledger audits clean.
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from crashd.engine.curve import ms_at
 from crashd.engine.fairness import ChainReader, build_chain, crash_point
 from crashd.engine.ledger import open_ledger
 from support.game import Api, fund
-from support.servers import PYTHON, REPO, make_config, make_key
+from support.servers import PYTHON, make_config, make_key, start_process
 
 STOP_BOUND_S = 10.0
 """Docker's default wait between SIGTERM and SIGKILL."""
@@ -61,7 +59,7 @@ def config_for(tmp_path: Path, **overrides: Any) -> Config:
 
 
 async def start(config: Config) -> tuple[trio.Process, str]:
-    proc = await trio.lowlevel.open_process(
+    return await start_process(
         [
             PYTHON,
             "-m",
@@ -82,18 +80,7 @@ async def start(config: Config) -> tuple[trio.Process, str]:
             "--log-level",
             "warning",
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    assert proc.stdout is not None
-    line = b""
-    with trio.fail_after(30):
-        while not line.endswith(b"\n"):
-            chunk = await proc.stdout.receive_some(1)
-            assert chunk, "server exited before listening"
-            line += chunk
-    return proc, line.decode().split("listening on ", 1)[1].strip()
 
 
 async def stop(proc: trio.Process) -> float:
