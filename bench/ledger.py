@@ -655,6 +655,7 @@ def main(argv: list[str]) -> int:
 
 
 def run(ctx: Context) -> list[Row]:
+    seconds = 0.3
     if ctx.quick:
         argv = ["--quick", "--postgres", "--then-growth", "20000"]
     else:
@@ -662,9 +663,18 @@ def run(ctx: Context) -> list[Row]:
         seconds = clamp((ctx.seconds * 0.7) / 40, 0.3, 2.0)
         grow = int(clamp(ctx.seconds * 0.2 * 20_000, 100_000, 2_000_000) // 100_000 * 100_000)
         argv = ["--seconds", f"{seconds:.2f}", "--postgres", "--then-growth", str(grow)]
+    # The same ledger on PostgreSQL (issue 18's backend) beside it, when the server
+    # binaries are here: its flush strategies and group commit up to 1,000 callers.
+    pg_argv = ["--quick"] if ctx.quick else ["--seconds", f"{seconds:.2f}"]
+    pg_argv += ["--backend", "postgresql"]
     ctx.note("equivalent: python -m bench ledger " + " ".join(argv))
+    ctx.note("and: python -m bench ledger " + " ".join(pg_argv))
     skips: list[Skip] = []
-    rows = measure(parser().parse_args(argv), ctx.progress, skips)
+    progress = ctx.progress
+    rows = measure(parser().parse_args(argv), progress.part(0, 0.85) if progress else None, skips)
+    rows += measure_postgres(
+        parser().parse_args(pg_argv), progress.part(0.85, 1) if progress else None, skips
+    )
     for s in skips:
         ctx.skip(s.what, s.why)
     return rows
