@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import fanout_edges
 from bench.suite import Context, Progress, Row, Skip, ratio
 
 NAME = "fanout"
@@ -49,10 +50,24 @@ ASSETS = Path(__file__).resolve().parent / "fanout"
 CACHE = Path(os.environ.get("CRASHD_BENCH_CACHE", Path.home() / ".cache" / "crashd" / "bench"))
 PAYLOAD_BYTES = 121
 P99_LIMIT_MS = 100.0
-SERVERS = ("crashd", "websockets", "node-ws", "c-floor", "hypercorn")
+SERVERS = (
+    "crashd",
+    "websockets",
+    "node-ws",
+    "c-floor",
+    "hypercorn",
+    "edges-unix",
+    "edges-redis",
+    "edges-coredis",
+    "edges-redis-py",
+)
 """``c-floor`` is ``bench/fanout/floor.c``: one ``send()`` per socket from C, the
 kernel's floor, not a peer. ``hypercorn`` is the feed on the API port (quart-trio ASGI),
-measured to justify the dedicated listener. Neither is a peer of the 2x target."""
+measured to justify the dedicated listener. Neither is a peer of the 2x target.
+``edges-unix`` and ``edges-redis`` are crashd's feed spread over an engine and
+``--edges`` edges (``bench/fanout_edges.py``), measured beside ``crashd``;
+``edges-coredis`` and ``edges-redis-py`` pick the Redis client."""
+EDGE_SERVERS = ("edges-unix", "edges-redis")
 DEFAULT_SERVERS = ("crashd", "websockets", "node-ws", "c-floor")
 
 
@@ -197,13 +212,26 @@ class Point:
     note: str
     dups: int = 0
     """Ticks a subscriber got again or out of order (the load generator counts them)."""
+    engine_us_per_frame: float = float("nan")
+    """Edges only: the engine's CPU µs per published frame (it has no subscribers)."""
+    edge_subscribers: str = ""
+    """Edges only: how the kernel spread the subscribers over the edges (``"98+102"``)."""
 
 
 def _server_command(
-    server: str, n: int, rate: float, ticks: int, warmup: int, node_modules: Path | None
+    server: str,
+    n: int,
+    rate: float,
+    ticks: int,
+    warmup: int,
+    node_modules: Path | None,
+    edges: int = 2,
+    redis_url: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     args = [str(n), str(rate), str(ticks), str(warmup), str(PAYLOAD_BYTES)]
+    if fanout_edges.is_edges(server):
+        return fanout_edges.command(server, edges, redis_url, args), env
     if server == "crashd":
         return [sys.executable, "-m", "bench", "fanout", "--serve-crashd", "0", *args], env
     if server == "websockets":
@@ -246,10 +274,12 @@ def measure_point(
     loadgen: Path,
     node_modules: Path | None,
     cpus: tuple[int | None, int | None],
+    edges: int = 2,
+    redis_url: str | None = None,
 ) -> Point:
     warmup = max(1, round(rate))  # one second of ticks before measuring
     ticks = warmup + max(1, round(duration * rate))
-    cmd, env = _server_command(server, n, rate, ticks, warmup, node_modules)
+    cmd, env = _server_command(server, n, rate, ticks, warmup, node_modules, edges, redis_url)
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -338,6 +368,12 @@ def measure_point(
         passed=passed,
         note=note,
         dups=client.get("dups", 0),
+        engine_us_per_frame=round(result["engine_cpu_s"] * 1e6 / result["engine_frames"], 2)
+        if result and "engine_cpu_s" in result
+        else float("nan"),
+        edge_subscribers="+".join(str(e["subscribers"]) for e in result.get("edges", []))
+        if result
+        else "",
     )
 
 
@@ -384,7 +420,19 @@ def parser() -> argparse.ArgumentParser:
         "--runs", type=int, default=3, help="runs per point; a point passes only if all do"
     )
     p.add_argument("--out", type=Path, default=CACHE, help="where fanout.json and fanout.png go")
+    p.add_argument(
+        "--edges",
+        type=int,
+        default=0,
+        help="also climb crashd's feed spread over an engine and this many edges (Unix "
+        "socket, and Redis), beside the single hub; alone, it picks those servers",
+    )
+    p.add_argument(
+        "--redis-url", help="the Redis for edges-redis (default: start a private redis-server)"
+    )
     p.add_argument("--serve-crashd", nargs=6, metavar="ARG", help=argparse.SUPPRESS)
+    p.add_argument("--serve-edges", nargs=8, metavar="ARG", help=argparse.SUPPRESS)
+    p.add_argument("--edge-part", nargs=10, metavar="ARG", help=argparse.SUPPRESS)
     return p
 
 
@@ -394,6 +442,21 @@ def main(argv: list[str]) -> int:
         port, n, rate, ticks, warmup, size = args.serve_crashd
         serve_crashd(int(port), int(n), float(rate), int(ticks), int(warmup), int(size))
         return 0
+    if args.serve_edges:
+        transport, edges, url, n, rate, ticks, warmup, size = args.serve_edges
+        fanout_edges.serve_edges(
+            transport, int(edges), url, int(n), float(rate), int(ticks), int(warmup), int(size)
+        )
+        return 0
+    if args.edge_part:
+        role, port, transport, where, prefix, n, rate, ticks, warmup, size = args.edge_part
+        fanout_edges.run_part(
+            role, int(port), transport, where, prefix, int(n), float(rate), int(ticks),
+            int(warmup), int(size),
+        )  # fmt: skip
+        return 0
+    if args.edges and "--servers" not in argv:
+        args.servers = ",".join(("crashd", *EDGE_SERVERS))
     if args.quick:
         args.ladder, args.duration, args.runs = "200,1000", 3.0, 1
     skips: list[Skip] = []
@@ -408,18 +471,22 @@ def run(ctx: Context) -> list[Row]:
     if ctx.quick:
         # One small point per server at 20 Hz: every server starts, every subscriber
         # gets every tick in order.
+        # Edges included: the engine and two edges start, the kernel spreads the
+        # subscribers, every one gets every tick in order.
+        servers = ",".join((*DEFAULT_SERVERS, *EDGE_SERVERS))
         argv = ["--servers", servers, "--rates", "20", "--ladder", "200", "--duration", "2"]
-        argv += ["--runs", "1"]
+        argv += ["--runs", "1", "--edges", "2"]
     else:
         ladder = [1000, 2500, 5000, 7500, 10000]
         rates = (10, 20)
+        servers = ",".join((*DEFAULT_SERVERS, *EDGE_SERVERS))
         # A point costs its duration plus ~4 s (start, connect, warm-up, drain); a
         # server's climb stops at its first failure, so plan for ~4 points per climb.
-        per_point = ctx.seconds / (len(DEFAULT_SERVERS) * len(rates) * 4)
+        per_point = ctx.seconds / (servers.count(",") + 1) / (len(rates) * 4)
         duration = max(2.0, min(15.0, per_point - 4))
         argv = ["--servers", servers, "--rates", ",".join(map(str, rates))]
         argv += ["--ladder", ",".join(map(str, ladder)), "--duration", f"{duration:.0f}"]
-        argv += ["--runs", "1"]
+        argv += ["--runs", "1", "--edges", "2"]
     argv += ["--out", str(ctx.out / "fanout")]
     ctx.note("equivalent: python -m bench fanout " + " ".join(argv))
     skips: list[Skip] = []
@@ -434,7 +501,23 @@ def measure(
 ) -> list[Row] | None:
     """Climb every server's ladder, print the table, write fanout.json/png to ``--out``;
     return the rows (``None``: bad arguments)."""
+    from bench.cluster import redis_for_bench
 
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"fanout: load average {load}", flush=True)
+    args.load_average = load
+    if not any(fanout_edges.on_redis(s) for s in args.servers.split(",")):
+        return _measure(args, progress, skips, None)
+    with redis_for_bench(args.redis_url) as redis_url:
+        return _measure(args, progress, skips, redis_url)
+
+
+def _measure(
+    args: argparse.Namespace,
+    progress: Progress | None,
+    skips: list[Skip],
+    redis_url: str | None,
+) -> list[Row] | None:
     def skip(what: str, why: str) -> None:
         skips.append(Skip(NAME, what, why))
         print(f"fanout: skipped {what}: {why}", flush=True)
@@ -456,6 +539,10 @@ def measure(
         if floor is None:
             skip("the C floor", why)
             servers.remove("c-floor")
+    if redis_url is None and any(fanout_edges.on_redis(s) for s in servers):
+        skip("edges over Redis", "no Redis (install redis-server or pass --redis-url)")
+        servers = [s for s in servers if not fanout_edges.on_redis(s)]
+    edges = args.edges or 2
     node_modules = None
     if "node-ws" in servers:
         node_modules, why = install_node_ws()
@@ -486,8 +573,9 @@ def measure(
                         progress.update(len(points), planned, f"{server} {rate:g} Hz N={n:,}")
                     try:
                         p = measure_point(
-                            server, n, rate, args.duration, run, loadgen, node_modules, cpus
-                        )
+                            server, n, rate, args.duration, run, loadgen, node_modules, cpus,
+                            edges, redis_url,
+                        )  # fmt: skip
                     except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
                         print(
                             f"fanout: {server} N={n} {rate:g} Hz: failed to run: {exc}",
@@ -531,6 +619,9 @@ def measure(
                     break
     print()
     print(table(points, sustained))
+    if any(fanout_edges.is_edges(s) for s, _ in sustained):
+        print()
+        print(edges_table(points, sustained, edges))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fanout.json").write_text(
         json.dumps(
@@ -538,6 +629,8 @@ def measure(
                 "points": [asdict(p) for p in points],
                 "sustained": [{"server": s, "rate": r, "n": n} for (s, r), n in sustained.items()],
                 "rule": "all connected, no loss, >= 99% of N x rate delivered, p99 from scheduled tick < 100 ms, every run",
+                "edges": edges,
+                "load_average": args.load_average,
             },
             indent=1,
         )
@@ -546,7 +639,134 @@ def measure(
     print(f"\nwrote {args.out / 'fanout.json'} and {args.out / 'fanout.png'}")
     if progress is not None:
         progress.done()
-    return to_rows(points, sustained, ladder, args)
+    return to_rows(points, sustained, ladder, args) + edges_rows(points, sustained, edges, args)
+
+
+T_EDGES = (
+    "Fan-out over an engine and edges: an edge's cost per delivered message beside the single hub's"
+)
+EDGE_COST_TARGET = 1.1
+"""Issue 19: an edge's CPU µs per delivered message within 1.1x of the single hub's."""
+
+
+def edge_pairs(points: list[Point], edges: int) -> list[tuple[Point, Point | None, Point | None]]:
+    """Each edges point with the single hub's in this run at the same rate: at the same
+    N (the same load, spread) and at N / edges (the same subscribers per process)."""
+    hub = {(p.rate, p.n): p for p in points if p.server == "crashd" and p.run == 0}
+    return [
+        (p, hub.get((p.rate, p.n)), hub.get((p.rate, round(p.n / max(1, edges)))))
+        for p in points
+        if fanout_edges.is_edges(p.server) and p.run == 0
+    ]
+
+
+def _cost(p: Point | None) -> float:
+    return p.cpu_us_per_msg if p is not None else float("nan")
+
+
+def per_core(cpu_us_per_msg: float, rate: float) -> float:
+    """Subscribers one core carries at ``rate`` if its CPU did nothing but this: the
+    projection from a measured cost per delivered message."""
+    return 1e6 / (cpu_us_per_msg * rate) if cpu_us_per_msg > 0 else float("nan")
+
+
+def edges_table(points: list[Point], sustained: dict[tuple[str, float], int], edges: int) -> str:
+    lines = [
+        f"| topology | rate | N | spread over {edges} edges | edge µs/msg | hub µs/msg, same N "
+        f"| × hub (≤ {EDGE_COST_TARGET:g}) | hub µs/msg, N/{edges} | × hub, same per process "
+        "| engine µs/frame | projected subscribers per added core |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p, q, r in edge_pairs(points, edges):
+        lines.append(
+            f"| {p.server} | {p.rate:g} Hz | {p.n:,} | {p.edge_subscribers} | "
+            f"{p.cpu_us_per_msg:.2f} | {_cost(q):.2f} | {ratio(p.cpu_us_per_msg, _cost(q)):.2f} | "
+            f"{_cost(r):.2f} | {ratio(p.cpu_us_per_msg, _cost(r)):.2f} | "
+            f"{p.engine_us_per_frame:.1f} | {per_core(p.cpu_us_per_msg, p.rate):,.0f} |"
+        )
+    lines += ["", "| topology | sustains at 10 Hz | sustains at 20 Hz |", "|---|---|---|"]
+    for s in ("crashd", *(x for x in SERVERS if fanout_edges.is_edges(x))):
+        if any(k[0] == s for k in sustained):
+            cells = [f"{sustained[(s, r)]:,}" if (s, r) in sustained else "–" for r in (10.0, 20.0)]
+            lines.append(f"| {s} | {cells[0]} | {cells[1]} |")
+    lines.append(
+        "\n(every process of a topology shares the server's one core: costs are per process; "
+        "the projection is what one more core would carry at the measured cost)"
+    )
+    return "\n".join(lines)
+
+
+def edges_rows(
+    points: list[Point],
+    sustained: dict[tuple[str, float], int],
+    edges: int,
+    args: argparse.Namespace,
+) -> list[Row]:
+    rows = []
+    for p, q, r in edge_pairs(points, edges):
+        hub_cost = _cost(q)
+        first = p is next(x for x in points if x.server == p.server and x.rate == p.rate)
+        engine = [
+            x.engine_us_per_frame for x in points if x.server == p.server and x.rate == p.rate
+        ]
+        checks = {
+            f"N={p.n:,}: every subscriber got every tick once, in order": (
+                p.connected == p.n and p.loss == 0 and p.dups == 0 and p.received == p.expected
+            )
+        }
+        rows.append(
+            Row(
+                NAME,
+                T_EDGES,
+                f"edges/{p.server}/{p.rate:g}/{p.n}",
+                f"engine + {edges} edges over {fanout_edges.transport_of(p.server)}, "
+                f"{p.rate:g} Hz, N={p.n:,}",
+                {
+                    "subscribers_n": float(p.n),
+                    "edge_cpu_us_per_msg": p.cpu_us_per_msg,
+                    "hub_cpu_us_per_msg": hub_cost,
+                    "hub_cpu_us_per_msg_same_per_process": _cost(r),
+                    "engine_us_per_frame_us": p.engine_us_per_frame,
+                    "engine_us_per_frame_at_smallest_n_us": engine[0],
+                    "p99_ms": p.p99_ms,
+                    "projected_subscribers_per_core_n": per_core(p.cpu_us_per_msg, p.rate),
+                    "hub_projected_subscribers_per_core_n": per_core(hub_cost, p.rate),
+                    "sustained_n": float(sustained.get((p.server, p.rate), 0)),
+                    "hub_sustained_n": float(sustained.get(("crashd", p.rate), 0)),
+                },
+                {
+                    f"edge µs/msg × hub (target ≤ {EDGE_COST_TARGET:g})": ratio(
+                        p.cpu_us_per_msg, hub_cost
+                    ),
+                    "edge µs/msg × hub, same subscribers per process": ratio(
+                        p.cpu_us_per_msg, _cost(r)
+                    ),
+                    "engine µs/frame × at the smallest N": ratio(p.engine_us_per_frame, engine[0]),
+                },
+                params={
+                    "server": p.server,
+                    "edges": edges,
+                    "rate_hz": p.rate,
+                    "n": p.n,
+                    "spread": p.edge_subscribers,
+                    "passed": p.passed,
+                    "duration_s": args.duration,
+                    "load_average": args.load_average,
+                },
+                checks=checks if first else {},
+                headline=True,
+                primary=[
+                    "subscribers_n",
+                    "edge_cpu_us_per_msg",
+                    "hub_cpu_us_per_msg",
+                    "engine_us_per_frame_us",
+                    "projected_subscribers_per_core_n",
+                    f"edge µs/msg × hub (target ≤ {EDGE_COST_TARGET:g})",
+                ],
+                note="" if p.passed else "FAIL",
+            )
+        )
+    return rows
 
 
 LABELS = {
@@ -555,8 +775,14 @@ LABELS = {
     "node-ws": "Node `ws`",
     "c-floor": "C epoll floor (one send() per socket)",
     "hypercorn": "the feed on Hypercorn (ASGI)",
+    "edges-unix": "crashd, engine + edges over the Unix socket",
+    "edges-redis": "crashd, engine + edges over Redis",
+    "edges-coredis": "crashd, engine + edges over Redis (coredis)",
+    "edges-redis-py": "crashd, engine + edges over Redis (redis-py in a thread)",
 }
-ROLES = {"crashd": "subject", "c-floor": "limit"}
+ROLES = {"crashd": "subject", "c-floor": "limit"} | {
+    s: "subject" for s in SERVERS if fanout_edges.is_edges(s)
+}
 
 
 def to_rows(

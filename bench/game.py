@@ -67,7 +67,15 @@ every win (0 for a loss) a credit through its outbox. The transfer-wallet run co
 in the same invocation, as the peer: bets/s and cash-out latency per latency, as ratios to
 it. Each run's checks hold as in transfer mode (settlement, money: the balances read from
 the wallet once the outbox drained, ``crashd db check``) and the mock recorded no contract
-violation.
+violation. Every bet is also reconciled with the wallet's own record (``GET
+/admin/transactions``): an acknowledged bet must have a debit the wallet applied, closed
+by exactly one credit or rollback (a bet played without a debit is a money bug); a
+refused one must leave nothing debited. Refusals are told apart: before any debit (no
+``ticket_id`` in the answer: the engine's own refusals), a debit that never reached the
+wallet before betting closed (``wallet_timeout``: crashd's deadline, the close, ran out
+while it waited for a connection or the wallet — the wallet has no debit record for it,
+only crashd's rollback of a transaction it never saw), and a debit applied then rolled
+back (its answer came after the close, or the round closed before the engine took it).
 
 The chain's salt is chosen so that the rounds played crash within ``--crash-range``
 (default 1.30x–6.00x: rounds of 5–30 s) — real games and the real formula, as the test
@@ -380,6 +388,9 @@ class Bet:
     status: int = 0
     code: str = ""
     ticket: str = ""
+    refused_ticket: str = ""
+    """A refusal's ``ticket_id`` (seamless: the bet's debit was recorded before it was
+    refused; a refusal without one came before any debit)."""
     round_id: int = 0
     queued: bool = False
     attempts: int = 0
@@ -655,6 +666,96 @@ def verify_settlement(
     return v
 
 
+@dataclass
+class WalletReconciliation:
+    """Every bet of a seamless run against the mock wallet's own transactions."""
+
+    problems: list[str] = field(default_factory=list)
+    played: int = 0
+    """Acknowledged bets: a debit the wallet applied, closed by one credit (or rollback)."""
+    refused_before_debit: dict[str, int] = field(default_factory=dict)
+    """Refused before any debit was recorded or sent (by code): the wallet never heard."""
+    refused_unsent: dict[str, int] = field(default_factory=dict)
+    """Refused (``wallet_timeout``: crashd's deadline, the close of betting, ran out)
+    with a debit the wallet never applied: it had not reached the wallet, and the
+    rollback crashd sends for it is of a transaction the wallet never saw. By code."""
+    refused_rolled_back: dict[str, int] = field(default_factory=dict)
+    """Refused after the wallet applied the debit (its answer came too late, or the
+    round closed before the engine took the bet): rolled back. By code."""
+
+    def summary(self) -> str:
+        def part(counts: dict[str, int], what: str) -> str:
+            codes = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+            return f"{sum(counts.values()):,} {what}" + (f" ({codes})" if codes else "")
+
+        return (
+            f"{self.played:,} played with a debit the wallet applied; refused: "
+            + part(
+                self.refused_unsent,
+                "whose debit never reached the wallet before betting closed (no debit "
+                "record there, only crashd's rollback of it)",
+            )
+            + ", "
+            + part(self.refused_rolled_back, "debited then rolled back")
+            + ", "
+            + part(self.refused_before_debit, "refused before any debit")
+        )
+
+
+def reconcile_wallet(
+    bets: Sequence[Bet], transactions: Sequence[dict[str, Any]]
+) -> WalletReconciliation:
+    """Each bet against the wallet's record (``GET /admin/transactions`` of ``crashd
+    wallet mock``): an acknowledged bet must have a debit the wallet applied, closed by
+    exactly one credit or rollback; a refused bet must leave nothing debited — its debit
+    either never applied (it had not reached the wallet) or rolled back. A bet that
+    played without a debit the wallet applied is a money bug, and said so."""
+    from crashd.engine.wallet.contract import credit_id, debit_id, rollback_id
+
+    by_id: dict[str, dict[str, Any]] = {}
+    for tx in transactions:
+        by_id.setdefault(str(tx.get("tx_id")), tx)
+
+    def applied(tx_id: str) -> bool:
+        tx = by_id.get(tx_id)
+        return tx is not None and tx.get("status") == 200 and bool(tx.get("applied"))
+
+    rec = WalletReconciliation()
+    for bet in bets:
+        if bet.acknowledged:
+            debit = debit_id(bet.ticket)
+            if not applied(debit):
+                rec.problems.append(
+                    f"{bet.ticket} (user {bet.user}): acknowledged, but the wallet has no "
+                    "applied debit for it (a bet played without a debit)"
+                )
+                continue
+            closings = [t for t in (credit_id(debit), rollback_id(debit)) if applied(t)]
+            if len(closings) != 1:
+                rec.problems.append(
+                    f"{bet.ticket} (user {bet.user}): its debit is closed by "
+                    f"{len(closings)} transactions at the wallet (one credit or rollback)"
+                )
+                continue
+            rec.played += 1
+        elif bet.status and bet.refused_ticket:
+            debit = debit_id(bet.refused_ticket)
+            code = bet.code or str(bet.status)
+            if not applied(debit):
+                rec.refused_unsent[code] = rec.refused_unsent.get(code, 0) + 1
+            elif applied(rollback_id(debit)) and not applied(credit_id(debit)):
+                rec.refused_rolled_back[code] = rec.refused_rolled_back.get(code, 0) + 1
+            else:
+                rec.problems.append(
+                    f"{bet.refused_ticket} (user {bet.user}): refused {bet.code}, but the "
+                    "wallet holds its debit (applied and never rolled back)"
+                )
+        elif bet.status:
+            code = bet.code or str(bet.status)
+            rec.refused_before_debit[code] = rec.refused_before_debit.get(code, 0) + 1
+    return rec
+
+
 def iso_to_ms(text: Any) -> int | None:
     """``2026-12-01T09:50:00.123Z`` -> Unix ms (the API's instants)."""
     if not isinstance(text, str):
@@ -719,6 +820,8 @@ class Result:
     """Seamless mode: the mock wallet's added latency (``None``: the transfer wallet)."""
     wallet_violations: list[str] = field(default_factory=list)
     """What the mock wallet recorded as the server breaking the contract."""
+    wallet: WalletReconciliation | None = None
+    """Seamless mode: every bet against the mock wallet's transactions."""
     server_histograms: dict[str, scrape.Buckets] = field(default_factory=dict)
     """The server's own histograms (``/metrics``) over the measured rounds."""
 
@@ -2253,6 +2356,8 @@ class Game:
                 self.players[player_of(bet)].armed.append(bet)
         else:
             bet.code = str(body.get("code", "")) if status else "no answer"
+            if status and isinstance(body.get("ticket_id"), str):
+                bet.refused_ticket = body["ticket_id"]
             if status == 0:
                 self.result.lost_answers += 1
 
@@ -2801,11 +2906,16 @@ def execute(args: argparse.Namespace, progress: Progress | None, skips: list[Ski
                 os.sched_setaffinity(0, set(cores))
             if mock is not None:
                 result_violations = mock.violations()
+                wallet_txs = mock.transactions()
                 mock.stop()
         skips += game.skips
         if mock is not None:
             result.wallet_latency_ms = latency
             result.wallet_violations = result_violations
+            if isinstance(wallet_txs, str):
+                result.wallet = WalletReconciliation(problems=[wallet_txs])
+            else:
+                result.wallet = reconcile_wallet(result.bets, wallet_txs)
         result.db_problems = db_check(directory / "crashd.sqlite3")
         if code not in (0, None):
             result.db_problems.insert(0, f"the server exited {code} (see its log)")
@@ -2848,6 +2958,16 @@ class Mock:
             return [f"{v['tx_id']}: {v['what']}" for v in r.json()]
         except (httpx.HTTPError, ValueError) as exc:
             return [f"the mock wallet's violations could not be read: {exc}"]
+
+    def transactions(self) -> list[dict[str, Any]] | str:
+        """Every transaction the wallet recorded, or why they could not be read."""
+        import httpx
+
+        try:
+            r = httpx.get(self.admin + "/admin/transactions", timeout=60)
+            return list(r.json())
+        except (httpx.HTTPError, ValueError, TypeError) as exc:
+            return f"the mock wallet's transactions could not be read: {exc}"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -2940,6 +3060,11 @@ def wallet_rows(base: Result, runs: Sequence[Result]) -> list[Row]:
         latency = run.wallet_latency_ms or 0.0
         checks = dict(bets.checks)
         checks["the mock wallet recorded no contract violation"] = not run.wallet_violations
+        wallet = run.wallet or WalletReconciliation(problems=["not reconciled"])
+        checks[
+            "every bet reconciles with the wallet's record: each acknowledged bet debited "
+            "and closed once, each refused one left nothing debited"
+        ] = not wallet.problems
         checks.update(cash.checks)
         metrics = {
             "bets_per_s": bets.metrics["bets_per_s"],
@@ -2948,6 +3073,9 @@ def wallet_rows(base: Result, runs: Sequence[Result]) -> list[Row]:
             "in_window_share": bets.metrics["in_window_share"],
             "cashout_p50_ms": cash.metrics["answer_p50_ms"],
             "cashout_p99_ms": cash.metrics["answer_p99_ms"],
+            "refused_before_debit_n": float(sum(wallet.refused_before_debit.values())),
+            "refused_debit_unsent_n": float(sum(wallet.refused_unsent.values())),
+            "refused_rolled_back_n": float(sum(wallet.refused_rolled_back.values())),
         }
         rows.append(
             Row(
@@ -2973,7 +3101,10 @@ def wallet_rows(base: Result, runs: Sequence[Result]) -> list[Row]:
                     "bets/s × transfer",
                 ],
                 note="; ".join(
-                    run.wallet_violations[:3] + run.verdict.problems[:3] + run.db_problems[:3]
+                    run.wallet_violations[:3]
+                    + wallet.problems[:3]
+                    + run.verdict.problems[:3]
+                    + run.db_problems[:3]
                 ),
             )
         )
@@ -3022,7 +3153,9 @@ def report_wallet(run: Result) -> None:
         + ("ok" if not run.db_problems else "; ".join(run.db_problems[:3]))
         + f"; {len(run.wallet_violations)} contract violations"
     )
-    for problem in (v.problems + run.wallet_violations)[:10]:
+    wallet = run.wallet or WalletReconciliation(problems=["not reconciled"])
+    print(f"  against the wallet's record: {wallet.summary()}")
+    for problem in (v.problems + run.wallet_violations + wallet.problems)[:10]:
         print(f"  PROBLEM: {problem}")
 
 

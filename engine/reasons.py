@@ -75,6 +75,7 @@ ALREADY_REVERSED = "already_reversed"
 WALLET_SESSION_EXPIRED = "wallet_session_expired"
 WALLET_PLAYER_BLOCKED = "wallet_player_blocked"
 WALLET_LIMIT_REACHED = "wallet_limit_reached"
+WALLET_STAKE_TOO_LARGE = "wallet_stake_too_large"
 WALLET_SELF_EXCLUDED = "wallet_self_excluded"
 WALLET_UNKNOWN_PLAYER = "wallet_unknown_player"
 WALLET_CURRENCY_MISMATCH = "wallet_currency_mismatch"
@@ -390,6 +391,14 @@ _ALL = (
         "a responsible-gambling limit refuses this bet (wager, loss or time limit)",
         "seamless: the wallet refuses the bet under one of the player's limits (wager, "
         "loss, session time); `wallet_message` says which, as the wallet put it",
+    ),
+    Reason(
+        WALLET_STAKE_TOO_LARGE,
+        422,
+        "Stake above the wallet's limit",
+        "the stake is above the largest stake the operator's wallet allows this player",
+        "seamless: the stake is above the `max_stake` the wallet gave for the player in "
+        "`session.verify` (`max_stake`); refused before the wallet is asked",
     ),
     Reason(
         WALLET_SELF_EXCLUDED,

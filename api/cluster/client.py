@@ -6,7 +6,9 @@ the process's reply stream and hands each reply to its waiter. A command not ans
 by its deadline is answered ``engine_unavailable`` with ``Retry-After``: the client
 retries with the same Idempotency-Key and gets the stored reply if the first attempt
 went through (a lost reply costs a retry, never money), and the engine skips the
-expired command if it reaches it late.
+expired command if it reaches it late. A command that could not be written (Redis
+unreachable) is answered the same way at once, not at its deadline: while Redis is
+away, callers learn it in one round trip.
 """
 
 from __future__ import annotations
@@ -38,11 +40,14 @@ log = logging.getLogger(__name__)
 
 
 class _Waiter:
-    __slots__ = ("event", "reply")
+    __slots__ = ("event", "reply", "unsent")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.reply: Reply | None = None
+        self.unsent = False
+        """Writing it to the command stream failed (it may still have reached Redis:
+        the retry with its key is what makes that safe)."""
 
 
 class RedisCommands:
@@ -65,10 +70,12 @@ class RedisCommands:
         self.retry_s = retry_s
         self._next = 0
         self._waiting: dict[str, _Waiter] = {}
-        self._outbox: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._outbox: collections.deque[tuple[str, tuple[str, bytes]]] = collections.deque()
+        """(correlation id, stream entry) of each command not yet written."""
         self._wake = trio.Event()
         self.stats_sent = 0
         self.stats_timeouts = 0
+        self.stats_unsent = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.link.delete(self.replies)
@@ -103,10 +110,17 @@ class RedisCommands:
                 continue
             batch = [self._outbox.popleft() for _ in range(min(256, len(self._outbox)))]
             try:
-                await self.link.append(self.commands, batch, maxlen=COMMANDS_MAXLEN)
+                await self.link.append(
+                    self.commands, [entry for _, entry in batch], maxlen=COMMANDS_MAXLEN
+                )
             except LinkError as exc:
-                # Its callers time out and are told to retry (with the same key).
+                # Its callers are told at once to retry (with the same key).
                 log.warning("api: sending %d commands failed (%s)", len(batch), exc)
+                for correlation, _ in batch:
+                    waiter = self._waiting.get(correlation)
+                    if waiter is not None:
+                        waiter.unsent = True
+                        waiter.event.set()
 
     async def command(
         self,
@@ -133,7 +147,9 @@ class RedisCommands:
         waiter = _Waiter()
         self._waiting[correlation] = waiter
         try:
-            self._outbox.append(("*", json.dumps(doc, separators=(",", ":")).encode()))
+            self._outbox.append(
+                (correlation, ("*", json.dumps(doc, separators=(",", ":")).encode()))
+            )
             self._wake.set()
             self.stats_sent += 1
             # A little past the deadline: the engine may have started it just in time.
@@ -141,6 +157,14 @@ class RedisCommands:
                 await waiter.event.wait()
         finally:
             self._waiting.pop(correlation, None)
+        if waiter.unsent:
+            self.stats_unsent += 1
+            raise Problem(
+                "engine_unavailable",
+                "the command could not be sent to the engine (its command stream is "
+                "unreachable); retry with the same Idempotency-Key",
+                headers={"Retry-After": "1"},
+            )
         if waiter.reply is None:
             self.stats_timeouts += 1
             raise Problem(

@@ -174,7 +174,10 @@ class StreamOutlet:
                 continue
             batch = [self._pending[i] for i in range(min(1000, len(self._pending)))]
             hub = self.relay.hub
-            minid = f"{hub.replay.evicted_through + 1}-0"
+            # Keep what a resume may still ask for, and always the keyframes of the
+            # current seq: before the epoch's first frame (seq 0) ``evicted + 1`` would
+            # trim every keyframe as it is written, and a joining edge never syncs.
+            minid = f"{min(hub.replay.evicted_through + 1, hub.seq)}-0"
             try:
                 await self.link.append(stream_key(self.prefix, self.epoch), batch, minid=minid)
             except LinkError as exc:

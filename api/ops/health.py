@@ -12,6 +12,12 @@ Ready means all of:
 * **bankroll** (production, bankroll mode): the house bankroll is funded, else every
   round's cap is 0 and each bet is cashed out at 1.00x.
 
+A process without the engine (``crashd api``: ``Services.commands`` is set) has neither
+the engine nor the ledger's writer nor a feed listener of its own; it is ready when:
+
+* **engine**: the engine's state has reached it (its keyframes through Redis);
+* **ledger**: its read connection to the database is open.
+
 Not ready answers 503 with every failed check and its reason, so a load balancer stops
 sending players here and the operator reads why. A paused game is ready (the operator
 chose it; the body says ``paused``).
@@ -103,8 +109,29 @@ def bankroll_check(services: Services) -> Check | None:
     return ops.bankroll_check()
 
 
+def remote_checks(services: Services) -> list[Check]:
+    """An API process's checks (see the module docstring)."""
+    from crashd.api.rest.problems import Problem
+
+    engine = Check("engine", True)
+    if services.live is None:
+        engine = Check("engine", False, "no state from the engine")
+    else:
+        try:
+            services.live.rest_body()
+        except Problem:
+            engine = Check("engine", False, "no state from the engine yet")
+    ledger = Check("ledger", True)
+    if services.reads is None:
+        ledger = Check("ledger", False, "the database is not open for reads")
+    return [engine, ledger]
+
+
 async def readiness(services: Services) -> tuple[bool, dict[str, Any]]:
-    checks = [engine_check(services), ledger_check(services), await feed_check(services)]
+    if services.game is None and services.commands is not None:
+        checks = remote_checks(services)
+    else:
+        checks = [engine_check(services), ledger_check(services), await feed_check(services)]
     bankroll = bankroll_check(services)
     if bankroll is not None:
         checks.append(bankroll)

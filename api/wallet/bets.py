@@ -21,6 +21,7 @@ from quart import Response
 from crashd.api.rest.contract import json_response
 from crashd.api.rest.idempotency import IdempotencyToken, reply_key, stored_or
 from crashd.api.rest.problems import PROBLEM_CONTENT_TYPE, Problem, problem_response
+from crashd.api.rest.receipts import receipt_of
 from crashd.engine.game import GameError, Placed, Player, ticket_for
 from crashd.engine.ledger.model import LedgerError, ReplySlot, Result, StoredReply
 from crashd.engine.ledger.wallet import WalletBetPlaced, WalletDebitClosed
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from crashd.api.rest.routes.bets import PlaceBody
     from crashd.api.security.keys import Principal
     from crashd.api.services import Services
+    from crashd.engine.notary import Notary
     from crashd.engine.wallet.seamless import Seamless
 
 
@@ -46,7 +48,25 @@ WALLET_PROBLEMS: tuple[str, ...] = (
     "wallet_error",
     "wallet_unavailable",
 )
-"""What a seamless partner's bet may be refused with beyond a transfer partner's."""
+"""What a seamless partner's wallet call (a bet's debit, a balance) may be refused with
+beyond a transfer partner's."""
+WALLET_BET_PROBLEMS: tuple[str, ...] = (*WALLET_PROBLEMS, "wallet_stake_too_large")
+"""What a seamless partner's bet may be refused with beyond a transfer partner's: the
+wallet's refusals, and a stake above the wallet's limit (refused before the debit)."""
+
+WALLET_LIMITS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["max_stake"],
+    "description": "seamless partners: the limits the operator's wallet gave for this "
+    "player in session.verify (crashd refuses a bet above them with "
+    "wallet_stake_too_large); null: none given",
+    "properties": {
+        "max_stake": {
+            "type": ["integer", "null"],
+            "description": "the largest stake the wallet allows this player, minor units",
+        },
+    },
+}
 
 
 def refusal(code: str, detail: str | None, extra: dict[str, Any]) -> Problem:
@@ -64,9 +84,16 @@ def game_problem(err: GameError | LedgerError) -> Problem:
     return refusal(err.code, err.message, dict(err.detail))
 
 
-def _slot(idempotency: IdempotencyToken, ticket_id: str, round_hint: dict[str, Any]) -> ReplySlot:
-    """The request's reply slot: a placed bet renders as the bet, a closed debit as
-    its problem (so the stored reply is the refusal the client got)."""
+def _slot(
+    idempotency: IdempotencyToken,
+    ticket_id: str,
+    round_hint: dict[str, Any],
+    notary: Notary | None,
+) -> ReplySlot:
+    """The request's reply slot: a placed bet renders as the bet, with its signed
+    receipt as a transfer partner's (signed here, on the ledger writer's thread, and
+    stored with the reply), a closed debit as its problem (so the stored reply is the
+    refusal the client got)."""
     request_id = idempotency.request_id
 
     def keep(slot: ReplySlot, answer: Result | LedgerError) -> StoredReply:
@@ -82,6 +109,7 @@ def _slot(idempotency: IdempotencyToken, ticket_id: str, round_hint: dict[str, A
                 "auto_cashout": answer.auto_cashout,
                 "status": "active",
                 "available": answer.balance,
+                "receipt": receipt_of(slot, notary),
             }
             return StoredReply(
                 201, "application/json", json.dumps(body, separators=(",", ":")).encode()
@@ -114,10 +142,11 @@ async def seamless_place_now(
     principal: Principal,
     idempotency: IdempotencyToken,
     body: PlaceBody,
+    notary: Notary | None,
 ) -> Response:
     ticket_id = ticket_for(idempotency.scoped_id)
     hint: dict[str, Any] = {}
-    slot = _slot(idempotency, ticket_id, hint)
+    slot = _slot(idempotency, ticket_id, hint, notary)
     player = Player(principal.environment, principal.partner_id, body.user_id)
     try:
         with trio.CancelScope(shield=True):
@@ -148,6 +177,7 @@ async def seamless_place_now(
                 "auto_cashout": placed.auto_cashout,
                 "status": "active",
                 "available": balance,
+                "receipt": None,  # an answer no commit rendered (as a transfer partner's)
             },
             status=201,
         ),

@@ -2,8 +2,10 @@
 pool per wallet, every call signed, every answer's signature checked.
 
 ``HttpWalletPort.send`` never raises for what the wallet or the network does: each end
-is an ``Answer`` (ok, refused, or unknown with why: ``timeout``, ``connect_error``,
-``connection_lost``, ``http_503``, ``bad_body``, ``bad_signature``) and a ``WalletCall``
+is an ``Answer`` (ok, refused, or unknown with why: ``timeout``, ``not_sent`` — the
+deadline passed while the call still waited for a connection of the pool, so nothing
+reached the wallet —, ``connect_error``, ``connection_lost``, ``http_503``,
+``bad_body``, ``bad_signature``) and a ``WalletCall``
 for the reconciliation log. It runs in the calling task (a bet's request, an outbox
 task): the engine's tick loop and the ledger writer never wait for it. The CPU it costs
 on the event loop is JSON, one HMAC each way and httpx's parsing: microseconds.
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,6 +26,7 @@ from crashd.engine.ledger.wallet import WalletCall
 from crashd.engine.wallet.contract import (
     MAX_ANSWER_BYTES,
     MAX_LOGGED_BYTES,
+    NOT_SENT,
     PARTNER_HEADER,
     REQUEST_ID_HEADER,
     Answer,
@@ -31,6 +36,9 @@ from crashd.engine.wallet.contract import (
 )
 from crashd.engine.wallet.seamless import Sent
 from crashd.engine.wallet.signing import Signer
+
+_LEAVING = (".connect_tcp.started", ".start_tls.started", ".send_request_headers.started")
+"""httpcore's trace events after which a call may have reached the wallet."""
 
 
 def wallet_client(max_connections: int) -> httpx.AsyncClient:
@@ -80,10 +88,21 @@ class HttpWalletPort:
         raw = b""
         failure: str | None = None
         answer_headers: httpx.Headers | None = None
+        left = False  # a connect or the request's headers started: it may have arrived
+
+        async def trace(event: str, info: Mapping[str, Any]) -> None:
+            nonlocal left
+            if event.endswith(_LEAVING):
+                left = True
+
         with trio.move_on_at(deadline) as scope:
             try:
                 async with self.client.stream(
-                    "POST", self.url + request.call.path, content=body, headers=headers
+                    "POST",
+                    self.url + request.call.path,
+                    content=body,
+                    headers=headers,
+                    extensions={"trace": trace},
                 ) as response:
                     status = response.status_code
                     answer_headers = response.headers
@@ -94,6 +113,8 @@ class HttpWalletPort:
                             failure = "bad_body"
                             break
                     raw = bytes(chunks)
+            except httpx.PoolTimeout:
+                failure = NOT_SENT
             except httpx.TimeoutException:
                 failure = "timeout"
             except httpx.ConnectError:
@@ -103,7 +124,7 @@ class HttpWalletPort:
             except httpx.HTTPError as exc:
                 failure = type(exc).__name__.lower()
         if scope.cancelled_caught:
-            failure = "timeout"
+            failure = "timeout" if left else NOT_SENT
         duration_ms = max(0, round((trio.current_time() - started) * 1000))
         answer: Answer
         if failure is not None or status is None or answer_headers is None:

@@ -12,7 +12,8 @@ The contract, as this wallet keeps it (docs/wallet.md):
 * a rollback of a debit it never saw is a success, and it remembers it: that debit,
   arriving late, is refused (``tx_rolled_back``);
 * refusals: ``insufficient_funds`` (with the balance), ``unknown_player``,
-  ``player_blocked``, ``self_excluded``, ``limit_reached`` (a player's ``wager_limit``),
+  ``player_blocked``, ``self_excluded``, ``limit_reached`` (a player's ``wager_limit``, or
+  its ``max_stake``, which ``session.verify`` also gives in ``limits``),
   ``session_expired``, ``currency_mismatch``; and ``account_closed`` for a credit to a
   player marked ``closed`` (a credit crashd cannot deliver: it is parked for the operator).
 
@@ -67,7 +68,8 @@ CREATE TABLE IF NOT EXISTS players (
     blocked       INTEGER NOT NULL DEFAULT 0,
     self_excluded INTEGER NOT NULL DEFAULT 0,
     wager_limit   INTEGER,
-    closed        INTEGER NOT NULL DEFAULT 0
+    closed        INTEGER NOT NULL DEFAULT 0,
+    max_stake     INTEGER
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token         TEXT PRIMARY KEY,
@@ -159,6 +161,9 @@ class MockBook:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(players)")}
+        if "max_stake" not in columns:  # a file from before limits in session.verify
+            self.conn.execute("ALTER TABLE players ADD COLUMN max_stake INTEGER")
 
     def close(self) -> None:
         self.conn.close()
@@ -169,15 +174,15 @@ class MockBook:
         player = data.get("player_id")
         if not isinstance(player, str) or not player:
             raise ValueError("player_id is required")
+        names = ("currency", "balance", "blocked", "self_excluded", "wager_limit", "closed")
         row = self.conn.execute(
-            "SELECT currency, balance, blocked, self_excluded, wager_limit, closed FROM players "
-            "WHERE player_id = ?",
+            f"SELECT {', '.join(names)}, max_stake FROM players WHERE player_id = ?",
             (player,),
         ).fetchone()
         current = dict(
             zip(
-                ("currency", "balance", "blocked", "self_excluded", "wager_limit", "closed"),
-                row if row is not None else (default_currency, 0, 0, 0, None, 0),
+                (*names, "max_stake"),
+                row if row is not None else (default_currency, 0, 0, 0, None, 0, None),
                 strict=True,
             )
         )
@@ -186,8 +191,13 @@ class MockBook:
                 current[name] = data[name]
         if type(current["balance"]) is not int or current["balance"] < 0:
             raise ValueError("balance must be a non-negative integer")
+        if current["max_stake"] is not None and (
+            type(current["max_stake"]) is not int or current["max_stake"] < 1
+        ):
+            raise ValueError("max_stake must be a positive integer or null")
         self.conn.execute(
-            "INSERT OR REPLACE INTO players VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO players (player_id, {', '.join(names)}, max_stake) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 player,
                 current["currency"],
@@ -196,6 +206,7 @@ class MockBook:
                 int(bool(current["self_excluded"])),
                 current["wager_limit"],
                 int(bool(current["closed"])),
+                current["max_stake"],
             ),
         )
         return {"player_id": player, **current}
@@ -280,8 +291,9 @@ class MockBook:
         c = self.conn
         if call == Call.SESSION_VERIFY.value:
             row = c.execute(
-                "SELECT s.player_id, s.expires_at, p.currency, p.balance, s.session_token "
-                "FROM sessions s JOIN players p ON p.player_id = s.player_id WHERE s.token = ?",
+                "SELECT s.player_id, s.expires_at, p.currency, p.balance, s.session_token, "
+                "p.max_stake FROM sessions s JOIN players p ON p.player_id = s.player_id "
+                "WHERE s.token = ?",
                 (body.get("launch_token"),),
             ).fetchone()
             if row is None:
@@ -294,6 +306,7 @@ class MockBook:
                 "currency": row[2],
                 "balance": row[3],
                 "session_token": row[4],
+                **({"limits": {"max_stake": row[5]}} if row[5] is not None else {}),
             }
         if call == Call.BALANCE.value:
             try:
@@ -377,6 +390,11 @@ class MockBook:
             raise _Refusal(403, "self_excluded", "the player is self-excluded", balance)
         if limit is not None and amount > limit:
             raise _Refusal(403, "limit_reached", f"wager limit: {limit} left", balance)
+        max_stake = c.execute(
+            "SELECT max_stake FROM players WHERE player_id = ?", (player,)
+        ).fetchone()[0]
+        if max_stake is not None and amount > max_stake:
+            raise _Refusal(403, "limit_reached", f"max stake: {max_stake}", balance)
         if force_refusal or amount > balance:
             raise _Refusal(402, "insufficient_funds", "not enough money", balance)
         c.execute("UPDATE players SET balance = balance - ? WHERE player_id = ?", (amount, player))

@@ -42,7 +42,7 @@ from crashd.engine.ledger.model import Result
 from crashd.engine.ledger.wallet import STATES, WalletResolved
 from crashd.engine.wallet.seamless import Seamless
 
-from .bets import game_problem, no_wallet_here
+from .bets import WALLET_LIMITS_SCHEMA, game_problem, no_wallet_here
 from .reconcile import CALL_FIELDS, TX_FIELDS, call_body, daily_summary, tx_body
 
 wallet = Blueprint("wallet", __name__, url_prefix=API_PREFIX)
@@ -92,6 +92,7 @@ WALLET_SESSION_SCHEMA: dict[str, Any] = {
         "user_id",
         "partner_id",
         "currency",
+        "limits",
         "balance",
     ],
     "properties": {
@@ -107,6 +108,7 @@ WALLET_SESSION_SCHEMA: dict[str, Any] = {
         "user_id": {"type": "string", "description": "the wallet's player id"},
         "partner_id": {"type": "string"},
         "currency": {"type": "string"},
+        "limits": WALLET_LIMITS_SCHEMA,
         "balance": {
             "type": "object",
             "required": ["user_id", "environment", "posted", "pending", "available"],
@@ -181,6 +183,7 @@ async def launch_session(*, body: SessionBody) -> Response:
             "user_id": session.player_id,
             "partner_id": body.partner_id,
             "currency": session.currency,
+            "limits": session.limits.to_json(),
             "balance": {
                 "user_id": session.player_id,
                 "environment": services.config.environment,

@@ -52,6 +52,7 @@ const state = {
   gameHash: null,
   skew: null, // server clock minus ours, a lower bound (ms)
   balance: null,
+  walletMaxStake: null, // seamless: the largest stake the operator's wallet allows me
   bets: new Map(), // my bets by ticket id
   live: [], // the round's bets: {stake, status, cashedOutAt, payout, ticket, mine}
   liveRound: null,
@@ -334,6 +335,25 @@ async function onAction(slot, event) {
   return placeBet(slot);
 }
 
+// The largest stake I may place: the game's, or my wallet's when it is lower (seamless
+// mode: the limits the operator's wallet gave, on GET /user/balance).
+function largestStake() {
+  const game = (state.rules && state.rules.max_stake) || null;
+  const wallet = state.walletMaxStake;
+  if (wallet && (!game || wallet < game)) return { amount: wallet, wallet: true };
+  return { amount: game, wallet: false };
+}
+
+function renderStakeHint() {
+  const rules = state.rules;
+  if (!rules || !rules.min_stake) return;
+  const most = largestStake();
+  ui.stakeHint.textContent =
+    `From ${formatMoney(rules.min_stake)} to ${formatMoney(most.amount)}` +
+    (most.wallet ? " (your wallet's limit)." : ".");
+  ui.stakeHint.dataset.walletLimit = most.wallet ? String(most.amount) : "";
+}
+
 async function placeBet(slot) {
   const amount = parseMoney(slot.stake.value);
   const rules = state.rules || {};
@@ -343,8 +363,10 @@ async function placeBet(slot) {
   if (rules.min_stake && amount < rules.min_stake) {
     return refuse(slot, `The smallest stake is ${formatMoney(rules.min_stake)}.`, slot.stake);
   }
-  if (rules.max_stake && amount > rules.max_stake) {
-    return refuse(slot, `The largest stake is ${formatMoney(rules.max_stake)}.`, slot.stake);
+  const most = largestStake();
+  if (most.amount && amount > most.amount) {
+    const why = most.wallet ? "Your wallet allows stakes up to" : "The largest stake is";
+    return refuse(slot, `${why} ${formatMoney(most.amount)}.`, slot.stake);
   }
   let target = null;
   if (slot.auto.value.trim() !== "") {
@@ -662,14 +684,15 @@ async function refreshRest() {
       // My bets also arrive on my channel.
     }
     if (stale()) return;
-    if (state.balance === null) {
-      try {
-        const balance = await get(`/user/balance?user_id=${encodeURIComponent(s.userId)}`, { token: s.token });
-        if (stale()) return;
-        if (state.balance === null) setBalance(balance); // the feed's is newer
-      } catch (err) {
-        // The balance arrives on my channel as well.
-      }
+    try {
+      const balance = await get(`/user/balance?user_id=${encodeURIComponent(s.userId)}`, { token: s.token });
+      if (stale()) return;
+      if (state.balance === null) setBalance(balance); // the feed's is newer
+      // Only this answer carries my wallet's limits (seamless mode).
+      state.walletMaxStake = (balance.limits && balance.limits.max_stake) || null;
+      renderStakeHint();
+    } catch (err) {
+      // The balance arrives on my channel as well.
     }
   }
   loadLive();
@@ -769,6 +792,8 @@ function renderWho() {
 function switchedUser(s) {
   state.bets.clear();
   state.balance = null;
+  state.walletMaxStake = null;
+  renderStakeHint();
   for (const slot of slots) {
     slot.ticket = null;
     slot.pending = null;
@@ -1050,9 +1075,7 @@ async function boot() {
       if (state.rules) {
         setDecimals(state.rules.currency_decimals ?? state.rules.minor_unit_digits ?? 2);
         if (state.rules.tick_hz) clock.delayMs = Math.ceil(1000 / state.rules.tick_hz) + 10;
-        if (state.rules.min_stake) {
-          ui.stakeHint.textContent = `From ${formatMoney(state.rules.min_stake)} to ${formatMoney(state.rules.max_stake)}.`;
-        }
+        renderStakeHint();
       }
       await session.open();
       break;

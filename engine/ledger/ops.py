@@ -455,12 +455,7 @@ class BetConfirm(_PlayerOp):
                 hold_id=self.hold_id,
                 state=hold.state.value,
             )
-        if self.round_id is not None:
-            rnd = txn.round(self.round_id)
-            if rnd is None:
-                raise UnknownRound("no such round", round_id=self.round_id)
-            if rnd.state is not RoundState.OPEN:
-                raise RoundClosed(f"round is {rnd.state.value}", round_id=self.round_id)
+        require_open_round(txn, self.round_id)
         txn.resolve_hold(hold, HoldState.POSTED, seq, now)
         txn.create_bet(
             Bet(
@@ -524,27 +519,16 @@ class BetPlace(_PlayerOp):
             raise InsufficientFunds(
                 "stake exceeds the available balance", available=available, requested=self.amount
             )
-        if self.round_id is not None:
-            rnd = txn.round(self.round_id)
-            if rnd is None:
-                raise UnknownRound("no such round", round_id=self.round_id)
-            if rnd.state is not RoundState.OPEN:
-                raise RoundClosed(f"round is {rnd.state.value}", round_id=self.round_id)
-        escrow = txn.system(self.environment, AccountKind.ESCROW)
-        hold = txn.create_hold(seq, self.hold_id, player, escrow, self.amount, now + 1)
-        txn.resolve_hold(hold, HoldState.POSTED, seq, now)
-        txn.create_bet(
-            Bet(
-                id=txn.ids.bet,
-                ticket_id=self.ticket_id,
-                hold=hold.id,
-                account=player.id,
-                stake=self.amount,
-                auto_cashout=self.auto_cashout,
-                round_id=self.round_id,
-                confirmed_op=seq,
-                confirmed_at=now,
-            )
+        require_open_round(txn, self.round_id)
+        txn.place_bet(
+            seq,
+            self.hold_id,
+            self.ticket_id,
+            player,
+            self.amount,
+            self.auto_cashout,
+            self.round_id,
+            now,
         )
         return BetPlaced(
             self.op_id,
@@ -586,6 +570,18 @@ class HoldVoid(_PlayerOp):
             )
         txn.resolve_hold(hold, HoldState.VOIDED, seq, now)
         return HoldVoided(self.op_id, seq, hold_id=self.hold_id, amount=hold.amount)
+
+
+def require_open_round(txn: Txn, round_id: int | None) -> None:
+    """A bet for ``round_id`` needs that round open for bets (``None``: the next round,
+    always fine)."""
+    if round_id is None:
+        return
+    rnd = txn.round(round_id)
+    if rnd is None:
+        raise UnknownRound("no such round", round_id=round_id)
+    if rnd.state is not RoundState.OPEN:
+        raise RoundClosed(f"round is {rnd.state.value}", round_id=round_id)
 
 
 def _unsettled_bet(txn: Txn, ticket_id: str) -> Bet:

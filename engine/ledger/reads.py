@@ -11,14 +11,14 @@ for the writer; on PostgreSQL, a read pool on any machine). The API process asks
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import trio
 
 from .database import is_postgres
-from .model import AccountKey, Balance, BetView, RoundView, StoredReply
+from .model import AccountKey, AuditEntry, Balance, BetView, RoundView, StoredReply
 from .store import Reader, Synchronous
 
 T = TypeVar("T")
@@ -45,16 +45,115 @@ class LedgerReads(Protocol):
     ) -> list[RoundView]: ...
     async def seal(self, round_id: int) -> str | None: ...
     async def transcript(self, round_id: int) -> tuple[str, str] | None: ...
+    async def recent_ops(
+        self, kinds: Sequence[str], limit: int = 20
+    ) -> list[tuple[int, str, str, bool, str | None, str, int]]: ...
+    async def audit_entries(
+        self,
+        environment: str,
+        *,
+        actions: Sequence[str] = (),
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[AuditEntry]: ...
     async def transcripts(
         self, first: int, last: int, limit: int = 1000
     ) -> list[tuple[int, str]]: ...
+
+
+class ReadMethods:
+    """The reads both ledgers offer, each a call of the reader's in a worker thread:
+    ``Ledger`` (the engine's) and ``ReadOnlyLedger`` (a process beside it) differ only in
+    where their reader and ``_read``'s thread limit come from."""
+
+    _reader: Reader
+    _clock: Callable[[], int]
+
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        raise NotImplementedError
+
+    async def position(self, name: str) -> str | None:
+        """A kept position (as of the last commit)."""
+        return await self._read(self._reader.position, name)
+
+    async def recent_ops(
+        self, kinds: Sequence[str], limit: int = 20
+    ) -> list[tuple[int, str, str, bool, str | None, str, int]]:
+        """(seq, key, kind, ok, code, result JSON, ts) of recent ops of these kinds."""
+        return await self._read(self._reader.recent_ops, tuple(kinds), limit)
+
+    async def audit_entries(
+        self,
+        environment: str,
+        *,
+        actions: Sequence[str] = (),
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[AuditEntry]:
+        """The operator's audit log, newest first (``before``: a seq cursor)."""
+        assert 0 < limit <= 1000
+        return await self._read(
+            self._reader.audit_entries, environment, tuple(actions), limit, before
+        )
+
+    async def reply(self, key: bytes) -> tuple[bytes, StoredReply] | None:
+        """(request fingerprint, stored reply) kept under a request key, if any."""
+        return await self._read(self._reader.reply, key)
+
+    async def balance(self, *, environment: str, partner_id: str, user_id: str) -> Balance:
+        """``available`` = posted minus unexpired pending holds; 0s for unknown users."""
+        key = AccountKey.player(environment, partner_id, user_id)
+        return await self._read(self._reader.balance, key, self._clock())
+
+    async def bet(self, ticket_id: str) -> BetView | None:
+        return await self._read(self._reader.bet, ticket_id)
+
+    async def user_bets(
+        self,
+        *,
+        environment: str,
+        partner_id: str,
+        user_id: str,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[BetView]:
+        """Newest first; pass the last ``seq`` seen as ``before`` for the next page."""
+        assert 0 < limit <= 1000
+        key = AccountKey.player(environment, partner_id, user_id)
+        return await self._read(self._reader.user_bets, key, limit, before)
+
+    async def round_bets(self, round_id: int, *, unsettled_only: bool = False) -> list[BetView]:
+        """Bets of a round in confirmation order (e.g. to build a bulk settlement)."""
+        return await self._read(self._reader.round_bets, round_id, unsettled_only)
+
+    async def round(self, round_id: int) -> RoundView | None:
+        return await self._read(self._reader.round, round_id)
+
+    async def finished_rounds(
+        self, *, limit: int = 50, before: int | None = None
+    ) -> list[RoundView]:
+        """Crashed or voided rounds, newest first; ``before`` is a round id cursor."""
+        assert 0 < limit <= 1000
+        return await self._read(self._reader.finished_rounds, limit, before)
+
+    async def seal(self, round_id: int) -> str | None:
+        """A round's start seal (signed canonical JSON), once betting closed."""
+        return await self._read(self._reader.seal, round_id)
+
+    async def transcript(self, round_id: int) -> tuple[str, str] | None:
+        """(hash, signed canonical JSON) of a settled round's transcript."""
+        return await self._read(self._reader.transcript, round_id)
+
+    async def transcripts(self, first: int, last: int, limit: int = 1000) -> list[tuple[int, str]]:
+        """Transcripts of rounds ``first..last`` (at most ``limit``), in round order."""
+        return await self._read(self._reader.transcripts, first, last, limit)
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class ReadOnlyLedger:
+class ReadOnlyLedger(ReadMethods):
     """``LedgerReads`` on a read-only connection of its own: a SQLite file's (one read
     at a time), or a PostgreSQL database's read pool (``pgstore.PgReader``: as many at
     once as it has connections), each read in a worker thread: a read never blocks the
@@ -83,53 +182,6 @@ class ReadOnlyLedger:
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-
-    async def reply(self, key: bytes) -> tuple[bytes, StoredReply] | None:
-        return await self._read(self._reader.reply, key)
-
-    async def balance(self, *, environment: str, partner_id: str, user_id: str) -> Balance:
-        key = AccountKey.player(environment, partner_id, user_id)
-        return await self._read(self._reader.balance, key, self._clock())
-
-    async def bet(self, ticket_id: str) -> BetView | None:
-        return await self._read(self._reader.bet, ticket_id)
-
-    async def user_bets(
-        self,
-        *,
-        environment: str,
-        partner_id: str,
-        user_id: str,
-        limit: int = 50,
-        before: int | None = None,
-    ) -> list[BetView]:
-        assert 0 < limit <= 1000
-        key = AccountKey.player(environment, partner_id, user_id)
-        return await self._read(self._reader.user_bets, key, limit, before)
-
-    async def round_bets(self, round_id: int, *, unsettled_only: bool = False) -> list[BetView]:
-        return await self._read(self._reader.round_bets, round_id, unsettled_only)
-
-    async def round(self, round_id: int) -> RoundView | None:
-        return await self._read(self._reader.round, round_id)
-
-    async def finished_rounds(
-        self, *, limit: int = 50, before: int | None = None
-    ) -> list[RoundView]:
-        assert 0 < limit <= 1000
-        return await self._read(self._reader.finished_rounds, limit, before)
-
-    async def seal(self, round_id: int) -> str | None:
-        return await self._read(self._reader.seal, round_id)
-
-    async def transcript(self, round_id: int) -> tuple[str, str] | None:
-        return await self._read(self._reader.transcript, round_id)
-
-    async def transcripts(self, first: int, last: int, limit: int = 1000) -> list[tuple[int, str]]:
-        return await self._read(self._reader.transcripts, first, last, limit)
-
-    async def position(self, name: str) -> str | None:
-        return await self._read(self._reader.position, name)
 
 
 def open_reads(database: Path | str) -> ReadOnlyLedger:

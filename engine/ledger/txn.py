@@ -440,6 +440,39 @@ class Txn:
             amount += hold.amount
         return released, amount
 
+    def place_bet(
+        self,
+        op: int,
+        hold_id: str,
+        ticket_id: str,
+        player: Account,
+        stake: int,
+        auto_cashout: int | None,
+        round_id: int | None,
+        now: int,
+    ) -> Hold:
+        """Stake ``stake`` of ``player`` in escrow and record the bet under ``ticket_id``
+        (for ``round_id``, or ``None``: the next round). The stake goes through a hold
+        posted at once, so every bet has a hold, as with the two-phase flow. The caller
+        has checked the ids, the funds and the round (``BetPlace``, ``WalletBetPlace``)."""
+        escrow = self.system(player.key.environment, AccountKind.ESCROW)
+        hold = self.create_hold(op, hold_id, player, escrow, stake, now + 1)
+        self.resolve_hold(hold, HoldState.POSTED, op, now)
+        self.create_bet(
+            Bet(
+                id=self.ids.bet,
+                ticket_id=ticket_id,
+                hold=hold.id,
+                account=player.id,
+                stake=stake,
+                auto_cashout=auto_cashout,
+                round_id=round_id,
+                confirmed_op=op,
+                confirmed_at=now,
+            )
+        )
+        return hold
+
     def create_bet(self, bet: Bet) -> None:
         assert bet.id == self.ids.bet
         self.ids.bet += 1

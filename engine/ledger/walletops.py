@@ -36,14 +36,10 @@ from .model import (
     BetOutcome,
     DuplicateHold,
     DuplicateTicket,
-    HoldState,
     InvalidRequest,
     Result,
-    RoundClosed,
-    RoundState,
-    UnknownRound,
 )
-from .ops import Op, _check_id, _PlayerOp
+from .ops import Op, _check_id, _PlayerOp, require_open_round
 from .txn import Txn
 from .wallet import (
     CANCELLED,
@@ -294,12 +290,7 @@ class WalletBetPlace(_PlayerOp):
             raise DuplicateTicket("ticket id already used", ticket_id=self.ticket_id)
         if txn.hold(self.hold_id) is not None:
             raise DuplicateHold("hold id already used", hold_id=self.hold_id)
-        if self.round_id is not None:
-            rnd = txn.round(self.round_id)
-            if rnd is None:
-                raise UnknownRound("no such round", round_id=self.round_id)
-            if rnd.state is not RoundState.OPEN:
-                raise RoundClosed(f"round is {rnd.state.value}", round_id=self.round_id)
+        require_open_round(txn, self.round_id)
         # Every check passed: apply.
         _wallet(txn).log(self.call)
         debit.state = OK
@@ -314,21 +305,15 @@ class WalletBetPlace(_PlayerOp):
         player = txn.account(self.account_key, create=True)
         assert source is not None and player is not None
         txn.transfer(seq, source, player, self.amount, "wallet_debit", now)
-        escrow = txn.system(self.environment, AccountKind.ESCROW)
-        hold = txn.create_hold(seq, self.hold_id, player, escrow, self.amount, now + 1)
-        txn.resolve_hold(hold, HoldState.POSTED, seq, now)
-        txn.create_bet(
-            Bet(
-                id=txn.ids.bet,
-                ticket_id=self.ticket_id,
-                hold=hold.id,
-                account=player.id,
-                stake=self.amount,
-                auto_cashout=self.auto_cashout,
-                round_id=self.round_id,
-                confirmed_op=seq,
-                confirmed_at=now,
-            )
+        txn.place_bet(
+            seq,
+            self.hold_id,
+            self.ticket_id,
+            player,
+            self.amount,
+            self.auto_cashout,
+            self.round_id,
+            now,
         )
         return WalletBetPlaced(
             self.op_id,

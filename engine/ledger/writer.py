@@ -36,16 +36,12 @@ import trio
 
 from .database import is_postgres
 from .model import (
-    AccountKey,
-    AuditEntry,
     AuditReport,
-    Balance,
     BankrollMoved,
     BetConfirmed,
     BetPlaced,
     BetRetargeted,
     BetSettled,
-    BetView,
     HoldReserved,
     HoldsReleased,
     HoldVoided,
@@ -62,9 +58,7 @@ from .model import (
     RoundCrashed,
     RoundSettled,
     RoundStarted,
-    RoundView,
     RoundVoided,
-    StoredReply,
 )
 from .ops import (
     AuditRecord,
@@ -90,6 +84,7 @@ from .ops import (
     SettleLoss,
     SettleWin,
 )
+from .reads import ReadMethods
 from .recovery import Reveal, run_recovery
 from .store import Reader, Settlement, Store, Synchronous
 
@@ -215,7 +210,7 @@ class LedgerStatistics:
     """The writer stopped on an error: nothing commits any more."""
 
 
-class Ledger:
+class Ledger(ReadMethods):
     """The ledger's async interface. Get one from ``open_ledger``; every write method
     returns only after the transaction holding it committed (at the configured
     ``synchronous`` level), and raises the ``LedgerError`` the op was refused with."""
@@ -353,10 +348,6 @@ class Ledger:
         await batch.done.wait()
         if batch.answers is None:
             raise LedgerClosed("the ledger stopped before keeping the positions")
-
-    async def position(self, name: str) -> str | None:
-        """A kept position (as of the last commit)."""
-        return await self._read(self._reader.position, name)
 
     async def submit(self, op: Op, reply: ReplySlot | None = None) -> Result:
         """Queue ``op``, wait for its commit, return its result or raise its error.
@@ -678,26 +669,6 @@ class Ledger:
         """A system account's posted balance (the house bankroll: ``"house"``)."""
         return await self._read(self._reader.system_posted, environment, kind)
 
-    async def recent_ops(
-        self, kinds: Sequence[str], limit: int = 20
-    ) -> list[tuple[int, str, str, bool, str | None, str, int]]:
-        """(seq, key, kind, ok, code, result JSON, ts) of recent ops of these kinds."""
-        return await self._read(self._reader.recent_ops, tuple(kinds), limit)
-
-    async def audit_entries(
-        self,
-        environment: str,
-        *,
-        actions: Sequence[str] = (),
-        limit: int = 50,
-        before: int | None = None,
-    ) -> list[AuditEntry]:
-        """The operator's audit log, newest first (``before``: a seq cursor)."""
-        assert 0 < limit <= 1000
-        return await self._read(
-            self._reader.audit_entries, environment, tuple(actions), limit, before
-        )
-
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._read_limiter)
 
@@ -706,68 +677,16 @@ class Ledger:
         that keeps its own queries beside the ledger's (the wallet's, ``walletstore``)."""
         return await self._read(fn, self._reader.conn, *args)
 
-    async def reply(self, key: bytes) -> tuple[bytes, StoredReply] | None:
-        """(request fingerprint, stored reply) kept under a request key, if any."""
-        return await self._read(self._reader.reply, key)
-
     async def reply_keys(self, since_ms: int) -> list[bytes]:
         """Keys of the replies stored since ``since_ms``."""
         return await self._read(self._reader.reply_keys, since_ms)
-
-    async def balance(self, *, environment: str, partner_id: str, user_id: str) -> Balance:
-        """``available`` = posted minus unexpired pending holds; 0s for unknown users."""
-        key = AccountKey.player(environment, partner_id, user_id)
-        return await self._read(self._reader.balance, key, self._clock())
-
-    async def bet(self, ticket_id: str) -> BetView | None:
-        return await self._read(self._reader.bet, ticket_id)
-
-    async def user_bets(
-        self,
-        *,
-        environment: str,
-        partner_id: str,
-        user_id: str,
-        limit: int = 50,
-        before: int | None = None,
-    ) -> list[BetView]:
-        """Newest first; pass the last ``seq`` seen as ``before`` for the next page."""
-        assert 0 < limit <= 1000
-        key = AccountKey.player(environment, partner_id, user_id)
-        return await self._read(self._reader.user_bets, key, limit, before)
-
-    async def round_bets(self, round_id: int, *, unsettled_only: bool = False) -> list[BetView]:
-        """Bets of a round in confirmation order (e.g. to build a bulk settlement)."""
-        return await self._read(self._reader.round_bets, round_id, unsettled_only)
 
     async def hold(self, hold_id: str) -> HoldView | None:
         row = await self._read(self._reader.hold, hold_id)
         return None if row is None else HoldView(*row)
 
-    async def round(self, round_id: int) -> RoundView | None:
-        return await self._read(self._reader.round, round_id)
-
-    async def finished_rounds(
-        self, *, limit: int = 50, before: int | None = None
-    ) -> list[RoundView]:
-        """Crashed or voided rounds, newest first; ``before`` is a round id cursor."""
-        assert 0 < limit <= 1000
-        return await self._read(self._reader.finished_rounds, limit, before)
-
     async def audit(self) -> AuditReport:
         return await self._read(self._reader.audit)
-
-    async def seal(self, round_id: int) -> str | None:
-        """A round's start seal (signed canonical JSON), once betting closed."""
-        return await self._read(self._reader.seal, round_id)
-
-    async def transcript(self, round_id: int) -> tuple[str, str] | None:
-        """(hash, signed canonical JSON) of a settled round's transcript."""
-        return await self._read(self._reader.transcript, round_id)
-
-    async def transcripts(self, first: int, last: int, limit: int = 1000) -> list[tuple[int, str]]:
-        """Transcripts of rounds ``first..last`` (at most ``limit``), in round order."""
-        return await self._read(self._reader.transcripts, first, last, limit)
 
     def seal_round(self, round_id: int, document: Callable[[], tuple[str, str]]) -> Pending:
         """Queue the seal of a round that just started (see ``ops.RoundSeal``)."""

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from crashd.engine.bounds import MAX_AMOUNT
 from crashd.engine.reasons import (
     INSUFFICIENT_FUNDS,
     WALLET_CURRENCY_MISMATCH,
@@ -104,6 +105,12 @@ WALLET_CODES: Mapping[str, str] = {
 """The wallet's refusal codes (as the contract names them) → crashd's problem codes,
 passed on to the partner and the page. Any other code is ``wallet_refused``, with the
 wallet's own code beside it (``wallet_code``)."""
+
+NOT_SENT = "not_sent"
+"""The failure of a call whose deadline passed while it still waited in crashd for a
+connection (before any connect or byte reached the wallet): unknown like a timeout —
+a debit is still rolled back, to be safe — but it says nothing of the wallet, so the
+circuit breaker takes no verdict from it, and the call log says it never left."""
 
 UNKNOWN_TX = "unknown_tx"
 """A wallet's refusal of a rollback whose debit it never saw: that rollback succeeded
@@ -303,6 +310,33 @@ def interpret(request: Request, status: int, body: bytes, signature_ok: bool) ->
             return Answer(Outcome.OK, balance=balance, message=text, data=data)
         return Answer(Outcome.REFUSED, code[:64], text[:500], balance, data=data)
     return unknown("bad_body", f"HTTP {status} with an answer that is neither ok nor an error")
+
+
+@dataclass(frozen=True, slots=True)
+class WalletLimits:
+    """The limits a wallet's ``session.verify`` may give for the player (optional, in
+    ``"limits": {"max_stake": …}``): crashd refuses a bet above them before the wallet
+    is asked (``wallet_stake_too_large``). ``None``: the wallet set none. Other members
+    are ignored, and so is a value that is not an integer in 1..``MAX_AMOUNT``."""
+
+    max_stake: int | None = None
+
+    def to_json(self) -> dict[str, int | None]:
+        return {"max_stake": self.max_stake}
+
+
+NO_LIMITS = WalletLimits()
+
+
+def limits_of(answer: Answer) -> WalletLimits:
+    """The limits of an ok ``session.verify`` answer (``NO_LIMITS`` if it gives none)."""
+    raw = answer.data.get("limits")
+    if not isinstance(raw, dict):
+        return NO_LIMITS
+    max_stake = raw.get("max_stake")
+    if type(max_stake) is not int or not 1 <= max_stake <= MAX_AMOUNT:
+        return NO_LIMITS
+    return WalletLimits(max_stake=max_stake)
 
 
 def session_of(answer: Answer) -> tuple[str, str, int | None, str | None] | None:

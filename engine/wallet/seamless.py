@@ -73,6 +73,7 @@ from crashd.engine.reasons import (
     TOO_MANY_BETS,
     WALLET_CURRENCY_MISMATCH,
     WALLET_ERROR,
+    WALLET_STAKE_TOO_LARGE,
     WALLET_TIMEOUT,
     WALLET_UNAVAILABLE,
     WALLET_UNKNOWN_PLAYER,
@@ -90,7 +91,7 @@ from crashd.engine.round.tables import Phase
 
 from . import contract
 from .breaker import Breaker, BreakerStatus
-from .contract import Answer, Outcome, Request
+from .contract import NO_LIMITS, Answer, Outcome, Request, WalletLimits
 from .retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,11 @@ class PartnerWallet:
     """Outbox calls to this wallet at once."""
     sessions: collections.OrderedDict[str, str] = field(default_factory=collections.OrderedDict)
     """Player id → the wallet's session token (from ``session.verify``), sent with debits."""
+    limits: collections.OrderedDict[str, WalletLimits] = field(
+        default_factory=collections.OrderedDict
+    )
+    """Player id → the limits the wallet gave in its last ``session.verify`` (only
+    players it gave some for), applied to every bet of theirs."""
     limiter: trio.CapacityLimiter = field(init=False)
     failing: bool = False
     """Its last call got no usable answer: the next one that does drains the outbox."""
@@ -148,12 +154,27 @@ class PartnerWallet:
         while len(self.sessions) > MAX_SESSIONS:
             self.sessions.popitem(last=False)
 
+    def remember_limits(self, player_id: str, limits: WalletLimits) -> None:
+        """The wallet's latest word on the player's limits: none given forgets earlier
+        ones (the wallet lifted them)."""
+        if limits == NO_LIMITS:
+            self.limits.pop(player_id, None)
+            return
+        self.limits[player_id] = limits
+        self.limits.move_to_end(player_id)
+        while len(self.limits) > MAX_SESSIONS:
+            self.limits.popitem(last=False)
+
+    def limits_of(self, player_id: str) -> WalletLimits:
+        return self.limits.get(player_id, NO_LIMITS)
+
 
 @dataclass(frozen=True, slots=True)
 class WalletSession:
     player_id: str
     currency: str
     balance: int | None
+    limits: WalletLimits = NO_LIMITS
 
 
 BalanceListener = Callable[[str, str, int], None]
@@ -335,11 +356,14 @@ class Seamless:
         ``cut_short``: the deadline is crashd's own (a debit must be confirmed before
         betting closes), sooner than the partner's timeout — running out of it says
         nothing about the wallet, so it gives the breaker no verdict (else the debits in
-        flight at every close of a busy round would open the breaker)."""
+        flight at every close of a busy round would open the breaker). Nor does a call
+        that never left crashd (``not_sent``: still waiting for a connection)."""
         sent = await wallet.port.send(request, deadline)
         answer = sent.answer
         usable = answer.outcome is not Outcome.UNKNOWN
-        if cut_short and answer.outcome is Outcome.UNKNOWN and answer.code == "timeout":
+        if answer.outcome is Outcome.UNKNOWN and (
+            answer.code == contract.NOT_SENT or (cut_short and answer.code == "timeout")
+        ):
             wallet.breaker.release(probe)
             return sent
         wallet.breaker.record(
@@ -406,6 +430,9 @@ class Seamless:
             raise GameError(TOO_MANY_BETS, round_id=round_id)
         if sequencer.paused and sequencer.current.phase is not Phase.BETTING:
             raise GameError(GAME_PAUSED)
+        limit = wallet.limits_of(player.user_id).max_stake
+        if limit is not None and stake > limit:
+            raise GameError(WALLET_STAKE_TOO_LARGE, max_stake=limit)
         probe = self._admit(wallet)
         tx_id = contract.debit_id(ticket_id)
         try:
@@ -455,7 +482,8 @@ class Seamless:
                 balance=answer.balance,
             )
         if answer.outcome is Outcome.UNKNOWN:
-            code = WALLET_TIMEOUT if answer.code == "timeout" else WALLET_ERROR
+            timed_out = answer.code in ("timeout", contract.NOT_SENT)
+            code = WALLET_TIMEOUT if timed_out else WALLET_ERROR
             await self._close_debit(tx_id, CANCELLED, code, sent, reply)
             raise GameError(code, reason=answer.code)
         if after_close and engine.sequencer.current.phase is Phase.BETTING:
@@ -589,9 +617,15 @@ class Seamless:
             )
         if token is not None:
             wallet.remember_session(player, token)
+        limits = contract.limits_of(answer)
+        wallet.remember_limits(player, limits)
         if balance is not None and self.on_balance is not None:
             self.on_balance(partner_id, player, balance)
-        return WalletSession(player, currency, balance)
+        return WalletSession(player, currency, balance, limits)
+
+    def limits(self, player: Player) -> WalletLimits:
+        """The wallet's limits for ``player`` (from its last ``session.verify``)."""
+        return self._partner(player.partner_id).limits_of(player.user_id)
 
     # -- the operator -----------------------------------------------------------------
 

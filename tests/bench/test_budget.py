@@ -61,7 +61,9 @@ def test_fanout_scales_its_points(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     full = _plan(fanout, monkeypatch, _ctx(tmp_path, 270))[0]
     big = _plan(fanout, monkeypatch, _ctx(tmp_path, 1200))[0]
     assert quick.ladder == "200" and quick.rates == "20"
-    assert set(quick.servers.split(",")) == set(fanout.DEFAULT_SERVERS)
+    # Every server, and the feed spread over an engine and two edges beside them.
+    assert set(quick.servers.split(",")) == {*fanout.DEFAULT_SERVERS, *fanout.EDGE_SERVERS}
+    assert quick.edges == full.edges == 2 and set(full.servers.split(",")) >= {"edges-unix"}
     assert quick.duration <= full.duration < big.duration <= 15
     assert Path(full.out).is_relative_to(tmp_path)
 

@@ -25,6 +25,7 @@ from bench.game import (
     RoundResult,
     ServerBet,
     Settlement,
+    reconcile_wallet,
     verify_settlement,
 )
 from bench.suite import BENCHES, percentile, validate_row
@@ -143,6 +144,59 @@ def test_a_double_settlement_is_caught_three_ways() -> None:
     v = verify_settlement(bets, server, rounds, balances=paid_twice, funded=FUNDED)
     assert any(p.startswith("user u1") for p in v.problems)
     assert any(p.startswith("money:") for p in v.problems)
+
+
+def _refused(user: str, code: str, ticket: str = "") -> Bet:
+    b = Bet(user, f"key-{user}-{code}", "rest", 100, None, None, 1)
+    b.status, b.code, b.refused_ticket = 422 if code != "wallet_timeout" else 504, code, ticket
+    return b
+
+
+def _wallet_tx(tx_id: str, call: str, ref: str | None = None, status: int = 200) -> dict[str, Any]:
+    applied = int(status == 200)
+    return {"tx_id": tx_id, "call": call, "ref_tx_id": ref, "status": status, "applied": applied}
+
+
+def test_the_wallet_reconciliation_tells_refusals_apart_and_catches_a_bet_without_a_debit() -> None:
+    """Seamless: a bet refused before any debit, one whose debit never reached the
+    wallet (only crashd's rollback of it is there), one debited then rolled back, and
+    two that played are each counted as what they are; a bet that played without a debit
+    the wallet applied, or a refused one whose debit the wallet keeps, is a problem."""
+    played = [bet("u1", "t_a1", 1, 100), bet("u2", "t_b2", 1, 100)]
+    refused = [
+        _refused("u3", "too_many_bets"),
+        _refused("u4", "wallet_timeout", "t_c3"),
+        _refused("u5", "round_closed", "t_d4"),
+    ]
+    txs = [
+        _wallet_tx("dbt_a1", "debit"),
+        _wallet_tx("crd_a1", "credit", "dbt_a1"),
+        _wallet_tx("dbt_b2", "debit"),
+        _wallet_tx("crd_b2", "credit", "dbt_b2"),
+        _wallet_tx("rbk_c3", "rollback", "dbt_c3"),  # a debit it never saw
+        _wallet_tx("dbt_d4", "debit"),
+        _wallet_tx("rbk_d4", "rollback", "dbt_d4"),
+    ]
+    rec = reconcile_wallet(played + refused, txs)
+    assert rec.problems == []
+    assert rec.played == 2
+    assert rec.refused_unsent == {"wallet_timeout": 1}
+    assert rec.refused_rolled_back == {"round_closed": 1}
+    assert rec.refused_before_debit == {"too_many_bets": 1}
+    assert "1 whose debit never reached the wallet" in rec.summary()
+    # A late debit the wallet refused (tx_rolled_back) is no debit either.
+    late = [*txs, _wallet_tx("dbt_c3", "debit", status=409)]
+    assert reconcile_wallet(played + refused, late).refused_unsent == {"wallet_timeout": 1}
+
+    no_debit = [t for t in txs if t["tx_id"] != "dbt_b2"]
+    rec = reconcile_wallet(played + refused, no_debit)
+    assert any("t_b2" in p and "without a debit" in p for p in rec.problems), rec.problems
+    kept = [t for t in txs if t["tx_id"] != "rbk_d4"]
+    rec = reconcile_wallet(played + refused, kept)
+    assert any("t_d4" in p and "never rolled back" in p for p in rec.problems), rec.problems
+    twice = [*txs, _wallet_tx("rbk_a1", "rollback", "dbt_a1")]
+    rec = reconcile_wallet(played + refused, twice)
+    assert any("t_a1" in p and "closed by 2" in p for p in rec.problems), rec.problems
 
 
 def test_a_settlement_its_user_channel_never_announced_is_caught() -> None:

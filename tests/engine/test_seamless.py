@@ -21,6 +21,7 @@ from crashd.engine.reasons import GAME_PAUSED, WALLET_TIMEOUT
 from crashd.engine.round.config import RoundConfig
 from crashd.engine.round.tables import Phase
 from crashd.engine.wallet.breaker import Breaker, BreakerState
+from crashd.engine.wallet.contract import Outcome
 from crashd.engine.wallet.retry import Backoff
 from crashd.engine.wallet.seamless import PartnerWallet, Seamless
 from crashd.engine.wallet.signing import HmacSha256Signer
@@ -202,4 +203,67 @@ async def test_a_debit_cut_short_by_the_close_of_betting_is_no_wallet_failure(
         assert breaker.state is BreakerState.CLOSED
         assert await mock.violations() == []
         engine.stop(void=True)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_call_that_never_left_crashd_says_so_and_is_no_wallet_failure(
+    tmp_path: Path,
+) -> None:
+    """The pool's one connection is held by a slow call past the next call's deadline:
+    that call never reached the wallet — ``not_sent`` (the wallet has no record of it;
+    one that was written and went unanswered is a ``timeout``) — and since it says
+    nothing of the wallet, the breaker (tripping on the first failure) stays closed."""
+    from crashd.engine.reasons import WALLET_UNAVAILABLE
+    from crashd.engine.wallet import contract
+
+    async with (
+        running_mock(tmp_path, latency_ms=600) as mock,
+        open_ledger(tmp_path / "ledger.sqlite3", synchronous="NORMAL") as ledger,
+        wallet_client(1) as client,
+        trio.open_nursery() as nursery,
+    ):
+        await mock.fund("alice", 1000)
+        port = HttpWalletPort(
+            client,
+            mock.url,
+            HmacSha256Signer(WALLET_SECRET),
+            environment="sandbox",
+            partner_id=PARTNER,
+        )
+        answers: dict[str, contract.Answer] = {}
+
+        async def debit(tx_id: str, within_s: float) -> None:
+            request = contract.debit(tx_id, "alice", CURRENCY, 100, 1, "t_" + tx_id[4:])
+            answers[tx_id] = (await port.send(request, trio.current_time() + within_s)).answer
+
+        async with trio.open_nursery() as calls:
+            calls.start_soon(debit, "dbt_a1", 0.3)  # written, unanswered in time
+            await trio.sleep(0.05)
+            calls.start_soon(debit, "dbt_b2", 0.1)  # waits for the one connection
+        assert (answers["dbt_a1"].outcome, answers["dbt_a1"].code) == (Outcome.UNKNOWN, "timeout")
+        assert (answers["dbt_b2"].outcome, answers["dbt_b2"].code) == (
+            Outcome.UNKNOWN,
+            contract.NOT_SENT,
+        )
+        await trio.sleep(0.8)  # the mock answers (and records) what reached it
+        seen = {t["tx_id"] for t in await mock.transactions()}
+        assert "dbt_b2" not in seen
+
+        # Through the driver: a balance read that never left crashd opens no breaker.
+        engine = Engine(
+            games=ChainReader(SPEC).games(1),
+            salt="s",
+            first_game=1,
+            config=RoundConfig(betting_ms=300, pause_ms=100),
+        )
+        breaker = Breaker(threshold=1)
+        wallets = {PARTNER: PartnerWallet(PARTNER, CURRENCY, port, timeout_ms=100, breaker=breaker)}
+        seamless = Seamless(Game(engine, ledger), wallets, environment="sandbox")
+        nursery.start_soon(debit, "dbt_c3", 5.0)  # holds the connection for 600 ms
+        await trio.sleep(0.05)
+        with pytest.raises(GameError) as refused:
+            await seamless.balance(ALICE)
+        assert refused.value.code == WALLET_UNAVAILABLE
+        assert refused.value.extra["reason"] == contract.NOT_SENT
+        assert breaker.state is BreakerState.CLOSED
         nursery.cancel_scope.cancel()

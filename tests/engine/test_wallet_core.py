@@ -99,6 +99,39 @@ def test_any_bytes_are_an_answer_never_an_exception(raw: bytes, status: int) -> 
     assert interpret(DEBIT, status, raw, True).outcome in Outcome
 
 
+VERIFY = contract.session_verify("launch-1")
+
+
+@pytest.mark.parametrize(
+    ("limits", "max_stake"),
+    [
+        ({"max_stake": 500}, 500),
+        ({"max_stake": 500, "max_loss": 9}, 500),  # what crashd does not apply is ignored
+        ({}, None),
+        ({"max_stake": 0}, None),
+        ({"max_stake": -5}, None),
+        ({"max_stake": 5.5}, None),
+        ({"max_stake": True}, None),
+        ({"max_stake": "500"}, None),
+        ({"max_stake": 10**30}, None),
+        ("500", None),
+        (None, None),
+    ],
+)
+def test_session_verify_may_give_limits(limits: object, max_stake: int | None) -> None:
+    raw = body(status="ok", player_id="kim", currency="EUR", balance=10, limits=limits)
+    answer = interpret(VERIFY, 200, raw, True)
+    assert contract.limits_of(answer).max_stake == max_stake
+    assert contract.limits_of(answer).to_json() == {"max_stake": max_stake}
+
+
+@given(st.dictionaries(st.text(max_size=10), st.none() | st.integers() | st.text(max_size=5)))
+def test_any_limits_are_read_never_an_exception(limits: dict[str, object]) -> None:
+    raw = body(status="ok", player_id="kim", currency="EUR", limits=limits)
+    got = contract.limits_of(interpret(VERIFY, 200, raw, True)).max_stake
+    assert got is None or (type(got) is int and got == limits.get("max_stake") and got >= 1)
+
+
 def test_the_hmac_signer() -> None:
     signer = HmacSha256Signer("wallet-secret-0123456789")
     assert string_to_sign(1767225600, "/w/debit", b"{}") == b"1767225600\n/w/debit\n{}"

@@ -580,3 +580,39 @@ async def test_edges_share_one_port(tmp_path: Path) -> None:
             for ws in sockets:
                 await ws.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_an_edge_joining_before_the_first_frame_syncs_on_a_keyframe(redis_url: str) -> None:
+    """An engine that has published nothing yet (seq 0) still leaves keyframes in the
+    stream for an edge that joins later (trimming to the replay window once dropped
+    each one as it was written: such an edge waited for the first frame)."""
+    from crashd.api.edge.links import open_link
+    from crashd.api.edge.streams import StreamOutlet, follow_stream
+
+    class Live:
+        def public(self) -> dict[str, Any]:
+            return {"status": "betting"}
+
+        def rest_body(self) -> bytes:
+            return b"{}"
+
+    prefix = f"test-seq0-{random.randrange(1 << 30)}"
+    hub = Hub(snapshot=lambda channel: {})
+    relay = FeedRelay(hub, Live(), tick_s=0.02, keyframe_every_s=0.05)
+    async with open_link(redis_url) as link, trio.open_nursery() as nursery:
+        outlet = StreamOutlet(relay, link, prefix=prefix)
+        await nursery.start(outlet.run)
+        nursery.start_soon(relay.run)
+        with trio.fail_after(10):
+            while outlet.stats_written < 5:  # several keyframes, no frame
+                await trio.sleep(0.02)
+        assert hub.seq == 0
+        edge = EdgeHub()
+        with trio.fail_after(5):
+            await nursery.start(
+                lambda task_status: follow_stream(
+                    link, edge, lambda epoch: None, prefix=prefix, task_status=task_status
+                )
+            )
+        assert edge.synced and edge.epoch == hub.epoch
+        nursery.cancel_scope.cancel()

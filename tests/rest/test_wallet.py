@@ -2,7 +2,8 @@
 the wallet, wins are credited (0 for a loss), refusals are passed on, a debit without a
 final answer never plays and is rolled back, cash-outs never wait for the wallet, the
 circuit breaker pauses and resumes bets, the failed queue is resolved, launch sessions,
-reconciliation (JSON, CSV, calls, daily summary), and transfer partners untouched."""
+reconciliation (JSON, CSV, calls, daily summary), the wallet's limits from session.verify,
+receipts on seamless bets and cash-outs, and transfer partners untouched."""
 
 from __future__ import annotations
 
@@ -116,6 +117,7 @@ async def test_a_bet_debits_the_wallet_and_its_win_is_credited(db: Backend, tmp_
             "available": 9000 + payout,
             "source": "wallet",
             "owed": 0,
+            "limits": {"max_stake": None},
         }
         # Reconciliation: transactions (filtered), CSV, the calls and their answers.
         r = await api.get("/api/v1/wallet/transactions", user_id="alice", include_calls="true")
@@ -459,6 +461,112 @@ async def test_launch_sessions(tmp_path: Path) -> None:
         finally:
             conn.close()
         assert logged and not any("launch-ok" in text for text in logged)  # only hashed
+
+
+async def test_the_wallets_limits_are_applied_and_shown(tmp_path: Path) -> None:
+    """The limits ``session.verify`` gives (a max stake) are shown with the session and
+    the balance, and a bet above them is refused ``wallet_stake_too_large`` before the
+    wallet is asked (the mock would refuse it too, as ``limit_reached``: that code
+    would mean crashd sent the debit). A later session without limits lifts them."""
+    async with seamless_game(tmp_path) as g:
+        await g.mock.fund("kim", 5000, max_stake=300)
+        await g.mock.fund("lee", 5000, max_stake=300)  # never launched: no limits known
+        r = await g.mock.admin.post(
+            "/admin/sessions", json={"token": "launch-ok", "player_id": "kim", "ttl_s": 3600}
+        )
+        assert r.status_code == 200
+        r = await g.api.client.post(
+            "/api/v1/wallet/session", json={"partner_id": PARTNER, "launch_token": "launch-ok"}
+        )
+        assert r.status_code == 201, r.text
+        session = r.json()
+        assert session["limits"] == {"max_stake": 300}
+        as_kim = {"Authorization": f"Bearer {session['token']}"}
+        r = await g.api.client.get(
+            "/api/v1/user/balance", params={"user_id": "kim"}, headers=as_kim
+        )
+        assert r.status_code == 200 and r.json()["limits"] == {"max_stake": 300}, r.text
+        await g.api.wait_status("betting", timeout=30)
+        before = await g.mock.transactions()
+        for amount in (301, 5000):
+            r = await bet(g.api, "kim", amount)
+            assert r.status_code == 422, r.text
+            problem = r.json()
+            assert problem["code"] == "wallet_stake_too_large" and problem["max_stake"] == 300
+        assert await g.mock.transactions() == before  # the wallet was never asked
+        assert not any(t[1] == "debit" for t in g.crashd_txs())  # nothing recorded
+        assert (await g.mock.balances())["kim"] == 5000
+        r = await bet(g.api, "kim", 300)
+        assert r.status_code == 201, r.text
+        placed = r.json()
+        # A player whose limits crashd never learnt: the wallet's own refusal, passed on.
+        r = await bet(g.api, "lee", 400)
+        assert r.json()["code"] == "wallet_limit_reached", r.text
+        # The wallet lifts the limit: the next session says so, and crashd forgets it.
+        await g.mock.fund("kim", 4700, max_stake=None)
+        r = await g.mock.admin.post(
+            "/admin/sessions", json={"token": "launch-ok", "player_id": "kim", "ttl_s": 3600}
+        )
+        r = await g.api.client.post(
+            "/api/v1/wallet/session", json={"partner_id": PARTNER, "launch_token": "launch-ok"}
+        )
+        assert r.json()["limits"] == {"max_stake": None}, r.text
+        await g.api.wait_round_over(placed["round_id"])
+        await g.api.wait_status("betting", timeout=30)
+        r = await bet(g.api, "kim", 400)
+        assert r.status_code == 201, r.text
+        await g.drained()
+        audited(g)
+        assert await g.mock.violations() == []
+
+
+async def test_a_seamless_bet_and_its_cash_out_carry_receipts_that_verify(
+    tmp_path: Path,
+) -> None:
+    """As a transfer partner's (docs/fairness.md): the bet's answer and its cash-out's
+    carry signed receipts, a retry gets the same receipt, the bet is in its round's
+    transcript, and ``audit`` finds the receipts, the transcript and the re-run agree."""
+    from crashd.api.cli.audit import KEYS_PATH, keys_of
+    from crashd.engine.settlement.audit import audit as audit_transcripts
+
+    async with seamless_game(tmp_path) as g:
+        api = g.api
+        await g.mock.fund("alice", 10_000)
+        await api.wait_status("betting", timeout=30)
+        key = uuid.uuid4().hex
+        r = await bet(api, "alice", 1000, key=key)
+        assert r.status_code == 201, r.text
+        placed = r.json()
+        receipt = placed["receipt"]
+        assert receipt is not None, placed
+        assert (receipt["kind"], receipt["ticket_id"], receipt["round_id"], receipt["stake"]) == (
+            "bet",
+            placed["ticket_id"],
+            placed["round_id"],
+            1000,
+        )
+        again = await bet(api, "alice", 1000, key=key)
+        assert again.status_code == 201 and again.json()["receipt"] == receipt  # stored
+        await api.wait_status("running", timeout=30)
+        r = await api.post(f"/api/v1/bets/{placed['ticket_id']}/cashout", {"user_id": "alice"})
+        assert r.status_code == 200, r.text
+        cashout = r.json()["receipt"]
+        assert cashout is not None and cashout["kind"] == "cashout", r.text
+        assert cashout["payout"] == r.json()["payout"]
+        await api.wait_round_over(placed["round_id"])
+        r = await api.get(f"/api/v1/game/rounds/{placed['round_id']}/transcript")
+        assert r.status_code == 200, r.text
+        transcript = r.json()
+        logged = [e for e in transcript["log"] if e.get("ticket_id") == placed["ticket_id"]]
+        assert [e["op"] for e in logged][:1] == ["bet"], transcript["log"]
+        keys = keys_of((await api.client.get(KEYS_PATH)).json())
+        report = audit_transcripts([transcript], keys, receipts=[receipt, cashout])
+        assert report.ok and report.receipts == 2 and not report.unchecked, report.to_dict()
+        # A receipt the transcript does not back is found: the check can fail.
+        forged = {**cashout, "payout": cashout["payout"] + 1}
+        assert not audit_transcripts([transcript], keys, receipts=[forged]).ok
+        await g.drained()
+        audited(g)
 
 
 async def test_transfer_partners_play_as_before(tmp_path: Path) -> None:

@@ -248,6 +248,54 @@ async def test_the_engine_keeps_its_place_in_the_command_stream(
     assert [stake for _, stake, _ in bets_of(config.database)] == [250]
 
 
+async def test_an_api_process_reads_the_operators_records_from_the_database(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The audit log and the PSP events are reads: an API process serves them from the
+    database, as the engine does; a demo session's grant goes to the engine; the
+    controls that act on the engine refuse there."""
+    config = cluster_config(tmp_path, redis_url)
+    async with running_server(config) as engine, api_process(config) as proc:
+        _, ops = make_key(config, "admin:read,admin:control")
+        async with (
+            httpx.AsyncClient(base_url=engine.url, timeout=15) as direct,
+            httpx.AsyncClient(base_url=proc.server.url, timeout=15) as remote,
+        ):
+            here, there = Api(direct, ops), Api(remote, ops)
+            for action in ("pause", "resume"):
+                r = await here.post(f"/api/v1/admin/{action}", {"note": "from the engine"})
+                assert r.status_code in (200, 201), r.text
+            for path in ("/api/v1/admin/audit", "/api/v1/admin/psp-events"):
+                mine, theirs = await here.get(path), await there.get(path)
+                assert mine.status_code == theirs.status_code == 200, theirs.text
+                assert mine.json() == theirs.json()
+            actions = [
+                e["action"] for e in (await there.get("/api/v1/admin/audit")).json()["entries"]
+            ]
+            assert actions[:2] == ["resume", "pause"]
+            refused = await there.post("/api/v1/admin/pause", {"note": "from an API process"})
+            assert refused.status_code == 503 and refused.json()["code"] == "engine_unavailable"
+            # A demo session: the token made here, the grant made by the engine.
+            demo = await remote.post("/api/v1/sandbox/session", json={})
+            assert demo.status_code == 201, demo.text
+            player = demo.json()
+            assert player["credited"] > 0 and player["balance"]["available"] == player["credited"]
+            seen = await direct.get(
+                "/api/v1/user/balance",
+                params={"user_id": player["user_id"]},
+                headers={"Authorization": f"Bearer {player['token']}"},
+            )
+            assert seen.status_code == 200, seen.text
+            assert seen.json()["available"] == player["credited"]
+            renewed = await remote.post("/api/v1/sandbox/session", json={"token": player["token"]})
+            assert renewed.status_code == 201 and renewed.json()["user_id"] == player["user_id"]
+            assert renewed.json()["credited"] == 0  # not broke: nothing granted again
+            # Ready for its load balancer: the engine's state has come, the reads are open.
+            ready = await remote.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"] == {"engine": "ok", "ledger": "ok"}
+
+
 @asynccontextmanager
 async def api_process_after_engine(config: Config) -> AsyncIterator[tuple[ApiInfo, Any]]:
     """An engine and an API process; ``restart(nursery, during)`` stops the engine,

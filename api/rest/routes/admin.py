@@ -460,7 +460,8 @@ class AuditQuery:
 async def audit_log(*, principal: Principal, query: AuditQuery) -> Response:
     services = current_services()
     limit = query.limit or 50
-    entries = await services.require_game().game.ledger.audit_entries(
+    # A read: from the database, in an API process too (``require_ledger``).
+    entries = await services.require_ledger().audit_entries(
         services.config.environment,
         actions=(query.action,) if query.action else (),
         limit=limit,
@@ -545,7 +546,7 @@ async def revoke_key(
 @requires_scope(SCOPE_ADMIN_READ, tokens=True)
 async def psp_events(*, principal: Principal) -> Response:
     services = current_services()
-    events = await services.require_game().game.ledger.recent_ops(
+    events = await services.require_ledger().recent_ops(
         ("psp_deposit", "psp_withdrawal", "psp_withdrawal_reversal"), 20
     )
     return json_response(

@@ -32,7 +32,7 @@ from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import Services, current_services
 from crashd.api.wallet.bets import (
-    WALLET_PROBLEMS,
+    WALLET_BET_PROBLEMS,
     refuse_two_phase,
     seamless_of,
     seamless_place_now,
@@ -346,7 +346,7 @@ PLACED_ONCE_SCHEMA: dict[str, Any] = {
         "engine_unavailable",
         "round_closed",
         "bet_busy",
-        *WALLET_PROBLEMS,
+        *WALLET_BET_PROBLEMS,
     ),
     links={
         "status": {
@@ -386,7 +386,7 @@ async def place_now(
     game = services.require_game().game
     seamless = seamless_of(services, principal.partner_id)
     if seamless is not None:
-        return await seamless_place_now(seamless, principal, idempotency, body)
+        return await seamless_place_now(seamless, principal, idempotency, body, services.notary)
     ticket_id = ticket_for(idempotency.scoped_id)
 
     def render(result: Result) -> tuple[int, Any]:

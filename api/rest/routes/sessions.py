@@ -7,6 +7,7 @@ and limited per client IP (``rate_limit_sessions``, see ``guard.SESSION_PATHS``)
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -14,15 +15,18 @@ from typing import Annotated, Any
 
 from quart import Blueprint, Response
 
+from crashd.api.rest.commands import forwarded_query
 from crashd.api.rest.contract import documented, json_body, json_response
 from crashd.api.rest.problems import Problem
 from crashd.api.rest.validation import String
 from crashd.api.security import feedtokens
 from crashd.api.security import sessions as house
+from crashd.api.security.keys import Principal
 from crashd.api.services import Services, current_services
 from crashd.api.wire import API_PREFIX
 from crashd.engine.bounds import MAX_MULTIPLIER, MIN_AUTO_CASHOUT
 from crashd.engine.fairness import HOUSE_EDGE_NUMERATOR
+from crashd.engine.ledger.model import Balance
 from crashd.engine.round.config import RoundConfig
 from crashd.engine.round.tables import Phase
 
@@ -256,7 +260,6 @@ async def demo(*, body: DemoBody) -> Response:
     if services.config.environment != "sandbox":
         raise Problem("sessions_disabled", "demo sessions are for sandbox servers only")
     key_id = await _enabled(services, services.house.demo)
-    ledger = services.require_game().game.ledger
     environment = services.config.environment
     if body.token is not None:
         holder = await services.authenticator.authenticate_token(
@@ -271,24 +274,15 @@ async def demo(*, body: DemoBody) -> Response:
         user_id = holder.user_id
     else:
         user_id = house.DEMO_USER_PREFIX + secrets.token_hex(8)
-    balance = await ledger.balance(
-        environment=environment, partner_id=house.DEMO_PARTNER, user_id=user_id
-    )
-    credited = 0
-    if balance.available < services.config.min_stake:
-        credited = max(house.DEMO_GRANT, services.config.min_stake) - balance.available
-        # A unique op per grant: a retried request may grant twice, which in a sandbox
-        # costs nothing (and the grant only tops a broke player up).
-        await ledger.faucet_credit(
-            f"session:{user_id}:{secrets.token_hex(8)}",
-            partner_id=house.DEMO_PARTNER,
-            user_id=user_id,
-            amount=credited,
-            environment=environment,
-        )
-        balance = await ledger.balance(
-            environment=environment, partner_id=house.DEMO_PARTNER, user_id=user_id
-        )
+    # The grant is a ledger write: the engine makes it (in a process without the
+    # engine, through the command stream: ``demo_grant_now`` is a forwarded query).
+    principal = Principal(key_id, house.DEMO_PARTNER, environment, frozenset(house.DEMO_SCOPES))
+    grant = await demo_grant_now(principal, user_id)
+    if grant.status_code != 200:
+        return grant  # the engine's refusal (its ledger unavailable, say), as it is
+    granted = json.loads(await grant.get_data())
+    credited = int(granted["credited"])
+    balance = Balance(int(granted["posted"]), int(granted["pending"]), int(granted["available"]))
     answer = _session(services, key_id, house.DEMO_PARTNER, frozenset(house.DEMO_SCOPES), user_id)
     answer.update(
         {
@@ -307,3 +301,40 @@ async def demo(*, body: DemoBody) -> Response:
     )
     # 201 both ways: a renewal, too, creates a new token.
     return json_response(answer, status=201, headers={"Cache-Control": "no-store"})
+
+
+@forwarded_query("demo_grant", str)
+async def demo_grant_now(
+    principal: Principal, user_id: str, services: Services | None = None
+) -> Response:
+    """Top a broke demo player up (``POST /sandbox/session``): the balance after it, and
+    what was credited (0 when the player could still bet)."""
+    services = services or current_services()
+    ledger = services.require_game().game.ledger
+    environment = principal.environment
+    balance = await ledger.balance(
+        environment=environment, partner_id=house.DEMO_PARTNER, user_id=user_id
+    )
+    credited = 0
+    if balance.available < services.config.min_stake:
+        credited = max(house.DEMO_GRANT, services.config.min_stake) - balance.available
+        # A unique op per grant: a retried request may grant twice, which in a sandbox
+        # costs nothing (and the grant only tops a broke player up).
+        await ledger.faucet_credit(
+            f"session:{user_id}:{secrets.token_hex(8)}",
+            partner_id=house.DEMO_PARTNER,
+            user_id=user_id,
+            amount=credited,
+            environment=environment,
+        )
+        balance = await ledger.balance(
+            environment=environment, partner_id=house.DEMO_PARTNER, user_id=user_id
+        )
+    return json_response(
+        {
+            "credited": credited,
+            "posted": balance.posted,
+            "pending": balance.pending,
+            "available": balance.available,
+        }
+    )

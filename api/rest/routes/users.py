@@ -16,7 +16,13 @@ from crashd.api.security.auth import require_user, requires_scope
 from crashd.api.security.guard import signed
 from crashd.api.security.keys import Principal
 from crashd.api.services import Services, current_services
-from crashd.api.wallet.bets import WALLET_PROBLEMS, game_problem, refuse_two_phase, seamless_of
+from crashd.api.wallet.bets import (
+    WALLET_LIMITS_SCHEMA,
+    WALLET_PROBLEMS,
+    game_problem,
+    refuse_two_phase,
+    seamless_of,
+)
 from crashd.api.wire import API_PREFIX
 from crashd.engine.game import GameError, Player
 from crashd.engine.ledger.model import Posted, Result
@@ -46,6 +52,7 @@ BALANCE_SCHEMA: dict[str, Any] = {
             "description": "seamless partners: wins and refunds crashd has yet to deliver "
             "to the wallet (its outbox)",
         },
+        "limits": WALLET_LIMITS_SCHEMA,
     },
 }
 
@@ -60,10 +67,9 @@ async def _balance_body(principal: Principal, user_id: str) -> dict[str, Any]:
     ledger = services.require_ledger()
     seamless = seamless_of(services, principal.partner_id)
     if seamless is not None:
+        player = Player(principal.environment, principal.partner_id, user_id)
         try:
-            available, owed = await seamless.balance(
-                Player(principal.environment, principal.partner_id, user_id)
-            )
+            available, owed = await seamless.balance(player)
         except GameError as err:
             raise game_problem(err) from None
         return {
@@ -74,6 +80,7 @@ async def _balance_body(principal: Principal, user_id: str) -> dict[str, Any]:
             "available": available,
             "source": "wallet",
             "owed": owed,
+            "limits": seamless.limits(player).to_json(),
         }
     balance = await ledger.balance(
         environment=principal.environment, partner_id=principal.partner_id, user_id=user_id
