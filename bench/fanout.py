@@ -411,6 +411,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rates", default="10,20", help="tick rates in Hz")
     p.add_argument(
+        "--edge-rates",
+        default="",
+        help="tick rates for the edges servers (default: --rates); `bench all` climbs them at "
+        "20 Hz only, where their cost is compared with the hub's, to fit its budget",
+    )
+    p.add_argument(
         "--ladder", default="500,1000,2500,5000,6000,7500,10000,12500", help="N values to climb"
     )
     p.add_argument(
@@ -482,9 +488,10 @@ def run(ctx: Context) -> list[Row]:
         servers = ",".join((*DEFAULT_SERVERS, *EDGE_SERVERS))
         # A point costs its duration plus ~4 s (start, connect, warm-up, drain); a
         # server's climb stops at its first failure, so plan for ~4 points per climb.
-        per_point = ctx.seconds / (servers.count(",") + 1) / (len(rates) * 4)
+        climbs = len(DEFAULT_SERVERS) * len(rates) + len(EDGE_SERVERS)  # edges: 20 Hz only
+        per_point = ctx.seconds / (climbs * 4)
         duration = max(2.0, min(15.0, per_point - 4))
-        argv = ["--servers", servers, "--rates", ",".join(map(str, rates))]
+        argv = ["--servers", servers, "--rates", ",".join(map(str, rates)), "--edge-rates", "20"]
         argv += ["--ladder", ",".join(map(str, ladder)), "--duration", f"{duration:.0f}"]
         argv += ["--runs", "1", "--edges", "2"]
     argv += ["--out", str(ctx.out / "fanout")]
@@ -559,12 +566,17 @@ def _measure(
             "fanout: note: only one CPU; server and load generator share it (figures are pessimistic)"
         )
     rates = [float(r) for r in args.rates.split(",")]
+    edge_rates = [float(r) for r in args.edge_rates.split(",")] if args.edge_rates else rates
+
+    def rates_of(server: str) -> list[float]:
+        return edge_rates if fanout_edges.is_edges(server) else rates
+
     ladder = [int(x) for x in args.ladder.split(",")]
     points: list[Point] = []
     sustained: dict[tuple[str, float], int] = {}
-    planned = len(servers) * len(rates) * len(ladder) * args.runs
+    planned = sum(len(rates_of(s)) for s in servers) * len(ladder) * args.runs
     for server in servers:
-        for rate in rates:
+        for rate in rates_of(server):
             sustained[(server, rate)] = 0
             for n in ladder:
                 runs = []
