@@ -101,6 +101,7 @@ def test_the_operator_page_shows_the_house_and_steers_the_game(
     # that lands as betting closes is refused with its code and changes nothing; the
     # next round's click then voids.
     driver.execute_script("window.confirm = () => true;")
+    refused = False
     for _ in range(5):
         wait_for(lambda: driver.find_element("id", "void").is_enabled(), what="a voidable round")
         driver.execute_script("document.getElementById('action-result').textContent = ''")
@@ -109,6 +110,7 @@ def test_the_operator_page_shows_the_house_and_steers_the_game(
         if result.startswith("Done"):
             break
         assert "round_not_voidable" in result, result
+        refused = True
         wait_for(lambda: not driver.find_element("id", "void").is_enabled(), what="betting over")
     else:
         raise AssertionError("five voids in a row were too late")
@@ -143,7 +145,14 @@ def test_the_operator_page_shows_the_house_and_steers_the_game(
         )
     wait_for(lambda: "key_revoke" in audit_actions(driver), what="the revocation audited")
     assert int(driver.find_element("id", "bets-chart").get_attribute("data-rounds") or 0) >= 1
-    assert not [e for e in console_errors(driver) if e.get("level") == "SEVERE"]
+    # A void refused as betting closed is a 409 the browser logs as a failed load: the
+    # one console line the test expects (and only if it saw that refusal).
+    assert not [
+        e
+        for e in console_errors(driver)
+        if e.get("level") == "SEVERE"
+        and not (refused and "/api/v1/admin/void" in e.get("message", "") and "409" in e["message"])
+    ]
     shots(driver, "operator-after")
 
 

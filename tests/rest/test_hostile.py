@@ -464,6 +464,9 @@ def test_replays_are_refused(target: Target, amount: int) -> None:
 )
 def test_hostile_ids_in_paths(target: Target, ident: str, where: str) -> None:
     segment = quote(ident.encode("utf-8", "surrogatepass"), safe="%./")
+    # Dot segments alone ("." or "./.") are removed by the client before sending (RFC 3986
+    # remove_dot_segments): the request then names the collection, not a hostile id.
+    assume(not set(segment.split("/")) <= {".", ""})
     if where == "ticket":
         r = target.client.get(
             f"/api/v1/bets/{segment}", headers={"Authorization": f"Bearer {target.key}"}
