@@ -16,6 +16,8 @@ API_PREFIX = "/api/v1"
 """Every REST route lives under it."""
 FEED_PATH = f"{API_PREFIX}/ws"
 """The WebSocket feed's path (on the feed listener's port)."""
+READY_PATH = "/readyz"
+"""The readiness probe: the REST app's, and a feed edge's on its feed port."""
 WEBHOOK_PATH = f"{API_PREFIX}/psp/webhook"
 FEED_TOKEN_PATH = f"{API_PREFIX}/feed/token"
 

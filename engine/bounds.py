@@ -28,3 +28,11 @@ MAX_ID_LEN = 200
 """Longest idempotency, hold, ticket, partner or user id the ledger stores."""
 TOP_PARTICIPANTS = 10
 """The largest bets a live-state snapshot lists (the full list is paged)."""
+KEYFRAME_EVERY_S = 1.0
+"""The longest the engine's feed relay goes without a public keyframe (``STATE``): its
+edges' and API processes' sign of life, even in a paused game."""
+STALE_AFTER_S = 3 * KEYFRAME_EVERY_S
+"""A process serving the engine's state from its keyframes (an edge, an API process)
+whose newest one is older than this no longer passes it off as live: ``/readyz`` 503,
+``GET /game/state`` ``engine_unavailable``, an edge refuses new feed connections. Three
+keyframe periods: two may be late (a pause, a Redis blip, one blocking ``XREAD``)."""

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 
 class KeyframeLive:
-    """``GET /game/state``'s body from the engine's newest keyframe (encoded once each)."""
+    """``GET /game/state``'s body from the engine's newest keyframe (encoded once each),
+    while that keyframe is fresh (``EdgeHub.stale``): past ``STALE_AFTER_S`` without one
+    (Redis or the engine away) the state is no longer passed off as live."""
 
     def __init__(self, hub: EdgeHub) -> None:
         self.hub = hub
@@ -50,9 +52,14 @@ class KeyframeLive:
         self._body = b""
 
     def rest_body(self) -> bytes:
+        why = self.hub.stale()
         state = self.hub.public_state()
-        if state is None:
-            raise Problem("engine_unavailable", "no state from the engine yet")
+        if why is not None or state is None:
+            raise Problem(
+                "engine_unavailable",
+                why or "no state from the engine yet",
+                headers={"Retry-After": "1"},
+            )
         if state is not self._seen:
             self._seen = state
             self._body = json.dumps(state["rest"], separators=(",", ":")).encode()

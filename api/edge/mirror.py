@@ -20,12 +20,17 @@ reconnect finds the engine's replay buffer no longer reaching back to the edge, 
 replay buffer restarts empty at that ``seq``, so no resume can be served across the
 hole) and sends every subscriber a ``resync`` snapshot. An epoch change is the driver's
 to handle (it closes every connection with 1001 and calls :meth:`start`).
+
+Freshness: the engine sends a public keyframe at least every ``KEYFRAME_EVERY_S``; a hub
+whose newest one arrived more than ``STALE_AFTER_S`` ago (Redis or the engine away) says
+so (:meth:`stale`), and what serves from it stops passing its state off as live.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +38,7 @@ from typing import Any
 from crashd.api.feed.frames import encode_text
 from crashd.api.feed.hub import Frame, Hub, ReplayBuffer, Subscriber, encode_json
 from crashd.api.wire import parse_user_channel
+from crashd.engine.bounds import STALE_AFTER_S
 
 from .records import Kind, Record
 
@@ -77,6 +83,8 @@ class EdgeHub(Hub):
         *,
         want: Callable[[str], None] = _nothing,
         user_capacity: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        stale_after_s: float = STALE_AFTER_S,
         **kwargs: Any,
     ) -> None:
         super().__init__(snapshot=self._snapshot_of, **kwargs)
@@ -91,6 +99,10 @@ class EdgeHub(Hub):
         self.synced = False
         """A public keyframe has come: snapshots can be served (the listener opens)."""
         self.holding = False
+        self.clock = clock
+        self.stale_after_s = stale_after_s
+        self.keyframe_at: float | None = None
+        """When (``clock``) the newest public keyframe arrived; ``None``: none this epoch."""
         self.stats_gaps = 0
         self.stats_keyframes = 0
         self.stats_user_keyframes = 0
@@ -108,8 +120,22 @@ class EdgeHub(Hub):
         self._rebase_buffers(seq)
         self._public = None
         self._public_doc = None
+        self.keyframe_at = None
         self.synced = False
         self.holding = False
+
+    def stale(self) -> str | None:
+        """Why this hub's state is not the engine's live state (``None``: it is): no
+        keyframe yet, or the newest older than ``stale_after_s``."""
+        if self.keyframe_at is None or self._public is None:
+            return "no state from the engine yet"
+        age = self.clock() - self.keyframe_at
+        if age > self.stale_after_s:
+            return (
+                f"the engine's newest state is {age:.1f} s old (limit "
+                f"{self.stale_after_s:.1f} s): its stream stopped"
+            )
+        return None
 
     def _rebase_buffers(self, seq: int) -> None:
         self.replay = ReplayBuffer(self.replay.capacity)
@@ -153,6 +179,7 @@ class EdgeHub(Hub):
 
     def _state(self, record: Record) -> None:
         self.stats_keyframes += 1
+        self.keyframe_at = self.clock()
         self._public = record.data
         self._public_doc = None
         if record.seq < self.seq:

@@ -8,7 +8,8 @@ whatever the edges' subscriber counts. Keyframes follow:
 * ``STATE`` (the public channels' snapshot and ``GET /game/state``'s body) whenever the
   engine's live state was rebuilt — a phase change or a tick at once, other changes at
   most once a tick, as ``crashd.api.live.LiveState`` decides for the engine's own
-  readers — checked after each frame and each tick period, and at least once a second
+  readers — checked after each frame and each tick period, and at least every
+  ``KEYFRAME_EVERY_S`` (``crashd.engine.bounds``)
   (the edges' sign of life, and the point a lagging edge resynchronises at);
 * ``USER`` for a *watched* user channel after each of its frames, and once when an edge
   asks for it (``want``): an edge has a subscriber there. Watched channels are a bounded
@@ -27,6 +28,7 @@ import trio
 
 from crashd.api.feed.hub import Frame, Hub, encode_json
 from crashd.api.wire import ROUND_UPDATES, parse_user_channel
+from crashd.engine.bounds import KEYFRAME_EVERY_S
 
 from .records import Kind, Record
 
@@ -53,7 +55,7 @@ class FeedRelay:
         live: LiveView,
         *,
         tick_s: float = 0.05,
-        keyframe_every_s: float = 1.0,
+        keyframe_every_s: float = KEYFRAME_EVERY_S,
         watch_capacity: int = 100_000,
     ) -> None:
         self.hub = hub

@@ -5,7 +5,10 @@ same database), serves them with today's feed server and an ``EdgeHub`` kept in 
 with the engine over a Unix socket (``relay_socket``) or Redis (``redis_url``), and
 listens with ``SO_REUSEPORT``, so several edges on one machine share one port. Its
 listener opens only once the hub holds the engine's state (a client is never served an
-empty snapshot). Orders sent on its connections go to the engine over Redis, as API
+empty snapshot). ``GET /readyz`` on the feed port is its readiness probe: 503 while its
+newest keyframe is older than ``STALE_AFTER_S`` (Redis or the engine away), when new
+feed connections are refused with 503 too (connected clients stay, and are served
+again once the stream is back). Orders sent on its connections go to the engine over Redis, as API
 processes' commands do (``crashd.api.cluster``); with the Unix transport alone, orders
 are refused (``engine_unavailable``: send them to the engine's feed or to REST).
 """
@@ -101,6 +104,7 @@ async def run_edge(
                 feed_authenticator(authenticator),
                 feed_config or FeedConfig(reuse_port=True),
                 desk,
+                readiness=hub.stale,
             )
             port: int = await nursery.start(feed_server.serve, config.host, config.feed_port)
             host = f"[{config.host}]" if ":" in config.host else config.host

@@ -16,12 +16,14 @@ single heartbeat task serves every connection.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import h11
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
@@ -39,7 +41,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from crashd.api.security.keys import Principal
-from crashd.api.wire import FEED_PATH
+from crashd.api.wire import FEED_PATH, READY_PATH
 
 from .access import Authenticate, ConnectRateLimited
 from .hub import Hub
@@ -221,6 +223,7 @@ class _Upgrade:
     async def run(self) -> tuple[Connection | None, str | None]:
         """The accepted connection and the header credential; ``(None, None)`` if refused."""
         size = 0
+        raw: list[bytes] = []
         while True:
             data = await _recv(self.sock)
             if not data:
@@ -229,12 +232,15 @@ class _Upgrade:
             if size > self.server.config.max_handshake_bytes:
                 await self._reject(431, "request headers too large")
                 return None, None
+            raw.append(data)
             try:
                 self.handshake.receive_data(data)
                 for event in self.handshake.events():
                     if isinstance(event, Request):
                         return await self._on_request(event)
             except RemoteProtocolError as exc:
+                if self.server.readiness is not None and await self._probe(b"".join(raw)):
+                    return None, None
                 hint = self.handshake.send(exc.event_hint) if exc.event_hint else b""
                 await _send_all(self.sock, hint)
                 return None, None
@@ -254,11 +260,49 @@ class _Upgrade:
             out = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         await _send_all(self.sock, out)
 
+    async def _probe(self, raw: bytes) -> bool:
+        """Answer a plain ``GET /readyz`` (not an upgrade: wsproto refused it) with the
+        server's readiness; ``False``: not that request (wsproto's refusal stands)."""
+        assert self.server.readiness is not None
+        http = h11.Connection(h11.SERVER)
+        try:
+            http.receive_data(raw)
+            event = http.next_event()
+        except h11.RemoteProtocolError:
+            return False
+        if not isinstance(event, h11.Request) or event.method not in (b"GET", b"HEAD"):
+            return False
+        if event.target.split(b"?", 1)[0] != READY_PATH.encode():
+            return False
+        why = self.server.readiness()
+        body = json.dumps(
+            {
+                "status": "ready" if why is None else "not_ready",
+                "checks": {"stream": "ok" if why is None else why},
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"connection", b"close"),
+        ]
+        out = http.send(h11.Response(status_code=200 if why is None else 503, headers=headers))
+        out = (out or b"") + (http.send(h11.Data(data=body)) if event.method == b"GET" else b"")
+        await _send_all(self.sock, out + (http.send(h11.EndOfMessage()) or b""))
+        return True
+
     async def _on_request(self, request: Request) -> tuple[Connection | None, str | None]:
         config = self.server.config
         path = request.target.split("?", 1)[0]
         if path != config.path:
             await self._reject(404, f"the feed is at {config.path}")
+            return None, None
+        why = self.server.readiness() if self.server.readiness is not None else None
+        if why is not None:
+            # Out of rotation: a new client is better served by another edge (or by a
+            # retry) than by a state that stopped. Connected clients stay.
+            await self._reject(503, f"this edge is not ready: {why}")
             return None, None
         if len(self.server.connections) >= config.max_connections:
             await self._reject(503, "feed connection limit reached, retry later")
@@ -590,12 +634,18 @@ class FeedServer:
         authenticate: Authenticate,
         config: FeedConfig,
         orders: OrderHandler | None = None,
+        *,
+        readiness: Callable[[], str | None] | None = None,
     ) -> None:
         self.hub = hub
         self.authenticate = authenticate
         self.config = config
         self.orders = orders
         """Who runs orders (``crashd.api.feed.orders.OrderDesk``); ``None``: none taken."""
+        self.readiness = readiness
+        """Why the feed is not ready now (``None``: it is), for a server whose hub is fed
+        from elsewhere (an edge: ``EdgeHub.stale``). Set: ``GET /readyz`` on the feed
+        port answers it (200 or 503), and while not ready new upgrades get 503."""
         self.connections: set[FeedConnection] = set()
         self.heartbeat_id = 0
         self.stats_closes: dict[int, int] = {}

@@ -15,7 +15,10 @@ Ready means all of:
 A process without the engine (``crashd api``: ``Services.commands`` is set) has neither
 the engine nor the ledger's writer nor a feed listener of its own; it is ready when:
 
-* **engine**: the engine's state has reached it (its keyframes through Redis);
+* **engine**: the engine's state has reached it (its keyframes through Redis), and
+  its newest keyframe is at most ``STALE_AFTER_S`` old (``crashd.engine.bounds``: the
+  engine sends one at least every ``KEYFRAME_EVERY_S``) — else Redis or the engine is
+  away and what it would serve is stale;
 * **ledger**: its read connection to the database is open.
 
 Not ready answers 503 with every failed check and its reason, so a load balancer stops
@@ -119,8 +122,8 @@ def remote_checks(services: Services) -> list[Check]:
     else:
         try:
             services.live.rest_body()
-        except Problem:
-            engine = Check("engine", False, "no state from the engine yet")
+        except Problem as problem:
+            engine = Check("engine", False, problem.detail)
     ledger = Check("ledger", True)
     if services.reads is None:
         ledger = Check("ledger", False, "the database is not open for reads")

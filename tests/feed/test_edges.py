@@ -32,8 +32,9 @@ from crashd.api.edge.server import EdgeInfo, run_edge
 from crashd.api.feed.frames import decode_server_frame
 from crashd.api.feed.hub import Hub
 from crashd.api.wire import LIVE_MULTIPLIER, ROUND_UPDATES
+from crashd.engine.bounds import KEYFRAME_EVERY_S, STALE_AFTER_S
 from support.game import Api, fund, game_config
-from support.servers import make_key, running_server
+from support.servers import REPO, make_key, running_server
 
 SCOPES = "read:game_state,read:balance,write:bet"
 
@@ -123,6 +124,38 @@ def test_an_edge_sends_the_engines_bytes_and_resumes_like_it() -> None:
     assert [f.data for f in edge.replay.since(0) or []] == [
         f.data for f in wire.hub.replay.since(0) or []
     ]
+
+
+def test_an_edge_whose_keyframes_stop_is_stale_until_the_next_one() -> None:
+    """The engine's keyframes are the edge's sign of life: past ``STALE_AFTER_S``
+    without one, its state is no longer the engine's live state; the next one (or the
+    first of a new epoch) makes it fresh again."""
+    now = [100.0]
+    wire = Wire()
+    edge = EdgeHub(clock=lambda: now[0])
+    edge.start(wire.hub.epoch, 0)
+    assert edge.stale() == "no state from the engine yet"
+    wire.hub.publish(ROUND_UPDATES, {"type": "x"})
+    wire.live.change()
+    wire.hub.publish(ROUND_UPDATES, {"type": "y"})  # a keyframe follows this frame
+    for record in wire.take():
+        edge.apply(record, contiguous=True)
+    assert edge.synced and edge.stale() is None
+    now[0] += STALE_AFTER_S
+    assert edge.stale() is None  # at the limit: still fresh
+    wire.hub.publish(ROUND_UPDATES, {"type": "z"})  # frames alone are no keyframe
+    for record in wire.take():
+        edge.apply(record, contiguous=True)
+    now[0] += 0.5
+    why = edge.stale()
+    assert why is not None and "its stream stopped" in why, why
+    edge.apply(wire.relay.state_now(), contiguous=True)
+    assert edge.stale() is None
+    edge.start("another-epoch", 0)  # a new epoch: nothing known until its keyframe
+    assert edge.stale() == "no state from the engine yet"
+    doc = (REPO / "docs" / "scale-out.md").read_text()
+    assert f"`KEYFRAME_EVERY_S` ({KEYFRAME_EVERY_S:g} s)" in doc  # the failure table's figures
+    assert f"`STALE_AFTER_S` ({STALE_AFTER_S:g} s" in doc
 
 
 def test_a_gap_holds_the_edge_until_a_keyframe_then_everyone_resyncs() -> None:

@@ -6,7 +6,10 @@ and an API process (``crashd api``), over the Redis ``.ci/redis`` starts. Mid-ro
 
 * while it is away, a money-moving call through the API process is answered at once
   with a clear problem (``engine_unavailable``, ``Retry-After``), reads still answer
-  from the database, the engine's own REST carries on;
+  from the database, the engine's own REST carries on; past ``STALE_AFTER_S`` without
+  a keyframe the API process's ``/readyz`` and the edge's fail, ``GET /game/state``
+  answers ``engine_unavailable`` instead of the stale state, the edge refuses new
+  connections (503) and keeps the one it has — all until keyframes flow again;
 * once it is back, the feed is in a new epoch: the edge closes its clients with 1001 and
   a client resuming with its old ``seq`` gets an ``epoch_changed`` snapshot (the feed's
   resume rules, docs/feed.md); commands flow again, and the refused call retried with
@@ -31,9 +34,11 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from crashd.api.cluster.topology import ClusterPlan, _wait_line, free_port, running_cluster
+from crashd.api.wire import FEED_PATH
+from crashd.engine.bounds import STALE_AFTER_S
 from support.feed import next_of
 from support.game import Api, fund, game_config
 from support.redis import SKIP_NO_REDIS, server_binary
@@ -123,8 +128,21 @@ async def test_a_redis_restart_under_real_processes_changes_the_epoch_and_loses_
         await trio.to_thread.run_sync(redis.stop)
 
 
+async def _wait_ready(client: httpx.AsyncClient, path: str, ready: bool) -> None:
+    """Until ``path`` answers ready (200) or not (503): the keyframes' age crosses
+    ``STALE_AFTER_S`` in real time."""
+    with trio.fail_after(STALE_AFTER_S + 30):
+        while True:
+            r = await client.get(path)
+            assert r.status_code in (200, 503), r.text
+            if (r.status_code == 200) == ready:
+                return
+            await trio.sleep(0.2)
+
+
 async def _outage(cluster: Any, redis: CiRedis, config: Any, feed_url: str) -> None:
     _, secret = make_key(config, SCOPES)
+    edge_http = "http" + feed_url.removeprefix("ws").removesuffix(FEED_PATH)
     assert cluster.engine is not None
     async with (
         httpx.AsyncClient(base_url=cluster.apis[0].url, timeout=30) as remote,
@@ -165,6 +183,29 @@ async def _outage(cluster: Any, redis: CiRedis, config: Any, feed_url: str) -> N
             assert await api.balance(users[0]) == await here.balance(users[0]) == 100_000 - 100
             assert (await here.state())["round_id"] >= running["round_id"]  # the engine plays on
 
+            # Past the staleness limit, the last keyframe is no longer served as live:
+            # the API process and the edge leave the rotation (the edge keeps its
+            # clients: this one stays connected), /game/state is a problem.
+            await _wait_ready(remote, "/readyz", False)
+            r = await remote.get("/readyz")
+            assert "its stream stopped" in r.json()["checks"]["engine"], r.text
+            r = await api.get("/api/v1/game/state")
+            assert r.status_code == 503, r.text
+            assert r.json()["code"] == "engine_unavailable" and r.headers["Retry-After"] == "1"
+            assert (await direct.get("/readyz")).status_code == 200  # the engine is fine
+            async with httpx.AsyncClient(base_url=edge_http, timeout=30) as edge_probe:
+                await _wait_ready(edge_probe, "/readyz", False)
+                assert (
+                    "its stream stopped"
+                    in (await edge_probe.get("/readyz")).json()["checks"]["stream"]
+                )
+            with pytest.raises(ConnectionRejected) as refused:
+                async with open_websocket_url(
+                    feed_url, extra_headers=[("Authorization", f"Bearer {secret}")]
+                ):
+                    pass
+            assert refused.value.status_code == 503
+
             await trio.to_thread.run_sync(redis.start)  # the same socket, empty
             with trio.fail_after(60):
                 with pytest.raises(ConnectionClosed) as closed:
@@ -185,6 +226,11 @@ async def _outage(cluster: Any, redis: CiRedis, config: Any, feed_url: str) -> N
             )
             again = await next_of(ws, lambda m: m["type"] == "snapshot")
             assert again["reason"] == "epoch_changed" and again["epoch"] == welcome["epoch"]
+        # Keyframes flow again: ready, and the live state served.
+        await _wait_ready(remote, "/readyz", True)
+        assert (await api.get("/api/v1/game/state")).status_code == 200
+        async with httpx.AsyncClient(base_url=edge_http, timeout=30) as edge_probe:
+            await _wait_ready(edge_probe, "/readyz", True)
         # Commands flow again: the refused bet, retried with its key, is placed once.
         with trio.fail_after(60):
             while True:

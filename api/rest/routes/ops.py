@@ -14,7 +14,7 @@ from crashd.api.rest.contract import json_response
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.keys import Principal
 from crashd.api.services import current_services
-from crashd.api.wire import SCOPE_ADMIN_METRICS
+from crashd.api.wire import READY_PATH, SCOPE_ADMIN_METRICS
 
 probes = Blueprint("probes", __name__)
 
@@ -35,7 +35,7 @@ async def healthz() -> Response:
     )
 
 
-@probes.get("/readyz")
+@probes.get(READY_PATH)
 async def readyz() -> Response:
     """200 when the engine ticks on time, the ledger commits and the feed accepts;
     503 with the reason of every failed check otherwise."""
