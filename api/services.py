@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from crashd.engine.notary import Notary
     from crashd.engine.wallet.seamless import Seamless
 
+    from .edge.relay import FeedRelay
     from .feed.hub import Hub
     from .feed.server import FeedServer
     from .live import LiveState
@@ -98,6 +99,8 @@ class Services:
     """Requests refused with 429, by rate-limit policy."""
     hub: Hub | None = None
     feed_server: FeedServer | None = None
+    feed_relay: FeedRelay | None = None
+    """The engine's relay to its feed edges (``crashd.api.edge``), when it has edges."""
     feed_port: int | None = None
     started_trio: float = 0.0
     """``trio.current_time()`` when the game started (readiness measures from it)."""
@@ -129,6 +132,14 @@ class Services:
         if self.reads is not None:
             return self.reads
         raise Problem("engine_unavailable", "the game engine is not running")
+
+    def close_key_connections(self, key_id: str) -> int:
+        """A key was revoked: close the feed connections opened with it here (the count
+        returned) and tell every edge to close theirs (``REVOKE``, on each transport)."""
+        closed = self.feed_server.disconnect_key(key_id) if self.feed_server is not None else 0
+        if self.feed_relay is not None:
+            self.feed_relay.revoke(key_id)
+        return closed
 
     def require_live(self) -> LiveBody:
         if self.game is not None:

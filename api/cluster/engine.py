@@ -66,7 +66,10 @@ async def serve_cluster(
     commitment = public_commitment(services.chain, {"keys": [jwk(raw) for raw in keys]})
     keep = {public_key(config.redis_prefix): json.dumps(commitment).encode()}
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(serve_relay, config, hub, live, feed_server, keep=keep))
+        runtime = await nursery.start(
+            partial(serve_relay, config, hub, live, feed_server, keep=keep)
+        )
+        services.feed_relay = runtime.relay
         if config.redis_url is None:
             task_status.started(None)
             return

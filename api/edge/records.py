@@ -13,6 +13,8 @@ A record is ``(kind, seq, channel, data)``:
 ``EPOCH``   the last record of a Redis stream: the engine moved to epoch ``data``
 ``WANT``    edge → engine: a subscriber joined user channel ``channel`` (its balance and
             keyframe are wanted)
+``REVOKE``  API key ``channel`` was revoked at the engine: close the feed connections
+            opened with it (or with a token it issued), as the engine closes its own
 ==========  ==============================================================================
 
 Binary, big-endian: ``u32`` length of what follows, ``u8`` kind, ``u64`` seq, ``u16``
@@ -40,6 +42,7 @@ class Kind(IntEnum):
     HELLO = 4
     EPOCH = 5
     WANT = 6
+    REVOKE = 7
 
 
 KEYFRAMES = frozenset({Kind.STATE, Kind.USER})

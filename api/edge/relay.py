@@ -14,6 +14,11 @@ whatever the edges' subscriber counts. Keyframes follow:
 * ``USER`` for a *watched* user channel after each of its frames, and once when an edge
   asks for it (``want``): an edge has a subscriber there. Watched channels are a bounded
   LRU: an evicted one is asked for again by the edge that needs it.
+
+``REVOKE`` (``revoke``): a key revoked at the engine, so that every edge closes the
+connections opened with it. The newest ``REVOKED_KEPT`` revocations also go into every
+catch-up and every new stream: an edge away at that moment (reconnecting) learns of
+them when it is back; one told twice finds nothing more to close.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ from crashd.engine.bounds import KEYFRAME_EVERY_S
 from .records import Kind, Record
 
 log = logging.getLogger(__name__)
+
+REVOKED_KEPT = 1024
+"""Revocations repeated to (re)connecting edges; older ones are refused at
+authentication anyway, and an edge away longer than it takes to revoke this many keys
+has been reconnected (its clients too) by then."""
 
 
 class Outlet(Protocol):
@@ -66,6 +76,7 @@ class FeedRelay:
         self.outlets: list[Outlet] = []
         self._watched: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._public_sent: object = None
+        self._revoked: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._state_at = 0.0
         self.stats_frames = 0
         self.stats_states = 0
@@ -108,6 +119,24 @@ class FeedRelay:
         """A public keyframe as of the hub's ``seq`` now (a new stream's first record)."""
         return self._state(self.hub.seq, self.live.public())
 
+    # -- revocations ----------------------------------------------------------------------
+
+    def revoke(self, key_id: str) -> None:
+        """Key ``key_id`` was revoked: every edge closes the connections it opened."""
+        revoked = self._revoked
+        revoked[key_id] = None
+        revoked.move_to_end(key_id)
+        while len(revoked) > REVOKED_KEPT:
+            revoked.popitem(last=False)
+        record = Record(Kind.REVOKE, self.hub.seq, key_id, b"")
+        for outlet in self.outlets:
+            outlet.send([record])
+
+    def revocations(self) -> list[Record]:
+        """The newest revocations, for an edge (re)joining."""
+        seq = self.hub.seq
+        return [Record(Kind.REVOKE, seq, key_id, b"") for key_id in self._revoked]
+
     # -- edges asking ---------------------------------------------------------------
 
     def want(self, channel: str) -> Record | None:
@@ -145,6 +174,7 @@ class FeedRelay:
         out = [hello]
         out.extend(Record(Kind.FRAME, f.seq, f.channel, f.data) for f in frames)
         out.append(self.state_now())
+        out.extend(self.revocations())
         return out
 
     # -- the keyframe clock -------------------------------------------------------------

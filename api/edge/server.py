@@ -20,6 +20,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
@@ -63,6 +64,12 @@ async def run_edge(
         hub = EdgeHub()
         feed_server: FeedServer | None = None
 
+        def on_revoke(key_id: str) -> None:
+            if feed_server is not None:
+                closed = feed_server.disconnect_key(key_id)
+                if closed:
+                    log.warning("edge: key %s revoked (%d connections closed)", key_id, closed)
+
         def on_epoch(epoch: str) -> None:
             if feed_server is not None:
                 closed = close_all(feed_server)
@@ -77,13 +84,20 @@ async def run_edge(
                 link = await stack.enter_async_context(open_link(config.redis_url))
             nursery = await stack.enter_async_context(trio.open_nursery())
             if config.relay_socket is not None:
-                await nursery.start(follow_unix, config.relay_socket, hub, on_epoch)
+                await nursery.start(
+                    partial(follow_unix, config.relay_socket, hub, on_epoch, on_revoke=on_revoke)
+                )
                 source = f"unix:{config.relay_socket}"
             else:
                 assert link is not None
                 await nursery.start(
                     lambda task_status: follow_stream(
-                        link, hub, on_epoch, prefix=config.redis_prefix, task_status=task_status
+                        link,
+                        hub,
+                        on_epoch,
+                        on_revoke=on_revoke,
+                        prefix=config.redis_prefix,
+                        task_status=task_status,
                     )
                 )
                 assert config.redis_url is not None

@@ -117,8 +117,9 @@ class StreamOutlet:
         self._pending.clear()
         self._last = (-1, 0)
         self._open = True
-        first = self._entry(self.relay.state_now())
-        await link.append(stream_key(self.prefix, self.epoch), [first])
+        first = [self._entry(self.relay.state_now())]
+        first.extend(self._entry(r) for r in self.relay.revocations())
+        await link.append(stream_key(self.prefix, self.epoch), first)
         for key, value in self.keep.items():
             await link.set(key, value)
         await link.set(epoch_key(self.prefix), self.epoch.encode())
@@ -249,6 +250,7 @@ async def follow_stream(
     hub: EdgeHub,
     on_epoch: Callable[[str], None],
     *,
+    on_revoke: Callable[[str], None] | None = None,
     prefix: str = DEFAULT_PREFIX,
     block_ms: int = 1000,
     silence_s: float = 2.5,
@@ -256,7 +258,8 @@ async def follow_stream(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Keep ``hub`` in step with the engine's stream until cancelled (see the module
-    docstring); ``started()`` once the hub can serve."""
+    docstring); ``started()`` once the hub can serve. ``on_revoke(key_id)``: a key was
+    revoked at the engine (close its connections)."""
     started = False
     begun = False
     epoch: str | None = None
@@ -330,6 +333,10 @@ async def follow_stream(
                         epoch, after, fresh = record.data.decode(), "0-0", True
                         moved = True
                         break
+                    if record.kind is Kind.REVOKE:
+                        if on_revoke is not None:
+                            on_revoke(record.channel)
+                        continue
                     if fresh:
                         if begun:
                             on_epoch(epoch)

@@ -189,12 +189,14 @@ async def follow_unix(
     hub: EdgeHub,
     on_epoch: Callable[[str], None],
     *,
+    on_revoke: Callable[[str], None] | None = None,
     idle_timeout: float = 5.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Keep ``hub`` in step with the engine at ``path`` until cancelled; ``started()``
     once the hub can serve (its first keyframe). ``on_epoch(new)`` is called before the
-    hub moves to another epoch (the driver closes every connection)."""
+    hub moves to another epoch (the driver closes every connection); ``on_revoke(key_id)``
+    when a key was revoked at the engine (the driver closes its connections)."""
     started = False
     begun = False
     delay = 0.05
@@ -241,6 +243,9 @@ async def follow_unix(
                                 begun = True
                             elif hub.seq < evicted:
                                 hub.gap()
+                        elif record.kind is Kind.REVOKE:
+                            if on_revoke is not None:
+                                on_revoke(record.channel)
                         elif record.kind in (Kind.FRAME, Kind.STATE, Kind.USER):
                             hub.apply(record, contiguous=False)
                             if not started and hub.synced:

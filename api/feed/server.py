@@ -112,6 +112,7 @@ def order_refusal(order: Order, code: str, detail: str) -> dict[str, Any]:
 
 
 DEFAULT_FEED_PORT = 8001
+KEY_REVOKED_REASON = "key revoked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -759,6 +760,11 @@ class FeedServer:
                 conn.tell(now, Revoked(reason))
                 closed += 1
         return closed
+
+    def disconnect_key(self, key_id: str) -> int:
+        """Close (4001) the connections opened with API key ``key_id`` or a feed token
+        it issued (a revoked key): the engine's and every edge's one rule."""
+        return self.disconnect(lambda p: p.key_id == key_id, KEY_REVOKED_REASON)
 
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED

@@ -27,7 +27,7 @@ from trio_websocket import ConnectionClosed, connect_websocket_url, open_websock
 
 from crashd.api.edge.mirror import EdgeHub
 from crashd.api.edge.records import Kind, Record, RecordReader
-from crashd.api.edge.relay import FeedRelay
+from crashd.api.edge.relay import REVOKED_KEPT, FeedRelay
 from crashd.api.edge.server import EdgeInfo, run_edge
 from crashd.api.feed.frames import decode_server_frame
 from crashd.api.feed.hub import Hub
@@ -648,4 +648,73 @@ async def test_an_edge_joining_before_the_first_frame_syncs_on_a_keyframe(redis_
                 )
             )
         assert edge.synced and edge.epoch == hub.epoch
+        nursery.cancel_scope.cancel()
+
+
+def test_a_revoked_key_goes_to_every_edge_and_to_every_joining_one() -> None:
+    wire = Wire()
+    wire.relay.revoke("key_a")
+    assert [(r.kind, r.channel) for r in wire.take()] == [(Kind.REVOKE, "key_a")]
+    for i in range(REVOKED_KEPT + 1):
+        wire.relay.revoke(f"key_{i}")
+    wire.relay.revoke("key_3")  # again: the newest
+    catch_up = wire.relay.catch_up()
+    revokes = [r.channel for r in catch_up if r.kind is Kind.REVOKE]
+    assert len(revokes) == REVOKED_KEPT and revokes[-1] == "key_3" and "key_0" not in revokes
+    assert catch_up[-len(revokes) - 1].kind is Kind.STATE  # after the keyframe
+    doc = (REPO / "docs" / "scale-out.md").read_text()
+    assert f"newest {REVOKED_KEPT:,} revocations\n(`REVOKED_KEPT`)" in doc
+
+
+@pytest.mark.slow
+async def test_a_key_revoked_at_the_engine_closes_its_connections_on_every_edge(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """An edge over the Unix socket and one over Redis close the connections the key
+    opened, with the engine's close code; another key's connections stay."""
+    config = game_config(
+        tmp_path,
+        relay_socket=tmp_path / "relay.sock",
+        redis_url=redis_url,
+        redis_prefix=f"test-revoke-{tmp_path.name}",
+    )
+    async with running_server(config) as info, trio.open_nursery() as nursery:
+        victim_id, victim = make_key(config, SCOPES)
+        _, bystander = make_key(config, SCOPES)
+        _, admin_secret = make_key(config, "admin:control")
+        unix_edge: EdgeInfo = await nursery.start(run_edge, config.with_overrides(redis_url=None))
+        redis_edge: EdgeInfo = await nursery.start(
+            run_edge, config.with_overrides(relay_socket=None)
+        )
+        async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
+            r = await client.post("/api/v1/feed/token", headers=Api(client, victim).headers)
+            engine_url = r.json()["ws_url"]
+            urls = [engine_url, unix_edge.url, redis_edge.url]
+            opened = []
+            for url in urls:
+                for secret in (victim, bystander):
+                    ws = await connect_websocket_url(
+                        nursery, url, extra_headers=[("Authorization", f"Bearer {secret}")]
+                    )
+                    await _auth(ws)
+                    opened.append((url, secret, ws))
+            r = await Api(client, admin_secret).post(
+                f"/api/v1/admin/keys/{victim_id}/revoke", {"note": "leaked"}
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["feed_connections_closed"] == 1  # the engine's own
+        with trio.fail_after(15):
+            for url, secret, ws in opened:
+                if secret != victim:
+                    continue
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await ws.get_message()
+                assert closed.value.reason.code == 4001, (url, closed.value.reason)
+        for url, secret, ws in opened:
+            if secret == bystander:
+                assert ws.closed is None, url
+                with trio.fail_after(10):
+                    await ws.ping()
+                await ws.aclose()
         nursery.cancel_scope.cancel()

@@ -526,9 +526,7 @@ async def revoke_key(
         key = await trio.to_thread.run_sync(services.keys.revoke, key_id)
     except KeyStoreError:
         raise Problem("unknown_key", "no such key", extra={"key_id": key_id}) from None
-    closed = 0
-    if services.feed_server is not None:
-        closed = services.feed_server.disconnect(lambda p: p.key_id == key_id, "key revoked")
+    closed = services.close_key_connections(key_id)
     return await record(
         services,
         idempotency,
