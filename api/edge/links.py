@@ -9,8 +9,12 @@ feed's current epoch. Only commands Valkey shares with Redis 7.0 (``XADD … MIN
 Two implementations, measured side by side by ``python -m bench cluster`` (docs/scale-out.md):
 
 * ``CoredisLink``: coredis ≥ 6, natively async on AnyIO, so on Trio (no thread hop);
-* ``ThreadedRedisLink``: redis-py's synchronous client, each call in a worker thread
-  (``trio.to_thread``), a blocking ``XREAD`` holding its own thread.
+* ``ThreadedRedisLink``: redis-py's synchronous client, each write in a worker thread
+  (``trio.to_thread``); its reads (``XREAD``: the edges' and API processes' hot path,
+  one per engine frame, mostly blocking) on Trio's own sockets instead, RESP parsed by
+  hiredis (``TrioReads``). Profiled on an edge (py-spy), the thread hop of each
+  ``XREAD`` — a futex wake, the GIL handed to the worker and back, the wake-up of
+  Trio's loop — cost more than the edge's own delivery at a few hundred subscribers.
 
 ``open_link(url)`` picks redis-py in a thread unless ``client="coredis"``: measured side
 by side (``python -m bench cluster`` and ``python -m bench fanout --edges 2``, figures in
@@ -24,7 +28,9 @@ URLs: ``redis://host:port/db``, ``rediss://…`` (TLS), ``unix:///path/to/redis.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import trio
@@ -169,14 +175,149 @@ class CoredisLink:
         pass  # the client is closed by leaving ``open_link``
 
 
+READ_GRACE_S = 5.0
+"""How long past its ``BLOCK`` a read may take before the connection counts as lost (a
+peer gone without a reset would otherwise hold the reader forever)."""
+
+
+def _pack(args: Sequence[bytes]) -> bytes:
+    """A RESP command: an array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+class _Connection:
+    """One Trio socket to Redis, its replies parsed by ``hiredis.Reader`` (sans-IO)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        import hiredis
+
+        self.stream = stream
+        self.reader = hiredis.Reader()
+        self._error = hiredis.ReplyError
+
+    async def call(self, *args: bytes) -> Any:
+        await self.stream.send_all(_pack(args))
+        reader = self.reader
+        while (reply := reader.gets()) is False:
+            data = await self.stream.receive_some(1 << 16)
+            if not data:
+                raise LinkError("Redis closed the connection")
+            reader.feed(bytes(data))  # the same object: Trio's sockets give bytes
+        if isinstance(reply, self._error):
+            raise LinkError(str(reply))
+        return reply
+
+
+class TrioReads:
+    """``XREAD`` on Trio sockets: a small pool of connections (a blocking read holds
+    one; an edge has two readers at most: the feed and its replies). A connection a
+    read was cancelled or failed on is closed, never reused (its reply is unknown)."""
+
+    def __init__(self, url: str, pool: int = 4) -> None:
+        import redis.connection
+
+        # redis-py's own URL rules (``unix://``, ``redis://``, ``rediss://``, ``?db=``).
+        parse: Any = redis.connection.parse_url
+        self.options: dict[str, Any] = parse(url)
+        self.tls = url.startswith("rediss://")
+        self.pool = pool
+        self._idle: list[_Connection] = []
+
+    async def _open(self) -> _Connection:
+        opts = self.options
+        stream: trio.abc.Stream
+        if "path" in opts:
+            stream = await trio.open_unix_socket(str(Path(opts["path"])))
+        elif self.tls:
+            stream = await trio.open_ssl_over_tcp_stream(
+                opts.get("host") or "localhost",
+                opts.get("port") or 6379,
+                ssl_context=self._ssl_context(),
+                https_compatible=True,
+            )
+        else:
+            stream = await trio.open_tcp_stream(
+                opts.get("host") or "localhost", opts.get("port") or 6379
+            )
+        conn = _Connection(stream)
+        try:
+            if opts.get("password") is not None:
+                auth = [b"AUTH"]
+                if opts.get("username"):
+                    auth.append(str(opts["username"]).encode())
+                await conn.call(*auth, str(opts["password"]).encode())
+            if opts.get("db"):
+                await conn.call(b"SELECT", str(opts["db"]).encode())
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        return conn
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """As redis-py reads a ``rediss://`` URL: verified against ``ssl_ca_certs`` (or
+        the system's), unless ``ssl_cert_reqs=none``."""
+        opts = self.options
+        context = ssl.create_default_context(cafile=opts.get("ssl_ca_certs"))
+        if str(opts.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def call(self, timeout_s: float, *args: bytes) -> Any:
+        try:
+            conn = self._idle.pop() if self._idle else await self._open()
+        except OSError as exc:
+            raise LinkError(f"connecting: {exc}") from exc
+        ok = False
+        try:
+            with trio.fail_after(timeout_s):
+                reply = await conn.call(*args)
+            ok = True
+            return reply
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+            raise LinkError(str(exc) or type(exc).__name__) from exc
+        finally:
+            if ok and len(self._idle) < self.pool:
+                self._idle.append(conn)
+            else:
+                await trio.aclose_forcefully(conn.stream)
+
+    async def xread(self, key: str, after: str, block_ms: int | None, count: int) -> list[Entry]:
+        args = [b"XREAD", b"COUNT", str(count).encode()]
+        if block_ms is not None:
+            args += [b"BLOCK", str(block_ms).encode()]
+        args += [b"STREAMS", key.encode(), after.encode()]
+        found = await self.call((block_ms or 0) / 1000 + READ_GRACE_S, *args)
+        out: list[Entry] = []
+        for _stream, entries in found or ():
+            for entry_id, fields in entries:
+                data = b""
+                for i in range(0, len(fields) - 1, 2):
+                    if fields[i] == FIELD:
+                        data = fields[i + 1]
+                        break
+                out.append((entry_id.decode(), data))
+        return out
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await trio.aclose_forcefully(conn.stream)
+
+
 class ThreadedRedisLink:
-    """redis-py's synchronous client in worker threads (one thread per call in flight)."""
+    """redis-py's synchronous client in worker threads (one thread per call in flight),
+    reads on Trio sockets (``TrioReads``: see the module docstring)."""
 
     def __init__(self, url: str) -> None:
         import redis
 
         self._redis: Any = redis.Redis.from_url(url, decode_responses=False)
         self._limiter = trio.CapacityLimiter(16)
+        self._reads = TrioReads(url)
 
     async def _run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         def call() -> Any:
@@ -217,14 +358,10 @@ class ThreadedRedisLink:
     async def read(
         self, key: str, after: str, *, block_ms: int | None = None, count: int = 1000
     ) -> list[Entry]:
-        found = await self._run(
-            f"XREAD {key}", self._redis.xread, {key: after}, count=count, block=block_ms
-        )
-        out: list[Entry] = []
-        for _stream, entries in found or []:
-            for entry_id, fields in entries:
-                out.append((_text(entry_id), bytes(fields.get(FIELD, b""))))
-        return out
+        try:
+            return await self._reads.xread(key, after, block_ms, count)
+        except LinkError as exc:
+            raise LinkError(f"XREAD {key}: {exc}") from exc
 
     async def get(self, key: str) -> bytes | None:
         value = await self._run(f"GET {key}", self._redis.get, key)
@@ -240,6 +377,7 @@ class ThreadedRedisLink:
         await self._run(f"DEL {key}", self._redis.delete, key)
 
     async def aclose(self) -> None:
+        await self._reads.aclose()
         with contextlib.suppress(Exception):
             self._redis.close()
 
@@ -264,6 +402,7 @@ def redis_available() -> str | None:
     """``None`` if both Redis clients import, else why not (tests skip with it)."""
     try:
         import coredis  # noqa: F401
+        import hiredis  # noqa: F401
         import redis  # noqa: F401
     except ImportError as exc:
         return f"the Redis clients are not installed ({exc.name}): pip install 'crashd[redis]'"
