@@ -19,7 +19,8 @@ A record is ``(kind, seq, channel, data)``:
 
 Binary, big-endian: ``u32`` length of what follows, ``u8`` kind, ``u64`` seq, ``u16``
 channel length, the channel (UTF-8), then the data. On a Unix socket records follow
-each other; in a Redis stream each entry holds one record in its field ``r``.
+each other; in a Redis stream each entry holds, in its field ``r``, the records the
+engine handed over together (a frame and its keyframes), one after the other.
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def decode(buf: bytes | memoryview) -> Record:
     if len(records) != 1 or rest:
         raise RecordError("not exactly one record")
     return records[0]
+
+
+def decode_all(buf: bytes | memoryview) -> list[Record]:
+    """The whole records of ``buf`` and nothing else (a Redis entry's field)."""
+    records, rest = split(buf)
+    if rest:
+        raise RecordError(f"{len(rest)} bytes after the last record")
+    return records
 
 
 def split(buf: bytes | memoryview) -> tuple[list[Record], bytes]:

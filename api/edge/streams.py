@@ -3,14 +3,18 @@
 Keys (``prefix`` defaults to ``crashd``):
 
 * ``{prefix}:feed:epoch`` — the current epoch's name;
-* ``{prefix}:feed:{epoch}`` — its stream: one entry per record, entry id
-  ``{seq}-{n}`` (``n`` counts the records of one ``seq`` from 1: the frame, then its
-  keyframes), trimmed (``MINID ~``) to the engine's replay window; its last entry is an
-  ``EPOCH`` record naming the next epoch when the engine moves on;
+* ``{prefix}:feed:{epoch}`` — its stream: one entry per hand-over of the relay (a
+  frame and the keyframes that follow it, or a keyframe alone), its records one after
+  the other in the field ``r``; entry id ``{seq}-{n}`` (``seq`` of its first record,
+  ``n`` counting the entries of one ``seq`` from 1), trimmed (``MINID ~``) to the
+  engine's replay window; its last entry is an ``EPOCH`` record naming the next epoch
+  when the engine moves on;
 * ``{prefix}:feed:wants`` — edges' ``WANT``s (``MAXLEN ~ 10000``).
 
 The engine (``StreamOutlet``) queues records without blocking and writes them in one
-pipelined round trip per wake-up. When Redis goes away it keeps what it could not write
+pipelined round trip per wake-up. A frame and its keyframes share one entry because
+Redis answers a blocked ``XREAD`` after each ``XADD``: as two entries, every frame cost
+each edge two reads (measured: ``python -m bench fanout --edges 2``, docs/scale-out.md). When Redis goes away it keeps what it could not write
 (bounded) and retries; when Redis comes back without the stream (a restart: Redis holds
 frames, never money) the feed starts a new epoch, because what the edges missed is gone.
 
@@ -31,7 +35,7 @@ import trio
 
 from .links import Entry, LinkError, StreamLink
 from .mirror import EdgeHub
-from .records import Kind, Record, RecordError, decode
+from .records import Kind, Record, RecordError, decode, decode_all
 from .relay import FeedRelay
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "crashd"
 WANTS_MAXLEN = 10_000
 MAX_PENDING = 200_000
-"""Records the engine keeps while Redis is away; beyond it the oldest are dropped (the
+"""Entries (a frame and its keyframes each) the engine keeps while Redis is away; beyond it the oldest are dropped (the
 edges see a gap and resynchronise)."""
 
 
@@ -93,18 +97,19 @@ class StreamOutlet:
         self.stats_failures = 0
         relay.outlets.append(self)
 
-    def _entry(self, record: Record) -> Entry:
+    def _entry(self, records: Sequence[Record]) -> Entry:
+        first = records[0].seq
         seq, n = self._last
-        n = n + 1 if record.seq == seq else 1
-        self._last = (record.seq, n)
-        return (f"{record.seq}-{n}", record.encode())
+        n = n + 1 if first == seq else 1
+        self._last = (first, n)
+        data = records[0].encode() if len(records) == 1 else b"".join(r.encode() for r in records)
+        return (f"{first}-{n}", data)
 
     def send(self, records: Sequence[Record]) -> None:
         if not self._open:
             return  # not streaming (yet, or between epochs): the new stream starts afresh
         pending = self._pending
-        for record in records:
-            pending.append(self._entry(record))
+        pending.append(self._entry(records))
         while len(pending) > self.max_pending:
             pending.popleft()
             self.stats_dropped += 1
@@ -117,9 +122,8 @@ class StreamOutlet:
         self._pending.clear()
         self._last = (-1, 0)
         self._open = True
-        first = [self._entry(self.relay.state_now())]
-        first.extend(self._entry(r) for r in self.relay.revocations())
-        await link.append(stream_key(self.prefix, self.epoch), first)
+        first = self._entry([self.relay.state_now(), *self.relay.revocations()])
+        await link.append(stream_key(self.prefix, self.epoch), [first])
         for key, value in self.keep.items():
             await link.set(key, value)
         await link.set(epoch_key(self.prefix), self.epoch.encode())
@@ -325,26 +329,30 @@ async def follow_stream(
                 for entry_id, raw in entries:
                     after = entry_id
                     try:
-                        record = decode(raw)
+                        records = decode_all(raw)
                     except RecordError:
-                        log.warning("edge: a malformed record in the stream: skipped")
+                        log.warning("edge: a malformed entry in the stream: skipped")
                         continue
-                    if record.kind is Kind.EPOCH:
-                        epoch, after, fresh = record.data.decode(), "0-0", True
-                        moved = True
+                    for record in records:
+                        kind = record.kind
+                        if kind is Kind.EPOCH:
+                            epoch, after, fresh = record.data.decode(), "0-0", True
+                            moved = True
+                            break
+                        if kind is Kind.REVOKE:
+                            if on_revoke is not None:
+                                on_revoke(record.channel)
+                            continue
+                        if fresh:
+                            if begun:
+                                on_epoch(epoch)
+                            start = record.seq - 1 if kind is Kind.FRAME else record.seq
+                            hub.start(epoch, max(0, start))
+                            begun, fresh = True, False
+                        if kind is Kind.FRAME or kind is Kind.STATE or kind is Kind.USER:
+                            hub.apply(record, contiguous=True)
+                    if moved:
                         break
-                    if record.kind is Kind.REVOKE:
-                        if on_revoke is not None:
-                            on_revoke(record.channel)
-                        continue
-                    if fresh:
-                        if begun:
-                            on_epoch(epoch)
-                        start = record.seq - 1 if record.kind is Kind.FRAME else record.seq
-                        hub.start(epoch, max(0, start))
-                        begun, fresh = True, False
-                    if record.kind in (Kind.FRAME, Kind.STATE, Kind.USER):
-                        hub.apply(record, contiguous=True)
                 if not started and hub.synced:
                     started = True
                     task_status.started()
