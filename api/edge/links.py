@@ -14,11 +14,11 @@ Two implementations, measured side by side by ``python -m bench cluster`` (docs/
   one per engine frame, mostly blocking) on Trio's own sockets instead, RESP parsed by
   hiredis (``TrioReads``). Profiled on an edge (py-spy), the thread hop of each
   ``XREAD`` — a futex wake, the GIL handed to the worker and back, the wake-up of
-  Trio's loop — cost more than the edge's own delivery at a few hundred subscribers.
+  Trio's loop — cost about as much as the edge's own delivery to 100 subscribers.
 
 ``open_link(url)`` picks redis-py in a thread unless ``client="coredis"``: measured side
 by side (``python -m bench cluster`` and ``python -m bench fanout --edges 2``, figures in
-docs/scale-out.md), it cost the engine — the one writer, the resource that does not
+docs/scale-out.md; before its reads moved to ``TrioReads``), it cost the engine — the one writer, the resource that does not
 scale out — 9-19% less CPU per published frame, an edge 6-9% less per delivered
 message, and had the lower delay p50 and p99 in every run; the thread hops cost less
 than coredis's own machinery on this path.
