@@ -718,3 +718,26 @@ async def test_a_key_revoked_at_the_engine_closes_its_connections_on_every_edge(
                     await ws.ping()
                 await ws.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_reads_on_trio_sockets_honour_the_urls_database_and_report_errors(
+    redis_url: str,
+) -> None:
+    """``TrioReads`` (the edges' ``XREAD``) reads the database the URL names, as redis-py
+    writes it, and a refused command is a ``LinkError`` (that connection not reused)."""
+    from crashd.api.edge.links import LinkError, open_link
+
+    key = f"test-reads-{random.randrange(1 << 30)}"
+    sep = "&" if "?" in redis_url else "?"
+    async with open_link(f"{redis_url}{sep}db=3") as db3, open_link(redis_url) as db0:
+        await db3.append(key, [("5-1", b"five"), ("6-1", b"six")])
+        assert await db3.read(key, "0-0") == [("5-1", b"five"), ("6-1", b"six")]
+        assert await db3.read(key, "5-1", block_ms=100) == [("6-1", b"six")]
+        assert await db3.read(key, "6-1", block_ms=50) == []  # a blocking read times out
+        assert await db0.read(key, "0-0") == []  # another database
+        await db0.set(key, b"a string")
+        with pytest.raises(LinkError, match="WRONGTYPE"):
+            await db0.read(key, "0-0")
+        assert await db3.read(key, "0-0", count=1) == [("5-1", b"five")]
+        await db0.delete(key)
+        await db3.delete(key)
