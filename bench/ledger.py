@@ -60,6 +60,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from bench.suite import Context, Progress, Row, Skip, clamp, ratio
+from crashd.engine.gctune import restore_gc, tune_gc
 from crashd.engine.ledger import open_ledger
 from crashd.engine.ledger.database import redacted
 from crashd.engine.ledger.model import Posted, RoundSettled
@@ -138,6 +139,10 @@ async def run_ledger(
             return out
 
         store.apply_group = timed  # type: ignore[method-assign]
+        # The collector as the server runs it (api/server.py calls tune_gc() after
+        # start-up): without it, a full collection walking the callers' frames lands
+        # in a group's plan now and then (up to 31 ms each, measured).
+        gc_settings = tune_gc()
         deadline = time.perf_counter() + seconds
         start = time.perf_counter()
 
@@ -158,9 +163,12 @@ async def run_ledger(
                 i += 1
 
         cpu0 = time.process_time()
-        async with trio.open_nursery() as nursery:
-            for c in range(callers):
-                nursery.start_soon(caller, c)
+        try:
+            async with trio.open_nursery() as nursery:
+                for c in range(callers):
+                    nursery.start_soon(caller, c)
+        finally:
+            restore_gc(gc_settings)
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu0
         groups = ledger.statistics().groups
@@ -460,12 +468,27 @@ def _pg_bindir() -> Path | None:
     return None
 
 
+def cluster_home(prefix: str) -> Path:
+    """A new directory for a throwaway cluster, which its owner can reach. As root the
+    cluster runs as the postgres user, who cannot enter a checkout inside another
+    user's 0700 directory (CI clones into a ``mktemp -d``): so not under bench/out but a
+    directory of its own in /var/tmp (world-traversable, and on disk where /tmp may be
+    a tmpfs that makes fsync free), or the system temp dir. The caller removes it."""
+    parent = Path("/var/tmp")
+    if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):
+        parent = Path(tempfile.gettempdir())
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    home.chmod(0o755)
+    return home
+
+
 def postgres_rates(
-    tmp: Path, syncs: list[str], seconds: float, clients: int = PG_CLIENTS
+    syncs: list[str], seconds: float, clients: int = PG_CLIENTS
 ) -> dict[str, tuple[float, float, list[str]]] | str:
-    """pgbench posting deposits into a throwaway cluster (Unix socket only, no TCP):
-    per synchronous level (FULL: ``synchronous_commit=on``, NORMAL: ``off``, fsync on in
-    both), (transactions/s, mean latency ms, problems). Or why it cannot run."""
+    """pgbench posting deposits into a throwaway cluster (Unix socket only, no TCP) in a
+    ``cluster_home`` of its own, removed afterwards: per synchronous level (FULL:
+    ``synchronous_commit=on``, NORMAL: ``off``, fsync on in both), (transactions/s,
+    mean latency ms, problems). Or why it cannot run."""
     bindir = _pg_bindir()
     if bindir is None:
         return "PostgreSQL server binaries (initdb, pg_ctl, pgbench) not found"
@@ -479,12 +502,28 @@ def postgres_rates(
         if runuser is None:
             return "running as root and no `runuser` to drop to the postgres user"
         prefix = [runuser, "-u", "postgres", "--"]
-    base = tmp / "pg"
+    home = cluster_home("crashd-pgbench-")
+    base = home / "pg"
     base.mkdir()
     data = base / "data"
     if prefix:
         shutil.chown(base, "postgres")
-        tmp.chmod(0o755)
+    try:
+        return _pgbench_rates(bindir, prefix, base, data, syncs, seconds, clients)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _pgbench_rates(
+    bindir: Path,
+    prefix: list[str],
+    base: Path,
+    data: Path,
+    syncs: list[str],
+    seconds: float,
+    clients: int,
+) -> dict[str, tuple[float, float, list[str]]] | str:
+    """``postgres_rates`` in the cluster directory ``base`` (data in ``data``)."""
 
     def sh(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -624,7 +663,7 @@ def main(argv: list[str]) -> int:
         sync = args.sync.split(",")[0].strip().upper()
         try:
             if args.backend == "postgresql":
-                with postgres_server(tmp, args.postgres_url) as server:
+                with postgres_server(args.postgres_url) as server:
                     if isinstance(server, str) and not server.startswith("postgresql://"):
                         print(f"ledger growth: no PostgreSQL: {server}")
                         return 1
@@ -787,7 +826,7 @@ def measure(args: argparse.Namespace, progress: Progress | None, skips: list[Ski
         pg: dict[str, tuple[float, float, list[str]]] = {}
         if args.postgres:
             step("raw PostgreSQL (pgbench)")
-            found = postgres_rates(tmp, syncs, max(1.0, seconds * 2))
+            found = postgres_rates(syncs, max(1.0, seconds * 2))
             done[0] += 1
             if isinstance(found, str):
                 skips.append(Skip(NAME, "the raw PostgreSQL peer", found))
@@ -1001,17 +1040,31 @@ def plot(rows: list[Row], directory: Path) -> list[tuple[Path, str]]:
 
 T_PG_FLUSH = "Ledger on PostgreSQL: the group flush, four ways (the store alone)"
 T_PG_GROUP = "Ledger on PostgreSQL: durable PSP deposits, group commit"
-PG_SETTINGS = ("shared_buffers=1GB", "max_wal_size=4GB", "fsync=on", "synchronous_commit=on")
-"""The throwaway cluster's settings: durable (fsync, synchronous_commit on), a buffer
-pool for a grown ledger's indexes, checkpoints spaced by WAL volume."""
+PG_SETTINGS = (
+    "shared_buffers=1GB",
+    "max_wal_size=4GB",
+    "min_wal_size=1GB",
+    "fsync=on",
+    "synchronous_commit=on",
+)
+"""The throwaway cluster's settings, those docs/scale-out.md recommends: durable (fsync,
+synchronous_commit on), a buffer pool for a grown ledger's indexes, checkpoints spaced
+by WAL volume, and WAL segments kept for reuse (min_wal_size) so no commit waits for a
+new segment to be created."""
+PG_WARM_WAL_MB = 512
+"""WAL segments the fresh cluster is given before it is measured (written once, then
+recycled by a checkpoint), as a cluster that has run has them: at ~870 bytes of WAL
+per deposit, 20,000 deposits/s fill a 16 MB segment every 0.9 s, and a commit that
+crosses into a segment no checkpoint recycled first creates and zero-fills it (a
+50-60 ms commit, measured: the published tail)."""
 PG_FLUSH_MODES = ("copy", "unnest", "executemany", "pipeline")
 
 
 @contextmanager
-def postgres_server(tmp: Path, url: str | None) -> Iterator[str]:
+def postgres_server(url: str | None) -> Iterator[str]:
     """A server URL to create databases on: ``url``, or a throwaway cluster started with
-    .ci/postgres (and stopped afterwards); or, if none can be had, why (a string that
-    is not a URL)."""
+    .ci/postgres in a ``cluster_home`` (stopped and removed afterwards); or, if none can
+    be had, why (a string that is not a URL)."""
     if url:
         yield url
         return
@@ -1019,17 +1072,42 @@ def postgres_server(tmp: Path, url: str | None) -> Iterator[str]:
     if _pg_bindir() is None:
         yield "PostgreSQL server binaries not found (apt-get install postgresql)"
         return
-    base = tmp / "pgcluster"
-    out = subprocess.run(
-        [str(script), "start", str(base), *PG_SETTINGS], capture_output=True, text=True, timeout=120
-    )
-    if out.returncode != 0:
-        yield f"could not start a cluster: {out.stderr.strip()[-300:]}"
-        return
+    home = cluster_home("crashd-bench-pg-")
+    base = home / "pgcluster"
     try:
-        yield out.stdout.strip()
+        out = subprocess.run(
+            [str(script), "start", str(base), *PG_SETTINGS],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if out.returncode != 0:
+            yield f"could not start a cluster: {out.stderr.strip()[-300:]}"
+            return
+        try:
+            url = out.stdout.strip()
+            warm_wal(url, PG_WARM_WAL_MB)
+            yield url
+        finally:
+            subprocess.run([str(script), "stop", str(base)], capture_output=True, timeout=60)
     finally:
-        subprocess.run([str(script), "stop", str(base)], capture_output=True, timeout=60)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def warm_wal(server: str, megabytes: int) -> None:
+    """Give a fresh cluster the WAL segments a running one has: switch through
+    ``megabytes`` of new segments (a one-record message each, so each switch moves on),
+    then a checkpoint recycles them all (kept: ``min_wal_size``) as the next ones."""
+    import psycopg
+
+    with psycopg.connect(server, autocommit=True) as admin:
+        row = admin.execute("SHOW wal_segment_size").fetchone()
+        size = row[0] if row else "16MB"
+        mb = int(size.removesuffix("MB")) if size.endswith("MB") else 16
+        for _ in range(max(1, megabytes // mb)):
+            admin.execute("SELECT pg_logical_emit_message(false, 'crashd-bench', 'warm')")
+            admin.execute("SELECT pg_switch_wal()")
+        admin.execute("CHECKPOINT")
 
 
 def fresh_database(server: str) -> str:
@@ -1084,6 +1162,26 @@ def pg_direct_rate(
     return counted / elapsed, cpu / max(1, counted) * 1e6
 
 
+def wal_position(url: str) -> str:
+    """The server's current WAL write position (an LSN)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    return str(row[0]) if row else "0/0"
+
+
+def wal_since(url: str, lsn: str) -> int:
+    """Bytes of WAL the server wrote since ``lsn``: the whole cluster's (the throwaway
+    cluster holds the bench alone; on ``--postgres-url``, whatever else writes too)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)", (lsn,))
+        got = row.fetchone()
+    return int(got[0]) if got else 0
+
+
 def pg_check(url: str) -> tuple[bool, int, list[str]]:
     """(audit ok, transfers, problems) of the ledger at ``url``."""
     from crashd.engine.ledger.database import SNAPSHOT
@@ -1109,7 +1207,6 @@ def measure_postgres(
     out = Path(__file__).resolve().parent / "out"
     out.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="ledger-pg-", dir=out))
-    tmp.chmod(0o755)
     total = len(PG_FLUSH_MODES) + len(callers) + 1
     done = [0]
 
@@ -1119,7 +1216,7 @@ def measure_postgres(
         done[0] += 1
 
     try:
-        with postgres_server(tmp, args.postgres_url) as server:
+        with postgres_server(args.postgres_url) as server:
             if not server.startswith("postgresql://"):
                 skips.append(Skip(NAME, "the ledger on PostgreSQL", server))
                 print(f"ledger on PostgreSQL skipped: {server}")
@@ -1166,7 +1263,7 @@ def measure_postgres(
             )
             header = (
                 f"{'callers':>8}{'transfers/s':>13}{'ack p50':>9}{'ack p99':>9}"
-                f"{'commit p50':>11}{'commit p99':>11}{'group':>7}{'total':>9}"
+                f"{'commit p50':>11}{'commit p99':>11}{'group':>7}{'total':>9}{'WAL B':>8}"
             )
             print(header)
             print("-" * len(header))
@@ -1174,7 +1271,9 @@ def measure_postgres(
                 step(f"PostgreSQL group commit, {n} callers")
                 url = fresh_database(server)
                 try:
+                    lsn = wal_position(url)
                     r = trio.run(run_ledger, url, sync, True, n, seconds)
+                    wal_per_op = wal_since(url, lsn) / max(1, r.transfers)
                     ok, transfers, problems = pg_check(url)
                 finally:
                     drop_database(server, url)
@@ -1183,7 +1282,7 @@ def measure_postgres(
                 print(
                     f"{n:>8}{r.rate:>13,.0f}{pct(r.ack_ms, 0.5):>8.2f}m{pct(r.ack_ms, 0.99):>8.2f}m"
                     f"{pct(r.commit_ms, 0.5):>10.2f}m{pct(r.commit_ms, 0.99):>10.2f}m"
-                    f"{mean_group:>7.0f}{r.process_cpu_s * per_op:>8.1f}µ",
+                    f"{mean_group:>7.0f}{r.process_cpu_s * per_op:>8.1f}µ{wal_per_op:>8,.0f}",
                     flush=True,
                 )
                 rows.append(
@@ -1200,6 +1299,7 @@ def measure_postgres(
                             "commit_p99_ms": pct(r.commit_ms, 0.99),
                             "mean_group_n": mean_group,
                             "total_cpu_us_per_op": r.process_cpu_s * per_op,
+                            "wal_bytes_per_op": wal_per_op,
                         },
                         {"× SQLite (same run)": ratio(r.rate, lite.rate)},
                         role="subject",
