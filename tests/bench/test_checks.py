@@ -137,3 +137,14 @@ def test_a_ledger_run_counts_only_its_timed_part(tmp_path: Path) -> None:
         assert held.fetchone() == (ledger.USERS,)
     finally:
         store.close()
+
+
+def test_the_recommended_postgresql_settings_are_the_benchs() -> None:
+    """docs/scale-out.md's server settings are those the bench's cluster runs with."""
+    from support.servers import REPO
+
+    doc = (REPO / "docs" / "scale-out.md").read_text()
+    block = doc.split("<!-- pg-settings:begin -->", 1)[1].split("<!-- pg-settings:end -->")[0]
+    lines = [ln.strip() for ln in block.splitlines() if "=" in ln]
+    documented = {ln.replace(" ", "") for ln in lines}
+    assert documented == set(ledger.PG_SETTINGS)
