@@ -38,6 +38,7 @@ from quart import Blueprint, Response, request
 
 from crashd.api import wire
 from crashd.api.rest import validation
+from crashd.api.rest.body import request_body
 from crashd.api.rest.contract import documented, json_response
 from crashd.api.rest.problems import Problem
 from crashd.api.rest.requestid import log_context
@@ -210,7 +211,7 @@ async def webhook() -> Response:
         raise Problem(
             "psp_not_configured", "this server has no PSP webhook secret (psp_secrets_file)"
         )
-    raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    raw = await request_body()
     try:
         pspsig.verify(request.headers.get(wire.PSP_SIGNATURE_HEADER), raw, secrets_, time.time())
     except pspsig.WebhookSignatureError as exc:
