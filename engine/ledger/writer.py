@@ -16,19 +16,15 @@ difference is small next to the ~23-30 µs of writer CPU per op (~10 planning an
 prefetch, ~11 SQLite, see docs/ledger.md), and the thread's use stays inside the
 ledger's nursery with no shutdown protocol of its own. Callers and the writer thread
 take turns on the GIL (callers run while no group is being written, and the reverse).
-The GIL is not what makes a commit slow under load: counted with the writer thread's
-own context switches (``getrusage(RUSAGE_THREAD)``) in ``bench game`` at 1,500 players,
-a group blocked 0.04-0.06 times on average before its COMMIT (each ``sqlite3_step``
-gives the GIL up, but on the server's one core the loop thread it wakes is not
-scheduled before the step returns) and 3-4 times inside it (the fsync); switching
-``sys.setswitchinterval`` between 5 and 0.5 ms every second in one run left the commit
-unchanged (mean 3.76 vs 3.78 ms, p99 23 vs 21 ms). The tail is the disk's fsync and the
-event loop's own latency on either side of the thread.
+Under the game's load the GIL is not what makes a commit slow (measured: docs/ledger.md,
+"Group commit"): the tail is the disk's fsync and the event loop's latency on either
+side of the thread.
 """
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import time
 import uuid
@@ -112,21 +108,21 @@ def wall_clock_ms() -> int:
 
 async def run_on_thread_now(fn: Callable[..., T], *args: object) -> T:
     """``fn(*args)`` on a worker thread of Trio's thread cache (as ``trio.to_thread``
-    uses), started before this task yields. ``trio.to_thread.run_sync`` with a limiter
+    uses), started before this task yields: ``trio.to_thread.run_sync`` with a limiter
     first passes a checkpoint, so under load a group waited a whole scheduler batch
-    before its thread even started: measured in one ``bench game`` run (1,500 players,
-    the two ways alternating every second), the hand-off to the thread took p50 0.37 /
-    p99 22.8 ms that way and 0.04 / 11.2 ms this way, the whole loop → thread → loop
-    trip p99 50.6 → 33.8 ms. Not cancellable while ``fn`` runs (a group in flight is
-    committed or failed, never abandoned): a cancellation takes effect at the caller's
-    next checkpoint, as with ``to_thread``'s default."""
+    before its thread even started (hand-off p99 22.8 → 11.2 ms in ``bench game``, see
+    docs/ledger.md). Not cancellable while ``fn`` runs (a group in flight is committed
+    or failed, never abandoned): a cancellation takes effect at the caller's next
+    checkpoint, as with ``to_thread``'s default."""
     task = trio.lowlevel.current_task()
     token = trio.lowlevel.current_trio_token()
 
     def deliver(result: outcome.Outcome[T]) -> None:
         token.run_sync_soon(trio.lowlevel.reschedule, task, result)
 
-    trio.lowlevel.start_thread_soon(partial(fn, *args), deliver)
+    # In a copy of this task's context, as to_thread runs its function.
+    context = contextvars.copy_context()
+    trio.lowlevel.start_thread_soon(partial(context.run, fn, *args), deliver)
 
     def abort(_: object) -> trio.lowlevel.Abort:
         return trio.lowlevel.Abort.FAILED
