@@ -449,6 +449,15 @@ async def test_the_operators_controls_through_an_api_process(
             assert {"insufficient_scope", "invalid_signature", "validation_failed"} <= seen, seen
             assert money_fingerprint(config.database) == before
             assert (await here.get("/api/v1/admin/state")).json()["paused"] is False
+            # Served by the process itself: an operator token (good at the engine too)
+            # and the game's rules.
+            session = await remote.post("/api/v1/admin/session", headers=there.headers)
+            assert session.status_code == 201, session.text
+            logscan.remember(session.json()["token"])
+            bearer = {"Authorization": f"Bearer {session.json()['token']}"}
+            assert (await direct.get("/api/v1/admin/state", headers=bearer)).status_code == 200
+            players = [Api(c, secrets_["player"]) for c in (remote, direct)]
+            same_answer(*[await p.get("/api/v1/game/rules") for p in players])
 
 
 # -- revoking a key -----------------------------------------------------------------------
