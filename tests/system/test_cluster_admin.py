@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from crashd.api import wire
 from crashd.api.security import webhook as pspsig
 from crashd.api.security.signing import sign_request
-from support.cluster import api_process, cluster_config
+from support.cluster import api_process, cluster_config, code_of, same_answer, signed_raw
 from support.feed import next_of
 from support.game import Api
 from support.security import LogScan, money_fingerprint
@@ -39,22 +38,6 @@ ADMIN = "admin:read,admin:control,admin:bankroll"
 WEBHOOK = "/api/v1/psp/webhook"
 PSP_SECRET = "whsec_" + "c3" * 16
 FORGED_SECRET = "whsec_" + "d4" * 16
-
-
-def same_answer(there: httpx.Response, here: httpx.Response) -> None:
-    """The API process answered as the engine did: status, and the body but for the
-    request id a problem quotes."""
-    assert there.status_code == here.status_code, (there.text, here.text)
-    a, b = there.json(), here.json()
-    if isinstance(a, dict) and isinstance(b, dict):
-        a.pop("request_id", None)
-        b.pop("request_id", None)
-    assert a == b, (there.text, here.text)
-
-
-def code_of(r: httpx.Response) -> tuple[int, str | None]:
-    doc = r.json()
-    return r.status_code, doc.get("code") if isinstance(doc, dict) else None
 
 
 def fresh(replies: list[httpx.Response]) -> list[httpx.Response]:
@@ -231,17 +214,6 @@ async def test_psp_webhooks_through_api_processes_move_money_once(
 
 
 # -- the bankroll -------------------------------------------------------------------------
-
-
-async def signed_raw(
-    api: Api, path: str, raw: bytes, *, key: str | None = None, method: str = "POST"
-) -> httpx.Response:
-    """A signed request with any body (``Api.post`` sends JSON objects only)."""
-    signature = sign_request(
-        api.signing_secret, method, path, raw, key or uuid.uuid4().hex, int(time.time())
-    )
-    headers = {**api.headers, **signature, "Content-Type": "application/json"}
-    return await api.client.request(method, path, content=raw, headers=headers)
 
 
 async def hostile_admin_requests(
@@ -426,6 +398,10 @@ async def test_the_operators_controls_through_an_api_process(
                 await there.post("/api/v1/admin/chain/next", {"length": 50}),
                 await here.post("/api/v1/admin/chain/next", {"length": 50}),
             )
+            # The public commitment lists the engine's chains, the new one too.
+            fair = await remote.get("/api/v1/fairness")
+            same_answer(fair, await direct.get("/api/v1/fairness"))
+            assert len(fair.json()["chains"]) == 2, fair.text
             if chained.json()["salt_needed"]:
                 salted = await there.post("/api/v1/admin/chain/salt", {"salt": "0000abcd"})
                 assert salted.status_code == 200, salted.text
@@ -532,3 +508,34 @@ async def test_revoking_a_key_at_an_api_process_closes_its_connections_at_the_en
             # The revocation wrote its audit entry (an op of its own), and moved no money.
             after = money_fingerprint(config.database)
             assert (after.transfers, after.total) == (before.transfers, before.total)
+
+
+# -- the route table in docs/scale-out.md -------------------------------------------------
+
+
+def test_the_route_table_names_every_command_and_a_test_that_exists() -> None:
+    """Every command the engine runs for a process without it is named in the table of
+    docs/scale-out.md, and every test a row names is a test function of that module."""
+    import re
+
+    import crashd.api.rest.app  # noqa: F401  (registers every route's commands)
+    from crashd.api.rest.commands import COMMANDS
+    from support.servers import REPO
+
+    doc = (REPO / "docs" / "scale-out.md").read_text()
+    table = doc.split("### What an API process serves", 1)[1].split("\n\n", 3)[2]
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    assert rows and all(line.count(" | ") >= 3 for line in rows), rows
+    named: set[str] = set()
+    for line in rows:
+        how, checked = line.split(" | ")[2], line.split(" | ")[3]
+        named |= {n for n in re.findall(r"`([a-z_]+)`", how) if n in COMMANDS or "_" in n}
+        module = None
+        for ref in re.findall(r"`((?:test_\w+\.py)?::\w+|test_\w+\.py::\w+)`", checked):
+            path, _, name = ref.partition("::")
+            module = path or module
+            assert module is not None, line
+            source = (REPO / "tests" / "system" / module).read_text()
+            assert f"def {name}(" in source, (module, name)
+    commands = {n for n in named if n in COMMANDS}
+    assert commands == set(COMMANDS), (set(COMMANDS) - commands, named - set(COMMANDS))
