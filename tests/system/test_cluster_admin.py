@@ -23,6 +23,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from crashd.api import wire
+from crashd.api.rest.routes.psp import psp_principal
 from crashd.api.security import webhook as pspsig
 from crashd.api.security.signing import sign_request
 from support.cluster import api_process, cluster_config, code_of, same_answer, signed_raw
@@ -209,6 +210,21 @@ async def test_psp_webhooks_through_api_processes_move_money_once(
                 assert there.status_code >= 400, there.text
                 seen.add(code_of(there)[1])
             assert seen == expected
+            # Commands in the stream that no API process would send (one configured for
+            # another environment, a forged entry): the engine checks them again.
+            money = {"partner_id": "acme", "user_id": "pat", "amount": 777}
+            for args, code in (
+                (["evt_c_1", "deposit.completed", {**money, "environment": "production"}],
+                 "environment_mismatch"),
+                (["bad id!", "deposit.completed", {**money, "environment": "sandbox"}],
+                 "invalid_request"),
+                (["evt_c_2", "withdrawal.failed", {**money, "environment": "sandbox"}],
+                 "invalid_request"),
+                (["evt_c_3", "deposit.completed", {**money, "amount": -1}], "invalid_request"),
+                (["evt_c_4"], "invalid_request"),
+            ):  # fmt: skip
+                reply = await a.commands.command("psp_money", psp_principal("sandbox"), None, args)
+                assert json.loads(reply.body)["code"] == code, (args, reply)
             assert money_fingerprint(config.database) == before
             assert await here.balance("pat") == 5_000
 

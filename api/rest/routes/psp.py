@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -290,6 +291,7 @@ async def psp_money_now(
     services = services or current_services()
     if event_type not in ("deposit.completed", "withdrawal.completed"):
         raise Problem("invalid_request", f"not a deposit or withdrawal: {event_type!r}")
+    _checked_again(services, event_id, data.environment)
     ledger = services.require_game().game.ledger
     move = ledger.psp_deposit if event_type == "deposit.completed" else ledger.psp_withdrawal
     return await _posted(
@@ -317,6 +319,7 @@ async def psp_reversal_now(
     services = services or current_services()
     if event_type not in ("withdrawal.failed", "withdrawal.reversed"):
         raise Problem("invalid_request", f"not a withdrawal reversal: {event_type!r}")
+    _checked_again(services, event_id, data.environment)
     ledger = services.require_game().game.ledger
     return await _posted(
         event_id,
@@ -325,6 +328,16 @@ async def psp_reversal_now(
             event_id, environment=data.environment, withdrawal_id=data.withdrawal_id
         ),
     )
+
+
+def _checked_again(services: Services, event_id: str, environment: str) -> None:
+    """What the engine checks itself of a command (the body's fields are validated
+    again by the command's decoding): the event id is a well-formed ledger key, and the
+    event is for the books this engine keeps (an API process configured for another
+    environment must not credit here)."""
+    if re.fullmatch(EVENT_ID, event_id) is None:
+        raise Problem("invalid_request", "not a PSP event id")
+    _same_environment(environment, services.config.environment)
 
 
 async def _posted(
