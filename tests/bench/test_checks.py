@@ -113,3 +113,38 @@ def test_a_replayed_settle_settles_nothing_twice(tmp_path: Path) -> None:
     path = tmp_path / "bulk.sqlite3"
     ledger.bulk_settle_rate(path, "NORMAL", 10)
     assert ledger.bulk_settle_check(path, "NORMAL", 10) == []
+
+
+def test_a_ledger_run_counts_only_its_timed_part(tmp_path: Path) -> None:
+    """``run_ledger`` times from the end of its warm-up (the players' accounts made,
+    the first groups committed): every deposit it acknowledged is one transfer, the
+    warm-up's included, and the figures are the timed part's alone."""
+    import trio
+
+    from crashd.engine.ledger.store import Store
+
+    path = tmp_path / "l.sqlite3"
+    run = trio.run(ledger.run_ledger, path, "NORMAL", True, 20, 0.2)
+    assert run.transfers == len(run.ack_ms) > 0
+    assert run.warm_transfers >= ledger.USERS
+    assert run.groups == len(run.commit_ms) > 0
+    store = Store(path, "NORMAL")
+    try:
+        assert store.audit().ok
+        row = store.conn.execute("SELECT count(*) FROM transfers").fetchone()
+        assert row is not None and row[0] == run.warm_transfers + run.transfers
+        held = store.conn.execute("SELECT count(*) FROM accounts WHERE kind = 'player'")
+        assert held.fetchone() == (ledger.USERS,)
+    finally:
+        store.close()
+
+
+def test_the_recommended_postgresql_settings_are_the_benchs() -> None:
+    """docs/scale-out.md's server settings are those the bench's cluster runs with."""
+    from support.servers import REPO
+
+    doc = (REPO / "docs" / "scale-out.md").read_text()
+    block = doc.split("<!-- pg-settings:begin -->", 1)[1].split("<!-- pg-settings:end -->")[0]
+    lines = [ln.strip() for ln in block.splitlines() if "=" in ln]
+    documented = {ln.replace(" ", "") for ln in lines}
+    assert documented == set(ledger.PG_SETTINGS)

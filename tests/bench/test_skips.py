@@ -36,11 +36,9 @@ def test_without_cryptography_the_ed25519_peer_is_skipped(
     assert all("× Ed25519 sign" not in r.ratios for r in rows)
 
 
-def test_without_postgresql_the_peer_is_skipped(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_without_postgresql_the_peer_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ledger, "_pg_bindir", lambda: None)
-    why = ledger.postgres_rates(tmp_path, ["FULL"], 1.0)
+    why = ledger.postgres_rates(["FULL"], 1.0)
     assert isinstance(why, str) and "PostgreSQL" in why
 
 

@@ -4,10 +4,12 @@ the audit passes. Real PostgreSQL (skipped with the reason where none)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from crashd.engine.ledger import open_ledger
 from crashd.engine.ledger.schema import LEDGER_TABLES
@@ -85,3 +87,24 @@ async def test_every_flush_mode_writes_what_sqlite_writes(
     finally:
         a.close()
         b.close()
+
+
+async def test_a_fresh_writer_reads_its_first_groups_accounts_at_once(db: Backend) -> None:
+    """A reopened ledger's first groups touch accounts it has not cached (a deposit's
+    two at least: read in one statement on PostgreSQL) beside one it must create: each
+    balance continues from its stored row, the new one starts at zero, and the audit
+    passes."""
+    users = [f"u{n}" for n in range(5)]
+    async with open_ledger(db.target, sweep_interval_s=None) as ledger:
+        for n, user in enumerate(users):
+            await ledger.psp_deposit(f"first-{user}", user_id=user, amount=100 + n, **P)
+    async with open_ledger(db.target, sweep_interval_s=None) as ledger:
+        async with trio.open_nursery() as nursery:
+            for user in [*users, "newcomer"]:
+                nursery.start_soon(
+                    partial(ledger.psp_deposit, f"second-{user}", user_id=user, amount=10, **P)
+                )
+        for n, user in enumerate(users):
+            assert (await ledger.balance(user_id=user, **P)).posted == 100 + n + 10
+        assert (await ledger.balance(user_id="newcomer", **P)).posted == 10
+        assert (await ledger.audit()).ok

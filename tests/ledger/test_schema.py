@@ -259,6 +259,20 @@ def test_every_ledger_table_is_migrated_to_postgres() -> None:
     assert pg_tables - {"meta", "leader"} == set(LEDGER_TABLES)
 
 
+def test_the_schema_diagram_names_every_table() -> None:
+    """docs/ledger.md's table diagram (its "Schema" section's first block) lists exactly
+    the tables of both schemas: ``LEDGER_TABLES`` and each backend's own."""
+    from crashd.engine.ledger.schema import LEDGER_TABLES
+    from support.servers import REPO
+
+    doc = (REPO / "docs" / "ledger.md").read_text()
+    section = doc.split("\n## Schema\n", 1)[1]
+    block = section.split("```\n", 2)[1]
+    drawn = re.findall(r"^([a-z_]+) +\(", block, flags=re.MULTILINE)
+    assert len(drawn) == len(set(drawn)), "a table drawn twice"
+    assert set(drawn) == {*LEDGER_TABLES, "meta", "leader"}
+
+
 def test_base_version_ops_get_their_key_hash_and_still_replay(tmp_path: Path) -> None:
     """The key-hash step rebuilds ops (SQLite) around a 16-byte key hash: every op recorded
     before it still replays by its idempotency key, and a reused key is refused."""
