@@ -693,11 +693,6 @@ class Ledger(ReadMethods):
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._read_limiter)
 
-    async def read(self, fn: Callable[..., T], *args: object) -> T:
-        """``fn(connection, *args)`` on the read connection's thread: for a module
-        that keeps its own queries beside the ledger's (the wallet's, ``walletstore``)."""
-        return await self._read(fn, self._reader.conn, *args)
-
     async def reply_keys(self, since_ms: int) -> list[bytes]:
         """Keys of the replies stored since ``since_ms``."""
         return await self._read(self._reader.reply_keys, since_ms)
