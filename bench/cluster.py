@@ -14,7 +14,9 @@ Two parts, each beside its in-process peer in the same run:
   a real ``crashd api``; ``--concurrency`` keep-alive clients place one-shot signed bets
   (``POST /api/v1/bets``) for ``--seconds`` at the engine's own REST, then through the
   API process. Reported: p50/p99 of each, and the API process's p99 over the engine's
-  (target ≤ 2×); the added hop is the difference of the medians.
+  (target ≤ 2×); the added hop is the difference of the medians. Then the same for
+  PSP webhooks (``POST /api/v1/psp/webhook``, a signed deposit event, a new event id
+  each): verified by the API process, run by the engine as a command.
 
 Redis: ``--redis-url``, or a private ``redis-server`` started here (skipped, saying
 so, without one). Numbers are noisy on a shared machine: compare rows of one run.
@@ -44,6 +46,9 @@ from bench.suite import Context, Progress, Row, Skip, ratio
 NAME = "cluster"
 T_DELAY = "Engine → edge frame delay"
 T_COMMANDS = "A bet through an API process beside the engine's own REST"
+T_PSP = "A PSP webhook through an API process beside the engine's own REST"
+PSP_SECRET = "whsec_bench_cluster_0123456789abcdef"
+"""The children's ``psp_secrets_file`` (their working directory's ``crashd-psp-secrets``)."""
 ROOT = Path(__file__).resolve().parent.parent
 TRANSPORTS = ("unix", "redis/coredis", "redis/redis-py")
 
@@ -255,6 +260,8 @@ def engine_and_api(directory: Path, redis_url: str) -> Iterator[tuple[Any, Any]]
     finally:
         store.close()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Both children run in ``directory``: the default psp_secrets_file is this one.
+    (directory / "crashd-psp-secrets").write_text(PSP_SECRET + "\n")
     log = (directory / "cluster.log").open("w")
     engine = subprocess.Popen(
         [sys.executable, "-m", "bench", NAME, "--serve-engine", str(directory), redis_url],
@@ -302,6 +309,42 @@ def engine_and_api(directory: Path, redis_url: str) -> Iterator[tuple[Any, Any]]
                     proc.wait()
 
 
+def psp_op(server: Any, where: str) -> Any:
+    """``POST /api/v1/psp/webhook``: a signed ``deposit.completed`` of 1 to a player of
+    the worker's, a new event id each (every one a credit, none a redelivery)."""
+    from bench.api import Connection, answer
+    from crashd.api import wire
+    from crashd.api.security import webhook as pspsig
+
+    host = f"{server.host}:{server.port}"
+    sent = [0]
+
+    async def op(conn: Connection, index: int) -> tuple[int, bool, dict[str, int]]:
+        sent[0] += 1
+        event = {
+            "id": f"evt_{where}_{sent[0]}",
+            "type": "deposit.completed",
+            "created": int(time.time()),
+            "data": {
+                "environment": "sandbox",
+                "partner_id": "bench",
+                "user_id": f"psp{index}",
+                "amount": 1,
+            },
+        }
+        raw = json.dumps(event, separators=(",", ":")).encode()
+        signature = pspsig.header_value(PSP_SECRET, int(time.time()), raw)
+        head = (
+            f"POST /api/v1/psp/webhook HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
+            f"{wire.PSP_SIGNATURE_HEADER}: {signature}\r\n\r\n"
+        )
+        status, body = await conn.request(head.encode() + raw)
+        return 1, status == 200, {answer(status, body): 1}
+
+    return op
+
+
 @dataclass
 class CommandPoint:
     where: str
@@ -326,6 +369,28 @@ async def measure_commands(
     users = [f"u{i}" for i in range(2 * per_row)]
     await fund(engine, reqs["engine"], users, 1_000_000, min(8, concurrency))
     points = []
+    for where, server in (("engine psp", engine), ("api process psp", api)):
+        row = await run_load(
+            server,
+            where,
+            psp_op(server, where.replace(" ", "_")),
+            opener=RawConnection.open,
+            concurrency=concurrency,
+            seconds=seconds,
+            max_ops=10**9,
+        )
+        print(f"cluster: {where}: statuses {dict(sorted(row.statuses.items()))}", flush=True)
+        points.append(
+            CommandPoint(
+                where,
+                row.ok,
+                row.failures,
+                row.refused,
+                row.ok / row.seconds if row.seconds else 0.0,
+                percentile(row.latencies_ms, 50),
+                percentile(row.latencies_ms, 99),
+            )
+        )
     for n, (where, server) in enumerate((("engine", engine), ("api process", api))):
         key = "engine" if where == "engine" else "api"
         mine = users[n * per_row : (n + 1) * per_row]
@@ -486,7 +551,37 @@ def measure(args: argparse.Namespace, progress: Progress | None, skips: list[Ski
             with tempfile.TemporaryDirectory(prefix="crashd-bench-cluster-") as tmp:
                 with engine_and_api(Path(tmp), redis_url) as (engine, api):
                     cmd = trio.run(measure_commands, engine, api, args.seconds, args.concurrency)
+            psp = [c for c in cmd if c.where.endswith(" psp")]
+            cmd = [c for c in cmd if not c.where.endswith(" psp")]
             base = cmd[0]
+            for c in psp:
+                print(
+                    f"  {c.where:16} {c.ok} webhooks ({c.failures} failed), {c.per_s:.0f}/s: "
+                    f"p50 {c.p50_ms:.1f} ms, p99 {c.p99_ms:.1f} ms",
+                    flush=True,
+                )
+                first = c is psp[0]
+                where = c.where.removesuffix(" psp")
+                rows.append(
+                    Row(
+                        NAME,
+                        T_PSP,
+                        f"psp/{where}",
+                        f"POST /api/v1/psp/webhook at the {where}",
+                        {
+                            "per_s": c.per_s,
+                            "p50_ms": c.p50_ms,
+                            "p99_ms": c.p99_ms,
+                            "failures_n": float(c.failures),
+                        },
+                        {} if first else {"p99 × in-process": ratio(c.p99_ms, psp[0].p99_ms)},
+                        role="peer" if first else "subject",
+                        params={"concurrency": args.concurrency, "seconds": args.seconds},
+                        checks={"every event credited": c.failures == 0},
+                        primary=["per_s", "p50_ms", "p99_ms"],
+                        note="" if first else f"added hop (p50): {c.p50_ms - psp[0].p50_ms:.1f} ms",
+                    )  # fmt: skip
+                )
             for c in cmd:
                 print(
                     f"  {c.where:12} {c.ok} bets ({c.failures} failed, {c.refused} refused by the "

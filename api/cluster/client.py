@@ -21,11 +21,13 @@ import time
 from typing import Any
 
 import trio
+from quart import has_request_context, request
 
 from crashd.api.edge.links import LinkError, StreamLink
 from crashd.api.rest.commands import Reply, principal_to_json
 from crashd.api.rest.idempotency import IdempotencyToken
 from crashd.api.rest.problems import Problem
+from crashd.api.rest.requestid import request_id_of
 from crashd.api.security.keys import Principal
 
 from .wire import (
@@ -48,6 +50,14 @@ class _Waiter:
         self.unsent = False
         """Writing it to the command stream failed (it may still have reached Redis:
         the retry with its key is what makes that safe)."""
+
+
+def _request_id() -> str:
+    """The current request's id (a query's problem quotes it, as the engine's own REST
+    would), or a fresh one outside a request (a feed order's query)."""
+    if has_request_context():
+        return request_id_of(request.scope)
+    return secrets.token_hex(16)
 
 
 class RedisCommands:
@@ -139,7 +149,7 @@ class RedisCommands:
             "principal": principal_to_json(principal),
             "key": token.key if token is not None else None,
             "fp": token.fingerprint.hex() if token is not None else "",
-            "rid": token.request_id if token is not None else secrets.token_hex(16),
+            "rid": token.request_id if token is not None else _request_id(),
             "args": args,
             "sent_ms": now_ms,
             "deadline_ms": now_ms + round(self.timeout_s * 1000),

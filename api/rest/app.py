@@ -20,7 +20,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from crashd.api import __version__
+from crashd.api.rest.commands import forwarded_query
 from crashd.api.security.guard import install as install_security
+from crashd.api.security.keys import Principal
 from crashd.api.services import SERVICES_EXTENSION, Services, current_services
 from crashd.api.wallet.routes import wallet as wallet_routes
 from crashd.api.wire import API_PREFIX
@@ -37,7 +39,7 @@ from .routes.game import game
 from .routes.ops import probes
 from .routes.pages import pages
 from .routes.psp import psp
-from .routes.sessions import sessions
+from .routes.sessions import public_principal, sessions
 from .routes.settlement import key_set, settlement, well_known
 from .routes.users import users
 
@@ -129,6 +131,14 @@ async def fairness() -> Response:
     """Public: the terminating hash was committed before the first game; each finished
     round reveals its game hash, which hashes forward to the terminating hash."""
     services = current_services()
+    return await fairness_now(public_principal(services.config.environment))
+
+
+@forwarded_query("fairness")
+async def fairness_now(principal: Principal, services: Services | None = None) -> Response:
+    """The chains in force are the engine's registry (a rotation after this process
+    started is the engine's to know): asked of it from a process without the engine."""
+    services = services or current_services()
     chain = services.chain
     chains: list[dict[str, Any]] = []
     first_round = 1
@@ -176,7 +186,7 @@ async def fairness() -> Response:
                     "crashd audit --url THIS_SERVER --from ROUND --to ROUND",
                 ],
             },
-            "signing_keys": key_set(),
+            "signing_keys": key_set(services),
         },
         # The salt is fixed once, after the commitment; a minute of caching is harmless.
         headers={"Cache-Control": "public, max-age=60"},

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from quart import Response, request
 
 from crashd.api.rest import validation
+from crashd.api.rest.body import request_body
 
 from .problems import CODES, Problem
 
@@ -175,7 +176,7 @@ async def read_json_value() -> Any:
     """Check content type (415) and decode strictly (400) the body, unvalidated."""
     if not _is_json(request.headers.get("Content-Type")):
         raise Problem("unsupported_media_type", "send the body as Content-Type: application/json")
-    raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    raw = await request_body()
     try:
         return validation.decode_json(raw)
     except validation.MalformedJSON as exc:

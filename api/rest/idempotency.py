@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from quart import Response, request
 
 from crashd.api.rest import validation
+from crashd.api.rest.body import request_body
 from crashd.api.security.keys import Principal
 from crashd.api.wire import IDEMPOTENCY_HEADER, REPLAYED_HEADER
 from crashd.engine.ledger.model import LedgerError, ReplySlot, Result, StoredReply
@@ -288,7 +289,7 @@ def idempotent(view: V) -> V:
                 "idempotency_key_required",
                 f"send an {IDEMPOTENCY_HEADER} header (e.g. a UUID) with this request",
             )
-        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+        body = await request_body()
         fp = fingerprint(request.method, request.path, request.query_string, body)
 
         async def run(token: IdempotencyToken) -> Response:

@@ -33,6 +33,7 @@ from quart import Response, current_app, request
 from quart_trio import QuartTrio
 
 from crashd.api.config import Config
+from crashd.api.rest.body import request_body
 from crashd.api.rest.contract import V, route_meta
 from crashd.api.rest.problems import Problem
 from crashd.api.rest.requestid import set_key_id
@@ -226,7 +227,7 @@ def signed(view: V) -> V:
         principal: Principal = kwargs["principal"]
         services = current_services()
         state = security_state(current_app)
-        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+        body = await request_body()
         now = time.time()
         secrets_ = [
             services.keys.signing_secret(principal.key_id, g)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from typing import Annotated, Any, Literal
 
 from quart import Blueprint, Response
 
+from crashd.api.rest.commands import forwarded, forwarded_query
 from crashd.api.rest.contract import documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, idempotent, stored_or
 from crashd.api.rest.problems import Problem, problem_response
+from crashd.api.rest.routes.sessions import public_principal
 from crashd.api.rest.validation import Boolean, Choice, Integer, String
 from crashd.api.security import feedtokens
 from crashd.api.security import sessions as house
@@ -39,6 +42,7 @@ from crashd.api.wire import API_PREFIX, iso_ms
 from crashd.engine.game import GameError
 from crashd.engine.ledger import LedgerError, walletstore
 from crashd.engine.ledger.model import Result
+from crashd.engine.ledger.reads import LedgerReads
 from crashd.engine.ledger.wallet import STATES, WalletResolved
 from crashd.engine.wallet.seamless import Seamless
 
@@ -56,11 +60,38 @@ def seamless_for(services: Services, partner_id: str) -> Seamless:
     if seamless is None and partner_id in services.wallet_partners:
         raise no_wallet_here(partner_id)
     if seamless is None or seamless.wallet_of(partner_id) is None:
-        raise Problem(
-            "wallet_not_seamless",
-            f"partner {partner_id} plays on crashd's own balances (it is not in wallets_file)",
-        )
+        raise _not_seamless(partner_id)
     return seamless
+
+
+def _not_seamless(partner_id: str) -> Problem:
+    return Problem(
+        "wallet_not_seamless",
+        f"partner {partner_id} plays on crashd's own balances (it is not in wallets_file)",
+    )
+
+
+def _require_seamless(services: Services, partner_id: str) -> None:
+    """Refuse a partner that does not play seamless (in a process without the engine,
+    by the wallets file it loaded too)."""
+    if services.game is None:
+        if partner_id not in services.wallet_partners:
+            raise _not_seamless(partner_id)
+    else:
+        seamless_for(services, partner_id)
+
+
+def wallet_records(services: Services, partner_id: str) -> tuple[LedgerReads, str]:
+    """Where a seamless partner's wallet records are read, and its currency: the
+    engine's ledger, or, in a process without the engine (which loads the same
+    wallets file), the database through its reads."""
+    if services.game is None:
+        _require_seamless(services, partner_id)
+        return services.require_ledger(), services.wallet_partners[partner_id].currency
+    seamless = seamless_for(services, partner_id)
+    wallet_of = seamless.wallet_of(partner_id)
+    assert wallet_of is not None  # (seamless_for checked)
+    return seamless.ledger, wallet_of.currency
 
 
 # -- the launch session ----------------------------------------------------------------
@@ -148,7 +179,7 @@ WALLET_SESSION_SCHEMA: dict[str, Any] = {
 @json_body(SessionBody)
 async def launch_session(*, body: SessionBody) -> Response:
     services = current_services()
-    seamless = seamless_for(services, body.partner_id)
+    _require_seamless(services, body.partner_id)
     key_id = services.wallet_keys.get(body.partner_id)
     if (
         services.config.rate_limit_sessions == 0
@@ -156,10 +187,14 @@ async def launch_session(*, body: SessionBody) -> Response:
         or not await services.authenticator.issuer_active(key_id)
     ):
         raise Problem("sessions_disabled", "launch sessions are turned off for this partner")
-    try:
-        session = await seamless.verify_session(body.partner_id, body.launch_token)
-    except GameError as err:
-        raise game_problem(err) from None
+    # The wallet is called by the engine's driver (its breaker, its call log): in a
+    # process without the engine, through the command stream; the token is made here.
+    verified = await verify_session_now(
+        public_principal(services.config.environment), body.partner_id, body.launch_token
+    )
+    if verified.status_code != 200:
+        return verified  # the wallet's refusal, as the engine answered it
+    session = json.loads(await verified.get_data(as_text=False))
     expires = int(time.time()) + house.SESSION_TTL_S
     scopes = frozenset(house.WALLET_SCOPES)
     token = services.authenticator.issue_token(
@@ -169,7 +204,7 @@ async def launch_session(*, body: SessionBody) -> Response:
             services.config.environment,
             scopes,
             expires,
-            user_id=session.player_id,
+            user_id=session["player_id"],
         )
     )
     return json_response(
@@ -180,19 +215,41 @@ async def launch_session(*, body: SessionBody) -> Response:
             "ws_url": services.feed_url or "",
             "scopes": sorted(scopes),
             "environment": services.config.environment,
-            "user_id": session.player_id,
+            "user_id": session["player_id"],
             "partner_id": body.partner_id,
-            "currency": session.currency,
-            "limits": session.limits.to_json(),
+            "currency": session["currency"],
+            "limits": session["limits"],
             "balance": {
-                "user_id": session.player_id,
+                "user_id": session["player_id"],
                 "environment": services.config.environment,
-                "posted": session.balance,
+                "posted": session["balance"],
                 "pending": 0,
-                "available": session.balance,
+                "available": session["balance"],
             },
         },
         status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@forwarded_query("wallet_verify_session", str, str)
+async def verify_session_now(
+    principal: Principal, partner_id: str, launch_token: str, services: Services | None = None
+) -> Response:
+    """``session.verify`` at the partner's wallet: who the launch token is."""
+    services = services or current_services()
+    seamless = seamless_for(services, partner_id)
+    try:
+        session = await seamless.verify_session(partner_id, launch_token)
+    except GameError as err:
+        raise game_problem(err) from None
+    return json_response(
+        {
+            "player_id": session.player_id,
+            "currency": session.currency,
+            "limits": session.limits.to_json(),
+            "balance": session.balance,
+        },
         headers={"Cache-Control": "no-store"},
     )
 
@@ -249,7 +306,13 @@ def _outbox_counts(conn: Any, environment: str, partner_id: str) -> dict[str, in
 )
 @requires_scope("read:balance", tokens=True)
 async def status(*, principal: Principal) -> Response:
-    services = current_services()
+    return await status_now(principal)
+
+
+@forwarded_query("wallet_status")
+async def status_now(principal: Principal, services: Services | None = None) -> Response:
+    """The breaker and the driver live in the engine: asked of it from an API process."""
+    services = services or current_services()
     seamless = services.wallets
     if seamless is None and principal.partner_id in services.wallet_partners:
         raise no_wallet_here(principal.partner_id)
@@ -411,9 +474,14 @@ def _csv(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
 @query_params(TransactionsQuery)
 async def transactions(*, principal: Principal, query: TransactionsQuery) -> Response:
     services = current_services()
-    services.require_game()
-    seamless = services.wallets
-    if seamless is None:
+    # Any partner's records (a transfer partner has none): the engine's ledger, or in a
+    # process without the engine the database, if this server has seamless partners.
+    ledger: LedgerReads
+    if services.wallets is not None:
+        ledger = services.wallets.ledger
+    elif services.game is None and services.wallet_partners:
+        ledger = services.require_ledger()
+    else:
         raise Problem("wallet_not_seamless", "no partner of this server plays in seamless mode")
     flt = walletstore.TxFilter(
         environment=principal.environment,
@@ -427,7 +495,6 @@ async def transactions(*, principal: Principal, query: TransactionsQuery) -> Res
         after_id=query.after,
         limit=query.limit,
     )
-    ledger = seamless.ledger
     if query.view == "calls":
         rows = await ledger.read(walletstore.calls, flt)
         items = [call_body(i, c) for i, c in rows]
@@ -496,9 +563,7 @@ SUMMARY_SCHEMA: dict[str, Any] = {
 @requires_scope("read:balance")
 @query_params(SummaryQuery)
 async def summary(*, principal: Principal, query: SummaryQuery) -> Response:
-    services = current_services()
-    services.require_game()
-    seamless = seamless_for(services, principal.partner_id)
+    ledger, currency = wallet_records(current_services(), principal.partner_id)
     try:
         day = date.fromisoformat(query.day) if query.day else datetime.now(UTC).date()
     except ValueError:
@@ -507,13 +572,9 @@ async def summary(*, principal: Principal, query: SummaryQuery) -> Response:
             "day must be a calendar date, YYYY-MM-DD",
             extra={"errors": [{"field": "day", "message": "not a date"}]},
         ) from None
-    body = await seamless.ledger.read(
-        daily_summary, principal.environment, principal.partner_id, day
-    )
-    partner = seamless.wallet_of(principal.partner_id)
+    body = await ledger.read(daily_summary, principal.environment, principal.partner_id, day)
     body["partner_id"] = principal.partner_id
-    if partner is not None:
-        body["currency"] = partner.currency
+    body["currency"] = currency
     return json_response(body, headers={"Cache-Control": "no-store"})
 
 
@@ -539,10 +600,8 @@ FAILED_SCHEMA: dict[str, Any] = {
 )
 @requires_scope("manage:wallet")
 async def failed(*, principal: Principal) -> Response:
-    services = current_services()
-    services.require_game()
-    seamless = seamless_for(services, principal.partner_id)
-    rows = await seamless.ledger.read(
+    ledger, _ = wallet_records(current_services(), principal.partner_id)
+    rows = await ledger.read(
         walletstore.txs,
         walletstore.TxFilter(
             principal.environment, principal.partner_id, state="failed", limit=MAX_PAGE
@@ -563,10 +622,15 @@ class ResolveBody:
 
 
 def _resolver(action: Literal["retry", "settle"]) -> Any:
-    async def resolve(
-        tx_id: str, *, principal: Principal, idempotency: IdempotencyToken, body: ResolveBody
+    @forwarded(f"wallet_{action}", str, ResolveBody)
+    async def resolve_now(
+        principal: Principal,
+        idempotency: IdempotencyToken,
+        tx_id: str,
+        body: ResolveBody,
+        services: Services | None = None,
     ) -> Response:
-        services = current_services()
+        services = services or current_services()
         services.require_game()
         seamless = seamless_for(services, principal.partner_id)
         if _TX_ID.fullmatch(tx_id) is None:
@@ -584,6 +648,11 @@ def _resolver(action: Literal["retry", "settle"]) -> Any:
             return stored_or(slot, lambda: problem_response(problem, idempotency.request_id))
         assert isinstance(result, WalletResolved)
         return stored_or(slot, lambda: json_response({"tx_id": tx_id, "state": result.state}))
+
+    async def resolve(
+        tx_id: str, *, principal: Principal, idempotency: IdempotencyToken, body: ResolveBody
+    ) -> Response:
+        return await resolve_now(principal, idempotency, tx_id, body)
 
     resolve.__name__ = f"failed_{action}"
     resolve.__doc__ = (

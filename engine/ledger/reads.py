@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 class LedgerReads(Protocol):
     def now_ms(self) -> int: ...
+    async def read(self, fn: Callable[..., T], *args: object) -> T: ...
     async def reply(self, key: bytes) -> tuple[bytes, StoredReply] | None: ...
     async def balance(self, *, environment: str, partner_id: str, user_id: str) -> Balance: ...
     async def bet(self, ticket_id: str) -> BetView | None: ...
@@ -71,6 +72,12 @@ class ReadMethods:
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         raise NotImplementedError
+
+    async def read(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(connection, *args)`` on the read connection's thread: for a module
+        that keeps its own queries beside the ledger's (the wallet's, ``walletstore``),
+        in the engine and in an API process alike."""
+        return await self._read(fn, self._reader.conn, *args)
 
     async def position(self, name: str) -> str | None:
         """A kept position (as of the last commit)."""

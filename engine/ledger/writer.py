@@ -1,37 +1,41 @@
 """The Trio driver: one writer task, group commit, durable acknowledgements.
 
 Callers append ops to the current batch (a bounded queue of batches) and wait. The
-writer task takes the oldest batch (at most ``max_group`` ops), hands it to the store on the single write thread
-(``trio.to_thread.run_sync`` with a ``CapacityLimiter(1)``) which plans, flushes and
-commits it as one transaction, and only then answers each caller. Ops that arrive
-while a commit is in flight wait in the queue and form the next group, so the number
-of fsyncs per second stays bounded by the disk while throughput grows with the number
-of concurrent callers. Reads use a second connection on their own thread and never
-wait for a commit.
+writer task takes the oldest batch (at most ``max_group`` ops), hands it to the store on
+a worker thread (``run_on_thread_now``: one group at a time, since the one writer task
+awaits each) which plans, flushes and commits it as one transaction, and only then
+answers each caller. Ops that arrive while a commit is in flight wait in the queue and
+form the next group, so the number of fsyncs per second stays bounded by the disk while
+throughput grows with the number of concurrent callers. Reads use a second connection
+on their own thread and never wait for a commit.
 
-Why ``to_thread`` rather than a dedicated thread fed by a ``queue.Queue`` and answered
-through a trio token: both pay one thread hand-off per *group*, not per op, so at the
-group sizes that matter (tens to thousands) the difference is small next to the
-~23-30 µs of writer CPU per op (~10 planning and prefetch, ~11 SQLite, see
-docs/ledger.md); ``to_thread`` keeps the thread's use inside the ledger's nursery and
-needs no shutdown protocol of its own. Callers and the writer thread take turns on the
-GIL (callers run while no group is being written, and the reverse): a writer thread
-taking ops while the event loop is busy would wait for the GIL after every
-``sqlite3_step``.
+Why a worker thread of Trio's cache rather than a dedicated thread fed by a
+``queue.Queue`` and answered through a trio token: both pay one thread hand-off per
+*group*, not per op, so at the group sizes that matter (tens to thousands) the
+difference is small next to the ~23-30 µs of writer CPU per op (~10 planning and
+prefetch, ~11 SQLite, see docs/ledger.md), and the thread's use stays inside the
+ledger's nursery with no shutdown protocol of its own. Callers and the writer thread
+take turns on the GIL (callers run while no group is being written, and the reverse).
+Under the game's load the GIL is not what makes a commit slow (measured: docs/ledger.md,
+"Group commit"): the tail is the disk's fsync and the event loop's latency on either
+side of the thread.
 """
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import outcome
 import trio
 
 from .database import is_postgres
@@ -100,6 +104,31 @@ A = TypeVar("A")
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def run_on_thread_now(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` on a worker thread of Trio's thread cache (as ``trio.to_thread``
+    uses), started before this task yields: ``trio.to_thread.run_sync`` with a limiter
+    first passes a checkpoint, so under load a group waited a whole scheduler batch
+    before its thread even started (hand-off p99 22.8 → 11.2 ms in ``bench game``, see
+    docs/ledger.md). Not cancellable while ``fn`` runs (a group in flight is committed
+    or failed, never abandoned): a cancellation takes effect at the caller's next
+    checkpoint, as with ``to_thread``'s default."""
+    task = trio.lowlevel.current_task()
+    token = trio.lowlevel.current_trio_token()
+
+    def deliver(result: outcome.Outcome[T]) -> None:
+        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+    # In a copy of this task's context, as to_thread runs its function.
+    context = contextvars.copy_context()
+    trio.lowlevel.start_thread_soon(partial(context.run, fn, *args), deliver)
+
+    def abort(_: object) -> trio.lowlevel.Abort:
+        return trio.lowlevel.Abort.FAILED
+
+    result: T = await trio.lowlevel.wait_task_rescheduled(abort)
+    return result
 
 
 class _Done:
@@ -228,7 +257,6 @@ class Ledger(ReadMethods):
         self._queued = 0
         self._wakeup = trio.Event()
         self._space = trio.lowlevel.ParkingLot()
-        self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(reader.threads)
         self._closing = False
         self._failed: BaseException | None = None
@@ -283,19 +311,12 @@ class Ledger(ReadMethods):
             try:
                 replies = batch.replies
                 if replies is None and positions is None:
-                    answers = await trio.to_thread.run_sync(
-                        self._store.apply_group, batch.ops, now, limiter=self._write_limiter
-                    )
+                    answers = await run_on_thread_now(self._store.apply_group, batch.ops, now)
                 else:
                     if replies is not None:
                         replies.extend([None] * (len(batch.ops) - len(replies)))
-                    answers = await trio.to_thread.run_sync(
-                        self._store.apply_group,
-                        batch.ops,
-                        now,
-                        replies,
-                        positions,
-                        limiter=self._write_limiter,
+                    answers = await run_on_thread_now(
+                        self._store.apply_group, batch.ops, now, replies, positions
                     )
                 if positions is not None:
                     self._positions_kept.update(positions)
@@ -671,11 +692,6 @@ class Ledger(ReadMethods):
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._read_limiter)
-
-    async def read(self, fn: Callable[..., T], *args: object) -> T:
-        """``fn(connection, *args)`` on the read connection's thread: for a module
-        that keeps its own queries beside the ledger's (the wallet's, ``walletstore``)."""
-        return await self._read(fn, self._reader.conn, *args)
 
     async def reply_keys(self, since_ms: int) -> list[bytes]:
         """Keys of the replies stored since ``since_ms``."""

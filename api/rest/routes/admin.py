@@ -32,6 +32,7 @@ from crashd.api.ops.chains import PUBLISHED as CHAIN_PUBLISHED
 from crashd.api.ops.chains import SALTED as CHAIN_SALTED
 from crashd.api.ops.chains import published_entry
 from crashd.api.ops.runtime import LIMITS_ACTION, Ops, entry_body
+from crashd.api.rest.commands import forwarded, forwarded_query
 from crashd.api.rest.contract import V, documented, json_body, json_response, query_params
 from crashd.api.rest.idempotency import IdempotencyToken, idempotent, stored_or
 from crashd.api.rest.problems import Problem, problem_response
@@ -182,14 +183,27 @@ def state_body(services: Services) -> dict[str, Any]:
 )
 @requires_scope(SCOPE_ADMIN_READ, tokens=True)
 async def admin_state(*, principal: Principal) -> Response:
-    return json_response(state_body(current_services()), headers={"Cache-Control": "no-store"})
+    return await admin_state_now(principal)
+
+
+@forwarded_query("admin_state")
+async def admin_state_now(principal: Principal, services: Services | None = None) -> Response:
+    services = services or current_services()
+    return json_response(state_body(services), headers={"Cache-Control": "no-store"})
 
 
 @admin.get("/admin/limits")
-@documented("The limits in force", response=OBJECT, tags=("admin",))
+@documented(
+    "The limits in force", response=OBJECT, tags=("admin",), problems=("engine_unavailable",)
+)
 @requires_scope(SCOPE_ADMIN_READ, tokens=True)
 async def get_limits(*, principal: Principal) -> Response:
-    return json_response(_ops(current_services()).limits.to_dict())
+    return await limits_now(principal)
+
+
+@forwarded_query("admin_limits")
+async def limits_now(principal: Principal, services: Services | None = None) -> Response:
+    return json_response(_ops(services or current_services()).limits.to_dict())
 
 
 @dataclass(frozen=True)
@@ -230,7 +244,17 @@ class LimitsBody:
 async def patch_limits(
     *, principal: Principal, idempotency: IdempotencyToken, body: LimitsBody
 ) -> Response:
-    services = current_services()
+    return await patch_limits_now(principal, idempotency, body)
+
+
+@forwarded("admin_limits_patch", LimitsBody)
+async def patch_limits_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: LimitsBody,
+    services: Services | None = None,
+) -> Response:
+    services = services or current_services()
     ops = _ops(services)
     changes = {
         f.name: getattr(body, f.name)
@@ -276,7 +300,17 @@ class NoteBody:
 @idempotent
 @json_body(NoteBody)
 async def pause(*, principal: Principal, idempotency: IdempotencyToken, body: NoteBody) -> Response:
-    services = current_services()
+    return await pause_now(principal, idempotency, body)
+
+
+@forwarded("admin_pause", NoteBody)
+async def pause_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: NoteBody,
+    services: Services | None = None,
+) -> Response:
+    services = services or current_services()
     engine = services.require_game().game.engine
     was = engine.paused
     engine.pause()
@@ -305,7 +339,17 @@ async def pause(*, principal: Principal, idempotency: IdempotencyToken, body: No
 async def resume(
     *, principal: Principal, idempotency: IdempotencyToken, body: NoteBody
 ) -> Response:
-    services = current_services()
+    return await resume_now(principal, idempotency, body)
+
+
+@forwarded("admin_resume", NoteBody)
+async def resume_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: NoteBody,
+    services: Services | None = None,
+) -> Response:
+    services = services or current_services()
     engine = services.require_game().game.engine
     was = engine.paused
     engine.resume()
@@ -333,7 +377,17 @@ async def resume(
 @idempotent
 @json_body(NoteBody)
 async def void(*, principal: Principal, idempotency: IdempotencyToken, body: NoteBody) -> Response:
-    services = current_services()
+    return await void_now(principal, idempotency, body)
+
+
+@forwarded("admin_void", NoteBody)
+async def void_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: NoteBody,
+    services: Services | None = None,
+) -> Response:
+    services = services or current_services()
     game = services.require_game().game
     from crashd.engine.round.events import Rejected, RoundVoided
 
@@ -368,9 +422,13 @@ class BankrollBody:
 
 
 async def _bankroll(
-    direction: str, principal: Principal, idempotency: IdempotencyToken, body: BankrollBody
+    direction: str,
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: BankrollBody,
+    services: Services | None,
 ) -> Response:
-    services = current_services()
+    services = services or current_services()
     ops = _ops(services)
     ledger = services.require_game().game.ledger
 
@@ -422,7 +480,17 @@ BANKROLL_PROBLEMS = ("insufficient_funds", "idempotency_conflict", "engine_unava
 async def bankroll_deposit(
     *, principal: Principal, idempotency: IdempotencyToken, body: BankrollBody
 ) -> Response:
-    return await _bankroll("deposit", principal, idempotency, body)
+    return await bankroll_deposit_now(principal, idempotency, body)
+
+
+@forwarded("admin_bankroll_deposit", BankrollBody)
+async def bankroll_deposit_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: BankrollBody,
+    services: Services | None = None,
+) -> Response:
+    return await _bankroll("deposit", principal, idempotency, body, services)
 
 
 @admin.post("/admin/bankroll/withdraw")
@@ -440,7 +508,17 @@ async def bankroll_deposit(
 async def bankroll_withdraw(
     *, principal: Principal, idempotency: IdempotencyToken, body: BankrollBody
 ) -> Response:
-    return await _bankroll("withdrawal", principal, idempotency, body)
+    return await bankroll_withdraw_now(principal, idempotency, body)
+
+
+@forwarded("admin_bankroll_withdraw", BankrollBody)
+async def bankroll_withdraw_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: BankrollBody,
+    services: Services | None = None,
+) -> Response:
+    return await _bankroll("withdrawal", principal, idempotency, body, services)
 
 
 # -- the audit log, keys, PSP events ---------------------------------------------------
@@ -507,7 +585,7 @@ async def list_keys(*, principal: Principal) -> Response:
     "Revoke a key now (and close the feed connections it opened)",
     response=OBJECT,
     tags=("admin",),
-    problems=("unknown_key",),
+    problems=("unknown_key", "engine_unavailable"),
 )
 @requires_scope(SCOPE_ADMIN_CONTROL, tokens=True)
 @signed_for_keys
@@ -519,6 +597,8 @@ async def revoke_key(
     services = current_services()
     if len(key_id) > 64:
         raise Problem("unknown_key", "no such key")
+    # Revoked in the key store by whichever process took the request, before anything
+    # else: every process refuses the key from then on, even while the engine is away.
     try:
         before = await trio.to_thread.run_sync(services.keys.get, key_id)
         if before is None:
@@ -526,16 +606,44 @@ async def revoke_key(
         key = await trio.to_thread.run_sync(services.keys.revoke, key_id)
     except KeyStoreError:
         raise Problem("unknown_key", "no such key", extra={"key_id": key_id}) from None
-    closed = services.close_key_connections(key_id)
+    assert key.revoked_at is not None
+    revoked = RevokedKey(key_id, key.revoked_at, before.revoked_at, body.note)
+    return await key_revoked_now(principal, idempotency, revoked)
+
+
+@dataclass(frozen=True)
+class RevokedKey:
+    """A revocation done in the key store, as the engine is told of it."""
+
+    key_id: Annotated[str, String(min_length=1, max_length=64)]
+    revoked_at: Annotated[str, String(min_length=1, max_length=64)]
+    revoked_before: Annotated[
+        str | None, String(min_length=1, max_length=64, description="already revoked then")
+    ] = None
+    note: Annotated[str | None, NOTE] = None
+
+
+@forwarded("admin_key_revoked", RevokedKey)
+async def key_revoked_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    revoked: RevokedKey,
+    services: Services | None = None,
+) -> Response:
+    """The engine's side of a revocation: its feed connections opened by the key
+    closed (and its edges told to close theirs), the audit entry written (from an API process too: sent here as a command)."""
+    services = services or current_services()
+    key_id = revoked.key_id
+    closed = services.close_key_connections(key_id)  # and every edge told
     return await record(
         services,
         idempotency,
         principal,
         "key_revoke",
-        {"key_id": key_id, "revoked_at": before.revoked_at},
-        {"key_id": key_id, "revoked_at": key.revoked_at},
-        body.note or "",
-        {"key_id": key_id, "revoked_at": key.revoked_at, "feed_connections_closed": closed},
+        {"key_id": key_id, "revoked_at": revoked.revoked_before},
+        {"key_id": key_id, "revoked_at": revoked.revoked_at},
+        revoked.note or "",
+        {"key_id": key_id, "revoked_at": revoked.revoked_at, "feed_connections_closed": closed},
     )
 
 
@@ -571,11 +679,19 @@ async def psp_events(*, principal: Principal) -> Response:
 
 @admin.get("/admin/chain")
 @documented(
-    "The hash chains: the current one, the next, games left", response=OBJECT, tags=("admin",)
+    "The hash chains: the current one, the next, games left",
+    response=OBJECT,
+    tags=("admin",),
+    problems=("engine_unavailable",),
 )
 @requires_scope(SCOPE_ADMIN_READ, tokens=True)
 async def chain_status(*, principal: Principal) -> Response:
-    chains = current_services().chains
+    return await chain_status_now(principal)
+
+
+@forwarded_query("admin_chain")
+async def chain_status_now(principal: Principal, services: Services | None = None) -> Response:
+    chains = (services or current_services()).chains
     if chains is None:
         raise Problem("engine_unavailable", "the game engine is not running")
     return json_response({**chains.status(), "chains": [c.public() for c in chains.chains]})
@@ -605,7 +721,17 @@ class NextChainBody:
 async def next_chain(
     *, principal: Principal, idempotency: IdempotencyToken, body: NextChainBody
 ) -> Response:
-    services = current_services()
+    return await next_chain_now(principal, idempotency, body)
+
+
+@forwarded("admin_chain_next", NextChainBody)
+async def next_chain_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: NextChainBody,
+    services: Services | None = None,
+) -> Response:
+    services = services or current_services()
     chains = services.chains
     if chains is None:
         raise Problem("engine_unavailable", "the game engine is not running")
@@ -655,7 +781,17 @@ class SaltBody:
 async def chain_salt(
     *, principal: Principal, idempotency: IdempotencyToken, body: SaltBody
 ) -> Response:
-    services = current_services()
+    return await chain_salt_now(principal, idempotency, body)
+
+
+@forwarded("admin_chain_salt", SaltBody)
+async def chain_salt_now(
+    principal: Principal,
+    idempotency: IdempotencyToken,
+    body: SaltBody,
+    services: Services | None = None,
+) -> Response:
+    services = services or current_services()
     chains = services.chains
     if chains is None:
         raise Problem("engine_unavailable", "the game engine is not running")

@@ -27,8 +27,11 @@ nothing and gets the first answer again (``replayed: true``).
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,16 +41,19 @@ from quart import Blueprint, Response, request
 
 from crashd.api import wire
 from crashd.api.rest import validation
+from crashd.api.rest.body import request_body
+from crashd.api.rest.commands import forwarded_query
 from crashd.api.rest.contract import documented, json_response
 from crashd.api.rest.problems import Problem
 from crashd.api.rest.requestid import log_context
 from crashd.api.rest.validation import Choice, Integer, String
 from crashd.api.security import webhook as pspsig
-from crashd.api.security.keys import PARTNER_ID
-from crashd.api.services import current_services
+from crashd.api.security.keys import PARTNER_ID, Principal
+from crashd.api.services import Services, current_services
 from crashd.api.wire import API_PREFIX
 from crashd.engine.bounds import MAX_AMOUNT
 from crashd.engine.ledger import LedgerError
+from crashd.engine.ledger.model import Posted
 
 from .bets import USER_ID, problem_from
 
@@ -210,7 +216,7 @@ async def webhook() -> Response:
         raise Problem(
             "psp_not_configured", "this server has no PSP webhook secret (psp_secrets_file)"
         )
-    raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    raw = await request_body()
     try:
         pspsig.verify(request.headers.get(wire.PSP_SIGNATURE_HEADER), raw, secrets_, time.time())
     except pspsig.WebhookSignatureError as exc:
@@ -238,50 +244,116 @@ async def webhook() -> Response:
         )
         return json_response({**answer, "status": "ignored"})
     environment = services.config.environment
+    principal = psp_principal(environment)
+    if event.type in ("deposit.completed", "withdrawal.completed"):
+        data = _parse(MoneyData, data_doc, "data.")
+        _same_environment(data.environment, environment)
+        response = await psp_money_now(principal, event.id, event.type, data)
+    else:
+        rdata = _parse(ReversalData, data_doc, "data.")
+        _same_environment(rdata.environment, environment)
+        response = await psp_reversal_now(principal, event.id, event.type, rdata)
+    if response.status_code == 200:
+        outcome = json.loads(await response.get_data(as_text=False))
+        log.info(
+            "%s psp event %s event_id=%s type=%s replayed=%s%s",
+            log_context(request.scope),
+            outcome.get("status"),
+            event.id,
+            event.type,
+            outcome.get("replayed"),
+            f" reason={outcome['reason']}" if "reason" in outcome else "",
+        )
+    return response
+
+
+def psp_principal(environment: str) -> Principal:
+    """Who a PSP event's command runs as: the PSP, authenticated by its signature (no
+    API key, no scopes: the commands below need none)."""
+    return Principal("psp", "", environment, frozenset())
+
+
+# The money-moving cores, run by the engine (in a process without it, sent to it as
+# commands). No Idempotency-Key: the ledger keys each PSP op by its event id
+# (``psp:{environment}:{event id}``), so a redelivery, or the same event taken by two
+# API processes, or a command re-read after the engine restarted, moves money once and
+# is answered ``replayed: true``.
+
+
+@forwarded_query("psp_money", str, str, MoneyData)
+async def psp_money_now(
+    principal: Principal,
+    event_id: str,
+    event_type: str,
+    data: MoneyData,
+    services: Services | None = None,
+) -> Response:
+    """A ``deposit.completed`` or ``withdrawal.completed`` event, verified and parsed."""
+    services = services or current_services()
+    if event_type not in ("deposit.completed", "withdrawal.completed"):
+        raise Problem("invalid_request", f"not a deposit or withdrawal: {event_type!r}")
+    _checked_again(services, event_id, data.environment)
     ledger = services.require_game().game.ledger
+    move = ledger.psp_deposit if event_type == "deposit.completed" else ledger.psp_withdrawal
+    return await _posted(
+        event_id,
+        event_type,
+        lambda: move(
+            event_id,
+            environment=data.environment,
+            partner_id=data.partner_id,
+            user_id=data.user_id,
+            amount=data.amount,
+        ),
+    )
+
+
+@forwarded_query("psp_reversal", str, str, ReversalData)
+async def psp_reversal_now(
+    principal: Principal,
+    event_id: str,
+    event_type: str,
+    data: ReversalData,
+    services: Services | None = None,
+) -> Response:
+    """A ``withdrawal.failed`` or ``withdrawal.reversed`` event (the same op for both)."""
+    services = services or current_services()
+    if event_type not in ("withdrawal.failed", "withdrawal.reversed"):
+        raise Problem("invalid_request", f"not a withdrawal reversal: {event_type!r}")
+    _checked_again(services, event_id, data.environment)
+    ledger = services.require_game().game.ledger
+    return await _posted(
+        event_id,
+        event_type,
+        lambda: ledger.psp_withdrawal_reversal(
+            event_id, environment=data.environment, withdrawal_id=data.withdrawal_id
+        ),
+    )
+
+
+def _checked_again(services: Services, event_id: str, environment: str) -> None:
+    """What the engine checks itself of a command (the body's fields are validated
+    again by the command's decoding): the event id is a well-formed ledger key, and the
+    event is for the books this engine keeps (an API process configured for another
+    environment must not credit here)."""
+    if re.fullmatch(EVENT_ID, event_id) is None:
+        raise Problem("invalid_request", "not a PSP event id")
+    _same_environment(environment, services.config.environment)
+
+
+async def _posted(
+    event_id: str, event_type: str, move: Callable[[], Awaitable[Posted]]
+) -> Response:
+    answer: dict[str, Any] = {"event_id": event_id, "type": event_type}
     try:
         with trio.CancelScope(shield=True):  # once submitted, see it through and answer
-            if event.type in ("deposit.completed", "withdrawal.completed"):
-                data = _parse(MoneyData, data_doc, "data.")
-                _same_environment(data.environment, environment)
-                move = (
-                    ledger.psp_deposit
-                    if event.type == "deposit.completed"
-                    else ledger.psp_withdrawal
-                )
-                posted = await move(
-                    event.id,
-                    environment=data.environment,
-                    partner_id=data.partner_id,
-                    user_id=data.user_id,
-                    amount=data.amount,
-                )
-            else:
-                rdata = _parse(ReversalData, data_doc, "data.")
-                _same_environment(rdata.environment, environment)
-                posted = await ledger.psp_withdrawal_reversal(
-                    event.id, environment=rdata.environment, withdrawal_id=rdata.withdrawal_id
-                )
+            posted = await move()
     except LedgerError as err:
         if err.code in REJECTIONS:
-            log.info(
-                "%s psp event rejected event_id=%s type=%s reason=%s",
-                log_context(request.scope),
-                event.id,
-                event.type,
-                err.code,
-            )
             return json_response(
                 {**answer, "status": "rejected", "reason": err.code, "replayed": err.replayed}
             )
         raise problem_from(err) from None
-    log.info(
-        "%s psp event applied event_id=%s type=%s replayed=%s",
-        log_context(request.scope),
-        event.id,
-        event.type,
-        posted.replayed,
-    )
     return json_response(
         {
             **answer,

@@ -88,9 +88,23 @@ RULES_SCHEMA: dict[str, Any] = {
     "The game's rules as this server plays them: stakes, caps, timings, house edge",
     response=RULES_SCHEMA,
     tags=("game",),
+    problems=("engine_unavailable",),
 )
 async def rules() -> Response:
     services = current_services()
+    return await rules_now(public_principal(services.config.environment))
+
+
+def public_principal(environment: str) -> Principal:
+    """Who a public route's query runs as in the engine: nobody in particular."""
+    return Principal("public", "", environment, frozenset())
+
+
+@forwarded_query("game_rules")
+async def rules_now(principal: Principal, services: Services | None = None) -> Response:
+    """The rules in force, from the engine's live limits (in a process without the
+    engine, asked of it: the operator may have changed them since this process started)."""
+    services = services or current_services()
     c = services.config
     edge = 100 - HOUSE_EDGE_NUMERATOR
     # The limits a bet placed now plays with: the operator changes them at runtime

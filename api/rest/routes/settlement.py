@@ -21,7 +21,7 @@ from crashd.api.rest.problems import Problem
 from crashd.api.rest.validation import MAX_INTEGER, Integer
 from crashd.api.security.auth import requires_scope
 from crashd.api.security.keys import Principal
-from crashd.api.services import current_services
+from crashd.api.services import Services, current_services
 from crashd.api.wire import API_PREFIX
 from crashd.engine.notary import Notary
 from crashd.engine.settlement.documents import jwk
@@ -41,10 +41,10 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
 }
 
 
-def key_set() -> dict[str, Any]:
+def key_set(services: Services | None = None) -> dict[str, Any]:
     """The JWK Set of the signing keys: the notary's, or in a process without the
     engine the set the engine published (empty on an app that runs no game)."""
-    services = current_services()
+    services = services or current_services()
     if services.notary is None and services.published_keys is not None:
         return services.published_keys
     return key_set_of(services.notary)
