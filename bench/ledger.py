@@ -66,7 +66,7 @@ import trio
 
 from bench.suite import Context, Progress, Row, Skip, clamp, ratio
 from crashd.engine.gctune import restore_gc, tune_gc
-from crashd.engine.ledger import open_ledger
+from crashd.engine.ledger import keyindex, open_ledger
 from crashd.engine.ledger.database import redacted
 from crashd.engine.ledger.model import Posted, RoundSettled
 from crashd.engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, RoundSettle, RoundStart
@@ -360,7 +360,7 @@ def ledger_rows_rate(
     path: Path, sync: str, seconds: float, random_ids: bool, batch: int = 1000
 ) -> float:
     """SQLite alone writing what one deposit writes — an ops row (its key into the
-    unique index), a transfer row, two balance updates — into the ledger's own schema,
+    unique index, in the key index's file as the store writes it), a transfer row, two balance updates — into the ledger's own schema,
     ``batch`` deposits per commit, rows built in advance: the floor under any planner
     in front of this schema. Returns deposits/s."""
     store = Store(path, sync)  # type: ignore[arg-type]
@@ -371,6 +371,7 @@ def ledger_rows_rate(
         "VALUES (1, 'seed', ?, 'seed', x'00', 1, NULL, '{}', 0)",
         (key_hash("seed"),),
     )
+    c.execute(keyindex.INSERT, (1, key_hash("seed")))
     c.executemany(
         "INSERT INTO accounts VALUES (?, 'production', ?, ?, ?, 0, 0)",
         [(1, "psp", "", "")] + [(2 + u, "player", "bench", f"u{u}") for u in range(USERS)],
@@ -398,6 +399,7 @@ def ledger_rows_rate(
             "VALUES (?,?,?,?,?,?,?,?,?)",
             ops,
         )
+        c.executemany(keyindex.INSERT, [(r[0], r[2]) for r in ops])
         c.executemany(
             "INSERT INTO transfers (id, op, environment, debit, credit, amount, kind, "
             "hold, ts) VALUES (?,?,?,?,?,?,?,?,?)",

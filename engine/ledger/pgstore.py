@@ -179,6 +179,9 @@ class PgStore(Store):
             raise
         self._init_state()
 
+    _OPS_BY_KEY = "SELECT id, key, kind, fingerprint, ok, code, result FROM ops"
+    _KEY_HASH_COLUMN = "key_hash"
+
     def check_integrity(self) -> None:
         """PostgreSQL checks its own pages (checksums, if the cluster has them); the
         ledger's invariants are the audit's."""
@@ -244,6 +247,9 @@ class PgStore(Store):
                 super()._flush(txn)
         else:
             super()._flush(txn)
+
+    def _index_keys(self, ops: Sequence[tuple[object, ...]]) -> None:
+        """Nothing: the ops table's own ``ops_key_hash_key`` is the index."""
 
     def _write(self, statement: Write, rows: Sequence[tuple[object, ...]]) -> None:
         raw = self.pg.raw

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from crashd.engine.proclock import ProcessLock
 
-from . import walletstore
+from . import keyindex, walletstore
 from .model import (
     Account,
     AccountKey,
@@ -208,6 +208,7 @@ class Store:
             # half-made schema behind (SQLite's DDL is transactional).
             self.conn.executescript("BEGIN IMMEDIATE;\n" + DDL + "\nCOMMIT;")
             self._init_meta()
+            self.key_index = keyindex.open_index(self.conn, self.path)
             self.ids = self._load_ids()
         except BaseException:
             self.close()
@@ -337,16 +338,24 @@ class Store:
 
     def close(self) -> None:
         try:
-            self.conn.close()
+            try:
+                if getattr(self, "key_index", None) is not None and not self.conn.in_transaction:
+                    keyindex.close_index(self.conn)
+            finally:
+                self.conn.close()
         finally:
             self._lock.release()
 
     # -- Backing
 
+    # How the planner finds ops by key: on SQLite through the key index's file
+    # (engine/ledger/keyindex.py); PostgreSQL's own table holds its unique index.
+    _OPS_BY_KEY = keyindex.OPS_BY_KEY
+    _KEY_HASH_COLUMN = "k.key_hash"
+
     def load_op(self, key: str) -> OpRecord | None:
         row = self.conn.execute(
-            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops WHERE key_hash = ?",
-            (key_hash(key),),
+            f"{self._OPS_BY_KEY} WHERE {self._KEY_HASH_COLUMN} = ?", (key_hash(key),)
         ).fetchone()
         return (
             None
@@ -499,9 +508,7 @@ class Store:
         keys, accounts, holds, tickets = prefetch_keys(ops, op_keys)
         found: set[str] = set()
         for r in self._select_in(
-            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops",
-            "key_hash",
-            sorted(key_hash(k) for k in keys),
+            self._OPS_BY_KEY, self._KEY_HASH_COLUMN, sorted(key_hash(k) for k in keys)
         ):
             if r[1] in keys:  # (a hash collision with another key would not be)
                 txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
@@ -638,6 +645,8 @@ class Store:
         for statement, rows in flush_rows(txn):
             if rows:
                 self._write(statement, rows)
+                if statement is W_OPS:
+                    self._index_keys(rows)
         if txn.wallet is not None and not txn.wallet.empty:
             # The wallet's rows (their ids are the tables' own) in plain statements on
             # both backends: a few per round, not per op (walletstore).
@@ -645,6 +654,11 @@ class Store:
 
     def _write(self, statement: Write, rows: Sequence[tuple[object, ...]]) -> None:
         self.conn.executemany(statement.sqlite, rows)
+
+    def _index_keys(self, ops: Sequence[tuple[object, ...]]) -> None:
+        """The new ops' keys (id, key hash) into the key index's file, in the same
+        transaction: its UNIQUE is what refuses a second op with a key."""
+        self.conn.executemany(keyindex.INSERT, [(r[0], r[2]) for r in ops])
 
     # -- transaction boundaries (the PostgreSQL store adds its fence to _begin)
 
