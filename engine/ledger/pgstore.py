@@ -179,9 +179,6 @@ class PgStore(Store):
             raise
         self._init_state()
 
-    _OPS_BY_KEY = "SELECT id, key, kind, fingerprint, ok, code, result FROM ops"
-    _KEY_HASH_COLUMN = "key_hash"
-
     def check_integrity(self) -> None:
         """PostgreSQL checks its own pages (checksums, if the cluster has them); the
         ledger's invariants are the audit's."""
@@ -248,8 +245,11 @@ class PgStore(Store):
         else:
             super()._flush(txn)
 
-    def _index_keys(self, ops: Sequence[tuple[object, ...]]) -> None:
-        """Nothing: the ops table's own ``ops_key_hash_key`` is the index."""
+    def _ops_by_hash(self, hashes: Sequence[bytes]) -> Iterable[Any]:
+        # The ops table's own unique index, ops_key_hash_key.
+        return self._select_in(
+            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops", "key_hash", hashes
+        )
 
     def _write(self, statement: Write, rows: Sequence[tuple[object, ...]]) -> None:
         raw = self.pg.raw

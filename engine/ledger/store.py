@@ -208,7 +208,8 @@ class Store:
             # half-made schema behind (SQLite's DDL is transactional).
             self.conn.executescript("BEGIN IMMEDIATE;\n" + DDL + "\nCOMMIT;")
             self._init_meta()
-            self.key_index = keyindex.open_index(self.conn, self.path)
+            self._keys = keyindex.KeyIndex(self.conn, self.path)
+            self.key_index = self._keys.opened
             self.ids = self._load_ids()
         except BaseException:
             self.close()
@@ -339,8 +340,8 @@ class Store:
     def close(self) -> None:
         try:
             try:
-                if getattr(self, "key_index", None) is not None and not self.conn.in_transaction:
-                    keyindex.close_index(self.conn)
+                if self._keys is not None and not self.conn.in_transaction:
+                    self._keys.close()
             finally:
                 self.conn.close()
         finally:
@@ -348,15 +349,22 @@ class Store:
 
     # -- Backing
 
-    # How the planner finds ops by key: on SQLite through the key index's file
-    # (engine/ledger/keyindex.py); PostgreSQL's own table holds its unique index.
-    _OPS_BY_KEY = keyindex.OPS_BY_KEY
-    _KEY_HASH_COLUMN = "k.key_hash"
+    _keys: keyindex.KeyIndex | None = None
+    """The ops' key index (SQLite; engine/ledger/keyindex.py). PostgreSQL's ops table
+    holds its own unique index."""
+
+    def _ops_by_hash(self, hashes: Sequence[bytes]) -> Iterable[Any]:
+        """The ops rows (``OpRecord``'s columns) whose key hash is one of ``hashes``:
+        those still in the key index's memory by id, the rest through its file."""
+        assert self._keys is not None
+        held = self._keys.find(hashes)
+        if held:
+            yield from self._select_in(keyindex.OPS_BY_ID, "o.id", sorted(held.values()))
+        rest = [h for h in hashes if h not in held] if held else hashes
+        yield from self._select_in(keyindex.OPS_BY_KEY, "k.key_hash", rest)
 
     def load_op(self, key: str) -> OpRecord | None:
-        row = self.conn.execute(
-            f"{self._OPS_BY_KEY} WHERE {self._KEY_HASH_COLUMN} = ?", (key_hash(key),)
-        ).fetchone()
+        row = next(iter(self._ops_by_hash([key_hash(key)])), None)
         return (
             None
             if row is None
@@ -507,9 +515,7 @@ class Store:
         query per op: this is most of what makes group commit cheap per op."""
         keys, accounts, holds, tickets = prefetch_keys(ops, op_keys)
         found: set[str] = set()
-        for r in self._select_in(
-            self._OPS_BY_KEY, self._KEY_HASH_COLUMN, sorted(key_hash(k) for k in keys)
-        ):
+        for r in self._ops_by_hash(sorted(key_hash(k) for k in keys)):
             if r[1] in keys:  # (a hash collision with another key would not be)
                 txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
                 found.add(r[1])
@@ -574,7 +580,11 @@ class Store:
             self._accounts.clear()
             self._accounts_by_id.clear()
             self._rollback()
+            if self._keys is not None:
+                self._keys.rolled_back()
             raise
+        if self._keys is not None:
+            self._keys.committed()
         self.ids = txn.ids
         if self.report_balances:
             # Players whose balance this commit changed (a new account that only
@@ -656,9 +666,9 @@ class Store:
         self.conn.executemany(statement.sqlite, rows)
 
     def _index_keys(self, ops: Sequence[tuple[object, ...]]) -> None:
-        """The new ops' keys (id, key hash) into the key index's file, in the same
-        transaction: its UNIQUE is what refuses a second op with a key."""
-        self.conn.executemany(keyindex.INSERT, [(r[0], r[2]) for r in ops])
+        """The new ops' keys (key hash, id) to the key index, with this group."""
+        if self._keys is not None:
+            self._keys.stage([(r[2], r[0]) for r in ops])  # type: ignore[misc]
 
     # -- transaction boundaries (the PostgreSQL store adds its fence to _begin)
 

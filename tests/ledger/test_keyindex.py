@@ -1,21 +1,25 @@
-"""The ops' key index in its own file (engine/ledger/keyindex.py): trusted after a
-clean close or a kill in the same boot, reconciled with the ledger's tail either way a
-kill can leave the two files, rebuilt when it cannot be trusted, and in every case the
+"""The ops' key index in its own file (engine/ledger/keyindex.py): batches held in
+memory and written sorted, trusted after a clean close or a kill in the same boot and
+then caught up from the ledger, rebuilt when it cannot be trusted, and in every case the
 keys stay unique: a replay answers the first op, a reused key with another body is
-refused, and nothing is written twice. SQLite only (PostgreSQL keeps the index in its
+refused, and nothing is written twice. A Hypothesis state machine drives groups, kills,
+clean closes and reboots in any order. SQLite only (PostgreSQL keeps the index in its
 ops table)."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from crashd.engine.ledger import keyindex
 from crashd.engine.ledger.model import IdempotencyConflict, LedgerCorrupt
 from crashd.engine.ledger.ops import PspDeposit
-from crashd.engine.ledger.schema import key_hash
 from crashd.engine.ledger.store import Store
 
 
@@ -36,7 +40,7 @@ def raw(path: Path) -> sqlite3.Connection:
 def index_rows(ledger: Path) -> list[tuple[int, bytes]]:
     conn = raw(keyindex.index_path(ledger))
     try:
-        return conn.execute("SELECT op, key_hash FROM op_keys ORDER BY op").fetchall()
+        return sorted((op, h) for h, op in conn.execute("SELECT key_hash, op FROM op_keys"))
     finally:
         conn.close()
 
@@ -49,11 +53,18 @@ def ledger_rows(ledger: Path) -> list[tuple[int, bytes]]:
         conn.close()
 
 
-def assert_keys_hold(store: Store, upto: int) -> None:
+def reboot(ledger: Path) -> None:
+    """The machine went down with the index open: the ledger says another boot."""
+    conn = raw(ledger)
+    conn.execute("UPDATE meta SET value = 'an earlier boot' WHERE key = ?", (keyindex.MARKER,))
+    conn.close()
+
+
+def assert_keys_hold(store: Store, events: range) -> None:
     """Every op so far replays, and a reused key with another amount is refused."""
-    answers = store.apply_group([deposit(n) for n in range(upto)], 0)
+    answers = store.apply_group([deposit(n) for n in events], 0)
     assert all(getattr(a, "replayed", False) for a in answers), answers
-    [refused] = store.apply_group([deposit(0, amount=999)], 0)
+    [refused] = store.apply_group([deposit(events[0], amount=999)], 0)
     assert isinstance(refused, IdempotencyConflict)
 
 
@@ -62,17 +73,26 @@ def ledger(tmp_path: Path) -> Path:
     return tmp_path / "ledger.sqlite3"
 
 
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Batches of 10 keys: a few groups fill, freeze and write out several."""
+    monkeypatch.setattr(keyindex, "BATCH", 10)
+    yield
+
+
 def test_a_new_ledger_gets_its_index_and_a_clean_close_is_trusted(ledger: Path) -> None:
     store = Store(ledger)
     assert store.key_index == "rebuilt: no index file"
     store.apply_group([deposit(n) for n in range(50)], 0)
+    assert index_rows(ledger) == []  # the first batch is still in memory
+    assert_keys_hold(store, range(50))
     store.close()
     assert index_rows(ledger) == ledger_rows(ledger) and len(index_rows(ledger)) == 50
     store = Store(ledger)
     assert store.key_index == "trusted"
-    assert_keys_hold(store, 50)
+    assert_keys_hold(store, range(50))
     store.close()
-    assert len(ledger_rows(ledger)) == 50  # the replays and the refusal wrote no op
+    assert len(ledger_rows(ledger)) == 50  # the replays and the refusals wrote no op
 
 
 def test_the_ledgers_own_table_has_no_unique_key_index_any_more(ledger: Path) -> None:
@@ -85,56 +105,68 @@ def test_the_ledgers_own_table_has_no_unique_key_index_any_more(ledger: Path) ->
     assert indexes == []  # only the rowid: every insert appends
 
 
-def test_a_kill_with_the_index_behind_the_ledger_is_caught_up(ledger: Path) -> None:
+def test_batches_are_written_out_sorted_as_groups_commit(ledger: Path, small_batches: None) -> None:
     store = Store(ledger)
-    store.apply_group([deposit(n) for n in range(30)], 0)
+    for n in range(0, 60, 3):
+        store.apply_group([deposit(n + i) for i in range(3)], 0)
+    written = index_rows(ledger)
+    assert 0 < len(written) < 60  # some batches out, the newest ones in memory
+    assert set(written) <= set(ledger_rows(ledger))
+    assert_keys_hold(store, range(60))
+    store.close()
+    assert index_rows(ledger) == ledger_rows(ledger)
+
+
+def test_a_kill_loses_the_batches_in_memory_and_the_open_adds_them(
+    ledger: Path, small_batches: None
+) -> None:
+    store = Store(ledger)
+    for n in range(0, 35, 5):
+        store.apply_group([deposit(n + i) for i in range(5)], 0)
     killed(store)
-    # The ledger committed its last groups, the index did not get them.
-    conn = raw(keyindex.index_path(ledger))
-    conn.execute("DELETE FROM op_keys WHERE op > 10")
-    conn.close()
+    assert len(index_rows(ledger)) < 35
     store = Store(ledger)
     assert store.key_index == "trusted"
     assert index_rows(ledger) == ledger_rows(ledger)
-    assert_keys_hold(store, 30)
+    assert_keys_hold(store, range(35))
     store.close()
 
 
-def test_a_kill_with_the_index_ahead_of_the_ledger_is_cut_back(ledger: Path) -> None:
-    store = Store(ledger)
-    store.apply_group([deposit(n) for n in range(20)], 0)
-    killed(store)
-    # The index committed a group the ledger never did: those keys were never used.
-    conn = raw(keyindex.index_path(ledger))
-    conn.executemany(
-        "INSERT INTO op_keys (op, key_hash) VALUES (?, ?)",
-        [(21 + i, key_hash(f"psp:production:event-{100 + i}")) for i in range(5)],
-    )
-    conn.close()
-    store = Store(ledger)
-    assert store.key_index == "trusted"
-    assert index_rows(ledger) == ledger_rows(ledger)
-    # The key the lost group held is free: its first real use is a new op.
-    [posted] = store.apply_group([deposit(100)], 0)
-    assert getattr(posted, "replayed", None) is False
-    store.close()
-
-
-def test_an_index_left_open_in_another_boot_is_rebuilt(ledger: Path) -> None:
+def test_an_index_left_open_in_another_boot_is_rebuilt(ledger: Path, small_batches: None) -> None:
     store = Store(ledger)
     store.apply_group([deposit(n) for n in range(40)], 0)
+    store.apply_group([deposit(n) for n in range(40, 45)], 0)
     killed(store)
-    # The machine went down: the index may be torn where the OS had not written it.
-    conn = raw(ledger)
-    conn.execute("UPDATE meta SET value = 'an earlier boot' WHERE key = ?", (keyindex.MARKER,))
-    conn.close()
+    reboot(ledger)
     idx = raw(keyindex.index_path(ledger))
     idx.execute("DELETE FROM op_keys WHERE op % 3 = 0")  # lost pages, anywhere
     idx.close()
     store = Store(ledger)
     assert store.key_index == "rebuilt: not closed cleanly, and last opened in another boot"
     assert index_rows(ledger) == ledger_rows(ledger)
-    assert_keys_hold(store, 40)
+    assert_keys_hold(store, range(45))
+    store.close()
+
+
+def test_a_restored_older_ledger_beside_a_newer_index_rebuilds_it(
+    ledger: Path, tmp_path: Path, small_batches: None
+) -> None:
+    store = Store(ledger)
+    store.apply_group([deposit(n) for n in range(20)], 0)
+    copy = raw(tmp_path / "backup.sqlite3")
+    store.conn.backup(copy, name="main")
+    copy.close()
+    store.apply_group([deposit(n) for n in range(20, 40)], 0)
+    store.apply_group([deposit(n) for n in range(40, 45)], 0)
+    store.close()
+    (tmp_path / "backup.sqlite3").replace(ledger)
+    store = Store(ledger)
+    assert store.key_index.startswith("rebuilt: it holds ops up to")
+    assert index_rows(ledger) == ledger_rows(ledger)
+    # The keys the lost ops held are free again: their first use is a new op.
+    [posted] = store.apply_group([deposit(30)], 0)
+    assert getattr(posted, "replayed", None) is False
+    assert_keys_hold(store, range(20))
     store.close()
 
 
@@ -145,9 +177,9 @@ def test_a_missing_or_foreign_index_file_is_rebuilt(ledger: Path, tmp_path: Path
     keyindex.index_path(ledger).unlink()
     store = Store(ledger)
     assert store.key_index == "rebuilt: no index file"
-    assert_keys_hold(store, 10)
+    assert_keys_hold(store, range(10))
     store.close()
-    # Another ledger's index beside this one (a restored backup, a copied file).
+    # Another ledger's index beside this one (a copied file).
     other = tmp_path / "other.sqlite3"
     store = Store(other)
     store.apply_group([PspDeposit(f"x{n}", "production", "acme", "u", 1) for n in range(10)], 0)
@@ -155,7 +187,7 @@ def test_a_missing_or_foreign_index_file_is_rebuilt(ledger: Path, tmp_path: Path
     keyindex.index_path(other).replace(keyindex.index_path(ledger))
     store = Store(ledger)
     assert store.key_index == "rebuilt: its entry for op 10 is not the ledger's"
-    assert_keys_hold(store, 10)
+    assert_keys_hold(store, range(10))
     store.close()
 
 
@@ -170,7 +202,88 @@ def test_a_ledger_with_two_ops_on_one_key_hash_is_refused(ledger: Path) -> None:
     )
     conn.close()
     with pytest.raises(LedgerCorrupt, match="share a key hash"):
-        Store(ledger)
+        Store(ledger)  # trusted, caught up: the clash is found
     keyindex.index_path(ledger).unlink()
     with pytest.raises(LedgerCorrupt, match="share a key hash"):
-        Store(ledger)
+        Store(ledger)  # rebuilt: the same
+
+
+class KeyIndexMachine(RuleBasedStateMachine):
+    """Groups of deposits (new keys, replays, reused keys with another amount), kills,
+    clean closes and reboots in any order, with batches of 4: whatever happened, every
+    key committed once answers its first op, and a clean close leaves the file equal to
+    the ledger."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = Path(self.dir.name) / "ledger.sqlite3"
+        self.saved_batch = keyindex.BATCH
+        keyindex.BATCH = 4
+        self.store: Store | None = Store(self.path)
+        self.first: dict[int, tuple[int, int]] = {}
+        """Event number → the amount its key was first used with, and that op's seq."""
+
+    def teardown(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        keyindex.BATCH = self.saved_batch
+        self.dir.cleanup()
+
+    def _open(self) -> Store:
+        if self.store is None:
+            self.store = Store(self.path)
+        return self.store
+
+    def _deposit(self, events: list[int], amount: int) -> None:
+        """Deposit each of ``events`` with ``amount`` and check every answer: a new key
+        posts, the same key and amount replays its first op, another amount is refused."""
+        answers = self._open().apply_group([deposit(n, amount) for n in events], 0)
+        for n, answer in zip(events, answers, strict=True):
+            if n not in self.first:
+                assert getattr(answer, "replayed", None) is False, answer
+                self.first[n] = (amount, answer.seq)  # type: ignore[union-attr]
+            elif self.first[n][0] == amount:
+                assert getattr(answer, "replayed", None) is True, answer
+                assert answer.seq == self.first[n][1]  # type: ignore[union-attr]
+            else:
+                assert isinstance(answer, IdempotencyConflict), answer
+
+    @rule(events=st.lists(st.integers(0, 60), min_size=1, max_size=9, unique=True))
+    def group(self, events: list[int]) -> None:
+        self._deposit(events, 100)
+
+    @rule(n=st.integers(0, 60))
+    def reuse_with_another_amount(self, n: int) -> None:
+        self._deposit([n], 7)
+
+    @rule()
+    def kill(self) -> None:
+        if self.store is not None:
+            killed(self.store)
+            self.store = None
+
+    @rule()
+    def close_cleanly(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+            assert index_rows(self.path) == ledger_rows(self.path)
+
+    @rule()
+    def machine_reboots(self) -> None:
+        if self.store is not None:
+            killed(self.store)
+            self.store = None
+        reboot(self.path)
+
+    @invariant()
+    def every_key_answers_its_first_op(self) -> None:
+        if self.store is not None and self.first:
+            self._deposit(sorted(self.first), 100)
+
+
+KeyIndexMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
+test_key_index_machine = KeyIndexMachine.TestCase
