@@ -66,7 +66,7 @@ import trio
 
 from bench.suite import Context, Progress, Row, Skip, clamp, ratio
 from crashd.engine.gctune import restore_gc, tune_gc
-from crashd.engine.ledger import open_ledger
+from crashd.engine.ledger import keyindex, open_ledger
 from crashd.engine.ledger.database import redacted
 from crashd.engine.ledger.model import Posted, RoundSettled
 from crashd.engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, RoundSettle, RoundStart
@@ -325,10 +325,10 @@ def growth(
     progress: Progress | None = None,
 ) -> list[tuple[int, float, float]]:
     """The store alone (random ids, ``group`` deposits per commit) while the ledger
-    grows to ``total`` ops: the rate of each ``step`` ops and the file's size. A fresh
-    file is the best case: once the ops key index is larger than a commit's working
-    set, every deposit dirties a page of its own. Returns (ops held, deposits/s of the
-    last step, file MB) per step."""
+    grows to ``total`` ops: the rate of each ``step`` ops and the files' size (the
+    ledger and its key index, with their WALs). A fresh file is the best case: the key
+    index grows, and its lookups and sorted batches cost more as it does. Returns (ops
+    held, deposits/s of the last step, MB) per step."""
     store = Store(path, sync)  # type: ignore[arg-type]
     n = 0
     block = 0.0
@@ -342,18 +342,26 @@ def growth(
             n += group
             if n % step == 0 or n >= total:
                 done = step if n % step == 0 else n % step
+                size = path.stat().st_size / 1e6
+                keys = _size(keyindex.index_path(path)) / 1e6
                 print(
                     f"ledger holds {n:>11,} ops: the last {done:,} at {done / block:,.0f} deposits/s "
-                    f"({block / done * 1e6:.1f} µs each), file {path.stat().st_size / 1e6:,.0f} MB",
+                    f"({block / done * 1e6:.1f} µs each), file {size:,.0f} MB "
+                    f"+ key index {keys:,.0f} MB",
                     flush=True,
                 )
-                points.append((n, done / block, path.stat().st_size / 1e6))
+                points.append((n, done / block, size + keys))
                 if progress is not None:
                     progress.update(n, total, f"growth: {n:,} ops")
                 block = 0.0
     finally:
         store.close()
     return points
+
+
+def _size(path: Path) -> int:
+    """A file's bytes with its WAL's (0 if it does not exist)."""
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
 def ledger_rows_rate(

@@ -85,7 +85,7 @@ def connect(
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
-    # A bigger page cache keeps the hot index pages (ops.key, accounts) in memory.
+    # A bigger page cache keeps the hot pages (accounts, the tables' newest) in memory.
     conn.execute("PRAGMA cache_size=-65536")
     got = conn.execute("PRAGMA synchronous").fetchone()[0]
     if got != _SYNC_CODES[synchronous]:
