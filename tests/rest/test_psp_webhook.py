@@ -13,60 +13,17 @@ import httpx
 import pytest
 import trio
 
-from crashd.api import wire
 from crashd.api.cli.main import main as cli_main
 from crashd.api.security import webhook as pspsig
+from support.psp import Psp, psp_event
 from support.security import LogScan, money_fingerprint
 from support.servers import make_config, make_key, running_server
 
 # Every log line of the module is scanned for the secrets it handled.
 pytestmark = pytest.mark.usefixtures("logscan")
 
-WEBHOOK = "/api/v1/psp/webhook"
 SECRET = "whsec_" + "a1" * 16
 NEXT_SECRET = "whsec_" + "b2" * 16
-
-
-def event(event_id: str, type_: str, environment: str = "sandbox", **data: Any) -> dict[str, Any]:
-    if "withdrawal_id" not in data:
-        data = {"partner_id": "acme", "user_id": "pat", "amount": 1000, **data}
-    return {
-        "id": event_id,
-        "type": type_,
-        "created": int(time.time()),
-        "data": {"environment": environment, **data},
-    }
-
-
-class Psp:
-    def __init__(self, client: httpx.AsyncClient, scan: LogScan, secret: str = SECRET) -> None:
-        self.client, self.scan, self.secret = client, scan, secret
-
-    async def send(
-        self,
-        doc: Any,
-        *,
-        secret: str | None = None,
-        timestamp: int | None = None,
-        header: str | None = None,
-        raw: bytes | None = None,
-    ) -> httpx.Response:
-        body = raw if raw is not None else json.dumps(doc).encode()
-        value = (
-            header
-            if header is not None
-            else pspsig.header_value(
-                secret or self.secret, int(time.time()) if timestamp is None else timestamp, body
-            )
-        )
-        self.scan.remember(
-            *(part.split("=", 1)[1] for part in value.split(",") if part.startswith("v1="))
-        )
-        return await self.client.post(
-            WEBHOOK,
-            content=body,
-            headers={"Content-Type": "application/json", wire.PSP_SIGNATURE_HEADER: value},
-        )
 
 
 async def balance(client: httpx.AsyncClient, key: str, user: str = "pat") -> int:
@@ -87,8 +44,8 @@ async def test_events_move_money_once_and_every_answer_is_2xx(
         _, key = make_key(config, "read:balance")
         logscan.remember(key)
         async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
-            psp = Psp(client, logscan)
-            r = await psp.send(event("evt_dep_1", "deposit.completed", amount=5000))
+            psp = Psp(logscan, SECRET, client)
+            r = await psp.send(psp_event("evt_dep_1", "deposit.completed", amount=5000))
             assert (
                 r.status_code == 200
                 and r.json()["status"] == "applied"
@@ -97,30 +54,32 @@ async def test_events_move_money_once_and_every_answer_is_2xx(
             assert r.json()["balance"] == 5000 and await balance(client, key) == 5000
             # Redelivery: 2xx, replayed, nothing moves.
             before = money_fingerprint(config.database)
-            r = await psp.send(event("evt_dep_1", "deposit.completed", amount=5000))
+            r = await psp.send(psp_event("evt_dep_1", "deposit.completed", amount=5000))
             assert r.status_code == 200 and r.json()["replayed"] is True
             assert (
                 money_fingerprint(config.database) == before and await balance(client, key) == 5000
             )
             # A withdrawal above the balance is refused, recorded, acknowledged.
-            r = await psp.send(event("evt_wd_big", "withdrawal.completed", amount=9000))
+            r = await psp.send(psp_event("evt_wd_big", "withdrawal.completed", amount=9000))
             assert r.status_code == 200 and r.json()["status"] == "rejected"
             assert r.json()["reason"] == "insufficient_funds" and await balance(client, key) == 5000
-            r = await psp.send(event("evt_wd_big", "withdrawal.completed", amount=9000))
+            r = await psp.send(psp_event("evt_wd_big", "withdrawal.completed", amount=9000))
             assert r.json() == {**r.json(), "status": "rejected", "replayed": True}
             # A withdrawal within the balance debits; its failure credits back, once.
-            r = await psp.send(event("evt_wd_1", "withdrawal.completed", amount=2000))
+            r = await psp.send(psp_event("evt_wd_1", "withdrawal.completed", amount=2000))
             assert r.json()["status"] == "applied" and await balance(client, key) == 3000
             r = await psp.send(
-                event("evt_wd_1_failed", "withdrawal.failed", withdrawal_id="evt_wd_1")
+                psp_event("evt_wd_1_failed", "withdrawal.failed", withdrawal_id="evt_wd_1")
             )
             assert r.json()["status"] == "applied" and r.json()["amount"] == 2000
             assert await balance(client, key) == 5000
             r = await psp.send(
-                event("evt_wd_1_rev", "withdrawal.reversed", withdrawal_id="evt_wd_1")
+                psp_event("evt_wd_1_rev", "withdrawal.reversed", withdrawal_id="evt_wd_1")
             )
             assert r.status_code == 200 and r.json()["reason"] == "already_reversed"
-            r = await psp.send(event("evt_rev_x", "withdrawal.reversed", withdrawal_id="evt_never"))
+            r = await psp.send(
+                psp_event("evt_rev_x", "withdrawal.reversed", withdrawal_id="evt_never")
+            )
             assert r.status_code == 200 and r.json()["reason"] == "unknown_withdrawal"
             assert await balance(client, key) == 5000
             # Unknown types are acknowledged and ignored, whatever their data.
@@ -142,7 +101,7 @@ async def test_events_move_money_once_and_every_answer_is_2xx(
                 ("stale", dict(timestamp=stale), 401, "signature_expired"),
                 ("future", dict(timestamp=int(time.time()) + 360), 401, "signature_expired"),
             ]
-            doc = event("evt_forged", "deposit.completed", amount=10**6)
+            doc = psp_event("evt_forged", "deposit.completed", amount=10**6)
             for name, kw, status, code in cases:
                 r = await psp.send(doc, **kw)
                 assert (r.status_code, r.json()["code"]) == (status, code), (name, r.text)
@@ -154,40 +113,40 @@ async def test_events_move_money_once_and_every_answer_is_2xx(
             for name, bad, code in [
                 (
                     "other environment",
-                    event("evt_env", "deposit.completed", environment="production"),
+                    psp_event("evt_env", "deposit.completed", environment="production"),
                     "environment_mismatch",
                 ),
                 (
                     "negative amount",
-                    event("evt_neg", "deposit.completed", amount=-5),
+                    psp_event("evt_neg", "deposit.completed", amount=-5),
                     "validation_failed",
                 ),
                 (
                     "zero amount",
-                    event("evt_zero", "deposit.completed", amount=0),
+                    psp_event("evt_zero", "deposit.completed", amount=0),
                     "validation_failed",
                 ),
                 (
                     "huge amount",
-                    event("evt_huge", "deposit.completed", amount=2**70),
+                    psp_event("evt_huge", "deposit.completed", amount=2**70),
                     "validation_failed",
                 ),
                 (
                     "float amount",
-                    event("evt_f", "deposit.completed", amount=1.5),
+                    psp_event("evt_f", "deposit.completed", amount=1.5),
                     "validation_failed",
                 ),
                 (
                     "unknown field",
-                    {**event("evt_u", "deposit.completed"), "extra": 1},
+                    {**psp_event("evt_u", "deposit.completed"), "extra": 1},
                     "validation_failed",
                 ),
                 (
                     "bad partner",
-                    event("evt_p", "deposit.completed", partner_id="../etc"),
+                    psp_event("evt_p", "deposit.completed", partner_id="../etc"),
                     "validation_failed",
                 ),
-                ("bad event id", event("../../x", "deposit.completed"), "validation_failed"),
+                ("bad event id", psp_event("../../x", "deposit.completed"), "validation_failed"),
                 ("no data", {"id": "evt_nd", "type": "deposit.completed"}, "validation_failed"),
                 ("not an object", [1, 2], "validation_failed"),
             ]:
@@ -208,25 +167,25 @@ async def test_secret_rotation_and_missing_secrets(tmp_path: Path, logscan: LogS
         _, key = make_key(config, "read:balance")
         logscan.remember(key)
         async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
-            psp = Psp(client, logscan)
-            r = await psp.send(event("evt_1", "deposit.completed"))
+            psp = Psp(logscan, SECRET, client)
+            r = await psp.send(psp_event("evt_1", "deposit.completed"))
             assert r.status_code == 503 and r.json()["code"] == "psp_not_configured"
             secrets_file.write_text(SECRET + "\n")
-            assert (await psp.send(event("evt_2", "deposit.completed"))).status_code == 200
+            assert (await psp.send(psp_event("evt_2", "deposit.completed"))).status_code == 200
             # Rotation: the operator adds the new secret; both verify; then the old goes.
             secrets_file.write_text(f"{SECRET}\n{NEXT_SECRET}\n")
             assert (
-                await psp.send(event("evt_3", "deposit.completed"), secret=NEXT_SECRET)
+                await psp.send(psp_event("evt_3", "deposit.completed"), secret=NEXT_SECRET)
             ).status_code == 200
-            assert (await psp.send(event("evt_4", "deposit.completed"))).status_code == 200
+            assert (await psp.send(psp_event("evt_4", "deposit.completed"))).status_code == 200
             # A PSP mid-rotation sends both signatures; one matching is enough.
-            body = json.dumps(event("evt_5", "deposit.completed")).encode()
+            body = json.dumps(psp_event("evt_5", "deposit.completed")).encode()
             t = int(time.time())
             both = f"t={t},v1={pspsig.compute('whsec_unknown', t, body)},v1={pspsig.compute(NEXT_SECRET, t, body)}"
             assert (await psp.send(None, raw=body, header=both)).status_code == 200
             await trio.sleep(0.01)  # a new mtime for the next write
             secrets_file.write_text(f"{NEXT_SECRET}\n")
-            r = await psp.send(event("evt_6", "deposit.completed"))
+            r = await psp.send(psp_event("evt_6", "deposit.completed"))
             assert r.status_code == 401 and r.json()["code"] == "invalid_signature"
             assert await balance(client, key) == 4000
 

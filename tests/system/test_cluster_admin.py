@@ -22,13 +22,12 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from crashd.api import wire
 from crashd.api.rest.routes.psp import psp_principal
-from crashd.api.security import webhook as pspsig
 from crashd.api.security.signing import sign_request
 from support.cluster import api_process, cluster_config, code_of, same_answer, signed_raw
 from support.feed import next_of
 from support.game import Api
+from support.psp import Psp, psp_event
 from support.security import LogScan, money_fingerprint
 from support.servers import SIGNING_SECRETS, make_key, running_server
 
@@ -36,7 +35,6 @@ pytestmark = pytest.mark.usefixtures("logscan")
 
 PLAYER = "read:game_state,read:balance,write:bet"
 ADMIN = "admin:read,admin:control,admin:bankroll"
-WEBHOOK = "/api/v1/psp/webhook"
 PSP_SECRET = "whsec_" + "c3" * 16
 FORGED_SECRET = "whsec_" + "d4" * 16
 
@@ -60,57 +58,13 @@ async def at_once(*sends: Callable[[], Awaitable[httpx.Response]]) -> list[httpx
 # -- PSP webhooks -----------------------------------------------------------------------
 
 
-def psp_event(event_id: str, type_: str, environment: str = "sandbox", **data: Any) -> Any:
-    if "withdrawal_id" not in data:
-        data = {"partner_id": "acme", "user_id": "pat", "amount": 1000, **data}
-    return {
-        "id": event_id,
-        "type": type_,
-        "created": int(time.time()),
-        "data": {"environment": environment, **data},
-    }
-
-
-class Psp:
-    """Sends events as the PSP does: the raw body signed with the webhook secret."""
-
-    def __init__(self, scan: LogScan) -> None:
-        self.scan = scan
-
-    async def send(
-        self,
-        client: httpx.AsyncClient,
-        doc: Any = None,
-        *,
-        raw: bytes | None = None,
-        secret: str = PSP_SECRET,
-        timestamp: int | None = None,
-        header: str | None = None,
-    ) -> httpx.Response:
-        body = raw if raw is not None else json.dumps(doc).encode()
-        value = (
-            header
-            if header is not None
-            else pspsig.header_value(
-                secret, int(time.time()) if timestamp is None else timestamp, body
-            )
-        )
-        self.scan.remember(
-            *(part.split("=", 1)[1] for part in value.split(",") if part.startswith("v1="))
-        )
-        headers = {"Content-Type": "application/json"}
-        if value:
-            headers[wire.PSP_SIGNATURE_HEADER] = value
-        return await client.post(WEBHOOK, content=body, headers=headers)
-
-
 async def test_psp_webhooks_through_api_processes_move_money_once(
     tmp_path: Path, redis_url: str, logscan: LogScan
 ) -> None:
     config = cluster_config(tmp_path, redis_url, psp_secrets_file=tmp_path / "psp-secrets")
     config.psp_secrets_file.write_text(f"{PSP_SECRET}\n")
     logscan.remember(PSP_SECRET, FORGED_SECRET)
-    psp = Psp(logscan)
+    psp = Psp(logscan, PSP_SECRET)
     async with running_server(config) as engine, api_process(config) as a, api_process(config) as b:
         _, player = make_key(config, PLAYER)
         async with (
@@ -121,7 +75,9 @@ async def test_psp_webhooks_through_api_processes_move_money_once(
             here = Api(direct, player)
             # One deposit delivered to both API processes at once: credited once.
             deposit = psp_event("evt_dep_1", "deposit.completed", amount=5_000)
-            replies = await at_once(lambda: psp.send(ca, deposit), lambda: psp.send(cb, deposit))
+            replies = await at_once(
+                lambda: psp.send(deposit, client=ca), lambda: psp.send(deposit, client=cb)
+            )
             assert [r.status_code for r in replies] == [200, 200], [r.text for r in replies]
             firsts = [r for r in replies if not r.json()["replayed"]]
             assert len(firsts) == 1 and all(r.json()["status"] == "applied" for r in replies)
@@ -137,12 +93,12 @@ async def test_psp_webhooks_through_api_processes_move_money_once(
             # Redelivered to the engine itself and to an API process: the same answer,
             # replayed, nothing moved again.
             for client in (direct, ca):
-                again = await psp.send(client, deposit)
+                again = await psp.send(deposit, client=client)
                 assert again.status_code == 200 and again.json() == {**first, "replayed": True}
             assert await here.balance("pat") == 5_000
             # A withdrawal the balance cannot cover: rejected, recorded under its id.
             too_much = psp_event("evt_wd_1", "withdrawal.completed", amount=9_000)
-            rejected = await psp.send(cb, too_much)
+            rejected = await psp.send(too_much, client=cb)
             assert rejected.status_code == 200 and rejected.json() == {
                 "event_id": "evt_wd_1",
                 "type": "withdrawal.completed",
@@ -150,14 +106,14 @@ async def test_psp_webhooks_through_api_processes_move_money_once(
                 "reason": "insufficient_funds",
                 "replayed": False,
             }
-            again = await psp.send(direct, too_much)
+            again = await psp.send(too_much, client=direct)
             assert again.json() == {**rejected.json(), "replayed": True}
             # A withdrawal through one process, its failure through the other.
             withdrawal = psp_event("evt_wd_2", "withdrawal.completed", amount=2_000)
-            taken = await psp.send(ca, withdrawal)
+            taken = await psp.send(withdrawal, client=ca)
             assert taken.json()["status"] == "applied" and taken.json()["balance"] == 3_000
             failed = psp_event("evt_rev_2", "withdrawal.failed", withdrawal_id="evt_wd_2")
-            back = await psp.send(cb, failed)
+            back = await psp.send(failed, client=cb)
             assert back.status_code == 200, back.text
             assert back.json() == {
                 "event_id": "evt_rev_2",
@@ -167,15 +123,18 @@ async def test_psp_webhooks_through_api_processes_move_money_once(
                 "amount": 2_000,
                 "balance": 5_000,
             }
-            assert (await psp.send(direct, failed)).json() == {**back.json(), "replayed": True}
+            assert (await psp.send(failed, client=direct)).json() == {
+                **back.json(),
+                "replayed": True,
+            }
             # A second reversal of the same withdrawal (another event id): refused.
             twice = psp_event("evt_rev_3", "withdrawal.reversed", withdrawal_id="evt_wd_2")
-            there = await psp.send(ca, twice)
+            there = await psp.send(twice, client=ca)
             assert there.json()["status"] == "rejected", there.text
             assert there.json()["reason"] == "already_reversed"
             # A type crashd does not handle: acknowledged by the process itself.
             other = {"id": "evt_other", "type": "customer.updated", "data": {}}
-            same_answer(await psp.send(ca, other), await psp.send(direct, other))
+            same_answer(await psp.send(other, client=ca), await psp.send(other, client=direct))
             assert await here.balance("pat") == 5_000
             before = money_fingerprint(config.database)
             # Hostile deliveries: the engine's problem for each, nothing moved.
@@ -205,7 +164,10 @@ async def test_psp_webhooks_through_api_processes_move_money_once(
             }
             seen: set[str | None] = set()
             for case in hostile:
-                there, mine = await psp.send(ca, **case), await psp.send(direct, **case)
+                there, mine = (
+                    await psp.send(**case, client=ca),
+                    await psp.send(**case, client=direct),
+                )
                 same_answer(there, mine)
                 assert there.status_code >= 400, there.text
                 seen.add(code_of(there)[1])
