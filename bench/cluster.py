@@ -368,53 +368,35 @@ async def measure_commands(
     per_row = max(400, concurrency * 125)
     users = [f"u{i}" for i in range(2 * per_row)]
     await fund(engine, reqs["engine"], users, 1_000_000, min(8, concurrency))
-    points = []
-    for where, server in (("engine psp", engine), ("api process psp", api)):
+
+    async def point(where: str, server: Any, op: Any) -> CommandPoint:
         row = await run_load(
             server,
             where,
-            psp_op(server, where.replace(" ", "_")),
+            op,
             opener=RawConnection.open,
             concurrency=concurrency,
             seconds=seconds,
             max_ops=10**9,
         )
         print(f"cluster: {where}: statuses {dict(sorted(row.statuses.items()))}", flush=True)
-        points.append(
-            CommandPoint(
-                where,
-                row.ok,
-                row.failures,
-                row.refused,
-                row.ok / row.seconds if row.seconds else 0.0,
-                percentile(row.latencies_ms, 50),
-                percentile(row.latencies_ms, 99),
-            )
+        return CommandPoint(
+            where,
+            row.ok,
+            row.failures,
+            row.refused,
+            row.ok / row.seconds if row.seconds else 0.0,
+            percentile(row.latencies_ms, 50),
+            percentile(row.latencies_ms, 99),
         )
+
+    points = []
+    for where, server in (("engine psp", engine), ("api process psp", api)):
+        points.append(await point(where, server, psp_op(server, where.replace(" ", "_"))))
     for n, (where, server) in enumerate((("engine", engine), ("api process", api))):
         key = "engine" if where == "engine" else "api"
         mine = users[n * per_row : (n + 1) * per_row]
-        row = await run_load(
-            server,
-            where,
-            one_shot_op(reqs[key], mine, concurrency),
-            opener=RawConnection.open,
-            concurrency=concurrency,
-            seconds=seconds,
-            max_ops=10**9,
-        )
-        print(f"cluster: {where}: statuses {dict(sorted(row.statuses.items()))}", flush=True)
-        points.append(
-            CommandPoint(
-                where,
-                row.ok,
-                row.failures,
-                row.refused,
-                row.ok / row.seconds if row.seconds else 0.0,
-                percentile(row.latencies_ms, 50),
-                percentile(row.latencies_ms, 99),
-            )
-        )
+        points.append(await point(where, server, one_shot_op(reqs[key], mine, concurrency)))
     return points
 
 
