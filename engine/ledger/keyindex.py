@@ -104,7 +104,8 @@ OP_COLUMNS = "o.id, o.key, o.kind, o.fingerprint, o.ok, o.code, o.result"
 OPS_BY_KEY = f"SELECT {OP_COLUMNS} FROM {SCHEMA}.op_keys AS k JOIN ops AS o ON o.id = k.op"
 """The ops' columns the planner loads, found in the file by ``k.key_hash``."""
 OPS_BY_ID = f"SELECT {OP_COLUMNS} FROM ops AS o"
-"""The same columns, by ``o.id`` (keys found in memory)."""
+"""The same columns from ops alone: by ``o.id`` for keys found in memory, and by
+``o.key_hash`` on PostgreSQL, whose ops table holds its own unique index."""
 
 
 def index_path(ledger: Path) -> Path:

@@ -27,6 +27,7 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool
 
+from . import keyindex
 from .database import SNAPSHOT, redacted
 from .model import AccountKey, AuditReport, LedgerCorrupt, LedgerFenced, LedgerInUse
 from .schema import BASE_VERSION, POSTGRES_DDL, SCHEMA_VERSION, STEPS
@@ -247,9 +248,7 @@ class PgStore(Store):
 
     def _ops_by_hash(self, hashes: Sequence[bytes]) -> Iterable[Any]:
         # The ops table's own unique index, ops_key_hash_key.
-        return self._select_in(
-            "SELECT id, key, kind, fingerprint, ok, code, result FROM ops", "key_hash", hashes
-        )
+        return self._select_in(keyindex.OPS_BY_ID, "o.key_hash", hashes)
 
     def _write(self, statement: Write, rows: Sequence[tuple[object, ...]]) -> None:
         raw = self.pg.raw
