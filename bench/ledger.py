@@ -59,7 +59,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
@@ -1403,6 +1403,12 @@ def measure_postgres(
     return rows
 
 
+def _wal_lsn(raw: Any) -> int:
+    """The server's WAL insert position, in bytes."""
+    row = raw.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0])
+
+
 def pg_growth(
     url: str, sync: str, total: int, step: int = 100_000, group: int = 1000
 ) -> list[tuple[int, float, float]]:
@@ -1413,6 +1419,7 @@ def pg_growth(
     n = 0
     block = 0.0
     points = []
+    wal = _wal_lsn(raw)
     try:
         while n < total:
             ops = _deposits(n, group, True)
@@ -1424,10 +1431,11 @@ def pg_growth(
                 done = step if n % step == 0 else n % step
                 row = raw.execute("SELECT pg_database_size(current_database())").fetchone()
                 mb = int(row[0]) / 1e6
+                wal, before = _wal_lsn(raw), wal
                 print(
                     f"ledger holds {n:>11,} ops: the last {done:,} at {done / block:,.0f} deposits/s "
-                    f"({block / done * 1e6:.1f} µs each), database {mb:,.0f} MB "
-                    f"({mb * 1e6 / n:,.0f} bytes/op)",
+                    f"({block / done * 1e6:.1f} µs each, {(wal - before) / done:,.0f} B of WAL "
+                    f"each), database {mb:,.0f} MB ({mb * 1e6 / n:,.0f} bytes/op)",
                     flush=True,
                 )
                 points.append((n, done / block, mb))

@@ -497,37 +497,7 @@ class Game:
         finally:
             self._confirming.pop(ticket_id, None)
             self._replies.pop(ticket_id, None)
-        accepted = _first(answer, BetAccepted)
-        if accepted is None:
-            rejected = _first(answer, Rejected)
-            assert rejected is not None, answer
-            raise GameError(rejected.reason)
-        try:
-            result = await self._wait(accepted)
-        except LedgerError as err:
-            raise GameError(err.code, err.message, **err.detail) from None
-        assert isinstance(result, BetConfirmed)
-        if result.replayed:
-            # The confirm had gone through long ago (its key's reply was past the
-            # retention, so nothing said "retry"): the engine's new bet is a duplicate.
-            # Take it back before it can play; the answer is the ledger's record.
-            self._withdraw(ticket_id)
-            return Placed(
-                ticket_id,
-                result.round_id or accepted.round_id,
-                result.round_id is None,
-                result.stake,
-                result.auto_cashout,
-                result,
-            )
-        return Placed(
-            ticket_id,
-            accepted.round_id,
-            accepted.queued,
-            accepted.stake,
-            accepted.auto_cashout,
-            result,
-        )
+        return await self._placed(ticket_id, answer, BetConfirmed)
 
     async def place(
         self,
@@ -591,35 +561,7 @@ class Game:
         finally:
             self._placing.pop(ticket_id, None)
             self._replies.pop(ticket_id, None)
-        accepted = _first(answer, BetAccepted)
-        if accepted is None:
-            rejected = _first(answer, Rejected)
-            assert rejected is not None, answer
-            raise GameError(rejected.reason)
-        try:
-            placed = await self._wait(accepted)
-        except LedgerError as err:
-            raise GameError(err.code, err.message, **err.detail) from None
-        assert isinstance(placed, BetPlaced)
-        result = placed
-        if result.replayed:
-            self._withdraw(ticket_id)  # see _confirm: the duplicate must not play
-            return Placed(
-                ticket_id,
-                result.round_id or accepted.round_id,
-                result.round_id is None,
-                result.stake,
-                result.auto_cashout,
-                result,
-            )
-        return Placed(
-            ticket_id,
-            accepted.round_id,
-            accepted.queued,
-            accepted.stake,
-            accepted.auto_cashout,
-            result,
-        )
+        return await self._placed(ticket_id, answer, BetPlaced)
 
     async def place_funded(
         self,
@@ -656,6 +598,43 @@ class Game:
             result = await self._wait(accepted)
         except LedgerError as err:
             raise GameError(err.code, err.message, **err.detail) from None
+        return Placed(
+            ticket_id,
+            accepted.round_id,
+            accepted.queued,
+            accepted.stake,
+            accepted.auto_cashout,
+            result,
+        )
+
+    async def _placed(
+        self, ticket_id: str, answer: Sequence[Event], recorded: type[BetConfirmed | BetPlaced]
+    ) -> Placed:
+        """The engine's answer to a new bet, then the ledger's record of it."""
+        accepted = _first(answer, BetAccepted)
+        if accepted is None:
+            rejected = _first(answer, Rejected)
+            assert rejected is not None, answer
+            raise GameError(rejected.reason)
+        try:
+            result = await self._wait(accepted)
+        except LedgerError as err:
+            raise GameError(err.code, err.message, **err.detail) from None
+        assert isinstance(result, recorded), result
+        if result.replayed:
+            # The bet (or its confirm) had gone through long ago (its key's reply was
+            # past the retention, so nothing said "retry"): the engine's new bet is a
+            # duplicate. Take it back before it can play; the answer is the ledger's
+            # record.
+            self._withdraw(ticket_id)
+            return Placed(
+                ticket_id,
+                result.round_id or accepted.round_id,
+                result.round_id is None,
+                result.stake,
+                result.auto_cashout,
+                result,
+            )
         return Placed(
             ticket_id,
             accepted.round_id,

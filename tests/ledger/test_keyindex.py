@@ -8,6 +8,7 @@ ops table)."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -283,6 +284,24 @@ class KeyIndexMachine(RuleBasedStateMachine):
     def every_key_answers_its_first_op(self) -> None:
         if self.store is not None and self.first:
             self._deposit(sorted(self.first), 100)
+
+
+def test_the_docs_state_the_batch_and_the_drain_the_index_uses() -> None:
+    """docs/ledger.md's section and docs/scale-out.md's Growth give the batch size and the
+    drain rate: they are the module's ``BATCH`` and ``DRAIN``, not a copy that drifts."""
+    from support.servers import REPO
+
+    ledger = (REPO / "docs" / "ledger.md").read_text()
+    section = ledger.split("\n## The ops' key index (SQLite)\n", 1)[1].split("\n## ", 1)[0]
+    batch = re.search(r"at\s+([\d,]+) keys \(`keyindex\.BATCH`\)", section)
+    drain = re.search(r"\(([\d.]+) keys per key it adds\)", section)
+    assert batch is not None and drain is not None, "the section no longer states them"
+    assert int(batch[1].replace(",", "")) == keyindex.BATCH
+    assert float(drain[1]) == keyindex.DRAIN
+    growth = (REPO / "docs" / "scale-out.md").read_text()
+    stated = re.findall(r"batch(?:es)? of ([\d,]+)", growth)
+    assert stated, "scale-out.md's Growth no longer states the batch size"
+    assert {int(n.replace(",", "")) for n in stated} == {keyindex.BATCH}
 
 
 KeyIndexMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
