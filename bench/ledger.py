@@ -54,7 +54,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -316,6 +316,11 @@ def store_direct_rate(
     return n / elapsed, cpu / n * 1e6
 
 
+FRESH_SPAN = 200_000
+"""The fresh ledger grown beside a growth run (``--fresh``) is started again from empty
+each time it holds this many ops: two steps, so it stays a fresh ledger."""
+
+
 def growth(
     path: Path,
     sync: str,
@@ -323,15 +328,24 @@ def growth(
     step: int = 100_000,
     group: int = 1000,
     progress: Progress | None = None,
+    *,
+    fresh: bool = False,
 ) -> list[tuple[int, float, float]]:
     """The store alone (random ids, ``group`` deposits per commit) while the ledger
     grows to ``total`` ops: the rate of each ``step`` ops and the files' size (the
     ledger and its key index, with their WALs). A fresh file is the best case: the key
     index grows, and its lookups and sorted batches cost more as it does. Returns (ops
-    held, deposits/s of the last step, MB) per step."""
+    held, deposits/s of the last step, MB) per step.
+
+    ``fresh``: beside it, group for group, a second ledger started again from an empty
+    file every ``FRESH_SPAN`` ops: the fresh figure of the moment, so grown ÷ fresh is
+    free of the machine's drift between steps (see ``pg_growth``)."""
     store = Store(path, sync)  # type: ignore[arg-type]
+    young_path = path.with_name(path.name + ".fresh")
+    young = Store(young_path, sync) if fresh else None  # type: ignore[arg-type]
+    held = 0
     n = 0
-    block = 0.0
+    block = young_block = 0.0
     points = []
     try:
         while n < total:
@@ -339,24 +353,47 @@ def growth(
             t0 = time.perf_counter()
             store.apply_group(ops, 0)
             block += time.perf_counter() - t0
+            if young is not None:
+                t0 = time.perf_counter()
+                young.apply_group(ops, 0)
+                young_block += time.perf_counter() - t0
+                held += group
             n += group
             if n % step == 0 or n >= total:
                 done = step if n % step == 0 else n % step
                 size = path.stat().st_size / 1e6
                 keys = _size(keyindex.index_path(path)) / 1e6
-                print(
+                line = (
                     f"ledger holds {n:>11,} ops: the last {done:,} at {done / block:,.0f} deposits/s "
                     f"({block / done * 1e6:.1f} µs each), file {size:,.0f} MB "
-                    f"+ key index {keys:,.0f} MB",
-                    flush=True,
+                    f"+ key index {keys:,.0f} MB"
                 )
+                if young is not None:
+                    line += (
+                        f"; fresh {done / young_block:,.0f}/s, ledger ÷ fresh "
+                        f"{young_block / block:.3f}"
+                    )
+                print(line, flush=True)
                 points.append((n, done / block, size + keys))
                 if progress is not None:
                     progress.update(n, total, f"growth: {n:,} ops")
-                block = 0.0
+                block = young_block = 0.0
+                if young is not None and held >= FRESH_SPAN and n < total:
+                    young.close()
+                    _remove_ledger(young_path)
+                    young, held = Store(young_path, sync), 0  # type: ignore[arg-type]
     finally:
         store.close()
+        if young is not None:
+            young.close()
+            _remove_ledger(young_path)
     return points
+
+
+def _remove_ledger(path: Path) -> None:
+    """A bench ledger's files: the database, its key index, their WALs and locks."""
+    for f in path.parent.glob(path.name + "*"):
+        f.unlink()
 
 
 def _size(path: Path) -> int:
@@ -720,6 +757,18 @@ def parser() -> argparse.ArgumentParser:
         help="a server to create the bench's databases on, instead of a throwaway cluster",
     )
     p.add_argument(
+        "--fresh",
+        action="store_true",
+        help=f"with --growth: beside it, group for group, a fresh ledger (started again "
+        f"every {FRESH_SPAN:,} ops): ledger ÷ fresh is free of the machine's drift",
+    )
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="with --growth on postgresql: grow a ledger without the key index beside it, "
+        "group for group (the floor; their ratio is the key index's cost)",
+    )
+    p.add_argument(
         "--then-growth",
         type=int,
         default=0,
@@ -731,6 +780,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    if args.floor and (args.backend != "postgresql" or not args.growth):
+        print("ledger: --floor is a PostgreSQL growth run's (--growth OPS --backend postgresql)")
+        return 2
     if args.growth:
         out = Path(__file__).resolve().parent / "out"
         out.mkdir(exist_ok=True)
@@ -742,17 +794,28 @@ def main(argv: list[str]) -> int:
                     if isinstance(server, str) and not server.startswith("postgresql://"):
                         print(f"ledger growth: no PostgreSQL: {server}")
                         return 1
-                    url = fresh_database(server)
+                    beside = [
+                        what
+                        for what, on in (
+                            (
+                                f"a fresh ledger (started again every {FRESH_SPAN:,} ops)",
+                                args.fresh,
+                            ),
+                            ("the floor (no key index)", args.floor),
+                        )
+                        if on
+                    ]
                     print(
                         f"ledger growth on PostgreSQL: store alone, random ids, 1000 deposits "
-                        f"per commit, {redacted(url)}"
+                        f"per commit, on {redacted(server)}"
+                        + ("; beside it, group for group: " + ", ".join(beside) if beside else "")
                     )
-                    pg_growth(url, sync, args.growth)
+                    pg_growth(server, sync, args.growth, floor=args.floor, fresh=args.fresh)
             else:
                 print(
                     f"ledger growth: store alone, random ids, 1000 deposits per commit, db in {tmp}"
                 )
-                growth(tmp / "growth.sqlite3", sync, args.growth)
+                growth(tmp / "growth.sqlite3", sync, args.growth, fresh=args.fresh)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return 0
@@ -1409,38 +1472,120 @@ def _wal_lsn(raw: Any) -> int:
     return int(row[0])
 
 
+@dataclass
+class _Beside:
+    """One ledger of a PostgreSQL growth run: its store, its lease, and the time and WAL
+    of the groups applied to it since the last step."""
+
+    name: str
+    url: str
+    store: Any
+    lease: Any
+    block: float = 0.0
+    wal: int = 0
+    held: int = 0
+
+    def apply(self, ops: list[PspDeposit]) -> None:
+        raw = self.store.pg.raw
+        w0 = _wal_lsn(raw)
+        t0 = time.perf_counter()
+        self.store.apply_group(ops, 0)
+        self.block += time.perf_counter() - t0
+        self.wal += _wal_lsn(raw) - w0
+        self.held += len(ops)
+
+    def close(self) -> None:
+        self.store.close()
+        self.lease.release()
+
+
 def pg_growth(
-    url: str, sync: str, total: int, step: int = 100_000, group: int = 1000
+    server: str,
+    sync: str,
+    total: int,
+    step: int = 100_000,
+    group: int = 1000,
+    *,
+    floor: bool = False,
+    fresh: bool = False,
 ) -> list[tuple[int, float, float]]:
-    """``growth`` on PostgreSQL: the store alone while the ledger grows to ``total``
-    ops; (ops held, deposits/s of the last step, database MB) per step."""
-    store, lease = pg_store(url, sync)
-    raw = store.pg.raw  # type: ignore[attr-defined]
+    """``growth`` on PostgreSQL, on a new database of ``server``: the store alone while
+    the ledger grows to ``total`` ops; (ops held, deposits/s of the last step, database
+    MB) per step.
+
+    Beside it, group for group, on the same server at the same moments (so the ratios
+    are free of the machine's drift between steps, which on a shared VM is larger than
+    what is measured):
+
+    - ``fresh``: a second ledger, started again from empty every ``FRESH_SPAN`` ops:
+      the fresh figure of the moment. grown ÷ fresh is the growth's cost.
+    - ``floor``: a ledger with no key index at all, grown as far: the store without the
+      ops' unique index on ``key_hash`` and without the planner's lookups by it. That is
+      not a ledger (nothing keeps a key from being used twice), it is the floor: what
+      the rest of a deposit costs at the same size. grown ÷ floor is the key index's
+      cost."""
+    grown = _pg_beside("ledger", server, sync)
+    ledgers = [grown]
+    if fresh:
+        ledgers.append(_pg_beside("fresh", server, sync))
+    if floor:
+        ledgers.append(_pg_beside("floor", server, sync, key_index=False))
     n = 0
-    block = 0.0
     points = []
-    wal = _wal_lsn(raw)
     try:
         while n < total:
             ops = _deposits(n, group, True)
-            t0 = time.perf_counter()
-            store.apply_group(ops, 0)  # type: ignore[attr-defined]
-            block += time.perf_counter() - t0
+            for each in ledgers:
+                each.apply(ops)
             n += group
             if n % step == 0 or n >= total:
                 done = step if n % step == 0 else n % step
+                raw = grown.store.pg.raw
                 row = raw.execute("SELECT pg_database_size(current_database())").fetchone()
                 mb = int(row[0]) / 1e6
-                wal, before = _wal_lsn(raw), wal
-                print(
-                    f"ledger holds {n:>11,} ops: the last {done:,} at {done / block:,.0f} deposits/s "
-                    f"({block / done * 1e6:.1f} µs each, {(wal - before) / done:,.0f} B of WAL "
-                    f"each), database {mb:,.0f} MB ({mb * 1e6 / n:,.0f} bytes/op)",
-                    flush=True,
+                line = (
+                    f"ledger holds {n:>11,} ops: the last {done:,} at "
+                    f"{done / grown.block:,.0f} deposits/s ({grown.block / done * 1e6:.1f} µs "
+                    f"each, {grown.wal / done:,.0f} B of WAL each), database {mb:,.0f} MB "
+                    f"({mb * 1e6 / n:,.0f} bytes/op)"
                 )
-                points.append((n, done / block, mb))
-                block = 0.0
+                for other in ledgers[1:]:
+                    line += (
+                        f"; {other.name} {done / other.block:,.0f}/s ({other.wal / done:,.0f} B "
+                        f"of WAL each), ledger ÷ {other.name} {other.block / grown.block:.3f}"
+                    )
+                print(line, flush=True)
+                points.append((n, done / grown.block, mb))
+                for i, each in enumerate(ledgers):
+                    each.block, each.wal = 0.0, 0
+                    if each.name == "fresh" and each.held >= FRESH_SPAN and n < total:
+                        each.close()
+                        drop_database(server, each.url)
+                        ledgers[i] = _pg_beside("fresh", server, sync)
     finally:
-        store.close()  # type: ignore[attr-defined]
-        lease.release()  # type: ignore[attr-defined]
+        for each in ledgers:
+            each.close()
     return points
+
+
+def _pg_beside(name: str, server: str, sync: str, *, key_index: bool = True) -> _Beside:
+    """A new database on ``server`` and a store on it (``key_index=False``: the floor's,
+    whose ops have no key index)."""
+    from crashd.engine.ledger.lease import Lease
+    from crashd.engine.ledger.pgstore import PgStore, connect, install_schema
+
+    class NoKeyIndex(PgStore):
+        def _ops_by_hash(self, hashes: Sequence[bytes]) -> Iterable[Any]:
+            return ()  # every key is new (the bench's are random: they are)
+
+    url = fresh_database(server)
+    conn = connect(url)
+    try:
+        install_schema(conn)
+        if not key_index:
+            conn.execute("ALTER TABLE ops DROP CONSTRAINT ops_key_hash_key")
+    finally:
+        conn.close()
+    lease = Lease.take(url)
+    cls = PgStore if key_index else NoKeyIndex
+    return _Beside(name, url, cls(url, sync, term=lease.term), lease)  # type: ignore[arg-type]
