@@ -4,6 +4,7 @@ index. Their shape and their resets, never their speed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,12 @@ def test_the_postgresql_growth_grows_a_fresh_ledger_and_the_floor_beside_it(
         finally:
             for name in made:
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_scale_out_states_the_fresh_span_the_bench_uses() -> None:
+    from support.servers import REPO
+
+    doc = (REPO / "docs" / "scale-out.md").read_text()
+    stated = re.findall(r"started again from empty every ([\d,]+) ops", doc)
+    assert stated, "docs/scale-out.md no longer states the fresh ledger's span"
+    assert {int(n.replace(",", "")) for n in stated} == {bench_ledger.FRESH_SPAN}
