@@ -259,7 +259,7 @@ python -m bench NAME --help          # what one benchmark measures, its flags
 python -m bench NAME                 # one benchmark on its own, its tables on stdout
 python -m bench all                  # everything, ~15 min on 2 cores: JSON, logs and PNGs
 python -m bench all --budget 5       # the same, every bench scaled to fit 5 minutes
-python -m bench all --quick          # CI's smoke run (< 3 min): runs everything, checks, no speed asserted
+python -m bench all --quick          # the smoke run (< 3 min): runs everything, checks, no speed asserted
 python -m bench all --only ledger,api
 python -m bench report bench/results/latest.json --update-readme README.md   # README section + this page
 python -m bench compare OLD.json NEW.json                                    # ratios, figure by figure

@@ -10,7 +10,7 @@ also copied to ``bench/results/latest.json``.
 
 ``--budget MIN`` (default 15: what fits a 2-core machine) is shared between the benches
 by the weights in ``bench.suite.BENCHES``; each bench scales its sizes to its share.
-``--quick`` is CI's smoke run: every bench starts, runs a few seconds, and its
+``--quick`` is the smoke run: every bench starts, runs a few seconds, and its
 correctness checks must pass; no speed is asserted. The exit status is 1 when a bench
 failed or a check did not pass.
 """
@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="MIN",
         help=f"minutes for the whole run (default {DEFAULT_BUDGET_MIN:g})",
     )
-    p.add_argument("--quick", action="store_true", help="CI smoke run: seconds per bench")
+    p.add_argument("--quick", action="store_true", help="smoke run: seconds per bench")
     p.add_argument("--only", default="", help="comma-separated benches to run (default: all)")
     p.add_argument("--skip", default="", help="comma-separated benches to leave out")
     p.add_argument("--out", type=Path, help="the run's directory (default under bench/results/)")
