@@ -48,6 +48,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import keyfilter
 from .model import LedgerCorrupt
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,31 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.index_state (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS {SCHEMA}.filter_slices (
+    slice      INTEGER PRIMARY KEY,
+    size       INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    sealed_at  INTEGER
+) STRICT;
+CREATE TABLE IF NOT EXISTS {SCHEMA}.filter_chunks (
+    slice   INTEGER NOT NULL,
+    chunk   INTEGER NOT NULL,
+    through INTEGER NOT NULL,
+    bits    BLOB NOT NULL,
+    PRIMARY KEY (slice, chunk)
+) STRICT;
 """
+_SAVE_SLICE = (
+    f"INSERT INTO {SCHEMA}.filter_slices (slice, size, created_at, sealed_at) "
+    "VALUES (?, ?, ?, ?) ON CONFLICT (slice) DO UPDATE SET size = excluded.size, "
+    "created_at = excluded.created_at, sealed_at = excluded.sealed_at"
+)
+_SAVE_CHUNK = (
+    f"INSERT INTO {SCHEMA}.filter_chunks (slice, chunk, through, bits) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (slice, chunk) DO UPDATE SET through = excluded.through, bits = excluded.bits"
+)
+_READD = 10_000
+"""Ledger ops read per step when the filter catches up at open."""
 
 _INSERT = f"INSERT INTO {SCHEMA}.op_keys (key_hash, op) VALUES (?, ?)"
 _SET_STATE = (
@@ -137,8 +162,14 @@ class KeyIndex:
         """How much of ``frozen`` is in the file."""
         self._staged: list[tuple[bytes, int]] = []
         self._next_cursor = 0
+        self._saving: keyfilter.Saving | None = None
+        self.filter_added = 0
+        """Ops the open added to the filter from the ledger (for the log and the tests)."""
         self.opened = self._open()
         """What opening did, for the log and the tests: ``"trusted"`` or why rebuilt."""
+        self.filter = self._load_filter()
+        """Every committed op's key (engine/ledger/keyfilter.py): a key it does not hold
+        is not in the file either, and is not looked up there."""
 
     # -- the planner's side
 
@@ -156,6 +187,11 @@ class KeyIndex:
                 found[h] = op
         return found
 
+    def maybe_in_file(self, hashes: Sequence[bytes]) -> list[bytes]:
+        """Those of ``hashes`` (not found in memory) the file may hold: the filter's
+        answer, a superset of the file's."""
+        return self.filter.maybe(hashes)
+
     # -- a group (inside its transaction, then after it)
 
     def stage(self, ops: Sequence[tuple[bytes, int]]) -> None:
@@ -163,6 +199,11 @@ class KeyIndex:
         the file, in the group's transaction. Nothing of it counts until ``committed``."""
         self._staged = list(ops)
         self._next_cursor = self.cursor
+        self._saving = saving = self.filter.due(len(ops))
+        if saving.rows:
+            self.conn.executemany(_SAVE_SLICE, saving.rows)
+        if saving.chunks:
+            self.conn.executemany(_SAVE_CHUNK, saving.chunks)
         if not self.frozen:
             return
         end = min(len(self.frozen), self.cursor + max(64, math.ceil(len(ops) * DRAIN)))
@@ -174,6 +215,11 @@ class KeyIndex:
         self._next_cursor = end
 
     def committed(self) -> None:
+        if self._staged:
+            # Before any batch can write these keys to the file: the filter holds
+            # every key the file does.
+            self.filter.add([h for h, _ in self._staged], max(op for _, op in self._staged))
+        self._saving = None
         self.active.update(self._staged)
         self._staged = []
         self.cursor = self._next_cursor
@@ -185,6 +231,9 @@ class KeyIndex:
     def rolled_back(self) -> None:
         self._staged = []
         self._next_cursor = self.cursor
+        if self._saving is not None:
+            self.filter.not_saved(self._saving)  # its turn comes again
+            self._saving = None
 
     def _freeze(self) -> None:
         self.frozen = sorted(self.active.items())
@@ -201,14 +250,18 @@ class KeyIndex:
         happens to the machine in between."""
         c = self.conn
         rest = sorted([*self.frozen[self.cursor :], *self.active.items()])
+        saving = self.filter.unsaved()
         c.execute("BEGIN IMMEDIATE")
         try:
             c.executemany(_INSERT, rest)
             _set_through(c, _last_op(c))
+            c.executemany(_SAVE_SLICE, saving.rows)
+            c.executemany(_SAVE_CHUNK, saving.chunks)
             c.execute("COMMIT")
         except BaseException:
             if c.in_transaction:
                 c.execute("ROLLBACK")
+            self.filter.not_saved(saving)
             raise
         self.active, self.frozen, self._frozen_hashes, self.cursor = {}, [], [], 0
         c.execute(f"PRAGMA {SCHEMA}.synchronous=FULL")
@@ -332,6 +385,42 @@ class KeyIndex:
             raise
         n = c.execute(f"SELECT count(*) FROM {SCHEMA}.op_keys").fetchone()[0]
         log.info("ops key index: %d keys indexed in %.1f s", n, time.perf_counter() - t0)
+
+    def _load_filter(self) -> keyfilter.KeyFilter:
+        """The filter saved in the file, then every op of the ledger past the op up to
+        which it is complete (none saved: every op, in one pass over the ledger)."""
+        c = self.conn
+        t0 = time.perf_counter()
+        last = _last_op(c)
+        rows = c.execute(
+            f"SELECT slice, size, created_at, sealed_at FROM {SCHEMA}.filter_slices ORDER BY slice"
+        ).fetchall()
+        chunks = c.execute(f"SELECT slice, chunk, through, bits FROM {SCHEMA}.filter_chunks")
+        f = keyfilter.KeyFilter.load(rows, chunks, last)
+        start = f.through
+        cur = c.execute("SELECT id, key_hash FROM ops WHERE id > ? ORDER BY id", (start,))
+        while step := cur.fetchmany(_READD):
+            f.add([h for _, h in step], step[-1][0])
+        self.filter_added = last - start
+        if last == start:
+            return f  # complete as saved: nothing to save again
+        saving = f.unsaved()  # see KeyFilter.load: before it answers anything
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany(_SAVE_SLICE, saving.rows)
+            c.executemany(_SAVE_CHUNK, saving.chunks)
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        log.info(
+            "ops key filter: ops %d..%d added from the ledger in %.1f s",
+            start + 1,
+            last,
+            time.perf_counter() - t0,
+        )
+        return f
 
 
 def _set_through(c: sqlite3.Connection, op: int) -> None:

@@ -355,13 +355,16 @@ class Store:
 
     def _ops_by_hash(self, hashes: Sequence[bytes]) -> Iterable[Any]:
         """The ops rows (``OpRecord``'s columns) whose key hash is one of ``hashes``:
-        those still in the key index's memory by id, the rest through its file."""
+        those still in the key index's memory by id, the rest through its file (those
+        its filter may hold: a new key almost never is)."""
         assert self._keys is not None
         held = self._keys.find(hashes)
         if held:
             yield from self._select_in(keyindex.OPS_BY_ID, "o.id", sorted(held.values()))
         rest = [h for h in hashes if h not in held] if held else hashes
-        yield from self._select_in(keyindex.OPS_BY_KEY, "k.key_hash", rest)
+        yield from self._select_in(
+            keyindex.OPS_BY_KEY, "k.key_hash", self._keys.maybe_in_file(rest)
+        )
 
     def load_op(self, key: str) -> OpRecord | None:
         row = next(iter(self._ops_by_hash([key_hash(key)])), None)

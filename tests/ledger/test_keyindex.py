@@ -18,7 +18,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from crashd.engine.ledger import keyindex
+from crashd.engine.ledger import keyfilter, keyindex
 from crashd.engine.ledger.model import IdempotencyConflict, LedgerCorrupt
 from crashd.engine.ledger.ops import PspDeposit
 from crashd.engine.ledger.store import Store
@@ -209,11 +209,89 @@ def test_a_ledger_with_two_ops_on_one_key_hash_is_refused(ledger: Path) -> None:
         Store(ledger)  # rebuilt: the same
 
 
+@pytest.fixture
+def small_filter(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A filter of 16-byte chunks, a first slice of 64 keys, saved round every 100 ops."""
+    monkeypatch.setattr(keyfilter, "CHUNK", 16)
+    monkeypatch.setattr(keyfilter, "FIRST", 64)
+    monkeypatch.setattr(keyfilter, "SAVE_SPAN", 100)
+    yield
+
+
+def test_a_clean_close_saves_the_filter_and_the_next_open_adds_nothing(
+    ledger: Path, small_batches: None, small_filter: None
+) -> None:
+    store = Store(ledger)
+    assert store._keys is not None and store._keys.filter_added == 0
+    for n in range(0, 300, 30):
+        store.apply_group([deposit(n + i) for i in range(30)], 0)
+    assert len(store._keys.filter.slices) > 1  # sealed slices and an active one
+    store.close()
+    store = Store(ledger)
+    assert store.key_index == "trusted" and store._keys is not None
+    assert store._keys.filter_added == 0
+    assert_keys_hold(store, range(300))
+    store.close()
+
+
+def test_a_kill_adds_to_the_filter_only_the_ops_since_it_was_saved(
+    ledger: Path, small_batches: None, small_filter: None
+) -> None:
+    store = Store(ledger)
+    for n in range(0, 1000, 20):
+        store.apply_group([deposit(n + i) for i in range(20)], 0)
+    killed(store)
+    store = Store(ledger)
+    assert store.key_index == "trusted" and store._keys is not None
+    # The active slice is saved round every SAVE_SPAN ops, after a newly sealed one's
+    # last saves (a third of a span): at most 4/3 of a span behind, and a group.
+    assert 0 < store._keys.filter_added <= keyfilter.SAVE_SPAN * 4 // 3 + 20
+    assert_keys_hold(store, range(1000))
+    store.close()
+
+
+def test_an_index_file_without_a_filter_gets_one_from_the_ledger(
+    ledger: Path, small_batches: None
+) -> None:
+    store = Store(ledger)
+    store.apply_group([deposit(n) for n in range(40)], 0)
+    store.close()
+    idx = raw(keyindex.index_path(ledger))
+    idx.execute("DROP TABLE filter_chunks")  # as an index file written before the filter
+    idx.execute("DROP TABLE filter_slices")
+    idx.close()
+    store = Store(ledger)
+    assert store.key_index == "trusted" and store._keys is not None
+    assert store._keys.filter_added == 40
+    assert_keys_hold(store, range(40))
+    store.close()
+
+
+def test_the_file_is_asked_only_for_keys_the_filter_may_hold(
+    ledger: Path, small_batches: None
+) -> None:
+    store = Store(ledger)
+    for n in range(0, 100, 10):
+        store.apply_group([deposit(n + i) for i in range(10)], 0)
+    store.close()
+    store = Store(ledger)  # every key in the file, none in memory
+    asked: list[str] = []
+    store.conn.set_trace_callback(asked.append)
+    answers = store.apply_group([deposit(n) for n in range(1000, 1020)], 0)
+    assert all(getattr(a, "replayed", None) is False for a in answers)
+    assert not [q for q in asked if "keys.op_keys" in q]  # new keys: not looked up
+    asked.clear()
+    assert_keys_hold(store, range(100))  # replays: found in the file
+    assert [q for q in asked if "keys.op_keys" in q]
+    store.close()
+
+
 class KeyIndexMachine(RuleBasedStateMachine):
     """Groups of deposits (new keys, replays, reused keys with another amount), kills,
-    clean closes and reboots in any order, with batches of 4: whatever happened, every
-    key committed once answers its first op, and a clean close leaves the file equal to
-    the ledger."""
+    clean closes, reboots and lost filter chunks in any order, with batches of 4 and a
+    filter of a few bytes (slices sealed and chunks saved within a few groups): whatever
+    happened, every key committed once answers its first op, the filter holds every key
+    the ledger does, and a clean close leaves the file equal to the ledger."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -222,7 +300,9 @@ class KeyIndexMachine(RuleBasedStateMachine):
         self.dir = tempfile.TemporaryDirectory()
         self.path = Path(self.dir.name) / "ledger.sqlite3"
         self.saved_batch = keyindex.BATCH
+        self.saved_filter = (keyfilter.CHUNK, keyfilter.FIRST, keyfilter.SAVE_SPAN)
         keyindex.BATCH = 4
+        keyfilter.CHUNK, keyfilter.FIRST, keyfilter.SAVE_SPAN = 16, 8, 10
         self.store: Store | None = Store(self.path)
         self.first: dict[int, tuple[int, int]] = {}
         """Event number → the amount its key was first used with, and that op's seq."""
@@ -231,6 +311,7 @@ class KeyIndexMachine(RuleBasedStateMachine):
         if self.store is not None:
             self.store.close()
         keyindex.BATCH = self.saved_batch
+        keyfilter.CHUNK, keyfilter.FIRST, keyfilter.SAVE_SPAN = self.saved_filter
         self.dir.cleanup()
 
     def _open(self) -> Store:
@@ -279,6 +360,27 @@ class KeyIndexMachine(RuleBasedStateMachine):
             killed(self.store)
             self.store = None
         reboot(self.path)
+
+    @rule(data=st.data())
+    def a_saved_filter_chunk_is_lost(self, data: st.DataObject) -> None:
+        """Killed, and one of the filter's saved chunks gone from the file."""
+        self.kill()
+        if not keyindex.index_path(self.path).exists():
+            return
+        conn = raw(keyindex.index_path(self.path))
+        try:
+            saved = conn.execute("SELECT slice, chunk FROM filter_chunks ORDER BY 1, 2").fetchall()
+            if saved:
+                s, c = data.draw(st.sampled_from(saved))
+                conn.execute("DELETE FROM filter_chunks WHERE slice = ? AND chunk = ?", (s, c))
+        finally:
+            conn.close()
+
+    @invariant()
+    def the_filter_holds_every_key_of_the_ledger(self) -> None:
+        if self.store is not None and self.store._keys is not None:
+            held = [h for _, h in ledger_rows(self.path)]
+            assert self.store._keys.filter.maybe(held) == held
 
     @invariant()
     def every_key_answers_its_first_op(self) -> None:
