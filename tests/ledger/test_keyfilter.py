@@ -201,3 +201,26 @@ class FilterMachine(RuleBasedStateMachine):
 
 FilterMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_filter_machine = FilterMachine.TestCase
+
+
+def test_the_docs_state_the_filter_as_the_module_has_it() -> None:
+    """docs/ledger.md's filter bullet gives the first slice, the bits per key, the
+    probes, the chunk and the save span: the module's, not a copy that drifts."""
+    import re
+
+    from support.servers import REPO
+
+    doc = (REPO / "docs" / "ledger.md").read_text()
+    bullet = doc.split("- **A Bloom filter in front of the file**", 1)[1].split("\n- ", 1)[0]
+    bullet = " ".join(bullet.split())
+
+    def stated(pattern: str) -> int:
+        found = re.search(pattern, bullet)
+        assert found is not None, f"the bullet no longer states {pattern!r}"
+        return int(found[1].replace(",", ""))
+
+    assert stated(r"the first for ([\d,]+) keys \(`keyfilter\.FIRST`\)") == keyfilter.FIRST
+    assert stated(r"(\d+) bits per key \(`keyfilter\.BITS_PER_KEY`\)") == keyfilter.BITS_PER_KEY
+    assert stated(r"(\d+) probes \(`keyfilter\.PROBES`\)") == keyfilter.PROBES
+    assert stated(r"in (\d+) KiB chunks") * 1024 == keyfilter.CHUNK
+    assert stated(r"every ([\d,]+) ops \(`keyfilter\.SAVE_SPAN`\)") == keyfilter.SAVE_SPAN
