@@ -59,7 +59,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
@@ -72,6 +72,10 @@ from crashd.engine.ledger.model import Posted, RoundSettled
 from crashd.engine.ledger.ops import BetConfirm, BetReserve, PspDeposit, RoundSettle, RoundStart
 from crashd.engine.ledger.schema import key_hash
 from crashd.engine.ledger.store import Store, Synchronous, audit
+
+if TYPE_CHECKING:  # psycopg is imported only where PostgreSQL is measured
+    from crashd.engine.ledger.lease import Lease
+    from crashd.engine.ledger.pgstore import PgStore
 
 NAME = "ledger"
 USERS = 1000
@@ -1266,12 +1270,17 @@ def drop_database(server: str, url: str) -> None:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def pg_store(url: str, sync: str, flush: str = "copy") -> tuple[object, object]:
+def pg_store(
+    url: str, sync: str, flush: str = "copy", store_class: type[PgStore] | None = None
+) -> tuple[PgStore, Lease]:
+    """A PostgreSQL store on ``url`` (of ``store_class``, default ``PgStore``) under the
+    leader lease it takes, and the lease."""
     from crashd.engine.ledger.lease import Lease
     from crashd.engine.ledger.pgstore import PgStore
 
     lease = Lease.take(url)
-    return PgStore(url, sync, term=lease.term, flush=flush), lease  # type: ignore[arg-type]
+    cls = store_class or PgStore
+    return cls(url, sync, term=lease.term, flush=flush), lease  # type: ignore[arg-type]
 
 
 def pg_direct_rate(
@@ -1283,20 +1292,20 @@ def pg_direct_rate(
     n = 0
     cpu = 0.0
     # One group first: the accounts are created and cached, as in a running ledger.
-    store.apply_group(_deposits(n, group, True), 0)  # type: ignore[attr-defined]
+    store.apply_group(_deposits(n, group, True), 0)
     n += group
     start = time.perf_counter()
     counted = 0
     while time.perf_counter() - start < seconds:
         ops = _deposits(n, group, True)
         c0 = time.thread_time()
-        store.apply_group(ops, 0)  # type: ignore[attr-defined]
+        store.apply_group(ops, 0)
         cpu += time.thread_time() - c0
         n += group
         counted += group
     elapsed = time.perf_counter() - start
-    store.close()  # type: ignore[attr-defined]
-    lease.release()  # type: ignore[attr-defined]
+    store.close()
+    lease.release()
     return counted / elapsed, cpu / max(1, counted) * 1e6
 
 
@@ -1565,13 +1574,17 @@ def pg_growth(
     finally:
         for each in ledgers:
             each.close()
+        # The ones beside it are scratch; the grown ledger stays for a look (the
+        # throwaway server goes whole; on your own server, drop it when done).
+        for each in ledgers[1:]:
+            drop_database(server, each.url)
+        print(f"the grown ledger: database {urlsplit(grown.url).path.lstrip('/')}", flush=True)
     return points
 
 
 def _pg_beside(name: str, server: str, sync: str, *, key_index: bool = True) -> _Beside:
     """A new database on ``server`` and a store on it (``key_index=False``: the floor's,
     whose ops have no key index)."""
-    from crashd.engine.ledger.lease import Lease
     from crashd.engine.ledger.pgstore import PgStore, connect, install_schema
 
     class NoKeyIndex(PgStore):
@@ -1586,6 +1599,5 @@ def _pg_beside(name: str, server: str, sync: str, *, key_index: bool = True) -> 
             conn.execute("ALTER TABLE ops DROP CONSTRAINT ops_key_hash_key")
     finally:
         conn.close()
-    lease = Lease.take(url)
-    cls = PgStore if key_index else NoKeyIndex
-    return _Beside(name, url, cls(url, sync, term=lease.term), lease)  # type: ignore[arg-type]
+    store, lease = pg_store(url, sync, store_class=PgStore if key_index else NoKeyIndex)
+    return _Beside(name, url, store, lease)

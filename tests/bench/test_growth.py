@@ -61,29 +61,41 @@ def test_the_postgresql_growth_grows_a_fresh_ledger_and_the_floor_beside_it(
         pytest.skip(why)
     import psycopg
 
+    def held(url: str) -> tuple[int, int]:
+        """(ops, whether ops has its unique key index) of the database at ``url``."""
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM ops").fetchone()
+            keyed = conn.execute(
+                "SELECT count(*) FROM pg_constraint WHERE conname = 'ops_key_hash_key'"
+            ).fetchone()
+            assert row is not None and keyed is not None
+            return row[0], keyed[0]
+
+    dropped: list[tuple[int, int]] = []
+    drop = bench_ledger.drop_database
+
+    def drop_and_count(server: str, url: str) -> None:
+        dropped.append(held(url))
+        drop(server, url)
+
     monkeypatch.setattr(bench_ledger, "FRESH_SPAN", 2_000)
+    monkeypatch.setattr(bench_ledger, "drop_database", drop_and_count)
     with psycopg.connect(server, autocommit=True) as admin:
         before = {r[0] for r in admin.execute("SELECT datname FROM pg_database")}
     points = bench_ledger.pg_growth(server, "FULL", 4_000, step=1_000, floor=True, fresh=True)
     assert [n for n, _, _ in points] == [1_000, 2_000, 3_000, 4_000]
     lines = capsys.readouterr().out.splitlines()
-    assert all("ledger ÷ fresh" in line and "ledger ÷ floor" in line for line in lines)
+    assert all("ledger ÷ fresh" in line and "ledger ÷ floor" in line for line in lines[:-1])
     with psycopg.connect(server, autocommit=True) as admin:
         made = {r[0] for r in admin.execute("SELECT datname FROM pg_database")} - before
         try:
-            counts = {}
-            for name in made:
-                url = psycopg.conninfo.make_conninfo(server, dbname=name)
-                with psycopg.connect(url) as conn:
-                    row = conn.execute("SELECT count(*) FROM ops").fetchone()
-                    keyed = conn.execute(
-                        "SELECT count(*) FROM pg_constraint WHERE conname = 'ops_key_hash_key'"
-                    ).fetchone()
-                    assert row is not None and keyed is not None
-                    counts[name] = (row[0], keyed[0])
-            # The ledger and the floor (no unique key index) hold every op; the fresh
-            # ledger was made again at 2,000 ops, the one before it dropped.
-            assert sorted(counts.values()) == [(2_000, 1), (4_000, 0), (4_000, 1)]
+            # The fresh ledger was made again at 2,000 ops and its first dropped; at the
+            # end the fresh and the floor (every op, no unique key index) were dropped,
+            # and only the grown ledger, which holds every op, is left, named.
+            assert sorted(dropped) == [(2_000, 1), (2_000, 1), (4_000, 0)]
+            [ledger] = made
+            assert held(psycopg.conninfo.make_conninfo(server, dbname=ledger)) == (4_000, 1)
+            assert lines[-1] == f"the grown ledger: database {ledger}"
         finally:
             for name in made:
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
