@@ -14,8 +14,9 @@ large index about once, not once per key.
 How: a committed group's new keys join ``active``, an in-memory map. When it holds
 ``BATCH`` keys it is frozen (sorted), and every following group writes a slice of it
 into the file, in the group's own transaction, a little faster than keys arrive, so
-the frozen batch is written before the next one fills. Lookups ask both batches, then
-the file. ``complete_through`` (in the file) is the op id up to which every op is in
+the frozen batch is written before the next one fills. Lookups ask the filter
+(engine/ledger/keyfilter.py: every committed key, so a new key stops there), then both
+batches, then the file. ``complete_through`` (in the file) is the op id up to which every op is in
 the file; a kill loses the batches in memory and nothing else: the next open adds the
 ops past ``complete_through`` from the ledger.
 
@@ -169,7 +170,7 @@ class KeyIndex:
         """What opening did, for the log and the tests: ``"trusted"`` or why rebuilt."""
         self.filter = self._load_filter()
         """Every committed op's key (engine/ledger/keyfilter.py): a key it does not hold
-        is not in the file either, and is not looked up there."""
+        is neither in memory nor in the file, and is not looked up in either."""
 
     # -- the planner's side
 
@@ -186,11 +187,6 @@ class KeyIndex:
             if op is not None:
                 found[h] = op
         return found
-
-    def maybe_in_file(self, hashes: Sequence[bytes]) -> list[bytes]:
-        """Those of ``hashes`` (not found in memory) the file may hold: the filter's
-        answer, a superset of the file's."""
-        return self.filter.maybe(hashes)
 
     # -- a group (inside its transaction, then after it)
 

@@ -354,17 +354,20 @@ class Store:
     holds its own unique index."""
 
     def _ops_by_hash(self, hashes: Sequence[bytes]) -> Iterable[Any]:
-        """The ops rows (``OpRecord``'s columns) whose key hash is one of ``hashes``:
-        those still in the key index's memory by id, the rest through its file (those
-        its filter may hold: a new key almost never is)."""
+        """The ops rows (``OpRecord``'s columns) whose key hash is one of ``hashes``.
+        The key index's filter first: it holds every committed op's key, so a key it
+        does not hold (almost every new one) is nowhere, and is looked up neither in
+        memory nor in the file. The rest: those in the index's memory by id, the others
+        through its file."""
         assert self._keys is not None
-        held = self._keys.find(hashes)
+        maybe = self._keys.filter.maybe(hashes)
+        if not maybe:
+            return
+        held = self._keys.find(maybe)
         if held:
             yield from self._select_in(keyindex.OPS_BY_ID, "o.id", sorted(held.values()))
-        rest = [h for h in hashes if h not in held] if held else hashes
-        yield from self._select_in(
-            keyindex.OPS_BY_KEY, "k.key_hash", self._keys.maybe_in_file(rest)
-        )
+        rest = [h for h in maybe if h not in held] if held else maybe
+        yield from self._select_in(keyindex.OPS_BY_KEY, "k.key_hash", rest)
 
     def load_op(self, key: str) -> OpRecord | None:
         row = next(iter(self._ops_by_hash([key_hash(key)])), None)
