@@ -46,7 +46,8 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import keyfilter
@@ -196,10 +197,7 @@ class KeyIndex:
         self._staged = list(ops)
         self._next_cursor = self.cursor
         self._saving = saving = self.filter.due(len(ops))
-        if saving.rows:
-            self.conn.executemany(_SAVE_SLICE, saving.rows)
-        if saving.chunks:
-            self.conn.executemany(_SAVE_CHUNK, saving.chunks)
+        _save_filter(self.conn, saving)
         if not self.frozen:
             return
         end = min(len(self.frozen), self.cursor + max(64, math.ceil(len(ops) * DRAIN)))
@@ -247,16 +245,12 @@ class KeyIndex:
         c = self.conn
         rest = sorted([*self.frozen[self.cursor :], *self.active.items()])
         saving = self.filter.unsaved()
-        c.execute("BEGIN IMMEDIATE")
         try:
-            c.executemany(_INSERT, rest)
-            _set_through(c, _last_op(c))
-            c.executemany(_SAVE_SLICE, saving.rows)
-            c.executemany(_SAVE_CHUNK, saving.chunks)
-            c.execute("COMMIT")
+            with _transaction(c):
+                c.executemany(_INSERT, rest)
+                _set_through(c, _last_op(c))
+                _save_filter(c, saving)
         except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
             self.filter.not_saved(saving)
             raise
         self.active, self.frozen, self._frozen_hashes, self.cursor = {}, [], [], 0
@@ -332,8 +326,7 @@ class KeyIndex:
             ).fetchone()
             if mine is None or mine[0] != through:
                 return f"its entry for op {through} is not the ledger's"
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(c):
             # Part of a frozen batch may be in already: those rows are skipped here and
             # checked, with the rest, just below.
             c.execute(
@@ -351,11 +344,6 @@ class KeyIndex:
             if clash is not None:
                 raise LedgerCorrupt(f"two ops of the ledger share a key hash: {clash}")
             _set_through(c, last)
-            c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
         if through < last:
             log.info("ops key index: ops %d..%d added from the ledger", through + 1, last)
         return None
@@ -364,21 +352,15 @@ class KeyIndex:
         """Every op's key from the ledger, in key order (each leaf page written once)."""
         c = self.conn
         t0 = time.perf_counter()
-        c.execute("BEGIN IMMEDIATE")
         try:
-            c.execute(
-                f"INSERT INTO {SCHEMA}.op_keys (key_hash, op) "
-                "SELECT key_hash, id FROM ops ORDER BY key_hash"
-            )
-            _set_through(c, _last_op(c))
-            c.execute("COMMIT")
+            with _transaction(c):
+                c.execute(
+                    f"INSERT INTO {SCHEMA}.op_keys (key_hash, op) "
+                    "SELECT key_hash, id FROM ops ORDER BY key_hash"
+                )
+                _set_through(c, _last_op(c))
         except sqlite3.IntegrityError as exc:
-            c.execute("ROLLBACK")
             raise LedgerCorrupt(f"two ops of the ledger share a key hash: {exc}") from exc
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
         n = c.execute(f"SELECT count(*) FROM {SCHEMA}.op_keys").fetchone()[0]
         log.info("ops key index: %d keys indexed in %.1f s", n, time.perf_counter() - t0)
 
@@ -400,16 +382,8 @@ class KeyIndex:
         self.filter_added = last - start
         if last == start:
             return f  # complete as saved: nothing to save again
-        saving = f.unsaved()  # see KeyFilter.load: before it answers anything
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            c.executemany(_SAVE_SLICE, saving.rows)
-            c.executemany(_SAVE_CHUNK, saving.chunks)
-            c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
+        with _transaction(c):
+            _save_filter(c, f.unsaved())  # see KeyFilter.load: before it answers anything
         log.info(
             "ops key filter: ops %d..%d added from the ledger in %.1f s",
             start + 1,
@@ -417,6 +391,27 @@ class KeyIndex:
             time.perf_counter() - t0,
         )
         return f
+
+
+@contextmanager
+def _transaction(c: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on the writer's connection (both files), rolled back if
+    anything in it fails."""
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        c.execute("COMMIT")
+    except BaseException:
+        if c.in_transaction:
+            c.execute("ROLLBACK")
+        raise
+
+
+def _save_filter(c: sqlite3.Connection, saving: keyfilter.Saving) -> None:
+    if saving.rows:
+        c.executemany(_SAVE_SLICE, saving.rows)
+    if saving.chunks:
+        c.executemany(_SAVE_CHUNK, saving.chunks)
 
 
 def _set_through(c: sqlite3.Connection, op: int) -> None:
