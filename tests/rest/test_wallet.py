@@ -78,8 +78,9 @@ async def bet(
 
 async def test_a_bet_debits_the_wallet_and_its_win_is_credited(db: Backend, tmp_path: Path) -> None:
     """On both backends: the wallet's tables, reconciliation and summary on PostgreSQL
-    as on SQLite."""
-    async with seamless_game(tmp_path, database=db.target) as g:
+    as on SQLite. Betting stays open 2 s: with 400 ms, a slow machine's poll could
+    see betting just before it closed, and the bet then queued for the next round."""
+    async with seamless_game(tmp_path, database=db.target, betting_ms=2000) as g:
         api = g.api
         await g.mock.fund("alice", 10_000)
         await g.mock.fund("bob", 5_000)
