@@ -59,8 +59,10 @@ async def test_an_api_process_answers_as_the_engine_does(
     db: Backend, tmp_path: Path, redis_url: str
 ) -> None:
     """On both backends: on PostgreSQL the API process reads the ledger over its own read
-    pool, as one on another machine would."""
-    config = cluster_config(tmp_path, redis_url, database=db.target)
+    pool, as one on another machine would. Betting stays open 2 s: the bet, its replay,
+    the reused key and the participants page all fall in one betting window, which
+    400 ms was not on a slow machine (the bet queued for the next round)."""
+    config = cluster_config(tmp_path, redis_url, database=db.target, betting_ms=2000)
     async with running_server(config) as engine, api_process(config) as proc:
         _, secret = make_key(config, SCOPES)
         async with (
