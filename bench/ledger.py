@@ -350,6 +350,7 @@ def growth(
     held = 0
     n = 0
     block = young_block = 0.0
+    thread_cpu = 0.0
     points = []
     try:
         while n < total:
@@ -372,6 +373,11 @@ def growth(
                     f"({block / done * 1e6:.1f} µs each), file {size:,.0f} MB "
                     f"+ key index {keys:,.0f} MB"
                 )
+                if store._keys is not None:
+                    # What the index's own thread spent meanwhile, on the other core.
+                    now_cpu = store._keys.thread_cpu_s
+                    line += f", its thread {(now_cpu - thread_cpu) / done * 1e6:.1f} µs CPU each"
+                    thread_cpu = now_cpu
                 if young is not None:
                     line += (
                         f"; fresh {done / young_block:,.0f}/s, ledger ÷ fresh "

@@ -340,8 +340,12 @@ class Store:
     def close(self) -> None:
         try:
             try:
-                if self._keys is not None and not self.conn.in_transaction:
-                    self._keys.close()
+                keys, self._keys = self._keys, None
+                if keys is not None:
+                    if self.conn.in_transaction:
+                        keys.abandon()  # a failed group: as a kill leaves it
+                    else:
+                        keys.close()
             finally:
                 self.conn.close()
         finally:
@@ -357,8 +361,8 @@ class Store:
         """The ops rows (``OpRecord``'s columns) whose key hash is one of ``hashes``.
         The key index's filter first: it holds every committed op's key, so a key it
         does not hold (almost every new one) is nowhere, and is looked up neither in
-        memory nor in the file. The rest: those in the index's memory by id, the others
-        through its file."""
+        memory nor in the file. The rest: their op ids from the index (its memory, then
+        its file), then those ops by id."""
         assert self._keys is not None
         maybe = self._keys.filter.maybe(hashes)
         if not maybe:
@@ -366,8 +370,6 @@ class Store:
         held = self._keys.find(maybe)
         if held:
             yield from self._select_in(keyindex.OPS_BY_ID, "o.id", sorted(held.values()))
-        rest = [h for h in maybe if h not in held] if held else maybe
-        yield from self._select_in(keyindex.OPS_BY_KEY, "k.key_hash", rest)
 
     def load_op(self, key: str) -> OpRecord | None:
         row = next(iter(self._ops_by_hash([key_hash(key)])), None)

@@ -29,7 +29,10 @@ def deposit(n: int, amount: int = 100) -> PspDeposit:
 
 
 def killed(store: Store) -> None:
-    """What a SIGKILL leaves: the files as they are, no clean close."""
+    """What a SIGKILL leaves: the files as they are, no clean close (the index's writer
+    thread stopped wherever it was)."""
+    if store._keys is not None:
+        store._keys.abandon()
     store.conn.close()
     store._lock.release()
 
@@ -108,12 +111,14 @@ def test_the_ledgers_own_table_has_no_unique_key_index_any_more(ledger: Path) ->
 
 def test_batches_are_written_out_sorted_as_groups_commit(ledger: Path, small_batches: None) -> None:
     store = Store(ledger)
-    for n in range(0, 60, 3):
+    for n in range(0, 57, 3):
         store.apply_group([deposit(n + i) for i in range(3)], 0)
+    assert store._keys is not None
+    store._keys.settle()  # its thread has written every batch handed to it
     written = index_rows(ledger)
-    assert 0 < len(written) < 60  # some batches out, the newest ones in memory
+    assert len(written) == 48  # four batches of 12 out, the newest 9 keys in memory
     assert set(written) <= set(ledger_rows(ledger))
-    assert_keys_hold(store, range(60))
+    assert_keys_hold(store, range(57))
     store.close()
     assert index_rows(ledger) == ledger_rows(ledger)
 
@@ -275,14 +280,78 @@ def test_the_file_is_asked_only_for_keys_the_filter_may_hold(
         store.apply_group([deposit(n + i) for i in range(10)], 0)
     store.close()
     store = Store(ledger)  # every key in the file, none in memory
+    assert store._keys is not None
     asked: list[str] = []
-    store.conn.set_trace_callback(asked.append)
+    store._keys.reader.set_trace_callback(asked.append)
     answers = store.apply_group([deposit(n) for n in range(1000, 1020)], 0)
     assert all(getattr(a, "replayed", None) is False for a in answers)
-    assert not [q for q in asked if "keys.op_keys" in q]  # new keys: not looked up
-    asked.clear()
+    assert not [q for q in asked if "op_keys" in q]  # new keys: not looked up
     assert_keys_hold(store, range(100))  # replays: found in the file
-    assert [q for q in asked if "keys.op_keys" in q]
+    assert [q for q in asked if "op_keys" in q]
+    store.close()
+
+
+def test_a_writer_thread_behind_makes_the_ledgers_writer_wait_then_both_go_on(
+    ledger: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another connection holds the index file's write lock, so the index's thread
+    cannot write its batch: the groups go on (their keys in memory) until the active
+    batch holds ``BEHIND`` batches' keys, then the ledger's writer waits for the thread.
+    Once the lock is let go, both go on and every key answers its first op."""
+    import threading
+
+    monkeypatch.setattr(keyindex, "BUSY_MS", 60_000)
+    store = Store(ledger)
+    assert store._keys is not None
+    blocker = raw(keyindex.index_path(ledger))
+    blocker.execute("BEGIN IMMEDIATE")
+    for n in range(0, 20, 5):  # 20 keys: the first batch of 10 frozen, handed over
+        store.apply_group([deposit(n + i) for i in range(5)], 0)
+    # Ops 11-20 are the active batch; it grows to one group short of BEHIND batches.
+    last = 10 + keyindex.BEHIND * 10 - 5
+    for n in range(20, last, 5):
+        store.apply_group([deposit(n + i) for i in range(5)], 0)
+    assert len(store._keys.active) == keyindex.BEHIND * 10 - 5 and store._keys.frozen
+    done = threading.Event()
+
+    def last_group() -> None:
+        store.apply_group([deposit(last + i) for i in range(5)], 0)
+        done.set()
+
+    t = threading.Thread(target=last_group)
+    t.start()
+    # The lock is held: whatever the machine's speed, the group cannot finish.
+    assert not done.wait(0.5)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    t.join(30)
+    assert done.is_set()
+    assert len(store._keys.active) == 0  # the thread caught up; all 40 frozen, handed over
+    assert_keys_hold(store, range(last + 5))
+    store._keys.settle()
+    store.close()
+    assert index_rows(ledger) == ledger_rows(ledger)
+
+
+def test_a_failed_index_writer_stops_the_ledgers_writer_and_moves_no_money(
+    ledger: Path, small_batches: None
+) -> None:
+    """The index's thread fails (here its connection is gone under it, as a full disk
+    or an I/O error would fail its statements): the next group is refused with
+    ``KeyIndexFailed`` and commits nothing, and a restart picks up every op."""
+    store = Store(ledger)
+    assert store._keys is not None and store._keys._drain is not None
+    store._keys._drain.conn.close()
+    store.apply_group([deposit(n) for n in range(12)], 0)  # a batch frozen, handed over
+    store._keys._drain.wait()  # the thread fails on it
+    assert store._keys._drain.error is not None
+    with pytest.raises(keyindex.KeyIndexFailed):
+        store.apply_group([deposit(100)], 0)
+    killed(store)
+    assert [op for op, _ in ledger_rows(ledger)] == list(range(1, 13))  # deposit 100: none
+    store = Store(ledger)
+    assert store.key_index == "trusted"
+    assert_keys_hold(store, range(12))
     store.close()
 
 
@@ -388,18 +457,21 @@ class KeyIndexMachine(RuleBasedStateMachine):
             self._deposit(sorted(self.first), 100)
 
 
-def test_the_docs_state_the_batch_and_the_drain_the_index_uses() -> None:
-    """docs/ledger.md's section and docs/scale-out.md's Growth give the batch size and the
-    drain rate: they are the module's ``BATCH`` and ``DRAIN``, not a copy that drifts."""
+def test_the_docs_state_the_batch_and_the_slice_the_index_uses() -> None:
+    """docs/ledger.md's section and docs/scale-out.md's Growth give the batch size, the
+    keys per transaction of the index's writer and how far behind it may fall: they are
+    the module's ``BATCH``, ``SLICE`` and ``BEHIND``, not a copy that drifts."""
     from support.servers import REPO
 
     ledger = (REPO / "docs" / "ledger.md").read_text()
     section = ledger.split("\n## The ops' key index (SQLite)\n", 1)[1].split("\n## ", 1)[0]
     batch = re.search(r"at\s+([\d,]+) keys \(`keyindex\.BATCH`\)", section)
-    drain = re.search(r"\(([\d.]+) keys per key it adds\)", section)
-    assert batch is not None and drain is not None, "the section no longer states them"
+    slice_ = re.search(r"([\d,]+)\s+keys \(`keyindex\.SLICE`\)", section)
+    behind = re.search(r"holds\s+(\d+) batches' keys\s+\(`keyindex\.BEHIND`\)", section)
+    assert batch and slice_ and behind, "the section no longer states them"
     assert int(batch[1].replace(",", "")) == keyindex.BATCH
-    assert float(drain[1]) == keyindex.DRAIN
+    assert int(slice_[1].replace(",", "")) == keyindex.SLICE
+    assert int(behind[1]) == keyindex.BEHIND
     growth = (REPO / "docs" / "scale-out.md").read_text()
     stated = re.findall(r"batch(?:es)? of ([\d,]+)", growth)
     assert stated, "scale-out.md's Growth no longer states the batch size"
