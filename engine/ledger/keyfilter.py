@@ -97,10 +97,12 @@ class Saving:
 class KeyFilter:
     """The filter. ``through``: every op up to this id has its key in it."""
 
-    def __init__(self, first: int | None = None) -> None:
-        self.slices: list[Slice] = []
+    def __init__(self, first: int | None = None, slices: list[Slice] | None = None) -> None:
+        """A new filter, or (``slices``: ``load``'s) the saved one's slices."""
+        self.slices: list[Slice] = slices or []
         self.through = 0
-        self._new_slice(_size_for(first or FIRST), 0)
+        if not self.slices:
+            self._new_slice(_size_for(first or FIRST), 0)
         self._final: deque[tuple[int, int]] = deque()
         """Chunks of sealed slices not saved since their slice was sealed."""
         self._cursor = 0
@@ -237,13 +239,9 @@ class KeyFilter:
         before the filter answers anything. Those ops go to the active slice, even the
         ones a sealed slice lacked; the active slice's saved chunks do not hold them yet,
         and claim to be complete past them, so they must be saved again at once."""
-        f = cls.__new__(cls)
-        f.slices, f._final, f._cursor, f._credit = [], deque(), 0, 0.0
-        f._rows_due = set()
         if not _rows_add_up(rows, last_op):
             return cls()
-        for _, size, created_at, sealed_at in rows:
-            f.slices.append(Slice(bytearray(size), created_at, sealed_at))
+        f = cls(slices=[Slice(bytearray(size), c, sealed) for _, size, c, sealed in rows])
         lacks: dict[tuple[int, int], int] = {
             (s, c): sl.created_at for s, sl in enumerate(f.slices) for c in range(sl.chunks)
         }

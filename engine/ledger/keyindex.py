@@ -479,6 +479,8 @@ class _Drain:
         self._cv = threading.Condition()
         self._batch: list[tuple[bytes, int]] | None = None
         self._saves: list[keyfilter.Saving] = []
+        self._saving = False
+        """Saves taken from ``_saves``, being written."""
         self._stopping = False
         self.cpu_s = 0.0
         """The thread's CPU time so far, writing (for the growth bench: the cost it takes
@@ -510,7 +512,7 @@ class _Drain:
     def wait(self) -> None:
         """Until everything handed over is written (or the thread failed)."""
         with self._cv:
-            while (self._batch is not None or self._saves) and self.error is None:
+            while (self._batch is not None or self._saves or self._saving) and self.error is None:
                 self._cv.wait()
 
     def finish(self) -> None:
@@ -556,10 +558,15 @@ class _Drain:
     def _save_due(self) -> None:
         with self._cv:
             saves, self._saves = self._saves, []
+            self._saving = bool(saves)
         if saves:
             with _transaction(self.conn):
                 for saving in saves:
                     _save_filter(self.conn, saving)
+            with self._cv:
+                # Written: ``wait`` may be waiting for exactly this.
+                self._saving = False
+                self._cv.notify_all()
 
     def _write(self, batch: list[tuple[bytes, int]]) -> None:
         c, top = self.conn, max(op for _, op in batch)

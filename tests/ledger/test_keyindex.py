@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -288,6 +289,41 @@ def test_the_file_is_asked_only_for_keys_the_filter_may_hold(
     assert not [q for q in asked if "op_keys" in q]  # new keys: not looked up
     assert_keys_hold(store, range(100))  # replays: found in the file
     assert [q for q in asked if "op_keys" in q]
+    store.close()
+
+
+def test_waiting_for_the_index_writer_ends_once_its_saves_are_written(
+    ledger: Path, small_filter: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group hands the index's thread filter chunks to save while another connection
+    holds the file's write lock: a wait for the thread (``settle``, as a clean close
+    does) lasts until they are in the file, and ends then. (It once ended as soon as
+    the thread took them, and a wait begun before that was woken by nothing.)"""
+    import threading
+
+    monkeypatch.setattr(keyindex, "BUSY_MS", 60_000)
+    store = Store(ledger)
+    assert store._keys is not None
+    keys = store._keys
+    blocker = raw(keyindex.index_path(ledger))
+    blocker.execute("BEGIN IMMEDIATE")
+    store.apply_group([deposit(n) for n in range(30)], 0)
+    time.sleep(0.2)  # the thread has most likely taken the chunks, and waits for the lock
+    done = threading.Event()
+
+    def settle() -> None:
+        keys.settle()
+        done.set()
+
+    t = threading.Thread(target=settle, daemon=True)
+    t.start()
+    assert not done.wait(0.5)  # the lock is held: the chunks cannot be in the file yet
+    blocker.execute("ROLLBACK")
+    t.join(60)
+    assert done.is_set(), "the wait for the index's thread never ended"
+    through = blocker.execute("SELECT max(through) FROM filter_chunks").fetchone()[0]
+    blocker.close()
+    assert through == 30  # the group's chunks are in
     store.close()
 
 
