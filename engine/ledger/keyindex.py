@@ -150,8 +150,6 @@ _SET_STATE = (
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
 _FIND = "SELECT key_hash, op FROM op_keys WHERE key_hash IN "
-_FIND_CHUNK = 500
-"""Key hashes per lookup statement (well under SQLite's parameter limit)."""
 COMPLETE = "complete_through"
 """Every op up to this id is in the file."""
 WRITTEN = "written_through"
@@ -218,10 +216,9 @@ class KeyIndex:
     # -- the planner's side
 
     def find(self, hashes: Sequence[bytes]) -> dict[bytes, int]:
-        """The op ids of those of ``hashes`` that are held: in memory, then in the file."""
+        """The op ids of those of ``hashes`` held in memory (the rest: ``in_file``)."""
         found: dict[bytes, int] = {}
         active, frozen, fh = self.active, self.frozen, self._frozen_hashes
-        rest: list[bytes] = []
         for h in hashes:
             op = active.get(h)
             if op is None and fh:
@@ -230,13 +227,13 @@ class KeyIndex:
                     op = frozen[i][1]
             if op is not None:
                 found[h] = op
-            else:
-                rest.append(h)
-        for i in range(0, len(rest), _FIND_CHUNK):
-            part = rest[i : i + _FIND_CHUNK]
-            sql = _FIND + "(" + ",".join("?" * len(part)) + ")"
-            found.update((bytes(h), op) for h, op in self.reader.execute(sql, part))
         return found
+
+    def in_file(self, hashes: Sequence[bytes]) -> list[tuple[bytes, int]]:
+        """(key hash, op id) of those of ``hashes`` in the file: one statement, so the
+        caller keeps ``hashes`` within SQLite's parameter limit."""
+        sql = _FIND + "(" + ",".join("?" * len(hashes)) + ")"
+        return self.reader.execute(sql, hashes).fetchall()
 
     # -- a group (inside its transaction, then after it)
 
@@ -293,9 +290,7 @@ class KeyIndex:
         return self._drain
 
     def _check(self) -> None:
-        drain = self._running()
-        if drain.error is not None:
-            raise KeyIndexFailed(f"the key index's writer failed: {drain.error!r}") from drain.error
+        self._running().check()
 
     # -- open and close
 
@@ -308,8 +303,7 @@ class KeyIndex:
         k = drain.conn
         try:
             drain.finish()  # every batch and save handed to it written, its thread ended
-            if drain.error is not None:
-                raise KeyIndexFailed(f"the key index's writer failed: {drain.error!r}")
+            drain.check()
             saving = self.filter.unsaved()
             try:
                 with _transaction(k):
@@ -379,7 +373,7 @@ class KeyIndex:
         c = self.conn
         create_private(self.path)
         c.execute(f"ATTACH DATABASE ? AS {SCHEMA}", (str(self.path),))
-        _pragmas(c, f"{SCHEMA}.")
+        _pragmas(c, f"{SCHEMA}.", CACHE_KIB)
         c.executescript(_DDL)
 
     def _catch_up(self) -> str | None:
@@ -503,6 +497,11 @@ class _Drain:
                 self._saves.append(saving)
                 self._cv.notify_all()
 
+    def check(self) -> None:
+        """Raise ``KeyIndexFailed`` if the thread failed."""
+        if self.error is not None:
+            raise KeyIndexFailed(f"the key index's writer failed: {self.error!r}") from self.error
+
     def busy(self) -> bool:
         """Still writing the frozen batch (every lookup must find it in memory), or
         failed to (then the ledger's writer stops at its next group)."""
@@ -592,22 +591,22 @@ def _connect(path: Path, cache_kib: int | None) -> sqlite3.Connection:
     c = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     try:
         c.execute(f"PRAGMA busy_timeout={BUSY_MS}")
-        _pragmas(c, "")
-        if cache_kib is not None:
-            c.execute(f"PRAGMA cache_size=-{cache_kib}")
+        _pragmas(c, "", cache_kib)
     except BaseException:
         c.close()
         raise
     return c
 
 
-def _pragmas(c: sqlite3.Connection, schema: str) -> None:
+def _pragmas(c: sqlite3.Connection, schema: str, cache_kib: int | None) -> None:
+    """WAL (checked), unsynced, and the page cache, on ``schema`` (``"keys."`` while
+    attached, ``""`` on the index's own connections)."""
     mode = c.execute(f"PRAGMA {schema}journal_mode=WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise LedgerCorrupt(f"the key index's journal_mode is {mode!r}, expected 'wal'")
     c.execute(f"PRAGMA {schema}synchronous=OFF")
-    if schema:
-        c.execute(f"PRAGMA {schema}cache_size=-{CACHE_KIB}")
+    if cache_kib is not None:
+        c.execute(f"PRAGMA {schema}cache_size=-{cache_kib}")
 
 
 @contextmanager

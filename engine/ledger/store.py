@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from crashd.engine.proclock import ProcessLock
 
@@ -169,7 +169,10 @@ def _round(row: Any) -> Round:
     )
 
 
-def _chunks(items: Sequence[object], size: int = _CHUNK) -> Iterable[Sequence[object]]:
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T], size: int = _CHUNK) -> Iterable[Sequence[_T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
@@ -368,6 +371,9 @@ class Store:
         if not maybe:
             return
         held = self._keys.find(maybe)
+        rest = [h for h in maybe if h not in held] if held else maybe
+        for chunk in _chunks(rest):
+            held.update(self._keys.in_file(chunk))
         if held:
             yield from self._select_in(keyindex.OPS_BY_ID, "o.id", sorted(held.values()))
 
