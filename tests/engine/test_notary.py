@@ -98,7 +98,13 @@ async def play(db: Path, n: Notary, rounds: int, *, die_running: bool = False) -
                         key, p, 100 * (i + 1), [None, 101, 150, 300][i], ticket_for(key), f"h-{key}"
                     )
                     tickets.append((p, placed.ticket_id))
-                while engine.snapshot().status == "betting":
+                    if i == 0:
+                        # Betting can close while the ledger commits a bet (the mock clock
+                        # jumps while the writer's thread works): it is queued for the next.
+                        round_id = placed.round_id
+                while (s := engine.snapshot()).round_id < round_id or (
+                    s.round_id == round_id and s.status == "betting"
+                ):
                     await trio.sleep(0.01)
                 if die_running and engine.next_game - first >= rounds - 1:
                     await trio.sleep(0.2)
