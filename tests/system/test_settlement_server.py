@@ -157,34 +157,42 @@ async def test_a_round_killed_mid_run_is_voided_and_audits_clean(
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             api = Api(client, secret)
-            for user in ("ann", "ben", "cat"):
-                await fund(api, user)
             # A round that runs long enough to be killed in (the chain is the test's).
             chain = chainstore.load(config.chain_file)
             reader = ChainReader(chain.spec)
             # Three bets in one such round: on a loaded machine betting can close between
-            # them (a later one is then queued for the next round), so try the next.
+            # them (a later one is then queued for the next round), so try again in a
+            # later one, with new players (a queued bet counts toward a player's bets in
+            # the round it plays in).
             tickets: dict[str, dict[str, Any]] = {}
+            users: dict[str, str] = {}
+            attempt = 0
             with trio.fail_after(120):
                 while True:
+                    if not users:
+                        attempt += 1
+                        users = {name: f"{name}{attempt}" for name in ("ann", "ben", "cat")}
+                        for user in users.values():
+                            await fund(api, user)
                     state = await api.wait_status("betting")
                     round_id = state["round_id"]
                     if crash_point(reader.game_hash(round_id), chain.salt or "") >= 160:
-                        for user, target in (("ann", None), ("ben", 101), ("cat", 190)):
-                            body: dict[str, Any] = {"user_id": user, "amount": 1_000}
+                        for name, target in (("ann", None), ("ben", 101), ("cat", 190)):
+                            body: dict[str, Any] = {"user_id": users[name], "amount": 1_000}
                             if target is not None:
                                 body["auto_cashout"] = target
                             r = await api.post("/api/v1/bets", body)
                             assert r.status_code == 201, r.text
-                            tickets[user] = r.json()
+                            tickets[name] = r.json()
                             receipts.append(r.json()["receipt"])
                         if all(t["round_id"] == round_id for t in tickets.values()):
                             break
+                        users = {}
                     while (await api.state())["round_id"] == round_id:
                         await trio.sleep(0.02)
             await api.wait_status("running")
             r = await api.post(
-                f"/api/v1/bets/{tickets['ann']['ticket_id']}/cashout", {"user_id": "ann"}
+                f"/api/v1/bets/{tickets['ann']['ticket_id']}/cashout", {"user_id": users["ann"]}
             )
             assert r.status_code == 200, r.text
             receipts.append(r.json()["receipt"])
