@@ -511,7 +511,13 @@ async def test_every_topology_serves_the_engines_stream(tmp_path: Path, redis_ur
     channels_of_all = [ROUND_UPDATES, LIVE_MULTIPLIER, *(f"user:acme:{u}" for u in users)]
     async with running_server(config) as info, trio.open_nursery() as nursery:
         _, secret = make_key(config, SCOPES)
-        async with httpx.AsyncClient(base_url=info.url, timeout=10) as client:
+        # The bettor's nursery closes before its client does: cancelled with the test's
+        # nursery, it unwinds first (a client closed under a request in flight is a
+        # ReadError, not a cancellation: CI hit it at teardown).
+        async with (
+            httpx.AsyncClient(base_url=info.url, timeout=10) as client,
+            trio.open_nursery() as players,
+        ):
             api = Api(client, secret)
             r = await client.post("/api/v1/feed/token", headers=api.headers)
             engine_url = r.json()["ws_url"]
@@ -519,7 +525,7 @@ async def test_every_topology_serves_the_engines_stream(tmp_path: Path, redis_ur
             nursery.start_soon(record, engine_url, secret, channels_of_all, recorder)
             await recorder.ready.wait()
             done = trio.Event()
-            nursery.start_soon(bettor, api, users, done)
+            players.start_soon(bettor, api, users, done)
 
             edge_config = config.with_overrides(redis_url=None)
             unix_a: EdgeInfo = await nursery.start(run_edge, edge_config)
