@@ -105,6 +105,15 @@ def reuse_port_listener(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
+def hand_over(sock: socket.socket) -> str:
+    """Hypercorn's bind for ``sock``: ``fd://N``, the descriptor given away. Hypercorn
+    makes a socket object of its own on it and closes it when it stops; ``sock`` is
+    detached first, or it would close N a second time when collected, by then another
+    file's descriptor (a later server's database lock, on CI: its release failed with
+    EBADF, its flock gone early)."""
+    return f"fd://{sock.detach()}"
+
+
 @dataclass(frozen=True)
 class ApiInfo:
     server: ServerInfo
@@ -169,7 +178,7 @@ async def run_api(
             if config.tls_cert is None:
                 # Several API processes may share one port (SO_REUSEPORT), as edges do.
                 listener = reuse_port_listener(config.host, config.port, hc.backlog)
-                hc.bind = [f"fd://{listener.fileno()}"]
+                hc.bind = [hand_over(listener)]
 
             async def serve_http(task_status: trio.TaskStatus[list[str]]) -> None:
                 await hypercorn.trio.serve(
