@@ -538,7 +538,10 @@ class Store:
         query per op: this is most of what makes group commit cheap per op."""
         keys, accounts, holds, tickets = prefetch_keys(ops, op_keys)
         found: set[str] = set()
-        for r in self._ops_by_hash(sorted(key_hash(k) for k in keys)):
+        hashes = txn.key_hashes
+        for k in keys:
+            hashes[k] = key_hash(k)
+        for r in self._ops_by_hash(sorted(hashes.values())):
             if r[1] in keys:  # (a hash collision with another key would not be)
                 txn.prime_op(r[1], OpRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]))
                 found.add(r[1])
@@ -841,11 +844,22 @@ W_BALANCES = Write("accounts", ("posted", "pending"), (_BIG, _BIG, _BIG), key="i
 def flush_rows(txn: Txn) -> list[tuple[Write, Sequence[tuple[object, ...]]]]:
     """A group's writes, parents before children (immediate foreign-key checks pass)."""
     times = txn.op_times
+    hashes = txn.key_hashes
     out: list[tuple[Write, Sequence[tuple[object, ...]]]] = [
         (
             W_OPS,
             [
-                (r[0], r[1], key_hash(r[1]), r[2], r[3], 1 if r[4] else 0, r[5], r[6], times[r[0]])
+                (
+                    r[0],
+                    r[1],
+                    hashes.get(r[1]) or key_hash(r[1]),
+                    r[2],
+                    r[3],
+                    1 if r[4] else 0,
+                    r[5],
+                    r[6],
+                    times[r[0]],
+                )
                 for r in txn.new_ops
             ],
         ),

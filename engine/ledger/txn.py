@@ -88,6 +88,9 @@ class Txn:
         # Write sets, flushed by the store in foreign-key order.
         self.new_ops: list[OpRecord] = []
         self.op_times: dict[int, int] = {}
+        self.key_hashes: dict[str, bytes] = {}
+        """Key hashes the store's prefetch computed, for its flush: once per op, not
+        twice (a SHA-256 each, ~2% of a deposit's CPU on PostgreSQL, profiled)."""
         self.new_accounts: list[Account] = []
         self.dirty_accounts: dict[int, Account] = {}
         self.new_holds: list[Hold] = []
