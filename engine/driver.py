@@ -146,6 +146,9 @@ class Engine:
         self._max_tick_lateness = 0.0
         # Bounded: the bench reads these; a server running for weeks keeps the latest.
         self.tick_lateness: collections.deque[float] = collections.deque(maxlen=lateness_samples)
+        self.tick_times: collections.deque[float] = collections.deque(maxlen=lateness_samples)
+        """When each of ``tick_lateness``'s ticks ran (Trio time): a paused game ticks
+        no more, and a judge of "recent" ticks must not go by its last round forever."""
         self.on_tick_lateness: Callable[[float], None] | None = None
         """Called with each tick's lateness (s), as it is measured: the operator's
         histogram (``crashd.api.ops.metrics``); must not block."""
@@ -400,8 +403,10 @@ class Engine:
                 if not scope.cancelled_caught:
                     self._timer_wakeups += 1
                     if wake == next_tick:
-                        lateness = trio.current_time() - target
+                        ran = trio.current_time()
+                        lateness = ran - target
                         self.tick_lateness.append(lateness)
+                        self.tick_times.append(ran)
                         if self.on_tick_lateness is not None:
                             self.on_tick_lateness(lateness)
                         self._max_tick_lateness = max(self._max_tick_lateness, lateness)

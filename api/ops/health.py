@@ -4,7 +4,9 @@ Ready means all of:
 
 * **engine**: running, its loop not overdue (it wakes for every deadline: a loop more
   than ``MAX_OVERDUE_S`` past its timer is stuck), and its recent ticks on time (the
-  worst of the last ``RECENT_TICKS`` under ``MAX_TICK_LATENESS_S``);
+  worst of the last ``RECENT_TICKS``, of those in the last ``RECENT_TICKS_S``, under
+  ``MAX_TICK_LATENESS_S``: a paused game ticks no more, and one late tick of the round
+  before the pause must not keep it out of rotation for the whole pause);
 * **ledger**: its writer has not stopped on an error, and it commits: ops waiting
   while the last commit is older than ``MAX_COMMIT_AGE_S`` means it is stuck;
 * **feed**: its listener accepts a TCP connection (a real connect to its port, from
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 MAX_OVERDUE_S = 1.0
 RECENT_TICKS = 100
+RECENT_TICKS_S = 10.0
 MAX_TICK_LATENESS_S = 0.25
 MAX_COMMIT_AGE_S = 5.0
 FEED_CONNECT_TIMEOUT_S = 1.0
@@ -61,9 +64,17 @@ def engine_check(services: Services) -> Check:
     overdue = engine.overdue_s()
     if overdue > MAX_OVERDUE_S:
         return Check("engine", False, f"the engine loop is {overdue:.1f} s past its timer")
-    lateness = engine.tick_lateness
-    recent = list(itertools.islice(reversed(lateness), RECENT_TICKS))
-    worst = max(recent, default=0.0)
+    since = trio.current_time() - RECENT_TICKS_S
+    recent = list(
+        itertools.takewhile(
+            lambda tick: tick[0] >= since,
+            itertools.islice(
+                zip(reversed(engine.tick_times), reversed(engine.tick_lateness), strict=True),
+                RECENT_TICKS,
+            ),
+        )
+    )
+    worst = max((late for _, late in recent), default=0.0)
     if worst > MAX_TICK_LATENESS_S:
         return Check(
             "engine",
