@@ -72,7 +72,9 @@ def played(driver: Any, server: LiveServer, rest: httpx.Client) -> dict[str, Any
     wait_for(lambda: read(driver)["action"] in ("queued", "placed"), what="the first bet")
     driver.find_element("id", "action-2").click()
     wait_for(lambda: read(driver, 2)["action"] in ("queued", "placed"), what="the second bet")
-    wait_for(lambda: read(driver)["action"] == "cashout", timeout=30, what="Cash out")
+    # Queued bets wait for the round before to crash, whose point is any (CI: a long
+    # one outlasted 30 s): a 1,000x round runs ~115 s.
+    wait_for(lambda: read(driver)["action"] == "cashout", timeout=180, what="Cash out")
     wait_for(lambda: read(driver)["multiplier"] >= 110, what="1.10x")
     driver.find_element("id", "action").click()
     wait_for(lambda: read(driver)["outcome"] == "won", what="the cash-out's answer")

@@ -357,8 +357,9 @@ async def test_the_operator_tools_on_postgresql(
             assert len(await audit(o, "bankroll_deposit")) == 1
             [limits] = await audit(o, "limits")
             assert limits["after"]["max_stake"] == 4_000
-            await o.player.wait_status("betting")
-            await o.player.wait_round_over((await o.player.state())["round_id"])
+            # The round running may be a long one (its crash point is any): not 10 s.
+            await o.player.wait_status("betting", timeout=120)
+            await o.player.wait_round_over((await o.player.state())["round_id"], timeout=120)
             rules = (await client.get("/api/v1/game/rules")).json()
             assert rules["max_stake"] == 4_000, rules
         # Read before the ledger opens, as the next start does: the configured chain.
