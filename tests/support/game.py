@@ -85,10 +85,12 @@ class Api:
         return r.json()  # type: ignore[no-any-return]
 
     async def wait_status(
-        self, status: str | tuple[str, ...], timeout: float = 10.0
+        self, status: str | tuple[str, ...], timeout: float = 120.0
     ) -> dict[str, Any]:
         """The state once its status is ``status`` (or one of them: a short round's
-        running phase can fall between two polls on a loaded machine)."""
+        running phase can fall between two polls on a loaded machine). The deadline is
+        only a failure's: the round running may crash at any point (a 1,000x round runs
+        ~115 s), so not 10 s (CI once waited longer for betting)."""
         wanted = (status,) if isinstance(status, str) else status
         with trio.fail_after(timeout):
             while True:
