@@ -30,7 +30,6 @@ chose it; the body says ``paused``).
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,22 +63,21 @@ def engine_check(services: Services) -> Check:
     overdue = engine.overdue_s()
     if overdue > MAX_OVERDUE_S:
         return Check("engine", False, f"the engine loop is {overdue:.1f} s past its timer")
+    # The newest ticks first, at most RECENT_TICKS of them, none older than
+    # RECENT_TICKS_S: a paused game runs no ticks, and its last round's are stale.
     since = trio.current_time() - RECENT_TICKS_S
-    recent = list(
-        itertools.takewhile(
-            lambda tick: tick[0] >= since,
-            itertools.islice(
-                zip(reversed(engine.tick_times), reversed(engine.tick_lateness), strict=True),
-                RECENT_TICKS,
-            ),
-        )
-    )
-    worst = max((late for _, late in recent), default=0.0)
+    counted = 0
+    worst = 0.0
+    for at, late in zip(reversed(engine.tick_times), reversed(engine.tick_lateness), strict=True):
+        if counted == RECENT_TICKS or at < since:
+            break
+        counted += 1
+        worst = max(worst, late)
     if worst > MAX_TICK_LATENESS_S:
         return Check(
             "engine",
             False,
-            f"ticks are late: {worst * 1000:.0f} ms in the last {len(recent)} "
+            f"ticks are late: {worst * 1000:.0f} ms in the last {counted} "
             f"(limit {MAX_TICK_LATENESS_S * 1000:.0f} ms)",
         )
     return Check("engine", True)
