@@ -361,7 +361,8 @@ async def test_the_operator_tools_on_postgresql(
             assert len(await audit(o, "bankroll_deposit")) == 1
             [limits] = await audit(o, "limits")
             assert limits["after"]["max_stake"] == 4_000
-            # The round running may be a long one (its crash point is any): not 30 s.
+            # The round running may be a long one (its crash point is any): wait_status's
+            # default deadline (120 s) covers it, and the wait for its end has the same.
             await o.player.wait_status("betting")
             await o.player.wait_round_over((await o.player.state())["round_id"], timeout=120)
             rules = (await client.get("/api/v1/game/rules")).json()
